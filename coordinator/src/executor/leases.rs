@@ -1,0 +1,71 @@
+//! The lease loop: renews this node's leases and adopts sagas whose owner went silent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Inner;
+use crate::clock::now_ms;
+
+/// Most sagas adopted in one round, so that a large recovery proceeds in steps.
+pub(super) const CLAIM_BATCH: u32 = 500;
+
+pub(super) async fn run(inner: Arc<Inner>) {
+    let period = (inner.options.lease / 3).max(Duration::from_millis(50));
+    loop {
+        let lease_until = now_ms() + inner.lease_ms();
+        let renewed = inner.store.renew_leases(&inner.options.node_id, lease_until).await;
+        inner.store_result(&renewed);
+        match renewed {
+            Ok(cancels) => {
+                for id in cancels {
+                    inner.forward_cancel(id);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "renewing leases failed; will retry"),
+        }
+        match adopt(&inner, false).await {
+            Ok(n) if n >= CLAIM_BATCH as usize => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "adopting orphaned sagas failed; will retry"),
+        }
+        tokio::time::sleep(period).await;
+    }
+}
+
+/// Claims orphaned sagas (and, on the first round, this node's own) and resumes them.
+pub(super) async fn adopt(inner: &Arc<Inner>, include_own: bool) -> crate::Result<usize> {
+    let free = inner.permits.available_permits().min(CLAIM_BATCH as usize) as u32;
+    if free == 0 {
+        return Ok(0);
+    }
+    let now = now_ms();
+    let claimed = inner
+        .store
+        .claim(&inner.options.node_id, include_own, now, now + inner.lease_ms(), free)
+        .await;
+    inner.store_result(&claimed);
+    let claimed = claimed?;
+    let n = claimed.len();
+    for record in claimed {
+        let Ok(permit) = inner.permits.clone().try_acquire_owned() else { break };
+        let resumed: crate::Result<_> = async {
+            let def_record = inner
+                .store
+                .get_definition(&record.definition, Some(record.version))
+                .await?
+                .ok_or_else(|| crate::Error::DefinitionNotFound { name: record.definition.clone(), version: Some(record.version) })?;
+            let def = inner.definition(&def_record)?;
+            let log = inner.store.events(record.id).await?;
+            Ok((def, log))
+        }
+        .await;
+        match resumed {
+            Ok((def, log)) => {
+                tracing::info!(saga_id = %record.id, generation = record.generation, "adopted saga");
+                inner.spawn(record, def, log, permit);
+            }
+            Err(e) => tracing::error!(saga_id = %record.id, error = %e, "cannot resume saga"),
+        }
+    }
+    Ok(n)
+}

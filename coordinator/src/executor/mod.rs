@@ -1,0 +1,451 @@
+//! The executor: runs many sagas at once, each as a lightweight task driven by the pure
+//! planner, and keeps their ownership (leases, adoption of orphaned sagas).
+//!
+//! [`Coordinator`] is a cheap handle (an `Arc` inside). Build one with
+//! [`Coordinator::start`]; it spawns the lease loop, which also adopts sagas whose owner
+//! died (and, at start-up, resumes this node's own unfinished sagas).
+
+mod leases;
+mod saga_task;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sagas::{SagaDefinition, SagaEvent, SagaState, SagaStatus, ValidationError, ValidationErrors};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
+use uuid::Uuid;
+
+use crate::clock::now_ms;
+use crate::runner::Runners;
+use crate::store::{Created, DefinitionRecord, NewSaga, PutDefinition, SagaRecord, Store, StoredEvent};
+use crate::{Error, Result};
+
+/// How a coordinator runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// This coordinator's id; every saga it owns carries it. Two live coordinators must
+    /// never share one.
+    pub node_id: String,
+    /// How long a lease lasts without renewal; others adopt the sagas of a coordinator
+    /// silent for this long.
+    pub lease: Duration,
+    /// Most sagas this coordinator runs at once; starts beyond it are refused (503).
+    pub max_running: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            node_id: "local".to_owned(),
+            lease: Duration::from_secs(10),
+            max_running: 10_000,
+        }
+    }
+}
+
+/// A request to start a saga.
+#[derive(Debug, Clone)]
+pub struct StartSaga {
+    /// Definition name.
+    pub definition: String,
+    /// Definition version (latest when `None`).
+    pub version: Option<i64>,
+    /// The input.
+    pub input: Value,
+    /// Idempotency key: starting twice with one key starts one saga.
+    pub idempotency_key: Option<String>,
+    /// W3C `traceparent` of the caller, to join its trace.
+    pub trace_context: Option<String>,
+}
+
+/// A saga as the API shows it: its row and the state replayed from its log.
+#[derive(Debug, Clone)]
+pub struct SagaView {
+    /// The row.
+    pub record: SagaRecord,
+    /// The replayed state.
+    pub state: SagaState,
+}
+
+/// The health of the coordinator's link to its database.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Health {
+    /// Whether the last write succeeded.
+    pub store_ok: bool,
+    /// The last store error, while failing.
+    pub last_error: Option<String>,
+    /// Consecutive failed writes.
+    pub failures: u64,
+}
+
+pub(crate) enum Command {
+    Cancel {
+        reason: String,
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+struct RunningSaga {
+    commands: mpsc::UnboundedSender<Command>,
+    abort: tokio::task::AbortHandle,
+    generation: i64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) runners: Runners,
+    pub(crate) options: Options,
+    running: Mutex<HashMap<Uuid, RunningSaga>>,
+    definitions: Mutex<HashMap<(String, i64), Arc<SagaDefinition>>>,
+    pub(crate) settled: broadcast::Sender<Uuid>,
+    pub(crate) permits: Arc<Semaphore>,
+    health: Mutex<Health>,
+    lease_loop: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// A running coordinator. Clones share it.
+#[derive(Clone)]
+pub struct Coordinator {
+    inner: Arc<Inner>,
+}
+
+impl Coordinator {
+    /// Starts a coordinator on `store`, resuming this node's unfinished sagas and adopting
+    /// orphaned ones in the background.
+    pub async fn start(store: Arc<dyn Store>, runners: Runners, options: Options) -> Result<Coordinator> {
+        let (settled, _) = broadcast::channel(4096);
+        let inner = Arc::new(Inner {
+            store,
+            runners,
+            permits: Arc::new(Semaphore::new(options.max_running)),
+            options,
+            running: Mutex::new(HashMap::new()),
+            definitions: Mutex::new(HashMap::new()),
+            settled,
+            health: Mutex::new(Health { store_ok: true, ..Health::default() }),
+            lease_loop: Mutex::new(None),
+        });
+        // Resume this node's own unfinished sagas before anything new starts, so that the
+        // generation bump of that first claim cannot fence a saga started meanwhile.
+        while leases::adopt(&inner, true).await? >= leases::CLAIM_BATCH as usize {}
+        let handle = tokio::spawn(leases::run(inner.clone()));
+        *inner.lease_loop.lock().expect("lock") = Some(handle);
+        Ok(Coordinator { inner })
+    }
+
+    /// The store this coordinator writes to.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The step runners (and their fault injection).
+    pub fn runners(&self) -> &Runners {
+        &self.inner.runners
+    }
+
+    /// This coordinator's options.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// The health of the database link.
+    pub fn health(&self) -> Health {
+        self.inner.health.lock().expect("lock").clone()
+    }
+
+    /// Sagas this coordinator is running now.
+    pub fn running_count(&self) -> usize {
+        self.inner.running.lock().expect("lock").len()
+    }
+
+    /// Validates a definition document, checks it against this coordinator (Rust handlers
+    /// registered, HTTP hosts allowed) and stores it.
+    pub async fn register_definition(&self, document: &Value) -> Result<PutDefinition> {
+        let definition = sagas::validate::validate_value(document)?;
+        self.register(&definition).await
+    }
+
+    /// Stores a checked definition (from JSON or from [`crate::RustSaga`]).
+    pub async fn register(&self, definition: &SagaDefinition) -> Result<PutDefinition> {
+        self.check_runnable(definition)?;
+        let document = serde_json::to_value(&definition.document).expect("a document is JSON");
+        let put = self
+            .inner
+            .store
+            .put_definition(&definition.name, &definition.content_hash, &document, now_ms())
+            .await?;
+        Ok(put)
+    }
+
+    fn check_runnable(&self, definition: &SagaDefinition) -> Result<()> {
+        let mut errors = Vec::new();
+        for (i, step) in definition.steps.iter().enumerate() {
+            let parts = std::iter::once(("action", &step.action)).chain(step.compensation.as_ref().map(|c| ("compensation", c)));
+            for (part, action) in parts {
+                match action {
+                    sagas::StepAction::Rust(call) => {
+                        if !self.inner.runners.rust.contains(&call.handler) {
+                            errors.push(ValidationError {
+                                path: format!("/steps/{i}/{part}/rust/handler"),
+                                message: format!("no Rust handler is registered as `{}`", call.handler),
+                            });
+                        }
+                    }
+                    sagas::StepAction::Http(http) => {
+                        if let sagas::Template::Literal(Value::String(url)) = &http.url
+                            && let Err(message) = self.inner.runners.http.hosts().check(url)
+                        {
+                            errors.push(ValidationError { path: format!("/steps/{i}/{part}/http/url"), message });
+                        }
+                    }
+                }
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(ValidationErrors(errors).into()) }
+    }
+
+    /// The definition `name` at `version` (latest when `None`), checked and cached.
+    pub async fn definition(&self, name: &str, version: Option<i64>) -> Result<(DefinitionRecord, Arc<SagaDefinition>)> {
+        let record = self
+            .inner
+            .store
+            .get_definition(name, version)
+            .await?
+            .ok_or_else(|| Error::DefinitionNotFound { name: name.to_owned(), version })?;
+        let def = self.inner.definition(&record)?;
+        Ok((record, def))
+    }
+
+    /// Starts a saga; returns it and whether it is new (`false`: its idempotency key had
+    /// already started it).
+    pub async fn start_saga(&self, request: StartSaga) -> Result<(SagaRecord, bool)> {
+        let (record, def) = self.definition(&request.definition, request.version).await?;
+        sagas::validate::validate_input(&def, &request.input)?;
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::Overloaded(self.inner.options.max_running))?;
+        let now = now_ms();
+        let created = self
+            .inner
+            .store
+            .create_saga(NewSaga {
+                id: Uuid::now_v7(),
+                definition: record.name.clone(),
+                version: record.version,
+                input: request.input,
+                idempotency_key: request.idempotency_key,
+                trace_context: request.trace_context,
+                owner: self.inner.options.node_id.clone(),
+                lease_until_ms: now + self.inner.lease_ms(),
+                now_ms: now,
+            })
+            .await?;
+        match created {
+            Created::New(saga) => {
+                self.inner.spawn(saga.clone(), def, Vec::new(), permit);
+                Ok((saga, true))
+            }
+            Created::Existing(saga) => Ok((saga, false)),
+        }
+    }
+
+    /// A saga's row and replayed state.
+    pub async fn saga(&self, id: Uuid) -> Result<SagaView> {
+        let record = self.inner.store.get_saga(id).await?.ok_or(Error::SagaNotFound(id))?;
+        let (_, def) = self.definition(&record.definition, Some(record.version)).await?;
+        let events = self.inner.store.events(id).await?;
+        let state = SagaState::replay(def, events.iter().map(|e| &e.event))
+            .map_err(|source| Error::CorruptLog { id, source })?;
+        Ok(SagaView { record, state })
+    }
+
+    /// A saga's event log.
+    pub async fn events(&self, id: Uuid) -> Result<Vec<StoredEvent>> {
+        if self.inner.store.get_saga(id).await?.is_none() {
+            return Err(Error::SagaNotFound(id));
+        }
+        self.inner.store.events(id).await
+    }
+
+    /// Waits until the saga is settled (completed, compensated or stuck) or `timeout` passes;
+    /// returns its row either way.
+    pub async fn wait(&self, id: Uuid, timeout: Duration) -> Result<SagaRecord> {
+        let mut settled = self.inner.settled.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let record = self.inner.store.get_saga(id).await?.ok_or(Error::SagaNotFound(id))?;
+            if record.status.is_settled() || tokio::time::Instant::now() >= deadline {
+                return Ok(record);
+            }
+            // Sagas owned by another coordinator settle without telling us: poll as well.
+            let poll = tokio::time::sleep(Duration::from_millis(200));
+            tokio::select! {
+                _ = poll => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                got = settled.recv() => match got {
+                    Ok(settled_id) if settled_id != id => continue,
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    /// Cancels a running saga: it stops starting steps and compensates.
+    pub async fn cancel(&self, id: Uuid, reason: &str) -> Result<SagaRecord> {
+        let record = self.inner.store.get_saga(id).await?.ok_or(Error::SagaNotFound(id))?;
+        if record.status != SagaStatus::Running {
+            return Err(Error::IllegalTransition {
+                id,
+                status: record.status,
+                reason: "only a running saga can be cancelled".into(),
+            });
+        }
+        let local = self.inner.running.lock().expect("lock").get(&id).map(|r| r.commands.clone());
+        match local {
+            Some(commands) => {
+                let (reply, answer) = oneshot::channel();
+                let sent = commands.send(Command::Cancel { reason: reason.to_owned(), reply }).is_ok();
+                if sent && let Ok(result) = answer.await {
+                    result?;
+                }
+            }
+            None => {
+                // Owned elsewhere: leave a request that its owner picks up.
+                self.inner.store.request_cancel(id).await?;
+            }
+        }
+        self.inner.store.get_saga(id).await?.ok_or(Error::SagaNotFound(id))
+    }
+
+    /// Resumes a stuck saga's compensations.
+    pub async fn retry(&self, id: Uuid) -> Result<SagaRecord> {
+        let record = self.inner.store.get_saga(id).await?.ok_or(Error::SagaNotFound(id))?;
+        if record.status != SagaStatus::Stuck {
+            return Err(Error::IllegalTransition {
+                id,
+                status: record.status,
+                reason: "only a stuck saga can be retried".into(),
+            });
+        }
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::Overloaded(self.inner.options.max_running))?;
+        let lease_until = now_ms() + self.inner.lease_ms();
+        let Some(record) = self.inner.store.take_over_stuck(id, &self.inner.options.node_id, lease_until).await? else {
+            let now = self.inner.store.get_saga(id).await?.ok_or(Error::SagaNotFound(id))?;
+            return Err(Error::IllegalTransition { id, status: now.status, reason: "only a stuck saga can be retried".into() });
+        };
+        let (_, def) = self.definition(&record.definition, Some(record.version)).await?;
+        let log = self.inner.store.events(id).await?;
+        let mut events = log.iter().map(|e| e.event.clone()).collect::<Vec<_>>();
+        events.push(SagaEvent::RetryRequested {});
+        let state = SagaState::replay(def.clone(), events.iter()).map_err(|source| Error::CorruptLog { id, source })?;
+        let fence = record.fence().expect("taken over");
+        self.inner.store
+            .append(crate::store::Append {
+                saga_id: id,
+                fence,
+                first_seq: log.len() as i64,
+                events: vec![SagaEvent::RetryRequested {}],
+                status: state.status(),
+                error: state.unwind_cause().map(ToString::to_string),
+                now_ms: now_ms(),
+            })
+            .await?;
+        let log = self.inner.store.events(id).await?;
+        let record = self.inner.store.get_saga(id).await?.ok_or(Error::SagaNotFound(id))?;
+        self.inner.spawn(record.clone(), def, log, permit);
+        Ok(record)
+    }
+
+    /// Stops every saga task and gives up this node's leases, so that other coordinators
+    /// adopt its sagas at once. Interrupted attempts run again there, with the same
+    /// idempotency keys.
+    pub async fn shutdown(&self) -> Result<()> {
+        if let Some(handle) = self.inner.lease_loop.lock().expect("lock").take() {
+            handle.abort();
+        }
+        let running: Vec<RunningSaga> = self.inner.running.lock().expect("lock").drain().map(|(_, r)| r).collect();
+        for r in running {
+            r.abort.abort();
+        }
+        self.inner.store.release(&self.inner.options.node_id).await
+    }
+}
+
+impl Inner {
+    pub(crate) fn lease_ms(&self) -> i64 {
+        i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    pub(crate) fn definition(&self, record: &DefinitionRecord) -> Result<Arc<SagaDefinition>> {
+        let key = (record.name.clone(), record.version);
+        if let Some(def) = self.definitions.lock().expect("lock").get(&key) {
+            return Ok(def.clone());
+        }
+        let def = Arc::new(sagas::validate::validate_value(&record.document)?);
+        self.definitions.lock().expect("lock").insert(key, def.clone());
+        Ok(def)
+    }
+
+    pub(crate) fn spawn(
+        self: &Arc<Self>,
+        record: SagaRecord,
+        def: Arc<SagaDefinition>,
+        log: Vec<StoredEvent>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let id = record.id;
+        let generation = record.generation;
+        let mut running = self.running.lock().expect("lock");
+        let task = tokio::spawn(saga_task::drive(self.clone(), record, def, log, receiver, permit));
+        let previous = running.insert(id, RunningSaga { commands, abort: task.abort_handle(), generation });
+        if let Some(previous) = previous {
+            // Re-adopted after our own lease lapsed: the old task is fenced; stop it.
+            previous.abort.abort();
+        }
+    }
+
+    pub(crate) fn forward_cancel(&self, id: Uuid) {
+        if let Some(r) = self.running.lock().expect("lock").get(&id) {
+            let (reply, _) = oneshot::channel();
+            let _ = r.commands.send(Command::Cancel { reason: "cancel requested".into(), reply });
+        }
+    }
+
+    pub(crate) fn finished(&self, id: Uuid, generation: i64) {
+        let mut running = self.running.lock().expect("lock");
+        if running.get(&id).is_some_and(|r| r.generation == generation) {
+            running.remove(&id);
+        }
+        drop(running);
+        let _ = self.settled.send(id);
+    }
+
+    pub(crate) fn store_result<T>(&self, result: &Result<T>) {
+        let mut health = self.health.lock().expect("lock");
+        match result {
+            Ok(_) => {
+                health.store_ok = true;
+                health.last_error = None;
+                health.failures = 0;
+            }
+            Err(Error::Store(message)) => {
+                health.store_ok = false;
+                health.last_error = Some(message.clone());
+                health.failures += 1;
+            }
+            Err(_) => {}
+        }
+    }
+}

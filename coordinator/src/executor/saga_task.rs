@@ -1,0 +1,260 @@
+//! One saga's task: plan, append, run, record outcomes, until the saga settles.
+//!
+//! The write-ahead rule holds throughout: an attempt is launched only after its "started"
+//! event is durable, so after a crash the log names every effect that may have happened.
+//! Events that become due together (an outcome and the starts it unlocks) go into one
+//! append.
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use sagas::template::RenderContext;
+use sagas::{planner, Phase, SagaDefinition, SagaEvent, SagaState, SagaStatus, StepAction, StepError, Work};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use super::{Command, Inner};
+use crate::clock::now_ms;
+use crate::runner::{RenderedAction, StepCall};
+use crate::store::{Append, AppendAck, Fence, SagaRecord, StoredEvent};
+use crate::{Error, Result};
+
+/// Longest wait between two tries of a failing store write.
+const MAX_STORE_BACKOFF: Duration = Duration::from_secs(5);
+
+pub(super) async fn drive(
+    inner: Arc<Inner>,
+    record: SagaRecord,
+    def: Arc<SagaDefinition>,
+    log: Vec<StoredEvent>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let id = record.id;
+    let generation = record.generation;
+    match Driver::new(inner.clone(), record, def, &log).map(|d| d.run(commands)) {
+        Ok(run) => match run.await {
+            Ok(status) => tracing::debug!(saga_id = %id, %status, "saga settled"),
+            Err(Error::Fenced(_)) => tracing::info!(saga_id = %id, "another coordinator owns the saga now"),
+            Err(e) => tracing::error!(saga_id = %id, error = %e, "saga task stopped"),
+        },
+        Err(e) => tracing::error!(saga_id = %id, error = %e, "cannot resume saga"),
+    }
+    inner.finished(id, generation);
+}
+
+struct Driver {
+    inner: Arc<Inner>,
+    id: Uuid,
+    id_text: String,
+    fence: Fence,
+    input: Arc<Value>,
+    definition_name: String,
+    state: SagaState,
+    next_seq: i64,
+    batch: Vec<SagaEvent>,
+    replies: Vec<oneshot::Sender<Result<()>>>,
+    trace_context: Option<String>,
+}
+
+type Outcome = (Work, Result<Value, StepError>);
+
+impl Driver {
+    fn new(inner: Arc<Inner>, record: SagaRecord, def: Arc<SagaDefinition>, log: &[StoredEvent]) -> Result<Driver> {
+        let id = record.id;
+        let state = SagaState::replay(def, log.iter().map(|e| &e.event)).map_err(|source| Error::CorruptLog { id, source })?;
+        let fence = record.fence().ok_or_else(|| Error::Fenced(id))?;
+        Ok(Driver {
+            inner,
+            id,
+            id_text: id.to_string(),
+            fence,
+            input: Arc::new(record.input),
+            definition_name: record.definition,
+            state,
+            next_seq: log.len() as i64,
+            batch: Vec::new(),
+            replies: Vec::new(),
+            trace_context: record.trace_context,
+        })
+    }
+
+    fn push(&mut self, event: SagaEvent) -> Result<()> {
+        self.state.apply(&event).map_err(|source| Error::CorruptLog { id: self.id, source })?;
+        self.batch.push(event);
+        Ok(())
+    }
+
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) -> Result<SagaStatus> {
+        let mut running: JoinSet<Outcome> = JoinSet::new();
+        let mut launch: Vec<Work> = Vec::new();
+        // Recovery: attempts the log shows in flight run again, as their next attempt.
+        for work in planner::in_flight(&self.state) {
+            self.push(planner::started_event(&self.state, work))?;
+            launch.push(work);
+        }
+        let mut cancel = None;
+        loop {
+            if let Some(reason) = cancel.take()
+                && self.state.status() == SagaStatus::Running
+            {
+                self.push(SagaEvent::CancelRequested { reason })?;
+            }
+            let plan = planner::plan(&self.state, now_ms().max(0) as u64);
+            for work in plan.start {
+                self.push(planner::started_event(&self.state, work))?;
+                launch.push(work);
+            }
+            if !self.batch.is_empty() {
+                let ack = self.append().await?;
+                if ack.cancel_requested && self.state.status() == SagaStatus::Running {
+                    cancel = Some("cancel requested".to_owned());
+                }
+            }
+            for work in launch.drain(..) {
+                let runners = self.inner.runners.clone();
+                let call = self.call(work);
+                running.spawn(async move {
+                    let result = match call {
+                        Ok(call) => AssertUnwindSafe(runners.run(call))
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| Err(StepError::transient("the step panicked"))),
+                        Err(e) => Err(e),
+                    };
+                    (work, result)
+                });
+            }
+            if cancel.is_some() {
+                continue;
+            }
+            if running.is_empty() && self.state.status().is_settled() {
+                return Ok(self.state.status());
+            }
+            let wake = plan.wake_at_ms;
+            let sleep = async {
+                match wake {
+                    Some(at) => {
+                        let wait = at.saturating_sub(now_ms().max(0) as u64);
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(joined) = running.join_next(), if !running.is_empty() => {
+                    let (work, outcome) = joined.expect("step tasks catch their panics");
+                    let event = planner::outcome_event(&self.state, work, outcome, now_ms().max(0) as u64, rand::random::<f64>());
+                    self.push(event)?;
+                }
+                Some(command) = commands.recv() => match command {
+                    Command::Cancel { reason, reply } => {
+                        if self.state.status() == SagaStatus::Running {
+                            cancel = Some(reason);
+                            self.replies.push(reply);
+                        } else {
+                            let _ = reply.send(Err(Error::IllegalTransition {
+                                id: self.id,
+                                status: self.state.status(),
+                                reason: "only a running saga can be cancelled".into(),
+                            }));
+                        }
+                    }
+                },
+                () = sleep => {}
+            }
+        }
+    }
+
+    /// Appends the batch, retrying store failures with backoff until it is durable.
+    async fn append(&mut self) -> Result<AppendAck> {
+        let events = std::mem::take(&mut self.batch);
+        let count = events.len() as i64;
+        let mut append = Append {
+            saga_id: self.id,
+            fence: self.fence.clone(),
+            first_seq: self.next_seq,
+            events,
+            status: self.state.status(),
+            error: self.state.unwind_cause().map(ToString::to_string),
+            now_ms: now_ms(),
+        };
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let result = self.inner.store.append(append.clone()).await;
+            self.inner.store_result(&result);
+            match result {
+                Ok(ack) => {
+                    self.next_seq += count;
+                    for reply in self.replies.drain(..) {
+                        let _ = reply.send(Ok(()));
+                    }
+                    return Ok(ack);
+                }
+                Err(Error::Store(message)) => {
+                    tracing::warn!(saga_id = %self.id, error = %message, retry_in_ms = backoff.as_millis() as u64, "store write failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_STORE_BACKOFF);
+                    append.now_ms = now_ms();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Renders the step's templates into a call; a template that does not resolve is a
+    /// business failure of the step.
+    fn call(&self, work: Work) -> Result<StepCall, StepError> {
+        let def = self.state.definition();
+        let step = &def.steps[work.step];
+        let action = match work.phase {
+            Phase::Action => &step.action,
+            Phase::Compensation => step.compensation.as_ref().expect("only steps with a compensation are compensated"),
+        };
+        let state = &self.state;
+        let lookup = |name: &str| state.output_of(name);
+        let cx = RenderContext { input: &self.input, saga_id: &self.id_text, output_of: &lookup };
+        let fail = |e: sagas::template::RenderError| StepError::permanent(e.to_string());
+        let request = match action {
+            StepAction::Http(http) => RenderedAction::Http {
+                method: http.method,
+                url: http.url.render_string(&cx).map_err(fail)?,
+                headers: http
+                    .headers
+                    .iter()
+                    .map(|(name, t)| t.render_string(&cx).map(|v| (name.clone(), v)))
+                    .collect::<Result<_, _>>()
+                    .map_err(fail)?,
+                body: http.body.as_ref().map(|b| b.render(&cx)).transpose().map_err(fail)?,
+            },
+            StepAction::Rust(call) => RenderedAction::Rust {
+                handler: call.handler.clone(),
+                params: call.params.as_ref().map(|p| p.render(&cx)).transpose().map_err(fail)?.unwrap_or(Value::Null),
+            },
+        };
+        let outputs: BTreeMap<String, Value> = def
+            .steps
+            .iter()
+            .zip(state.steps())
+            .filter_map(|(d, s)| s.output.as_ref().map(|o| (d.name.clone(), o.clone())))
+            .collect();
+        Ok(StepCall {
+            saga_id: self.id,
+            definition: self.definition_name.clone(),
+            step: step.name.clone(),
+            phase: work.phase,
+            attempt: work.attempt,
+            idempotency_key: sagas::idempotency_key(&self.id_text, &step.name, work.phase),
+            input: self.input.clone(),
+            outputs: Arc::new(outputs),
+            request,
+            timeout: step.timeout,
+            traceparent: self.trace_context.clone(),
+        })
+    }
+}

@@ -1,0 +1,34 @@
+//! # The geosaga coordinator
+//!
+//! Runs sagas defined with the [`sagas`] core: executes their steps, records every
+//! transition in a store, and makes sure no saga is lost when processes die.
+//!
+//! ## Layout
+//! - [`executor`]: [`Coordinator`], the handle to a running coordinator; one task per
+//!   running saga, the lease loop that renews ownership and adopts orphaned sagas.
+//! - [`runner`]: how one attempt runs: HTTP steps ([`runner::http`]), Rust handlers
+//!   ([`runner::rust`]), time limits and injected faults ([`runner::faults`]).
+//! - [`store`]: the store port ([`Store`]) and its implementations: in memory, SQLite
+//!   (the embedded default) and PostgreSQL, with group commit.
+//! - [`rust_saga`]: [`RustSaga`], the builder for sagas written in Rust.
+//! - [`conformance`]: checks every saga should pass (idempotent actions, clean unwinds).
+//!
+//! Library code only emits `tracing` spans and events; subscribers and exporters are set
+//! up by the binary.
+
+pub mod clock;
+pub mod conformance;
+mod error;
+pub mod executor;
+pub mod runner;
+pub mod rust_saga;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use executor::{Coordinator, Options, SagaView, StartSaga};
+pub use runner::faults::{Fault, Faults};
+pub use runner::http::{HostPolicy, HttpRunner};
+pub use runner::rust::{Action, HandlerRegistry, StepContext};
+pub use runner::Runners;
+pub use rust_saga::RustSaga;
+pub use store::Store;

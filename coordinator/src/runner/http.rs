@@ -1,0 +1,178 @@
+//! HTTP steps: one request per attempt, and the outcome contract.
+//!
+//! - 2xx: success; the JSON body is the step's output (an empty body is `null`, a body that
+//!   is not JSON is kept as a string).
+//! - 408, 429, 5xx, connection errors: transient, retried by the step's policy, honouring
+//!   `Retry-After` (in seconds).
+//! - Any other status: a business failure, not retried.
+//!
+//! Every request carries `Idempotency-Key`, `X-Saga-Id`, `X-Saga-Step` and, when the saga
+//! is traced, `traceparent`. Redirects are not followed (a 3xx is a business failure) so
+//! that the host allow-list cannot be walked around.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderName, HeaderValue};
+use sagas::{FailureKind, StepError};
+use serde_json::Value;
+
+use super::{RenderedAction, StepCall};
+
+/// Largest response body kept as a step's output.
+pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
+
+/// Which hosts HTTP steps may call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPolicy {
+    /// Any host (the dev mode's default).
+    Any,
+    /// Only these hosts (`host` or `host:port`, case-insensitive).
+    Only(Vec<String>),
+}
+
+impl HostPolicy {
+    /// Whether `url` may be called; `Err` says why not.
+    pub fn check(&self, url: &str) -> Result<(), String> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
+        match parsed.scheme() {
+            "http" | "https" => {}
+            other => return Err(format!("`{url}`: scheme `{other}` is not allowed (http or https)")),
+        }
+        match self {
+            HostPolicy::Any => Ok(()),
+            HostPolicy::Only(hosts) => {
+                let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
+                let with_port = parsed.port_or_known_default().map(|p| format!("{host}:{p}"));
+                let allowed = hosts.iter().any(|h| {
+                    let h = h.to_ascii_lowercase();
+                    h == host || Some(&h) == with_port.as_ref()
+                });
+                if allowed {
+                    Ok(())
+                } else {
+                    Err(format!("host `{host}` is not in the allowed hosts ({})", hosts.join(", ")))
+                }
+            }
+        }
+    }
+}
+
+/// Runs HTTP steps with one shared connection pool.
+#[derive(Clone)]
+pub struct HttpRunner {
+    client: reqwest::Client,
+    hosts: HostPolicy,
+}
+
+impl HttpRunner {
+    /// A runner that may call the hosts `hosts` allows.
+    pub fn new(hosts: HostPolicy) -> HttpRunner {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(concat!("geosaga/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds");
+        HttpRunner { client, hosts }
+    }
+
+    /// The host policy.
+    pub fn hosts(&self) -> &HostPolicy {
+        &self.hosts
+    }
+
+    /// Runs one attempt of an HTTP step.
+    pub async fn run(&self, call: &StepCall) -> Result<Value, StepError> {
+        let RenderedAction::Http { method, url, headers, body } = &call.request else {
+            return Err(StepError::permanent("not an HTTP step"));
+        };
+        self.hosts.check(url).map_err(StepError::permanent)?;
+        let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).expect("a known method");
+        let mut request = self
+            .client
+            .request(method, url)
+            .header("idempotency-key", &call.idempotency_key)
+            .header("x-saga-id", call.saga_id.to_string())
+            .header("x-saga-step", &call.step);
+        if let Some(tp) = &call.traceparent {
+            request = request.header("traceparent", tp);
+        }
+        for (name, value) in headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| StepError::permanent(format!("header `{name}`: {e}")))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| StepError::permanent(format!("header `{name}` value: {e}")))?;
+            request = request.header(name, value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| {
+            let mut error = StepError::transient(format!("request failed: {}", error_chain(&e)));
+            if e.is_timeout() {
+                error.kind = FailureKind::Timeout;
+            }
+            error
+        })?;
+        let status = response.status();
+        let retry_after_ms = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|secs| secs.saturating_mul(1000));
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| StepError::transient(format!("reading the response: {}", error_chain(&e))))?;
+        if status.is_success() {
+            if bytes.len() > MAX_OUTPUT_BYTES {
+                return Err(StepError::permanent(format!(
+                    "response body of {} bytes is larger than the {MAX_OUTPUT_BYTES} bytes a step may output",
+                    bytes.len()
+                )));
+            }
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Value::Null);
+            }
+            return Ok(serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())));
+        }
+        let code = status.as_u16();
+        let snippet: String = String::from_utf8_lossy(&bytes).chars().take(500).collect();
+        let transient = code == 408 || code == 429 || status.is_server_error();
+        Err(StepError {
+            kind: if transient { FailureKind::Transient } else { FailureKind::Permanent },
+            message: format!("HTTP {code} from {url}: {snippet}"),
+            status: Some(code),
+            retry_after_ms,
+        })
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_policy_checks_hosts_and_schemes() {
+        let only = HostPolicy::Only(vec!["api.example.com".into(), "127.0.0.1:9001".into()]);
+        assert!(only.check("https://API.example.com/x").is_ok());
+        assert!(only.check("http://127.0.0.1:9001/cars").is_ok());
+        assert!(only.check("http://127.0.0.1:9002/cars").is_err());
+        assert!(only.check("http://169.254.169.254/latest").is_err());
+        assert!(HostPolicy::Any.check("file:///etc/passwd").is_err());
+        assert!(HostPolicy::Any.check("http://anything:1/").is_ok());
+    }
+}

@@ -1,0 +1,108 @@
+//! Step runners: how one attempt of an action or a compensation is carried out.
+//!
+//! The executor renders a step's templates into a [`StepCall`] and hands it to
+//! [`Runners::run`], which applies fault injection, enforces the step's time limit and
+//! dispatches on the step kind: [`http::HttpRunner`] or a Rust handler from the
+//! [`rust::HandlerRegistry`].
+
+pub mod faults;
+pub mod http;
+pub mod rust;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sagas::{HttpMethod, Phase, StepError};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// One attempt to run, with every template already rendered.
+#[derive(Debug, Clone)]
+pub struct StepCall {
+    /// The saga.
+    pub saga_id: Uuid,
+    /// The definition's name.
+    pub definition: String,
+    /// The step's name.
+    pub step: String,
+    /// Action or compensation.
+    pub phase: Phase,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Stable across retries and recoveries.
+    pub idempotency_key: String,
+    /// The saga input.
+    pub input: Arc<Value>,
+    /// Outputs of the steps that have one, by name.
+    pub outputs: Arc<BTreeMap<String, Value>>,
+    /// What to do.
+    pub request: RenderedAction,
+    /// Time limit of this attempt.
+    pub timeout: Duration,
+    /// W3C `traceparent` of the span this attempt runs in, to pass on.
+    pub traceparent: Option<String>,
+}
+
+/// A step action with its templates rendered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RenderedAction {
+    /// An HTTP request.
+    Http {
+        /// Method.
+        method: HttpMethod,
+        /// URL.
+        url: String,
+        /// Extra headers.
+        headers: Vec<(String, String)>,
+        /// JSON body.
+        body: Option<Value>,
+    },
+    /// A call to a Rust handler.
+    Rust {
+        /// Registered name.
+        handler: String,
+        /// Parameters.
+        params: Value,
+    },
+}
+
+/// Everything that can run a step.
+#[derive(Clone)]
+pub struct Runners {
+    /// Runs HTTP steps.
+    pub http: http::HttpRunner,
+    /// Runs Rust steps.
+    pub rust: rust::HandlerRegistry,
+    /// Failures and repeats injected by tests.
+    pub faults: Arc<faults::Faults>,
+}
+
+impl Runners {
+    /// Runs one attempt: injected faults first, then the real step within its time limit.
+    pub async fn run(&self, call: StepCall) -> Result<Value, StepError> {
+        let repeat = match self.faults.take(call.saga_id, &call.step, call.phase) {
+            Some(faults::Fault::Fail(error)) => return Err(error),
+            Some(faults::Fault::Repeat) => true,
+            None => false,
+        };
+        if repeat {
+            // Run once and throw the result away: the second run must be harmless.
+            let _ = self.run_once(&call).await;
+        }
+        self.run_once(&call).await
+    }
+
+    async fn run_once(&self, call: &StepCall) -> Result<Value, StepError> {
+        let attempt = async {
+            match &call.request {
+                RenderedAction::Http { .. } => self.http.run(call).await,
+                RenderedAction::Rust { .. } => self.rust.run(call).await,
+            }
+        };
+        match tokio::time::timeout(call.timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(StepError::timeout(format!("no answer within {} ms", call.timeout.as_millis()))),
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The store port: what the coordinator needs from a database, as one trait.
+//!
+//! Three implementations: [`memory::MemoryStore`] for tests, [`sqlite::SqliteStore`] (the
+//! embedded default) and [`postgres::PostgresStore`]. One contract suite
+//! (`coordinator/tests/store_contract.rs`) runs against all of them.
+//!
+//! Every write to a saga is fenced: it names the owner and generation the writer believes it
+//! holds, and fails with [`crate::Error::Fenced`] when another coordinator adopted the saga
+//! since. Event appends are idempotent: appending the same events at the same sequence
+//! numbers again is harmless.
+
+pub mod memory;
+pub mod postgres;
+pub mod sqlite;
+mod group_commit;
+
+use async_trait::async_trait;
+use sagas::{SagaEvent, SagaStatus};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::Result;
+
+/// A stored definition version.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DefinitionRecord {
+    /// The definition's name.
+    pub name: String,
+    /// Its version, from 1.
+    pub version: i64,
+    /// The digest of its content.
+    pub content_hash: String,
+    /// The document.
+    pub document: Value,
+    /// When this version was stored (Unix ms).
+    pub created_at_ms: i64,
+}
+
+/// What a definition registration did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PutDefinition {
+    /// The stored version (new, or the existing one with the same content).
+    pub record: DefinitionRecord,
+    /// Whether a new version was created.
+    pub created: bool,
+}
+
+/// The right to write a saga: who owns it, in which generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The owning coordinator's id.
+    pub owner: String,
+    /// The generation, bumped at every adoption.
+    pub generation: i64,
+}
+
+/// A saga to create.
+#[derive(Debug, Clone)]
+pub struct NewSaga {
+    /// Its id.
+    pub id: Uuid,
+    /// Definition name.
+    pub definition: String,
+    /// Definition version.
+    pub version: i64,
+    /// The input.
+    pub input: Value,
+    /// The caller's idempotency key, if any.
+    pub idempotency_key: Option<String>,
+    /// W3C trace context to continue (`traceparent`), if any.
+    pub trace_context: Option<String>,
+    /// The creating coordinator, which owns the saga from the start.
+    pub owner: String,
+    /// Lease expiry (Unix ms).
+    pub lease_until_ms: i64,
+    /// Creation time (Unix ms).
+    pub now_ms: i64,
+}
+
+/// What creating a saga did.
+#[derive(Debug, Clone)]
+pub enum Created {
+    /// A new saga was stored.
+    New(SagaRecord),
+    /// The idempotency key was used before; here is the saga it started.
+    Existing(SagaRecord),
+}
+
+/// A saga row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SagaRecord {
+    /// Its id.
+    pub id: Uuid,
+    /// Definition name.
+    pub definition: String,
+    /// Definition version it runs (fixed at start).
+    pub version: i64,
+    /// Its input.
+    pub input: Value,
+    /// Its status.
+    pub status: SagaStatus,
+    /// Why it unwound, if it did.
+    pub error: Option<String>,
+    /// The owning coordinator, if any.
+    pub owner: Option<String>,
+    /// Lease expiry (Unix ms).
+    pub lease_until_ms: i64,
+    /// Fencing generation.
+    pub generation: i64,
+    /// Idempotency key given at start.
+    pub idempotency_key: Option<String>,
+    /// Stored W3C trace context.
+    pub trace_context: Option<String>,
+    /// Whether a cancel was requested and not yet acted on.
+    pub cancel_requested: bool,
+    /// Creation time (Unix ms).
+    pub created_at_ms: i64,
+    /// Last change (Unix ms).
+    pub updated_at_ms: i64,
+    /// Events in its log.
+    pub event_count: i64,
+}
+
+impl SagaRecord {
+    /// The fence of the saga's current owner.
+    pub fn fence(&self) -> Option<Fence> {
+        self.owner.as_ref().map(|owner| Fence {
+            owner: owner.clone(),
+            generation: self.generation,
+        })
+    }
+}
+
+/// One event of a saga's log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredEvent {
+    /// Position in the log, from 0.
+    pub seq: i64,
+    /// When it was written (Unix ms).
+    pub at_ms: i64,
+    /// The event.
+    pub event: SagaEvent,
+}
+
+/// Events to add to one saga's log, with the saga's status after them.
+#[derive(Debug, Clone)]
+pub struct Append {
+    /// The saga.
+    pub saga_id: Uuid,
+    /// The writer's fence.
+    pub fence: Fence,
+    /// Sequence number of the first event.
+    pub first_seq: i64,
+    /// The events.
+    pub events: Vec<SagaEvent>,
+    /// The saga's status once they are applied.
+    pub status: SagaStatus,
+    /// The saga's error once they are applied.
+    pub error: Option<String>,
+    /// When (Unix ms).
+    pub now_ms: i64,
+}
+
+/// What the store tells a writer after an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AppendAck {
+    /// A cancel was requested for the saga since its owner last looked.
+    pub cancel_requested: bool,
+}
+
+/// Filters for listing sagas (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only sagas with this status.
+    pub status: Option<SagaStatus>,
+    /// Only sagas of this definition.
+    pub definition: Option<String>,
+    /// Most rows to return.
+    pub limit: u32,
+    /// Only sagas strictly older than this `(created_at_ms, id)` position.
+    pub before: Option<(i64, Uuid)>,
+}
+
+/// A definition's latest version, for listings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DefinitionSummary {
+    /// The name.
+    pub name: String,
+    /// The latest version.
+    pub latest_version: i64,
+    /// When the latest version was stored (Unix ms).
+    pub updated_at_ms: i64,
+}
+
+/// Counters of the store's work, for the cost-per-saga figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StoreStats {
+    /// Write transactions committed (each one an fsync on SQLite with synchronous=FULL).
+    pub commits: u64,
+    /// Append requests carried by those commits.
+    pub appends: u64,
+    /// Events written.
+    pub events: u64,
+    /// The largest number of appends one commit carried.
+    pub max_batch: u64,
+}
+
+/// The store port.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a definition: a new version when its content changed, else the existing one.
+    async fn put_definition(&self, name: &str, content_hash: &str, document: &Value, now_ms: i64) -> Result<PutDefinition>;
+    /// A definition's version (the latest when `version` is `None`).
+    async fn get_definition(&self, name: &str, version: Option<i64>) -> Result<Option<DefinitionRecord>>;
+    /// Every definition name with its latest version.
+    async fn list_definitions(&self) -> Result<Vec<DefinitionSummary>>;
+
+    /// Creates a saga, or returns the one its idempotency key already started.
+    async fn create_saga(&self, new: NewSaga) -> Result<Created>;
+    /// Appends events to a saga's log and updates its row, if the fence still holds.
+    async fn append(&self, append: Append) -> Result<AppendAck>;
+    /// A saga's row.
+    async fn get_saga(&self, id: Uuid) -> Result<Option<SagaRecord>>;
+    /// A saga's whole log.
+    async fn events(&self, id: Uuid) -> Result<Vec<StoredEvent>>;
+    /// Sagas, newest first.
+    async fn list_sagas(&self, filter: &ListFilter) -> Result<Vec<SagaRecord>>;
+
+    /// Extends the lease of every unsettled saga `owner` holds; returns the ids of those
+    /// with a pending cancel request.
+    async fn renew_leases(&self, owner: &str, lease_until_ms: i64) -> Result<Vec<Uuid>>;
+    /// Adopts up to `limit` unsettled sagas whose lease expired (or whose owner is `owner`
+    /// itself, after a restart): sets the owner, bumps the generation, sets the lease.
+    async fn claim(&self, owner: &str, include_own: bool, now_ms: i64, lease_until_ms: i64, limit: u32) -> Result<Vec<SagaRecord>>;
+    /// Takes a stuck saga over for an operator retry: sets the owner and bumps the generation
+    /// if the saga is still stuck.
+    async fn take_over_stuck(&self, id: Uuid, owner: &str, lease_until_ms: i64) -> Result<Option<SagaRecord>>;
+    /// Marks a running saga as asked to cancel; returns its row (unchanged if not running).
+    async fn request_cancel(&self, id: Uuid) -> Result<Option<SagaRecord>>;
+    /// Gives up the leases `owner` holds (a clean shutdown), so others adopt at once.
+    async fn release(&self, owner: &str) -> Result<()>;
+
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<()>;
+    /// Work counters since start.
+    fn stats(&self) -> StoreStats;
+}

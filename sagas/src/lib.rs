@@ -1,0 +1,43 @@
+//! # geosaga's saga core
+//!
+//! Everything about sagas that can be decided without touching the world: this crate does
+//! no I/O and depends on no runtime, database or HTTP crate.
+//!
+//! ## Layout
+//! - [`document`]: the JSON definition format as users write it, and its JSON Schema.
+//! - [`validate`]: document to checked [`SagaDefinition`], every fault with its JSON Pointer;
+//!   checking saga inputs against a definition's `input_schema`.
+//! - [`definition`]: the checked, typed definition (steps, DAG edges, policies, templates).
+//! - [`template`]: `{{input.x}}`, `{{saga.id}}`, `{{steps.NAME.output.path}}`.
+//! - [`retry`]: retry policies and backoff.
+//! - [`event`]: the saga events a log is made of.
+//! - [`state`]: the state machine; a saga's state is the fold of its events.
+//! - [`planner`]: what may run now, and which event an outcome becomes.
+//! - [`render`]: a definition's plan as text and as Graphviz dot.
+//! - [`graph`]: topological order, cycles, ancestry.
+//!
+//! A typical flow: `validate::parse_definition(json)` → `SagaState::new(def)` →
+//! `planner::plan(&state, now)` → the executor appends `planner::started_event` and runs the
+//! work → `planner::outcome_event` → `state.apply(&event)` → plan again.
+
+pub mod definition;
+pub mod document;
+mod error;
+pub mod event;
+pub mod graph;
+pub mod planner;
+pub mod render;
+pub mod retry;
+pub mod state;
+pub mod template;
+pub mod validate;
+
+pub use definition::{HttpTemplate, RustCall, SagaDefinition, Step, StepAction, StepIndex};
+pub use document::{DefinitionDoc, HttpMethod};
+pub use error::Error;
+pub use event::{idempotency_key, FailureKind, Phase, SagaEvent, StepError};
+pub use planner::{Plan, Work};
+pub use retry::RetryPolicy;
+pub use state::{IllegalEvent, SagaState, SagaStatus, StepState, StepStatus, UnwindCause};
+pub use template::Template;
+pub use validate::{ValidationError, ValidationErrors};

@@ -1,0 +1,486 @@
+//! Turning a definition document into a checked [`SagaDefinition`], and checking inputs.
+//!
+//! Validation reports every fault it finds, each with the JSON Pointer (RFC 6901) of the
+//! value at fault, so that an API or CLI can show them all at once. It runs in two passes:
+//! the document's shape against the published JSON Schema (types, unknown fields, missing
+//! fields), then the meaning (names, the dependency graph, templates, retry values).
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::definition::{HttpTemplate, RustCall, SagaDefinition, Step, StepAction};
+use crate::document::{definition_schema, ActionDoc, DefinitionDoc, RetryDoc, StepDoc};
+use crate::graph;
+use crate::retry::RetryPolicy;
+use crate::template::{escape_pointer, Reference, Template};
+
+/// Most steps a definition may have.
+pub const MAX_STEPS: usize = 256;
+/// Longest step or saga name.
+pub const MAX_NAME_LEN: usize = 128;
+/// Longest time limit of one attempt (one hour).
+pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
+/// Longest wait between two attempts (one day).
+pub const MAX_BACKOFF_MS: u64 = 86_400_000;
+/// Most attempts a retry policy may allow.
+pub const MAX_ATTEMPTS: u32 = 100;
+/// The time limit of an attempt when neither the step nor the defaults set one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One fault in a definition or an input.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ValidationError {
+    /// JSON Pointer of the value at fault (`""` for the whole document).
+    pub path: String,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+/// Every fault found; never empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", render_errors(.0))]
+pub struct ValidationErrors(pub Vec<ValidationError>);
+
+fn render_errors(errors: &[ValidationError]) -> String {
+    errors
+        .iter()
+        .map(|e| {
+            let at = if e.path.is_empty() { "(document)" } else { e.path.as_str() };
+            format!("{at}: {}", e.message)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ValidationErrors {
+    fn one(path: impl Into<String>, message: impl Into<String>) -> ValidationErrors {
+        ValidationErrors(vec![ValidationError {
+            path: path.into(),
+            message: message.into(),
+        }])
+    }
+
+    /// The paths at fault, in order.
+    pub fn paths(&self) -> Vec<&str> {
+        self.0.iter().map(|e| e.path.as_str()).collect()
+    }
+}
+
+#[derive(Default)]
+struct Collector(Vec<ValidationError>);
+
+impl Collector {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ValidationError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+static DOCUMENT_VALIDATOR: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
+    jsonschema::validator_for(&definition_schema()).expect("the generated schema is valid")
+});
+
+/// Parses and validates a definition from JSON text.
+pub fn parse_definition(text: &str) -> Result<SagaDefinition, ValidationErrors> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        ValidationErrors::one("", format!("not valid JSON: {e}"))
+    })?;
+    validate_value(&value)
+}
+
+/// Validates a definition given as a JSON value.
+pub fn validate_value(value: &Value) -> Result<SagaDefinition, ValidationErrors> {
+    let mut errors = Collector::default();
+    for error in DOCUMENT_VALIDATOR.iter_errors(value) {
+        schema_error(&error, &mut errors);
+    }
+    if !errors.0.is_empty() {
+        return Err(ValidationErrors(errors.0));
+    }
+    let doc: DefinitionDoc = serde_path_to_error::deserialize(value).map_err(|e| {
+        ValidationErrors::one(serde_path_to_pointer(e.path()), e.inner().to_string())
+    })?;
+    validate(doc)
+}
+
+/// Records one error of the schema pass, each fault at the pointer of the value at fault.
+fn schema_error(error: &jsonschema::ValidationError<'_>, errors: &mut Collector) {
+    use jsonschema::error::{TypeKind, ValidationErrorKind};
+    use jsonschema::types::JsonType;
+    let path = error.instance_path().as_str().to_owned();
+    match error.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            for field in unexpected {
+                errors.push(format!("{path}/{}", escape_pointer(field)), format!("unknown field `{field}`"));
+            }
+        }
+        // Optional fields are `anyOf: [T, null]`; "matches no branch" would hide what is wrong
+        // inside the value, so report why it is not a `T` (the branches that say only "not
+        // null" are left out).
+        ValidationErrorKind::AnyOf { context } => {
+            let only_not_null = |branch: &Vec<jsonschema::ValidationError<'static>>| {
+                matches!(
+                    branch.as_slice(),
+                    [e] if matches!(e.kind(), ValidationErrorKind::Type { kind: TypeKind::Single(JsonType::Null) })
+                )
+            };
+            let branches: Vec<_> = context.iter().filter(|b| !only_not_null(b)).collect();
+            if branches.len() == 1 && !branches[0].is_empty() {
+                for inner in branches[0] {
+                    schema_error(inner, errors);
+                }
+            } else {
+                errors.push(path, error.to_string());
+            }
+        }
+        _ => errors.push(path, error.to_string()),
+    }
+}
+
+fn serde_path_to_pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .map(|s| match s {
+            Segment::Seq { index } => format!("/{index}"),
+            Segment::Map { key } => format!("/{}", escape_pointer(key)),
+            Segment::Enum { variant } => format!("/{}", escape_pointer(variant)),
+            Segment::Unknown => "/?".to_owned(),
+        })
+        .collect()
+}
+
+/// Checks the meaning of a well-formed document and builds the definition.
+pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> {
+    let mut errors = Collector::default();
+    check_name(&doc.name, "/name", &mut errors);
+    if doc.steps.is_empty() {
+        errors.push("/steps", "a saga needs at least one step");
+    }
+    if doc.steps.len() > MAX_STEPS {
+        errors.push("/steps", format!("at most {MAX_STEPS} steps are allowed"));
+    }
+    if let Some(schema) = &doc.input_schema
+        && let Err(e) = jsonschema::validator_for(schema)
+    {
+        errors.push("/input_schema", format!("not a valid JSON Schema: {e}"));
+    }
+
+    let defaults = doc.defaults.clone().unwrap_or_default();
+    let default_retry = retry_policy(
+        defaults.retry.as_ref(),
+        None,
+        RetryPolicy::ACTION_DEFAULT,
+        "/defaults/retry",
+        &mut errors,
+    );
+    let default_comp_retry = retry_policy(
+        defaults.compensation_retry.as_ref(),
+        None,
+        RetryPolicy::COMPENSATION_DEFAULT,
+        "/defaults/compensation_retry",
+        &mut errors,
+    );
+    let default_timeout = timeout(defaults.timeout_ms, DEFAULT_TIMEOUT, "/defaults/timeout_ms", &mut errors);
+
+    // Names first, so that dependencies can be resolved whatever their order.
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    for (i, step) in doc.steps.iter().enumerate() {
+        let path = format!("/steps/{i}/name");
+        check_name(&step.name, &path, &mut errors);
+        if let Some(first) = by_name.insert(&step.name, i) {
+            by_name.insert(&step.name, first);
+            errors.push(path, format!("duplicate step name `{}` (first used by /steps/{first})", step.name));
+        }
+    }
+
+    let deps: Vec<Vec<usize>> = doc
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| dependencies(i, step, &by_name, &mut errors))
+        .collect();
+    let acyclic = match graph::topological_order(&deps) {
+        Ok(_) => true,
+        Err(cycle) => {
+            let names: Vec<&str> = cycle.iter().map(|&i| doc.steps[i].name.as_str()).collect();
+            errors.push(
+                format!("/steps/{}/depends_on", cycle[0]),
+                format!("dependency cycle: {}", names.join(" -> ")),
+            );
+            false
+        }
+    };
+
+    let mut steps = Vec::with_capacity(doc.steps.len());
+    for (i, step) in doc.steps.iter().enumerate() {
+        let base = format!("/steps/{i}");
+        let refs = RefCheck {
+            deps: &deps,
+            by_name: &by_name,
+            step: i,
+            acyclic,
+        };
+        let action = step_action(&step.action, &format!("{base}/action"), &refs, false, &mut errors);
+        let compensation = step.compensation.as_ref().and_then(|c| {
+            step_action(c, &format!("{base}/compensation"), &refs, true, &mut errors)
+        });
+        let retry = retry_policy(step.retry.as_ref(), defaults.retry.as_ref(), default_retry, &format!("{base}/retry"), &mut errors);
+        let compensation_retry = retry_policy(
+            step.compensation_retry.as_ref(),
+            defaults.compensation_retry.as_ref(),
+            default_comp_retry,
+            &format!("{base}/compensation_retry"),
+            &mut errors,
+        );
+        let timeout = timeout(step.timeout_ms, default_timeout, &format!("{base}/timeout_ms"), &mut errors);
+        if let Some(action) = action {
+            steps.push(Step {
+                name: step.name.clone(),
+                depends_on: deps[i].clone(),
+                dependents: Vec::new(),
+                action,
+                compensation,
+                retry,
+                compensation_retry,
+                timeout,
+            });
+        }
+    }
+    if !errors.0.is_empty() {
+        return Err(ValidationErrors(errors.0));
+    }
+    for i in 0..steps.len() {
+        for d in steps[i].depends_on.clone() {
+            steps[d].dependents.push(i);
+        }
+    }
+    let hash = content_hash(&doc);
+    Ok(SagaDefinition::new(doc, steps, hash))
+}
+
+/// A digest of the document's canonical JSON (object keys sorted).
+pub fn content_hash(doc: &DefinitionDoc) -> String {
+    let canonical = serde_json::to_value(doc).expect("a document is JSON").to_string();
+    let digest = Sha256::digest(canonical.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks a saga input against the definition's `input_schema`; paths start with `/input`.
+pub fn validate_input(def: &SagaDefinition, input: &Value) -> Result<(), ValidationErrors> {
+    let Some(schema) = &def.input_schema else {
+        return Ok(());
+    };
+    let validator = jsonschema::validator_for(schema)
+        .map_err(|e| ValidationErrors::one("/input_schema", format!("not a valid JSON Schema: {e}")))?;
+    let errors: Vec<ValidationError> = validator
+        .iter_errors(input)
+        .map(|e| ValidationError {
+            path: format!("/input{}", e.instance_path().as_str()),
+            message: e.to_string(),
+        })
+        .collect();
+    if errors.is_empty() { Ok(()) } else { Err(ValidationErrors(errors)) }
+}
+
+fn check_name(name: &str, path: &str, errors: &mut Collector) {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if name.is_empty() || name.len() > MAX_NAME_LEN || !ok_chars {
+        errors.push(
+            path,
+            format!("`{name}` is not a valid name: 1 to {MAX_NAME_LEN} letters, digits, `_`, `-` or `.`"),
+        );
+    }
+}
+
+fn dependencies(i: usize, step: &StepDoc, by_name: &HashMap<&str, usize>, errors: &mut Collector) -> Vec<usize> {
+    let Some(names) = &step.depends_on else {
+        return if i == 0 { Vec::new() } else { vec![i - 1] };
+    };
+    let mut deps = Vec::new();
+    for (k, name) in names.iter().enumerate() {
+        let path = format!("/steps/{i}/depends_on/{k}");
+        match by_name.get(name.as_str()) {
+            None => errors.push(path, format!("no step is named `{name}`")),
+            Some(&d) if d == i => errors.push(path, "a step cannot depend on itself"),
+            Some(&d) if deps.contains(&d) => errors.push(path, format!("`{name}` is listed twice")),
+            Some(&d) => deps.push(d),
+        }
+    }
+    deps
+}
+
+struct RefCheck<'a> {
+    deps: &'a [Vec<usize>],
+    by_name: &'a HashMap<&'a str, usize>,
+    step: usize,
+    acyclic: bool,
+}
+
+impl RefCheck<'_> {
+    fn check(&self, template: &Template, base: &str, own_output_allowed: bool, errors: &mut Collector) {
+        for (path, reference) in template.references() {
+            let Reference::StepOutput { step: name, .. } = reference else {
+                continue;
+            };
+            let at = format!("{base}{path}");
+            match self.by_name.get(name.as_str()) {
+                None => errors.push(at, format!("`{{{{{reference}}}}}`: no step is named `{name}`")),
+                Some(&target) if target == self.step => {
+                    if !own_output_allowed {
+                        errors.push(at, format!("`{{{{{reference}}}}}`: an action cannot use its own output"));
+                    }
+                }
+                Some(&target) => {
+                    if self.acyclic && !graph::is_upstream(self.deps, self.step, target) {
+                        errors.push(
+                            at,
+                            format!("`{{{{{reference}}}}}`: step `{name}` is not upstream of this step (add it to depends_on)"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn step_action(
+    doc: &ActionDoc,
+    base: &str,
+    refs: &RefCheck<'_>,
+    is_compensation: bool,
+    errors: &mut Collector,
+) -> Option<StepAction> {
+    let parse = |value: &Value, path: String, errors: &mut Collector| -> Option<Template> {
+        match Template::parse(value) {
+            Ok(t) => {
+                refs.check(&t, &path, is_compensation, errors);
+                Some(t)
+            }
+            Err(faults) => {
+                for f in faults {
+                    errors.push(format!("{path}{}", f.path), f.message);
+                }
+                None
+            }
+        }
+    };
+    match (&doc.http, &doc.rust) {
+        (Some(http), None) => {
+            let base = format!("{base}/http");
+            let url = parse(&Value::String(http.url.clone()), format!("{base}/url"), errors);
+            let starts_with_template = http.url.trim_start().starts_with("{{");
+            let absolute = http.url.starts_with("http://") || http.url.starts_with("https://");
+            if url.is_some() && !starts_with_template && !absolute {
+                errors.push(format!("{base}/url"), "the URL must start with http:// or https://");
+            }
+            let mut headers = Vec::new();
+            for (name, value) in &http.headers {
+                let path = format!("{base}/headers/{}", escape_pointer(name));
+                let valid_name = !name.is_empty()
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                if !valid_name {
+                    errors.push(path.clone(), format!("`{name}` is not a valid header name"));
+                }
+                if let Some(t) = parse(&Value::String(value.clone()), path, errors) {
+                    headers.push((name.clone(), t));
+                }
+            }
+            let body = http.body.as_ref().and_then(|b| parse(b, format!("{base}/body"), errors));
+            Some(StepAction::Http(HttpTemplate {
+                method: http.method,
+                url: url?,
+                headers,
+                body,
+            }))
+        }
+        (None, Some(rust)) => {
+            let base = format!("{base}/rust");
+            if rust.handler.trim().is_empty() {
+                errors.push(format!("{base}/handler"), "the handler name is empty");
+            }
+            let params = rust.params.as_ref().and_then(|p| parse(p, format!("{base}/params"), errors));
+            Some(StepAction::Rust(RustCall {
+                handler: rust.handler.clone(),
+                params,
+            }))
+        }
+        _ => {
+            errors.push(base, "give exactly one step kind: `http` or `rust`");
+            None
+        }
+    }
+}
+
+fn retry_policy(
+    own: Option<&RetryDoc>,
+    defaults: Option<&RetryDoc>,
+    builtin: RetryPolicy,
+    path: &str,
+    errors: &mut Collector,
+) -> RetryPolicy {
+    let pick_u32 = |f: fn(&RetryDoc) -> Option<u32>| own.and_then(f).or_else(|| defaults.and_then(f));
+    let pick_u64 = |f: fn(&RetryDoc) -> Option<u64>| own.and_then(f).or_else(|| defaults.and_then(f));
+    let max_attempts = pick_u32(|r| r.max_attempts).unwrap_or(builtin.max_attempts);
+    let initial = pick_u64(|r| r.initial_backoff_ms).map(Duration::from_millis).unwrap_or(builtin.initial_backoff);
+    let max = pick_u64(|r| r.max_backoff_ms).map(Duration::from_millis).unwrap_or(builtin.max_backoff);
+    let multiplier = own
+        .and_then(|r| r.multiplier)
+        .or_else(|| defaults.and_then(|r| r.multiplier))
+        .unwrap_or(builtin.multiplier);
+    let jitter = own
+        .and_then(|r| r.jitter)
+        .or_else(|| defaults.and_then(|r| r.jitter))
+        .unwrap_or(builtin.jitter);
+    // Only the values this policy sets are checked here (those taken from the defaults were
+    // checked at `/defaults`), so that each fault is reported once, where it is written.
+    if let Some(own) = own {
+        if own.max_attempts.is_some() && !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
+            errors.push(format!("{path}/max_attempts"), format!("must be between 1 and {MAX_ATTEMPTS}"));
+        }
+        if own.max_backoff_ms.is_some() && max.as_millis() > u128::from(MAX_BACKOFF_MS) {
+            errors.push(format!("{path}/max_backoff_ms"), format!("must be at most {MAX_BACKOFF_MS}"));
+        }
+        if initial > max {
+            if own.initial_backoff_ms.is_some() {
+                errors.push(
+                    format!("{path}/initial_backoff_ms"),
+                    format!("{} is more than max_backoff_ms ({})", initial.as_millis(), max.as_millis()),
+                );
+            } else if own.max_backoff_ms.is_some() {
+                errors.push(
+                    format!("{path}/max_backoff_ms"),
+                    format!("{} is less than initial_backoff_ms ({})", max.as_millis(), initial.as_millis()),
+                );
+            }
+        }
+        if own.multiplier.is_some() && !(multiplier.is_finite() && (1.0..=100.0).contains(&multiplier)) {
+            errors.push(format!("{path}/multiplier"), "must be between 1 and 100");
+        }
+    }
+    RetryPolicy {
+        max_attempts,
+        initial_backoff: initial,
+        max_backoff: max,
+        multiplier,
+        jitter,
+    }
+}
+
+fn timeout(ms: Option<u64>, default: Duration, path: &str, errors: &mut Collector) -> Duration {
+    match ms {
+        None => default,
+        Some(ms) if (1..=MAX_TIMEOUT_MS).contains(&ms) => Duration::from_millis(ms),
+        Some(_) => {
+            errors.push(path, format!("must be between 1 and {MAX_TIMEOUT_MS} milliseconds"));
+            default
+        }
+    }
+}
