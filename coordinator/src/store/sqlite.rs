@@ -1,0 +1,377 @@
+//! The SQLite store: the embedded default. One file in WAL mode with `synchronous=FULL`
+//! (a commit is durable when it returns), one writer connection fed by the group
+//! committer, and a pool of readers beside it.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sagas::SagaStatus;
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use uuid::Uuid;
+
+use super::group_commit::{BatchWriter, GroupCommit, Write, WriteAck};
+use super::memory::same_request;
+use super::{
+    Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, ListFilter, NewSaga, PutDefinition,
+    SagaRecord, Store, StoreStats, StoredEvent,
+};
+use crate::{Error, Result};
+
+/// The migrations of the SQLite schema, applied at start-up.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// A store in one SQLite file.
+pub struct SqliteStore {
+    readers: SqlitePool,
+    writer: SqlitePool,
+    group: GroupCommit,
+}
+
+const SAGA_COLUMNS: &str = "id, definition, version, input, status, error, owner, lease_until_ms, generation, \
+     idempotency_key, trace_context, cancel_requested, created_at_ms, updated_at_ms, event_count";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and migrates it.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Store(format!("creating {}: {e}", dir.display())))?;
+        }
+        let url = format!("sqlite://{}", path.display());
+        let options = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&writer).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        let group = GroupCommit::start(SqliteWriter { pool: writer.clone() });
+        Ok(SqliteStore { readers, writer, group })
+    }
+}
+
+struct SqliteWriter {
+    pool: SqlitePool,
+}
+
+#[async_trait]
+impl BatchWriter for SqliteWriter {
+    async fn write_batch(&mut self, batch: &[Write]) -> Result<Vec<Result<WriteAck>>> {
+        let mut tx = self.pool.begin().await?;
+        let mut results = Vec::with_capacity(batch.len());
+        for write in batch {
+            results.push(match write {
+                Write::Create(new) => create(&mut tx, new).await?.map(WriteAck::Created),
+                Write::Append(append) => append_events(&mut tx, append).await?.map(WriteAck::Appended),
+            });
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+}
+
+async fn saga_by_id(conn: &mut SqliteConnection, id: Uuid) -> Result<Option<SagaRecord>> {
+    let row = sqlx::query(&format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = ?"))
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(saga_from_row).transpose()
+}
+
+async fn create(conn: &mut SqliteConnection, new: &NewSaga) -> Result<Result<Created>> {
+    if let Some(key) = &new.idempotency_key {
+        let row = sqlx::query(&format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE idempotency_key = ?"))
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(row) = row {
+            let existing = saga_from_row(&row)?;
+            return Ok(if same_request(&existing, new) {
+                Ok(Created::Existing(existing))
+            } else {
+                Err(Error::IdempotencyConflict { key: key.clone(), existing: existing.id })
+            });
+        }
+    }
+    sqlx::query(
+        "INSERT INTO sagas (id, definition, version, input, status, owner, lease_until_ms, generation, \
+         idempotency_key, trace_context, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, 'running', ?, ?, 1, ?, ?, ?, ?)",
+    )
+    .bind(new.id.to_string())
+    .bind(&new.definition)
+    .bind(new.version)
+    .bind(new.input.to_string())
+    .bind(&new.owner)
+    .bind(new.lease_until_ms)
+    .bind(&new.idempotency_key)
+    .bind(&new.trace_context)
+    .bind(new.now_ms)
+    .bind(new.now_ms)
+    .execute(&mut *conn)
+    .await?;
+    let record = saga_by_id(conn, new.id).await?.ok_or(Error::SagaNotFound(new.id))?;
+    Ok(Ok(Created::New(record)))
+}
+
+async fn append_events(conn: &mut SqliteConnection, append: &Append) -> Result<Result<AppendAck>> {
+    let end = append.first_seq + append.events.len() as i64;
+    let updated = sqlx::query(
+        "UPDATE sagas SET status = ?, error = ?, updated_at_ms = ?, event_count = MAX(event_count, ?), \
+         cancel_requested = CASE WHEN ? = 'running' THEN cancel_requested ELSE 0 END \
+         WHERE id = ? AND owner = ? AND generation = ? RETURNING cancel_requested",
+    )
+    .bind(append.status.as_str())
+    .bind(&append.error)
+    .bind(append.now_ms)
+    .bind(end)
+    .bind(append.status.as_str())
+    .bind(append.saga_id.to_string())
+    .bind(&append.fence.owner)
+    .bind(append.fence.generation)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(updated) = updated else {
+        let exists = saga_by_id(conn, append.saga_id).await?.is_some();
+        return Ok(Err(if exists { Error::Fenced(append.saga_id) } else { Error::SagaNotFound(append.saga_id) }));
+    };
+    for (k, event) in append.events.iter().enumerate() {
+        sqlx::query("INSERT INTO saga_events (saga_id, seq, at_ms, event) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(append.saga_id.to_string())
+            .bind(append.first_seq + k as i64)
+            .bind(append.now_ms)
+            .bind(serde_json::to_string(event).expect("events are JSON"))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(Ok(AppendAck { cancel_requested: updated.get::<i64, _>(0) != 0 }))
+}
+
+fn parse_json(text: &str, what: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| Error::Store(format!("{what} is not JSON: {e}")))
+}
+
+fn saga_from_row(row: &SqliteRow) -> Result<SagaRecord> {
+    let id: String = row.try_get("id")?;
+    let status: String = row.try_get("status")?;
+    let input: String = row.try_get("input")?;
+    Ok(SagaRecord {
+        id: Uuid::parse_str(&id).map_err(|e| Error::Store(format!("saga id {id}: {e}")))?,
+        definition: row.try_get("definition")?,
+        version: row.try_get("version")?,
+        input: parse_json(&input, "saga input")?,
+        status: SagaStatus::parse(&status).ok_or_else(|| Error::Store(format!("unknown saga status {status}")))?,
+        error: row.try_get("error")?,
+        owner: row.try_get("owner")?,
+        lease_until_ms: row.try_get("lease_until_ms")?,
+        generation: row.try_get("generation")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        trace_context: row.try_get("trace_context")?,
+        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+        created_at_ms: row.try_get("created_at_ms")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+        event_count: row.try_get("event_count")?,
+    })
+}
+
+fn definition_from_row(row: &SqliteRow) -> Result<DefinitionRecord> {
+    let document: String = row.try_get("document")?;
+    Ok(DefinitionRecord {
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        content_hash: row.try_get("content_hash")?,
+        document: parse_json(&document, "definition")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn put_definition(&self, name: &str, content_hash: &str, document: &Value, now_ms: i64) -> Result<PutDefinition> {
+        let mut tx = self.writer.begin().await?;
+        let existing = sqlx::query("SELECT * FROM definitions WHERE name = ? AND content_hash = ?")
+            .bind(name)
+            .bind(content_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = existing {
+            return Ok(PutDefinition { record: definition_from_row(&row)?, created: false });
+        }
+        let row = sqlx::query(
+            "INSERT INTO definitions (name, version, content_hash, document, created_at_ms) \
+             VALUES (?, (SELECT COALESCE(MAX(version), 0) + 1 FROM definitions WHERE name = ?), ?, ?, ?) RETURNING *",
+        )
+        .bind(name)
+        .bind(name)
+        .bind(content_hash)
+        .bind(document.to_string())
+        .bind(now_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        let record = definition_from_row(&row)?;
+        tx.commit().await?;
+        Ok(PutDefinition { record, created: true })
+    }
+
+    async fn get_definition(&self, name: &str, version: Option<i64>) -> Result<Option<DefinitionRecord>> {
+        let row = match version {
+            Some(v) => sqlx::query("SELECT * FROM definitions WHERE name = ? AND version = ?").bind(name).bind(v),
+            None => sqlx::query("SELECT * FROM definitions WHERE name = ? ORDER BY version DESC LIMIT 1").bind(name),
+        }
+        .fetch_optional(&self.readers)
+        .await?;
+        row.as_ref().map(definition_from_row).transpose()
+    }
+
+    async fn list_definitions(&self) -> Result<Vec<DefinitionSummary>> {
+        let rows = sqlx::query(
+            "SELECT name, MAX(version) AS latest, MAX(created_at_ms) AS updated FROM definitions GROUP BY name ORDER BY name",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DefinitionSummary {
+                    name: r.try_get("name")?,
+                    latest_version: r.try_get("latest")?,
+                    updated_at_ms: r.try_get("updated")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_saga(&self, new: NewSaga) -> Result<Created> {
+        self.group.create(new).await
+    }
+
+    async fn append(&self, append: Append) -> Result<AppendAck> {
+        self.group.append(append).await
+    }
+
+    async fn get_saga(&self, id: Uuid) -> Result<Option<SagaRecord>> {
+        let mut conn = self.readers.acquire().await?;
+        saga_by_id(&mut conn, id).await
+    }
+
+    async fn events(&self, id: Uuid) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query("SELECT seq, at_ms, event FROM saga_events WHERE saga_id = ? ORDER BY seq")
+            .bind(id.to_string())
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let text: String = r.try_get("event")?;
+                Ok(StoredEvent {
+                    seq: r.try_get("seq")?,
+                    at_ms: r.try_get("at_ms")?,
+                    event: serde_json::from_str(&text).map_err(|e| Error::Store(format!("event of {id}: {e}")))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_sagas(&self, filter: &ListFilter) -> Result<Vec<SagaRecord>> {
+        let (before_ms, before_id) = filter.before.map_or((i64::MAX, String::new()), |(t, id)| (t, id.to_string()));
+        let rows = sqlx::query(&format!(
+            "SELECT {SAGA_COLUMNS} FROM sagas WHERE (? IS NULL OR status = ?) AND (? IS NULL OR definition = ?) \
+             AND (created_at_ms < ? OR (created_at_ms = ? AND (? = '' OR id < ?))) \
+             ORDER BY created_at_ms DESC, id DESC LIMIT ?"
+        ))
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(&filter.definition)
+        .bind(&filter.definition)
+        .bind(before_ms)
+        .bind(before_ms)
+        .bind(&before_id)
+        .bind(&before_id)
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(saga_from_row).collect()
+    }
+
+    async fn renew_leases(&self, owner: &str, lease_until_ms: i64) -> Result<Vec<Uuid>> {
+        let rows = sqlx::query(
+            "UPDATE sagas SET lease_until_ms = ? WHERE owner = ? AND status IN ('running', 'compensating') \
+             RETURNING id, cancel_requested",
+        )
+        .bind(lease_until_ms)
+        .bind(owner)
+        .fetch_all(&self.writer)
+        .await?;
+        Ok(rows
+            .iter()
+            .filter(|r| r.get::<i64, _>("cancel_requested") != 0)
+            .filter_map(|r| Uuid::parse_str(&r.get::<String, _>("id")).ok())
+            .collect())
+    }
+
+    async fn claim(&self, owner: &str, include_own: bool, now_ms: i64, lease_until_ms: i64, limit: u32) -> Result<Vec<SagaRecord>> {
+        let rows = sqlx::query(&format!(
+            "UPDATE sagas SET owner = ?, generation = generation + 1, lease_until_ms = ? WHERE id IN ( \
+               SELECT id FROM sagas WHERE status IN ('running', 'compensating') \
+               AND (lease_until_ms < ? OR (? AND owner = ?)) ORDER BY lease_until_ms LIMIT ?) \
+             RETURNING {SAGA_COLUMNS}"
+        ))
+        .bind(owner)
+        .bind(lease_until_ms)
+        .bind(now_ms)
+        .bind(include_own)
+        .bind(owner)
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter().map(saga_from_row).collect()
+    }
+
+    async fn take_over_stuck(&self, id: Uuid, owner: &str, lease_until_ms: i64) -> Result<Option<SagaRecord>> {
+        let row = sqlx::query(&format!(
+            "UPDATE sagas SET owner = ?, generation = generation + 1, lease_until_ms = ? \
+             WHERE id = ? AND status = 'stuck' RETURNING {SAGA_COLUMNS}"
+        ))
+        .bind(owner)
+        .bind(lease_until_ms)
+        .bind(id.to_string())
+        .fetch_optional(&self.writer)
+        .await?;
+        row.as_ref().map(saga_from_row).transpose()
+    }
+
+    async fn request_cancel(&self, id: Uuid) -> Result<Option<SagaRecord>> {
+        sqlx::query("UPDATE sagas SET cancel_requested = 1 WHERE id = ? AND status = 'running'")
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await?;
+        self.get_saga(id).await
+    }
+
+    async fn release(&self, owner: &str) -> Result<()> {
+        sqlx::query("UPDATE sagas SET lease_until_ms = 0 WHERE owner = ? AND status IN ('running', 'compensating')")
+            .bind(owner)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.readers).await?;
+        Ok(())
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.group.stats()
+    }
+}

@@ -1,0 +1,173 @@
+//! The executor on the in-memory store, with sagas written in Rust.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use coordinator::store::memory::MemoryStore;
+use coordinator::{Coordinator, Fault, Faults, HandlerRegistry, HostPolicy, HttpRunner, Options, Runners, RustSaga, StartSaga, StepContext};
+use sagas::document::RetryDoc;
+use sagas::{Phase, SagaStatus, StepError, StepStatus};
+use serde_json::{json, Value};
+
+/// What the steps did, in order: `"debit"`, `"undo debit"`, ...
+#[derive(Default)]
+struct Journal(Mutex<Vec<String>>);
+
+impl Journal {
+    fn note(&self, what: String) {
+        self.0.lock().unwrap().push(what);
+    }
+    fn entries(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+fn action(name: &'static str) -> impl Fn(Arc<Journal>, StepContext) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, StepError>> + Send>> + Send + Sync + 'static {
+    move |journal: Arc<Journal>, cx: StepContext| {
+        Box::pin(async move {
+            journal.note(format!("{name} {}", cx.saga_id));
+            Ok(json!({"step": name}))
+        })
+    }
+}
+
+fn undo(name: &'static str) -> impl Fn(Arc<Journal>, StepContext) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, StepError>> + Send>> + Send + Sync + 'static {
+    move |journal: Arc<Journal>, cx: StepContext| {
+        Box::pin(async move {
+            let own: Value = cx.output(&cx.step)?;
+            assert_eq!(own["step"], name, "a compensation sees its own step's output");
+            journal.note(format!("undo {name} {}", cx.saga_id));
+            Ok(Value::Null)
+        })
+    }
+}
+
+async fn setup(journal: Arc<Journal>) -> (Coordinator, Arc<Faults>) {
+    let registry = HandlerRegistry::new();
+    let faults = Arc::new(Faults::new());
+    let trip = RustSaga::new("trip", journal)
+        .step("car", action("car"))
+        .compensate(undo("car"))
+        .step("hotel", action("hotel"))
+        .depends_on(&[])
+        .compensate(undo("hotel"))
+        .step("charge", action("charge"))
+        .depends_on(&["car", "hotel"])
+        .retry(RetryDoc { max_attempts: Some(3), initial_backoff_ms: Some(1), max_backoff_ms: Some(5), ..RetryDoc::default() })
+        .build(&registry)
+        .expect("valid saga");
+    let runners = Runners { http: HttpRunner::new(HostPolicy::Any), rust: registry, faults: faults.clone() };
+    let coordinator = Coordinator::start(Arc::new(MemoryStore::new()), runners, Options::default()).await.unwrap();
+    coordinator.register(&trip).await.unwrap();
+    (coordinator, faults)
+}
+
+async fn run(coordinator: &Coordinator, input: Value) -> coordinator::SagaView {
+    let (saga, created) = coordinator
+        .start_saga(StartSaga { definition: "trip".into(), version: None, input, idempotency_key: None, trace_context: None })
+        .await
+        .unwrap();
+    assert!(created);
+    let record = coordinator.wait(saga.id, Duration::from_secs(10)).await.unwrap();
+    assert!(record.status.is_settled(), "saga did not settle: {record:?}");
+    coordinator.saga(saga.id).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_saga_without_failures_completes() {
+    let journal = Arc::new(Journal::default());
+    let (coordinator, _) = setup(journal.clone()).await;
+    let view = run(&coordinator, json!({})).await;
+    assert_eq!(view.state.status(), SagaStatus::Completed);
+    assert!(view.state.steps().iter().all(|s| s.status == StepStatus::Succeeded));
+    let id = view.record.id;
+    let entries = journal.entries();
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries.last().unwrap(), &format!("charge {id}"));
+}
+
+#[tokio::test]
+async fn a_failed_step_compensates_the_others_in_reverse() {
+    let journal = Arc::new(Journal::default());
+    let (coordinator, faults) = setup(journal.clone()).await;
+    faults.inject(None, "charge", Phase::Action, Fault::Fail(StepError::permanent("card declined")), None);
+    let view = run(&coordinator, json!({})).await;
+    assert_eq!(view.state.status(), SagaStatus::Compensated);
+    let statuses: Vec<_> = view.state.steps().iter().map(|s| s.status).collect();
+    assert_eq!(statuses, [StepStatus::Compensated, StepStatus::Compensated, StepStatus::Failed]);
+    assert!(view.record.error.as_deref().unwrap().contains("card declined"));
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried() {
+    let journal = Arc::new(Journal::default());
+    let (coordinator, faults) = setup(journal.clone()).await;
+    faults.inject(None, "charge", Phase::Action, Fault::Fail(StepError::transient("503")), Some(2));
+    let view = run(&coordinator, json!({})).await;
+    assert_eq!(view.state.status(), SagaStatus::Completed);
+    assert_eq!(view.state.steps()[2].attempts, 3);
+}
+
+#[tokio::test]
+async fn a_failing_compensation_makes_the_saga_stuck_until_retried() {
+    let journal = Arc::new(Journal::default());
+    let (coordinator, faults) = setup(journal.clone()).await;
+    faults.inject(None, "charge", Phase::Action, Fault::Fail(StepError::permanent("no")), None);
+    faults.inject(None, "car", Phase::Compensation, Fault::Fail(StepError::permanent("car API down")), Some(1));
+    let view = run(&coordinator, json!({})).await;
+    assert_eq!(view.state.status(), SagaStatus::Stuck);
+    assert_eq!(view.state.steps()[0].status, StepStatus::CompensationFailed);
+
+    coordinator.retry(view.record.id).await.unwrap();
+    let record = coordinator.wait(view.record.id, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(record.status, SagaStatus::Compensated);
+    let err = coordinator.retry(view.record.id).await.unwrap_err();
+    assert!(matches!(err, coordinator::Error::IllegalTransition { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn idempotency_keys_start_one_saga() {
+    let journal = Arc::new(Journal::default());
+    let (coordinator, _) = setup(journal).await;
+    let start = |input: Value| StartSaga {
+        definition: "trip".into(),
+        version: None,
+        input,
+        idempotency_key: Some("k1".into()),
+        trace_context: None,
+    };
+    let (first, created) = coordinator.start_saga(start(json!({"a": 1}))).await.unwrap();
+    assert!(created);
+    let (again, created) = coordinator.start_saga(start(json!({"a": 1}))).await.unwrap();
+    assert!(!created);
+    assert_eq!(first.id, again.id);
+    let err = coordinator.start_saga(start(json!({"a": 2}))).await.unwrap_err();
+    assert!(matches!(err, coordinator::Error::IdempotencyConflict { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn the_conformance_check_passes_for_the_trip_saga() {
+    let journal = Arc::new(Journal::default());
+    let registry = HandlerRegistry::new();
+    let trip = RustSaga::new("trip", journal.clone())
+        .step("car", action("car"))
+        .compensate(undo("car"))
+        .step("hotel", action("hotel"))
+        .compensate(undo("hotel"))
+        .step("charge", action("charge"))
+        .build(&registry)
+        .unwrap();
+    coordinator::conformance::check(&trip, registry, json!({}), |case, view| {
+        // Every compensation that ran saw its step's output; count undo entries.
+        let undos = journal.entries().iter().filter(|e| e.starts_with("undo") && e.ends_with(&view.record.id.to_string())).count();
+        match case {
+            coordinator::conformance::Case::FailAt(step) if step == "hotel" => {
+                // car compensated twice (every compensation is repeated).
+                if undos == 2 { Ok(()) } else { Err(format!("{undos} undo calls")) }
+            }
+            _ => Ok(()),
+        }
+    })
+    .await
+    .unwrap();
+}
