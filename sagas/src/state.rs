@@ -331,6 +331,10 @@ impl SagaState {
         match event {
             SagaEvent::StepStarted { step, attempt } => {
                 let i = step_index(step)?;
+                // Recovery re-runs an attempt that was in flight when the coordinator stopped,
+                // even if the saga began to unwind meanwhile: only its outcome tells whether
+                // there is something to compensate.
+                let rerun = status == SagaStatus::Compensating && self.steps[i].status == StepStatus::Running;
                 if status != SagaStatus::Running {
                     return Err(illegal(status, "no step starts once the saga stopped running".into()));
                 }

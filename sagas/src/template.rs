@@ -286,13 +286,16 @@ fn parse_reference(text: &str) -> Result<Reference, String> {
         ["saga", ..] => Err(format!(
             "`{{{{{text}}}}}`: the only saga field is `saga.id`"
         )),
-        ["steps", step, "output", path @ ..] => Ok(Reference::StepOutput {
-            step: (*step).to_owned(),
-            path: owned(path),
-        }),
-        ["steps", ..] => Err(format!(
-            "`{{{{{text}}}}}`: step references have the form `steps.NAME.output.path`"
-        )),
+        // Step names may contain dots: the name runs up to the first `output` after it.
+        ["steps", rest @ ..] => match rest.iter().skip(1).position(|p| *p == "output") {
+            Some(k) => Ok(Reference::StepOutput {
+                step: rest[..=k].join("."),
+                path: owned(&rest[k + 2..]),
+            }),
+            None => Err(format!(
+                "`{{{{{text}}}}}`: step references have the form `steps.NAME.output.path`"
+            )),
+        },
         _ => Err(format!(
             "`{{{{{text}}}}}`: a reference starts with `input`, `saga` or `steps`"
         )),

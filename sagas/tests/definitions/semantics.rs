@@ -44,6 +44,20 @@ fn depends_on_defaults_to_the_previous_step() {
     assert!(pos("a") < pos("b") && pos("a") < pos("c") && pos("b") < pos("d") && pos("c") < pos("d"));
 }
 
+/// Step names may contain dots, and templates still reach their outputs: the step name runs
+/// up to the first `output` segment.
+#[test]
+fn templates_reach_steps_with_dotted_names() {
+    use sagas::template::Reference;
+    let def = fixture("dotted_step_names.json");
+    let Some(sagas::definition::StepAction::Rust(call)) = def.steps[0].compensation.as_ref() else { panic!("a rust compensation") };
+    let refs: Vec<Reference> = call.params.as_ref().unwrap().references().into_iter().map(|(_, r)| r.clone()).collect();
+    assert_eq!(refs, [Reference::StepOutput { step: "reserve.car".into(), path: vec!["id".into()] }]);
+    let sagas::StepAction::Http(http) = &def.steps[2].action else { panic!("an http action") };
+    let refs: Vec<String> = http.body.as_ref().unwrap().references().into_iter().map(|(_, r)| r.to_string()).collect();
+    assert_eq!(refs, ["steps.output.output.x"]);
+}
+
 /// A dependency declared later in the document resolves as well as an earlier one.
 #[test]
 fn dependencies_may_point_forward_in_the_document() {

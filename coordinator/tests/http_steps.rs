@@ -1,0 +1,189 @@
+//! HTTP steps against a real participant on loopback: the outcome contract, retries,
+//! time limits and the idempotency headers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use coordinator::store::memory::MemoryStore;
+use coordinator::{Coordinator, Faults, HandlerRegistry, HostPolicy, HttpRunner, Options, Runners, StartSaga};
+use sagas::{SagaStatus, StepStatus};
+use serde_json::{json, Value};
+
+/// One request as the participant saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    route: String,
+    idempotency_key: String,
+    saga_id: String,
+    step: String,
+    body: Value,
+}
+
+#[derive(Default)]
+struct Participant {
+    seen: Mutex<Vec<Seen>>,
+    counts: Mutex<HashMap<String, u32>>,
+}
+
+fn header(headers: &HeaderMap, name: &str) -> String {
+    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+}
+
+/// Routes: `/ok` answers 200 with an id; `/flaky/{n}` answers 503 (with Retry-After: 0) for
+/// the first n requests of each idempotency key; `/reject` answers 422; `/slow` never
+/// answers in time; `/undo` records compensations.
+async fn handle(
+    State(p): State<Arc<Participant>>,
+    Path(route): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<Value>>,
+) -> (StatusCode, HeaderMap, Json<Value>) {
+    let seen = Seen {
+        route: route.clone(),
+        idempotency_key: header(&headers, "idempotency-key"),
+        saga_id: header(&headers, "x-saga-id"),
+        step: header(&headers, "x-saga-step"),
+        body: body.map(|b| b.0).unwrap_or(Value::Null),
+    };
+    let n = {
+        let mut counts = p.counts.lock().unwrap();
+        let c = counts.entry(format!("{route}/{}", seen.idempotency_key)).or_default();
+        *c += 1;
+        *c
+    };
+    p.seen.lock().unwrap().push(seen);
+    let mut out = HeaderMap::new();
+    let failures: u32 = route.strip_prefix("flaky-").and_then(|n| n.parse().ok()).unwrap_or(0);
+    if n <= failures {
+        out.insert("retry-after", "0".parse().unwrap());
+        return (StatusCode::SERVICE_UNAVAILABLE, out, Json(json!({"error": "busy"})));
+    }
+    match route.as_str() {
+        "reject" => (StatusCode::UNPROCESSABLE_ENTITY, out, Json(json!({"error": "no"}))),
+        "slow" => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            (StatusCode::OK, out, Json(json!({})))
+        }
+        _ => (StatusCode::OK, out, Json(json!({"id": format!("{route}-{n}")}))),
+    }
+}
+
+async fn participant() -> (Arc<Participant>, String) {
+    let state = Arc::new(Participant::default());
+    let app = Router::new().route("/{route}", post(handle)).with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (state, base)
+}
+
+async fn coordinator() -> Coordinator {
+    let runners = Runners {
+        http: HttpRunner::new(HostPolicy::Only(vec!["127.0.0.1".into()])),
+        rust: HandlerRegistry::new(),
+        faults: Arc::new(Faults::new()),
+    };
+    Coordinator::start(Arc::new(MemoryStore::new()), runners, Options::default()).await.unwrap()
+}
+
+fn step(name: &str, url: String, compensation: Option<String>) -> Value {
+    let mut s = json!({
+        "name": name,
+        "action": {"http": {"method": "POST", "url": url, "body": {"saga": "{{saga.id}}", "amount": "{{input.amount}}"}}},
+        "retry": {"max_attempts": 4, "initial_backoff_ms": 1, "max_backoff_ms": 10},
+        "timeout_ms": 500
+    });
+    if let Some(c) = compensation {
+        s["compensation"] = json!({"http": {"method": "POST", "url": c, "body": {"id": format!("{{{{steps.{name}.output.id}}}}")}}});
+    }
+    s
+}
+
+async fn run(coordinator: &Coordinator, steps: Vec<Value>) -> coordinator::SagaView {
+    let doc = json!({"name": "t", "steps": steps});
+    coordinator.register_definition(&doc).await.unwrap();
+    let (saga, _) = coordinator
+        .start_saga(StartSaga { definition: "t".into(), version: None, input: json!({"amount": 5}), idempotency_key: None, trace_context: None })
+        .await
+        .unwrap();
+    coordinator.wait(saga.id, Duration::from_secs(20)).await.unwrap();
+    coordinator.saga(saga.id).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_503_is_retried_with_the_same_idempotency_key() {
+    let (p, base) = participant().await;
+    let c = coordinator().await;
+    let view = run(&c, vec![step("pay", format!("{base}/flaky-2"), None)]).await;
+    assert_eq!(view.state.status(), SagaStatus::Completed);
+    assert_eq!(view.state.steps()[0].attempts, 3);
+    assert_eq!(view.state.steps()[0].output.as_ref().unwrap()["id"], "flaky-2-3");
+    let seen = p.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    let id = view.record.id.to_string();
+    for s in &seen {
+        assert_eq!(s.idempotency_key, format!("{id}:pay:action"));
+        assert_eq!(s.saga_id, id);
+        assert_eq!(s.step, "pay");
+        assert_eq!(s.body, json!({"saga": id, "amount": 5}), "a whole-string template keeps the JSON type");
+    }
+}
+
+#[tokio::test]
+async fn a_422_is_not_retried_and_unwinds_the_saga() {
+    let (p, base) = participant().await;
+    let c = coordinator().await;
+    let view = run(
+        &c,
+        vec![step("reserve", format!("{base}/ok"), Some(format!("{base}/undo"))), step("charge", format!("{base}/reject"), None)],
+    )
+    .await;
+    assert_eq!(view.state.status(), SagaStatus::Compensated);
+    let steps = view.state.steps();
+    assert_eq!(steps[1].attempts, 1, "a business failure is not retried");
+    assert_eq!(steps[1].error.as_ref().unwrap().status, Some(422));
+    assert_eq!(steps[0].status, StepStatus::Compensated);
+    let seen = p.seen.lock().unwrap().clone();
+    let undo = seen.iter().find(|s| s.route == "undo").expect("the compensation ran");
+    assert_eq!(undo.body, json!({"id": "ok-1"}), "the compensation sees its step's output");
+    assert_eq!(undo.idempotency_key, format!("{}:reserve:compensation", view.record.id));
+}
+
+#[tokio::test]
+async fn a_step_that_does_not_answer_in_time_times_out_and_is_retried() {
+    let (p, base) = participant().await;
+    let c = coordinator().await;
+    let view = run(&c, vec![step("wait", format!("{base}/slow"), None)]).await;
+    assert_eq!(view.state.status(), SagaStatus::Compensated);
+    let s = &view.state.steps()[0];
+    assert_eq!(s.attempts, 4, "timeouts are transient");
+    assert_eq!(s.error.as_ref().unwrap().kind, sagas::FailureKind::Timeout);
+    assert_eq!(p.seen.lock().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn connection_errors_are_transient() {
+    let c = coordinator().await;
+    // A port nothing listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}/x", listener.local_addr().unwrap());
+    drop(listener);
+    let view = run(&c, vec![step("call", dead, None)]).await;
+    let s = &view.state.steps()[0];
+    assert_eq!(s.attempts, 4);
+    assert_eq!(s.error.as_ref().unwrap().kind, sagas::FailureKind::Transient);
+}
+
+#[tokio::test]
+async fn hosts_outside_the_allow_list_are_refused_at_registration() {
+    let c = coordinator().await;
+    let doc = json!({"name": "evil", "steps": [step("s", "http://169.254.169.254/latest".into(), None)]});
+    let err = c.register_definition(&doc).await.unwrap_err();
+    let coordinator::Error::Invalid(errors) = err else { panic!("{err}") };
+    assert_eq!(errors.paths(), ["/steps/0/action/http/url"]);
+}

@@ -1,0 +1,270 @@
+//! `geosaga serve` and `geosaga dev`: a coordinator, its store and its REST API.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use coordinator::api::{app, ApiState};
+use coordinator::store::postgres::PostgresStore;
+use coordinator::store::sqlite::SqliteStore;
+use coordinator::{Coordinator, Faults, HandlerRegistry, HostPolicy, HttpRunner, Options, Runners, Store};
+use observability::LogFormat;
+use serde::Deserialize;
+
+/// The example definitions `geosaga dev` registers.
+const EXAMPLES: &[(&str, &str)] = &[
+    ("transfer.json", include_str!("../examples/transfer.json")),
+    ("book_trip.json", include_str!("../examples/book_trip.json")),
+];
+
+/// Options of `geosaga serve`. Each can also come from a `GEOSAGA_*` variable or the
+/// config file (flags win over variables, variables over the file).
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// A TOML file with any of the options below (`listen = "..."`, `tokens = [...]`, ...).
+    #[arg(long, env = "GEOSAGA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of the REST API.
+    #[arg(long, env = "GEOSAGA_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Database: a SQLite file path (or `sqlite://PATH`), or a `postgres://` URL.
+    #[arg(long, env = "GEOSAGA_DATABASE")]
+    database: Option<String>,
+    /// This coordinator's id (unique among coordinators sharing a database).
+    #[arg(long, env = "GEOSAGA_NODE_ID")]
+    node_id: Option<String>,
+    /// Lease length in milliseconds: how soon others adopt this node's sagas if it dies.
+    #[arg(long, env = "GEOSAGA_LEASE_MS")]
+    lease_ms: Option<u64>,
+    /// API tokens (`Authorization: Bearer ...`); repeat or separate with commas.
+    #[arg(long = "token", env = "GEOSAGA_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    tokens: Vec<String>,
+    /// Listen on a non-loopback address without tokens.
+    #[arg(long)]
+    insecure: bool,
+    /// Hosts HTTP steps may call (`host` or `host:port`); repeat or separate with commas.
+    #[arg(long = "allow-host", env = "GEOSAGA_ALLOW_HOSTS", value_delimiter = ',')]
+    allow_hosts: Vec<String>,
+    /// Let HTTP steps call any host.
+    #[arg(long)]
+    allow_any_host: bool,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "GEOSAGA_BODY_LIMIT")]
+    body_limit: Option<usize>,
+    /// Most sagas running at once on this node.
+    #[arg(long, env = "GEOSAGA_MAX_RUNNING")]
+    max_running: Option<usize>,
+    /// Base URL of a Jaeger UI, to link sagas to their traces.
+    #[arg(long, env = "GEOSAGA_JAEGER_UI")]
+    jaeger_ui: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, env = "GEOSAGA_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// The config file: the same options as the flags.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    listen: Option<SocketAddr>,
+    database: Option<String>,
+    node_id: Option<String>,
+    lease_ms: Option<u64>,
+    #[serde(default)]
+    tokens: Vec<String>,
+    #[serde(default)]
+    allow_hosts: Vec<String>,
+    #[serde(default)]
+    allow_any_host: bool,
+    #[serde(default)]
+    insecure: bool,
+    body_limit: Option<usize>,
+    max_running: Option<usize>,
+    jaeger_ui: Option<String>,
+}
+
+/// Options of `geosaga dev`.
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Address of the REST API.
+    #[arg(long, default_value = "127.0.0.1:7379")]
+    listen: SocketAddr,
+    /// Address of the demo participant service.
+    #[arg(long, default_value = "127.0.0.1:7380")]
+    demo_listen: SocketAddr,
+    /// Where the SQLite database lives.
+    #[arg(long, default_value = "./geosaga-data")]
+    data_dir: PathBuf,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text")]
+    log_format: LogFormat,
+}
+
+struct Settings {
+    listen: SocketAddr,
+    database: String,
+    node_id: Option<String>,
+    lease: Duration,
+    tokens: Vec<String>,
+    insecure: bool,
+    hosts: HostPolicy,
+    body_limit: usize,
+    max_running: usize,
+    jaeger_ui: Option<String>,
+}
+
+fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
+    let file: ConfigFile = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("{} is not a valid config file", path.display()))?
+        }
+        None => ConfigFile::default(),
+    };
+    let tokens = if args.tokens.is_empty() { file.tokens } else { args.tokens };
+    let allow_hosts = if args.allow_hosts.is_empty() { file.allow_hosts } else { args.allow_hosts };
+    let hosts = if args.allow_any_host || file.allow_any_host { HostPolicy::Any } else { HostPolicy::Only(allow_hosts) };
+    Ok(Settings {
+        listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:7379".parse().expect("an address")),
+        database: args.database.or(file.database).unwrap_or_else(|| "./geosaga-data/geosaga.db".to_owned()),
+        node_id: args.node_id.or(file.node_id),
+        lease: Duration::from_millis(args.lease_ms.or(file.lease_ms).unwrap_or(10_000)),
+        tokens: tokens.into_iter().filter(|t| !t.is_empty()).collect(),
+        insecure: args.insecure || file.insecure,
+        hosts,
+        body_limit: args.body_limit.or(file.body_limit).unwrap_or(1024 * 1024),
+        max_running: args.max_running.or(file.max_running).unwrap_or(10_000),
+        jaeger_ui: args.jaeger_ui.or(file.jaeger_ui),
+    })
+}
+
+async fn open_store(database: &str) -> anyhow::Result<(Arc<dyn Store>, bool)> {
+    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        let store = PostgresStore::connect(database).await.context("connecting to PostgreSQL")?;
+        Ok((Arc::new(store), true))
+    } else {
+        let path = database.strip_prefix("sqlite://").unwrap_or(database);
+        let store = SqliteStore::open(Path::new(path)).await.with_context(|| format!("opening SQLite database {path}"))?;
+        Ok((Arc::new(store), false))
+    }
+}
+
+async fn run(settings: Settings, registry: HandlerRegistry) -> anyhow::Result<(Coordinator, tokio::net::TcpListener, ApiState)> {
+    if !settings.listen.ip().is_loopback() && settings.tokens.is_empty() && !settings.insecure {
+        bail!(
+            "refusing to listen on {} without API tokens: pass --token (or GEOSAGA_TOKENS), or --insecure to accept the risk",
+            settings.listen
+        );
+    }
+    let (store, shared) = open_store(&settings.database).await?;
+    // On a shared database every coordinator needs its own id; on SQLite one process owns
+    // the file, and a stable id lets a restart resume its sagas at once.
+    let node_id = settings.node_id.clone().unwrap_or_else(|| {
+        if shared { format!("node-{}", &uuid_suffix()) } else { "local".to_owned() }
+    });
+    let runners = Runners { http: HttpRunner::new(settings.hosts.clone()), rust: registry, faults: Arc::new(Faults::new()) };
+    let options = Options { node_id: node_id.clone(), lease: settings.lease, max_running: settings.max_running };
+    let coordinator = Coordinator::start(store, runners, options).await?;
+    let listener = tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("listening on {}", settings.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, node_id, database = %redact(&settings.database), "coordinator started");
+    let state = ApiState { coordinator: coordinator.clone(), tokens: settings.tokens, body_limit: settings.body_limit, jaeger_ui: settings.jaeger_ui };
+    Ok((coordinator, listener, state))
+}
+
+fn uuid_suffix() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{:08x}{:04x}", nanos, std::process::id() & 0xffff)
+}
+
+fn redact(database: &str) -> String {
+    match (database.find("://"), database.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &database[..scheme], &database[at..]),
+        _ => database.to_owned(),
+    }
+}
+
+async fn serve_until_signal(coordinator: Coordinator, listener: tokio::net::TcpListener, state: ApiState) -> anyhow::Result<()> {
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("shutting down; handing over running sagas");
+    coordinator.shutdown().await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// `geosaga serve`.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    observability::init_logging(args.log_format, "info");
+    let settings = settings(args)?;
+    let (coordinator, listener, state) = run(settings, HandlerRegistry::new()).await?;
+    serve_until_signal(coordinator, listener, state).await
+}
+
+/// `geosaga dev`.
+pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    observability::init_logging(args.log_format, "info");
+    let demo = crate::demo::serve(args.demo_listen).await.with_context(|| format!("starting the demo participant on {}", args.demo_listen))?;
+    let settings = Settings {
+        listen: args.listen,
+        database: args.data_dir.join("geosaga.db").display().to_string(),
+        node_id: Some("local".to_owned()),
+        lease: Duration::from_secs(10),
+        tokens: Vec::new(),
+        insecure: false,
+        hosts: HostPolicy::Any,
+        body_limit: 1024 * 1024,
+        max_running: 10_000,
+        jaeger_ui: None,
+    };
+    let (coordinator, listener, state) = run(settings, HandlerRegistry::new()).await?;
+    for (file, text) in EXAMPLES {
+        let mut doc: serde_json::Value = serde_json::from_str(text).with_context(|| format!("example {file}"))?;
+        rebase_urls(&mut doc, demo);
+        let put = coordinator.register_definition(&doc).await.with_context(|| format!("registering example {file}"))?;
+        tracing::info!(definition = %put.record.name, version = put.record.version, "example registered");
+    }
+    let api = listener.local_addr()?;
+    println!("{}", welcome(api));
+    serve_until_signal(coordinator, listener, state).await
+}
+
+/// Points the examples' URLs at the demo participant's actual address.
+fn rebase_urls(doc: &mut serde_json::Value, demo: SocketAddr) {
+    match doc {
+        serde_json::Value::String(s) if s.starts_with("http://127.0.0.1:7380") => {
+            *s = s.replacen("http://127.0.0.1:7380", &format!("http://{demo}"), 1);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| rebase_urls(v, demo)),
+        serde_json::Value::Object(map) => map.values_mut().for_each(|v| rebase_urls(v, demo)),
+        _ => {}
+    }
+}
+
+fn welcome(api: SocketAddr) -> String {
+    format!(
+        r#"
+geosaga dev is running: API on http://{api}, data in ./geosaga-data (SQLite).
+Examples registered: transfer, book_trip. Try, in another terminal:
+
+  geosaga saga start transfer --input '{{"from":"alice","to":"bob","amount":50}}' --wait
+  geosaga saga start transfer --input '{{"from":"alice","to":"closed","amount":50}}' --wait   # credit fails: debit is refunded
+  geosaga saga start transfer --input '{{"from":"alice","to":"flaky","amount":50}}' --wait    # notify retries twice, then succeeds
+  geosaga saga list
+  geosaga saga events <ID>
+
+or with curl:
+  curl -s http://{api}/v1/sagas -H 'content-type: application/json' \
+       -d '{{"definition":"transfer","input":{{"from":"alice","to":"closed","amount":50}}}}'
+"#
+    )
+}
