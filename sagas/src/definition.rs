@@ -99,7 +99,8 @@ impl SagaDefinition {
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
         let deps: Vec<Vec<StepIndex>> = steps.iter().map(|s| s.depends_on.clone()).collect();
-        let order = crate::graph::topological_order(&deps).expect("a validated definition has no cycle");
+        let order =
+            crate::graph::topological_order(&deps).expect("a validated definition has no cycle");
         SagaDefinition {
             name: document.name.clone(),
             description: document.description.clone(),

@@ -35,7 +35,7 @@ pub mod validate;
 pub use definition::{HttpTemplate, RustCall, SagaDefinition, Step, StepAction, StepIndex};
 pub use document::{DefinitionDoc, HttpMethod};
 pub use error::Error;
-pub use event::{idempotency_key, FailureKind, Phase, SagaEvent, StepError};
+pub use event::{FailureKind, Phase, SagaEvent, StepError, idempotency_key};
 pub use planner::{Plan, Work};
 pub use retry::RetryPolicy;
 pub use state::{IllegalEvent, SagaState, SagaStatus, StepState, StepStatus, UnwindCause};

@@ -46,7 +46,11 @@ pub fn plan(state: &SagaState, now_ms: u64) -> Plan {
     match state.status() {
         SagaStatus::Running => {
             for (i, s) in state.steps().iter().enumerate() {
-                let work = Work { step: i, phase: Phase::Action, attempt: s.attempts + 1 };
+                let work = Work {
+                    step: i,
+                    phase: Phase::Action,
+                    attempt: s.attempts + 1,
+                };
                 match s.status {
                     StepStatus::Pending => {
                         let deps_done = def.steps[i]
@@ -75,9 +79,15 @@ pub fn plan(state: &SagaState, now_ms: u64) -> Plan {
                 if !state.compensation_ready(i, &unwound) {
                     continue;
                 }
-                let work = Work { step: i, phase: Phase::Compensation, attempt: s.compensation_attempts + 1 };
+                let work = Work {
+                    step: i,
+                    phase: Phase::Compensation,
+                    attempt: s.compensation_attempts + 1,
+                };
                 match s.status {
-                    StepStatus::CompensationRetryWaiting { retry_at_ms } => due(retry_at_ms, work, &mut out),
+                    StepStatus::CompensationRetryWaiting { retry_at_ms } => {
+                        due(retry_at_ms, work, &mut out)
+                    }
                     _ => out.start.push(work),
                 }
             }
@@ -95,7 +105,11 @@ pub fn in_flight(state: &SagaState) -> Vec<Work> {
         .iter()
         .enumerate()
         .filter_map(|(i, s)| match s.status {
-            StepStatus::Running => Some(Work { step: i, phase: Phase::Action, attempt: s.attempts + 1 }),
+            StepStatus::Running => Some(Work {
+                step: i,
+                phase: Phase::Action,
+                attempt: s.attempts + 1,
+            }),
             StepStatus::Compensating => Some(Work {
                 step: i,
                 phase: Phase::Compensation,
@@ -117,8 +131,14 @@ pub fn in_flight(state: &SagaState) -> Vec<Work> {
 pub fn started_event(state: &SagaState, work: Work) -> SagaEvent {
     let step = state.definition().steps[work.step].name.clone();
     match work.phase {
-        Phase::Action => SagaEvent::StepStarted { step, attempt: work.attempt },
-        Phase::Compensation => SagaEvent::CompensationStarted { step, attempt: work.attempt },
+        Phase::Action => SagaEvent::StepStarted {
+            step,
+            attempt: work.attempt,
+        },
+        Phase::Compensation => SagaEvent::CompensationStarted {
+            step,
+            attempt: work.attempt,
+        },
     }
 }
 
@@ -138,30 +158,57 @@ pub fn outcome_event(
     let step = def_step.name.clone();
     let attempt = work.attempt;
     let retry_at = |policy: &crate::RetryPolicy, used: u32, error: &StepError| {
-        let wait = policy.backoff(used, jitter_sample, error.retry_after_ms.map(Duration::from_millis));
+        let wait = policy.backoff(
+            used,
+            jitter_sample,
+            error.retry_after_ms.map(Duration::from_millis),
+        );
         now_ms.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
     };
     match (work.phase, outcome) {
-        (Phase::Action, Ok(output)) => SagaEvent::StepSucceeded { step, attempt, output },
+        (Phase::Action, Ok(output)) => SagaEvent::StepSucceeded {
+            step,
+            attempt,
+            output,
+        },
         (Phase::Action, Err(error)) => {
             let retry = error.is_retryable()
                 && state.status() == SagaStatus::Running
                 && attempt < def_step.retry.max_attempts;
             if retry {
                 let retry_at_ms = retry_at(&def_step.retry, attempt, &error);
-                SagaEvent::StepAttemptFailed { step, attempt, error, retry_at_ms }
+                SagaEvent::StepAttemptFailed {
+                    step,
+                    attempt,
+                    error,
+                    retry_at_ms,
+                }
             } else {
-                SagaEvent::StepFailed { step, attempt, error }
+                SagaEvent::StepFailed {
+                    step,
+                    attempt,
+                    error,
+                }
             }
         }
         (Phase::Compensation, Ok(_)) => SagaEvent::CompensationSucceeded { step, attempt },
         (Phase::Compensation, Err(error)) => {
-            let used = attempt.saturating_sub(state.steps()[work.step].compensation_attempts_before_retry);
+            let used =
+                attempt.saturating_sub(state.steps()[work.step].compensation_attempts_before_retry);
             if error.is_retryable() && used < def_step.compensation_retry.max_attempts {
                 let retry_at_ms = retry_at(&def_step.compensation_retry, used, &error);
-                SagaEvent::CompensationAttemptFailed { step, attempt, error, retry_at_ms }
+                SagaEvent::CompensationAttemptFailed {
+                    step,
+                    attempt,
+                    error,
+                    retry_at_ms,
+                }
             } else {
-                SagaEvent::CompensationFailed { step, attempt, error }
+                SagaEvent::CompensationFailed {
+                    step,
+                    attempt,
+                    error,
+                }
             }
         }
     }

@@ -45,7 +45,11 @@ pub fn plan_text(def: &SagaDefinition) -> String {
             let after = if s.depends_on.is_empty() {
                 "start".to_owned()
             } else {
-                s.depends_on.iter().map(|&d| def.steps[d].name.as_str()).collect::<Vec<_>>().join(", ")
+                s.depends_on
+                    .iter()
+                    .map(|&d| def.steps[d].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             let parallel = if stage.len() > 1 { " [parallel]" } else { "" };
             let _ = writeln!(
@@ -86,7 +90,12 @@ pub fn plan_dot(def: &SagaDefinition) -> String {
     let _ = writeln!(out, "digraph {} {{", q(&def.name));
     let _ = writeln!(out, "  rankdir=LR;\n  node [shape=box, style=rounded];");
     for s in &def.steps {
-        let _ = writeln!(out, "  {} [label={}];", q(&s.name), q(&format!("{}\n{}", s.name, describe(&s.action))));
+        let _ = writeln!(
+            out,
+            "  {} [label={}];",
+            q(&s.name),
+            q(&format!("{}\n{}", s.name, describe(&s.action)))
+        );
         if let Some(c) = &s.compensation {
             let _ = writeln!(
                 out,

@@ -118,7 +118,9 @@ impl StepStatus {
             StepStatus::Succeeded => "succeeded",
             StepStatus::Failed => "failed",
             StepStatus::NotRun => "not_run",
-            StepStatus::Compensating | StepStatus::CompensationRetryWaiting { .. } => "compensating",
+            StepStatus::Compensating | StepStatus::CompensationRetryWaiting { .. } => {
+                "compensating"
+            }
             StepStatus::Compensated => "compensated",
             StepStatus::CompensationFailed => "compensation_failed",
         }
@@ -277,8 +279,13 @@ impl SagaState {
         for &i in self.definition.topological_order().iter().rev() {
             let dependents_done = self.definition.steps[i].dependents.iter().all(|&d| done[d]);
             done[i] = match self.steps[i].status {
-                StepStatus::Pending | StepStatus::NotRun | StepStatus::Failed | StepStatus::Compensated => true,
-                StepStatus::Succeeded => self.definition.steps[i].compensation.is_none() && dependents_done,
+                StepStatus::Pending
+                | StepStatus::NotRun
+                | StepStatus::Failed
+                | StepStatus::Compensated => true,
+                StepStatus::Succeeded => {
+                    self.definition.steps[i].compensation.is_none() && dependents_done
+                }
                 StepStatus::Running
                 | StepStatus::RetryWaiting { .. }
                 | StepStatus::Compensating
@@ -324,7 +331,10 @@ impl SagaState {
             if want == got {
                 Ok(())
             } else {
-                Err(illegal(status, format!("attempt {got} does not follow ({want} expected)")))
+                Err(illegal(
+                    status,
+                    format!("attempt {got} does not follow ({want} expected)"),
+                ))
             }
         };
 
@@ -334,15 +344,25 @@ impl SagaState {
                 // Recovery re-runs an attempt that was in flight when the coordinator stopped,
                 // even if the saga began to unwind meanwhile: only its outcome tells whether
                 // there is something to compensate.
-                let rerun = status == SagaStatus::Compensating && self.steps[i].status == StepStatus::Running;
-                if status != SagaStatus::Running {
-                    return Err(illegal(status, "no step starts once the saga stopped running".into()));
-                }
-                let deps = &self.definition.steps[i].depends_on;
-                if let Some(&d) = deps.iter().find(|&&d| self.steps[d].status != StepStatus::Succeeded) {
+                let rerun = status == SagaStatus::Compensating
+                    && self.steps[i].status == StepStatus::Running;
+                if status != SagaStatus::Running && !rerun {
                     return Err(illegal(
                         status,
-                        format!("`{step}` depends on `{}`, which has not succeeded", self.definition.steps[d].name),
+                        "no step starts once the saga stopped running".into(),
+                    ));
+                }
+                let deps = &self.definition.steps[i].depends_on;
+                if let Some(&d) = deps
+                    .iter()
+                    .find(|&&d| self.steps[d].status != StepStatus::Succeeded)
+                {
+                    return Err(illegal(
+                        status,
+                        format!(
+                            "`{step}` depends on `{}`, which has not succeeded",
+                            self.definition.steps[d].name
+                        ),
                     ));
                 }
                 let s = &self.steps[i];
@@ -356,7 +376,10 @@ impl SagaState {
                     | StepStatus::CompensationRetryWaiting { .. }
                     | StepStatus::Compensated
                     | StepStatus::CompensationFailed => {
-                        return Err(illegal(status, format!("step `{step}` is {}", s.status.as_str())));
+                        return Err(illegal(
+                            status,
+                            format!("step `{step}` is {}", s.status.as_str()),
+                        ));
                     }
                 };
                 expect_attempt(s, want, *attempt)?;
@@ -364,24 +387,42 @@ impl SagaState {
                 s.status = StepStatus::Running;
                 s.attempts = *attempt;
             }
-            SagaEvent::StepSucceeded { step, attempt, output } => {
+            SagaEvent::StepSucceeded {
+                step,
+                attempt,
+                output,
+            } => {
                 let i = step_index(step)?;
                 self.expect_action_outcome(i, *attempt, true, event)?;
                 let s = &mut self.steps[i];
                 s.status = StepStatus::Succeeded;
                 s.output = Some(output.clone());
             }
-            SagaEvent::StepAttemptFailed { step, attempt, error, retry_at_ms } => {
+            SagaEvent::StepAttemptFailed {
+                step,
+                attempt,
+                error,
+                retry_at_ms,
+            } => {
                 let i = step_index(step)?;
                 if status != SagaStatus::Running {
-                    return Err(illegal(status, "an unwinding saga does not retry actions".into()));
+                    return Err(illegal(
+                        status,
+                        "an unwinding saga does not retry actions".into(),
+                    ));
                 }
                 self.expect_action_outcome(i, *attempt, false, event)?;
                 let s = &mut self.steps[i];
-                s.status = StepStatus::RetryWaiting { retry_at_ms: *retry_at_ms };
+                s.status = StepStatus::RetryWaiting {
+                    retry_at_ms: *retry_at_ms,
+                };
                 s.error = Some(error.clone());
             }
-            SagaEvent::StepFailed { step, attempt, error } => {
+            SagaEvent::StepFailed {
+                step,
+                attempt,
+                error,
+            } => {
                 let i = step_index(step)?;
                 self.expect_action_outcome(i, *attempt, true, event)?;
                 let s = &mut self.steps[i];
@@ -395,25 +436,36 @@ impl SagaState {
                 }
             }
             SagaEvent::CancelRequested { reason } => match status {
-                SagaStatus::Running => self.begin_unwind(UnwindCause::Cancelled { reason: reason.clone() }),
+                SagaStatus::Running => self.begin_unwind(UnwindCause::Cancelled {
+                    reason: reason.clone(),
+                }),
                 SagaStatus::Compensating
                 | SagaStatus::Completed
                 | SagaStatus::Compensated
                 | SagaStatus::Stuck => {
-                    return Err(illegal(status, "only a running saga can be cancelled".into()));
+                    return Err(illegal(
+                        status,
+                        "only a running saga can be cancelled".into(),
+                    ));
                 }
             },
             SagaEvent::CompensationStarted { step, attempt } => {
                 let i = step_index(step)?;
                 if status != SagaStatus::Compensating {
-                    return Err(illegal(status, "compensations run only while compensating".into()));
+                    return Err(illegal(
+                        status,
+                        "compensations run only while compensating".into(),
+                    ));
                 }
                 let s = &self.steps[i];
                 let rerun = s.status == StepStatus::Compensating;
                 if !rerun && !self.compensation_ready(i, &self.unwound()) {
                     return Err(illegal(
                         status,
-                        format!("the compensation of `{step}` is not due (its step is {}, or later steps are not unwound)", s.status.as_str()),
+                        format!(
+                            "the compensation of `{step}` is not due (its step is {}, or later steps are not unwound)",
+                            s.status.as_str()
+                        ),
                     ));
                 }
                 expect_attempt(s, s.compensation_attempts + 1, *attempt)?;
@@ -426,14 +478,25 @@ impl SagaState {
                 self.expect_compensation_outcome(i, *attempt, event)?;
                 self.steps[i].status = StepStatus::Compensated;
             }
-            SagaEvent::CompensationAttemptFailed { step, attempt, error, retry_at_ms } => {
+            SagaEvent::CompensationAttemptFailed {
+                step,
+                attempt,
+                error,
+                retry_at_ms,
+            } => {
                 let i = step_index(step)?;
                 self.expect_compensation_outcome(i, *attempt, event)?;
                 let s = &mut self.steps[i];
-                s.status = StepStatus::CompensationRetryWaiting { retry_at_ms: *retry_at_ms };
+                s.status = StepStatus::CompensationRetryWaiting {
+                    retry_at_ms: *retry_at_ms,
+                };
                 s.compensation_error = Some(error.clone());
             }
-            SagaEvent::CompensationFailed { step, attempt, error } => {
+            SagaEvent::CompensationFailed {
+                step,
+                attempt,
+                error,
+            } => {
                 let i = step_index(step)?;
                 self.expect_compensation_outcome(i, *attempt, event)?;
                 let s = &mut self.steps[i];
@@ -478,7 +541,10 @@ impl SagaState {
         match self.status {
             SagaStatus::Running => {}
             SagaStatus::Compensating if allowed_while_compensating => {}
-            SagaStatus::Compensating | SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Stuck => {
+            SagaStatus::Compensating
+            | SagaStatus::Completed
+            | SagaStatus::Compensated
+            | SagaStatus::Stuck => {
                 return Err(fail("no action outcome is expected now".into()));
             }
         }
@@ -494,7 +560,12 @@ impl SagaState {
         Ok(())
     }
 
-    fn expect_compensation_outcome(&self, i: StepIndex, attempt: u32, event: &SagaEvent) -> Result<(), IllegalEvent> {
+    fn expect_compensation_outcome(
+        &self,
+        i: StepIndex,
+        attempt: u32,
+        event: &SagaEvent,
+    ) -> Result<(), IllegalEvent> {
         let s = &self.steps[i];
         if self.status != SagaStatus::Compensating
             || s.status != StepStatus::Compensating

@@ -236,7 +236,10 @@ fn parse_value(value: &Value, path: &str, depth: usize, errors: &mut Vec<ParseEr
                     (k.clone(), parse_value(v, &p, depth + 1, errors))
                 })
                 .collect();
-            if parsed.iter().all(|(_, t)| matches!(t, Template::Literal(_))) {
+            if parsed
+                .iter()
+                .all(|(_, t)| matches!(t, Template::Literal(_)))
+            {
                 Template::Literal(value.clone())
             } else {
                 Template::Object(parsed)
@@ -372,8 +375,12 @@ mod tests {
 
     #[test]
     fn array_indices_resolve() {
-        let out = render(&json!("{{input.items.1}}"), &json!({"items": [1, 2]}), &json!({}))
-            .unwrap();
+        let out = render(
+            &json!("{{input.items.1}}"),
+            &json!({"items": [1, 2]}),
+            &json!({}),
+        )
+        .unwrap();
         assert_eq!(out, json!(2));
     }
 
@@ -387,8 +394,8 @@ mod tests {
 
     #[test]
     fn parse_errors_carry_their_path() {
-        let errs = Template::parse(&json!({"a": ["ok", "{{oops"], "b": "{{saga.name}}"}))
-            .unwrap_err();
+        let errs =
+            Template::parse(&json!({"a": ["ok", "{{oops"], "b": "{{saga.name}}"})).unwrap_err();
         let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["/a/1", "/b"]);
     }

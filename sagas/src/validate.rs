@@ -13,10 +13,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::definition::{HttpTemplate, RustCall, SagaDefinition, Step, StepAction};
-use crate::document::{definition_schema, ActionDoc, DefinitionDoc, RetryDoc, StepDoc};
+use crate::document::{ActionDoc, DefinitionDoc, RetryDoc, StepDoc, definition_schema};
 use crate::graph;
 use crate::retry::RetryPolicy;
-use crate::template::{escape_pointer, Reference, Template};
+use crate::template::{Reference, Template, escape_pointer};
 
 /// Most steps a definition may have.
 pub const MAX_STEPS: usize = 256;
@@ -49,7 +49,11 @@ fn render_errors(errors: &[ValidationError]) -> String {
     errors
         .iter()
         .map(|e| {
-            let at = if e.path.is_empty() { "(document)" } else { e.path.as_str() };
+            let at = if e.path.is_empty() {
+                "(document)"
+            } else {
+                e.path.as_str()
+            };
             format!("{at}: {}", e.message)
         })
         .collect::<Vec<_>>()
@@ -88,9 +92,8 @@ static DOCUMENT_VALIDATOR: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
 
 /// Parses and validates a definition from JSON text.
 pub fn parse_definition(text: &str) -> Result<SagaDefinition, ValidationErrors> {
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        ValidationErrors::one("", format!("not valid JSON: {e}"))
-    })?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| ValidationErrors::one("", format!("not valid JSON: {e}")))?;
     validate_value(&value)
 }
 
@@ -117,7 +120,10 @@ fn schema_error(error: &jsonschema::ValidationError<'_>, errors: &mut Collector)
     match error.kind() {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
             for field in unexpected {
-                errors.push(format!("{path}/{}", escape_pointer(field)), format!("unknown field `{field}`"));
+                errors.push(
+                    format!("{path}/{}", escape_pointer(field)),
+                    format!("unknown field `{field}`"),
+                );
             }
         }
         // Optional fields are `anyOf: [T, null]`; "matches no branch" would hide what is wrong
@@ -186,7 +192,12 @@ pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> 
         "/defaults/compensation_retry",
         &mut errors,
     );
-    let default_timeout = timeout(defaults.timeout_ms, DEFAULT_TIMEOUT, "/defaults/timeout_ms", &mut errors);
+    let default_timeout = timeout(
+        defaults.timeout_ms,
+        DEFAULT_TIMEOUT,
+        "/defaults/timeout_ms",
+        &mut errors,
+    );
 
     // Names first, so that dependencies can be resolved whatever their order.
     let mut by_name: HashMap<&str, usize> = HashMap::new();
@@ -195,7 +206,13 @@ pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> 
         check_name(&step.name, &path, &mut errors);
         if let Some(first) = by_name.insert(&step.name, i) {
             by_name.insert(&step.name, first);
-            errors.push(path, format!("duplicate step name `{}` (first used by /steps/{first})", step.name));
+            errors.push(
+                path,
+                format!(
+                    "duplicate step name `{}` (first used by /steps/{first})",
+                    step.name
+                ),
+            );
         }
     }
 
@@ -226,11 +243,23 @@ pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> 
             step: i,
             acyclic,
         };
-        let action = step_action(&step.action, &format!("{base}/action"), &refs, false, &mut errors);
+        let action = step_action(
+            &step.action,
+            &format!("{base}/action"),
+            &refs,
+            false,
+            &mut errors,
+        );
         let compensation = step.compensation.as_ref().and_then(|c| {
             step_action(c, &format!("{base}/compensation"), &refs, true, &mut errors)
         });
-        let retry = retry_policy(step.retry.as_ref(), defaults.retry.as_ref(), default_retry, &format!("{base}/retry"), &mut errors);
+        let retry = retry_policy(
+            step.retry.as_ref(),
+            defaults.retry.as_ref(),
+            default_retry,
+            &format!("{base}/retry"),
+            &mut errors,
+        );
         let compensation_retry = retry_policy(
             step.compensation_retry.as_ref(),
             defaults.compensation_retry.as_ref(),
@@ -238,7 +267,12 @@ pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> 
             &format!("{base}/compensation_retry"),
             &mut errors,
         );
-        let timeout = timeout(step.timeout_ms, default_timeout, &format!("{base}/timeout_ms"), &mut errors);
+        let timeout = timeout(
+            step.timeout_ms,
+            default_timeout,
+            &format!("{base}/timeout_ms"),
+            &mut errors,
+        );
         if let Some(action) = action {
             steps.push(Step {
                 name: step.name.clone(),
@@ -266,7 +300,9 @@ pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> 
 
 /// A digest of the document's canonical JSON (object keys sorted).
 pub fn content_hash(doc: &DefinitionDoc) -> String {
-    let canonical = serde_json::to_value(doc).expect("a document is JSON").to_string();
+    let canonical = serde_json::to_value(doc)
+        .expect("a document is JSON")
+        .to_string();
     let digest = Sha256::digest(canonical.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -276,8 +312,9 @@ pub fn validate_input(def: &SagaDefinition, input: &Value) -> Result<(), Validat
     let Some(schema) = &def.input_schema else {
         return Ok(());
     };
-    let validator = jsonschema::validator_for(schema)
-        .map_err(|e| ValidationErrors::one("/input_schema", format!("not a valid JSON Schema: {e}")))?;
+    let validator = jsonschema::validator_for(schema).map_err(|e| {
+        ValidationErrors::one("/input_schema", format!("not a valid JSON Schema: {e}"))
+    })?;
     let errors: Vec<ValidationError> = validator
         .iter_errors(input)
         .map(|e| ValidationError {
@@ -285,7 +322,11 @@ pub fn validate_input(def: &SagaDefinition, input: &Value) -> Result<(), Validat
             message: e.to_string(),
         })
         .collect();
-    if errors.is_empty() { Ok(()) } else { Err(ValidationErrors(errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(errors))
+    }
 }
 
 fn check_name(name: &str, path: &str, errors: &mut Collector) {
@@ -295,12 +336,19 @@ fn check_name(name: &str, path: &str, errors: &mut Collector) {
     if name.is_empty() || name.len() > MAX_NAME_LEN || !ok_chars {
         errors.push(
             path,
-            format!("`{name}` is not a valid name: 1 to {MAX_NAME_LEN} letters, digits, `_`, `-` or `.`"),
+            format!(
+                "`{name}` is not a valid name: 1 to {MAX_NAME_LEN} letters, digits, `_`, `-` or `.`"
+            ),
         );
     }
 }
 
-fn dependencies(i: usize, step: &StepDoc, by_name: &HashMap<&str, usize>, errors: &mut Collector) -> Vec<usize> {
+fn dependencies(
+    i: usize,
+    step: &StepDoc,
+    by_name: &HashMap<&str, usize>,
+    errors: &mut Collector,
+) -> Vec<usize> {
     let Some(names) = &step.depends_on else {
         return if i == 0 { Vec::new() } else { vec![i - 1] };
     };
@@ -325,17 +373,29 @@ struct RefCheck<'a> {
 }
 
 impl RefCheck<'_> {
-    fn check(&self, template: &Template, base: &str, own_output_allowed: bool, errors: &mut Collector) {
+    fn check(
+        &self,
+        template: &Template,
+        base: &str,
+        own_output_allowed: bool,
+        errors: &mut Collector,
+    ) {
         for (path, reference) in template.references() {
             let Reference::StepOutput { step: name, .. } = reference else {
                 continue;
             };
             let at = format!("{base}{path}");
             match self.by_name.get(name.as_str()) {
-                None => errors.push(at, format!("`{{{{{reference}}}}}`: no step is named `{name}`")),
+                None => errors.push(
+                    at,
+                    format!("`{{{{{reference}}}}}`: no step is named `{name}`"),
+                ),
                 Some(&target) if target == self.step => {
                     if !own_output_allowed {
-                        errors.push(at, format!("`{{{{{reference}}}}}`: an action cannot use its own output"));
+                        errors.push(
+                            at,
+                            format!("`{{{{{reference}}}}}`: an action cannot use its own output"),
+                        );
                     }
                 }
                 Some(&target) => {
@@ -375,17 +435,26 @@ fn step_action(
     match (&doc.http, &doc.rust) {
         (Some(http), None) => {
             let base = format!("{base}/http");
-            let url = parse(&Value::String(http.url.clone()), format!("{base}/url"), errors);
+            let url = parse(
+                &Value::String(http.url.clone()),
+                format!("{base}/url"),
+                errors,
+            );
             let starts_with_template = http.url.trim_start().starts_with("{{");
             let absolute = http.url.starts_with("http://") || http.url.starts_with("https://");
             if url.is_some() && !starts_with_template && !absolute {
-                errors.push(format!("{base}/url"), "the URL must start with http:// or https://");
+                errors.push(
+                    format!("{base}/url"),
+                    "the URL must start with http:// or https://",
+                );
             }
             let mut headers = Vec::new();
             for (name, value) in &http.headers {
                 let path = format!("{base}/headers/{}", escape_pointer(name));
                 let valid_name = !name.is_empty()
-                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
                 if !valid_name {
                     errors.push(path.clone(), format!("`{name}` is not a valid header name"));
                 }
@@ -393,7 +462,10 @@ fn step_action(
                     headers.push((name.clone(), t));
                 }
             }
-            let body = http.body.as_ref().and_then(|b| parse(b, format!("{base}/body"), errors));
+            let body = http
+                .body
+                .as_ref()
+                .and_then(|b| parse(b, format!("{base}/body"), errors));
             Some(StepAction::Http(HttpTemplate {
                 method: http.method,
                 url: url?,
@@ -406,7 +478,10 @@ fn step_action(
             if rust.handler.trim().is_empty() {
                 errors.push(format!("{base}/handler"), "the handler name is empty");
             }
-            let params = rust.params.as_ref().and_then(|p| parse(p, format!("{base}/params"), errors));
+            let params = rust
+                .params
+                .as_ref()
+                .and_then(|p| parse(p, format!("{base}/params"), errors));
             Some(StepAction::Rust(RustCall {
                 handler: rust.handler.clone(),
                 params,
@@ -426,11 +501,17 @@ fn retry_policy(
     path: &str,
     errors: &mut Collector,
 ) -> RetryPolicy {
-    let pick_u32 = |f: fn(&RetryDoc) -> Option<u32>| own.and_then(f).or_else(|| defaults.and_then(f));
-    let pick_u64 = |f: fn(&RetryDoc) -> Option<u64>| own.and_then(f).or_else(|| defaults.and_then(f));
+    let pick_u32 =
+        |f: fn(&RetryDoc) -> Option<u32>| own.and_then(f).or_else(|| defaults.and_then(f));
+    let pick_u64 =
+        |f: fn(&RetryDoc) -> Option<u64>| own.and_then(f).or_else(|| defaults.and_then(f));
     let max_attempts = pick_u32(|r| r.max_attempts).unwrap_or(builtin.max_attempts);
-    let initial = pick_u64(|r| r.initial_backoff_ms).map(Duration::from_millis).unwrap_or(builtin.initial_backoff);
-    let max = pick_u64(|r| r.max_backoff_ms).map(Duration::from_millis).unwrap_or(builtin.max_backoff);
+    let initial = pick_u64(|r| r.initial_backoff_ms)
+        .map(Duration::from_millis)
+        .unwrap_or(builtin.initial_backoff);
+    let max = pick_u64(|r| r.max_backoff_ms)
+        .map(Duration::from_millis)
+        .unwrap_or(builtin.max_backoff);
     let multiplier = own
         .and_then(|r| r.multiplier)
         .or_else(|| defaults.and_then(|r| r.multiplier))
@@ -443,25 +524,41 @@ fn retry_policy(
     // checked at `/defaults`), so that each fault is reported once, where it is written.
     if let Some(own) = own {
         if own.max_attempts.is_some() && !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
-            errors.push(format!("{path}/max_attempts"), format!("must be between 1 and {MAX_ATTEMPTS}"));
+            errors.push(
+                format!("{path}/max_attempts"),
+                format!("must be between 1 and {MAX_ATTEMPTS}"),
+            );
         }
         if own.max_backoff_ms.is_some() && max.as_millis() > u128::from(MAX_BACKOFF_MS) {
-            errors.push(format!("{path}/max_backoff_ms"), format!("must be at most {MAX_BACKOFF_MS}"));
+            errors.push(
+                format!("{path}/max_backoff_ms"),
+                format!("must be at most {MAX_BACKOFF_MS}"),
+            );
         }
         if initial > max {
             if own.initial_backoff_ms.is_some() {
                 errors.push(
                     format!("{path}/initial_backoff_ms"),
-                    format!("{} is more than max_backoff_ms ({})", initial.as_millis(), max.as_millis()),
+                    format!(
+                        "{} is more than max_backoff_ms ({})",
+                        initial.as_millis(),
+                        max.as_millis()
+                    ),
                 );
             } else if own.max_backoff_ms.is_some() {
                 errors.push(
                     format!("{path}/max_backoff_ms"),
-                    format!("{} is less than initial_backoff_ms ({})", max.as_millis(), initial.as_millis()),
+                    format!(
+                        "{} is less than initial_backoff_ms ({})",
+                        max.as_millis(),
+                        initial.as_millis()
+                    ),
                 );
             }
         }
-        if own.multiplier.is_some() && !(multiplier.is_finite() && (1.0..=100.0).contains(&multiplier)) {
+        if own.multiplier.is_some()
+            && !(multiplier.is_finite() && (1.0..=100.0).contains(&multiplier))
+        {
             errors.push(format!("{path}/multiplier"), "must be between 1 and 100");
         }
     }
@@ -479,7 +576,10 @@ fn timeout(ms: Option<u64>, default: Duration, path: &str, errors: &mut Collecto
         None => default,
         Some(ms) if (1..=MAX_TIMEOUT_MS).contains(&ms) => Duration::from_millis(ms),
         Some(_) => {
-            errors.push(path, format!("must be between 1 and {MAX_TIMEOUT_MS} milliseconds"));
+            errors.push(
+                path,
+                format!("must be between 1 and {MAX_TIMEOUT_MS} milliseconds"),
+            );
             default
         }
     }

@@ -6,8 +6,11 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use sagas::document::{ActionDoc, DefaultsDoc, RetryDoc, RustDoc, StepDoc};
-use sagas::{planner, DefinitionDoc, Phase, SagaDefinition, SagaEvent, SagaState, SagaStatus, StepError, StepState, Work};
-use serde_json::{json, Value};
+use sagas::{
+    DefinitionDoc, Phase, SagaDefinition, SagaEvent, SagaState, SagaStatus, StepError, StepState,
+    Work, planner,
+};
+use serde_json::{Value, json};
 
 /// A saga that has not settled after this many loop turns is a failure (livelock).
 const MAX_TURNS: usize = 10_000;
@@ -22,15 +25,29 @@ pub struct Dag {
 
 /// 1 to 8 steps, each depending on a random subset of the steps before it.
 pub fn dag() -> impl Strategy<Value = Dag> {
-    (1usize..=8)
+    dag_sized(1..=8)
+}
+
+/// A DAG with a number of steps in `sizes`, each depending on a random subset of the steps
+/// before it.
+pub fn dag_sized(sizes: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = Dag> {
+    sizes
         .prop_flat_map(|n| {
-            let masks: Vec<_> = (0..n).map(|i| proptest::collection::vec(any::<bool>(), i)).collect();
+            let masks: Vec<_> = (0..n)
+                .map(|i| proptest::collection::vec(any::<bool>(), i))
+                .collect();
             (masks, proptest::collection::vec(any::<bool>(), n))
         })
         .prop_map(|(masks, compensated)| Dag {
             deps: masks
                 .iter()
-                .map(|mask| mask.iter().enumerate().filter(|(_, on)| **on).map(|(j, _)| j).collect())
+                .map(|mask| {
+                    mask.iter()
+                        .enumerate()
+                        .filter(|(_, on)| **on)
+                        .map(|(j, _)| j)
+                        .collect()
+                })
                 .collect(),
             compensated,
         })
@@ -43,7 +60,10 @@ pub fn step_name(i: usize) -> String {
 fn rust(handler: &str, params: Value) -> ActionDoc {
     ActionDoc {
         http: None,
-        rust: Some(RustDoc { handler: handler.to_owned(), params: Some(params) }),
+        rust: Some(RustDoc {
+            handler: handler.to_owned(),
+            params: Some(params),
+        }),
     }
 }
 
@@ -60,12 +80,20 @@ pub fn definition(dag: &Dag) -> Arc<SagaDefinition> {
     };
     let steps = (0..dag.deps.len())
         .map(|i| {
-            let inputs: Vec<String> = dag.deps[i].iter().map(|&d| format!("{{{{steps.{}.output.id}}}}", step_name(d))).collect();
+            let inputs: Vec<String> = dag.deps[i]
+                .iter()
+                .map(|&d| format!("{{{{steps.{}.output.id}}}}", step_name(d)))
+                .collect();
             StepDoc {
                 name: step_name(i),
                 depends_on: Some(dag.deps[i].iter().map(|&d| step_name(d)).collect()),
                 action: rust("act", json!({ "inputs": inputs })),
-                compensation: dag.compensated[i].then(|| rust("undo", json!(format!("{{{{steps.{}.output.id}}}}", step_name(i))))),
+                compensation: dag.compensated[i].then(|| {
+                    rust(
+                        "undo",
+                        json!(format!("{{{{steps.{}.output.id}}}}", step_name(i))),
+                    )
+                }),
                 retry: None,
                 compensation_retry: None,
                 timeout_ms: None,
@@ -76,10 +104,17 @@ pub fn definition(dag: &Dag) -> Arc<SagaDefinition> {
         name: "random".to_owned(),
         description: None,
         input_schema: None,
-        defaults: Some(DefaultsDoc { timeout_ms: Some(1000), retry: Some(retry(3)), compensation_retry: Some(retry(4)) }),
+        defaults: Some(DefaultsDoc {
+            timeout_ms: Some(1000),
+            retry: Some(retry(3)),
+            compensation_retry: Some(retry(4)),
+        }),
         steps,
     };
-    Arc::new(sagas::validate::validate(doc).unwrap_or_else(|e| panic!("a random DAG must validate: {e}")))
+    Arc::new(
+        sagas::validate::validate(doc)
+            .unwrap_or_else(|e| panic!("a random DAG must validate: {e}")),
+    )
 }
 
 /// What happens during a run. Step indices are taken modulo the number of steps.
@@ -132,10 +167,14 @@ pub struct Run {
 impl Run {
     fn apply(&mut self, event: SagaEvent) {
         if let Err(e) = self.state.apply(&event) {
-            panic!("the planner produced an illegal event {event:?}: {e}\nlog: {:#?}", self.events);
+            panic!(
+                "the planner produced an illegal event {event:?}: {e}\nlog: {:#?}",
+                self.events
+            );
         }
         self.events.push(event);
-        self.snapshots.push((self.state.status(), self.state.steps().to_vec()));
+        self.snapshots
+            .push((self.state.status(), self.state.steps().to_vec()));
     }
 }
 
@@ -144,17 +183,39 @@ impl Run {
 pub fn run(def: Arc<SagaDefinition>, script: &Script) -> Run {
     let n = def.steps.len();
     let pick = |s: Option<usize>| s.map(|s| s % n);
-    let (fail_step, exhaust_step, stuck_step) = (pick(script.fail_step), pick(script.exhaust_step), pick(script.stuck_step));
-    let mut tape = Tape { values: &script.tape, at: 0 };
-    let mut run = Run { state: SagaState::new(def.clone()), def, events: Vec::new(), snapshots: Vec::new(), was_stuck: false, crashed: false };
+    let (fail_step, exhaust_step, stuck_step) = (
+        pick(script.fail_step),
+        pick(script.exhaust_step),
+        pick(script.stuck_step),
+    );
+    let mut tape = Tape {
+        values: &script.tape,
+        at: 0,
+    };
+    let mut run = Run {
+        state: SagaState::new(def.clone()),
+        def,
+        events: Vec::new(),
+        snapshots: Vec::new(),
+        was_stuck: false,
+        crashed: false,
+    };
     let mut in_flight: Vec<Work> = Vec::new();
     let mut transient_failures: HashMap<(usize, Phase), u32> = HashMap::new();
     let mut now = 1_000_000_u64;
 
     for _ in 0..MAX_TURNS {
-        assert_eq!(sorted(planner::in_flight(&run.state)), sorted(in_flight.clone()), "recovery would see other work in flight");
-        if script.cancel_after.is_some_and(|k| run.events.len() >= k) && run.state.status() == SagaStatus::Running {
-            run.apply(SagaEvent::CancelRequested { reason: "test".into() });
+        assert_eq!(
+            sorted(planner::in_flight(&run.state)),
+            sorted(in_flight.clone()),
+            "recovery would see other work in flight"
+        );
+        if script.cancel_after.is_some_and(|k| run.events.len() >= k)
+            && run.state.status() == SagaStatus::Running
+        {
+            run.apply(SagaEvent::CancelRequested {
+                reason: "test".into(),
+            });
         }
         if script.crash_after.is_some_and(|k| run.events.len() >= k) && !run.crashed {
             run.crashed = true;
@@ -191,16 +252,26 @@ pub fn run(def: Arc<SagaDefinition>, script: &Script) -> Run {
         }
         if !in_flight.is_empty() {
             let work = in_flight.remove(tape.next(in_flight.len()));
-            let failures = transient_failures.entry((work.step, work.phase)).or_default();
+            let failures = transient_failures
+                .entry((work.step, work.phase))
+                .or_default();
             let outcome = match work.phase {
-                Phase::Action if Some(work.step) == fail_step => Err(StepError::permanent("injected")),
-                Phase::Action if Some(work.step) == exhaust_step => Err(StepError::timeout("injected")),
-                Phase::Compensation if Some(work.step) == stuck_step && !run.was_stuck => Err(StepError::permanent("injected")),
+                Phase::Action if Some(work.step) == fail_step => {
+                    Err(StepError::permanent("injected"))
+                }
+                Phase::Action if Some(work.step) == exhaust_step => {
+                    Err(StepError::timeout("injected"))
+                }
+                Phase::Compensation if Some(work.step) == stuck_step && !run.was_stuck => {
+                    Err(StepError::permanent("injected"))
+                }
                 _ if *failures < 2 && tape.next(4) == 3 => {
                     *failures += 1;
                     Err(StepError::transient("flaky"))
                 }
-                Phase::Action => Ok(json!({ "id": format!("{}-{}", step_name(work.step), work.attempt) })),
+                Phase::Action => {
+                    Ok(json!({ "id": format!("{}-{}", step_name(work.step), work.attempt) }))
+                }
                 Phase::Compensation => Ok(Value::Null),
             };
             let jitter = tape.next(1000) as f64 / 1000.0;
@@ -214,10 +285,17 @@ pub fn run(def: Arc<SagaDefinition>, script: &Script) -> Run {
                 assert!(at > now, "a due retry was not planned");
                 now = at;
             }
-            None => panic!("no progress possible while {}: {:?}", run.state.status(), run.state.steps()),
+            None => panic!(
+                "no progress possible while {}: {:?}",
+                run.state.status(),
+                run.state.steps()
+            ),
         }
     }
-    panic!("the saga did not settle in {MAX_TURNS} turns: {:?}", run.state.status())
+    panic!(
+        "the saga did not settle in {MAX_TURNS} turns: {:?}",
+        run.state.status()
+    )
 }
 
 fn sorted(mut works: Vec<Work>) -> Vec<(usize, Phase)> {
