@@ -22,7 +22,7 @@ const EXAMPLES: &[(&str, &str)] = &[
 
 /// Options of `geosaga serve`. Each can also come from a `GEOSAGA_*` variable or the
 /// config file (flags win over variables, variables over the file).
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug)]
 pub struct ServeArgs {
     /// A TOML file with any of the options below (`listen = "..."`, `tokens = [...]`, ...).
     #[arg(long, env = "GEOSAGA_CONFIG")]

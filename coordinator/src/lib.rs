@@ -16,6 +16,7 @@
 //! Library code only emits `tracing` spans and events; subscribers and exporters are set
 //! up by the binary.
 
+pub mod api;
 pub mod clock;
 pub mod conformance;
 mod error;

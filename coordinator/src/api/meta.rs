@@ -1,0 +1,86 @@
+//! Probes and self-description: `/healthz`, `/readyz`, `/openapi.json` (open to all) and
+//! `/v1/schema/definition` (behind the tokens, like every `/v1` route).
+
+use std::sync::LazyLock;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::Value;
+
+use super::ApiState;
+use super::error::{ApiError, Problem, ProblemType};
+use super::views::Status;
+
+/// The routes of this resource.
+pub(crate) fn router() -> Router<ApiState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi_json))
+        .route("/v1/schema/definition", get(definition_schema))
+}
+
+/// Liveness: 200 while the process serves.
+#[utoipa::path(get, path = "/healthz", tag = "meta", responses((status = 200, description = "Alive", body = Status)))]
+pub(crate) async fn healthz() -> Json<Status> {
+    Json(Status {
+        status: "ok".into(),
+    })
+}
+
+/// Readiness: 200 when the database answers and the last write succeeded, else 503 with
+/// the last error.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "meta",
+    responses(
+        (status = 200, description = "Ready", body = Status),
+        (status = 503, description = "The database fails", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn readyz(State(state): State<ApiState>) -> Result<Json<Status>, ApiError> {
+    if let Err(e) = state.coordinator.store().ping().await {
+        return Err(ApiError::new(
+            ProblemType::NotReady,
+            format!("the database does not answer: {e}"),
+        ));
+    }
+    let health = state.coordinator.health();
+    if !health.store_ok {
+        let last = health.last_error.unwrap_or_else(|| "unknown error".into());
+        return Err(ApiError::new(
+            ProblemType::NotReady,
+            format!(
+                "the last {} database writes failed; last error: {last}",
+                health.failures
+            ),
+        ));
+    }
+    Ok(Json(Status {
+        status: "ready".into(),
+    }))
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta", responses((status = 200, description = "The OpenAPI document", body = Object)))]
+pub(crate) async fn openapi_json() -> Json<Value> {
+    static DOCUMENT: LazyLock<Value> = LazyLock::new(|| {
+        serde_json::to_value(super::openapi()).expect("an OpenAPI document is JSON")
+    });
+    Json(DOCUMENT.clone())
+}
+
+/// The JSON Schema of definition documents.
+#[utoipa::path(
+    get,
+    path = "/v1/schema/definition",
+    tag = "meta",
+    responses((status = 200, description = "The JSON Schema (draft 2020-12)", body = Object)),
+    security(("bearer" = []))
+)]
+pub(crate) async fn definition_schema() -> Json<Value> {
+    static SCHEMA: LazyLock<Value> = LazyLock::new(sagas::document::definition_schema);
+    Json(SCHEMA.clone())
+}
