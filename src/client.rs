@@ -105,6 +105,15 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// Cuts long cell text so that tables fit a terminal (`--json` shows everything).
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let cut: String = text.chars().take(max - 1).collect();
+    format!("{cut}…")
+}
+
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
@@ -227,12 +236,15 @@ fn print_saga(server: &Server, saga: &Value) {
     if let Some(url) = saga["trace_url"].as_str() {
         println!("trace: {url}");
     }
-    let mut t = table(&["step", "status", "attempts", "output / error", "compensation"]);
+    let mut t = table(&["step", "status", "attempts", "output / last error", "compensation"]);
     for s in saga["steps"].as_array().into_iter().flatten() {
-        let detail = if s["error"].is_null() { text(&s["output"]) } else { text(&s["error"]["message"]) };
+        let detail = if s["output"].is_null() { text(&s["error"]["message"]) } else { text(&s["output"]) };
         let c = &s["compensation"];
-        let comp = if c.is_null() { "-".to_owned() } else { format!("{} ({} attempts)", text(&c["status"]), text(&c["attempts"])) };
-        t.add_row(vec![text(&s["name"]), text(&s["status"]), text(&s["attempts"]), detail, comp]);
+        let comp = match c["attempts"].as_u64() {
+            Some(n) if n > 0 => format!("{} ({n} attempts)", text(&c["status"])),
+            _ => text(&c["status"]),
+        };
+        t.add_row(vec![text(&s["name"]), text(&s["status"]), text(&s["attempts"]), shorten(&detail, 70), comp]);
     }
     println!("{t}");
 }
@@ -257,7 +269,13 @@ pub async fn list(server: &Server, status: Option<String>, definition: Option<St
     }
     let mut t = table(&["id", "definition", "status", "created", "error"]);
     for s in page["sagas"].as_array().into_iter().flatten() {
-        t.add_row(vec![text(&s["id"]), text(&s["definition"]), text(&s["status"]), text(&s["created_at"]), text(&s["error"])]);
+        t.add_row(vec![
+            text(&s["id"]),
+            text(&s["definition"]),
+            text(&s["status"]),
+            text(&s["created_at"]),
+            shorten(&text(&s["error"]), 60),
+        ]);
     }
     println!("{t}");
     if let Some(next) = page["next_cursor"].as_str() {
@@ -276,7 +294,7 @@ pub async fn events(server: &Server, id: &str) -> anyhow::Result<u8> {
     let mut t = table(&["seq", "at", "type", "step", "attempt", "detail"]);
     for e in log["events"].as_array().into_iter().flatten() {
         let detail = if !e["error"].is_null() { text(&e["error"]["message"]) } else if !e["output"].is_null() { text(&e["output"]) } else { text(&e["reason"]) };
-        t.add_row(vec![text(&e["seq"]), text(&e["at"]), text(&e["type"]), text(&e["step"]), text(&e["attempt"]), detail]);
+        t.add_row(vec![text(&e["seq"]), text(&e["at"]), text(&e["type"]), text(&e["step"]), text(&e["attempt"]), shorten(&detail, 70)]);
     }
     println!("{t}");
     Ok(0)

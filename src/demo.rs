@@ -86,7 +86,7 @@ async fn handle(State(demo): State<Arc<Demo>>, Path(op): Path<String>, headers: 
         "debit" | "charge" if amount > 1000.0 => (422, json!({"error": "insufficient funds", "amount": amount})),
         "credit" if field("account") == "closed" => (422, json!({"error": "account closed"})),
         "car" if field("city") == "Atlantis" => (422, json!({"error": "no cars in Atlantis"})),
-        _ => (200, json!({"id": format!("{op}-{next_id}"), "op": op, "request": body})),
+        _ => (200, json!({"id": format!("{op}-{next_id}")})),
     })
 }
 

@@ -19,7 +19,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// geosaga: a saga orchestrator and geo-distributed transaction coordinator.
 #[derive(Parser)]
-#[command(name = "geosaga", version, about, propagate_version = true)]
+#[command(name = "geosaga", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -199,5 +199,15 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Saga(SagaCommand::Events { id, server }) => client::events(&server, &id).await,
         Command::Saga(SagaCommand::Cancel { id, reason, server }) => client::cancel(&server, &id, &reason).await,
         Command::Saga(SagaCommand::Retry { id, server }) => client::retry(&server, &id).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }
