@@ -1,0 +1,8 @@
+//! Helpers shared by the black-box tests: a participant service, coordinator processes,
+//! and the crash-test workload.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+pub mod participant;
+pub mod process;
+pub mod workload;

@@ -1,0 +1,84 @@
+//! A `geosaga serve` child process that tests can kill with SIGKILL and restart.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A coordinator process.
+pub struct CoordinatorProcess {
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+    /// The API's base URL.
+    pub url: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl CoordinatorProcess {
+    /// Starts `geosaga serve --database DATABASE` with `extra` arguments on a free port;
+    /// its output goes to `log`.
+    pub async fn start(database: &str, extra: &[&str], log: PathBuf) -> CoordinatorProcess {
+        let port = free_port();
+        let mut args: Vec<String> = vec!["serve".into(), "--database".into(), database.into(), "--listen".into(), format!("127.0.0.1:{port}")];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let mut p = CoordinatorProcess { args, log, child: None, url: format!("http://127.0.0.1:{port}") };
+        p.spawn().await;
+        p
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_geosaga"))
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("geosaga starts");
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    /// Waits until `/readyz` answers 200 (at most 30 s).
+    pub async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = client.get(format!("{}/readyz", self.url)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "coordinator not ready; log: {}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap(); // SIGKILL on Unix
+            child.wait().unwrap();
+        }
+    }
+
+    /// Starts the process again with the same arguments.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    /// What the process wrote so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for CoordinatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
