@@ -104,12 +104,40 @@ pub fn validate_value(value: &Value) -> Result<SagaDefinition, ValidationErrors>
         schema_error(&error, &mut errors);
     }
     if !errors.0.is_empty() {
+        // Report the meaning faults too when the shape allows: drop the unknown fields and
+        // try again, keeping only faults at paths the shape pass did not already name.
+        let mut pruned = value.clone();
+        for e in &errors.0 {
+            if e.message.starts_with("unknown field") {
+                remove_pointer(&mut pruned, &e.path);
+            }
+        }
+        if let Ok(doc) = serde_json::from_value::<DefinitionDoc>(pruned)
+            && let Err(more) = validate(doc)
+        {
+            let known: Vec<String> = errors.0.iter().map(|e| e.path.clone()).collect();
+            let fresh = more.0.into_iter().filter(|m| {
+                !known.iter().any(|k| m.path == *k || m.path.starts_with(&format!("{k}/")))
+            });
+            errors.0.extend(fresh.collect::<Vec<_>>());
+        }
         return Err(ValidationErrors(errors.0));
     }
     let doc: DefinitionDoc = serde_path_to_error::deserialize(value).map_err(|e| {
         ValidationErrors::one(serde_path_to_pointer(e.path()), e.inner().to_string())
     })?;
     validate(doc)
+}
+
+/// Removes the value at a JSON Pointer, if it is there.
+fn remove_pointer(value: &mut Value, pointer: &str) {
+    let Some((parent, last)) = pointer.rsplit_once('/') else {
+        return;
+    };
+    let key = last.replace("~1", "/").replace("~0", "~");
+    if let Some(Value::Object(map)) = value.pointer_mut(parent) {
+        map.remove(&key);
+    }
 }
 
 /// Records one error of the schema pass, each fault at the pointer of the value at fault.
