@@ -181,7 +181,7 @@ impl Store for MemoryStore {
             .filter(|s| filter.before.is_none_or(|b| (s.created_at_ms, s.id) < b))
             .cloned()
             .collect();
-        rows.sort_by(|a, b| (b.created_at_ms, b.id).cmp(&(a.created_at_ms, a.id)));
+        rows.sort_by_key(|s| std::cmp::Reverse((s.created_at_ms, s.id)));
         rows.truncate(filter.limit as usize);
         Ok(rows)
     }
@@ -202,20 +202,24 @@ impl Store for MemoryStore {
 
     async fn claim(&self, owner: &str, include_own: bool, now_ms: i64, lease_until_ms: i64, limit: u32) -> Result<Vec<SagaRecord>> {
         let mut inner = self.lock();
-        let mut out = Vec::new();
-        for s in inner.sagas.values_mut() {
-            if out.len() >= limit as usize {
-                break;
-            }
-            let expired = s.lease_until_ms < now_ms || (include_own && s.owner.as_deref() == Some(owner));
-            if !s.status.is_settled() && expired {
+        let mut candidates: Vec<&mut SagaRecord> = inner
+            .sagas
+            .values_mut()
+            .filter(|s| !s.status.is_settled())
+            .filter(|s| s.lease_until_ms < now_ms || (include_own && s.owner.as_deref() == Some(owner)))
+            .collect();
+        // The oldest leases first, as the SQL stores do.
+        candidates.sort_by_key(|s| s.lease_until_ms);
+        candidates.truncate(limit as usize);
+        Ok(candidates
+            .into_iter()
+            .map(|s| {
                 s.owner = Some(owner.to_owned());
                 s.generation += 1;
                 s.lease_until_ms = lease_until_ms;
-                out.push(s.clone());
-            }
-        }
-        Ok(out)
+                s.clone()
+            })
+            .collect())
     }
 
     async fn take_over_stuck(&self, id: Uuid, owner: &str, lease_until_ms: i64) -> Result<Option<SagaRecord>> {
@@ -244,7 +248,7 @@ impl Store for MemoryStore {
     async fn release(&self, owner: &str) -> Result<()> {
         let mut inner = self.lock();
         for s in inner.sagas.values_mut() {
-            if s.owner.as_deref() == Some(owner) {
+            if s.owner.as_deref() == Some(owner) && !s.status.is_settled() {
                 s.lease_until_ms = 0;
             }
         }

@@ -70,7 +70,10 @@ struct SqliteWriter {
 #[async_trait]
 impl BatchWriter for SqliteWriter {
     async fn write_batch(&mut self, batch: &[Write]) -> Result<Vec<Result<WriteAck>>> {
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: take the write lock up front (waiting out `busy_timeout`), so that another
+        // process writing the same file cannot make the batch's first write fail with
+        // SQLITE_BUSY after its reads.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut results = Vec::with_capacity(batch.len());
         for write in batch {
             results.push(match write {
@@ -200,7 +203,7 @@ fn definition_from_row(row: &SqliteRow) -> Result<DefinitionRecord> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn put_definition(&self, name: &str, content_hash: &str, document: &Value, now_ms: i64) -> Result<PutDefinition> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let existing = sqlx::query("SELECT * FROM definitions WHERE name = ? AND content_hash = ?")
             .bind(name)
             .bind(content_hash)
