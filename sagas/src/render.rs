@@ -86,6 +86,8 @@ pub fn plan_text(def: &SagaDefinition) -> String {
 /// The plan as a Graphviz digraph: solid edges forward, dashed red edges for the unwind.
 pub fn plan_dot(def: &SagaDefinition) -> String {
     let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    // Labels break lines with DOT's `\n` escape, not a raw newline.
+    let q_label = |s: &str| q(s).replace('\n', "\\n");
     let mut out = String::new();
     let _ = writeln!(out, "digraph {} {{", q(&def.name));
     let _ = writeln!(out, "  rankdir=LR;\n  node [shape=box, style=rounded];");
@@ -94,14 +96,14 @@ pub fn plan_dot(def: &SagaDefinition) -> String {
             out,
             "  {} [label={}];",
             q(&s.name),
-            q(&format!("{}\n{}", s.name, describe(&s.action)))
+            q_label(&format!("{}\n{}", s.name, describe(&s.action)))
         );
         if let Some(c) = &s.compensation {
             let _ = writeln!(
                 out,
                 "  {} [label={}, color=red, fontcolor=red];",
                 q(&format!("undo {}", s.name)),
-                q(&format!("undo {}\n{}", s.name, describe(c)))
+                q_label(&format!("undo {}\n{}", s.name, describe(c)))
             );
         }
     }
