@@ -12,7 +12,12 @@ use coordinator::store::postgres::PostgresStore;
 use coordinator::store::sqlite::SqliteStore;
 use coordinator::{Coordinator, Faults, HandlerRegistry, HostPolicy, HttpRunner, Options, Runners, Store};
 use observability::LogFormat;
+use observability::otlp::{OtlpOptions, Protocol, Telemetry};
 use serde::Deserialize;
+
+/// Log levels without `RUST_LOG`: the OpenTelemetry SDK says only what goes wrong
+/// (failed exports), not what it does.
+const LOG_FILTER: &str = "info,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry-otlp=warn";
 
 /// The example definitions `geosaga dev` registers.
 const EXAMPLES: &[(&str, &str)] = &[
@@ -60,9 +65,24 @@ pub struct ServeArgs {
     /// Base URL of a Jaeger UI, to link sagas to their traces.
     #[arg(long, env = "GEOSAGA_JAEGER_UI")]
     jaeger_ui: Option<String>,
+    #[command(flatten)]
+    otlp: OtlpArgs,
     /// Log format: text or json.
     #[arg(long, env = "GEOSAGA_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+}
+
+/// Where traces go. Without an endpoint here or in the `OTEL_EXPORTER_OTLP_*` variables,
+/// no trace is exported.
+#[derive(Args, Debug)]
+pub struct OtlpArgs {
+    /// Export traces over OTLP to this collector (e.g. `http://127.0.0.1:4317`); the
+    /// default comes from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT.
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
+    /// The OTLP transport: grpc or http/protobuf (default: OTEL_EXPORTER_OTLP_PROTOCOL, else grpc).
+    #[arg(long)]
+    otlp_protocol: Option<Protocol>,
 }
 
 /// The config file: the same options as the flags.
@@ -84,6 +104,8 @@ struct ConfigFile {
     body_limit: Option<usize>,
     max_running: Option<usize>,
     jaeger_ui: Option<String>,
+    otlp_endpoint: Option<String>,
+    otlp_protocol: Option<String>,
 }
 
 /// Options of `geosaga dev`.
@@ -98,6 +120,11 @@ pub struct DevArgs {
     /// Where the SQLite database lives.
     #[arg(long, default_value = "./geosaga-data")]
     data_dir: PathBuf,
+    /// Base URL of a Jaeger UI, to link sagas to their traces (e.g. `http://127.0.0.1:16686`).
+    #[arg(long)]
+    jaeger_ui: Option<String>,
+    #[command(flatten)]
+    otlp: OtlpArgs,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: LogFormat,
@@ -114,6 +141,7 @@ struct Settings {
     body_limit: usize,
     max_running: usize,
     jaeger_ui: Option<String>,
+    otlp: OtlpOptions,
 }
 
 fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
@@ -127,6 +155,10 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let tokens = if args.tokens.is_empty() { file.tokens } else { args.tokens };
     let allow_hosts = if args.allow_hosts.is_empty() { file.allow_hosts } else { args.allow_hosts };
     let hosts = if args.allow_any_host || file.allow_any_host { HostPolicy::Any } else { HostPolicy::Only(allow_hosts) };
+    let file_protocol = match file.otlp_protocol.as_deref() {
+        Some(p) => Some(p.parse::<Protocol>().map_err(anyhow::Error::msg).context("otlp_protocol in the config file")?),
+        None => None,
+    };
     Ok(Settings {
         listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:7379".parse().expect("an address")),
         database: args.database.or(file.database).unwrap_or_else(|| "./geosaga-data/geosaga.db".to_owned()),
@@ -138,6 +170,11 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         body_limit: args.body_limit.or(file.body_limit).unwrap_or(1024 * 1024),
         max_running: args.max_running.or(file.max_running).unwrap_or(10_000),
         jaeger_ui: args.jaeger_ui.or(file.jaeger_ui),
+        otlp: OtlpOptions {
+            endpoint: args.otlp.otlp_endpoint.or(file.otlp_endpoint),
+            protocol: args.otlp.otlp_protocol.or(file_protocol),
+            instance_id: None,
+        },
     })
 }
 
@@ -152,7 +189,15 @@ async fn open_store(database: &str) -> anyhow::Result<(Arc<dyn Store>, bool)> {
     }
 }
 
-async fn run(settings: Settings, registry: HandlerRegistry) -> anyhow::Result<(Coordinator, tokio::net::TcpListener, ApiState)> {
+/// What `run` starts and `serve_until_signal` stops.
+struct Running {
+    coordinator: Coordinator,
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    telemetry: Option<Telemetry>,
+}
+
+async fn run(settings: Settings, registry: HandlerRegistry) -> anyhow::Result<Running> {
     if !settings.listen.ip().is_loopback() && settings.tokens.is_empty() && !settings.insecure {
         bail!(
             "refusing to listen on {} without API tokens: pass --token (or GEOSAGA_TOKENS), or --insecure to accept the risk",
@@ -165,13 +210,19 @@ async fn run(settings: Settings, registry: HandlerRegistry) -> anyhow::Result<(C
     let node_id = settings.node_id.clone().unwrap_or_else(|| {
         if shared { format!("node-{}", &uuid_suffix()) } else { "local".to_owned() }
     });
+    // Before the coordinator starts, so that the sagas it resumes are traced too.
+    let otlp = OtlpOptions { instance_id: Some(node_id.clone()), ..settings.otlp.clone() };
+    let telemetry = observability::otlp::install(&otlp).context("setting up trace export")?;
+    if let Some(t) = &telemetry {
+        tracing::info!(endpoint = %t.endpoint, protocol = %t.protocol, "exporting traces over OTLP");
+    }
     let runners = Runners { http: HttpRunner::new(settings.hosts.clone()), rust: registry, faults: Arc::new(Faults::new()) };
-    let options = Options { node_id: node_id.clone(), lease: settings.lease, max_running: settings.max_running };
+    let options = Options { node_id: node_id.clone(), lease: settings.lease, max_running: settings.max_running, ..Options::default() };
     let coordinator = Coordinator::start(store, runners, options).await?;
     let listener = tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("listening on {}", settings.listen))?;
     tracing::info!(listen = %listener.local_addr()?, node_id, database = %redact(&settings.database), "coordinator started");
     let state = ApiState { coordinator: coordinator.clone(), tokens: settings.tokens, body_limit: settings.body_limit, jaeger_ui: settings.jaeger_ui };
-    Ok((coordinator, listener, state))
+    Ok(Running { coordinator, listener, state, telemetry })
 }
 
 fn uuid_suffix() -> String {
@@ -186,10 +237,15 @@ fn redact(database: &str) -> String {
     }
 }
 
-async fn serve_until_signal(coordinator: Coordinator, listener: tokio::net::TcpListener, state: ApiState) -> anyhow::Result<()> {
+async fn serve_until_signal(running: Running) -> anyhow::Result<()> {
+    let Running { coordinator, listener, state, telemetry } = running;
     axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("shutting down; handing over running sagas");
-    coordinator.shutdown().await?;
+    let handed_over = coordinator.shutdown().await;
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
+    handed_over?;
     Ok(())
 }
 
@@ -204,15 +260,15 @@ async fn shutdown_signal() {
 
 /// `geosaga serve`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    observability::init_logging(args.log_format, "info");
+    observability::init_logging(args.log_format, LOG_FILTER);
     let settings = settings(args)?;
-    let (coordinator, listener, state) = run(settings, HandlerRegistry::new()).await?;
-    serve_until_signal(coordinator, listener, state).await
+    let running = run(settings, HandlerRegistry::new()).await?;
+    serve_until_signal(running).await
 }
 
 /// `geosaga dev`.
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    observability::init_logging(args.log_format, "info");
+    observability::init_logging(args.log_format, LOG_FILTER);
     let demo = crate::demo::serve(args.demo_listen).await.with_context(|| format!("starting the demo participant on {}", args.demo_listen))?;
     let settings = Settings {
         listen: args.listen,
@@ -224,18 +280,20 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         hosts: HostPolicy::Any,
         body_limit: 1024 * 1024,
         max_running: 10_000,
-        jaeger_ui: None,
+        jaeger_ui: args.jaeger_ui,
+        otlp: OtlpOptions { endpoint: args.otlp.otlp_endpoint, protocol: args.otlp.otlp_protocol, instance_id: None },
     };
-    let (coordinator, listener, state) = run(settings, HandlerRegistry::new()).await?;
+    let running = run(settings, HandlerRegistry::new()).await?;
+    let coordinator = running.coordinator.clone();
     for (file, text) in EXAMPLES {
         let mut doc: serde_json::Value = serde_json::from_str(text).with_context(|| format!("example {file}"))?;
         rebase_urls(&mut doc, demo);
         let put = coordinator.register_definition(&doc).await.with_context(|| format!("registering example {file}"))?;
         tracing::info!(definition = %put.record.name, version = put.record.version, "example registered");
     }
-    let api = listener.local_addr()?;
+    let api = running.listener.local_addr()?;
     println!("{}", welcome(api));
-    serve_until_signal(coordinator, listener, state).await
+    serve_until_signal(running).await
 }
 
 /// Points the examples' URLs at the demo participant's actual address.

@@ -12,24 +12,31 @@
 //!   (the embedded default) and PostgreSQL, with group commit.
 //! - [`rust_saga`]: [`RustSaga`], the builder for sagas written in Rust.
 //! - [`conformance`]: checks every saga should pass (idempotent actions, clean unwinds).
+//! - [`trace`]: one trace per saga, stored with it so that it survives restarts;
+//!   [`metrics`]: the Prometheus metrics behind `GET /metrics`.
 //!
-//! Library code only emits `tracing` spans and events; subscribers and exporters are set
-//! up by the binary.
+//! Library code only emits `tracing` spans and events, and OpenTelemetry spans through the
+//! API crate (a no-op until a binary installs a provider); subscribers and exporters are
+//! set up by the binary.
 
 pub mod api;
 pub mod clock;
 pub mod conformance;
 mod error;
 pub mod executor;
+pub mod metrics;
 pub mod runner;
 pub mod rust_saga;
 pub mod store;
+pub mod trace;
 
 pub use error::{Error, Result};
 pub use executor::{Coordinator, Options, SagaView, StartSaga};
+pub use metrics::Metrics;
 pub use runner::faults::{Fault, Faults};
 pub use runner::http::{HostPolicy, HttpRunner};
 pub use runner::rust::{Action, HandlerRegistry, StepContext};
 pub use runner::Runners;
 pub use rust_saga::RustSaga;
 pub use store::Store;
+pub use trace::{SagaTrace, TraceHeaders};

@@ -923,6 +923,7 @@ async fn probes_and_documents() {
         "/v1/schema/definition",
         "/healthz",
         "/readyz",
+        "/metrics",
         "/openapi.json",
     ] {
         assert!(paths.contains_key(path), "{path} is not documented");

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 /// What the participant saw.
@@ -24,6 +24,8 @@ pub struct Ledger {
     pub undone: HashMap<String, String>,
     /// Keys seen with two requests in flight at once.
     pub overlaps: HashSet<String>,
+    /// The `traceparent` header of every request that had one, with its idempotency key.
+    pub traceparents: Vec<(String, String)>,
     in_flight: HashMap<String, u32>,
 }
 
@@ -50,19 +52,29 @@ impl Drop for InFlight {
     }
 }
 
-fn enter(p: &Arc<Participant>, key: &str) -> InFlight {
+fn enter(p: &Arc<Participant>, key: &str, headers: &HeaderMap) -> InFlight {
     let mut ledger = p.ledger.lock().unwrap();
+    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        ledger.traceparents.push((key.to_owned(), tp.to_owned()));
+    }
     *ledger.requests.entry(key.to_owned()).or_default() += 1;
     let n = ledger.in_flight.entry(key.to_owned()).or_default();
     *n += 1;
     if *n > 1 {
         ledger.overlaps.insert(key.to_owned());
     }
-    InFlight { participant: p.clone(), key: key.to_owned() }
+    InFlight {
+        participant: p.clone(),
+        key: key.to_owned(),
+    }
 }
 
 fn key(headers: &HeaderMap) -> String {
-    headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn jitter(max_ms: u64) -> Duration {
@@ -71,21 +83,34 @@ fn jitter(max_ms: u64) -> Duration {
 
 /// `POST /act/{step}`: applies the step (once per key). Step `c` refuses with 422 when the
 /// body says `"fail": true`.
-async fn act(State(p): State<Arc<Participant>>, Path(step): Path<String>, headers: HeaderMap, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+async fn act(
+    State(p): State<Arc<Participant>>,
+    Path(step): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
     let key = key(&headers);
-    let _guard = enter(&p, &key);
+    let _guard = enter(&p, &key, &headers);
     tokio::time::sleep(jitter(15)).await;
     if step == "c" && body["fail"] == json!(true) {
-        return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": "refused"})));
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"error": "refused"})),
+        );
     }
     p.ledger.lock().unwrap().applied.insert(key.clone());
     (StatusCode::OK, Json(json!({"id": key})))
 }
 
 /// `POST /undo/{step}`: undoes the action whose key is `body.of`.
-async fn undo(State(p): State<Arc<Participant>>, Path(_step): Path<String>, headers: HeaderMap, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+async fn undo(
+    State(p): State<Arc<Participant>>,
+    Path(_step): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
     let key = key(&headers);
-    let _guard = enter(&p, &key);
+    let _guard = enter(&p, &key, &headers);
     p.undo_in_flight.notify_waiters();
     tokio::time::sleep(Duration::from_millis(10) + jitter(40)).await;
     let of = body["of"].as_str().unwrap_or_default().to_owned();

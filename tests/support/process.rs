@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 /// A coordinator process.
 pub struct CoordinatorProcess {
     args: Vec<String>,
+    env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
     /// The API's base URL.
@@ -14,26 +15,61 @@ pub struct CoordinatorProcess {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl CoordinatorProcess {
     /// Starts `geosaga serve --database DATABASE` with `extra` arguments on a free port;
     /// its output goes to `log`.
     pub async fn start(database: &str, extra: &[&str], log: PathBuf) -> CoordinatorProcess {
+        CoordinatorProcess::start_with_env(database, extra, &[], log).await
+    }
+
+    /// [`CoordinatorProcess::start`] with extra environment variables.
+    pub async fn start_with_env(
+        database: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: PathBuf,
+    ) -> CoordinatorProcess {
         let port = free_port();
-        let mut args: Vec<String> = vec!["serve".into(), "--database".into(), database.into(), "--listen".into(), format!("127.0.0.1:{port}")];
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--database".into(),
+            database.into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let mut p = CoordinatorProcess { args, log, child: None, url: format!("http://127.0.0.1:{port}") };
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut p = CoordinatorProcess {
+            args,
+            env,
+            log,
+            child: None,
+            url: format!("http://127.0.0.1:{port}"),
+        };
         p.spawn().await;
         p
     }
 
     async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_geosaga"))
             .args(&self.args)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -52,7 +88,11 @@ impl CoordinatorProcess {
             {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "coordinator not ready; log: {}", self.log_text());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "coordinator not ready; log: {}",
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

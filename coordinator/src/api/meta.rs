@@ -1,9 +1,11 @@
-//! Probes and self-description: `/healthz`, `/readyz`, `/openapi.json` (open to all) and
-//! `/v1/schema/definition` (behind the tokens, like every `/v1` route).
+//! Probes and self-description: `/healthz`, `/readyz`, `/metrics`, `/openapi.json` (open
+//! to all) and `/v1/schema/definition` (behind the tokens, like every `/v1` route).
 
 use std::sync::LazyLock;
 
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::Value;
@@ -17,6 +19,7 @@ pub(crate) fn router() -> Router<ApiState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json))
         .route("/v1/schema/definition", get(definition_schema))
 }
@@ -61,6 +64,20 @@ pub(crate) async fn readyz(State(state): State<ApiState>) -> Result<Json<Status>
     Ok(Json(Status {
         status: "ready".into(),
     }))
+}
+
+/// The coordinator's metrics in the OpenMetrics text format, for Prometheus.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    responses((status = 200, description = "The metrics", body = String, content_type = "application/openmetrics-text"))
+)]
+pub(crate) async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        state.coordinator.render_metrics(),
+    )
 }
 
 /// This API's OpenAPI 3.1 document.

@@ -12,10 +12,11 @@
 //! | `GET /v1/sagas/{id}`, `GET /v1/sagas/{id}/events` | one saga |
 //! | `POST /v1/sagas/{id}/cancel`, `POST /v1/sagas/{id}/retry` | operator actions |
 //! | `GET /v1/schema/definition` | the definition JSON Schema |
-//! | `GET /healthz`, `GET /readyz`, `GET /openapi.json` | probes and the OpenAPI 3.1 document |
+//! | `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /openapi.json` | probes, Prometheus metrics, the OpenAPI 3.1 document |
 //!
 //! When [`ApiState::tokens`] is not empty, every `/v1` route needs
-//! `Authorization: Bearer <token>`; the probes and the OpenAPI document stay open.
+//! `Authorization: Bearer <token>`; the probes, the metrics and the OpenAPI document stay
+//! open.
 
 mod definitions;
 pub mod error;

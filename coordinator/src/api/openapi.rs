@@ -26,6 +26,7 @@ use super::{definitions, meta, sagas};
         sagas::retry,
         meta::healthz,
         meta::readyz,
+        meta::metrics,
         meta::openapi_json,
         meta::definition_schema,
     ),

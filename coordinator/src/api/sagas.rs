@@ -16,9 +16,9 @@ use uuid::Uuid;
 use super::ApiState;
 use super::error::{ApiError, Problem, ProblemError, ProblemType};
 use super::extract::{ApiJson, ApiQuery, MaybeJson, SagaId, param};
-use super::views::{EventLog, EventView, SagaPage, SagaResponse, SagaSummary, trace_id};
+use super::views::{EventLog, EventView, SagaPage, SagaResponse, SagaSummary};
 use crate::store::{ListFilter, SagaRecord};
-use crate::{Error, StartSaga};
+use crate::{Error, StartSaga, TraceHeaders};
 
 /// Longest `wait_ms` honoured.
 pub const MAX_WAIT_MS: u64 = 60_000;
@@ -77,6 +77,7 @@ pub(crate) struct WaitQuery {
         ("wait_ms" = Option<u64>, Query, description = "Answer once the saga is settled or after this many ms (at most 60000)"),
         ("Idempotency-Key" = Option<String>, Header, description = "Used when the body has no `idempotency_key`"),
         ("traceparent" = Option<String>, Header, description = "W3C trace context the saga joins"),
+        ("tracestate" = Option<String>, Header, description = "W3C vendor trace state, passed on to the saga's HTTP steps"),
     ),
     responses(
         (status = 201, description = "Started", body = SagaResponse),
@@ -104,11 +105,9 @@ pub(crate) async fn start(
     )?
     .unwrap_or(0);
     let idempotency_key = idempotency_key(&headers, body.idempotency_key)?;
-    let trace_context = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .filter(|tp| trace_id(tp).is_some())
-        .map(|tp| tp.trim().to_owned());
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let trace_context =
+        header("traceparent").and_then(|tp| TraceHeaders::parse(tp, header("tracestate")));
     let request = StartSaga {
         definition: body.definition,
         version: body.version,

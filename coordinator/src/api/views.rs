@@ -7,8 +7,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::SagaView;
 use crate::store::{DefinitionRecord, DefinitionSummary, SagaRecord, StoredEvent};
+use crate::{SagaTrace, SagaView};
 
 /// Formats Unix milliseconds as RFC 3339 in UTC, e.g. `2025-01-31T12:00:00.250Z`.
 pub fn rfc3339(ms: i64) -> String {
@@ -145,7 +145,8 @@ pub struct SagaSummary {
     pub status: String,
     /// Why it unwound, if it did.
     pub error: Option<String>,
-    /// The W3C trace id it runs in, when it was started with a `traceparent`.
+    /// The W3C trace id of the saga's trace: its caller's, when it was started with a
+    /// `traceparent`, else its own.
     pub trace_id: Option<String>,
     /// Link to the trace in the configured Jaeger UI.
     pub trace_url: Option<String>,
@@ -158,11 +159,7 @@ pub struct SagaSummary {
 impl SagaSummary {
     /// The summary of a saga row; `jaeger_ui` is the base URL of the Jaeger UI, if any.
     pub fn new(record: &SagaRecord, jaeger_ui: Option<&str>) -> SagaSummary {
-        let trace_id = record
-            .trace_context
-            .as_deref()
-            .and_then(trace_id)
-            .map(str::to_owned);
+        let trace_id = Some(SagaTrace::of(record).trace_id_hex());
         let trace_url = match (jaeger_ui, &trace_id) {
             (Some(ui), Some(id)) => Some(format!("{}/trace/{id}", ui.trim_end_matches('/'))),
             _ => None,

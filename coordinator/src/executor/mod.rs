@@ -19,7 +19,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use uuid::Uuid;
 
 use crate::clock::now_ms;
+use crate::metrics::{Metrics, Scrape};
 use crate::runner::Runners;
+use crate::trace::{SagaTrace, TraceHeaders};
 use crate::store::{Created, DefinitionRecord, NewSaga, PutDefinition, SagaRecord, Store, StoredEvent};
 use crate::{Error, Result};
 
@@ -34,6 +36,8 @@ pub struct Options {
     pub lease: Duration,
     /// Most sagas this coordinator runs at once; starts beyond it are refused (503).
     pub max_running: usize,
+    /// Where the coordinator counts what it does (shared with whoever renders them).
+    pub metrics: Metrics,
 }
 
 impl Default for Options {
@@ -42,6 +46,7 @@ impl Default for Options {
             node_id: "local".to_owned(),
             lease: Duration::from_secs(10),
             max_running: 10_000,
+            metrics: Metrics::default(),
         }
     }
 }
@@ -57,8 +62,8 @@ pub struct StartSaga {
     pub input: Value,
     /// Idempotency key: starting twice with one key starts one saga.
     pub idempotency_key: Option<String>,
-    /// W3C `traceparent` of the caller, to join its trace.
-    pub trace_context: Option<String>,
+    /// The caller's W3C trace context: the saga's trace joins the caller's.
+    pub trace_context: Option<TraceHeaders>,
 }
 
 /// A saga as the API shows it: its row and the state replayed from its log.
@@ -161,6 +166,16 @@ impl Coordinator {
         self.inner.running.lock().expect("lock").len()
     }
 
+    /// The coordinator's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.options.metrics
+    }
+
+    /// The metrics with the values of this moment, as OpenMetrics text.
+    pub fn render_metrics(&self) -> String {
+        self.inner.options.metrics.render(Scrape { in_flight: self.running_count(), store: self.inner.store.stats() })
+    }
+
     /// Validates a definition document, checks it against this coordinator (Rust handlers
     /// registered, HTTP hosts allowed) and stores it.
     pub async fn register_definition(&self, document: &Value) -> Result<PutDefinition> {
@@ -240,7 +255,7 @@ impl Coordinator {
                 version: record.version,
                 input: request.input,
                 idempotency_key: request.idempotency_key,
-                trace_context: request.trace_context,
+                trace_context: Some(SagaTrace::new(request.trace_context.as_ref()).encode()),
                 owner: self.inner.options.node_id.clone(),
                 lease_until_ms: now + self.inner.lease_ms(),
                 now_ms: now,
@@ -248,6 +263,7 @@ impl Coordinator {
             .await?;
         match created {
             Created::New(saga) => {
+                self.inner.options.metrics.saga_started(&saga.definition);
                 self.inner.spawn(saga.clone(), def, Vec::new(), permit);
                 Ok((saga, true))
             }
@@ -283,15 +299,24 @@ impl Coordinator {
             if record.status.is_settled() || tokio::time::Instant::now() >= deadline {
                 return Ok(record);
             }
-            // Sagas owned by another coordinator settle without telling us: poll as well.
+            // Read the row again only when this saga settles (or notices were missed): with
+            // many waiters, re-reading on every other saga's notice cost a read per waiter
+            // per settled saga. Sagas owned by another coordinator settle without telling
+            // us: poll as well.
+            let ours = async {
+                loop {
+                    match settled.recv().await {
+                        Ok(settled_id) if settled_id != id => {}
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                    }
+                }
+            };
             let poll = tokio::time::sleep(Duration::from_millis(200));
             tokio::select! {
                 _ = poll => {}
                 _ = tokio::time::sleep_until(deadline) => {}
-                got = settled.recv() => match got {
-                    Ok(settled_id) if settled_id != id => continue,
-                    _ => {}
-                },
+                () = ours => {}
             }
         }
     }

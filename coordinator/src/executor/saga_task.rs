@@ -4,24 +4,31 @@
 //! event is durable, so after a crash the log names every effect that may have happened.
 //! Events that become due together (an outcome and the starts it unlocks) go into one
 //! append.
+//!
+//! The task runs inside a `tracing` span that carries the saga's id and trace id, so every
+//! log line it writes names both. Each attempt runs in an OpenTelemetry span of its own
+//! ([`crate::trace`]); the saga's root span is emitted when the saga settles.
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use opentelemetry::context::FutureExt as _;
 use sagas::template::RenderContext;
 use sagas::{planner, Phase, SagaDefinition, SagaEvent, SagaState, SagaStatus, StepAction, StepError, Work};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{Command, Inner};
 use crate::clock::now_ms;
 use crate::runner::{RenderedAction, StepCall};
 use crate::store::{Append, AppendAck, Fence, SagaRecord, StoredEvent};
+use crate::trace::{AttemptSpan, SagaSpans, outcome_of};
 use crate::{Error, Result};
 
 /// Longest wait between two tries of a failing store write.
@@ -37,14 +44,20 @@ pub(super) async fn drive(
 ) {
     let id = record.id;
     let generation = record.generation;
-    match Driver::new(inner.clone(), record, def, &log).map(|d| d.run(commands)) {
-        Ok(run) => match run.await {
-            Ok(status) => tracing::debug!(saga_id = %id, %status, "saga settled"),
-            Err(Error::Fenced(_)) => tracing::info!(saga_id = %id, "another coordinator owns the saga now"),
-            Err(e) => tracing::error!(saga_id = %id, error = %e, "saga task stopped"),
-        },
-        Err(e) => tracing::error!(saga_id = %id, error = %e, "cannot resume saga"),
+    let spans = SagaSpans::new(&record, &inner.options.node_id);
+    let span = tracing::info_span!("saga", saga_id = %id, trace_id = %spans.trace().trace_id_hex(), definition = %record.definition);
+    async {
+        match Driver::new(inner.clone(), record, def, &log, spans).map(|d| d.run(commands)) {
+            Ok(run) => match run.await {
+                Ok(status) => tracing::debug!(%status, "saga settled"),
+                Err(Error::Fenced(_)) => tracing::info!("another coordinator owns the saga now"),
+                Err(e) => tracing::error!(error = %e, "saga task stopped"),
+            },
+            Err(e) => tracing::error!(error = %e, "cannot resume saga"),
+        }
     }
+    .instrument(span)
+    .await;
     inner.finished(id, generation);
 }
 
@@ -59,16 +72,33 @@ struct Driver {
     next_seq: i64,
     batch: Vec<SagaEvent>,
     replies: Vec<oneshot::Sender<Result<()>>>,
-    trace_context: Option<String>,
+    spans: SagaSpans,
+    created_at_ms: i64,
+    /// When the saga began to unwind (Unix ms), if it did.
+    unwind_at_ms: Option<i64>,
+    /// When an operator last retried it (Unix ms), if one did.
+    retried_at_ms: Option<i64>,
 }
 
-type Outcome = (Work, Result<Value, StepError>);
+/// An attempt's result, with its span and when it began.
+type Outcome = (Work, Result<Value, StepError>, AttemptSpan, Instant);
 
 impl Driver {
-    fn new(inner: Arc<Inner>, record: SagaRecord, def: Arc<SagaDefinition>, log: &[StoredEvent]) -> Result<Driver> {
+    fn new(inner: Arc<Inner>, record: SagaRecord, def: Arc<SagaDefinition>, log: &[StoredEvent], spans: SagaSpans) -> Result<Driver> {
         let id = record.id;
-        let state = SagaState::replay(def, log.iter().map(|e| &e.event)).map_err(|source| Error::CorruptLog { id, source })?;
-        let fence = record.fence().ok_or_else(|| Error::Fenced(id))?;
+        let mut state = SagaState::new(def);
+        let (mut unwind_at_ms, mut retried_at_ms) = (None, None);
+        for stored in log {
+            let unwinding = state.unwind_cause().is_some();
+            state.apply(&stored.event).map_err(|source| Error::CorruptLog { id, source })?;
+            if !unwinding && state.unwind_cause().is_some() {
+                unwind_at_ms = Some(stored.at_ms);
+            }
+            if let SagaEvent::RetryRequested {} = stored.event {
+                retried_at_ms = Some(stored.at_ms);
+            }
+        }
+        let fence = record.fence().ok_or(Error::Fenced(id))?;
         Ok(Driver {
             inner,
             id,
@@ -80,14 +110,30 @@ impl Driver {
             next_seq: log.len() as i64,
             batch: Vec::new(),
             replies: Vec::new(),
-            trace_context: record.trace_context,
+            spans,
+            created_at_ms: record.created_at_ms,
+            unwind_at_ms,
+            retried_at_ms,
         })
     }
 
     fn push(&mut self, event: SagaEvent) -> Result<()> {
+        let unwinding = self.state.unwind_cause().is_some();
         self.state.apply(&event).map_err(|source| Error::CorruptLog { id: self.id, source })?;
+        if !unwinding && let Some(cause) = self.state.unwind_cause() {
+            tracing::info!(cause = %cause, "saga unwinds");
+            self.unwind_at_ms = Some(now_ms());
+        }
         self.batch.push(event);
         Ok(())
+    }
+
+    /// Counts the settled saga and emits its root span.
+    fn settled(&self) {
+        let status = self.state.status();
+        self.inner.options.metrics.saga_settled(&self.definition_name, status);
+        let unwind = self.unwind_at_ms.zip(self.state.unwind_cause());
+        self.spans.settled(status, self.created_at_ms, unwind, self.retried_at_ms);
     }
 
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) -> Result<SagaStatus> {
@@ -118,8 +164,11 @@ impl Driver {
             }
             for work in launch.drain(..) {
                 let runners = self.inner.runners.clone();
-                let call = self.call(work);
-                running.spawn(async move {
+                let span = self.attempt_span(work);
+                let context = span.context.clone();
+                let call = self.call(work, span.traceparent(self.spans.trace()));
+                let attempt = async move {
+                    let began = Instant::now();
                     let result = match call {
                         Ok(call) => AssertUnwindSafe(runners.run(call))
                             .catch_unwind()
@@ -127,13 +176,15 @@ impl Driver {
                             .unwrap_or_else(|_| Err(StepError::transient("the step panicked"))),
                         Err(e) => Err(e),
                     };
-                    (work, result)
-                });
+                    (work, result, span, began)
+                };
+                running.spawn(attempt.with_context(context).in_current_span());
             }
             if cancel.is_some() {
                 continue;
             }
             if running.is_empty() && self.state.status().is_settled() {
+                self.settled();
                 return Ok(self.state.status());
             }
             let wake = plan.wake_at_ms;
@@ -148,8 +199,11 @@ impl Driver {
             };
             tokio::select! {
                 Some(joined) = running.join_next(), if !running.is_empty() => {
-                    let (work, outcome) = joined.expect("step tasks catch their panics");
+                    let (work, outcome, span, began) = joined.expect("step tasks catch their panics");
                     let event = planner::outcome_event(&self.state, work, outcome, now_ms().max(0) as u64, rand::random::<f64>());
+                    let step = &self.state.definition().steps[work.step].name;
+                    self.inner.options.metrics.attempt(&self.definition_name, step, work.phase, outcome_of(&event).0, began.elapsed());
+                    span.finish(&event);
                     self.push(event)?;
                 }
                 Some(command) = commands.recv() => match command {
@@ -207,9 +261,21 @@ impl Driver {
         }
     }
 
-    /// Renders the step's templates into a call; a template that does not resolve is a
-    /// business failure of the step.
-    fn call(&self, work: Work) -> Result<StepCall, StepError> {
+    /// Opens the span of an attempt about to be launched.
+    fn attempt_span(&self, work: Work) -> AttemptSpan {
+        let step = &self.state.definition().steps[work.step];
+        let action = match work.phase {
+            Phase::Action => Some(&step.action),
+            Phase::Compensation => step.compensation.as_ref(),
+        };
+        let http = matches!(action, Some(StepAction::Http(_)));
+        let key = sagas::idempotency_key(&self.id_text, &step.name, work.phase);
+        self.spans.attempt(&step.name, work.phase, work.attempt, &key, http)
+    }
+
+    /// Renders the step's templates into a call that runs under `traceparent`; a template
+    /// that does not resolve is a business failure of the step.
+    fn call(&self, work: Work, traceparent: String) -> Result<StepCall, StepError> {
         let def = self.state.definition();
         let step = &def.steps[work.step];
         let action = match work.phase {
@@ -254,7 +320,9 @@ impl Driver {
             outputs: Arc::new(outputs),
             request,
             timeout: step.timeout,
-            traceparent: self.trace_context.clone(),
+            traceparent: Some(traceparent),
+            tracestate: self.spans.trace().tracestate.clone(),
         })
     }
 }
+

@@ -6,12 +6,16 @@
 //!   `Retry-After` (in seconds).
 //! - Any other status: a business failure, not retried.
 //!
-//! Every request carries `Idempotency-Key`, `X-Saga-Id`, `X-Saga-Step` and, when the saga
-//! is traced, `traceparent`. Redirects are not followed (a 3xx is a business failure) so
+//! Every request carries `Idempotency-Key`, `X-Saga-Id`, `X-Saga-Step` and `traceparent`
+//! (the attempt's span; `tracestate` too when the saga's caller sent one), and the
+//! attempt's span gets the standard HTTP client attributes. Redirects are not followed (a 3xx is a business failure) so
 //! that the host allow-list cannot be walked around.
 
 use std::time::Duration;
 
+use observability::semconv;
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry::{Context, KeyValue};
 use reqwest::header::{HeaderName, HeaderValue};
 use sagas::{FailureKind, StepError};
 use serde_json::Value;
@@ -87,6 +91,20 @@ impl HttpRunner {
             return Err(StepError::permanent("not an HTTP step"));
         };
         self.hosts.check(url).map_err(StepError::permanent)?;
+        let cx = Context::current();
+        let span = cx.span();
+        span.set_attribute(KeyValue::new(semconv::HTTP_REQUEST_METHOD, method.as_str()));
+        if let Ok(mut parsed) = reqwest::Url::parse(url) {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            span.set_attribute(KeyValue::new(semconv::URL_FULL, parsed.to_string()));
+            if let Some(host) = parsed.host_str() {
+                span.set_attribute(KeyValue::new(semconv::SERVER_ADDRESS, host.to_owned()));
+            }
+            if let Some(port) = parsed.port_or_known_default() {
+                span.set_attribute(KeyValue::new(semconv::SERVER_PORT, i64::from(port)));
+            }
+        }
         let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).expect("a known method");
         let mut request = self
             .client
@@ -96,6 +114,9 @@ impl HttpRunner {
             .header("x-saga-step", &call.step);
         if let Some(tp) = &call.traceparent {
             request = request.header("traceparent", tp);
+        }
+        if let Some(state) = &call.tracestate {
+            request = request.header("tracestate", state);
         }
         for (name, value) in headers {
             let name = HeaderName::from_bytes(name.as_bytes())
@@ -115,6 +136,7 @@ impl HttpRunner {
             error
         })?;
         let status = response.status();
+        span.set_attribute(KeyValue::new(semconv::HTTP_RESPONSE_STATUS_CODE, i64::from(status.as_u16())));
         let retry_after_ms = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)

@@ -42,6 +42,8 @@ pub struct StepCall {
     pub timeout: Duration,
     /// W3C `traceparent` of the span this attempt runs in, to pass on.
     pub traceparent: Option<String>,
+    /// W3C `tracestate` the saga's caller sent, to pass on.
+    pub tracestate: Option<String>,
 }
 
 /// A step action with its templates rendered.

@@ -47,15 +47,19 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // No liveness ping before each acquire: a connection to a local file does not go
+        // stale, and the ping is one more round trip to the connection's worker thread.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&writer).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await?;
         let group = GroupCommit::start(SqliteWriter { pool: writer.clone() });
@@ -75,12 +79,22 @@ impl BatchWriter for SqliteWriter {
         // SQLITE_BUSY after its reads.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut results = Vec::with_capacity(batch.len());
+        // The events of every append whose fence held go in after the loop, a few statements
+        // for the whole batch: each statement is a round trip to the connection's thread.
+        let mut appended = Vec::new();
         for write in batch {
             results.push(match write {
                 Write::Create(new) => create(&mut tx, new).await?.map(WriteAck::Created),
-                Write::Append(append) => append_events(&mut tx, append).await?.map(WriteAck::Appended),
+                Write::Append(append) => {
+                    let result = update_for_append(&mut tx, append).await?;
+                    if result.is_ok() {
+                        appended.push(append);
+                    }
+                    result.map(WriteAck::Appended)
+                }
             });
         }
+        insert_events(&mut tx, &appended).await?;
         tx.commit().await?;
         Ok(results)
     }
@@ -109,10 +123,11 @@ async fn create(conn: &mut SqliteConnection, new: &NewSaga) -> Result<Result<Cre
             });
         }
     }
-    sqlx::query(
+    let row = sqlx::query(&format!(
         "INSERT INTO sagas (id, definition, version, input, status, owner, lease_until_ms, generation, \
-         idempotency_key, trace_context, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, 'running', ?, ?, 1, ?, ?, ?, ?)",
-    )
+         idempotency_key, trace_context, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, 'running', ?, ?, 1, ?, ?, ?, ?) \
+         RETURNING {SAGA_COLUMNS}"
+    ))
     .bind(new.id.to_string())
     .bind(&new.definition)
     .bind(new.version)
@@ -123,13 +138,14 @@ async fn create(conn: &mut SqliteConnection, new: &NewSaga) -> Result<Result<Cre
     .bind(&new.trace_context)
     .bind(new.now_ms)
     .bind(new.now_ms)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    let record = saga_by_id(conn, new.id).await?.ok_or(Error::SagaNotFound(new.id))?;
-    Ok(Ok(Created::New(record)))
+    Ok(Ok(Created::New(saga_from_row(&row)?)))
 }
 
-async fn append_events(conn: &mut SqliteConnection, append: &Append) -> Result<Result<AppendAck>> {
+/// The saga-row half of an append: the fenced update. Its events are written by
+/// [`insert_events`] with the rest of the batch's.
+async fn update_for_append(conn: &mut SqliteConnection, append: &Append) -> Result<Result<AppendAck>> {
     let end = append.first_seq + append.events.len() as i64;
     let updated = sqlx::query(
         "UPDATE sagas SET status = ?, error = ?, updated_at_ms = ?, event_count = MAX(event_count, ?), \
@@ -150,16 +166,39 @@ async fn append_events(conn: &mut SqliteConnection, append: &Append) -> Result<R
         let exists = saga_by_id(conn, append.saga_id).await?.is_some();
         return Ok(Err(if exists { Error::Fenced(append.saga_id) } else { Error::SagaNotFound(append.saga_id) }));
     };
-    for (k, event) in append.events.iter().enumerate() {
-        sqlx::query("INSERT INTO saga_events (saga_id, seq, at_ms, event) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
-            .bind(append.saga_id.to_string())
-            .bind(append.first_seq + k as i64)
-            .bind(append.now_ms)
-            .bind(serde_json::to_string(event).expect("events are JSON"))
-            .execute(&mut *conn)
-            .await?;
-    }
     Ok(Ok(AppendAck { cancel_requested: updated.get::<i64, _>(0) != 0 }))
+}
+
+/// Most event rows one INSERT carries: 4 parameters each, far below SQLite's 32,766.
+const EVENTS_PER_INSERT: usize = 1000;
+
+/// Writes the events of `appends` with multi-row INSERTs. An event already stored at its
+/// `(saga_id, seq)` is left alone, which keeps appends idempotent.
+async fn insert_events(conn: &mut SqliteConnection, appends: &[&Append]) -> Result<()> {
+    let rows: Vec<(String, i64, i64, String)> = appends
+        .iter()
+        .flat_map(|append| {
+            let id = append.saga_id.to_string();
+            append.events.iter().enumerate().map(move |(k, event)| {
+                let text = serde_json::to_string(event).expect("events are JSON");
+                (id.clone(), append.first_seq + k as i64, append.now_ms, text)
+            })
+        })
+        .collect();
+    for chunk in rows.chunks(EVENTS_PER_INSERT) {
+        let mut sql = String::from("INSERT INTO saga_events (saga_id, seq, at_ms, event) VALUES ");
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 { "(?, ?, ?, ?)" } else { ", (?, ?, ?, ?)" });
+        }
+        sql.push_str(" ON CONFLICT DO NOTHING");
+        // Keep the prepared statements of the common small batches; prepare large ones anew.
+        let mut query = sqlx::query(&sql).persistent(chunk.len() <= 8);
+        for (id, seq, at_ms, event) in chunk {
+            query = query.bind(id).bind(seq).bind(at_ms).bind(event);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 fn parse_json(text: &str, what: &str) -> Result<Value> {
