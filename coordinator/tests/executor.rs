@@ -171,3 +171,26 @@ async fn the_conformance_check_passes_for_the_trip_saga() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn text_no_store_can_keep_is_refused_at_the_edge() {
+    let registry = HandlerRegistry::new();
+    let def = RustSaga::new("nul", Arc::new(()))
+        .step("emit", |_: Arc<()>, _: StepContext| async { Ok(json!({"bad": "a\u{0}b"})) })
+        .build(&registry)
+        .unwrap();
+    let runners = Runners { http: HttpRunner::new(HostPolicy::Any), rust: registry, faults: Arc::new(Faults::new()) };
+    let coordinator = Coordinator::start(Arc::new(MemoryStore::new()), runners, Options::default()).await.unwrap();
+    coordinator.register(&def).await.unwrap();
+
+    let start = |input: Value| StartSaga { definition: "nul".into(), version: None, input, idempotency_key: None, trace_context: None };
+    let err = coordinator.start_saga(start(json!({"note": "x\u{0}"}))).await.unwrap_err();
+    let coordinator::Error::Invalid(errors) = err else { panic!("{err}") };
+    assert_eq!(errors.paths(), ["/input/note"]);
+
+    let (saga, _) = coordinator.start_saga(start(json!({}))).await.unwrap();
+    let record = coordinator.wait(saga.id, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(record.status, SagaStatus::Compensated, "an output with NUL fails its step for good");
+    let view = coordinator.saga(saga.id).await.unwrap();
+    assert!(view.state.steps()[0].error.as_ref().unwrap().message.contains("NUL"));
+}

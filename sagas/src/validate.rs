@@ -97,8 +97,29 @@ pub fn parse_definition(text: &str) -> Result<SagaDefinition, ValidationErrors> 
     validate_value(&value)
 }
 
+/// Why text with a NUL character is refused.
+pub const NUL_MESSAGE: &str = "text may not contain the NUL character (\\u0000): stores cannot keep it";
+
+/// The JSON Pointer of the first string (or object key) holding a NUL character, if any.
+/// Saga data must survive a round trip through every store, and PostgreSQL cannot keep NUL
+/// in `jsonb` or `text`, so such data is refused at the edge instead of failing later.
+pub fn find_nul(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => s.contains('\0').then(String::new),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| find_nul(v).map(|p| format!("/{i}{p}"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let here = format!("/{}", escape_pointer(k));
+            if k.contains('\0') { Some(here) } else { find_nul(v).map(|p| format!("{here}{p}")) }
+        }),
+        Value::Null | Value::Bool(_) | Value::Number(_) => None,
+    }
+}
+
 /// Validates a definition given as a JSON value.
 pub fn validate_value(value: &Value) -> Result<SagaDefinition, ValidationErrors> {
+    if let Some(at) = find_nul(value) {
+        return Err(ValidationErrors::one(at, NUL_MESSAGE));
+    }
     let mut errors = Collector::default();
     for error in DOCUMENT_VALIDATOR.iter_errors(value) {
         schema_error(&error, &mut errors);
@@ -337,6 +358,9 @@ pub fn content_hash(doc: &DefinitionDoc) -> String {
 
 /// Checks a saga input against the definition's `input_schema`; paths start with `/input`.
 pub fn validate_input(def: &SagaDefinition, input: &Value) -> Result<(), ValidationErrors> {
+    if let Some(at) = find_nul(input) {
+        return Err(ValidationErrors::one(format!("/input{at}"), NUL_MESSAGE));
+    }
     let Some(schema) = &def.input_schema else {
         return Ok(());
     };

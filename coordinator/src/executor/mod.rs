@@ -239,6 +239,10 @@ impl Coordinator {
     pub async fn start_saga(&self, request: StartSaga) -> Result<(SagaRecord, bool)> {
         let (record, def) = self.definition(&request.definition, request.version).await?;
         sagas::validate::validate_input(&def, &request.input)?;
+        if request.idempotency_key.as_deref().is_some_and(|k| k.contains('\0')) {
+            let error = ValidationError { path: "/idempotency_key".into(), message: sagas::validate::NUL_MESSAGE.into() };
+            return Err(ValidationErrors(vec![error]).into());
+        }
         let permit = self
             .inner
             .permits
@@ -323,6 +327,8 @@ impl Coordinator {
 
     /// Cancels a running saga: it stops starting steps and compensates.
     pub async fn cancel(&self, id: Uuid, reason: &str) -> Result<SagaRecord> {
+        // The reason goes into the log; keep it storable everywhere.
+        let reason = &reason.replace('\0', "\u{FFFD}");
         let record = self.inner.store.get_saga(id).await?.ok_or(Error::SagaNotFound(id))?;
         if record.status != SagaStatus::Running {
             return Err(Error::IllegalTransition {

@@ -92,7 +92,7 @@ impl Runners {
             // Run once and throw the result away: the second run must be harmless.
             let _ = self.run_once(&call).await;
         }
-        self.run_once(&call).await
+        storable(self.run_once(&call).await)
     }
 
     async fn run_once(&self, call: &StepCall) -> Result<Value, StepError> {
@@ -105,6 +105,24 @@ impl Runners {
         match tokio::time::timeout(call.timeout, attempt).await {
             Ok(result) => result,
             Err(_) => Err(StepError::timeout(format!("no answer within {} ms", call.timeout.as_millis()))),
+        }
+    }
+}
+
+/// Makes an outcome fit every store: an output holding a NUL character cannot be kept
+/// (PostgreSQL refuses it), so it fails the step for good instead of wedging the saga's log;
+/// NUL in an error message is replaced.
+fn storable(outcome: Result<Value, StepError>) -> Result<Value, StepError> {
+    match outcome {
+        Ok(output) => match sagas::validate::find_nul(&output) {
+            None => Ok(output),
+            Some(at) => Err(StepError::permanent(format!("output at `{at}`: {}", sagas::validate::NUL_MESSAGE))),
+        },
+        Err(mut error) => {
+            if error.message.contains('\0') {
+                error.message = error.message.replace('\0', "\u{FFFD}");
+            }
+            Err(error)
         }
     }
 }
