@@ -22,7 +22,10 @@ impl Journal {
     }
 }
 
-fn action(name: &'static str) -> impl Fn(Arc<Journal>, StepContext) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, StepError>> + Send>> + Send + Sync + 'static {
+/// What the test's step functions return.
+type StepFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, StepError>> + Send>>;
+
+fn action(name: &'static str) -> impl Fn(Arc<Journal>, StepContext) -> StepFuture + Send + Sync + 'static {
     move |journal: Arc<Journal>, cx: StepContext| {
         Box::pin(async move {
             journal.note(format!("{name} {}", cx.saga_id));
@@ -31,7 +34,7 @@ fn action(name: &'static str) -> impl Fn(Arc<Journal>, StepContext) -> std::pin:
     }
 }
 
-fn undo(name: &'static str) -> impl Fn(Arc<Journal>, StepContext) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, StepError>> + Send>> + Send + Sync + 'static {
+fn undo(name: &'static str) -> impl Fn(Arc<Journal>, StepContext) -> StepFuture + Send + Sync + 'static {
     move |journal: Arc<Journal>, cx: StepContext| {
         Box::pin(async move {
             let own: Value = cx.output(&cx.step)?;

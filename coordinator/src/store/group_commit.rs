@@ -25,7 +25,7 @@ pub(crate) enum Write {
 
 /// What a write did.
 pub(crate) enum WriteAck {
-    Created(Created),
+    Created(Box<Created>),
     Appended(AppendAck),
 }
 
@@ -114,7 +114,7 @@ impl GroupCommit {
     /// Creates a saga within the next batch.
     pub(crate) async fn create(&self, new: NewSaga) -> Result<Created> {
         match self.submit(Write::Create(new)).await? {
-            WriteAck::Created(c) => Ok(c),
+            WriteAck::Created(c) => Ok(*c),
             WriteAck::Appended(_) => Err(Error::Store("writer answered a create with an append".into())),
         }
     }

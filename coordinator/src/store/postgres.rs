@@ -181,7 +181,7 @@ fn saga_of(write: &Write) -> Uuid {
 
 async fn write_one(conn: &mut PgConnection, write: &Write) -> Sql<Result<WriteAck>> {
     Ok(match write {
-        Write::Create(new) => create(conn, new).await?.map(WriteAck::Created),
+        Write::Create(new) => create(conn, new).await?.map(|c| WriteAck::Created(Box::new(c))),
         Write::Append(append) => append_events(conn, append).await?.map(WriteAck::Appended),
     })
 }

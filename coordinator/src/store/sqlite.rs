@@ -84,7 +84,7 @@ impl BatchWriter for SqliteWriter {
         let mut appended = Vec::new();
         for write in batch {
             results.push(match write {
-                Write::Create(new) => create(&mut tx, new).await?.map(WriteAck::Created),
+                Write::Create(new) => create(&mut tx, new).await?.map(|c| WriteAck::Created(Box::new(c))),
                 Write::Append(append) => {
                     let result = update_for_append(&mut tx, append).await?;
                     if result.is_ok() {
