@@ -10,6 +10,8 @@
 
 mod client;
 mod demo;
+mod dev_regions;
+mod region;
 mod serve;
 
 use std::path::PathBuf;
@@ -46,6 +48,8 @@ enum Command {
     /// Start, inspect, cancel and retry sagas.
     #[command(subcommand)]
     Saga(SagaCommand),
+    /// Run one region of the geo-distributed key-value layer.
+    Region(region::RegionArgs),
 }
 
 /// Where the coordinator's API is.
@@ -181,6 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Serve(args) => serve::serve(args).await.map(|()| 0),
         Command::Dev(args) => serve::dev(args).await.map(|()| 0),
+        Command::Region(args) => region::run(args).await.map(|()| 0),
         Command::Definitions(DefinitionsCommand::Apply { files, server }) => client::apply(&server, &files).await,
         Command::Definitions(DefinitionsCommand::Validate { files }) => client::validate(&files),
         Command::Definitions(DefinitionsCommand::List { server }) => client::list_definitions(&server).await,

@@ -117,9 +117,15 @@ pub struct DevArgs {
     /// Address of the demo participant service.
     #[arg(long, default_value = "127.0.0.1:7380")]
     demo_listen: SocketAddr,
-    /// Where the SQLite database lives.
+    /// Where the SQLite databases live.
     #[arg(long, default_value = "./geosaga-data")]
     data_dir: PathBuf,
+    /// Port of the first of the three dev regions (the next two follow); 0 picks free ports.
+    #[arg(long, default_value_t = 7401)]
+    regions_port: u16,
+    /// Do not start the three dev regions.
+    #[arg(long)]
+    no_regions: bool,
     /// Base URL of a Jaeger UI, to link sagas to their traces (e.g. `http://127.0.0.1:16686`).
     #[arg(long)]
     jaeger_ui: Option<String>,
@@ -291,8 +297,14 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         let put = coordinator.register_definition(&doc).await.with_context(|| format!("registering example {file}"))?;
         tracing::info!(definition = %put.record.name, version = put.record.version, "example registered");
     }
+    let regions = if args.no_regions {
+        Vec::new()
+    } else {
+        std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+        crate::dev_regions::start(&args.data_dir, args.regions_port).await?
+    };
     let api = running.listener.local_addr()?;
-    println!("{}", welcome(api));
+    println!("{}", welcome(api, &regions));
     serve_until_signal(running).await
 }
 
@@ -308,7 +320,21 @@ fn rebase_urls(doc: &mut serde_json::Value, demo: SocketAddr) {
     }
 }
 
-fn welcome(api: SocketAddr) -> String {
+fn welcome(api: SocketAddr, regions: &[(String, String)]) -> String {
+    let mut text = welcome_sagas(api);
+    if let Some((_, first)) = regions.first() {
+        text.push_str("\nRegions (geo-distributed key-value layer, see docs/regions.md):\n");
+        for (name, address) in regions {
+            text.push_str(&format!("  {name:<9} {address}\n"));
+        }
+        text.push_str(&format!(
+            "  curl -s -X PUT {first}/v1/kv/eu/alice -H 'content-type: application/json' -d '{{\"value\": 100, \"consistency\": \"strong\"}}'\n  curl -s '{first}/v1/kv/eu/alice?consistency=bounded_staleness&max_staleness_ms=5000'\n"
+        ));
+    }
+    text
+}
+
+fn welcome_sagas(api: SocketAddr) -> String {
     format!(
         r#"
 geosaga dev is running: API on http://{api}, data in ./geosaga-data (SQLite).

@@ -70,7 +70,7 @@ fn the_readme_tour_works() {
     let bin = env!("CARGO_BIN_EXE_geosaga");
     let _dev = Dev {
         child: Command::new(bin)
-            .args(["dev", "--listen", &api, "--demo-listen", &demo, "--data-dir"])
+            .args(["dev", "--listen", &api, "--demo-listen", &demo, "--regions-port", "0", "--data-dir"])
             .arg(dir.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

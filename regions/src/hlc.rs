@@ -12,7 +12,9 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 /// A hybrid logical clock timestamp. Ordered by wall time, then by the logical counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Timestamp {
     /// Physical part: milliseconds since the Unix epoch.
     pub wall_ms: u64,
@@ -26,11 +28,48 @@ impl std::fmt::Display for Timestamp {
     }
 }
 
+impl Timestamp {
+    /// The greatest timestamp smaller than this one (`self` itself for the zero timestamp).
+    pub fn pred(self) -> Timestamp {
+        match (self.wall_ms, self.logical) {
+            (0, 0) => self,
+            (wall_ms, 0) => Timestamp {
+                wall_ms: wall_ms - 1,
+                logical: u32::MAX,
+            },
+            (wall_ms, logical) => Timestamp {
+                wall_ms,
+                logical: logical - 1,
+            },
+        }
+    }
+}
+
+impl std::str::FromStr for Timestamp {
+    type Err = String;
+
+    /// Parses the [`Display`](std::fmt::Display) form, `WALL_MS.LOGICAL`.
+    fn from_str(s: &str) -> Result<Timestamp, String> {
+        let (wall, logical) = s
+            .split_once('.')
+            .ok_or_else(|| format!("{s:?} is not a version (WALL_MS.LOGICAL)"))?;
+        let wall_ms = wall
+            .parse()
+            .map_err(|_| format!("{s:?} is not a version (WALL_MS.LOGICAL)"))?;
+        let logical = logical
+            .parse()
+            .map_err(|_| format!("{s:?} is not a version (WALL_MS.LOGICAL)"))?;
+        Ok(Timestamp { wall_ms, logical })
+    }
+}
+
 /// Why a remote timestamp was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClockError {
     /// The remote clock is further ahead than the allowed offset.
-    #[error("remote timestamp {remote} is {ahead_ms} ms ahead of local time (max offset {max_offset_ms} ms)")]
+    #[error(
+        "remote timestamp {remote} is {ahead_ms} ms ahead of local time (max offset {max_offset_ms} ms)"
+    )]
     TooFarAhead {
         /// The remote timestamp.
         remote: Timestamp,
@@ -52,7 +91,11 @@ impl Clock {
     /// A clock reading `physical` (milliseconds) that accepts remote timestamps at most
     /// `max_offset_ms` ahead.
     pub fn new(physical: impl Fn() -> u64 + Send + Sync + 'static, max_offset_ms: u64) -> Clock {
-        Clock { physical: Box::new(physical), max_offset_ms, last: Mutex::new(Timestamp::default()) }
+        Clock {
+            physical: Box::new(physical),
+            max_offset_ms,
+            last: Mutex::new(Timestamp::default()),
+        }
     }
 
     /// A clock on the system's wall clock.
@@ -68,6 +111,12 @@ impl Clock {
         )
     }
 
+    /// The physical clock's reading in milliseconds (not a timestamp: no logical part, and
+    /// it may be behind the last timestamp given).
+    pub fn physical_ms(&self) -> u64 {
+        (self.physical)()
+    }
+
     /// The maximum clock offset this clock assumes between regions.
     pub fn max_offset_ms(&self) -> u64 {
         self.max_offset_ms
@@ -78,9 +127,15 @@ impl Clock {
         let physical = (self.physical)();
         let mut last = self.last.lock().expect("clock lock");
         *last = if physical > last.wall_ms {
-            Timestamp { wall_ms: physical, logical: 0 }
+            Timestamp {
+                wall_ms: physical,
+                logical: 0,
+            }
         } else {
-            Timestamp { wall_ms: last.wall_ms, logical: last.logical + 1 }
+            Timestamp {
+                wall_ms: last.wall_ms,
+                logical: last.logical + 1,
+            }
         };
         *last
     }
@@ -111,8 +166,8 @@ impl Clock {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     use proptest::prelude::*;
 
@@ -121,7 +176,10 @@ mod tests {
     fn manual(start: u64, max_offset: u64) -> (Clock, Arc<AtomicU64>) {
         let time = Arc::new(AtomicU64::new(start));
         let t = time.clone();
-        (Clock::new(move || t.load(Ordering::SeqCst), max_offset), time)
+        (
+            Clock::new(move || t.load(Ordering::SeqCst), max_offset),
+            time,
+        )
     }
 
     #[test]
@@ -134,24 +192,83 @@ mod tests {
         assert!(a < b && b < c, "{a} {b} {c}");
         assert_eq!(c.wall_ms, 1000);
         time.store(2000, Ordering::SeqCst);
-        assert_eq!(clock.now(), Timestamp { wall_ms: 2000, logical: 0 });
+        assert_eq!(
+            clock.now(),
+            Timestamp {
+                wall_ms: 2000,
+                logical: 0
+            }
+        );
     }
 
     #[test]
     fn update_moves_past_a_remote_timestamp_within_the_offset() {
         let (clock, _) = manual(1000, 500);
-        let remote = Timestamp { wall_ms: 1400, logical: 7 };
+        let remote = Timestamp {
+            wall_ms: 1400,
+            logical: 7,
+        };
         let t = clock.update(remote).unwrap();
-        assert_eq!(t, Timestamp { wall_ms: 1400, logical: 8 });
+        assert_eq!(
+            t,
+            Timestamp {
+                wall_ms: 1400,
+                logical: 8
+            }
+        );
         assert!(clock.now() > t);
     }
 
     #[test]
     fn update_refuses_a_clock_too_far_ahead() {
         let (clock, _) = manual(1000, 500);
-        let err = clock.update(Timestamp { wall_ms: 1501, logical: 0 }).unwrap_err();
+        let err = clock
+            .update(Timestamp {
+                wall_ms: 1501,
+                logical: 0,
+            })
+            .unwrap_err();
         assert!(matches!(err, ClockError::TooFarAhead { ahead_ms: 501, .. }));
-        assert_eq!(clock.now().wall_ms, 1000, "a refused timestamp leaves the clock alone");
+        assert_eq!(
+            clock.now().wall_ms,
+            1000,
+            "a refused timestamp leaves the clock alone"
+        );
+    }
+
+    #[test]
+    fn versions_parse_and_have_predecessors() {
+        let t: Timestamp = "1700.3".parse().unwrap();
+        assert_eq!(
+            t,
+            Timestamp {
+                wall_ms: 1700,
+                logical: 3
+            }
+        );
+        assert_eq!(t.to_string().parse::<Timestamp>().unwrap(), t);
+        assert!("17".parse::<Timestamp>().is_err());
+        assert_eq!(
+            t.pred(),
+            Timestamp {
+                wall_ms: 1700,
+                logical: 2
+            }
+        );
+        let p = Timestamp {
+            wall_ms: 1700,
+            logical: 0,
+        }
+        .pred();
+        assert!(
+            p < Timestamp {
+                wall_ms: 1700,
+                logical: 0
+            } && p > Timestamp {
+                wall_ms: 1699,
+                logical: 7
+            }
+        );
     }
 
     proptest! {

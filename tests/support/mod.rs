@@ -5,4 +5,5 @@
 
 pub mod participant;
 pub mod process;
+pub mod regions;
 pub mod workload;

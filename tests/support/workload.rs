@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::participant::Participant;
 
@@ -14,7 +14,11 @@ pub async fn register(urls: &[String], definition: &Value) {
     let client = reqwest::Client::new();
     for _ in 0..300 {
         for url in urls {
-            if let Ok(r) = client.post(format!("{url}/v1/definitions")).json(definition).send().await
+            if let Ok(r) = client
+                .post(format!("{url}/v1/definitions"))
+                .json(definition)
+                .send()
+                .await
                 && r.status().is_success()
             {
                 return;
@@ -28,8 +32,16 @@ pub async fn register(urls: &[String], definition: &Value) {
 /// Starts `n` sagas (every `fail_every`th one meant to fail at step c), `concurrency` at a
 /// time, each with its own idempotency key so that a retry after a crash is harmless.
 /// Returns saga id -> whether it was meant to fail.
-pub async fn start_sagas(urls: Vec<String>, n: usize, fail_every: usize, concurrency: usize) -> HashMap<String, bool> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+pub async fn start_sagas(
+    urls: Vec<String>,
+    n: usize,
+    fail_every: usize,
+    concurrency: usize,
+) -> HashMap<String, bool> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
@@ -72,13 +84,25 @@ pub async fn start_sagas(urls: Vec<String>, n: usize, fail_every: usize, concurr
 }
 
 /// Waits until every saga is settled (at most `limit`); returns id -> status.
-pub async fn wait_settled(urls: &[String], ids: &HashMap<String, bool>, limit: Duration) -> HashMap<String, String> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+pub async fn wait_settled(
+    urls: &[String],
+    ids: &HashMap<String, bool>,
+    limit: Duration,
+) -> HashMap<String, String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let deadline = Instant::now() + limit;
     let mut settled = HashMap::new();
     let mut round = 0;
     while settled.len() < ids.len() {
-        for id in ids.keys().filter(|id| !settled.contains_key(*id)).cloned().collect::<Vec<_>>() {
+        for id in ids
+            .keys()
+            .filter(|id| !settled.contains_key(*id))
+            .cloned()
+            .collect::<Vec<_>>()
+        {
             let url = &urls[round % urls.len()];
             if let Ok(r) = client.get(format!("{url}/v1/sagas/{id}")).send().await
                 && r.status().is_success()
@@ -92,7 +116,12 @@ pub async fn wait_settled(urls: &[String], ids: &HashMap<String, bool>, limit: D
         }
         round += 1;
         if settled.len() < ids.len() {
-            assert!(Instant::now() < deadline, "{} of {} sagas did not settle", ids.len() - settled.len(), ids.len());
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} sagas did not settle",
+                ids.len() - settled.len(),
+                ids.len()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -100,17 +129,37 @@ pub async fn wait_settled(urls: &[String], ids: &HashMap<String, bool>, limit: D
 }
 
 /// Checks every saga against the participant; panics with every violation found.
-pub fn check(participant: &Participant, ids: &HashMap<String, bool>, settled: &HashMap<String, String>) {
+pub fn check(
+    participant: &Participant,
+    ids: &HashMap<String, bool>,
+    settled: &HashMap<String, String>,
+) {
     let violations: Vec<String> = ids
         .iter()
         .filter_map(|(id, fail)| participant.check(id, &settled[id], *fail).err())
         .collect();
-    assert!(violations.is_empty(), "{} violations, first: {:?}", violations.len(), &violations[..violations.len().min(5)]);
+    assert!(
+        violations.is_empty(),
+        "{} violations, first: {:?}",
+        violations.len(),
+        &violations[..violations.len().min(5)]
+    );
     let ledger = participant.ledger.lock().unwrap();
-    assert!(ledger.overlaps.is_empty(), "a step ran twice at once: {:?}", ledger.overlaps);
+    assert!(
+        ledger.overlaps.is_empty(),
+        "a step ran twice at once: {:?}",
+        ledger.overlaps
+    );
 }
 
 /// How many requests the participant got beyond one per key: work re-done after crashes.
 pub fn repeated_requests(participant: &Participant) -> u32 {
-    participant.ledger.lock().unwrap().requests.values().map(|n| n - 1).sum()
+    participant
+        .ledger
+        .lock()
+        .unwrap()
+        .requests
+        .values()
+        .map(|n| n - 1)
+        .sum()
 }

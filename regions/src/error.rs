@@ -1,0 +1,97 @@
+//! The crate's one error type.
+
+use crate::hlc::{ClockError, Timestamp};
+
+/// Everything that can go wrong in a region.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration file is unreadable or inconsistent.
+    #[error("invalid region configuration: {0}")]
+    Config(String),
+    /// A request named something malformed (a key, a version, a parameter).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The key has no live version (never written, or deleted) in the answering region's
+    /// copy, which reflects every write acknowledged `staleness_bound_ms` before the read.
+    #[error("key {key:?} not found")]
+    NotFound {
+        /// The key.
+        key: String,
+        /// How stale the answering copy may be (0: the home's).
+        staleness_bound_ms: u64,
+    },
+    /// A conditional write found another current version.
+    #[error("key {key:?} is at version {current}, not {expected}")]
+    VersionMismatch {
+        /// The key.
+        key: String,
+        /// The version the caller expected (`0.0`: no live version).
+        expected: Timestamp,
+        /// The version it has (`0.0`: no live version).
+        current: Timestamp,
+    },
+    /// A strong write did not reach its quorum in time; it was aborted and is visible nowhere.
+    #[error(
+        "write to {key:?} reached {acked} of the {needed} replica acknowledgements it needs within {timeout_ms} ms; it was not applied"
+    )]
+    QuorumNotReached {
+        /// The key.
+        key: String,
+        /// Replicas that stored it durably in time.
+        acked: usize,
+        /// Replicas needed.
+        needed: usize,
+        /// The time allowed.
+        timeout_ms: u64,
+    },
+    /// The home region of a key could not be reached to forward a request; a forwarded
+    /// write may or may not have been applied.
+    #[error("home region {region} is unreachable: {reason}")]
+    HomeUnreachable {
+        /// The home region.
+        region: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The local replica is staler than the read allows and the home region is unreachable.
+    #[error(
+        "the local copy of region {home}'s data may be {staleness_ms} ms stale (bound {max_staleness_ms} ms) and {home} is unreachable; pass allow_stale=true to accept it"
+    )]
+    TooStale {
+        /// The key's home region.
+        home: String,
+        /// How stale the local copy may be.
+        staleness_ms: u64,
+        /// The bound asked for.
+        max_staleness_ms: u64,
+    },
+    /// A read as of a timestamp whose versions were garbage-collected.
+    #[error("versions before {horizon} have been garbage-collected (asked for {as_of})")]
+    BeyondRetention {
+        /// The timestamp asked for.
+        as_of: Timestamp,
+        /// The oldest timestamp still readable.
+        horizon: Timestamp,
+    },
+    /// A peer sent something this region refuses.
+    #[error("refused peer message: {0}")]
+    Peer(String),
+    /// A peer's clock is too far ahead.
+    #[error(transparent)]
+    Clock(#[from] ClockError),
+    /// The database failed.
+    #[error("storage: {0}")]
+    Store(#[from] sqlx::Error),
+    /// The schema could not be migrated.
+    #[error("storage migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Stored data did not decode.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// I/O outside the database (binding a socket, reading the config).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

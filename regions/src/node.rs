@@ -1,0 +1,373 @@
+//! A region node: the decisions of the pure core applied to its store and its peers.
+//! [`Region`] executes writes for the keys homed here, serves reads, and holds what the
+//! replication tasks ([`crate::replication`]) and the HTTP API ([`crate::api`]) share.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::closed::{self, ReadConsistency, ReadPlan};
+use crate::config::Config;
+use crate::hlc::{Clock, Timestamp};
+use crate::mvcc::Version;
+use crate::placement::{Home, Placement};
+use crate::protocol::{ReadResponse, WriteCommand, WriteConsistency, WriteResponse};
+use crate::store::Store;
+use crate::{Error, Result};
+
+/// The newest possible timestamp: reads "now" as of it.
+pub const LATEST: Timestamp = Timestamp {
+    wall_ms: u64::MAX,
+    logical: u32::MAX,
+};
+
+const KEY_LOCKS: usize = 64;
+
+/// Another region as this one reaches it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Its name.
+    pub name: String,
+    /// Its base URL.
+    pub address: String,
+}
+
+/// A read as asked.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadRequest {
+    /// Strong or bounded staleness.
+    pub consistency: ReadConsistency,
+    /// The staleness bound (bounded-staleness reads).
+    pub max_staleness_ms: u64,
+    /// Accept a staler local answer when the home is unreachable.
+    pub allow_stale: bool,
+    /// Read the version visible at this timestamp instead of the latest.
+    pub as_of: Option<Timestamp>,
+}
+
+/// One region.
+pub struct Region {
+    /// Its name.
+    pub name: String,
+    /// The cluster's configuration.
+    pub config: Config,
+    /// The placement function.
+    pub placement: Placement,
+    /// Its hybrid logical clock.
+    pub clock: Clock,
+    /// Its storage.
+    pub store: Store,
+    /// The other regions.
+    pub peers: Vec<Peer>,
+    pub(crate) http: reqwest::Client,
+    pending: Arc<Mutex<BTreeSet<Timestamp>>>,
+    key_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Per home: the closed timestamp applied here.
+    pub(crate) closed: Mutex<HashMap<String, Timestamp>>,
+    /// Per peer: the last successful exchange.
+    pub(crate) contact: Mutex<HashMap<String, Instant>>,
+    /// Per peer: the log position it acknowledged.
+    pub(crate) acked: Mutex<HashMap<String, i64>>,
+}
+
+/// Keeps a write's timestamp among the pending ones until dropped.
+struct PendingGuard {
+    pending: Arc<Mutex<BTreeSet<Timestamp>>>,
+    ts: Timestamp,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.pending.lock().expect("pending lock").remove(&self.ts);
+    }
+}
+
+impl Region {
+    /// Opens region `name` of `config` with its own clock: migrates its store, aborts the
+    /// strong writes a crash left pending, and loads what it had applied and shipped.
+    pub async fn open(config: Config, name: &str, clock: Clock) -> Result<Region> {
+        let me = config.region(name)?.clone();
+        let store = Store::open(&me.data_path()).await?;
+        let aborted = store.abort_all_pending().await?;
+        if aborted > 0 {
+            tracing::info!(
+                region = name,
+                aborted,
+                "aborted strong writes left pending by a restart"
+            );
+        }
+        let closed = store
+            .replica_states()
+            .await?
+            .into_iter()
+            .map(|(h, s)| (h, s.closed))
+            .collect();
+        let acked = store.cursors().await?;
+        let peers = config
+            .regions
+            .iter()
+            .filter(|r| r.name != name)
+            .map(|r| Peer {
+                name: r.name.clone(),
+                address: r.address.trim_end_matches('/').to_owned(),
+            })
+            .collect();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(1_000))
+            .timeout(Duration::from_millis(config.strong_timeout_ms + 5_000))
+            .build()
+            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        Ok(Region {
+            name: name.to_owned(),
+            placement: config.placement()?,
+            config,
+            clock,
+            store,
+            peers,
+            http,
+            pending: Arc::default(),
+            key_locks: (0..KEY_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            closed: Mutex::new(closed),
+            contact: Mutex::default(),
+            acked: Mutex::new(acked),
+        })
+    }
+
+    /// The home of `key`.
+    pub fn home(&self, key: &str) -> Home {
+        self.placement.home(key)
+    }
+
+    /// The peer called `name`.
+    pub fn peer(&self, name: &str) -> Result<&Peer> {
+        self.peers
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| Error::Peer(format!("unknown region {name:?}")))
+    }
+
+    /// A timestamp for a new write, registered as pending so that no closed timestamp
+    /// passes it until the guard drops (the write committed or aborted).
+    fn begin_write(&self) -> PendingGuard {
+        let mut pending = self.pending.lock().expect("pending lock");
+        let ts = self.clock.now();
+        pending.insert(ts);
+        PendingGuard {
+            pending: self.pending.clone(),
+            ts,
+        }
+    }
+
+    /// The clock's `now` and the earliest pending write, read together.
+    pub(crate) fn now_and_earliest_pending(&self) -> (Timestamp, Option<Timestamp>) {
+        let pending = self.pending.lock().expect("pending lock");
+        (self.clock.now(), pending.first().copied())
+    }
+
+    /// The oldest timestamp reads may still ask for.
+    pub fn gc_horizon(&self) -> Timestamp {
+        Timestamp {
+            wall_ms: self
+                .clock
+                .physical_ms()
+                .saturating_sub(self.config.retention_ms),
+            logical: 0,
+        }
+    }
+
+    /// Executes a write of a key homed here, in a task of its own: a caller that goes away
+    /// (a client or a forwarding region disconnecting) cannot cancel it between logging and
+    /// committing or aborting, which would leave a pending entry that blocks the log.
+    pub async fn write_at_home(
+        self: &Arc<Self>,
+        key: &str,
+        cmd: &WriteCommand,
+    ) -> Result<WriteResponse> {
+        let (region, key, cmd) = (self.clone(), key.to_owned(), cmd.clone());
+        tokio::spawn(async move { region.execute_write(&key, &cmd).await })
+            .await
+            .map_err(|e| Error::Corrupt(format!("write task failed: {e}")))?
+    }
+
+    async fn execute_write(&self, key: &str, cmd: &WriteCommand) -> Result<WriteResponse> {
+        let home = self.home(key).region;
+        if home != self.name {
+            return Err(Error::BadRequest(format!(
+                "key {key:?} is homed in {home}, not here ({})",
+                self.name
+            )));
+        }
+        let _lock = self.key_locks
+            [(crate::placement::hash(key.as_bytes()) % KEY_LOCKS as u64) as usize]
+            .lock()
+            .await;
+        if let Some(expected) = cmd.if_version {
+            let current = self
+                .store
+                .read(key, LATEST)
+                .await?
+                .filter(|v| v.value.is_some())
+                .map_or(Timestamp::default(), |v| v.ts);
+            if current != expected {
+                return Err(Error::VersionMismatch {
+                    key: key.to_owned(),
+                    expected,
+                    current,
+                });
+            }
+        }
+        let guard = self.begin_write();
+        let ts = guard.ts;
+        match cmd.consistency {
+            WriteConsistency::Async => {
+                self.store
+                    .write_committed(key, ts, cmd.value.as_deref(), &self.name)
+                    .await?;
+            }
+            WriteConsistency::Strong => {
+                let seq = self
+                    .store
+                    .log_pending(key, ts, cmd.value.as_deref())
+                    .await?;
+                let outcome = match crate::replication::store_intents(
+                    self,
+                    key,
+                    seq,
+                    ts,
+                    cmd.value.as_deref(),
+                )
+                .await
+                {
+                    Ok(()) => {
+                        self.store
+                            .commit_pending(seq, key, ts, cmd.value.as_deref(), &self.name)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = outcome {
+                    // Never visible: the version was not inserted. The abort is shipped so
+                    // that replicas drop the intent.
+                    if let Err(abort) = self.store.abort_pending(seq).await {
+                        tracing::error!(key, seq, error = %abort, "could not abort a failed strong write; a restart will");
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        drop(guard);
+        Ok(WriteResponse {
+            key: key.to_owned(),
+            version: ts.to_string(),
+            home_region: self.name.clone(),
+            served_by: self.name.clone(),
+            consistency: cmd.consistency,
+        })
+    }
+
+    /// The closed timestamp this region holds for `home` (`None`: never heard from it).
+    pub fn closed_for(&self, home: &str) -> Option<Timestamp> {
+        self.closed.lock().expect("closed lock").get(home).copied()
+    }
+
+    /// Decides where a read is served: here (`Ok(Some)`), or at the home (`Ok(None)`).
+    pub async fn read_here(&self, key: &str, req: ReadRequest) -> Result<Option<ReadResponse>> {
+        let home = self.home(key).region;
+        if let Some(as_of) = req.as_of {
+            let horizon = self.gc_horizon();
+            if as_of < horizon {
+                return Err(Error::BeyondRetention { as_of, horizon });
+            }
+            let fresh = home == self.name || self.closed_for(&home).is_some_and(|c| c >= as_of);
+            return if fresh {
+                self.read_local(key, &home, as_of, 0, req, false)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            };
+        }
+        let plan = closed::plan_read(
+            req.consistency,
+            home == self.name,
+            req.max_staleness_ms,
+            self.closed_for(&home),
+            self.clock.physical_ms(),
+            self.config.max_clock_offset_ms,
+        );
+        match plan {
+            ReadPlan::Local { staleness_bound_ms } => self
+                .read_local(key, &home, LATEST, staleness_bound_ms, req, false)
+                .await
+                .map(Some),
+            ReadPlan::Forward { .. } => Ok(None),
+        }
+    }
+
+    /// The fallback when the home cannot be reached: a stale local answer if the caller
+    /// accepts one, else the error that says why not.
+    pub async fn read_unreachable_home(
+        &self,
+        key: &str,
+        req: ReadRequest,
+        reason: String,
+    ) -> Result<ReadResponse> {
+        let home = self.home(key).region;
+        let staleness_ms = self.closed_for(&home).map_or(u64::MAX, |c| {
+            closed::staleness_bound_ms(c, self.clock.physical_ms(), self.config.max_clock_offset_ms)
+        });
+        match (req.consistency, req.allow_stale) {
+            (ReadConsistency::BoundedStaleness, true) => {
+                self.read_local(key, &home, LATEST, staleness_ms, req, true)
+                    .await
+            }
+            (ReadConsistency::BoundedStaleness, false) => Err(Error::TooStale {
+                home,
+                staleness_ms,
+                max_staleness_ms: req.max_staleness_ms,
+            }),
+            (ReadConsistency::Strong, _) => Err(Error::HomeUnreachable {
+                region: home,
+                reason,
+            }),
+        }
+    }
+
+    async fn read_local(
+        &self,
+        key: &str,
+        home: &str,
+        as_of: Timestamp,
+        staleness_bound_ms: u64,
+        req: ReadRequest,
+        stale: bool,
+    ) -> Result<ReadResponse> {
+        let version = self.store.read(key, as_of).await?;
+        let (ts, text) = match version {
+            Some(Version {
+                ts,
+                value: Some(text),
+            }) => (ts, text),
+            Some(Version { value: None, .. }) | None => {
+                return Err(Error::NotFound {
+                    key: key.to_owned(),
+                    staleness_bound_ms,
+                });
+            }
+        };
+        let value = serde_json::from_str(&text)
+            .map_err(|e| Error::Corrupt(format!("value of {key:?}: {e}")))?;
+        Ok(ReadResponse {
+            key: key.to_owned(),
+            value,
+            version: ts.to_string(),
+            home_region: home.to_owned(),
+            served_by: self.name.clone(),
+            staleness_bound_ms,
+            stale,
+            consistency: req.consistency,
+        })
+    }
+}

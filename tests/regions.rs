@@ -1,0 +1,268 @@
+//! Black-box tests of the regions: three `geosaga region` processes on loopback, with a
+//! latency-injecting TCP proxy on every link between them.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::regions::Cluster;
+
+const SETTINGS: &str = "quorum = \"quorum\"\nstrong_timeout_ms = 800\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n";
+
+async fn put(url: &str, key: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .put(format!("{url}/v1/kv/{key}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(url: &str, path: &str) -> (u16, Value) {
+    let r = reqwest::get(format!("{url}{path}")).await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `path` at `url` until `done` holds for its answer (at most 10 s).
+async fn eventually(url: &str, path: &str, done: impl Fn(u16, &Value) -> bool) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let (status, body) = get(url, path).await;
+        if done(status, &body) {
+            return body;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{url}{path} still answers {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_reads_forwarding_and_conditional_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), SETTINGS, 5).await;
+    let [us, eu, ap] = [0, 1, 2].map(|i| cluster.regions[i].url.clone());
+
+    let (status, placed) = get(&ap, "/v1/placement/us/alice").await;
+    assert_eq!(
+        (status, placed["home_region"].as_str()),
+        (200, Some("us-east")),
+        "{placed}"
+    );
+    assert_eq!(placed["reason"]["by"], "rule");
+    let (_, hashed) = get(&ap, "/v1/placement/anything").await;
+    assert_eq!(hashed["reason"]["by"], "hash");
+
+    // A strong write sent to eu-west is forwarded to us-east, its home.
+    let (status, w1) = put(&eu, "us/alice", json!({"value": {"balance": 10}})).await;
+    assert_eq!(status, 200, "{w1}");
+    assert_eq!(
+        (w1["home_region"].as_str(), w1["consistency"].as_str()),
+        (Some("us-east"), Some("strong"))
+    );
+    let (status, r) = get(&ap, "/v1/kv/us/alice").await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        (
+            r["value"]["balance"].as_i64(),
+            r["served_by"].as_str(),
+            r["staleness_bound_ms"].as_u64()
+        ),
+        (Some(10), Some("us-east"), Some(0))
+    );
+    assert_eq!(r["version"], w1["version"]);
+
+    // Compare-and-set: the current version wins, another one is refused with 409.
+    let v1 = w1["version"].as_str().unwrap();
+    let (status, w2) = put(
+        &ap,
+        "us/alice",
+        json!({"value": {"balance": 20}, "if_version": v1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{w2}");
+    let (status, conflict) = put(
+        &us,
+        "us/alice",
+        json!({"value": {"balance": 30}, "if_version": v1}),
+    )
+    .await;
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(
+        conflict["type"],
+        "https://geosaga.dev/problems/version-mismatch"
+    );
+    let (status, _) = put(&us, "us/new", json!({"value": 1, "if_version": "0.0"})).await;
+    assert_eq!(status, 200, "0.0: only if absent");
+    let (status, _) = put(&us, "us/new", json!({"value": 2, "if_version": "0.0"})).await;
+    assert_eq!(status, 409);
+
+    // An async write becomes readable locally at every replica.
+    let (status, a) = put(
+        &ap,
+        "eu/bob",
+        json!({"value": "hello", "consistency": "async"}),
+    )
+    .await;
+    assert_eq!(
+        (status, a["home_region"].as_str()),
+        (200, Some("eu-west")),
+        "{a}"
+    );
+    for url in [&us, &ap] {
+        let local = eventually(
+            url,
+            "/v1/kv/eu/bob?consistency=bounded_staleness&max_staleness_ms=60000",
+            |s, b| s == 200 && b["version"] == a["version"],
+        )
+        .await;
+        assert_ne!(
+            local["served_by"], "eu-west",
+            "served from the local replica: {local}"
+        );
+        assert!(local["staleness_bound_ms"].as_u64().unwrap() <= 60_000);
+    }
+    // As of the first version, the old value is still readable (MVCC).
+    let (status, old) = get(&us, &format!("/v1/kv/us/alice?as_of={v1}")).await;
+    assert_eq!(
+        (status, old["value"]["balance"].as_i64()),
+        (200, Some(10)),
+        "{old}"
+    );
+
+    // Deleting: a tombstone; the key reads as not found everywhere.
+    let r = reqwest::Client::new()
+        .delete(format!("{ap}/v1/kv/us/new"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, missing) = get(&eu, "/v1/kv/us/new").await;
+    assert_eq!(
+        (status, missing["type"].as_str()),
+        (404, Some("https://geosaga.dev/problems/key-not-found"))
+    );
+
+    // Bad input is a problem document naming the parameter.
+    let (status, bad) = get(&us, "/v1/kv/us/alice?consistency=bounded_staleness").await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(bad["detail"].as_str().unwrap().contains("max_staleness_ms"));
+
+    // Every region sees the others healthy, with a closed timestamp and a small lag.
+    let regions = eventually(&us, "/v1/regions", |_, b| {
+        b.as_array()
+            .is_some_and(|rs| rs.iter().all(|r| r["healthy"] == true))
+    })
+    .await;
+    assert_eq!(regions.as_array().unwrap().len(), 3);
+    for r in regions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["is_self"] == false)
+    {
+        assert!(
+            r["closed_ts"].is_string() && r["replication_lag_ms"].as_u64().unwrap() < 5_000,
+            "{r}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_off_home_fails_strong_writes_cleanly_and_refuses_stale_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), SETTINGS, 5).await;
+    let [us, eu, _] = [0, 1, 2].map(|i| cluster.regions[i].url.clone());
+    let (status, w) = put(&us, "us/k", json!({"value": "before"})).await;
+    assert_eq!(status, 200, "{w}");
+    eventually(
+        &eu,
+        "/v1/kv/us/k?consistency=bounded_staleness&max_staleness_ms=60000",
+        |s, b| s == 200 && b["served_by"] == "eu-west",
+    )
+    .await;
+
+    cluster.set_cut(0, true);
+    let (status, failed) = put(&us, "us/k", json!({"value": "during"})).await;
+    assert_eq!(status, 503, "{failed}");
+    assert_eq!(
+        failed["type"],
+        "https://geosaga.dev/problems/quorum-not-reached"
+    );
+    let (_, r) = get(&us, "/v1/kv/us/k").await;
+    assert_eq!(
+        r["value"], "before",
+        "a failed strong write is not visible at the home"
+    );
+    // Async writes still commit at the home and are shipped once the cut heals.
+    let (status, late) = put(
+        &us,
+        "us/k",
+        json!({"value": "async", "consistency": "async"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // eu-west's copy goes stale: a tight bound is refused, a loose one or allow_stale served.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (status, refused) = get(
+        &eu,
+        "/v1/kv/us/k?consistency=bounded_staleness&max_staleness_ms=100",
+    )
+    .await;
+    assert_eq!(
+        (status, refused["type"].as_str()),
+        (503, Some("https://geosaga.dev/problems/too-stale")),
+        "{refused}"
+    );
+    let (status, stale) = get(
+        &eu,
+        "/v1/kv/us/k?consistency=bounded_staleness&max_staleness_ms=100&allow_stale=true",
+    )
+    .await;
+    assert_eq!(status, 200, "{stale}");
+    assert_eq!(
+        (stale["value"].as_str(), stale["stale"].as_bool()),
+        (Some("before"), Some(true))
+    );
+    assert!(
+        stale["staleness_bound_ms"].as_u64().unwrap() >= 400,
+        "{stale}"
+    );
+    let (status, strong) = get(&eu, "/v1/kv/us/k").await;
+    assert_eq!(
+        (status, strong["type"].as_str()),
+        (503, Some("https://geosaga.dev/problems/home-unreachable"))
+    );
+
+    cluster.set_cut(0, false);
+    let healed = eventually(
+        &eu,
+        "/v1/kv/us/k?consistency=bounded_staleness&max_staleness_ms=1000",
+        |s, b| s == 200 && b["served_by"] == "eu-west" && b["version"] == late["version"],
+    )
+    .await;
+    assert_eq!(
+        healed["value"], "async",
+        "the failed strong write never shows, the async one arrives"
+    );
+    let regions = eventually(&us, "/v1/regions", |_, b| {
+        b.as_array().is_some_and(|rs| {
+            rs.iter()
+                .all(|r| r["unacked_entries"].as_i64().unwrap_or(0) == 0)
+        })
+    })
+    .await;
+    assert!(
+        regions
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["healthy"] == true),
+        "{regions}"
+    );
+}

@@ -1,0 +1,307 @@
+//! A three-region cluster of `geosaga region` processes on loopback, with a TCP proxy on
+//! every directed link between two regions: latency is injected on the network path, and a
+//! region can be cut off (its links drop every connection) and reconnected.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// The regions of the test cluster; keys starting with `PREFIXES[i]` live in `NAMES[i]`.
+pub const NAMES: [&str; 3] = ["us-east", "eu-west", "ap-south"];
+/// The prefix rules' prefixes.
+pub const PREFIXES: [&str; 3] = ["us/", "eu/", "ap/"];
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A TCP proxy for one directed link: bytes in both directions are delayed by `latency`
+/// (one way), and `cut` drops every connection, open or new.
+pub struct Proxy {
+    /// Where the proxy listens.
+    pub port: u16,
+    latency_ms: Arc<AtomicU64>,
+    cut: watch::Sender<bool>,
+    cut_now: Arc<AtomicBool>,
+}
+
+/// Copies `from` to `to`, each chunk delivered `latency` after it was read, until either
+/// side closes or the link is cut.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    latency: Arc<AtomicU64>,
+    mut cut: watch::Receiver<bool>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = async move {
+        while let Some((due, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    let reader = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let due = tokio::time::Instant::now()
+                        + Duration::from_millis(latency.load(Ordering::SeqCst));
+                    if tx.send((due, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = async { tokio::join!(reader, writer) } => {}
+        _ = cut.wait_for(|c| *c) => {}
+    }
+}
+
+impl Proxy {
+    /// A proxy to `127.0.0.1:target`.
+    pub async fn start(target: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let latency_ms = Arc::new(AtomicU64::new(0));
+        let (cut, _) = watch::channel(false);
+        let cut_now = Arc::new(AtomicBool::new(false));
+        let (lat, cut_rx, cut_flag) = (latency_ms.clone(), cut.subscribe(), cut_now.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if cut_flag.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let (lat, cut_rx) = (lat.clone(), cut_rx.clone());
+                tokio::spawn(async move {
+                    let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)).await else {
+                        return;
+                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = upstream.set_nodelay(true);
+                    let (cr, cw) = client.into_split();
+                    let (ur, uw) = upstream.into_split();
+                    tokio::join!(
+                        pump(cr, uw, lat.clone(), cut_rx.clone()),
+                        pump(ur, cw, lat, cut_rx)
+                    );
+                });
+            }
+        });
+        Proxy {
+            port,
+            latency_ms,
+            cut,
+            cut_now,
+        }
+    }
+
+    /// Sets the one-way latency.
+    pub fn set_latency(&self, ms: u64) {
+        self.latency_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Cuts (`true`) or reconnects (`false`) the link.
+    pub fn set_cut(&self, cut: bool) {
+        self.cut_now.store(cut, Ordering::SeqCst);
+        self.cut.send_replace(cut);
+    }
+}
+
+/// One `geosaga region` process.
+pub struct RegionProcess {
+    /// Its name.
+    pub name: String,
+    /// Its direct URL (clients use it; peers go through proxies).
+    pub url: String,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl RegionProcess {
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_geosaga"))
+            .args([
+                "region",
+                "--config",
+                self.config.to_str().unwrap(),
+                "--name",
+                &self.name,
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("geosaga starts");
+        self.child = Some(child);
+    }
+
+    /// Waits until `/readyz` answers (at most 30 s).
+    pub async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = client.get(format!("{}/readyz", self.url)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "region {} not ready; log: {}",
+                self.name,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Starts it again (same configuration, same data) and waits until it is ready.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// What the process wrote so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for RegionProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Three regions and the six proxies between them.
+pub struct Cluster {
+    /// The regions, in the order of [`NAMES`].
+    pub regions: Vec<RegionProcess>,
+    /// `links[i][j]`: the proxy region `i` uses to reach region `j` (`None` on the diagonal).
+    pub links: Vec<Vec<Option<Proxy>>>,
+}
+
+fn config_text(settings: &str, addresses: &[String], listens: &[u16], data: &Path) -> String {
+    let mut text = format!("{settings}\n");
+    for (i, name) in NAMES.iter().enumerate() {
+        text.push_str(&format!(
+            "[[regions]]\nname = \"{name}\"\naddress = \"{}\"\nlisten = \"127.0.0.1:{}\"\ndata = \"{}\"\n\n",
+            addresses[i],
+            listens[i],
+            data.join(format!("{name}.db")).display()
+        ));
+    }
+    for (prefix, name) in PREFIXES.iter().zip(NAMES) {
+        text.push_str(&format!(
+            "[[rules]]\nprefix = \"{prefix}\"\nregion = \"{name}\"\n\n"
+        ));
+    }
+    text
+}
+
+impl Cluster {
+    /// Starts three regions in `dir` with the replication `settings` (TOML lines), every
+    /// link with `latency_ms` one way.
+    pub async fn start(dir: &Path, settings: &str, latency_ms: u64) -> Cluster {
+        let listens: Vec<u16> = NAMES.iter().map(|_| free_port()).collect();
+        let mut links = Vec::new();
+        for i in 0..NAMES.len() {
+            let mut row = Vec::new();
+            for (j, port) in listens.iter().enumerate() {
+                row.push(if i == j {
+                    None
+                } else {
+                    let proxy = Proxy::start(*port).await;
+                    proxy.set_latency(latency_ms);
+                    Some(proxy)
+                });
+            }
+            links.push(row);
+        }
+        let mut regions = Vec::new();
+        for (i, name) in NAMES.iter().enumerate() {
+            let addresses: Vec<String> = (0..NAMES.len())
+                .map(|j| match &links[i][j] {
+                    Some(proxy) => format!("http://127.0.0.1:{}", proxy.port),
+                    None => format!("http://127.0.0.1:{}", listens[j]),
+                })
+                .collect();
+            let config = dir.join(format!("{name}.toml"));
+            std::fs::write(&config, config_text(settings, &addresses, &listens, dir)).unwrap();
+            let mut region = RegionProcess {
+                name: (*name).to_owned(),
+                url: format!("http://127.0.0.1:{}", listens[i]),
+                config,
+                log: dir.join(format!("{name}.log")),
+                child: None,
+            };
+            region.spawn();
+            regions.push(region);
+        }
+        for region in &regions {
+            region.wait_ready().await;
+        }
+        Cluster { regions, links }
+    }
+
+    /// Sets the one-way latency of both links between regions `a` and `b`.
+    pub fn set_latency(&self, a: usize, b: usize, ms: u64) {
+        for (x, y) in [(a, b), (b, a)] {
+            self.links[x][y].as_ref().unwrap().set_latency(ms);
+        }
+    }
+
+    /// Cuts region `i` off from the others (`true`) or reconnects it (`false`).
+    pub fn set_cut(&self, i: usize, cut: bool) {
+        for j in 0..NAMES.len() {
+            if let (Some(a), Some(b)) = (&self.links[i][j], &self.links[j][i]) {
+                a.set_cut(cut);
+                b.set_cut(cut);
+            }
+        }
+    }
+
+    /// Every region's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.regions
+            .iter()
+            .map(|r| format!("==== {}\n{}", r.name, r.log_text()))
+            .collect()
+    }
+}
