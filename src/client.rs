@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context};
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use serde_json::{json, Value};
+use anyhow::{Context, anyhow};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use serde_json::{Value, json};
 
 use crate::Server;
 
@@ -18,7 +18,11 @@ pub struct ApiFailure {
 
 impl std::fmt::Display for ApiFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let title = self.problem.get("title").and_then(Value::as_str).unwrap_or("request failed");
+        let title = self
+            .problem
+            .get("title")
+            .and_then(Value::as_str)
+            .unwrap_or("request failed");
         let detail = self.problem.get("detail").and_then(Value::as_str).unwrap_or("");
         write!(f, "{title} (HTTP {}): {detail}", self.status)?;
         if let Some(errors) = self.problem.get("errors").and_then(Value::as_array) {
@@ -67,7 +71,11 @@ struct Api {
 
 impl Api {
     fn new(server: &Server) -> Api {
-        Api { base: server.server.trim_end_matches('/').to_owned(), token: server.token.clone(), http: reqwest::Client::new() }
+        Api {
+            base: server.server.trim_end_matches('/').to_owned(),
+            token: server.token.clone(),
+            http: reqwest::Client::new(),
+        }
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
@@ -79,13 +87,19 @@ impl Api {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the coordinator at {} (is `geosaga dev` or `geosaga serve` running?)", self.base))?;
+        let response = request.send().await.with_context(|| {
+            format!(
+                "cannot reach the coordinator at {} (is `geosaga dev` or `geosaga serve` running?)",
+                self.base
+            )
+        })?;
         let status = response.status().as_u16();
         let text = response.text().await?;
-        let value: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         if status >= 400 {
             return Err(ApiFailure { status, problem: value }.into());
         }
@@ -156,7 +170,11 @@ pub fn validate(files: &[PathBuf]) -> anyhow::Result<u8> {
                 bad = true;
                 println!("invalid: {}", file.display());
                 for e in errors.0 {
-                    let path = if e.path.is_empty() { "(document)".to_owned() } else { e.path };
+                    let path = if e.path.is_empty() {
+                        "(document)".to_owned()
+                    } else {
+                        e.path
+                    };
                     println!("  {path}: {}", e.message);
                 }
             }
@@ -167,13 +185,20 @@ pub fn validate(files: &[PathBuf]) -> anyhow::Result<u8> {
 
 /// `geosaga definitions list`.
 pub async fn list_definitions(server: &Server) -> anyhow::Result<u8> {
-    let (_, answer) = Api::new(server).call(reqwest::Method::GET, "/v1/definitions", None).await?;
+    let (_, answer) = Api::new(server)
+        .call(reqwest::Method::GET, "/v1/definitions", None)
+        .await?;
     if server.json {
         print_json(&answer);
         return Ok(0);
     }
     let mut t = table(&["name", "latest version"]);
-    for d in answer.get("definitions").and_then(Value::as_array).into_iter().flatten() {
+    for d in answer
+        .get("definitions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         t.add_row(vec![text(&d["name"]), text(&d["latest_version"])]);
     }
     println!("{t}");
@@ -208,7 +233,8 @@ pub async fn start(
     wait: bool,
 ) -> anyhow::Result<u8> {
     let input: Value = serde_json::from_str(input).map_err(|e| anyhow!("--input is not valid JSON: {e}"))?;
-    let body = json!({"definition": definition, "version": version, "input": input, "idempotency_key": idempotency_key});
+    let body =
+        json!({"definition": definition, "version": version, "input": input, "idempotency_key": idempotency_key});
     let path = if wait { "/v1/sagas?wait_ms=60000" } else { "/v1/sagas" };
     let (_, saga) = Api::new(server).call(reqwest::Method::POST, path, Some(&body)).await?;
     print_saga(server, &saga);
@@ -229,7 +255,13 @@ fn print_saga(server: &Server, saga: &Value) {
         print_json(saga);
         return;
     }
-    println!("saga {}  {} v{}  status: {}", text(&saga["id"]), text(&saga["definition"]), text(&saga["version"]), text(&saga["status"]));
+    println!(
+        "saga {}  {} v{}  status: {}",
+        text(&saga["id"]),
+        text(&saga["definition"]),
+        text(&saga["version"]),
+        text(&saga["status"])
+    );
     if !saga["error"].is_null() {
         println!("error: {}", text(&saga["error"]));
     }
@@ -238,31 +270,51 @@ fn print_saga(server: &Server, saga: &Value) {
     }
     let mut t = table(&["step", "status", "attempts", "output / last error", "compensation"]);
     for s in saga["steps"].as_array().into_iter().flatten() {
-        let detail = if s["output"].is_null() { text(&s["error"]["message"]) } else { text(&s["output"]) };
+        let detail = if s["output"].is_null() {
+            text(&s["error"]["message"])
+        } else {
+            text(&s["output"])
+        };
         let c = &s["compensation"];
         let comp = match c["attempts"].as_u64() {
             Some(n) if n > 0 => format!("{} ({n} attempts)", text(&c["status"])),
             _ => text(&c["status"]),
         };
-        t.add_row(vec![text(&s["name"]), text(&s["status"]), text(&s["attempts"]), shorten(&detail, 70), comp]);
+        t.add_row(vec![
+            text(&s["name"]),
+            text(&s["status"]),
+            text(&s["attempts"]),
+            shorten(&detail, 70),
+            comp,
+        ]);
     }
     println!("{t}");
 }
 
 /// `geosaga saga show`.
 pub async fn show(server: &Server, id: &str) -> anyhow::Result<u8> {
-    let (_, saga) = Api::new(server).call(reqwest::Method::GET, &format!("/v1/sagas/{id}"), None).await?;
+    let (_, saga) = Api::new(server)
+        .call(reqwest::Method::GET, &format!("/v1/sagas/{id}"), None)
+        .await?;
     print_saga(server, &saga);
     Ok(0)
 }
 
 /// `geosaga saga list`.
-pub async fn list(server: &Server, status: Option<String>, definition: Option<String>, limit: u32, cursor: Option<String>) -> anyhow::Result<u8> {
+pub async fn list(
+    server: &Server,
+    status: Option<String>,
+    definition: Option<String>,
+    limit: u32,
+    cursor: Option<String>,
+) -> anyhow::Result<u8> {
     let mut query = vec![format!("limit={limit}")];
     query.extend(status.map(|s| format!("status={s}")));
     query.extend(definition.map(|d| format!("definition={d}")));
     query.extend(cursor.map(|c| format!("cursor={c}")));
-    let (_, page) = Api::new(server).call(reqwest::Method::GET, &format!("/v1/sagas?{}", query.join("&")), None).await?;
+    let (_, page) = Api::new(server)
+        .call(reqwest::Method::GET, &format!("/v1/sagas?{}", query.join("&")), None)
+        .await?;
     if server.json {
         print_json(&page);
         return Ok(0);
@@ -286,15 +338,30 @@ pub async fn list(server: &Server, status: Option<String>, definition: Option<St
 
 /// `geosaga saga events`.
 pub async fn events(server: &Server, id: &str) -> anyhow::Result<u8> {
-    let (_, log) = Api::new(server).call(reqwest::Method::GET, &format!("/v1/sagas/{id}/events"), None).await?;
+    let (_, log) = Api::new(server)
+        .call(reqwest::Method::GET, &format!("/v1/sagas/{id}/events"), None)
+        .await?;
     if server.json {
         print_json(&log);
         return Ok(0);
     }
     let mut t = table(&["seq", "at", "type", "step", "attempt", "detail"]);
     for e in log["events"].as_array().into_iter().flatten() {
-        let detail = if !e["error"].is_null() { text(&e["error"]["message"]) } else if !e["output"].is_null() { text(&e["output"]) } else { text(&e["reason"]) };
-        t.add_row(vec![text(&e["seq"]), text(&e["at"]), text(&e["type"]), text(&e["step"]), text(&e["attempt"]), shorten(&detail, 70)]);
+        let detail = if !e["error"].is_null() {
+            text(&e["error"]["message"])
+        } else if !e["output"].is_null() {
+            text(&e["output"])
+        } else {
+            text(&e["reason"])
+        };
+        t.add_row(vec![
+            text(&e["seq"]),
+            text(&e["at"]),
+            text(&e["type"]),
+            text(&e["step"]),
+            text(&e["attempt"]),
+            shorten(&detail, 70),
+        ]);
     }
     println!("{t}");
     Ok(0)
@@ -303,14 +370,18 @@ pub async fn events(server: &Server, id: &str) -> anyhow::Result<u8> {
 /// `geosaga saga cancel`.
 pub async fn cancel(server: &Server, id: &str, reason: &str) -> anyhow::Result<u8> {
     let body = json!({"reason": reason});
-    let (_, saga) = Api::new(server).call(reqwest::Method::POST, &format!("/v1/sagas/{id}/cancel"), Some(&body)).await?;
+    let (_, saga) = Api::new(server)
+        .call(reqwest::Method::POST, &format!("/v1/sagas/{id}/cancel"), Some(&body))
+        .await?;
     print_saga(server, &saga);
     Ok(0)
 }
 
 /// `geosaga saga retry`.
 pub async fn retry(server: &Server, id: &str) -> anyhow::Result<u8> {
-    let (_, saga) = Api::new(server).call(reqwest::Method::POST, &format!("/v1/sagas/{id}/retry"), None).await?;
+    let (_, saga) = Api::new(server)
+        .call(reqwest::Method::POST, &format!("/v1/sagas/{id}/retry"), None)
+        .await?;
     print_saga(server, &saga);
     Ok(0)
 }

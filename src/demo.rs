@@ -18,7 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 #[derive(Default)]
 struct Demo {
@@ -58,12 +58,24 @@ fn key(headers: &HeaderMap) -> String {
         .to_owned()
 }
 
-async fn cancel(State(demo): State<Arc<Demo>>, Path(op): Path<String>, headers: HeaderMap, body: Option<Json<Value>>) -> (StatusCode, Json<Value>) {
+async fn cancel(
+    State(demo): State<Arc<Demo>>,
+    Path(op): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<Value>>,
+) -> (StatusCode, Json<Value>) {
     let body = body.map(|b| b.0).unwrap_or(Value::Null);
-    respond(&demo, &headers, || (200, json!({"cancelled": op, "reservation": body.get("id")})))
+    respond(&demo, &headers, || {
+        (200, json!({"cancelled": op, "reservation": body.get("id")}))
+    })
 }
 
-async fn handle(State(demo): State<Arc<Demo>>, Path(op): Path<String>, headers: HeaderMap, body: Option<Json<Value>>) -> (StatusCode, Json<Value>) {
+async fn handle(
+    State(demo): State<Arc<Demo>>,
+    Path(op): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<Value>>,
+) -> (StatusCode, Json<Value>) {
     let body = body.map(|b| b.0).unwrap_or(Value::Null);
     let key = key(&headers);
     let attempt = {
@@ -75,7 +87,10 @@ async fn handle(State(demo): State<Arc<Demo>>, Path(op): Path<String>, headers: 
     let field = |name: &str| body.get(name).cloned().unwrap_or(Value::Null);
     let amount = field("amount").as_f64().unwrap_or(0.0);
     if op == "notify" && field("to") == "flaky" && attempt <= 2 {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "shipping is busy, try again", "attempt": attempt})));
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "shipping is busy, try again", "attempt": attempt})),
+        );
     }
     let next_id = {
         let mut c = demo.counter.lock().expect("lock");

@@ -190,17 +190,29 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Definitions(DefinitionsCommand::Validate { files }) => client::validate(&files),
         Command::Definitions(DefinitionsCommand::List { server }) => client::list_definitions(&server).await,
         Command::Definitions(DefinitionsCommand::Schema) => {
-            println!("{}", serde_json::to_string_pretty(&sagas::document::definition_schema())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&sagas::document::definition_schema())?
+            );
             Ok(0)
         }
         Command::Plan { file, dot } => client::plan(&file, dot),
-        Command::Saga(SagaCommand::Start { definition, input, version, idempotency_key, wait, server }) => {
-            client::start(&server, &definition, &input, version, idempotency_key, wait).await
-        }
+        Command::Saga(SagaCommand::Start {
+            definition,
+            input,
+            version,
+            idempotency_key,
+            wait,
+            server,
+        }) => client::start(&server, &definition, &input, version, idempotency_key, wait).await,
         Command::Saga(SagaCommand::Show { id, server }) => client::show(&server, &id).await,
-        Command::Saga(SagaCommand::List { status, definition, limit, cursor, server }) => {
-            client::list(&server, status, definition, limit, cursor).await
-        }
+        Command::Saga(SagaCommand::List {
+            status,
+            definition,
+            limit,
+            cursor,
+            server,
+        }) => client::list(&server, status, definition, limit, cursor).await,
         Command::Saga(SagaCommand::Events { id, server }) => client::events(&server, &id).await,
         Command::Saga(SagaCommand::Cancel { id, reason, server }) => client::cancel(&server, &id, &reason).await,
         Command::Saga(SagaCommand::Retry { id, server }) => client::retry(&server, &id).await,

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::Args;
-use coordinator::api::{app, ApiState};
+use coordinator::api::{ApiState, app};
 use coordinator::store::postgres::PostgresStore;
 use coordinator::store::sqlite::SqliteStore;
 use coordinator::{Coordinator, Faults, HandlerRegistry, HostPolicy, HttpRunner, Options, Runners, Store};
@@ -45,7 +45,12 @@ pub struct ServeArgs {
     #[arg(long, env = "GEOSAGA_LEASE_MS")]
     lease_ms: Option<u64>,
     /// API tokens (`Authorization: Bearer ...`); repeat or separate with commas.
-    #[arg(long = "token", env = "GEOSAGA_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "token",
+        env = "GEOSAGA_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     tokens: Vec<String>,
     /// Listen on a non-loopback address without tokens.
     #[arg(long)]
@@ -158,16 +163,38 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         }
         None => ConfigFile::default(),
     };
-    let tokens = if args.tokens.is_empty() { file.tokens } else { args.tokens };
-    let allow_hosts = if args.allow_hosts.is_empty() { file.allow_hosts } else { args.allow_hosts };
-    let hosts = if args.allow_any_host || file.allow_any_host { HostPolicy::Any } else { HostPolicy::Only(allow_hosts) };
+    let tokens = if args.tokens.is_empty() {
+        file.tokens
+    } else {
+        args.tokens
+    };
+    let allow_hosts = if args.allow_hosts.is_empty() {
+        file.allow_hosts
+    } else {
+        args.allow_hosts
+    };
+    let hosts = if args.allow_any_host || file.allow_any_host {
+        HostPolicy::Any
+    } else {
+        HostPolicy::Only(allow_hosts)
+    };
     let file_protocol = match file.otlp_protocol.as_deref() {
-        Some(p) => Some(p.parse::<Protocol>().map_err(anyhow::Error::msg).context("otlp_protocol in the config file")?),
+        Some(p) => Some(
+            p.parse::<Protocol>()
+                .map_err(anyhow::Error::msg)
+                .context("otlp_protocol in the config file")?,
+        ),
         None => None,
     };
     Ok(Settings {
-        listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:7379".parse().expect("an address")),
-        database: args.database.or(file.database).unwrap_or_else(|| "./geosaga-data/geosaga.db".to_owned()),
+        listen: args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:7379".parse().expect("an address")),
+        database: args
+            .database
+            .or(file.database)
+            .unwrap_or_else(|| "./geosaga-data/geosaga.db".to_owned()),
         node_id: args.node_id.or(file.node_id),
         lease: Duration::from_millis(args.lease_ms.or(file.lease_ms).unwrap_or(10_000)),
         tokens: tokens.into_iter().filter(|t| !t.is_empty()).collect(),
@@ -186,11 +213,15 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
 
 async fn open_store(database: &str) -> anyhow::Result<(Arc<dyn Store>, bool)> {
     if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-        let store = PostgresStore::connect(database).await.context("connecting to PostgreSQL")?;
+        let store = PostgresStore::connect(database)
+            .await
+            .context("connecting to PostgreSQL")?;
         Ok((Arc::new(store), true))
     } else {
         let path = database.strip_prefix("sqlite://").unwrap_or(database);
-        let store = SqliteStore::open(Path::new(path)).await.with_context(|| format!("opening SQLite database {path}"))?;
+        let store = SqliteStore::open(Path::new(path))
+            .await
+            .with_context(|| format!("opening SQLite database {path}"))?;
         Ok((Arc::new(store), false))
     }
 }
@@ -214,25 +245,56 @@ async fn run(settings: Settings, registry: HandlerRegistry) -> anyhow::Result<Ru
     // On a shared database every coordinator needs its own id; on SQLite one process owns
     // the file, and a stable id lets a restart resume its sagas at once.
     let node_id = settings.node_id.clone().unwrap_or_else(|| {
-        if shared { format!("node-{}", &uuid_suffix()) } else { "local".to_owned() }
+        if shared {
+            format!("node-{}", &uuid_suffix())
+        } else {
+            "local".to_owned()
+        }
     });
     // Before the coordinator starts, so that the sagas it resumes are traced too.
-    let otlp = OtlpOptions { instance_id: Some(node_id.clone()), ..settings.otlp.clone() };
+    let otlp = OtlpOptions {
+        instance_id: Some(node_id.clone()),
+        ..settings.otlp.clone()
+    };
     let telemetry = observability::otlp::install(&otlp).context("setting up trace export")?;
     if let Some(t) = &telemetry {
         tracing::info!(endpoint = %t.endpoint, protocol = %t.protocol, "exporting traces over OTLP");
     }
-    let runners = Runners { http: HttpRunner::new(settings.hosts.clone()), rust: registry, faults: Arc::new(Faults::new()) };
-    let options = Options { node_id: node_id.clone(), lease: settings.lease, max_running: settings.max_running, ..Options::default() };
+    let runners = Runners {
+        http: HttpRunner::new(settings.hosts.clone()),
+        rust: registry,
+        faults: Arc::new(Faults::new()),
+    };
+    let options = Options {
+        node_id: node_id.clone(),
+        lease: settings.lease,
+        max_running: settings.max_running,
+        ..Options::default()
+    };
     let coordinator = Coordinator::start(store, runners, options).await?;
-    let listener = tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("listening on {}", settings.listen))?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
     tracing::info!(listen = %listener.local_addr()?, node_id, database = %redact(&settings.database), "coordinator started");
-    let state = ApiState { coordinator: coordinator.clone(), tokens: settings.tokens, body_limit: settings.body_limit, jaeger_ui: settings.jaeger_ui };
-    Ok(Running { coordinator, listener, state, telemetry })
+    let state = ApiState {
+        coordinator: coordinator.clone(),
+        tokens: settings.tokens,
+        body_limit: settings.body_limit,
+        jaeger_ui: settings.jaeger_ui,
+    };
+    Ok(Running {
+        coordinator,
+        listener,
+        state,
+        telemetry,
+    })
 }
 
 fn uuid_suffix() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!("{:08x}{:04x}", nanos, std::process::id() & 0xffff)
 }
 
@@ -244,8 +306,15 @@ fn redact(database: &str) -> String {
 }
 
 async fn serve_until_signal(running: Running) -> anyhow::Result<()> {
-    let Running { coordinator, listener, state, telemetry } = running;
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    let Running {
+        coordinator,
+        listener,
+        state,
+        telemetry,
+    } = running;
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     tracing::info!("shutting down; handing over running sagas");
     let handed_over = coordinator.shutdown().await;
     if let Some(telemetry) = telemetry {
@@ -257,7 +326,8 @@ async fn serve_until_signal(running: Running) -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
     tokio::select! {
         _ = ctrl_c => {}
         _ = term.recv() => {}
@@ -275,7 +345,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// `geosaga dev`.
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     observability::init_logging(args.log_format, LOG_FILTER);
-    let demo = crate::demo::serve(args.demo_listen).await.with_context(|| format!("starting the demo participant on {}", args.demo_listen))?;
+    let demo = crate::demo::serve(args.demo_listen)
+        .await
+        .with_context(|| format!("starting the demo participant on {}", args.demo_listen))?;
     let settings = Settings {
         listen: args.listen,
         database: args.data_dir.join("geosaga.db").display().to_string(),
@@ -287,14 +359,21 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         body_limit: 1024 * 1024,
         max_running: 10_000,
         jaeger_ui: args.jaeger_ui,
-        otlp: OtlpOptions { endpoint: args.otlp.otlp_endpoint, protocol: args.otlp.otlp_protocol, instance_id: None },
+        otlp: OtlpOptions {
+            endpoint: args.otlp.otlp_endpoint,
+            protocol: args.otlp.otlp_protocol,
+            instance_id: None,
+        },
     };
     let running = run(settings, HandlerRegistry::new()).await?;
     let coordinator = running.coordinator.clone();
     for (file, text) in EXAMPLES {
         let mut doc: serde_json::Value = serde_json::from_str(text).with_context(|| format!("example {file}"))?;
         rebase_urls(&mut doc, demo);
-        let put = coordinator.register_definition(&doc).await.with_context(|| format!("registering example {file}"))?;
+        let put = coordinator
+            .register_definition(&doc)
+            .await
+            .with_context(|| format!("registering example {file}"))?;
         tracing::info!(definition = %put.record.name, version = put.record.version, "example registered");
     }
     let regions = if args.no_regions {

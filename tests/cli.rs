@@ -17,7 +17,12 @@ fn geosaga(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn validate_accepts_the_examples_and_names_every_fault_of_a_bad_file() {
-    let ok = geosaga(&["definitions", "validate", "examples/transfer.json", "examples/book_trip.json"]);
+    let ok = geosaga(&[
+        "definitions",
+        "validate",
+        "examples/transfer.json",
+        "examples/book_trip.json",
+    ]);
     assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
 
     let dir = tempfile::tempdir().unwrap();
@@ -30,7 +35,10 @@ fn validate_accepts_the_examples_and_names_every_fault_of_a_bad_file() {
     let out = geosaga(&["definitions", "validate", bad.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(5), "invalid definitions exit with 5");
-    assert!(stdout.contains("/steps/0/depends_on/0: no step is named `nope`"), "{stdout}");
+    assert!(
+        stdout.contains("/steps/0/depends_on/0: no step is named `nope`"),
+        "{stdout}"
+    );
     assert!(stdout.contains("/steps/0/retry/max_attempts"), "{stdout}");
 }
 
@@ -38,22 +46,32 @@ fn validate_accepts_the_examples_and_names_every_fault_of_a_bad_file() {
 fn plan_prints_text_and_graphviz() {
     let text = geosaga(&["plan", "examples/book_trip.json"]);
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("reserve_car") && text.contains("[parallel]") && text.contains("undo reserve_car"), "{text}");
+    assert!(
+        text.contains("reserve_car") && text.contains("[parallel]") && text.contains("undo reserve_car"),
+        "{text}"
+    );
     let dot = geosaga(&["plan", "--dot", "examples/book_trip.json"]);
     let dot = String::from_utf8_lossy(&dot.stdout);
     assert!(dot.starts_with("digraph \"book_trip\" {"), "{dot}");
     assert!(dot.contains("\"reserve_car\" -> \"charge\";"), "{dot}");
-    assert!(dot.contains("\"undo reserve_car\" [label=\"undo reserve_car\\nPOST"), "{dot}");
-    assert!(!dot.contains("car\nPOST"), "labels use the \\n escape, not raw newlines: {dot}");
+    assert!(
+        dot.contains("\"undo reserve_car\" [label=\"undo reserve_car\\nPOST"),
+        "{dot}"
+    );
+    assert!(
+        !dot.contains("car\nPOST"),
+        "labels use the \\n escape, not raw newlines: {dot}"
+    );
 }
 
 #[test]
 fn schema_command_prints_the_published_schema() {
     let out = geosaga(&["definitions", "schema"]);
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let committed: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/definition.schema.json")).unwrap())
-            .unwrap();
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/definition.schema.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(printed, committed);
 }
 
@@ -64,7 +82,10 @@ fn serve_refuses_a_public_address_without_tokens() {
     let out = geosaga(&["serve", "--listen", "0.0.0.0:0", "--database", db.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("refusing to listen on 0.0.0.0:0 without API tokens"), "{stderr}");
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0 without API tokens"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -80,15 +101,31 @@ async fn serve_reads_tokens_from_its_config_file_and_the_cli_uses_them() {
     )
     .await;
     let client = reqwest::Client::new();
-    let anonymous = client.get(format!("{}/v1/sagas", coordinator.url)).send().await.unwrap();
+    let anonymous = client
+        .get(format!("{}/v1/sagas", coordinator.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous.status(), 401);
-    let with = client.get(format!("{}/v1/sagas", coordinator.url)).bearer_auth("s3cret").send().await.unwrap();
+    let with = client
+        .get(format!("{}/v1/sagas", coordinator.url))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(with.status(), 200);
 
     let url = coordinator.url.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_geosaga"))
-            .args(["definitions", "apply", "examples/transfer.json", "--server", &url, "--json"])
+            .args([
+                "definitions",
+                "apply",
+                "examples/transfer.json",
+                "--server",
+                &url,
+                "--json",
+            ])
             .env("GEOSAGA_TOKEN", "s3cret")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()

@@ -19,7 +19,9 @@ async fn kill_repeatedly(coordinator: &mut CoordinatorProcess, participant: &par
     for k in 0..KILLS {
         if k == 0 {
             let undo = participant.undo_in_flight.notified();
-            tokio::time::timeout(Duration::from_secs(60), undo).await.expect("a compensation ran");
+            tokio::time::timeout(Duration::from_secs(60), undo)
+                .await
+                .expect("a compensation ran");
         } else {
             tokio::time::sleep(Duration::from_millis(50 + rand::random::<u64>() % 250)).await;
         }
@@ -31,7 +33,14 @@ async fn crash_run(database: &str, dir: &std::path::Path) {
     let (participant, base) = participant::start().await;
     let mut coordinator = CoordinatorProcess::start(
         database,
-        &["--allow-host", "127.0.0.1", "--lease-ms", "2000", "--node-id", "crash-test"],
+        &[
+            "--allow-host",
+            "127.0.0.1",
+            "--lease-ms",
+            "2000",
+            "--node-id",
+            "crash-test",
+        ],
         dir.join("coordinator.log"),
     )
     .await;
@@ -80,7 +89,12 @@ async fn shared_run(n: usize) {
         let node = format!("node-{i}");
         let log = dir.path().join(format!("{node}.log"));
         coordinators.push(
-            CoordinatorProcess::start(db.url(), &["--allow-host", "127.0.0.1", "--lease-ms", "1500", "--node-id", &node], log).await,
+            CoordinatorProcess::start(
+                db.url(),
+                &["--allow-host", "127.0.0.1", "--lease-ms", "1500", "--node-id", &node],
+                log,
+            )
+            .await,
         );
     }
     let urls: Vec<String> = coordinators.iter().map(|c| c.url.clone()).collect();
@@ -94,9 +108,15 @@ async fn shared_run(n: usize) {
     let survivors: Vec<String> = coordinators.iter().map(|c| c.url.clone()).collect();
     let settled = workload::wait_settled(&survivors, &ids, Duration::from_secs(180)).await;
     workload::check(&participant, &ids, &settled);
-    let adoptions: usize = coordinators.iter().map(|c| c.log_text().matches("adopted saga").count()).sum();
+    let adoptions: usize = coordinators
+        .iter()
+        .map(|c| c.log_text().matches("adopted saga").count())
+        .sum();
     assert!(adoptions > 0, "the survivors adopted the dead coordinator's sagas");
-    eprintln!("{n} coordinators, one killed: {} sagas settled, {adoptions} adopted", settled.len());
+    eprintln!(
+        "{n} coordinators, one killed: {} sagas settled, {adoptions} adopted",
+        settled.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -119,7 +139,14 @@ async fn postgres_restarted_under_load() {
     let (participant, base) = participant::start().await;
     let coordinator = CoordinatorProcess::start(
         db.url(),
-        &["--allow-host", "127.0.0.1", "--lease-ms", "5000", "--node-id", "pg-restart"],
+        &[
+            "--allow-host",
+            "127.0.0.1",
+            "--lease-ms",
+            "5000",
+            "--node-id",
+            "pg-restart",
+        ],
         dir.path().join("coordinator.log"),
     )
     .await;
@@ -134,7 +161,11 @@ async fn postgres_restarted_under_load() {
     let client = reqwest::Client::new();
     let mut saw_unready = false;
     for _ in 0..50 {
-        let status = client.get(format!("{}/readyz", coordinator.url)).send().await.map(|r| r.status().as_u16());
+        let status = client
+            .get(format!("{}/readyz", coordinator.url))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
         if matches!(status, Ok(503)) {
             saw_unready = true;
             break;
@@ -149,5 +180,8 @@ async fn postgres_restarted_under_load() {
     let settled = workload::wait_settled(&urls, &ids, Duration::from_secs(180)).await;
     workload::check(&participant, &ids, &settled);
     assert!(saw_unready, "/readyz reported the outage");
-    assert!(coordinator.log_text().contains("retrying"), "the coordinator logged its retries");
+    assert!(
+        coordinator.log_text().contains("retrying"),
+        "the coordinator logged its retries"
+    );
 }

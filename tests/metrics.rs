@@ -77,9 +77,7 @@ fn parse(text: &str) -> Result<BTreeMap<String, Family>, String> {
             }
             continue;
         }
-        let family_name = current
-            .as_ref()
-            .ok_or_else(|| fault("sample before any # TYPE"))?;
+        let family_name = current.as_ref().ok_or_else(|| fault("sample before any # TYPE"))?;
         let (name, rest) = match line.find(['{', ' ']) {
             Some(i) => line.split_at(i),
             None => return Err(fault("no value")),
@@ -87,10 +85,7 @@ fn parse(text: &str) -> Result<BTreeMap<String, Family>, String> {
         let (labels, value) = match rest.strip_prefix('{') {
             Some(rest) => {
                 let end = rest.find("} ").ok_or_else(|| fault("unclosed labels"))?;
-                (
-                    parse_labels(&rest[..end]).map_err(|e| fault(&e))?,
-                    &rest[end + 2..],
-                )
+                (parse_labels(&rest[..end]).map_err(|e| fault(&e))?, &rest[end + 2..])
             }
             None => (BTreeMap::new(), &rest[1..]),
         };
@@ -168,9 +163,7 @@ fn check_histogram(name: &str, family: &Family) -> Result<(), String> {
     for s in &family.samples {
         let mut labels = s.labels.clone();
         if s.name.ends_with("_bucket") {
-            let le = labels
-                .remove("le")
-                .ok_or(format!("{name}: a bucket without `le`"))?;
+            let le = labels.remove("le").ok_or(format!("{name}: a bucket without `le`"))?;
             let le = if le == "+Inf" {
                 f64::INFINITY
             } else {
@@ -182,32 +175,18 @@ fn check_histogram(name: &str, family: &Family) -> Result<(), String> {
         }
     }
     for (labels, buckets) in series {
-        if !buckets
-            .windows(2)
-            .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1)
-        {
+        if !buckets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1) {
             return Err(format!("{name}{labels:?}: buckets are not cumulative"));
         }
-        if buckets.last().map(|b| b.0) != Some(f64::INFINITY)
-            || counts.get(&labels) != buckets.last().map(|b| &b.1)
-        {
-            return Err(format!(
-                "{name}{labels:?}: the +Inf bucket is not the count"
-            ));
+        if buckets.last().map(|b| b.0) != Some(f64::INFINITY) || counts.get(&labels) != buckets.last().map(|b| &b.1) {
+            return Err(format!("{name}{labels:?}: the +Inf bucket is not the count"));
         }
     }
     Ok(())
 }
 
-fn value(
-    families: &BTreeMap<String, Family>,
-    sample: &str,
-    labels: &[(&str, &str)],
-) -> Option<f64> {
-    let want: BTreeMap<String, String> = labels
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+fn value(families: &BTreeMap<String, Family>, sample: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let want: BTreeMap<String, String> = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     families
         .values()
         .flat_map(|f| &f.samples)
@@ -219,10 +198,7 @@ fn value(
 fn the_parser_is_strict() {
     assert!(parse("# TYPE x counter\nx_total 1\n# EOF\n").is_ok());
     assert!(parse("# TYPE x counter\nx_total 1\n").is_err(), "no EOF");
-    assert!(
-        parse("# TYPE x counter\ny_total 1\n# EOF\n").is_err(),
-        "another family"
-    );
+    assert!(parse("# TYPE x counter\ny_total 1\n# EOF\n").is_err(), "another family");
     assert!(
         parse("# TYPE x gauge\nx_total 1\n# EOF\n").is_err(),
         "a suffix a gauge has not"
@@ -231,11 +207,9 @@ fn the_parser_is_strict() {
         parse("# TYPE x gauge\nx{a=\"1} 1\n# EOF\n").is_err(),
         "unterminated label"
     );
-    assert!(
-        parse("# TYPE x gauge\nx one\n# EOF\n").is_err(),
-        "not a number"
-    );
-    let bad_histogram = "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_count 1\nh_sum 0\n# EOF\n";
+    assert!(parse("# TYPE x gauge\nx one\n# EOF\n").is_err(), "not a number");
+    let bad_histogram =
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_count 1\nh_sum 0\n# EOF\n";
     assert!(parse(bad_histogram).is_err(), "not cumulative");
 }
 
@@ -270,24 +244,13 @@ async fn metrics_count_the_sagas_that_ran() {
             .json()
             .await
             .unwrap();
-        assert_eq!(
-            saga["status"],
-            if fail { "compensated" } else { "completed" },
-            "{saga}"
-        );
+        assert_eq!(saga["status"], if fail { "compensated" } else { "completed" }, "{saga}");
     }
 
     // Open without the token, like the probes.
-    let response = client
-        .get(format!("{}/metrics", coordinator.url))
-        .send()
-        .await
-        .unwrap();
+    let response = client.get(format!("{}/metrics", coordinator.url)).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
     assert!(
         content_type.starts_with("application/openmetrics-text"),
         "{content_type}"
@@ -311,25 +274,13 @@ async fn metrics_count_the_sagas_that_ran() {
         Some(2.0),
         "{text}"
     );
-    assert_eq!(
-        value(&families, "geosaga_sagas_stuck_total", &crashy),
-        None,
-        "{text}"
-    );
-    assert_eq!(
-        value(&families, "geosaga_sagas_in_flight", &[]),
-        Some(0.0),
-        "{text}"
-    );
+    assert_eq!(value(&families, "geosaga_sagas_stuck_total", &crashy), None, "{text}");
+    assert_eq!(value(&families, "geosaga_sagas_in_flight", &[]), Some(0.0), "{text}");
     let attempts = |family: &str, step: &str, outcome: &str| {
         value(
             &families,
             &format!("{family}_count"),
-            &[
-                ("definition", "crashy"),
-                ("step", step),
-                ("outcome", outcome),
-            ],
+            &[("definition", "crashy"), ("step", step), ("outcome", outcome)],
         )
     };
     assert_eq!(

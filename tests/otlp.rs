@@ -16,12 +16,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use axum::{Json, Router};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -65,10 +61,7 @@ impl Received {
         hex(&self.span.parent_span_id)
     }
     fn status(&self) -> SpanStatus {
-        self.span
-            .status
-            .as_ref()
-            .map_or(SpanStatus::Unset, |s| s.code())
+        self.span.status.as_ref().map_or(SpanStatus::Unset, |s| s.code())
     }
     fn text(&self, key: &str) -> Option<&str> {
         match find(&self.span.attributes, key) {
@@ -103,11 +96,7 @@ async fn export(
     body: Bytes,
 ) -> (StatusCode, [(header::HeaderName, &'static str); 1], Vec<u8>) {
     let protobuf = [(header::CONTENT_TYPE, "application/x-protobuf")];
-    if headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        != Some("application/x-protobuf")
-    {
+    if headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) != Some("application/x-protobuf") {
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, protobuf, Vec::new());
     }
     let Ok(request) = ExportTraceServiceRequest::decode(body) else {
@@ -169,11 +158,7 @@ impl Collector {
                 .with_state(spans.clone());
             tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         }
-        Collector {
-            url,
-            protocol,
-            spans,
-        }
+        Collector { url, protocol, spans }
     }
 
     /// The spans of saga `id` once `done` says they are all there (at most 30 s).
@@ -233,18 +218,10 @@ async fn compensated_saga_trace(protocol: &'static str) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("geosaga.db");
     let args = coordinator_args(&collector, &["--jaeger-ui", "http://jaeger.test:16686"]);
-    let coordinator = CoordinatorProcess::start_with_env(
-        db.to_str().unwrap(),
-        &args,
-        BATCH,
-        dir.path().join("coordinator.log"),
-    )
-    .await;
-    workload::register(
-        std::slice::from_ref(&coordinator.url),
-        &participant::definition(&base),
-    )
-    .await;
+    let coordinator =
+        CoordinatorProcess::start_with_env(db.to_str().unwrap(), &args, BATCH, dir.path().join("coordinator.log"))
+            .await;
+    workload::register(std::slice::from_ref(&coordinator.url), &participant::definition(&base)).await;
 
     // A caller in a trace of its own starts a saga whose step c fails.
     let caller_trace = format!("{:032x}", rand::random::<u128>() | 1);
@@ -311,22 +288,12 @@ async fn compensated_saga_trace(protocol: &'static str) {
     names.sort();
     assert_eq!(
         names,
-        [
-            "action a",
-            "action b",
-            "action c",
-            "compensation a",
-            "compensation b"
-        ],
+        ["action a", "action b", "action c", "compensation a", "compensation b"],
         "{spans:#?}"
     );
     for (name, span) in &children {
         let (kind, step) = name.split_once(' ').unwrap();
-        assert_eq!(
-            span.parent(),
-            root.span_id(),
-            "{name} is a child of the root span"
-        );
+        assert_eq!(span.parent(), root.span_id(), "{name} is a child of the root span");
         assert_eq!(
             (span.text("saga.step"), span.text("saga.step.kind")),
             (Some(step), Some(kind)),
@@ -349,11 +316,7 @@ async fn compensated_saga_trace(protocol: &'static str) {
         let failed = *name == "action c";
         assert_eq!(
             span.status(),
-            if failed {
-                SpanStatus::Error
-            } else {
-                SpanStatus::Unset
-            },
+            if failed { SpanStatus::Error } else { SpanStatus::Unset },
             "{name}"
         );
         assert_eq!(
@@ -372,10 +335,7 @@ async fn compensated_saga_trace(protocol: &'static str) {
         );
     }
     // The unwind runs in reverse: b's compensation ends before a's starts.
-    assert!(
-        children["compensation b"].span.end_time_unix_nano
-            <= children["compensation a"].span.start_time_unix_nano
-    );
+    assert!(children["compensation b"].span.end_time_unix_nano <= children["compensation a"].span.start_time_unix_nano);
 
     // Every request carried the traceparent of its own attempt span.
     let ledger = participant.ledger.lock().unwrap();
@@ -416,9 +376,7 @@ async fn a_saga_resumed_after_sigkill_continues_its_trace() {
     let collector = Collector::start("http/protobuf").await;
     let (_participant, base) = participant::start().await;
     let gate_state = Arc::new(Gate::default());
-    let app = Router::new()
-        .route("/gate", post(gate))
-        .with_state(gate_state.clone());
+    let app = Router::new().route("/gate", post(gate)).with_state(gate_state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gate_url = format!("http://{}/gate", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -426,13 +384,9 @@ async fn a_saga_resumed_after_sigkill_continues_its_trace() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("geosaga.db");
     let args = coordinator_args(&collector, &["--node-id", "resumer"]);
-    let mut coordinator = CoordinatorProcess::start_with_env(
-        db.to_str().unwrap(),
-        &args,
-        BATCH,
-        dir.path().join("coordinator.log"),
-    )
-    .await;
+    let mut coordinator =
+        CoordinatorProcess::start_with_env(db.to_str().unwrap(), &args, BATCH, dir.path().join("coordinator.log"))
+            .await;
     let definition = json!({"name": "gated", "steps": [
         {"name": "a", "action": {"http": {"method": "POST", "url": format!("{base}/act/a"), "body": {}}}},
         {"name": "gate", "action": {"http": {"method": "POST", "url": gate_url}}, "timeout_ms": 120000}
@@ -478,10 +432,7 @@ async fn a_saga_resumed_after_sigkill_continues_its_trace() {
     let spans = collector
         .saga_spans(&id, |spans| spans.iter().any(|s| s.name() == "gated"))
         .await;
-    assert!(
-        spans.iter().all(|s| s.trace_id() == trace_id),
-        "one trace: {spans:#?}"
-    );
+    assert!(spans.iter().all(|s| s.trace_id() == trace_id), "one trace: {spans:#?}");
     let root = spans.iter().find(|s| s.name() == "gated").unwrap();
     assert_eq!(root.status(), SpanStatus::Unset);
     assert_eq!(
@@ -489,10 +440,7 @@ async fn a_saga_resumed_after_sigkill_continues_its_trace() {
         "",
         "a saga started without a traceparent has a trace of its own"
     );
-    assert_ne!(
-        root.pid, first_pid,
-        "the second process emitted the root span"
-    );
+    assert_ne!(root.pid, first_pid, "the second process emitted the root span");
     assert_eq!(
         coordinator::api::views::rfc3339(root.start_ms()),
         saga["created_at"].as_str().unwrap(),
@@ -505,11 +453,7 @@ async fn a_saga_resumed_after_sigkill_continues_its_trace() {
     let gates: Vec<&Received> = spans.iter().filter(|s| s.name() == "action gate").collect();
     assert_eq!(gates.len(), 1, "{gates:#?}");
     assert_eq!(
-        (
-            gates[0].int("saga.step.attempt"),
-            gates[0].pid,
-            gates[0].parent()
-        ),
+        (gates[0].int("saga.step.attempt"), gates[0].pid, gates[0].parent()),
         (Some(2), root.pid, root.span_id())
     );
     assert_eq!(gate_state.hits.load(Ordering::SeqCst), 2);

@@ -6,14 +6,21 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The shell commands of the README section "A five-minute tour", with continuation lines
 /// joined.
 fn tour_commands() -> Vec<String> {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let tour = readme.split("## A five-minute tour").nth(1).expect("the README has a tour");
+    let tour = readme
+        .split("## A five-minute tour")
+        .nth(1)
+        .expect("the README has a tour");
     let tour = tour.split("\n## ").next().unwrap();
     let mut commands = Vec::new();
     let mut in_block = false;
@@ -70,7 +77,16 @@ fn the_readme_tour_works() {
     let bin = env!("CARGO_BIN_EXE_geosaga");
     let _dev = Dev {
         child: Command::new(bin)
-            .args(["dev", "--listen", &api, "--demo-listen", &demo, "--regions-port", "0", "--data-dir"])
+            .args([
+                "dev",
+                "--listen",
+                &api,
+                "--demo-listen",
+                &demo,
+                "--regions-port",
+                "0",
+                "--data-dir",
+            ])
             .arg(dir.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -79,7 +95,10 @@ fn the_readme_tour_works() {
     };
     let start = Instant::now();
     while sh(&format!("curl -sf http://{api}/readyz"), &api).status.code() != Some(0) {
-        assert!(start.elapsed() < Duration::from_secs(30), "geosaga dev did not become ready");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "geosaga dev did not become ready"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::regions::Cluster;
 
-const SETTINGS: &str = "quorum = \"quorum\"\nstrong_timeout_ms = 800\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n";
+const SETTINGS: &str =
+    "quorum = \"quorum\"\nstrong_timeout_ms = 800\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n";
 
 async fn put(url: &str, key: &str, body: Value) -> (u16, Value) {
     let r = reqwest::Client::new()
@@ -78,41 +79,19 @@ async fn writes_reads_forwarding_and_conditional_writes() {
 
     // Compare-and-set: the current version wins, another one is refused with 409.
     let v1 = w1["version"].as_str().unwrap();
-    let (status, w2) = put(
-        &ap,
-        "us/alice",
-        json!({"value": {"balance": 20}, "if_version": v1}),
-    )
-    .await;
+    let (status, w2) = put(&ap, "us/alice", json!({"value": {"balance": 20}, "if_version": v1})).await;
     assert_eq!(status, 200, "{w2}");
-    let (status, conflict) = put(
-        &us,
-        "us/alice",
-        json!({"value": {"balance": 30}, "if_version": v1}),
-    )
-    .await;
+    let (status, conflict) = put(&us, "us/alice", json!({"value": {"balance": 30}, "if_version": v1})).await;
     assert_eq!(status, 409, "{conflict}");
-    assert_eq!(
-        conflict["type"],
-        "https://geosaga.dev/problems/version-mismatch"
-    );
+    assert_eq!(conflict["type"], "https://geosaga.dev/problems/version-mismatch");
     let (status, _) = put(&us, "us/new", json!({"value": 1, "if_version": "0.0"})).await;
     assert_eq!(status, 200, "0.0: only if absent");
     let (status, _) = put(&us, "us/new", json!({"value": 2, "if_version": "0.0"})).await;
     assert_eq!(status, 409);
 
     // An async write becomes readable locally at every replica.
-    let (status, a) = put(
-        &ap,
-        "eu/bob",
-        json!({"value": "hello", "consistency": "async"}),
-    )
-    .await;
-    assert_eq!(
-        (status, a["home_region"].as_str()),
-        (200, Some("eu-west")),
-        "{a}"
-    );
+    let (status, a) = put(&ap, "eu/bob", json!({"value": "hello", "consistency": "async"})).await;
+    assert_eq!((status, a["home_region"].as_str()), (200, Some("eu-west")), "{a}");
     for url in [&us, &ap] {
         let local = eventually(
             url,
@@ -120,19 +99,12 @@ async fn writes_reads_forwarding_and_conditional_writes() {
             |s, b| s == 200 && b["version"] == a["version"],
         )
         .await;
-        assert_ne!(
-            local["served_by"], "eu-west",
-            "served from the local replica: {local}"
-        );
+        assert_ne!(local["served_by"], "eu-west", "served from the local replica: {local}");
         assert!(local["staleness_bound_ms"].as_u64().unwrap() <= 60_000);
     }
     // As of the first version, the old value is still readable (MVCC).
     let (status, old) = get(&us, &format!("/v1/kv/us/alice?as_of={v1}")).await;
-    assert_eq!(
-        (status, old["value"]["balance"].as_i64()),
-        (200, Some(10)),
-        "{old}"
-    );
+    assert_eq!((status, old["value"]["balance"].as_i64()), (200, Some(10)), "{old}");
 
     // Deleting: a tombstone; the key reads as not found everywhere.
     let r = reqwest::Client::new()
@@ -154,17 +126,11 @@ async fn writes_reads_forwarding_and_conditional_writes() {
 
     // Every region sees the others healthy, with a closed timestamp and a small lag.
     let regions = eventually(&us, "/v1/regions", |_, b| {
-        b.as_array()
-            .is_some_and(|rs| rs.iter().all(|r| r["healthy"] == true))
+        b.as_array().is_some_and(|rs| rs.iter().all(|r| r["healthy"] == true))
     })
     .await;
     assert_eq!(regions.as_array().unwrap().len(), 3);
-    for r in regions
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["is_self"] == false)
-    {
+    for r in regions.as_array().unwrap().iter().filter(|r| r["is_self"] == false) {
         assert!(
             r["closed_ts"].is_string() && r["replication_lag_ms"].as_u64().unwrap() < 5_000,
             "{r}"
@@ -189,31 +155,16 @@ async fn a_cut_off_home_fails_strong_writes_cleanly_and_refuses_stale_reads() {
     cluster.set_cut(0, true);
     let (status, failed) = put(&us, "us/k", json!({"value": "during"})).await;
     assert_eq!(status, 503, "{failed}");
-    assert_eq!(
-        failed["type"],
-        "https://geosaga.dev/problems/quorum-not-reached"
-    );
+    assert_eq!(failed["type"], "https://geosaga.dev/problems/quorum-not-reached");
     let (_, r) = get(&us, "/v1/kv/us/k").await;
-    assert_eq!(
-        r["value"], "before",
-        "a failed strong write is not visible at the home"
-    );
+    assert_eq!(r["value"], "before", "a failed strong write is not visible at the home");
     // Async writes still commit at the home and are shipped once the cut heals.
-    let (status, late) = put(
-        &us,
-        "us/k",
-        json!({"value": "async", "consistency": "async"}),
-    )
-    .await;
+    let (status, late) = put(&us, "us/k", json!({"value": "async", "consistency": "async"})).await;
     assert_eq!(status, 200);
 
     // eu-west's copy goes stale: a tight bound is refused, a loose one or allow_stale served.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let (status, refused) = get(
-        &eu,
-        "/v1/kv/us/k?consistency=bounded_staleness&max_staleness_ms=100",
-    )
-    .await;
+    let (status, refused) = get(&eu, "/v1/kv/us/k?consistency=bounded_staleness&max_staleness_ms=100").await;
     assert_eq!(
         (status, refused["type"].as_str()),
         (503, Some("https://geosaga.dev/problems/too-stale")),
@@ -229,10 +180,7 @@ async fn a_cut_off_home_fails_strong_writes_cleanly_and_refuses_stale_reads() {
         (stale["value"].as_str(), stale["stale"].as_bool()),
         (Some("before"), Some(true))
     );
-    assert!(
-        stale["staleness_bound_ms"].as_u64().unwrap() >= 400,
-        "{stale}"
-    );
+    assert!(stale["staleness_bound_ms"].as_u64().unwrap() >= 400, "{stale}");
     let (status, strong) = get(&eu, "/v1/kv/us/k").await;
     assert_eq!(
         (status, strong["type"].as_str()),
@@ -251,18 +199,12 @@ async fn a_cut_off_home_fails_strong_writes_cleanly_and_refuses_stale_reads() {
         "the failed strong write never shows, the async one arrives"
     );
     let regions = eventually(&us, "/v1/regions", |_, b| {
-        b.as_array().is_some_and(|rs| {
-            rs.iter()
-                .all(|r| r["unacked_entries"].as_i64().unwrap_or(0) == 0)
-        })
+        b.as_array()
+            .is_some_and(|rs| rs.iter().all(|r| r["unacked_entries"].as_i64().unwrap_or(0) == 0))
     })
     .await;
     assert!(
-        regions
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["healthy"] == true),
+        regions.as_array().unwrap().iter().all(|r| r["healthy"] == true),
         "{regions}"
     );
 }

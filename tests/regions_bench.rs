@@ -19,9 +19,7 @@ use support::regions::Cluster;
 const N: usize = 40;
 
 fn settings(quorum: &str) -> String {
-    format!(
-        "quorum = \"{quorum}\"\nstrong_timeout_ms = 2000\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n"
-    )
+    format!("quorum = \"{quorum}\"\nstrong_timeout_ms = 2000\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n")
 }
 
 fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
@@ -33,37 +31,17 @@ fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
     )
 }
 
-async fn timed_put(
-    http: &reqwest::Client,
-    url: &str,
-    key: &str,
-    body: Value,
-) -> (Duration, String) {
+async fn timed_put(http: &reqwest::Client, url: &str, key: &str, body: Value) -> (Duration, String) {
     let start = Instant::now();
-    let r = http
-        .put(format!("{url}/v1/kv/{key}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = http.put(format!("{url}/v1/kv/{key}")).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let version = r.json::<Value>().await.unwrap()["version"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let version = r.json::<Value>().await.unwrap()["version"].as_str().unwrap().to_owned();
     (start.elapsed(), version)
 }
 
 async fn timed_get(http: &reqwest::Client, url: &str) -> (Duration, Value) {
     let start = Instant::now();
-    let body = http
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let body = http.get(url).send().await.unwrap().json::<Value>().await.unwrap();
     (start.elapsed(), body)
 }
 
@@ -127,37 +105,26 @@ async fn region_latencies() {
             );
         }
         let (p50, p99) = percentiles(samples);
-        writeln!(
-            report,
-            "| async write at the home | none | {p50:.1} | {p99:.1} |"
-        )
-        .unwrap();
+        writeln!(report, "| async write at the home | none | {p50:.1} | {p99:.1} |").unwrap();
         let mut samples = Vec::new();
         for i in 0..N {
             samples.push(
-                timed_put(
-                    &http,
-                    &c.regions[2].url,
-                    &format!("us/fwd-{i}"),
-                    json!({"value": i}),
-                )
-                .await
-                .0,
+                timed_put(&http, &c.regions[2].url, &format!("us/fwd-{i}"), json!({"value": i}))
+                    .await
+                    .0,
             );
         }
         let (p50, p99) = percentiles(samples);
-        writeln!(report, "| strong write sent to ap-south, forwarded to us-east | 200 ms + 80 ms | {p50:.1} | {p99:.1} |").unwrap();
+        writeln!(
+            report,
+            "| strong write sent to ap-south, forwarded to us-east | 200 ms + 80 ms | {p50:.1} | {p99:.1} |"
+        )
+        .unwrap();
         // Replication lag: from an async write's acknowledgement until ap-south serves it locally.
         let mut samples = Vec::new();
         for i in 0..N {
             let key = format!("us/lag-{i}");
-            let (_, version) = timed_put(
-                &http,
-                &us,
-                &key,
-                json!({"value": i, "consistency": "async"}),
-            )
-            .await;
+            let (_, version) = timed_put(&http, &us, &key, json!({"value": i, "consistency": "async"})).await;
             let acked = Instant::now();
             let url = format!(
                 "{}/v1/kv/{key}?consistency=bounded_staleness&max_staleness_ms=600000",

@@ -17,7 +17,8 @@ use regions::history::{self, Call, Operation, Outcome};
 use serde_json::{Value, json};
 use support::regions::{Cluster, PREFIXES};
 
-const SETTINGS: &str = "quorum = \"quorum\"\nstrong_timeout_ms = 600\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n";
+const SETTINGS: &str =
+    "quorum = \"quorum\"\nstrong_timeout_ms = 600\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n";
 const LATENCY_MS: u64 = 15;
 const CLIENTS_PER_KEY: usize = 2;
 const MAX_STALENESS_MS: u64 = 250;
@@ -65,46 +66,32 @@ impl Workload {
         let url = format!("{}/v1/kv/{key}", self.url());
         let invoked = self.now();
         let sent = if write {
-            self.http
-                .put(&url)
-                .json(&json!({"value": value}))
-                .send()
-                .await
+            self.http.put(&url).json(&json!({"value": value})).send().await
         } else {
             self.http.get(&url).send().await
         };
         let answer = match sent {
-            Ok(r) => Some((
-                r.status().as_u16(),
-                r.json::<Value>().await.unwrap_or(Value::Null),
-            )),
+            Ok(r) => Some((r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))),
             Err(_) => None,
         };
         let returned = self.now();
         let outcome = match (&answer, write) {
             (Some((200, body)), true) => {
                 let version = body["version"].as_str().unwrap().parse().unwrap();
-                self.rec.acked.lock().unwrap().push((
-                    key.to_owned(),
-                    version,
-                    value.clone(),
-                    returned,
-                ));
+                self.rec
+                    .acked
+                    .lock()
+                    .unwrap()
+                    .push((key.to_owned(), version, value.clone(), returned));
                 Outcome::Written
             }
             (Some((200, body)), false) => Outcome::Read(body["value"].as_str().map(str::to_owned)),
             (Some((404, _)), false) => Outcome::Read(None),
-            (Some((503, body)), true) if problem_type(body) == "quorum-not-reached" => {
-                Outcome::Failed
-            }
+            (Some((503, body)), true) if problem_type(body) == "quorum-not-reached" => Outcome::Failed,
             _ => Outcome::Unknown,
         };
         let ok = !matches!(outcome, Outcome::Unknown | Outcome::Failed);
-        let call = if write {
-            Call::Write(value)
-        } else {
-            Call::Read
-        };
+        let call = if write { Call::Write(value) } else { Call::Read };
         self.rec.ops.lock().unwrap().push((
             key.to_owned(),
             Operation {
@@ -142,9 +129,7 @@ impl Workload {
     async fn bounded_read(&self, key: &str) {
         let region = self.url();
         let invoked = self.now();
-        let url = format!(
-            "{region}/v1/kv/{key}?consistency=bounded_staleness&max_staleness_ms={MAX_STALENESS_MS}"
-        );
+        let url = format!("{region}/v1/kv/{key}?consistency=bounded_staleness&max_staleness_ms={MAX_STALENESS_MS}");
         let Ok(r) = self.http.get(url).send().await else {
             return;
         };
@@ -159,10 +144,7 @@ impl Workload {
             .as_u64()
             .expect("every answer names its staleness bound");
         let local = status == 200 && body["served_by"] != body["home_region"];
-        assert!(
-            bound <= MAX_STALENESS_MS,
-            "a bounded read promised {bound} ms: {body}"
-        );
+        assert!(bound <= MAX_STALENESS_MS, "a bounded read promised {bound} ms: {body}");
         self.rec
             .bounded
             .lock()
@@ -215,8 +197,7 @@ async fn run_workload(w: Arc<Workload>) -> Vec<tokio::task::JoinHandle<()>> {
         tasks.push(tokio::spawn(async move {
             let keys: Vec<String> = strong_keys().into_iter().chain(async_keys()).collect();
             while !bw.stop.load(Ordering::SeqCst) {
-                bw.bounded_read(&keys[rand::random_range(0..keys.len())])
-                    .await;
+                bw.bounded_read(&keys[rand::random_range(0..keys.len())]).await;
             }
         }));
     }
@@ -267,10 +248,7 @@ async fn histories_stay_linearizable_through_kills_and_partitions() {
             };
             let mut read = false;
             for attempt in 0..50 {
-                if final_reader
-                    .strong_call(1_000 + i, &key, attempt, false)
-                    .await
-                {
+                if final_reader.strong_call(1_000 + i, &key, attempt, false).await {
                     read = true;
                     break;
                 }
@@ -293,11 +271,7 @@ async fn histories_stay_linearizable_through_kills_and_partitions() {
     let ops = w.rec.ops.lock().unwrap().clone();
     let mut summary = HashMap::new();
     for key in strong_keys() {
-        let history: Vec<Operation> = ops
-            .iter()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, o)| o.clone())
-            .collect();
+        let history: Vec<Operation> = ops.iter().filter(|(k, _)| *k == key).map(|(_, o)| o.clone()).collect();
         for o in &history {
             let kind = match o.outcome {
                 Outcome::Written => "written",
@@ -314,8 +288,7 @@ async fn histories_stay_linearizable_through_kills_and_partitions() {
     }
     eprintln!("strong operations: {summary:?}");
     assert!(
-        summary.get("written").copied().unwrap_or(0) > 20
-            && summary.get("read").copied().unwrap_or(0) > 20,
+        summary.get("written").copied().unwrap_or(0) > 20 && summary.get("read").copied().unwrap_or(0) > 20,
         "{summary:?}"
     );
 
@@ -333,11 +306,7 @@ async fn histories_stay_linearizable_through_kills_and_partitions() {
             .json()
             .await
             .unwrap();
-        assert_eq!(
-            r["value"].as_str(),
-            Some(value.as_str()),
-            "{key}@{version}: {r}"
-        );
+        assert_eq!(r["value"].as_str(), Some(value.as_str()), "{key}@{version}: {r}");
     }
 
     // 3. Every bounded-staleness answer was at least as fresh as its bound promised.
@@ -346,9 +315,7 @@ async fn histories_stay_linearizable_through_kills_and_partitions() {
     for (key, invoked, version, bound, _) in &bounded {
         let must_see = acked
             .iter()
-            .filter(|(k, _, _, at)| {
-                k == key && at.as_millis() + u128::from(*bound) < invoked.as_millis()
-            })
+            .filter(|(k, _, _, at)| k == key && at.as_millis() + u128::from(*bound) < invoked.as_millis())
             .map(|a| a.1)
             .max();
         if let Some(must) = must_see {

@@ -13,10 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use coordinator::api::{ApiState, app};
 use coordinator::store::sqlite::SqliteStore;
-use coordinator::{
-    Coordinator, Faults, HandlerRegistry, HostPolicy, HttpRunner, Options, Runners, StartSaga,
-    Store,
-};
+use coordinator::{Coordinator, Faults, HandlerRegistry, HostPolicy, HttpRunner, Options, Runners, StartSaga, Store};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -45,10 +42,7 @@ pub struct GeoServer {
 
 /// The definitions every benchmark coordinator has: "transfer" (3 steps), "chain-K" for
 /// the step-growth runs, and "transfer_http" when a participant is given.
-fn registry_with_sagas(
-    bank: &Arc<Bank>,
-    chains: &[usize],
-) -> Result<(HandlerRegistry, Vec<sagas::SagaDefinition>)> {
+fn registry_with_sagas(bank: &Arc<Bank>, chains: &[usize]) -> Result<(HandlerRegistry, Vec<sagas::SagaDefinition>)> {
     let registry = HandlerRegistry::new();
     let mut defs = vec![workload::chain_saga(
         "transfer",
@@ -77,11 +71,7 @@ fn options() -> Options {
 
 impl GeoServer {
     /// Starts a coordinator on `store` and its API on 127.0.0.1:0.
-    pub async fn start(
-        store: Arc<dyn Store>,
-        chains: &[usize],
-        participant: Option<SocketAddr>,
-    ) -> Result<GeoServer> {
+    pub async fn start(store: Arc<dyn Store>, chains: &[usize], participant: Option<SocketAddr>) -> Result<GeoServer> {
         let bank = Bank::new();
         let (registry, defs) = registry_with_sagas(&bank, chains)?;
         let runners = Runners {
@@ -160,8 +150,7 @@ impl GeoServer {
         );
         row.peak_rss_mb = Some(delta);
         row.peak_rss_abs_mb = Some(abs);
-        row.rss_note =
-            "bench process peak minus RSS before the run (engine and client in one process)".into();
+        row.rss_note = "bench process peak minus RSS before the run (engine and client in one process)".into();
         let per = |x: u64| x as f64 / stats.n.max(1) as f64;
         row.commits_per_saga = Some(per(stats1.commits - stats0.commits));
         row.events_per_saga = Some(per(stats1.events - stats0.events));
@@ -225,10 +214,9 @@ pub struct InflightResult {
 }
 
 async fn settled_counts(pool: &sqlx::SqlitePool) -> Result<(u64, u64, u64)> {
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, COUNT(*) FROM sagas GROUP BY status")
-            .fetch_all(pool)
-            .await?;
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM sagas GROUP BY status")
+        .fetch_all(pool)
+        .await?;
     let get = |s: &str| rows.iter().find(|r| r.0 == s).map_or(0, |r| r.1 as u64);
     let total: u64 = rows.iter().map(|r| r.1 as u64).sum();
     Ok((get("completed"), get("compensated"), total))
@@ -236,9 +224,7 @@ async fn settled_counts(pool: &sqlx::SqlitePool) -> Result<(u64, u64, u64)> {
 
 async fn reader(db: &Path) -> Result<sqlx::SqlitePool> {
     use std::str::FromStr;
-    let options =
-        sqlx::sqlite::SqliteConnectOptions::from_str(&format!("sqlite://{}", db.display()))?
-            .read_only(true);
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(&format!("sqlite://{}", db.display()))?.read_only(true);
     Ok(sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(1)
         .connect_with(options)
@@ -383,9 +369,7 @@ pub fn memory_per_inflight(count: u64) -> Result<InflightResult> {
     }
     let result: InflightResult = serde_json::from_str(&line)?;
     let expected_compensated = count / 10;
-    if result.compensated != expected_compensated
-        || result.completed != count - expected_compensated
-    {
+    if result.compensated != expected_compensated || result.completed != count - expected_compensated {
         bail!(
             "in-flight run of {count}: expected {} completed and {expected_compensated} compensated, got {} and {}",
             count - expected_compensated,
@@ -510,9 +494,7 @@ pub fn recovery(count: u64) -> Result<RecoveryResult> {
     }
     let report: ServeReport = serde_json::from_str(&settled)?;
     let expected_compensated = count / 10;
-    if report.compensated != expected_compensated
-        || report.completed != count - expected_compensated
-    {
+    if report.compensated != expected_compensated || report.completed != count - expected_compensated {
         bail!(
             "recovery of {count}: expected {} completed and {expected_compensated} compensated, got {} and {}",
             count - expected_compensated,

@@ -214,18 +214,14 @@ fn main() -> ExitCode {
     let result = engine.block_on(async {
         match cli.command {
             Cmd::All(args) => suite(Plan::all(), args, "cargo run --release -p bench -- all").await,
-            Cmd::Quick(args) => {
-                suite(Plan::quick(), args, "cargo run --release -p bench -- quick").await
-            }
+            Cmd::Quick(args) => suite(Plan::quick(), args, "cargo run --release -p bench -- quick").await,
             Cmd::Report { json } => render_again(json).map(|()| true),
             Cmd::Profile {
                 concurrency,
                 n,
                 steps,
                 postgres,
-            } => profile(concurrency, n, steps, postgres)
-                .await
-                .map(|()| true),
+            } => profile(concurrency, n, steps, postgres).await.map(|()| true),
             Cmd::Inflight { count } => geosaga::inflight_child(count).await.map(|()| true),
             Cmd::ServeSqlite {
                 db,
@@ -333,14 +329,9 @@ async fn suite(plan: Plan, args: SuiteArgs, command: &str) -> Result<bool> {
     };
     report.versions.push((
         "geosaga".into(),
-        sh(&format!(
-            "cd {} && git describe --always --dirty",
-            root.display()
-        )),
+        sh(&format!("cd {} && git describe --always --dirty", root.display())),
     ));
-    report
-        .versions
-        .push(("rustc".into(), sh("rustc --version")));
+    report.versions.push(("rustc".into(), sh("rustc --version")));
 
     // ---- the storage limit ----
     eprintln!("== storage limit");
@@ -364,9 +355,7 @@ async fn suite(plan: Plan, args: SuiteArgs, command: &str) -> Result<bool> {
         }
     };
     if let Some(pg) = &pg {
-        report
-            .versions
-            .push(("PostgreSQL".into(), pg.version.clone()));
+        report.versions.push(("PostgreSQL".into(), pg.version.clone()));
         report.pg_settings = pg_settings(pg).await.unwrap_or_default();
         for clients in [1, 16, 64] {
             match storage::pgbench(pg, clients, plan.pgbench_s).await {
@@ -380,23 +369,13 @@ async fn suite(plan: Plan, args: SuiteArgs, command: &str) -> Result<bool> {
     eprintln!("== geosaga on SQLite");
     {
         let dir = tempfile::tempdir()?;
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&dir.path().join("geosaga.db")).await?);
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("geosaga.db")).await?);
         let participant = geosaga::start_participant(&rt).await?;
         let server = GeoServer::start(store, &plan.chains, Some(participant)).await?;
         server.warm_up(&rt, "transfer").await?;
         for &(c, n) in &plan.levels {
             let row = server
-                .run(
-                    &rt,
-                    "transfer",
-                    3,
-                    c,
-                    n,
-                    SQLITE,
-                    RUST_STEPS,
-                    CpuRoles::default(),
-                )
+                .run(&rt, "transfer", 3, c, n, SQLITE, RUST_STEPS, CpuRoles::default())
                 .await?;
             record(&mut report, row, "workload");
         }
@@ -463,8 +442,7 @@ async fn suite(plan: Plan, args: SuiteArgs, command: &str) -> Result<bool> {
     // ---- memory per in-flight saga, recovery ----
     eprintln!("== memory per in-flight saga");
     for &count in &plan.inflight {
-        let result =
-            tokio::task::spawn_blocking(move || geosaga::memory_per_inflight(count)).await?;
+        let result = tokio::task::spawn_blocking(move || geosaga::memory_per_inflight(count)).await?;
         match result {
             Ok(m) => {
                 eprintln!(
@@ -474,21 +452,12 @@ async fn suite(plan: Plan, args: SuiteArgs, command: &str) -> Result<bool> {
                 report.inflight.push(m);
             }
             Err(e) => {
-                problem(
-                    &mut report,
-                    &format!("memory per in-flight saga ({count})"),
-                    &e,
-                );
-                report
-                    .failures
-                    .push(format!("in-flight run of {count}: {e:#}"));
+                problem(&mut report, &format!("memory per in-flight saga ({count})"), &e);
+                report.failures.push(format!("in-flight run of {count}: {e:#}"));
             }
         }
     }
-    eprintln!(
-        "== recovery of {} in-flight sagas after SIGKILL",
-        plan.recovery
-    );
+    eprintln!("== recovery of {} in-flight sagas after SIGKILL", plan.recovery);
     let count = plan.recovery;
     match tokio::task::spawn_blocking(move || geosaga::recovery(count)).await? {
         Ok(r) => {
@@ -505,11 +474,8 @@ async fn suite(plan: Plan, args: SuiteArgs, command: &str) -> Result<bool> {
     if !args.no_peers {
         eprintln!("== Restate");
         let restate: Result<()> = async {
-            let install = peers::install_restate(&peers_dir, &cache)
-                .context("installing Restate from npm")?;
-            report
-                .versions
-                .push(("Restate".into(), install.versions.clone()));
+            let install = peers::install_restate(&peers_dir, &cache).context("installing Restate from npm")?;
+            report.versions.push(("Restate".into(), install.versions.clone()));
             let server = peers::Restate::start(&install).await?;
             server.warm_up(&rt).await?;
             for &(c, n) in &plan.levels {
@@ -525,29 +491,22 @@ async fn suite(plan: Plan, args: SuiteArgs, command: &str) -> Result<bool> {
         eprintln!("== DBOS");
         match peers::install_dbos(&peers_dir, &cache).context("installing DBOS from PyPI") {
             Ok(install) => {
-                report
-                    .versions
-                    .push(("DBOS".into(), install.versions.clone()));
+                report.versions.push(("DBOS".into(), install.versions.clone()));
                 if let Some(pg) = &pg {
                     let rows: Result<Vec<Row>> = async {
                         let url = pg.create_db("dbos_bench").await?;
-                        peers::run_dbos(&install, &url, POSTGRES, &plan.levels, Some(pg.postmaster))
-                            .await
+                        peers::run_dbos(&install, &url, POSTGRES, &plan.levels, Some(pg.postmaster)).await
                     }
                     .await;
                     match rows {
-                        Ok(rows) => rows
-                            .into_iter()
-                            .for_each(|r| record(&mut report, r, "workload")),
+                        Ok(rows) => rows.into_iter().for_each(|r| record(&mut report, r, "workload")),
                         Err(e) => problem(&mut report, "DBOS on PostgreSQL", &e),
                     }
                 }
                 let dir = tempfile::tempdir()?;
                 let url = format!("sqlite:///{}", dir.path().join("dbos.sqlite").display());
                 match peers::run_dbos(&install, &url, SQLITE, &plan.levels, None).await {
-                    Ok(rows) => rows
-                        .into_iter()
-                        .for_each(|r| record(&mut report, r, "workload")),
+                    Ok(rows) => rows.into_iter().for_each(|r| record(&mut report, r, "workload")),
                     Err(e) => problem(&mut report, "DBOS on SQLite", &e),
                 }
             }
@@ -558,24 +517,15 @@ async fn suite(plan: Plan, args: SuiteArgs, command: &str) -> Result<bool> {
 
     // ---- the report ----
     report.duration_s = t_start.elapsed().as_secs_f64();
-    report
-        .machine
-        .push(("`uptime` after the run".into(), sh("uptime")));
+    report.machine.push(("`uptime` after the run".into(), sh("uptime")));
     let md_path = write_report(&report, &out, &root)?;
-    eprintln!(
-        "== wrote {} ({:.0} s)",
-        md_path.display(),
-        report.duration_s
-    );
+    eprintln!("== wrote {} ({:.0} s)", md_path.display(), report.duration_s);
     client_rt.shutdown_background();
     participant_rt.shutdown_background();
     if report.failures.is_empty() {
         Ok(true)
     } else {
-        eprintln!(
-            "\n!!!! THE OUTCOME CHECK FAILED ({} runs):",
-            report.failures.len()
-        );
+        eprintln!("\n!!!! THE OUTCOME CHECK FAILED ({} runs):", report.failures.len());
         for f in &report.failures {
             eprintln!("!!!!   {f}");
         }
@@ -597,10 +547,7 @@ fn write_report(report: &Report, out: &Path, root: &Path) -> Result<PathBuf> {
     };
     let md_path = out.join(format!("{name}.md"));
     std::fs::write(&md_path, report.markdown(name, &notes))?;
-    std::fs::write(
-        out.join(format!("{name}.json")),
-        serde_json::to_string_pretty(report)?,
-    )?;
+    std::fs::write(out.join(format!("{name}.json")), serde_json::to_string_pretty(report)?)?;
     if let Err(e) = report.plots(&out.join(name)) {
         eprintln!("!! plots: {e:#}");
     }
@@ -610,9 +557,8 @@ fn write_report(report: &Report, out: &Path, root: &Path) -> Result<PathBuf> {
 fn render_again(json: Option<PathBuf>) -> Result<()> {
     let root = workspace_root();
     let json = json.unwrap_or_else(|| root.join("docs/benchmarks.json"));
-    let report: Report = serde_json::from_str(
-        &std::fs::read_to_string(&json).with_context(|| format!("reading {}", json.display()))?,
-    )?;
+    let report: Report =
+        serde_json::from_str(&std::fs::read_to_string(&json).with_context(|| format!("reading {}", json.display()))?)?;
     let out = json.parent().context("the JSON's folder")?;
     let md = write_report(&report, out, &root)?;
     eprintln!("== wrote {}", md.display());
@@ -631,8 +577,7 @@ async fn profile(concurrency: usize, n: u64, steps: usize, postgres: bool) -> Re
     let (store, pg, backend): (Arc<dyn Store>, _, _) = if postgres {
         let pg = pg::Pg::start(true).await?;
         roles.database = Some(Cpu::PgTree(pg.postmaster));
-        let store =
-            Arc::new(PostgresStore::connect(&pg.create_db("geosaga_profile").await?).await?);
+        let store = Arc::new(PostgresStore::connect(&pg.create_db("geosaga_profile").await?).await?);
         (store, Some(pg), POSTGRES)
     } else {
         (
@@ -649,16 +594,7 @@ async fn profile(concurrency: usize, n: u64, steps: usize, postgres: bool) -> Re
     };
     server.warm_up(&rt, "transfer").await?;
     let row = server
-        .run(
-            &rt,
-            &definition,
-            steps,
-            concurrency,
-            n,
-            backend,
-            RUST_STEPS,
-            roles,
-        )
+        .run(&rt, &definition, steps, concurrency, n, backend, RUST_STEPS, roles)
         .await?;
     let mut report = Report::default();
     record(&mut report, row, "workload");
@@ -676,9 +612,7 @@ async fn profile(concurrency: usize, n: u64, steps: usize, postgres: bool) -> Re
 async fn sqlite_version() -> Result<String> {
     use sqlx::Connection;
     let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:").await?;
-    let (v,): (String,) = sqlx::query_as("SELECT sqlite_version()")
-        .fetch_one(&mut conn)
-        .await?;
+    let (v,): (String,) = sqlx::query_as("SELECT sqlite_version()").fetch_one(&mut conn).await?;
     Ok(v)
 }
 
@@ -693,9 +627,7 @@ async fn pg_settings(pg: &pg::Pg) -> Result<String> {
         "full_page_writes",
         "shared_buffers",
     ] {
-        let (v,): (String,) = sqlx::query_as(&format!("SHOW {name}"))
-            .fetch_one(&mut conn)
-            .await?;
+        let (v,): (String,) = sqlx::query_as(&format!("SHOW {name}")).fetch_one(&mut conn).await?;
         parts.push(format!("`{name}={v}`"));
     }
     Ok(parts.join(", "))

@@ -209,9 +209,6 @@ impl SelfPeak {
     /// `(peak MB, peak minus RSS before MB)`.
     pub fn finish(&self) -> (f64, f64) {
         let hwm = procfs::status_kb("self", "VmHWM").unwrap_or(0);
-        (
-            hwm as f64 / 1024.0,
-            hwm.saturating_sub(self.before_kb) as f64 / 1024.0,
-        )
+        (hwm as f64 / 1024.0, hwm.saturating_sub(self.before_kb) as f64 / 1024.0)
     }
 }

@@ -116,10 +116,7 @@ async fn wait_http(client: &reqwest::Client, url: &str, timeout: Duration) -> Re
 
 async fn wait_tcp(port: u16, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
         if Instant::now() > deadline {
             bail!("nothing listens on port {port}");
         }
@@ -132,11 +129,8 @@ impl Restate {
     /// Starts the native server in a temporary base directory (durability as shipped), the
     /// Node service, and registers the service's deployment through the admin API.
     pub async fn start(install: &RestateInstall) -> Result<Restate> {
-        let dir = tempfile::Builder::new()
-            .prefix("geosaga-bench-restate")
-            .tempdir()?;
-        let (ingress, admin, node_port, service_port) =
-            (free_port()?, free_port()?, free_port()?, free_port()?);
+        let dir = tempfile::Builder::new().prefix("geosaga-bench-restate").tempdir()?;
+        let (ingress, admin, node_port, service_port) = (free_port()?, free_port()?, free_port()?, free_port()?);
         let log = std::fs::File::create(dir.path().join("restate.log"))?;
         let server = Command::new(&install.server)
             .arg("--base-dir")
@@ -144,14 +138,8 @@ impl Restate {
             .args(["--no-logo", "--node-name", "bench"])
             .env("RESTATE_LISTEN_MODE", "tcp")
             .env("RESTATE_BIND_ADDRESS", format!("127.0.0.1:{node_port}"))
-            .env(
-                "RESTATE_ADVERTISED_ADDRESS",
-                format!("http://127.0.0.1:{node_port}/"),
-            )
-            .env(
-                "RESTATE_INGRESS__BIND_ADDRESS",
-                format!("127.0.0.1:{ingress}"),
-            )
+            .env("RESTATE_ADVERTISED_ADDRESS", format!("http://127.0.0.1:{node_port}/"))
+            .env("RESTATE_INGRESS__BIND_ADDRESS", format!("127.0.0.1:{ingress}"))
             .env("RESTATE_ADMIN__BIND_ADDRESS", format!("127.0.0.1:{admin}"))
             .env("RESTATE_DISABLE_TELEMETRY", "true")
             .env("RESTATE_LOG_FILTER", "warn")
@@ -191,9 +179,7 @@ impl Restate {
             loop {
                 let r = client
                     .post(format!("http://127.0.0.1:{admin}/deployments"))
-                    .json(
-                        &json!({"uri": format!("http://127.0.0.1:{service_port}"), "force": true}),
-                    )
+                    .json(&json!({"uri": format!("http://127.0.0.1:{service_port}"), "force": true}))
                     .send()
                     .await;
                 match r {
@@ -220,10 +206,8 @@ impl Restate {
         }
         .await;
         if let Err(e) = started {
-            let log = std::fs::read_to_string(restate._dir.path().join("restate.log"))
-                .unwrap_or_default();
-            let svc = std::fs::read_to_string(restate._dir.path().join("service.log"))
-                .unwrap_or_default();
+            let log = std::fs::read_to_string(restate._dir.path().join("restate.log")).unwrap_or_default();
+            let svc = std::fs::read_to_string(restate._dir.path().join("service.log")).unwrap_or_default();
             restate.stop();
             bail!(
                 "{e}\n--- restate.log (tail)\n{}\n--- service.log (tail)\n{}",
@@ -234,13 +218,7 @@ impl Restate {
         Ok(restate)
     }
 
-    fn runner(
-        &self,
-        rt: &Runtimes,
-        n: u64,
-        concurrency: usize,
-        label: &str,
-    ) -> impl Future<Output = Result<RunStats>> {
+    fn runner(&self, rt: &Runtimes, n: u64, concurrency: usize, label: &str) -> impl Future<Output = Result<RunStats>> {
         let url = format!("http://127.0.0.1:{}/transfer/run", self.ingress);
         let client = workload::http_client();
         let rt = rt.client.clone();
@@ -294,8 +272,7 @@ impl Restate {
             cpu0.per_saga_ms(&cpu1, stats.n),
         );
         let hwm = procfs::status_kb(&pid, "VmHWM").unwrap_or(0) as f64 / 1024.0;
-        let svc =
-            procfs::status_kb(&self.service_pid.to_string(), "VmHWM").unwrap_or(0) as f64 / 1024.0;
+        let svc = procfs::status_kb(&self.service_pid.to_string(), "VmHWM").unwrap_or(0) as f64 / 1024.0;
         row.peak_rss_mb = Some(hwm);
         row.rss_note = format!("restate-server VmHWM (its Node service: {svc:.0} MB more)");
         Ok(row)
@@ -345,37 +322,25 @@ pub fn install_dbos(peers: &Path, cache: &Path) -> Result<DbosInstall> {
         Command::new(python)
             .args([
                 "-c",
-                &format!(
-                    "import importlib.metadata as m; assert m.version('dbos') == '{DBOS_VERSION}'"
-                ),
+                &format!("import importlib.metadata as m; assert m.version('dbos') == '{DBOS_VERSION}'"),
             ])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     };
     if !python.exists() || !has(&python) {
-        eprintln!(
-            "== pip install dbos=={DBOS_VERSION} into {}",
-            venv.display()
-        );
+        eprintln!("== pip install dbos=={DBOS_VERSION} into {}", venv.display());
         run_logged(
             Command::new("python3").args(["-m", "venv"]).arg(&venv),
             "python3 -m venv",
         )?;
         run_logged(
-            Command::new(venv.join("bin/pip")).args([
-                "install",
-                "-q",
-                &format!("dbos=={DBOS_VERSION}"),
-            ]),
+            Command::new(venv.join("bin/pip")).args(["install", "-q", &format!("dbos=={DBOS_VERSION}")]),
             "pip install dbos",
         )?;
     }
     let py = Command::new(&python).arg("--version").output()?;
-    let versions = format!(
-        "dbos {DBOS_VERSION}, {}",
-        String::from_utf8_lossy(&py.stdout).trim()
-    );
+    let versions = format!("dbos {DBOS_VERSION}, {}", String::from_utf8_lossy(&py.stdout).trim());
     Ok(DbosInstall {
         python,
         script: peers.join("dbos/bench.py"),
@@ -404,9 +369,7 @@ pub async fn run_dbos(
     levels: &[(usize, u64)],
     pg: Option<u32>,
 ) -> Result<Vec<Row>> {
-    let dir = tempfile::Builder::new()
-        .prefix("geosaga-bench-dbos")
-        .tempdir()?;
+    let dir = tempfile::Builder::new().prefix("geosaga-bench-dbos").tempdir()?;
     let log = std::fs::File::create(dir.path().join("dbos.log"))?;
     let mut child = tokio::process::Command::new(&install.python)
         .arg(&install.script)
@@ -427,10 +390,7 @@ pub async fn run_dbos(
             }
         }
         let log = std::fs::read_to_string(dir.path().join("dbos.log")).unwrap_or_default();
-        bail!(
-            "the DBOS script exited before saying {prefix}:\n{}",
-            tail(&log, 30)
-        )
+        bail!("the DBOS script exited before saying {prefix}:\n{}", tail(&log, 30))
     };
     expect("READY").await?;
     let mut rows = Vec::new();
@@ -441,9 +401,7 @@ pub async fn run_dbos(
         let db0 = db.map(Cpu::read);
         let bar = workload::progress(n, &format!("DBOS {backend} C={concurrency}"));
         bar.tick();
-        stdin
-            .write_all(format!("run {concurrency} {n}\n").as_bytes())
-            .await?;
+        stdin.write_all(format!("run {concurrency} {n}\n").as_bytes()).await?;
         stdin.flush().await?;
         let result: DbosResult = serde_json::from_str(&expect("RESULT").await?)?;
         bar.finish_and_clear();
@@ -469,15 +427,7 @@ pub async fn run_dbos(
             None,
             db0.zip(db1).map(|(a, b)| (b - a) * 1000.0 / n as f64),
         ];
-        let mut row = Row::new(
-            "DBOS",
-            backend,
-            "in-process, awaited",
-            3,
-            concurrency,
-            &stats,
-            cpu,
-        );
+        let mut row = Row::new("DBOS", backend, "in-process, awaited", 3, concurrency, &stats, cpu);
         row.peak_rss_mb = Some(result.hwm_kb as f64 / 1024.0);
         row.rss_note = "Python process VmHWM (engine and client in one process)".into();
         rows.push(row);

@@ -35,7 +35,10 @@ pub fn bin_dir(install: bool) -> Result<PathBuf> {
     }
     eprintln!("== installing PostgreSQL from Debian's packages");
     let ok = Command::new("sh")
-        .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null"])
+        .args([
+            "-c",
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null",
+        ])
         .status()?
         .success();
     if !ok {
@@ -46,9 +49,7 @@ pub fn bin_dir(install: bool) -> Result<PathBuf> {
 
 /// A free TCP port on loopback.
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A running throwaway server.
@@ -75,9 +76,7 @@ impl Pg {
     /// Creates a cluster in a temporary directory and starts it.
     pub async fn start(install: bool) -> Result<Pg> {
         let bin = bin_dir(install)?;
-        let dir = tempfile::Builder::new()
-            .prefix("geosaga-bench-pg")
-            .tempdir()?;
+        let dir = tempfile::Builder::new().prefix("geosaga-bench-pg").tempdir()?;
         let data = dir.path().join("data");
         let chown = Command::new("chown")
             .args(["-R", "postgres:postgres"])
@@ -87,16 +86,7 @@ impl Pg {
             bail!("chown of {} to postgres failed", dir.path().display());
         }
         let out = as_postgres(&bin, "initdb")
-            .args([
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "-D",
-            ])
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "-D"])
             .arg(&data)
             .output()?;
         if !out.status.success() {
@@ -109,12 +99,7 @@ impl Pg {
             .arg(&data)
             .args(["-p", &port.to_string(), "-k"])
             .arg(dir.path())
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "max_connections=300",
-            ])
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"])
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
@@ -131,15 +116,12 @@ impl Pg {
         loop {
             match sqlx::PgConnection::connect(&pg.url("postgres")).await {
                 Ok(mut conn) => {
-                    let (v,): (String,) = sqlx::query_as("SHOW server_version")
-                        .fetch_one(&mut conn)
-                        .await?;
+                    let (v,): (String,) = sqlx::query_as("SHOW server_version").fetch_one(&mut conn).await?;
                     pg.version = v;
                     break;
                 }
                 Err(e) if Instant::now() > deadline => {
-                    let log = std::fs::read_to_string(pg._dir.path().join("postgres.log"))
-                        .unwrap_or_default();
+                    let log = std::fs::read_to_string(pg._dir.path().join("postgres.log")).unwrap_or_default();
                     bail!("postgres did not start: {e}\n{log}");
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -167,9 +149,7 @@ impl Pg {
         sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
             .execute(&mut conn)
             .await?;
-        sqlx::query(&format!("CREATE DATABASE {db}"))
-            .execute(&mut conn)
-            .await?;
+        sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut conn).await?;
         Ok(self.url(db))
     }
 

@@ -32,8 +32,7 @@ fn ppid(pid: u32) -> Option<u32> {
 
 /// CPU seconds (user + system) a process used so far, all its threads included.
 pub fn cpu_of_pid(pid: u32) -> f64 {
-    stat_fields(&format!("/proc/{pid}/stat"))
-        .map_or(0.0, |f| (f[0] + f[1]) as f64 / ticks_per_second())
+    stat_fields(&format!("/proc/{pid}/stat")).map_or(0.0, |f| (f[0] + f[1]) as f64 / ticks_per_second())
 }
 
 /// CPU seconds of this whole process (live and exited threads).
@@ -65,11 +64,7 @@ pub fn cpu_of_tree(root: u32) -> f64 {
     let mut ticks = stat_fields(&format!("/proc/{root}/stat")).map_or(0, |f| f.iter().sum());
     if let Ok(dir) = fs::read_dir("/proc") {
         for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
             if ppid(pid) == Some(root)

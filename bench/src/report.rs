@@ -57,18 +57,9 @@ fn rate(v: f64) -> String {
     }
 }
 
-fn find<'a>(
-    rows: &'a [Row],
-    engine: &str,
-    backend: &str,
-    variant_prefix: &str,
-    c: usize,
-) -> Option<&'a Row> {
+fn find<'a>(rows: &'a [Row], engine: &str, backend: &str, variant_prefix: &str, c: usize) -> Option<&'a Row> {
     rows.iter().find(|r| {
-        r.engine == engine
-            && r.backend == backend
-            && r.variant.starts_with(variant_prefix)
-            && r.concurrency == c
+        r.engine == engine && r.backend == backend && r.variant.starts_with(variant_prefix) && r.concurrency == c
     })
 }
 
@@ -185,9 +176,10 @@ impl Report {
                 let Some(g) = find(&self.workload, "geosaga", gb, gv, c) else {
                     continue;
                 };
-                let p = self.workload.iter().find(|r| {
-                    r.engine == peer && r.concurrency == c && pb.is_none_or(|b| r.backend == b)
-                });
+                let p = self
+                    .workload
+                    .iter()
+                    .find(|r| r.engine == peer && r.concurrency == c && pb.is_none_or(|b| r.backend == b));
                 let Some(p) = p else { continue };
                 let _ = writeln!(
                     w,
@@ -249,10 +241,7 @@ impl Report {
             );
         }
 
-        let _ = writeln!(
-            w,
-            "\n## Cost growth with steps (geosaga on SQLite, C = 16)\n"
-        );
+        let _ = writeln!(w, "\n## Cost growth with steps (geosaga on SQLite, C = 16)\n");
         let _ = writeln!(
             w,
             "A chain of K Rust steps, each but the last with a compensation; every 10th saga fails at the last step and \
@@ -323,13 +312,7 @@ impl Report {
             let _ = writeln!(
                 w,
                 "| {} | **{:.2}** | {:.2} | {:.2} | {:.2} | {} | {} |",
-                r.count,
-                r.recover_s,
-                r.open_s,
-                r.adopted_s,
-                r.settled_s,
-                r.completed,
-                r.compensated
+                r.count, r.recover_s, r.open_s, r.adopted_s, r.settled_s, r.completed, r.compensated
             );
         } else {
             let _ = writeln!(w, "Not measured in this run.");
@@ -362,10 +345,7 @@ impl Report {
         let restate = |c| find(&self.workload, "Restate", "RocksDB + Bifrost log", "", c);
         let yes = |b: bool| if b { "yes" } else { "**no**" };
         for backend in [SQLITE, POSTGRES] {
-            if let (Some(g), Some(r)) = (
-                find(&self.workload, "geosaga", backend, RUST_STEPS, 1),
-                restate(1),
-            ) {
+            if let (Some(g), Some(r)) = (find(&self.workload, "geosaga", backend, RUST_STEPS, 1), restate(1)) {
                 let ratio = g.p50_ms / r.p50_ms;
                 let _ = writeln!(
                     w,
@@ -378,10 +358,7 @@ impl Report {
             }
         }
         for (backend, goal) in [(SQLITE, 10.0), (POSTGRES, 5.0)] {
-            if let (Some(g), Some(r)) = (
-                find(&self.workload, "geosaga", backend, RUST_STEPS, 64),
-                restate(64),
-            ) {
+            if let (Some(g), Some(r)) = (find(&self.workload, "geosaga", backend, RUST_STEPS, 64), restate(64)) {
                 let x = g.sagas_per_s / r.sagas_per_s;
                 let _ = writeln!(
                     w,
@@ -396,13 +373,7 @@ impl Report {
             let cs: Vec<String> = [1, 16, 64]
                 .iter()
                 .filter_map(|&c| find(&self.workload, "geosaga", backend, RUST_STEPS, c))
-                .map(|r| {
-                    format!(
-                        "{:.2} at C={}",
-                        r.commits_per_saga.unwrap_or(0.0),
-                        r.concurrency
-                    )
-                })
+                .map(|r| format!("{:.2} at C={}", r.commits_per_saga.unwrap_or(0.0), r.concurrency))
                 .collect();
             if let Some(r64) = find(&self.workload, "geosaga", backend, RUST_STEPS, 64) {
                 let c = r64.commits_per_saga.unwrap_or(f64::MAX);
@@ -492,11 +463,7 @@ impl Report {
         let pts = |f: &dyn Fn(&Row) -> f64| -> Vec<(f64, f64)> {
             self.steps
                 .iter()
-                .filter_map(|r| {
-                    ks.iter()
-                        .position(|&k| k == r.steps)
-                        .map(|i| (i as f64, f(r)))
-                })
+                .filter_map(|r| ks.iter().position(|&k| k == r.steps).map(|i| (i as f64, f(r))))
                 .collect()
         };
         chart(
@@ -557,14 +524,7 @@ fn workload_table(w: &mut String, rows: &[Row]) {
 
 type Series = (String, Vec<(f64, f64)>);
 
-fn chart(
-    path: &Path,
-    title: &str,
-    x_desc: &str,
-    x_labels: &[&str],
-    y_desc: &str,
-    series: &[Series],
-) -> Result<()> {
+fn chart(path: &Path, title: &str, x_desc: &str, x_labels: &[&str], y_desc: &str, series: &[Series]) -> Result<()> {
     let values: Vec<f64> = series
         .iter()
         .flat_map(|(_, p)| p.iter().map(|&(_, y)| y))
@@ -619,9 +579,7 @@ fn chart(
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
             .map_err(|e| anyhow::anyhow!("{e:?}"))?
             .label(label.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         chart
             .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;

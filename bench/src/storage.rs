@@ -107,10 +107,7 @@ pub async fn pgbench(pg: &Pg, clients: usize, seconds: u64) -> Result<StorageRow
         .context("running pgbench")?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
-        bail!(
-            "pgbench failed: {text}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("pgbench failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
     }
     let find = |prefix: &str| -> Option<f64> {
         text.lines()

@@ -107,9 +107,7 @@ fn action(
     }
 }
 
-fn compensation(
-    name: String,
-) -> impl Fn(Arc<Bank>, StepContext) -> StepFuture + Send + Sync + 'static {
+fn compensation(name: String) -> impl Fn(Arc<Bank>, StepContext) -> StepFuture + Send + Sync + 'static {
     move |bank: Arc<Bank>, cx: StepContext| {
         let name = name.clone();
         Box::pin(async move {
@@ -122,12 +120,7 @@ fn compensation(
 
 /// A chain saga in Rust: `steps` in sequence, each but the last with a compensation; the
 /// last fails for every 10th saga.
-pub fn chain_saga(
-    name: &str,
-    steps: &[String],
-    bank: Arc<Bank>,
-    registry: &HandlerRegistry,
-) -> Result<SagaDefinition> {
+pub fn chain_saga(name: &str, steps: &[String], bank: Arc<Bank>, registry: &HandlerRegistry) -> Result<SagaDefinition> {
     let mut saga = RustSaga::new(name, bank);
     for (i, step) in steps.iter().enumerate() {
         let last = i + 1 == steps.len();
@@ -184,8 +177,7 @@ pub fn participant(bank: Arc<Bank>) -> axum::Router {
             let bank = bank.clone();
             async move {
                 let Some(seq) = seq_from_body(&body) else {
-                    return (StatusCode::BAD_REQUEST, Json(json!({"error": "no seq"})))
-                        .into_response();
+                    return (StatusCode::BAD_REQUEST, Json(json!({"error": "no seq"}))).into_response();
                 };
                 if compensation {
                     bank.compensations.fetch_add(1, Ordering::Relaxed);
@@ -256,9 +248,7 @@ impl RunStats {
         if self.latencies_us.is_empty() {
             return 0.0;
         }
-        let i = ((self.latencies_us.len() as f64 * q).ceil() as usize)
-            .clamp(1, self.latencies_us.len())
-            - 1;
+        let i = ((self.latencies_us.len() as f64 * q).ceil() as usize).clamp(1, self.latencies_us.len()) - 1;
         self.latencies_us[i] as f64 / 1000.0
     }
 
@@ -270,10 +260,7 @@ impl RunStats {
     /// Checks the expected outcome: exactly 90% completed and 10% compensated.
     pub fn check(&self) -> Result<()> {
         let compensated = self.n / 10;
-        if self.completed == self.n - compensated
-            && self.compensated == compensated
-            && self.other == 0
-        {
+        if self.completed == self.n - compensated && self.compensated == compensated && self.other == 0 {
             Ok(())
         } else {
             bail!(
@@ -293,11 +280,9 @@ impl RunStats {
 pub fn progress(n: u64, label: &str) -> ProgressBar {
     let bar = ProgressBar::new(n);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>38} [{bar:30}] {pos:>6}/{len:6} {per_sec:>12} {elapsed:>4}",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{prefix:>38} [{bar:30}] {pos:>6}/{len:6} {per_sec:>12} {elapsed:>4}")
+            .expect("a valid template")
+            .progress_chars("=> "),
     );
     bar.set_prefix(label.to_owned());
     bar
@@ -341,9 +326,7 @@ where
                 };
                 match outcome {
                     Outcome::Completed if expected == Outcome::Completed => mine.completed += 1,
-                    Outcome::Compensated if expected == Outcome::Compensated => {
-                        mine.compensated += 1
-                    }
+                    Outcome::Compensated if expected == Outcome::Compensated => mine.compensated += 1,
                     other => {
                         mine.other += 1;
                         if mine.errors.len() < 3 {
@@ -391,18 +374,12 @@ pub async fn post_for_status(client: &reqwest::Client, url: &str, body: &Value) 
     let code = response.status();
     let text = response.text().await.unwrap_or_default();
     if !code.is_success() {
-        return Outcome::Other(format!(
-            "HTTP {code}: {}",
-            text.chars().take(200).collect::<String>()
-        ));
+        return Outcome::Other(format!("HTTP {code}: {}", text.chars().take(200).collect::<String>()));
     }
     match serde_json::from_str::<Value>(&text) {
         Ok(v) => match v["status"].as_str() {
             Some(s) => Outcome::from_status(s),
-            None => Outcome::Other(format!(
-                "no status in {}",
-                text.chars().take(200).collect::<String>()
-            )),
+            None => Outcome::Other(format!("no status in {}", text.chars().take(200).collect::<String>())),
         },
         Err(e) => Outcome::Other(format!(
             "not JSON ({e}): {}",

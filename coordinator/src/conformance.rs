@@ -15,10 +15,10 @@ use std::time::Duration;
 use sagas::{Phase, SagaDefinition, SagaStatus, StepError, StepStatus};
 use serde_json::Value;
 
+use crate::runner::Runners;
 use crate::runner::faults::{Fault, Faults};
 use crate::runner::http::{HostPolicy, HttpRunner};
 use crate::runner::rust::HandlerRegistry;
-use crate::runner::Runners;
 use crate::store::memory::MemoryStore;
 use crate::{Coordinator, Options, SagaView, StartSaga};
 
@@ -42,8 +42,15 @@ pub async fn check(
     verify: impl Fn(&Case, &SagaView) -> Result<(), String>,
 ) -> Result<(), String> {
     let faults = Arc::new(Faults::new());
-    let runners = Runners { http: HttpRunner::new(HostPolicy::Any), rust: registry, faults: faults.clone() };
-    let options = Options { lease: Duration::from_secs(60), ..Options::default() };
+    let runners = Runners {
+        http: HttpRunner::new(HostPolicy::Any),
+        rust: registry,
+        faults: faults.clone(),
+    };
+    let options = Options {
+        lease: Duration::from_secs(60),
+        ..Options::default()
+    };
     let coordinator = Coordinator::start(Arc::new(MemoryStore::new()), runners, options)
         .await
         .map_err(|e| e.to_string())?;
@@ -86,7 +93,10 @@ async fn run_one(coordinator: &Coordinator, definition: &SagaDefinition, input: 
         })
         .await
         .map_err(|e| e.to_string())?;
-    let record = coordinator.wait(saga.id, Duration::from_secs(60)).await.map_err(|e| e.to_string())?;
+    let record = coordinator
+        .wait(saga.id, Duration::from_secs(60))
+        .await
+        .map_err(|e| e.to_string())?;
     if !record.status.is_settled() {
         return Err(format!("saga {} did not settle within 60 s", saga.id));
     }
@@ -99,12 +109,18 @@ fn check_outcome(case: &Case, view: &SagaView) -> Result<(), String> {
     match case {
         Case::Plain | Case::ActionsRepeated => {
             if status != SagaStatus::Completed {
-                return Err(format!("{case:?}: expected completed, got {status} ({:?})", view.state.unwind_cause()));
+                return Err(format!(
+                    "{case:?}: expected completed, got {status} ({:?})",
+                    view.state.unwind_cause()
+                ));
             }
         }
         Case::FailAt(failed) => {
             if status != SagaStatus::Compensated {
-                return Err(format!("{case:?}: expected compensated, got {status} ({:?})", view.state.unwind_cause()));
+                return Err(format!(
+                    "{case:?}: expected compensated, got {status} ({:?})",
+                    view.state.unwind_cause()
+                ));
             }
             for (step, s) in def.steps.iter().zip(view.state.steps()) {
                 let ok = match s.status {

@@ -108,11 +108,7 @@ impl Metrics {
         let compensation_duration: Latency = Family::new_with_constructor(latency_buckets);
         let retries = Family::default();
         let adoptions = Counter::default();
-        registry.register(
-            "sagas_started",
-            "Sagas created by this coordinator",
-            started.clone(),
-        );
+        registry.register("sagas_started", "Sagas created by this coordinator", started.clone());
         registry.register(
             "sagas_completed",
             "Sagas that completed on this coordinator",
@@ -138,11 +134,7 @@ impl Metrics {
             "Duration of one compensation attempt",
             compensation_duration.clone(),
         );
-        registry.register(
-            "step_retries",
-            "Failed attempts that will be retried",
-            retries.clone(),
-        );
+        registry.register("step_retries", "Failed attempts that will be retried", retries.clone());
         registry.register(
             "lease_adoptions",
             "Sagas this coordinator resumed from the store (its own after a restart, or orphans whose lease expired)",
@@ -189,14 +181,7 @@ impl Metrics {
     }
 
     /// One attempt ended with `outcome` (`succeeded`, `retry` or `failed`) after `took`.
-    pub fn attempt(
-        &self,
-        definition: &str,
-        step: &str,
-        phase: Phase,
-        outcome: &'static str,
-        took: Duration,
-    ) {
+    pub fn attempt(&self, definition: &str, step: &str, phase: Phase, outcome: &'static str, took: Duration) {
         let labels = AttemptLabels {
             definition: definition.to_owned(),
             step: step.to_owned(),
@@ -241,11 +226,7 @@ impl Metrics {
             "Saga appends carried by those commits",
             ConstCounter::new(stats.appends),
         );
-        now.register(
-            "store_events",
-            "Saga events written",
-            ConstCounter::new(stats.events),
-        );
+        now.register("store_events", "Saga events written", ConstCounter::new(stats.events));
         let per_commit = if stats.commits == 0 {
             0.0
         } else {
@@ -278,13 +259,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.saga_started("trip");
         metrics.saga_settled("trip", SagaStatus::Compensated);
-        metrics.attempt(
-            "trip",
-            "book",
-            Phase::Action,
-            "retry",
-            Duration::from_millis(3),
-        );
+        metrics.attempt("trip", "book", Phase::Action, "retry", Duration::from_millis(3));
         metrics.attempt(
             "trip",
             "book",

@@ -66,7 +66,8 @@ impl<C: Send + Sync + 'static> RustSaga<C> {
         T: Serialize + Send + 'static,
     {
         let context = self.context.clone();
-        self.registrations.push(Box::new(move |registry| registry.register_fn(&name, context, f)));
+        self.registrations
+            .push(Box::new(move |registry| registry.register_fn(&name, context, f)));
     }
 
     /// Adds a step whose action is `f`; it depends on the step before it.

@@ -18,8 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use observability::semconv;
 use opentelemetry::trace::{
-    Event, Span, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
-    Tracer,
+    Event, Span, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, Tracer,
 };
 use opentelemetry::{Context, KeyValue, global};
 use sagas::{FailureKind, Phase, SagaEvent, SagaStatus, StepError, UnwindCause};
@@ -47,10 +46,7 @@ impl TraceHeaders {
         parse_traceparent(traceparent)?;
         Some(TraceHeaders {
             traceparent: traceparent.trim().to_owned(),
-            tracestate: tracestate
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
+            tracestate: tracestate.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned),
         })
     }
 }
@@ -272,11 +268,7 @@ impl SagaSpans {
         let parent = self.trace.root_context();
         let span = tracer
             .span_builder(format!("{} {step}", phase.as_str()))
-            .with_kind(if http {
-                SpanKind::Client
-            } else {
-                SpanKind::Internal
-            })
+            .with_kind(if http { SpanKind::Client } else { SpanKind::Internal })
             .with_start_time(SystemTime::now())
             .with_attributes(attributes)
             .start_with_context(&tracer, &parent);
@@ -322,12 +314,7 @@ impl SagaSpans {
                 .span_builder(format!("{} retry", self.definition))
                 .with_start_time(at_ms(at))
                 .with_attributes(attributes)
-                .with_events(vec![Event::new(
-                    semconv::EVENT_RETRY,
-                    at_ms(at),
-                    Vec::new(),
-                    0,
-                )])
+                .with_events(vec![Event::new(semconv::EVENT_RETRY, at_ms(at), Vec::new(), 0)])
                 .start_with_context(&tracer, &self.trace.root_context()),
         };
         match status {
@@ -380,14 +367,11 @@ impl AttemptSpan {
 /// the error if it failed.
 pub(crate) fn outcome_of(event: &SagaEvent) -> (&'static str, Option<&StepError>) {
     match event {
-        SagaEvent::StepSucceeded { .. } | SagaEvent::CompensationSucceeded { .. } => {
-            ("succeeded", None)
+        SagaEvent::StepSucceeded { .. } | SagaEvent::CompensationSucceeded { .. } => ("succeeded", None),
+        SagaEvent::StepAttemptFailed { error, .. } | SagaEvent::CompensationAttemptFailed { error, .. } => {
+            ("retry", Some(error))
         }
-        SagaEvent::StepAttemptFailed { error, .. }
-        | SagaEvent::CompensationAttemptFailed { error, .. } => ("retry", Some(error)),
-        SagaEvent::StepFailed { error, .. } | SagaEvent::CompensationFailed { error, .. } => {
-            ("failed", Some(error))
-        }
+        SagaEvent::StepFailed { error, .. } | SagaEvent::CompensationFailed { error, .. } => ("failed", Some(error)),
         SagaEvent::StepStarted { .. }
         | SagaEvent::CompensationStarted { .. }
         | SagaEvent::CancelRequested { .. }
@@ -420,11 +404,7 @@ mod tests {
         );
         assert_ne!(trace.span_id, SpanId::from_hex("00f067aa0ba902b7").unwrap());
         assert_eq!(SagaTrace::decode(&trace.encode()), Some(trace.clone()));
-        assert!(
-            trace
-                .traceparent()
-                .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
-        );
+        assert!(trace.traceparent().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert_eq!(trace.tracestate.as_deref(), Some("vendor=abc"));
     }
 
@@ -467,10 +447,7 @@ mod tests {
         assert_eq!(legacy.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(
             (legacy.span_id, legacy.parent_span_id),
-            (
-                derived.span_id,
-                Some(SpanId::from_hex("00f067aa0ba902b7").unwrap())
-            )
+            (derived.span_id, Some(SpanId::from_hex("00f067aa0ba902b7").unwrap()))
         );
     }
 }

@@ -12,12 +12,11 @@ use axum::http::{Request, StatusCode, header};
 use coordinator::api::{ApiState, app};
 use coordinator::store::memory::MemoryStore;
 use coordinator::store::{
-    Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, ListFilter, NewSaga,
-    PutDefinition, SagaRecord, StoreStats, StoredEvent,
+    Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, ListFilter, NewSaga, PutDefinition, SagaRecord,
+    StoreStats, StoredEvent,
 };
 use coordinator::{
-    Coordinator, Fault, HandlerRegistry, HostPolicy, HttpRunner, Options, Runners, RustSaga,
-    StepContext, Store,
+    Coordinator, Fault, HandlerRegistry, HostPolicy, HttpRunner, Options, Runners, RustSaga, StepContext, Store,
 };
 use sagas::{Phase, StepError};
 use serde_json::{Value, json};
@@ -56,11 +55,7 @@ impl Store for FlakyStore {
     ) -> coordinator::Result<PutDefinition> {
         self.inner.put_definition(name, hash, doc, now).await
     }
-    async fn get_definition(
-        &self,
-        name: &str,
-        version: Option<i64>,
-    ) -> coordinator::Result<Option<DefinitionRecord>> {
+    async fn get_definition(&self, name: &str, version: Option<i64>) -> coordinator::Result<Option<DefinitionRecord>> {
         self.inner.get_definition(name, version).await
     }
     async fn list_definitions(&self) -> coordinator::Result<Vec<DefinitionSummary>> {
@@ -95,12 +90,7 @@ impl Store for FlakyStore {
     ) -> coordinator::Result<Vec<SagaRecord>> {
         self.inner.claim(owner, own, now, until, limit).await
     }
-    async fn take_over_stuck(
-        &self,
-        id: Uuid,
-        owner: &str,
-        until: i64,
-    ) -> coordinator::Result<Option<SagaRecord>> {
+    async fn take_over_stuck(&self, id: Uuid, owner: &str, until: i64) -> coordinator::Result<Option<SagaRecord>> {
         self.inner.take_over_stuck(id, owner, until).await
     }
     async fn request_cancel(&self, id: Uuid) -> coordinator::Result<Option<SagaRecord>> {
@@ -144,7 +134,8 @@ async fn held(gate: Arc<Semaphore>, _: StepContext) -> Result<(), StepError> {
 /// that waits for a permit of the gate).
 async fn fixture_with(options: Options, configure: impl FnOnce(&mut ApiState)) -> Fixture {
     let registry = HandlerRegistry::new();
-    let schema = json!({"type": "object", "required": ["amount"], "properties": {"amount": {"type": "integer", "minimum": 1}}});
+    let schema =
+        json!({"type": "object", "required": ["amount"], "properties": {"amount": {"type": "integer", "minimum": 1}}});
     let trip = RustSaga::new("trip", Arc::new(()))
         .input_schema(schema)
         .step("reserve", reserve)
@@ -164,9 +155,7 @@ async fn fixture_with(options: Options, configure: impl FnOnce(&mut ApiState)) -
         faults: Default::default(),
     };
     let store = Arc::new(FlakyStore::default());
-    let coordinator = Coordinator::start(store.clone(), runners, options)
-        .await
-        .unwrap();
+    let coordinator = Coordinator::start(store.clone(), runners, options).await.unwrap();
     coordinator.register(&trip).await.unwrap();
     coordinator.register(&hold).await.unwrap();
     let mut state = ApiState::new(coordinator.clone());
@@ -194,28 +183,16 @@ impl Fixture {
         let response = self.app.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
         let body = if bytes.is_empty() {
             Value::Null
         } else {
             serde_json::from_slice(&bytes).unwrap()
         };
-        Answer {
-            status,
-            headers,
-            body,
-        }
+        Answer { status, headers, body }
     }
 
-    async fn call(
-        &self,
-        method: &str,
-        uri: &str,
-        headers: &[(&str, &str)],
-        body: Option<Value>,
-    ) -> Answer {
+    async fn call(&self, method: &str, uri: &str, headers: &[(&str, &str)], body: Option<Value>) -> Answer {
         let mut request = Request::builder().method(method).uri(uri);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -256,10 +233,7 @@ impl Answer {
     #[track_caller]
     fn problem(&self, status: u16, slug: &str) -> &Value {
         assert_eq!(self.status.as_u16(), status, "{}", self.body);
-        assert_eq!(
-            self.headers[header::CONTENT_TYPE],
-            "application/problem+json"
-        );
+        assert_eq!(self.headers[header::CONTENT_TYPE], "application/problem+json");
         assert_eq!(
             self.body["type"],
             format!("https://geosaga.dev/problems/{slug}"),
@@ -300,10 +274,7 @@ async fn definitions_are_registered_versioned_listed_and_read() {
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
     assert_eq!(first.body["created"], true);
     assert_eq!(first.body["version"], 1);
-    assert_eq!(
-        first.headers[header::LOCATION],
-        "/v1/definitions/json-trip?version=1"
-    );
+    assert_eq!(first.headers[header::LOCATION], "/v1/definitions/json-trip?version=1");
     let again = f.post("/v1/definitions", json_trip("v1")).await;
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(
@@ -323,10 +294,7 @@ async fn definitions_are_registered_versioned_listed_and_read() {
     assert_eq!(latest.body["document"]["description"], "v2");
     let v1 = f.get("/v1/definitions/json-trip?version=1").await;
     assert_eq!(
-        (
-            v1.body["version"].clone(),
-            v1.body["document"]["description"].clone()
-        ),
+        (v1.body["version"].clone(), v1.body["document"]["description"].clone()),
         (json!(1), json!("v1"))
     );
     assert_eq!(v1.body["content_hash"], first.body["content_hash"]);
@@ -341,14 +309,11 @@ async fn definitions_are_registered_versioned_listed_and_read() {
         .map(|d| (d["name"].clone(), d["latest_version"].clone()))
         .collect();
     assert!(
-        names.contains(&(json!("json-trip"), json!(2)))
-            && names.contains(&(json!("trip"), json!(1))),
+        names.contains(&(json!("json-trip"), json!(2))) && names.contains(&(json!("trip"), json!(1))),
         "{names:?}"
     );
 
-    f.get("/v1/definitions/nope")
-        .await
-        .problem(404, "definition-not-found");
+    f.get("/v1/definitions/nope").await.problem(404, "definition-not-found");
     f.get("/v1/definitions/json-trip?version=9")
         .await
         .problem(404, "definition-not-found");
@@ -364,7 +329,12 @@ async fn definitions_are_registered_versioned_listed_and_read() {
 #[tokio::test]
 async fn invalid_definitions_are_422_with_every_path() {
     let f = fixture().await;
-    let shape = f.post("/v1/definitions", json!({"name": "x", "steps": [{"name": "a", "action": {"rust": {"handler": "h"}}, "bogus": 1}]})).await;
+    let shape = f
+        .post(
+            "/v1/definitions",
+            json!({"name": "x", "steps": [{"name": "a", "action": {"rust": {"handler": "h"}}, "bogus": 1}]}),
+        )
+        .await;
     shape.problem(422, "invalid-definition");
     assert_eq!(shape.paths(), ["/steps/0/bogus"]);
 
@@ -374,13 +344,9 @@ async fn invalid_definitions_are_422_with_every_path() {
     ]});
     let answer = f.post("/v1/definitions", meaning).await;
     answer.problem(422, "invalid-definition");
-    assert_eq!(
-        answer.paths(),
-        ["/name", "/steps/1/name", "/steps/1/depends_on/0"]
-    );
+    assert_eq!(answer.paths(), ["/name", "/steps/1/name", "/steps/1/depends_on/0"]);
 
-    let unknown =
-        json!({"name": "u", "steps": [{"name": "a", "action": {"rust": {"handler": "no.such"}}}]});
+    let unknown = json!({"name": "u", "steps": [{"name": "a", "action": {"rust": {"handler": "no.such"}}}]});
     let answer = f.post("/v1/definitions", unknown).await;
     answer.problem(422, "invalid-definition");
     assert_eq!(answer.paths(), ["/steps/0/action/rust/handler"]);
@@ -416,15 +382,11 @@ async fn bodies_that_are_not_json_are_refused() {
         .body(Body::from("{}"))
         .unwrap();
     f.send(text).await.problem(415, "unsupported-media-type");
-    let untyped = Request::post("/v1/definitions")
-        .body(Body::from("{}"))
-        .unwrap();
+    let untyped = Request::post("/v1/definitions").body(Body::from("{}")).unwrap();
     f.send(untyped).await.problem(415, "unsupported-media-type");
 
     let big = json!({"name": "big", "description": "x".repeat(2 << 20), "steps": []});
-    f.post("/v1/definitions", big)
-        .await
-        .problem(413, "payload-too-large");
+    f.post("/v1/definitions", big).await.problem(413, "payload-too-large");
 
     let shape = f.post("/v1/sagas", json!({"definition": 5})).await;
     shape.problem(422, "invalid-body");
@@ -493,12 +455,7 @@ async fn a_saga_starts_and_answers_when_settled() {
     let types: Vec<_> = log.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(
         types,
-        [
-            "step_started",
-            "step_succeeded",
-            "step_started",
-            "step_succeeded"
-        ]
+        ["step_started", "step_succeeded", "step_started", "step_succeeded"]
     );
     assert_eq!(log[1]["seq"], 1);
     assert_eq!(
@@ -516,10 +473,7 @@ async fn a_saga_starts_and_answers_when_settled() {
 async fn bad_starts_are_refused() {
     let f = fixture().await;
     let wrong = f
-        .post(
-            "/v1/sagas",
-            json!({"definition": "trip", "input": {"amount": "3"}}),
-        )
+        .post("/v1/sagas", json!({"definition": "trip", "input": {"amount": "3"}}))
         .await;
     wrong.problem(422, "invalid-input");
     assert_eq!(wrong.paths(), ["/input/amount"]);
@@ -550,21 +504,11 @@ async fn idempotency_keys_start_one_saga() {
     let f = fixture().await;
     let body = json!({"definition": "trip", "input": {"amount": 1}});
     let first = f
-        .call(
-            "POST",
-            "/v1/sagas",
-            &[("idempotency-key", "k1")],
-            Some(body.clone()),
-        )
+        .call("POST", "/v1/sagas", &[("idempotency-key", "k1")], Some(body.clone()))
         .await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
     let again = f
-        .call(
-            "POST",
-            "/v1/sagas",
-            &[("Idempotency-Key", "k1")],
-            Some(body.clone()),
-        )
+        .call("POST", "/v1/sagas", &[("Idempotency-Key", "k1")], Some(body.clone()))
         .await;
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(again.body["id"], first.body["id"]);
@@ -590,12 +534,7 @@ async fn idempotency_keys_start_one_saga() {
     other.problem(409, "idempotency-conflict");
     let both = json!({"definition": "trip", "input": {"amount": 1}, "idempotency_key": "k2"});
     let differ = f
-        .call(
-            "POST",
-            "/v1/sagas",
-            &[("idempotency-key", "k1")],
-            Some(both),
-        )
+        .call("POST", "/v1/sagas", &[("idempotency-key", "k1")], Some(both))
         .await;
     differ.problem(400, "invalid-parameter");
     assert_eq!(differ.paths(), ["/header/idempotency-key"]);
@@ -661,10 +600,7 @@ async fn sagas_are_listed_newest_first_a_page_at_a_time() {
             .len(),
         13
     );
-    assert_eq!(
-        f.get("/v1/sagas?definition=hold").await.body["sagas"],
-        json!([])
-    );
+    assert_eq!(f.get("/v1/sagas?definition=hold").await.body["sagas"], json!([]));
 
     for (query, path) in [
         ("status=done", "/query/status"),
@@ -699,10 +635,7 @@ async fn cancel_and_retry_follow_the_saga_status() {
     );
     let id = held.body["id"].as_str().unwrap();
     let cancelled = f
-        .post(
-            &format!("/v1/sagas/{id}/cancel"),
-            json!({"reason": "changed my mind"}),
-        )
+        .post(&format!("/v1/sagas/{id}/cancel"), json!({"reason": "changed my mind"}))
         .await;
     assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.body);
     assert_eq!(cancelled.body["status"], "compensating");
@@ -766,10 +699,7 @@ async fn a_stuck_saga_is_retried() {
     assert_eq!(stuck["status"], "stuck");
     let compensation = &stuck["steps"][0]["compensation"];
     assert_eq!(
-        (
-            compensation["status"].as_str(),
-            compensation["attempts"].as_u64()
-        ),
+        (compensation["status"].as_str(), compensation["attempts"].as_u64()),
         (Some("failed"), Some(1))
     );
     assert_eq!(
@@ -782,9 +712,7 @@ async fn a_stuck_saga_is_retried() {
     );
 
     let id = stuck["id"].as_str().unwrap();
-    let retried = f
-        .call("POST", &format!("/v1/sagas/{id}/retry"), &[], None)
-        .await;
+    let retried = f.call("POST", &format!("/v1/sagas/{id}/retry"), &[], None).await;
     assert_eq!(retried.status, StatusCode::OK, "{}", retried.body);
     f.coordinator
         .wait(id.parse().unwrap(), Duration::from_secs(10))
@@ -805,9 +733,7 @@ async fn a_stuck_saga_is_retried() {
 async fn unknown_things_are_404_and_bad_ids_400() {
     let f = fixture().await;
     let id = Uuid::now_v7();
-    f.get(&format!("/v1/sagas/{id}"))
-        .await
-        .problem(404, "saga-not-found");
+    f.get(&format!("/v1/sagas/{id}")).await.problem(404, "saga-not-found");
     f.get(&format!("/v1/sagas/{id}/events"))
         .await
         .problem(404, "saga-not-found");
@@ -821,39 +747,25 @@ async fn unknown_things_are_404_and_bad_ids_400() {
     bad.problem(400, "invalid-parameter");
     assert_eq!(bad.paths(), ["/path/id"]);
     assert_eq!(
-        f.call("POST", "/v1/sagas/42/retry", &[], None)
-            .await
-            .paths(),
+        f.call("POST", "/v1/sagas/42/retry", &[], None).await.paths(),
         ["/path/id"]
     );
     f.get("/v2/anything").await.problem(404, "not-found");
     let delete = f.call("DELETE", "/v1/sagas", &[], None).await;
     delete.problem(405, "method-not-allowed");
-    let allow: HashSet<_> = delete.headers[header::ALLOW]
-        .to_str()
-        .unwrap()
-        .split(',')
-        .collect();
+    let allow: HashSet<_> = delete.headers[header::ALLOW].to_str().unwrap().split(',').collect();
     assert_eq!(allow, HashSet::from(["GET", "HEAD", "POST"]));
 }
 
 #[tokio::test]
 async fn tokens_guard_the_v1_routes_only() {
-    let f = fixture_with(Options::default(), |s| {
-        s.tokens = vec!["other".into(), TOKEN.into()]
-    })
-    .await;
+    let f = fixture_with(Options::default(), |s| s.tokens = vec!["other".into(), TOKEN.into()]).await;
     let none = f.get("/v1/sagas").await;
     none.problem(401, "unauthorized");
     assert_eq!(none.headers[header::WWW_AUTHENTICATE], "Bearer");
-    f.call(
-        "GET",
-        "/v1/sagas",
-        &[("authorization", "Bearer wrong")],
-        None,
-    )
-    .await
-    .problem(401, "unauthorized");
+    f.call("GET", "/v1/sagas", &[("authorization", "Bearer wrong")], None)
+        .await
+        .problem(401, "unauthorized");
     f.call(
         "GET",
         "/v1/schema/definition",
@@ -863,9 +775,7 @@ async fn tokens_guard_the_v1_routes_only() {
     .await
     .problem(401, "unauthorized");
     let big = json!({"name": "big", "description": "x".repeat(2 << 20), "steps": []});
-    f.post("/v1/definitions", big)
-        .await
-        .problem(401, "unauthorized");
+    f.post("/v1/definitions", big).await.problem(401, "unauthorized");
     let ok = f
         .call(
             "GET",
@@ -952,10 +862,7 @@ async fn probes_and_documents() {
             "{schema} is not documented"
         );
     }
-    assert_eq!(
-        doc["components"]["securitySchemes"]["bearer"]["scheme"],
-        "bearer"
-    );
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
 }
 
 #[tokio::test]
@@ -965,10 +872,7 @@ async fn store_failures_are_500_and_unready() {
     let answer = f.get("/v1/sagas").await;
     answer.problem(500, "internal");
     assert!(
-        !answer.body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("connection refused"),
+        !answer.body["detail"].as_str().unwrap().contains("connection refused"),
         "store details stay in the log"
     );
     let ready = f.get("/readyz").await;
@@ -994,9 +898,7 @@ async fn an_overloaded_coordinator_is_503_with_retry_after() {
     )
     .await;
     assert_eq!(
-        f.post("/v1/sagas", json!({"definition": "hold"}))
-            .await
-            .status,
+        f.post("/v1/sagas", json!({"definition": "hold"})).await.status,
         StatusCode::CREATED
     );
     let answer = f.post("/v1/sagas", json!({"definition": "hold"})).await;

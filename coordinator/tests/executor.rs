@@ -4,10 +4,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use coordinator::store::memory::MemoryStore;
-use coordinator::{Coordinator, Fault, Faults, HandlerRegistry, HostPolicy, HttpRunner, Options, Runners, RustSaga, StartSaga, StepContext};
+use coordinator::{
+    Coordinator, Fault, Faults, HandlerRegistry, HostPolicy, HttpRunner, Options, Runners, RustSaga, StartSaga,
+    StepContext,
+};
 use sagas::document::RetryDoc;
 use sagas::{Phase, SagaStatus, StepError, StepStatus};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// What the steps did, in order: `"debit"`, `"undo debit"`, ...
 #[derive(Default)]
@@ -56,18 +59,35 @@ async fn setup(journal: Arc<Journal>) -> (Coordinator, Arc<Faults>) {
         .compensate(undo("hotel"))
         .step("charge", action("charge"))
         .depends_on(&["car", "hotel"])
-        .retry(RetryDoc { max_attempts: Some(3), initial_backoff_ms: Some(1), max_backoff_ms: Some(5), ..RetryDoc::default() })
+        .retry(RetryDoc {
+            max_attempts: Some(3),
+            initial_backoff_ms: Some(1),
+            max_backoff_ms: Some(5),
+            ..RetryDoc::default()
+        })
         .build(&registry)
         .expect("valid saga");
-    let runners = Runners { http: HttpRunner::new(HostPolicy::Any), rust: registry, faults: faults.clone() };
-    let coordinator = Coordinator::start(Arc::new(MemoryStore::new()), runners, Options::default()).await.unwrap();
+    let runners = Runners {
+        http: HttpRunner::new(HostPolicy::Any),
+        rust: registry,
+        faults: faults.clone(),
+    };
+    let coordinator = Coordinator::start(Arc::new(MemoryStore::new()), runners, Options::default())
+        .await
+        .unwrap();
     coordinator.register(&trip).await.unwrap();
     (coordinator, faults)
 }
 
 async fn run(coordinator: &Coordinator, input: Value) -> coordinator::SagaView {
     let (saga, created) = coordinator
-        .start_saga(StartSaga { definition: "trip".into(), version: None, input, idempotency_key: None, trace_context: None })
+        .start_saga(StartSaga {
+            definition: "trip".into(),
+            version: None,
+            input,
+            idempotency_key: None,
+            trace_context: None,
+        })
         .await
         .unwrap();
     assert!(created);
@@ -93,11 +113,20 @@ async fn a_saga_without_failures_completes() {
 async fn a_failed_step_compensates_the_others_in_reverse() {
     let journal = Arc::new(Journal::default());
     let (coordinator, faults) = setup(journal.clone()).await;
-    faults.inject(None, "charge", Phase::Action, Fault::Fail(StepError::permanent("card declined")), None);
+    faults.inject(
+        None,
+        "charge",
+        Phase::Action,
+        Fault::Fail(StepError::permanent("card declined")),
+        None,
+    );
     let view = run(&coordinator, json!({})).await;
     assert_eq!(view.state.status(), SagaStatus::Compensated);
     let statuses: Vec<_> = view.state.steps().iter().map(|s| s.status).collect();
-    assert_eq!(statuses, [StepStatus::Compensated, StepStatus::Compensated, StepStatus::Failed]);
+    assert_eq!(
+        statuses,
+        [StepStatus::Compensated, StepStatus::Compensated, StepStatus::Failed]
+    );
     assert!(view.record.error.as_deref().unwrap().contains("card declined"));
 }
 
@@ -105,7 +134,13 @@ async fn a_failed_step_compensates_the_others_in_reverse() {
 async fn transient_failures_are_retried() {
     let journal = Arc::new(Journal::default());
     let (coordinator, faults) = setup(journal.clone()).await;
-    faults.inject(None, "charge", Phase::Action, Fault::Fail(StepError::transient("503")), Some(2));
+    faults.inject(
+        None,
+        "charge",
+        Phase::Action,
+        Fault::Fail(StepError::transient("503")),
+        Some(2),
+    );
     let view = run(&coordinator, json!({})).await;
     assert_eq!(view.state.status(), SagaStatus::Completed);
     assert_eq!(view.state.steps()[2].attempts, 3);
@@ -115,8 +150,20 @@ async fn transient_failures_are_retried() {
 async fn a_failing_compensation_makes_the_saga_stuck_until_retried() {
     let journal = Arc::new(Journal::default());
     let (coordinator, faults) = setup(journal.clone()).await;
-    faults.inject(None, "charge", Phase::Action, Fault::Fail(StepError::permanent("no")), None);
-    faults.inject(None, "car", Phase::Compensation, Fault::Fail(StepError::permanent("car API down")), Some(1));
+    faults.inject(
+        None,
+        "charge",
+        Phase::Action,
+        Fault::Fail(StepError::permanent("no")),
+        None,
+    );
+    faults.inject(
+        None,
+        "car",
+        Phase::Compensation,
+        Fault::Fail(StepError::permanent("car API down")),
+        Some(1),
+    );
     let view = run(&coordinator, json!({})).await;
     assert_eq!(view.state.status(), SagaStatus::Stuck);
     assert_eq!(view.state.steps()[0].status, StepStatus::CompensationFailed);
@@ -162,11 +209,19 @@ async fn the_conformance_check_passes_for_the_trip_saga() {
         .unwrap();
     coordinator::conformance::check(&trip, registry, json!({}), |case, view| {
         // Every compensation that ran saw its step's output; count undo entries.
-        let undos = journal.entries().iter().filter(|e| e.starts_with("undo") && e.ends_with(&view.record.id.to_string())).count();
+        let undos = journal
+            .entries()
+            .iter()
+            .filter(|e| e.starts_with("undo") && e.ends_with(&view.record.id.to_string()))
+            .count();
         match case {
             coordinator::conformance::Case::FailAt(step) if step == "hotel" => {
                 // car compensated twice (every compensation is repeated).
-                if undos == 2 { Ok(()) } else { Err(format!("{undos} undo calls")) }
+                if undos == 2 {
+                    Ok(())
+                } else {
+                    Err(format!("{undos} undo calls"))
+                }
             }
             _ => Ok(()),
         }
@@ -179,21 +234,44 @@ async fn the_conformance_check_passes_for_the_trip_saga() {
 async fn text_no_store_can_keep_is_refused_at_the_edge() {
     let registry = HandlerRegistry::new();
     let def = RustSaga::new("nul", Arc::new(()))
-        .step("emit", |_: Arc<()>, _: StepContext| async { Ok(json!({"bad": "a\u{0}b"})) })
+        .step("emit", |_: Arc<()>, _: StepContext| async {
+            Ok(json!({"bad": "a\u{0}b"}))
+        })
         .build(&registry)
         .unwrap();
-    let runners = Runners { http: HttpRunner::new(HostPolicy::Any), rust: registry, faults: Arc::new(Faults::new()) };
-    let coordinator = Coordinator::start(Arc::new(MemoryStore::new()), runners, Options::default()).await.unwrap();
+    let runners = Runners {
+        http: HttpRunner::new(HostPolicy::Any),
+        rust: registry,
+        faults: Arc::new(Faults::new()),
+    };
+    let coordinator = Coordinator::start(Arc::new(MemoryStore::new()), runners, Options::default())
+        .await
+        .unwrap();
     coordinator.register(&def).await.unwrap();
 
-    let start = |input: Value| StartSaga { definition: "nul".into(), version: None, input, idempotency_key: None, trace_context: None };
-    let err = coordinator.start_saga(start(json!({"note": "x\u{0}"}))).await.unwrap_err();
-    let coordinator::Error::Invalid(errors) = err else { panic!("{err}") };
+    let start = |input: Value| StartSaga {
+        definition: "nul".into(),
+        version: None,
+        input,
+        idempotency_key: None,
+        trace_context: None,
+    };
+    let err = coordinator
+        .start_saga(start(json!({"note": "x\u{0}"})))
+        .await
+        .unwrap_err();
+    let coordinator::Error::Invalid(errors) = err else {
+        panic!("{err}")
+    };
     assert_eq!(errors.paths(), ["/input/note"]);
 
     let (saga, _) = coordinator.start_saga(start(json!({}))).await.unwrap();
     let record = coordinator.wait(saga.id, Duration::from_secs(10)).await.unwrap();
-    assert_eq!(record.status, SagaStatus::Compensated, "an output with NUL fails its step for good");
+    assert_eq!(
+        record.status,
+        SagaStatus::Compensated,
+        "an output with NUL fails its step for good"
+    );
     let view = coordinator.saga(saga.id).await.unwrap();
     assert!(view.state.steps()[0].error.as_ref().unwrap().message.contains("NUL"));
 }

@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use coordinator::store::memory::MemoryStore;
 use coordinator::{Coordinator, Faults, HandlerRegistry, HostPolicy, HttpRunner, Options, Runners, StartSaga};
 use sagas::{SagaStatus, StepStatus};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// One request as the participant saw it.
 #[derive(Debug, Clone)]
@@ -31,7 +31,11 @@ struct Participant {
 }
 
 fn header(headers: &HeaderMap, name: &str) -> String {
-    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Routes: `/ok` answers 200 with an id; `/flaky/{n}` answers 503 (with Retry-After: 0) for
@@ -88,7 +92,9 @@ async fn coordinator() -> Coordinator {
         rust: HandlerRegistry::new(),
         faults: Arc::new(Faults::new()),
     };
-    Coordinator::start(Arc::new(MemoryStore::new()), runners, Options::default()).await.unwrap()
+    Coordinator::start(Arc::new(MemoryStore::new()), runners, Options::default())
+        .await
+        .unwrap()
 }
 
 fn step(name: &str, url: String, compensation: Option<String>) -> Value {
@@ -99,7 +105,8 @@ fn step(name: &str, url: String, compensation: Option<String>) -> Value {
         "timeout_ms": 500
     });
     if let Some(c) = compensation {
-        s["compensation"] = json!({"http": {"method": "POST", "url": c, "body": {"id": format!("{{{{steps.{name}.output.id}}}}")}}});
+        s["compensation"] =
+            json!({"http": {"method": "POST", "url": c, "body": {"id": format!("{{{{steps.{name}.output.id}}}}")}}});
     }
     s
 }
@@ -108,7 +115,13 @@ async fn run(coordinator: &Coordinator, steps: Vec<Value>) -> coordinator::SagaV
     let doc = json!({"name": "t", "steps": steps});
     coordinator.register_definition(&doc).await.unwrap();
     let (saga, _) = coordinator
-        .start_saga(StartSaga { definition: "t".into(), version: None, input: json!({"amount": 5}), idempotency_key: None, trace_context: None })
+        .start_saga(StartSaga {
+            definition: "t".into(),
+            version: None,
+            input: json!({"amount": 5}),
+            idempotency_key: None,
+            trace_context: None,
+        })
         .await
         .unwrap();
     coordinator.wait(saga.id, Duration::from_secs(20)).await.unwrap();
@@ -130,7 +143,11 @@ async fn a_503_is_retried_with_the_same_idempotency_key() {
         assert_eq!(s.idempotency_key, format!("{id}:pay:action"));
         assert_eq!(s.saga_id, id);
         assert_eq!(s.step, "pay");
-        assert_eq!(s.body, json!({"saga": id, "amount": 5}), "a whole-string template keeps the JSON type");
+        assert_eq!(
+            s.body,
+            json!({"saga": id, "amount": 5}),
+            "a whole-string template keeps the JSON type"
+        );
     }
 }
 
@@ -140,7 +157,10 @@ async fn a_422_is_not_retried_and_unwinds_the_saga() {
     let c = coordinator().await;
     let view = run(
         &c,
-        vec![step("reserve", format!("{base}/ok"), Some(format!("{base}/undo"))), step("charge", format!("{base}/reject"), None)],
+        vec![
+            step("reserve", format!("{base}/ok"), Some(format!("{base}/undo"))),
+            step("charge", format!("{base}/reject"), None),
+        ],
     )
     .await;
     assert_eq!(view.state.status(), SagaStatus::Compensated);
@@ -150,7 +170,11 @@ async fn a_422_is_not_retried_and_unwinds_the_saga() {
     assert_eq!(steps[0].status, StepStatus::Compensated);
     let seen = p.seen.lock().unwrap().clone();
     let undo = seen.iter().find(|s| s.route == "undo").expect("the compensation ran");
-    assert_eq!(undo.body, json!({"id": "ok-1"}), "the compensation sees its step's output");
+    assert_eq!(
+        undo.body,
+        json!({"id": "ok-1"}),
+        "the compensation sees its step's output"
+    );
     assert_eq!(undo.idempotency_key, format!("{}:reserve:compensation", view.record.id));
 }
 
@@ -184,6 +208,8 @@ async fn hosts_outside_the_allow_list_are_refused_at_registration() {
     let c = coordinator().await;
     let doc = json!({"name": "evil", "steps": [step("s", "http://169.254.169.254/latest".into(), None)]});
     let err = c.register_definition(&doc).await.unwrap_err();
-    let coordinator::Error::Invalid(errors) = err else { panic!("{err}") };
+    let coordinator::Error::Invalid(errors) = err else {
+        panic!("{err}")
+    };
     assert_eq!(errors.paths(), ["/steps/0/action/http/url"]);
 }

@@ -16,9 +16,7 @@ use coordinator::Error;
 use coordinator::store::memory::MemoryStore;
 use coordinator::store::postgres::PostgresStore;
 use coordinator::store::sqlite::SqliteStore;
-use coordinator::store::{
-    Append, AppendAck, Created, DefinitionRecord, Fence, ListFilter, NewSaga, SagaRecord, Store,
-};
+use coordinator::store::{Append, AppendAck, Created, DefinitionRecord, Fence, ListFilter, NewSaga, SagaRecord, Store};
 use futures::future::join_all;
 use sagas::SagaEvent;
 use sagas::SagaStatus::{self, Compensating, Completed, Running, Stuck};
@@ -164,20 +162,12 @@ fn started(step: &str) -> SagaEvent {
 
 fn succeeded(step: &str) -> SagaEvent {
     let (step, attempt, output) = (step.into(), 1, json!({"ok": 1}));
-    SagaEvent::StepSucceeded {
-        step,
-        attempt,
-        output,
-    }
+    SagaEvent::StepSucceeded { step, attempt, output }
 }
 
 fn failed(step: &str) -> SagaEvent {
     let (step, attempt, error) = (step.into(), 1, sagas::StepError::permanent("no"));
-    SagaEvent::StepFailed {
-        step,
-        attempt,
-        error,
-    }
+    SagaEvent::StepFailed { step, attempt, error }
 }
 
 /// Events for `record` under its current fence, leaving it running.
@@ -218,10 +208,7 @@ async fn refused(s: &dyn Store, append: Append) -> Error {
 }
 
 async fn row(s: &dyn Store, id: Uuid) -> SagaRecord {
-    s.get_saga(id)
-        .await
-        .expect("get_saga")
-        .expect("the saga exists")
+    s.get_saga(id).await.expect("get_saga").expect("the saga exists")
 }
 
 async fn log(s: &dyn Store, id: Uuid) -> Vec<SagaEvent> {
@@ -240,9 +227,7 @@ async fn settle(s: &dyn Store, record: &SagaRecord, status: SagaStatus) -> SagaR
 }
 
 async fn claim(s: &dyn Store, owner: &str, include_own: bool, limit: u32) -> Vec<SagaRecord> {
-    s.claim(owner, include_own, NOW, NEXT, limit)
-        .await
-        .expect("claim")
+    s.claim(owner, include_own, NOW, NEXT, limit).await.expect("claim")
 }
 
 fn ids(records: &[SagaRecord]) -> HashSet<Uuid> {
@@ -267,15 +252,11 @@ fn newest(limit: u32) -> ListFilter {
 }
 
 async fn def(s: &dyn Store, name: &str, version: Option<i64>) -> Option<DefinitionRecord> {
-    s.get_definition(name, version)
-        .await
-        .expect("get_definition")
+    s.get_definition(name, version).await.expect("get_definition")
 }
 
 async fn blocking(work: impl FnOnce() + Send + 'static) {
-    tokio::task::spawn_blocking(work)
-        .await
-        .expect("blocking work");
+    tokio::task::spawn_blocking(work).await.expect("blocking work");
 }
 
 async fn definitions_are_versioned(f: Fixture) {
@@ -299,10 +280,7 @@ async fn definitions_are_versioned(f: Fixture) {
     let alpha = s.put_definition("alpha", "a", &doc1, 50).await.unwrap();
     assert_eq!(alpha.record.version, 1, "versions count per name");
     let list = s.list_definitions().await.unwrap();
-    let list: Vec<_> = list
-        .iter()
-        .map(|d| (d.name.as_str(), d.latest_version))
-        .collect();
+    let list: Vec<_> = list.iter().map(|d| (d.name.as_str(), d.latest_version)).collect();
     assert_eq!(list, [("alpha", 1), ("trip", 2)]);
     assert_eq!(list_updated(s).await, [50, 30]);
 }
@@ -389,10 +367,7 @@ async fn appends_are_ordered_and_idempotent(f: Fixture) {
     let unwind = |a: &mut Append| (a.status, a.error, a.now_ms) = (Compensating, error, NOW + 9);
     put(s, append(&r, 3, vec![failed.clone()]).with(unwind)).await;
     let r = row(s, r.id).await;
-    assert_eq!(
-        (r.status, r.updated_at_ms, r.event_count),
-        (Compensating, NOW + 9, 4)
-    );
+    assert_eq!((r.status, r.updated_at_ms, r.event_count), (Compensating, NOW + 9, 4));
     assert_eq!(r.error.as_deref(), Some("b failed"));
     assert_eq!(log(s, r.id).await[3], failed);
 }
@@ -520,12 +495,7 @@ async fn release_frees_leases(f: Fixture) {
 }
 
 /// Every page of a listing, in pages of `limit`, concatenated.
-async fn list(
-    s: &dyn Store,
-    status: Option<SagaStatus>,
-    def: Option<&str>,
-    limit: u32,
-) -> Vec<SagaRecord> {
+async fn list(s: &dyn Store, status: Option<SagaStatus>, def: Option<&str>, limit: u32) -> Vec<SagaRecord> {
     let definition = def.map(str::to_owned);
     let mut filter = ListFilter {
         status,
@@ -663,11 +633,7 @@ async fn two_coordinators_register_definitions(f: Fixture) {
         }
     }
     created.sort();
-    assert_eq!(
-        created,
-        (1..=9).collect::<Vec<_>>(),
-        "one version per content"
-    );
+    assert_eq!(created, (1..=9).collect::<Vec<_>>(), "one version per content");
     assert_eq!(same.len(), 1);
 }
 

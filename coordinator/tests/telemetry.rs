@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use coordinator::store::memory::MemoryStore;
 use coordinator::{
-    Coordinator, Fault, Faults, HandlerRegistry, HostPolicy, HttpRunner, Options, Runners,
-    RustSaga, SagaTrace, StartSaga, StepContext,
+    Coordinator, Fault, Faults, HandlerRegistry, HostPolicy, HttpRunner, Options, Runners, RustSaga, SagaTrace,
+    StartSaga, StepContext,
 };
 use observability::ids::PinnedIdGenerator;
 use opentelemetry::trace::{SpanId, Status};
@@ -40,11 +40,7 @@ fn spans_of(exporter: &InMemorySpanExporter, id: &str) -> Vec<SpanData> {
 }
 
 async fn settle(coordinator: &Coordinator, id: uuid::Uuid) -> SagaStatus {
-    coordinator
-        .wait(id, Duration::from_secs(10))
-        .await
-        .unwrap()
-        .status
+    coordinator.wait(id, Duration::from_secs(10)).await.unwrap().status
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,10 +95,7 @@ async fn retries_unwinds_and_operator_retries_are_spans_of_one_trace() {
     assert_eq!(settle(&coordinator, record.id).await, SagaStatus::Completed);
     let trace = SagaTrace::of(&record);
     let spans = spans_of(&exporter, &record.id.to_string());
-    let root = spans
-        .iter()
-        .find(|s| s.name == "pair")
-        .expect("a root span");
+    let root = spans.iter().find(|s| s.name == "pair").expect("a root span");
     assert_eq!(
         (
             root.span_context.trace_id(),
@@ -153,20 +146,12 @@ async fn retries_unwinds_and_operator_retries_are_spans_of_one_trace() {
     let (record, _) = coordinator.start_saga(start()).await.unwrap();
     assert_eq!(settle(&coordinator, record.id).await, SagaStatus::Stuck);
     coordinator.retry(record.id).await.unwrap();
-    assert_eq!(
-        settle(&coordinator, record.id).await,
-        SagaStatus::Compensated
-    );
+    assert_eq!(settle(&coordinator, record.id).await, SagaStatus::Compensated);
     let trace = SagaTrace::of(&record);
     let spans = spans_of(&exporter, &record.id.to_string());
-    let root = spans
-        .iter()
-        .find(|s| s.name == "pair")
-        .expect("a root span");
+    let root = spans.iter().find(|s| s.name == "pair").expect("a root span");
     assert_eq!(root.span_context.span_id(), trace.span_id);
-    assert!(
-        matches!(&root.status, Status::Error { description } if description.starts_with("stuck"))
-    );
+    assert!(matches!(&root.status, Status::Error { description } if description.starts_with("stuck")));
     let unwind = root
         .events
         .iter()
@@ -178,19 +163,13 @@ async fn retries_unwinds_and_operator_retries_are_spans_of_one_trace() {
             .iter()
             .any(|kv| kv.key.as_str() == "saga.unwind.step" && kv.value == Value::from("two"))
     );
-    let retried = spans
-        .iter()
-        .find(|s| s.name == "pair retry")
-        .expect("a retry span");
+    let retried = spans.iter().find(|s| s.name == "pair retry").expect("a retry span");
     assert_eq!(retried.parent_span_id, trace.span_id);
     assert_eq!(
         retried.status,
         Status::error("compensated: step `two` failed: permanent: refused")
     );
-    let mut undos: Vec<&SpanData> = spans
-        .iter()
-        .filter(|s| s.name == "compensation one")
-        .collect();
+    let mut undos: Vec<&SpanData> = spans.iter().filter(|s| s.name == "compensation one").collect();
     undos.sort_by_key(|s| s.start_time);
     assert_eq!(undos.len(), 2, "{undos:#?}");
     assert!(matches!(undos[0].status, Status::Error { .. }) && undos[1].status == Status::Unset);

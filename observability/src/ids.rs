@@ -73,9 +73,7 @@ impl opentelemetry_sdk::trace::IdGenerator for PinnedIdGenerator {
 #[cfg(all(test, feature = "setup"))]
 mod tests {
     use opentelemetry::Context;
-    use opentelemetry::trace::{
-        Span, SpanContext, TraceContextExt, TraceFlags, TraceState, Tracer, TracerProvider,
-    };
+    use opentelemetry::trace::{Span, SpanContext, TraceContextExt, TraceFlags, TraceState, Tracer, TracerProvider};
     use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 
     use super::*;
@@ -95,19 +93,10 @@ mod tests {
         with_ids(trace_id, root_id, || tracer.start("root")).end();
         // A span with a remote parent takes the parent's trace id and the pinned span id;
         // the unused pinned trace id must not leak to the next root.
-        let parent = SpanContext::new(
-            trace_id,
-            root_id,
-            TraceFlags::SAMPLED,
-            true,
-            TraceState::default(),
-        );
+        let parent = SpanContext::new(trace_id, root_id, TraceFlags::SAMPLED, true, TraceState::default());
         let cx = Context::new().with_remote_span_context(parent);
         let other_trace = TraceId::from(0xfeed_u128);
-        with_ids(other_trace, child_id, || {
-            tracer.start_with_context("child", &cx)
-        })
-        .end();
+        with_ids(other_trace, child_id, || tracer.start_with_context("child", &cx)).end();
         tracer.start("unpinned").end();
 
         let spans = exporter.get_finished_spans().unwrap();

@@ -37,9 +37,7 @@ impl std::str::FromStr for Protocol {
         match s.trim() {
             "grpc" => Ok(Protocol::Grpc),
             "http/protobuf" => Ok(Protocol::HttpProtobuf),
-            other => Err(format!(
-                "unsupported OTLP protocol `{other}` (grpc or http/protobuf)"
-            )),
+            other => Err(format!("unsupported OTLP protocol `{other}` (grpc or http/protobuf)")),
         }
     }
 }
@@ -93,10 +91,7 @@ impl Telemetry {
         let provider = self.provider;
         // The processor's thread needs this runtime to send the last batch: wait for it on
         // a blocking thread, not on a worker.
-        let done = tokio::task::spawn_blocking(move || {
-            provider.shutdown_with_timeout(Duration::from_secs(5))
-        })
-        .await;
+        let done = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(Duration::from_secs(5))).await;
         match done {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "flushing traces failed"),
@@ -119,20 +114,13 @@ pub fn install(options: &OtlpOptions) -> Result<Option<Telemetry>, SetupError> {
     let disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
         || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v == "none");
     let signal_endpoint = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
-    let base_endpoint = options
-        .endpoint
-        .clone()
-        .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
-    if disabled
-        || (options.endpoint.is_none() && signal_endpoint.is_none() && base_endpoint.is_none())
-    {
+    let base_endpoint = options.endpoint.clone().or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    if disabled || (options.endpoint.is_none() && signal_endpoint.is_none() && base_endpoint.is_none()) {
         return Ok(None);
     }
     let protocol = match options.protocol {
         Some(p) => p,
-        None => match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-            .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
-        {
+        None => match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL")) {
             Some(p) => p.parse().map_err(SetupError)?,
             None => Protocol::Grpc,
         },
@@ -152,8 +140,8 @@ pub fn install(options: &OtlpOptions) -> Result<Option<Telemetry>, SetupError> {
             .with_endpoint(endpoint.clone())
             .build(),
         Protocol::HttpProtobuf => {
-            let client = TokioHttpClient::new()
-                .map_err(|e| SetupError(format!("building the OTLP HTTP client: {e}")))?;
+            let client =
+                TokioHttpClient::new().map_err(|e| SetupError(format!("building the OTLP HTTP client: {e}")))?;
             opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_http_client(client)
@@ -171,10 +159,7 @@ pub fn install(options: &OtlpOptions) -> Result<Option<Telemetry>, SetupError> {
         resource = resource.with_service_name("geosaga");
     }
     if let Some(instance) = &options.instance_id {
-        resource = resource.with_attribute(KeyValue::new(
-            semconv::SERVICE_INSTANCE_ID,
-            instance.clone(),
-        ));
+        resource = resource.with_attribute(KeyValue::new(semconv::SERVICE_INSTANCE_ID, instance.clone()));
     }
     let provider = SdkTracerProvider::builder()
         .with_span_processor(BatchSpanProcessor::builder(exporter).build())
@@ -208,9 +193,7 @@ pub struct TokioHttpClient {
 impl TokioHttpClient {
     /// A client on the current tokio runtime (panics outside one).
     pub fn new() -> Result<TokioHttpClient, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?;
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         Ok(TokioHttpClient {
             client,
             runtime: tokio::runtime::Handle::current(),

@@ -19,8 +19,7 @@ use crate::hlc::Timestamp;
 use crate::node::{ReadRequest, Region};
 use crate::problem::{ApiError, ProblemType};
 use crate::protocol::{
-    Intent, PlacementResponse, PutRequest, RegionStatus, ReplicateBatch, WriteCommand,
-    WriteConsistency,
+    Intent, PlacementResponse, PutRequest, RegionStatus, ReplicateBatch, WriteCommand, WriteConsistency,
 };
 use crate::{Error, Result};
 
@@ -56,25 +55,19 @@ fn check_key(key: &str) -> Result<(), ApiError> {
 
 fn parse_version(path: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
     text.map(|t| {
-        t.parse().map_err(|e: String| {
-            ApiError::new(ProblemType::InvalidParameter, format!("{path}: {e}"))
-        })
+        t.parse()
+            .map_err(|e: String| ApiError::new(ProblemType::InvalidParameter, format!("{path}: {e}")))
     })
     .transpose()
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(q)| q).map_err(|e| {
-        ApiError::new(
-            ProblemType::InvalidParameter,
-            format!("/query: {}", e.body_text()),
-        )
-    })
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::new(ProblemType::InvalidParameter, format!("/query: {}", e.body_text())))
 }
 
 fn key_url(base: &str, route: &[&str], key: &str) -> Result<reqwest::Url> {
-    let mut url =
-        reqwest::Url::parse(base).map_err(|e| Error::Config(format!("address {base:?}: {e}")))?;
+    let mut url = reqwest::Url::parse(base).map_err(|e| Error::Config(format!("address {base:?}: {e}")))?;
     url.path_segments_mut()
         .map_err(|()| Error::Config(format!("address {base:?} cannot have a path")))?
         .pop_if_empty()
@@ -84,11 +77,7 @@ fn key_url(base: &str, route: &[&str], key: &str) -> Result<reqwest::Url> {
 }
 
 /// Sends `request` to the home region and relays its answer as is.
-async fn relay(
-    region: &Region,
-    home: &str,
-    request: reqwest::RequestBuilder,
-) -> Result<Response, String> {
+async fn relay(region: &Region, home: &str, request: reqwest::RequestBuilder) -> Result<Response, String> {
     let response = request
         .header(FORWARDED_BY, &region.name)
         .send()
@@ -105,12 +94,7 @@ async fn relay(
     Ok(out)
 }
 
-fn refuse_loop(
-    region: &Region,
-    headers: &HeaderMap,
-    key: &str,
-    home: &str,
-) -> Result<(), ApiError> {
+fn refuse_loop(region: &Region, headers: &HeaderMap, key: &str, home: &str) -> Result<(), ApiError> {
     match headers.get(FORWARDED_BY) {
         Some(from) => Err(ApiError::new(
             ProblemType::InvalidParameter,
@@ -185,12 +169,7 @@ async fn read(
     }
 }
 
-async fn write(
-    region: Arc<Region>,
-    key: String,
-    headers: HeaderMap,
-    cmd: WriteCommand,
-) -> Result<Response, ApiError> {
+async fn write(region: Arc<Region>, key: String, headers: HeaderMap, cmd: WriteCommand) -> Result<Response, ApiError> {
     check_key(&key)?;
     let home = region.home(&key).region;
     if home == region.name {
@@ -257,13 +236,9 @@ async fn delete(
     write(region, key, headers, cmd).await
 }
 
-async fn forwarded_write(
-    State(region): Shared,
-    Path(key): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let cmd: WriteCommand = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(ProblemType::PeerRefused, e.to_string()))?;
+async fn forwarded_write(State(region): Shared, Path(key): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let cmd: WriteCommand =
+        serde_json::from_slice(&body).map_err(|e| ApiError::new(ProblemType::PeerRefused, e.to_string()))?;
     check_key(&key)?;
     Ok(Json(
         region
@@ -274,17 +249,10 @@ async fn forwarded_write(
     .into_response())
 }
 
-async fn placement(
-    State(region): Shared,
-    Path(key): Path<String>,
-) -> Result<Json<PlacementResponse>, ApiError> {
+async fn placement(State(region): Shared, Path(key): Path<String>) -> Result<Json<PlacementResponse>, ApiError> {
     check_key(&key)?;
     let home = region.home(&key);
-    Ok(Json(PlacementResponse::new(
-        &key,
-        home.region,
-        &home.reason,
-    )))
+    Ok(Json(PlacementResponse::new(&key, home.region, &home.reason)))
 }
 
 async fn regions(State(region): Shared) -> Result<Json<Vec<RegionStatus>>, ApiError> {
@@ -336,13 +304,13 @@ async fn regions(State(region): Shared) -> Result<Json<Vec<RegionStatus>>, ApiEr
 }
 
 async fn intent(State(region): Shared, body: Bytes) -> Result<Response, ApiError> {
-    let intent: Intent = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(ProblemType::PeerRefused, e.to_string()))?;
+    let intent: Intent =
+        serde_json::from_slice(&body).map_err(|e| ApiError::new(ProblemType::PeerRefused, e.to_string()))?;
     Ok(Json(region.accept_intent(&intent).await?).into_response())
 }
 
 async fn replicate(State(region): Shared, body: Bytes) -> Result<Response, ApiError> {
-    let batch: ReplicateBatch = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(ProblemType::PeerRefused, e.to_string()))?;
+    let batch: ReplicateBatch =
+        serde_json::from_slice(&body).map_err(|e| ApiError::new(ProblemType::PeerRefused, e.to_string()))?;
     Ok(Json(region.accept_batch(&batch).await?).into_response())
 }

@@ -75,15 +75,13 @@ pub fn plan_read(
     max_offset_ms: u64,
 ) -> ReadPlan {
     if is_home {
-        return ReadPlan::Local {
-            staleness_bound_ms: 0,
-        };
+        return ReadPlan::Local { staleness_bound_ms: 0 };
     }
     let local_staleness_ms = closed.map(|c| staleness_bound_ms(c, local_now_ms, max_offset_ms));
     match (consistency, local_staleness_ms) {
-        (ReadConsistency::BoundedStaleness, Some(s)) if s <= max_staleness_ms => ReadPlan::Local {
-            staleness_bound_ms: s,
-        },
+        (ReadConsistency::BoundedStaleness, Some(s)) if s <= max_staleness_ms => {
+            ReadPlan::Local { staleness_bound_ms: s }
+        }
         (ReadConsistency::BoundedStaleness, _) | (ReadConsistency::Strong, _) => {
             ReadPlan::Forward { local_staleness_ms }
         }
@@ -101,10 +99,7 @@ mod tests {
     #[test]
     fn the_closed_timestamp_stays_below_pending_and_unshipped_writes() {
         assert_eq!(closed_timestamp(ts(100, 0), None, None), ts(99, u32::MAX));
-        assert_eq!(
-            closed_timestamp(ts(100, 0), Some(ts(90, 2)), None),
-            ts(90, 1)
-        );
+        assert_eq!(closed_timestamp(ts(100, 0), Some(ts(90, 2)), None), ts(90, 1));
         assert_eq!(
             closed_timestamp(ts(100, 0), Some(ts(90, 2)), Some(ts(80, 0))),
             ts(79, u32::MAX)
@@ -127,12 +122,7 @@ mod tests {
     fn reads_are_local_only_when_fresh_enough() {
         let plan = |c, home, max, closed| plan_read(c, home, max, closed, 10_000, 100);
         use ReadConsistency::*;
-        assert_eq!(
-            plan(Strong, true, 0, None),
-            ReadPlan::Local {
-                staleness_bound_ms: 0
-            }
-        );
+        assert_eq!(plan(Strong, true, 0, None), ReadPlan::Local { staleness_bound_ms: 0 });
         assert_eq!(
             plan(Strong, false, 0, Some(ts(10_000, 0))),
             ReadPlan::Forward {

@@ -146,8 +146,8 @@ impl Config {
 
     /// Reads, parses and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
         Config::parse(&text)
     }
 
@@ -177,11 +177,7 @@ impl Config {
 
     /// The placement function.
     pub fn placement(&self) -> Result<Placement> {
-        let regions: Vec<(String, u32)> = self
-            .regions
-            .iter()
-            .map(|r| (r.name.clone(), r.weight))
-            .collect();
+        let regions: Vec<(String, u32)> = self.regions.iter().map(|r| (r.name.clone(), r.weight)).collect();
         let rules = self
             .rules
             .iter()
@@ -206,10 +202,7 @@ impl RegionConfig {
     /// The socket address to bind.
     pub fn listen_addr(&self) -> String {
         self.listen.clone().unwrap_or_else(|| {
-            let rest = self
-                .address
-                .split_once("://")
-                .map_or(self.address.as_str(), |(_, r)| r);
+            let rest = self.address.split_once("://").map_or(self.address.as_str(), |(_, r)| r);
             rest.trim_end_matches('/').to_owned()
         })
     }
@@ -261,9 +254,7 @@ mod tests {
             Config::parse(&THREE.replace("ap-south", "us-east")).is_err(),
             "duplicate name"
         );
-        assert!(
-            Config::parse(&THREE.replace("region = \"eu-west\"", "region = \"mars\"")).is_err()
-        );
+        assert!(Config::parse(&THREE.replace("region = \"eu-west\"", "region = \"mars\"")).is_err());
         assert!(Config::parse(&THREE.replace("\"all\"", "\"most\"")).is_err());
         assert!(Config::parse(&format!("{THREE}\nsurprise = 1")).is_err());
     }

@@ -180,16 +180,10 @@ mod tests {
                 };
                 events.push((op.invoked, false, thread, Some(invoke), None));
                 match &op.outcome {
-                    Outcome::Written => {
-                        events.push((op.returned, true, thread, None, Some(RegisterRet::WriteOk)))
+                    Outcome::Written => events.push((op.returned, true, thread, None, Some(RegisterRet::WriteOk))),
+                    Outcome::Read(v) => {
+                        events.push((op.returned, true, thread, None, Some(RegisterRet::ReadOk(v.clone()))))
                     }
-                    Outcome::Read(v) => events.push((
-                        op.returned,
-                        true,
-                        thread,
-                        None,
-                        Some(RegisterRet::ReadOk(v.clone())),
-                    )),
                     Outcome::Unknown | Outcome::Failed => thread += 1,
                 }
             }
@@ -210,40 +204,36 @@ mod tests {
     fn arb_history() -> impl Strategy<Value = Vec<Operation>> {
         // Up to 3 clients, each making sequential calls; values from a small set so that
         // reads often match some write, and sometimes none.
-        proptest::collection::vec((0usize..3, any::<bool>(), 0u8..3, 1u64..6, 0u8..8), 1..9)
-            .prop_map(|calls| {
-                let mut clock = [0u64; 3];
-                calls
-                    .into_iter()
-                    .enumerate()
-                    .map(|(n, (client, write, value, len, fate))| {
-                        let start = clock[client] + 1 + u64::from(fate % 3);
-                        clock[client] = start + len;
-                        let call = if write {
-                            Call::Write(format!("v{n}"))
-                        } else {
-                            Call::Read
-                        };
-                        let outcome = match (write, fate) {
-                            (true, 0) => Outcome::Unknown,
-                            (true, 1) => Outcome::Failed,
-                            (true, _) => Outcome::Written,
-                            (false, _) if value == 0 => Outcome::Read(None),
-                            (false, _) => Outcome::Read(Some(format!(
-                                "v{}",
-                                n.saturating_sub(usize::from(value))
-                            ))),
-                        };
-                        Operation {
-                            client,
-                            call,
-                            invoked: Duration::from_millis(start),
-                            returned: Duration::from_millis(start + len),
-                            outcome,
-                        }
-                    })
-                    .collect()
-            })
+        proptest::collection::vec((0usize..3, any::<bool>(), 0u8..3, 1u64..6, 0u8..8), 1..9).prop_map(|calls| {
+            let mut clock = [0u64; 3];
+            calls
+                .into_iter()
+                .enumerate()
+                .map(|(n, (client, write, value, len, fate))| {
+                    let start = clock[client] + 1 + u64::from(fate % 3);
+                    clock[client] = start + len;
+                    let call = if write {
+                        Call::Write(format!("v{n}"))
+                    } else {
+                        Call::Read
+                    };
+                    let outcome = match (write, fate) {
+                        (true, 0) => Outcome::Unknown,
+                        (true, 1) => Outcome::Failed,
+                        (true, _) => Outcome::Written,
+                        (false, _) if value == 0 => Outcome::Read(None),
+                        (false, _) => Outcome::Read(Some(format!("v{}", n.saturating_sub(usize::from(value))))),
+                    };
+                    Operation {
+                        client,
+                        call,
+                        invoked: Duration::from_millis(start),
+                        returned: Duration::from_millis(start + len),
+                        outcome,
+                    }
+                })
+                .collect()
+        })
     }
 
     proptest! {

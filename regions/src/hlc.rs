@@ -12,9 +12,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 /// A hybrid logical clock timestamp. Ordered by wall time, then by the logical counter.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct Timestamp {
     /// Physical part: milliseconds since the Unix epoch.
     pub wall_ms: u64,
@@ -67,9 +65,7 @@ impl std::str::FromStr for Timestamp {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClockError {
     /// The remote clock is further ahead than the allowed offset.
-    #[error(
-        "remote timestamp {remote} is {ahead_ms} ms ahead of local time (max offset {max_offset_ms} ms)"
-    )]
+    #[error("remote timestamp {remote} is {ahead_ms} ms ahead of local time (max offset {max_offset_ms} ms)")]
     TooFarAhead {
         /// The remote timestamp.
         remote: Timestamp,
@@ -176,10 +172,7 @@ mod tests {
     fn manual(start: u64, max_offset: u64) -> (Clock, Arc<AtomicU64>) {
         let time = Arc::new(AtomicU64::new(start));
         let t = time.clone();
-        (
-            Clock::new(move || t.load(Ordering::SeqCst), max_offset),
-            time,
-        )
+        (Clock::new(move || t.load(Ordering::SeqCst), max_offset), time)
     }
 
     #[test]
@@ -229,11 +222,7 @@ mod tests {
             })
             .unwrap_err();
         assert!(matches!(err, ClockError::TooFarAhead { ahead_ms: 501, .. }));
-        assert_eq!(
-            clock.now().wall_ms,
-            1000,
-            "a refused timestamp leaves the clock alone"
-        );
+        assert_eq!(clock.now().wall_ms, 1000, "a refused timestamp leaves the clock alone");
     }
 
     #[test]

@@ -83,11 +83,7 @@ pub use node::Region;
 
 /// Runs region `name` of `config` on its configured listen address until `shutdown`
 /// completes: the HTTP API, one log shipper per peer, and garbage collection.
-pub async fn serve(
-    config: Config,
-    name: &str,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
+pub async fn serve(config: Config, name: &str, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     let listen = config.region(name)?.listen_addr();
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     let clock = Clock::system(config.max_clock_offset_ms);

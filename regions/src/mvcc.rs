@@ -15,10 +15,7 @@ pub struct Version {
 /// The version of a key visible at `as_of`: the newest at or before it. `versions` may be
 /// in any order. A tombstone is returned as such; the caller reads it as "not found".
 pub fn visible_at(versions: &[Version], as_of: Timestamp) -> Option<&Version> {
-    versions
-        .iter()
-        .filter(|v| v.ts <= as_of)
-        .max_by_key(|v| v.ts)
+    versions.iter().filter(|v| v.ts <= as_of).max_by_key(|v| v.ts)
 }
 
 /// The timestamps garbage collection may drop so that every read at or after `horizon`
@@ -43,19 +40,13 @@ mod tests {
 
     fn v(wall_ms: u64, value: Option<&str>) -> Version {
         Version {
-            ts: Timestamp {
-                wall_ms,
-                logical: 0,
-            },
+            ts: Timestamp { wall_ms, logical: 0 },
             value: value.map(str::to_owned),
         }
     }
 
     fn at(wall_ms: u64) -> Timestamp {
-        Timestamp {
-            wall_ms,
-            logical: 0,
-        }
+        Timestamp { wall_ms, logical: 0 }
     }
 
     #[test]
@@ -63,11 +54,7 @@ mod tests {
         let vs = vec![v(30, Some("c")), v(10, Some("a")), v(20, None)];
         assert_eq!(visible_at(&vs, at(5)), None);
         assert_eq!(visible_at(&vs, at(10)).unwrap().value.as_deref(), Some("a"));
-        assert_eq!(
-            visible_at(&vs, at(25)).unwrap().value,
-            None,
-            "deleted at 20"
-        );
+        assert_eq!(visible_at(&vs, at(25)).unwrap().value, None, "deleted at 20");
         assert_eq!(visible_at(&vs, at(99)).unwrap().value.as_deref(), Some("c"));
     }
 

@@ -126,9 +126,7 @@ impl Region {
             peers,
             http,
             pending: Arc::default(),
-            key_locks: (0..KEY_LOCKS)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
+            key_locks: (0..KEY_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
             closed: Mutex::new(closed),
             contact: Mutex::default(),
             acked: Mutex::new(acked),
@@ -169,10 +167,7 @@ impl Region {
     /// The oldest timestamp reads may still ask for.
     pub fn gc_horizon(&self) -> Timestamp {
         Timestamp {
-            wall_ms: self
-                .clock
-                .physical_ms()
-                .saturating_sub(self.config.retention_ms),
+            wall_ms: self.clock.physical_ms().saturating_sub(self.config.retention_ms),
             logical: 0,
         }
     }
@@ -180,11 +175,7 @@ impl Region {
     /// Executes a write of a key homed here, in a task of its own: a caller that goes away
     /// (a client or a forwarding region disconnecting) cannot cancel it between logging and
     /// committing or aborting, which would leave a pending entry that blocks the log.
-    pub async fn write_at_home(
-        self: &Arc<Self>,
-        key: &str,
-        cmd: &WriteCommand,
-    ) -> Result<WriteResponse> {
+    pub async fn write_at_home(self: &Arc<Self>, key: &str, cmd: &WriteCommand) -> Result<WriteResponse> {
         let (region, key, cmd) = (self.clone(), key.to_owned(), cmd.clone());
         tokio::spawn(async move { region.execute_write(&key, &cmd).await })
             .await
@@ -199,8 +190,7 @@ impl Region {
                 self.name
             )));
         }
-        let _lock = self.key_locks
-            [(crate::placement::hash(key.as_bytes()) % KEY_LOCKS as u64) as usize]
+        let _lock = self.key_locks[(crate::placement::hash(key.as_bytes()) % KEY_LOCKS as u64) as usize]
             .lock()
             .await;
         if let Some(expected) = cmd.if_version {
@@ -227,19 +217,8 @@ impl Region {
                     .await?;
             }
             WriteConsistency::Strong => {
-                let seq = self
-                    .store
-                    .log_pending(key, ts, cmd.value.as_deref())
-                    .await?;
-                let outcome = match crate::replication::store_intents(
-                    self,
-                    key,
-                    seq,
-                    ts,
-                    cmd.value.as_deref(),
-                )
-                .await
-                {
+                let seq = self.store.log_pending(key, ts, cmd.value.as_deref()).await?;
+                let outcome = match crate::replication::store_intents(self, key, seq, ts, cmd.value.as_deref()).await {
                     Ok(()) => {
                         self.store
                             .commit_pending(seq, key, ts, cmd.value.as_deref(), &self.name)
@@ -282,9 +261,7 @@ impl Region {
             }
             let fresh = home == self.name || self.closed_for(&home).is_some_and(|c| c >= as_of);
             return if fresh {
-                self.read_local(key, &home, as_of, 0, req, false)
-                    .await
-                    .map(Some)
+                self.read_local(key, &home, as_of, 0, req, false).await.map(Some)
             } else {
                 Ok(None)
             };
@@ -308,30 +285,21 @@ impl Region {
 
     /// The fallback when the home cannot be reached: a stale local answer if the caller
     /// accepts one, else the error that says why not.
-    pub async fn read_unreachable_home(
-        &self,
-        key: &str,
-        req: ReadRequest,
-        reason: String,
-    ) -> Result<ReadResponse> {
+    pub async fn read_unreachable_home(&self, key: &str, req: ReadRequest, reason: String) -> Result<ReadResponse> {
         let home = self.home(key).region;
         let staleness_ms = self.closed_for(&home).map_or(u64::MAX, |c| {
             closed::staleness_bound_ms(c, self.clock.physical_ms(), self.config.max_clock_offset_ms)
         });
         match (req.consistency, req.allow_stale) {
             (ReadConsistency::BoundedStaleness, true) => {
-                self.read_local(key, &home, LATEST, staleness_ms, req, true)
-                    .await
+                self.read_local(key, &home, LATEST, staleness_ms, req, true).await
             }
             (ReadConsistency::BoundedStaleness, false) => Err(Error::TooStale {
                 home,
                 staleness_ms,
                 max_staleness_ms: req.max_staleness_ms,
             }),
-            (ReadConsistency::Strong, _) => Err(Error::HomeUnreachable {
-                region: home,
-                reason,
-            }),
+            (ReadConsistency::Strong, _) => Err(Error::HomeUnreachable { region: home, reason }),
         }
     }
 
@@ -346,10 +314,7 @@ impl Region {
     ) -> Result<ReadResponse> {
         let version = self.store.read(key, as_of).await?;
         let (ts, text) = match version {
-            Some(Version {
-                ts,
-                value: Some(text),
-            }) => (ts, text),
+            Some(Version { ts, value: Some(text) }) => (ts, text),
             Some(Version { value: None, .. }) | None => {
                 return Err(Error::NotFound {
                     key: key.to_owned(),
@@ -357,8 +322,7 @@ impl Region {
                 });
             }
         };
-        let value = serde_json::from_str(&text)
-            .map_err(|e| Error::Corrupt(format!("value of {key:?}: {e}")))?;
+        let value = serde_json::from_str(&text).map_err(|e| Error::Corrupt(format!("value of {key:?}: {e}")))?;
         Ok(ReadResponse {
             key: key.to_owned(),
             value,

@@ -73,11 +73,7 @@ impl Placement {
     /// A placement over `regions` (name, weight) with `vnodes_per_weight` ring points per
     /// unit of weight, and prefix `rules`. A weight of 0 keeps a region off the ring (it
     /// is home only for the keys of its rules). At least one region must have a weight.
-    pub fn new(
-        regions: &[(String, u32)],
-        vnodes_per_weight: u32,
-        rules: Vec<Rule>,
-    ) -> Result<Placement, String> {
+    pub fn new(regions: &[(String, u32)], vnodes_per_weight: u32, rules: Vec<Rule>) -> Result<Placement, String> {
         let names: Vec<String> = regions.iter().map(|(n, _)| n.clone()).collect();
         if let Some(rule) = rules.iter().find(|r| !names.contains(&r.region)) {
             return Err(format!(
@@ -97,12 +93,7 @@ impl Placement {
         ring.sort_unstable();
         let mut rules = rules;
         // Longest prefix first, so that the first match is the most specific.
-        rules.sort_by(|a, b| {
-            b.prefix
-                .len()
-                .cmp(&a.prefix.len())
-                .then(a.prefix.cmp(&b.prefix))
-        });
+        rules.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()).then(a.prefix.cmp(&b.prefix)));
         Ok(Placement {
             rules,
             ring,
@@ -161,12 +152,7 @@ mod tests {
                 region: "us-east".into(),
             },
         ];
-        let p = Placement::new(
-            &regions(&[("us-east", 1), ("eu-west", 1), ("ap-south", 1)]),
-            64,
-            rules,
-        )
-        .unwrap();
+        let p = Placement::new(&regions(&[("us-east", 1), ("eu-west", 1), ("ap-south", 1)]), 64, rules).unwrap();
         assert_eq!(p.home("eu/alice").region, "eu-west");
         assert_eq!(p.home("eu/us/bob").region, "us-east");
         assert_eq!(
@@ -202,26 +188,14 @@ mod tests {
 
     #[test]
     fn adding_a_region_moves_only_the_keys_it_takes() {
-        let before =
-            Placement::new(&regions(&[("a", 1), ("b", 1), ("c", 1)]), 128, vec![]).unwrap();
-        let after = Placement::new(
-            &regions(&[("a", 1), ("b", 1), ("c", 1), ("d", 1)]),
-            128,
-            vec![],
-        )
-        .unwrap();
+        let before = Placement::new(&regions(&[("a", 1), ("b", 1), ("c", 1)]), 128, vec![]).unwrap();
+        let after = Placement::new(&regions(&[("a", 1), ("b", 1), ("c", 1), ("d", 1)]), 128, vec![]).unwrap();
         let ks = keys(10_000);
         let moved = before.moved(&after, ks.iter().map(String::as_str));
-        assert!(
-            (1_500..3_500).contains(&moved),
-            "about a quarter moves, not {moved}"
-        );
+        assert!((1_500..3_500).contains(&moved), "about a quarter moves, not {moved}");
         for k in &ks {
             let (b, a) = (before.home(k).region, after.home(k).region);
-            assert!(
-                a == b || a == "d",
-                "{k} moved from {b} to {a}, not to the new region"
-            );
+            assert!(a == b || a == "d", "{k} moved from {b} to {a}, not to the new region");
         }
     }
 

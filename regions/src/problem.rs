@@ -58,17 +58,17 @@ impl ProblemType {
     /// The HTTP status.
     pub fn status(self) -> StatusCode {
         match self {
-            ProblemType::MalformedJson
-            | ProblemType::InvalidParameter
-            | ProblemType::PeerRefused => StatusCode::BAD_REQUEST,
+            ProblemType::MalformedJson | ProblemType::InvalidParameter | ProblemType::PeerRefused => {
+                StatusCode::BAD_REQUEST
+            }
             ProblemType::KeyNotFound => StatusCode::NOT_FOUND,
             ProblemType::VersionMismatch => StatusCode::CONFLICT,
             ProblemType::BeyondRetention => StatusCode::GONE,
             ProblemType::InvalidBody => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ProblemType::QuorumNotReached
-            | ProblemType::HomeUnreachable
-            | ProblemType::TooStale => StatusCode::SERVICE_UNAVAILABLE,
+            ProblemType::QuorumNotReached | ProblemType::HomeUnreachable | ProblemType::TooStale => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -83,9 +83,7 @@ impl ProblemType {
             ProblemType::BeyondRetention => "Version garbage-collected",
             ProblemType::InvalidBody => "The request body has the wrong shape",
             ProblemType::Internal => "Internal server error",
-            ProblemType::QuorumNotReached => {
-                "Write not replicated to its quorum in time; not applied"
-            }
+            ProblemType::QuorumNotReached => "Write not replicated to its quorum in time; not applied",
             ProblemType::HomeUnreachable => "Home region unreachable",
             ProblemType::TooStale => "Local replica too stale and home region unreachable",
         }
@@ -148,9 +146,7 @@ impl From<Error> for ApiError {
         let detail = error.to_string();
         let kind = match error {
             Error::BadRequest(_) => ProblemType::InvalidParameter,
-            Error::NotFound {
-                staleness_bound_ms, ..
-            } => {
+            Error::NotFound { staleness_bound_ms, .. } => {
                 return ApiError {
                     staleness_bound_ms: Some(staleness_bound_ms),
                     ..ApiError::new(ProblemType::KeyNotFound, detail)
@@ -162,11 +158,9 @@ impl From<Error> for ApiError {
             Error::TooStale { .. } => ProblemType::TooStale,
             Error::BeyondRetention { .. } => ProblemType::BeyondRetention,
             Error::Peer(_) | Error::Clock(_) => ProblemType::PeerRefused,
-            Error::Config(_)
-            | Error::Store(_)
-            | Error::Migrate(_)
-            | Error::Corrupt(_)
-            | Error::Io(_) => ProblemType::Internal,
+            Error::Config(_) | Error::Store(_) | Error::Migrate(_) | Error::Corrupt(_) | Error::Io(_) => {
+                ProblemType::Internal
+            }
         };
         ApiError::new(kind, detail)
     }

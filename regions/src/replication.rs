@@ -18,12 +18,7 @@ use crate::{Error, Result};
 /// The pause before a failed intent is sent again (within the write's deadline).
 const INTENT_RETRY: Duration = Duration::from_millis(50);
 
-async fn post<T: serde::Serialize>(
-    region: &Region,
-    peer: &Peer,
-    path: &str,
-    body: &T,
-) -> Result<ReplicateAck, String> {
+async fn post<T: serde::Serialize>(region: &Region, peer: &Peer, path: &str, body: &T) -> Result<ReplicateAck, String> {
     let response = region
         .http
         .post(format!("{}{path}", peer.address))
@@ -39,13 +34,7 @@ async fn post<T: serde::Serialize>(
 
 /// Sends a strong write to every replica and returns once the configured quorum stored it
 /// durably, or fails with [`Error::QuorumNotReached`] at the deadline.
-pub async fn store_intents(
-    region: &Region,
-    key: &str,
-    seq: i64,
-    ts: Timestamp,
-    value: Option<&str>,
-) -> Result<()> {
+pub async fn store_intents(region: &Region, key: &str, seq: i64, ts: Timestamp, value: Option<&str>) -> Result<()> {
     let needed = region.config.quorum.needed(region.peers.len());
     if needed == 0 {
         return Ok(());
@@ -72,11 +61,7 @@ pub async fn store_intents(
                     match post(region, peer, "/internal/v1/intents", intent).await {
                         Ok(_) => return peer,
                         Err(e) => {
-                            tracing::debug!(
-                                peer = peer.name,
-                                error = e,
-                                "intent not stored; retrying"
-                            );
+                            tracing::debug!(peer = peer.name, error = e, "intent not stored; retrying");
                             tokio::time::sleep(INTENT_RETRY).await;
                         }
                     }
@@ -135,10 +120,7 @@ impl Region {
             .unwrap_or_default()
             .max(batch.closed);
         self.clock.update(newest)?;
-        let state = self
-            .store
-            .apply(&batch.from, &batch.entries, batch.closed)
-            .await?;
+        let state = self.store.apply(&batch.from, &batch.entries, batch.closed).await?;
         self.closed
             .lock()
             .expect("closed lock")
@@ -201,12 +183,7 @@ impl Region {
         if floor > 0 {
             let dropped = self.store.truncate_log(floor).await?;
             if dropped > 0 {
-                tracing::debug!(
-                    region = self.name,
-                    upto = floor,
-                    dropped,
-                    "replication log truncated"
-                );
+                tracing::debug!(region = self.name, upto = floor, dropped, "replication log truncated");
             }
         }
         Ok(())
@@ -222,11 +199,7 @@ pub async fn ship_loop(region: Arc<Region>, peer: Peer) {
             Ok(true) => continue,
             Ok(false) => {
                 if failing {
-                    tracing::info!(
-                        region = region.name,
-                        peer = peer.name,
-                        "replication to peer resumed"
-                    );
+                    tracing::info!(region = region.name, peer = peer.name, "replication to peer resumed");
                 }
                 failing = false;
             }
@@ -248,11 +221,7 @@ pub async fn gc_loop(region: Arc<Region>) {
         tokio::time::sleep(every).await;
         match region.store.gc(region.gc_horizon()).await {
             Ok(0) => {}
-            Ok(dropped) => tracing::info!(
-                region = region.name,
-                dropped,
-                "old versions garbage-collected"
-            ),
+            Ok(dropped) => tracing::info!(region = region.name, dropped, "old versions garbage-collected"),
             Err(e) => tracing::warn!(region = region.name, error = %e, "garbage collection failed"),
         }
     }

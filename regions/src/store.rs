@@ -7,9 +7,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
 use crate::hlc::Timestamp;
@@ -41,8 +39,7 @@ fn ts_of(row: &SqliteRow) -> Result<Timestamp> {
     let logical: i64 = row.try_get("ts_logical")?;
     Ok(Timestamp {
         wall_ms: u64::try_from(wall).map_err(|_| Error::Corrupt(format!("timestamp {wall}")))?,
-        logical: u32::try_from(logical)
-            .map_err(|_| Error::Corrupt(format!("logical {logical}")))?,
+        logical: u32::try_from(logical).map_err(|_| Error::Corrupt(format!("logical {logical}")))?,
     })
 }
 
@@ -57,8 +54,7 @@ fn entry_of(row: &SqliteRow) -> Result<LogEntry> {
         key: row.try_get("key")?,
         ts: ts_of(row)?,
         value: row.try_get("value")?,
-        state: EntryState::parse(&state)
-            .ok_or_else(|| Error::Corrupt(format!("log state {state:?}")))?,
+        state: EntryState::parse(&state).ok_or_else(|| Error::Corrupt(format!("log state {state:?}")))?,
     })
 }
 
@@ -160,13 +156,7 @@ impl Store {
     }
 
     /// Commits an async write: version and log entry in one transaction.
-    pub async fn write_committed(
-        &self,
-        key: &str,
-        ts: Timestamp,
-        value: Option<&str>,
-        home: &str,
-    ) -> Result<i64> {
+    pub async fn write_committed(&self, key: &str, ts: Timestamp, value: Option<&str>, home: &str) -> Result<i64> {
         let mut tx = self.writer.begin().await?;
         insert_version(&mut tx, key, ts, value, home).await?;
         let row = sqlx::query(
@@ -184,22 +174,23 @@ impl Store {
 
     /// Up to `limit` log entries after `after`, in order.
     pub async fn log_after(&self, after: i64, limit: u32) -> Result<Vec<LogEntry>> {
-        let rows = sqlx::query("SELECT seq, key, ts_wall, ts_logical, value, state FROM repl_log WHERE seq > ? ORDER BY seq LIMIT ?")
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(&self.writer)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT seq, key, ts_wall, ts_logical, value, state FROM repl_log WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await?;
         rows.iter().map(entry_of).collect()
     }
 
     /// The earliest timestamp among log entries after `after` (not shipped yet).
     pub async fn earliest_after(&self, after: i64) -> Result<Option<Timestamp>> {
-        let row = sqlx::query(
-            "SELECT ts_wall, ts_logical FROM repl_log WHERE seq > ? ORDER BY ts_wall, ts_logical LIMIT 1",
-        )
-        .bind(after)
-        .fetch_optional(&self.writer)
-        .await?;
+        let row =
+            sqlx::query("SELECT ts_wall, ts_logical FROM repl_log WHERE seq > ? ORDER BY ts_wall, ts_logical LIMIT 1")
+                .bind(after)
+                .fetch_optional(&self.writer)
+                .await?;
         row.as_ref().map(ts_of).transpose()
     }
 
@@ -269,38 +260,26 @@ impl Store {
 
     /// Intents stored for `home` and not resolved yet.
     pub async fn intent_count(&self, home: &str) -> Result<i64> {
-        Ok(
-            sqlx::query("SELECT COUNT(*) AS n FROM intents WHERE home = ?")
-                .bind(home)
-                .fetch_one(&self.readers)
-                .await?
-                .try_get("n")?,
-        )
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM intents WHERE home = ?")
+            .bind(home)
+            .fetch_one(&self.readers)
+            .await?
+            .try_get("n")?)
     }
 
     /// Applies a batch of `home`'s log in one transaction, skipping entries applied before,
     /// and records the closed timestamp. Returns the new state.
-    pub async fn apply(
-        &self,
-        home: &str,
-        entries: &[LogEntry],
-        closed: Timestamp,
-    ) -> Result<ReplicaState> {
+    pub async fn apply(&self, home: &str, entries: &[LogEntry], closed: Timestamp) -> Result<ReplicaState> {
         let mut tx = self.writer.begin().await?;
         let before = replica_state(&mut tx, home).await?;
         let mut applied_seq = before.map_or(0, |s| s.applied_seq);
         let skip = applied_seq;
         for e in entries.iter().filter(|e| e.seq > skip) {
             match e.state {
-                EntryState::Committed => {
-                    insert_version(&mut tx, &e.key, e.ts, e.value.as_deref(), home).await?
-                }
+                EntryState::Committed => insert_version(&mut tx, &e.key, e.ts, e.value.as_deref(), home).await?,
                 EntryState::Aborted => {}
                 EntryState::Pending => {
-                    return Err(Error::Peer(format!(
-                        "{home} shipped pending entry {}",
-                        e.seq
-                    )));
+                    return Err(Error::Peer(format!("{home} shipped pending entry {}", e.seq)));
                 }
             }
             sqlx::query("DELETE FROM intents WHERE home = ? AND seq = ?")
@@ -323,17 +302,16 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(ReplicaState {
-            applied_seq,
-            closed,
-        })
+        Ok(ReplicaState { applied_seq, closed })
     }
 
     /// What this region applied from each other home.
     pub async fn replica_states(&self) -> Result<HashMap<String, ReplicaState>> {
-        let rows = sqlx::query("SELECT home, applied_seq, closed_wall AS ts_wall, closed_logical AS ts_logical FROM replica_state")
-            .fetch_all(&self.writer)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT home, applied_seq, closed_wall AS ts_wall, closed_logical AS ts_logical FROM replica_state",
+        )
+        .fetch_all(&self.writer)
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -360,15 +338,13 @@ impl Store {
         for key in keys {
             let victims = mvcc::collectable(&self.versions(&key).await?, horizon);
             for ts in victims {
-                dropped += sqlx::query(
-                    "DELETE FROM versions WHERE key = ? AND ts_wall = ? AND ts_logical = ?",
-                )
-                .bind(&key)
-                .bind(wall(ts))
-                .bind(i64::from(ts.logical))
-                .execute(&self.writer)
-                .await?
-                .rows_affected();
+                dropped += sqlx::query("DELETE FROM versions WHERE key = ? AND ts_wall = ? AND ts_logical = ?")
+                    .bind(&key)
+                    .bind(wall(ts))
+                    .bind(i64::from(ts.logical))
+                    .execute(&self.writer)
+                    .await?
+                    .rows_affected();
             }
         }
         Ok(dropped)
@@ -393,14 +369,13 @@ async fn insert_version(
     Ok(())
 }
 
-async fn replica_state(
-    conn: &mut sqlx::SqliteConnection,
-    home: &str,
-) -> Result<Option<ReplicaState>> {
-    let row = sqlx::query("SELECT applied_seq, closed_wall AS ts_wall, closed_logical AS ts_logical FROM replica_state WHERE home = ?")
-        .bind(home)
-        .fetch_optional(&mut *conn)
-        .await?;
+async fn replica_state(conn: &mut sqlx::SqliteConnection, home: &str) -> Result<Option<ReplicaState>> {
+    let row = sqlx::query(
+        "SELECT applied_seq, closed_wall AS ts_wall, closed_logical AS ts_logical FROM replica_state WHERE home = ?",
+    )
+    .bind(home)
+    .fetch_optional(&mut *conn)
+    .await?;
     row.map(|r| {
         Ok(ReplicaState {
             applied_seq: r.try_get("applied_seq")?,
@@ -415,10 +390,7 @@ mod tests {
     use super::*;
 
     fn ts(wall_ms: u64) -> Timestamp {
-        Timestamp {
-            wall_ms,
-            logical: 0,
-        }
+        Timestamp { wall_ms, logical: 0 }
     }
 
     async fn store() -> (Store, tempfile::TempDir) {
@@ -431,18 +403,9 @@ mod tests {
         let (store, _dir) = store().await;
         let a = store.log_pending("k", ts(10), Some("1")).await.unwrap();
         assert_eq!(store.read("k", ts(99)).await.unwrap(), None);
-        store
-            .commit_pending(a, "k", ts(10), Some("1"), "h")
-            .await
-            .unwrap();
+        store.commit_pending(a, "k", ts(10), Some("1"), "h").await.unwrap();
         assert_eq!(
-            store
-                .read("k", ts(99))
-                .await
-                .unwrap()
-                .unwrap()
-                .value
-                .as_deref(),
+            store.read("k", ts(99)).await.unwrap().unwrap().value.as_deref(),
             Some("1")
         );
         let b = store.log_pending("k", ts(20), Some("2")).await.unwrap();
@@ -459,10 +422,7 @@ mod tests {
     async fn sequence_numbers_survive_truncation_and_apply_is_idempotent() {
         let (home, _d1) = store().await;
         let (replica, _d2) = store().await;
-        let s1 = home
-            .write_committed("a", ts(1), Some("1"), "h")
-            .await
-            .unwrap();
+        let s1 = home.write_committed("a", ts(1), Some("1"), "h").await.unwrap();
         let s2 = home.write_committed("a", ts(2), None, "h").await.unwrap();
         let batch = home.log_after(0, 10).await.unwrap();
         replica.put_intent("h", &batch[0]).await.unwrap();
@@ -483,10 +443,7 @@ mod tests {
         assert_eq!(replica.read("a", ts(9)).await.unwrap().unwrap().value, None);
         home.set_cursor("r", s2).await.unwrap();
         assert_eq!(home.truncate_log(s2).await.unwrap(), 2);
-        let s3 = home
-            .write_committed("b", ts(3), Some("3"), "h")
-            .await
-            .unwrap();
+        let s3 = home.write_committed("b", ts(3), Some("3"), "h").await.unwrap();
         assert!(s3 > s2 && s1 < s2);
         assert_eq!(home.last_seq().await.unwrap(), s3);
         assert_eq!(home.earliest_after(s2).await.unwrap(), Some(ts(3)));
@@ -498,10 +455,7 @@ mod tests {
         for (t, v) in [(1, Some("1")), (2, Some("2")), (3, None), (4, Some("4"))] {
             store.write_committed("k", ts(t), v, "h").await.unwrap();
         }
-        store
-            .write_committed("j", ts(1), Some("x"), "h")
-            .await
-            .unwrap();
+        store.write_committed("j", ts(1), Some("x"), "h").await.unwrap();
         assert_eq!(
             store.gc(ts(3)).await.unwrap(),
             3,
@@ -509,13 +463,7 @@ mod tests {
         );
         assert_eq!(store.versions("k").await.unwrap().len(), 1);
         assert_eq!(
-            store
-                .read("j", ts(9))
-                .await
-                .unwrap()
-                .unwrap()
-                .value
-                .as_deref(),
+            store.read("j", ts(9)).await.unwrap().unwrap().value.as_deref(),
             Some("x")
         );
     }

@@ -88,19 +88,10 @@ pub struct RustCall {
 }
 
 impl SagaDefinition {
-    pub(crate) fn new(
-        document: DefinitionDoc,
-        steps: Vec<Step>,
-        content_hash: String,
-    ) -> SagaDefinition {
-        let by_name = steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.clone(), i))
-            .collect();
+    pub(crate) fn new(document: DefinitionDoc, steps: Vec<Step>, content_hash: String) -> SagaDefinition {
+        let by_name = steps.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
         let deps: Vec<Vec<StepIndex>> = steps.iter().map(|s| s.depends_on.clone()).collect();
-        let order =
-            crate::graph::topological_order(&deps).expect("a validated definition has no cycle");
+        let order = crate::graph::topological_order(&deps).expect("a validated definition has no cycle");
         SagaDefinition {
             name: document.name.clone(),
             description: document.description.clone(),

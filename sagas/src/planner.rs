@@ -85,9 +85,7 @@ pub fn plan(state: &SagaState, now_ms: u64) -> Plan {
                     attempt: s.compensation_attempts + 1,
                 };
                 match s.status {
-                    StepStatus::CompensationRetryWaiting { retry_at_ms } => {
-                        due(retry_at_ms, work, &mut out)
-                    }
+                    StepStatus::CompensationRetryWaiting { retry_at_ms } => due(retry_at_ms, work, &mut out),
                     _ => out.start.push(work),
                 }
             }
@@ -158,23 +156,14 @@ pub fn outcome_event(
     let step = def_step.name.clone();
     let attempt = work.attempt;
     let retry_at = |policy: &crate::RetryPolicy, used: u32, error: &StepError| {
-        let wait = policy.backoff(
-            used,
-            jitter_sample,
-            error.retry_after_ms.map(Duration::from_millis),
-        );
+        let wait = policy.backoff(used, jitter_sample, error.retry_after_ms.map(Duration::from_millis));
         now_ms.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
     };
     match (work.phase, outcome) {
-        (Phase::Action, Ok(output)) => SagaEvent::StepSucceeded {
-            step,
-            attempt,
-            output,
-        },
+        (Phase::Action, Ok(output)) => SagaEvent::StepSucceeded { step, attempt, output },
         (Phase::Action, Err(error)) => {
-            let retry = error.is_retryable()
-                && state.status() == SagaStatus::Running
-                && attempt < def_step.retry.max_attempts;
+            let retry =
+                error.is_retryable() && state.status() == SagaStatus::Running && attempt < def_step.retry.max_attempts;
             if retry {
                 let retry_at_ms = retry_at(&def_step.retry, attempt, &error);
                 SagaEvent::StepAttemptFailed {
@@ -184,17 +173,12 @@ pub fn outcome_event(
                     retry_at_ms,
                 }
             } else {
-                SagaEvent::StepFailed {
-                    step,
-                    attempt,
-                    error,
-                }
+                SagaEvent::StepFailed { step, attempt, error }
             }
         }
         (Phase::Compensation, Ok(_)) => SagaEvent::CompensationSucceeded { step, attempt },
         (Phase::Compensation, Err(error)) => {
-            let used =
-                attempt.saturating_sub(state.steps()[work.step].compensation_attempts_before_retry);
+            let used = attempt.saturating_sub(state.steps()[work.step].compensation_attempts_before_retry);
             if error.is_retryable() && used < def_step.compensation_retry.max_attempts {
                 let retry_at_ms = retry_at(&def_step.compensation_retry, used, &error);
                 SagaEvent::CompensationAttemptFailed {
@@ -204,11 +188,7 @@ pub fn outcome_event(
                     retry_at_ms,
                 }
             } else {
-                SagaEvent::CompensationFailed {
-                    step,
-                    attempt,
-                    error,
-                }
+                SagaEvent::CompensationFailed { step, attempt, error }
             }
         }
     }

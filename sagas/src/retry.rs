@@ -53,12 +53,7 @@ impl RetryPolicy {
     /// `jitter_sample` is a number in `[0, 1)` drawn by the caller (the core draws no
     /// random numbers, so that it stays deterministic); `retry_after` is what the
     /// participant asked for, honoured up to [`MAX_RETRY_AFTER`].
-    pub fn backoff(
-        &self,
-        attempt: u32,
-        jitter_sample: f64,
-        retry_after: Option<Duration>,
-    ) -> Duration {
+    pub fn backoff(&self, attempt: u32, jitter_sample: f64, retry_after: Option<Duration>) -> Duration {
         let exponent = attempt.saturating_sub(1).min(64) as i32;
         let raw = self.initial_backoff.as_secs_f64() * self.multiplier.powi(exponent);
         let capped = raw.min(self.max_backoff.as_secs_f64());
@@ -92,9 +87,7 @@ mod tests {
     #[test]
     fn backoff_grows_exponentially_up_to_the_cap() {
         let p = policy(false);
-        let waits: Vec<u128> = (1..=6)
-            .map(|a| p.backoff(a, 0.0, None).as_millis())
-            .collect();
+        let waits: Vec<u128> = (1..=6).map(|a| p.backoff(a, 0.0, None).as_millis()).collect();
         assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
     }
 
@@ -108,18 +101,8 @@ mod tests {
     #[test]
     fn retry_after_is_honoured_within_limits() {
         let p = policy(false);
-        assert_eq!(
-            p.backoff(1, 0.0, Some(Duration::from_secs(3))),
-            Duration::from_secs(3)
-        );
-        assert_eq!(
-            p.backoff(1, 0.0, Some(Duration::from_secs(9999))),
-            MAX_RETRY_AFTER
-        );
-        assert_eq!(
-            p.backoff(3, 0.0, Some(Duration::from_millis(1)))
-                .as_millis(),
-            400
-        );
+        assert_eq!(p.backoff(1, 0.0, Some(Duration::from_secs(3))), Duration::from_secs(3));
+        assert_eq!(p.backoff(1, 0.0, Some(Duration::from_secs(9999))), MAX_RETRY_AFTER);
+        assert_eq!(p.backoff(3, 0.0, Some(Duration::from_millis(1))).as_millis(), 400);
     }
 }

@@ -118,9 +118,7 @@ impl StepStatus {
             StepStatus::Succeeded => "succeeded",
             StepStatus::Failed => "failed",
             StepStatus::NotRun => "not_run",
-            StepStatus::Compensating | StepStatus::CompensationRetryWaiting { .. } => {
-                "compensating"
-            }
+            StepStatus::Compensating | StepStatus::CompensationRetryWaiting { .. } => "compensating",
             StepStatus::Compensated => "compensated",
             StepStatus::CompensationFailed => "compensation_failed",
         }
@@ -279,13 +277,8 @@ impl SagaState {
         for &i in self.definition.topological_order().iter().rev() {
             let dependents_done = self.definition.steps[i].dependents.iter().all(|&d| done[d]);
             done[i] = match self.steps[i].status {
-                StepStatus::Pending
-                | StepStatus::NotRun
-                | StepStatus::Failed
-                | StepStatus::Compensated => true,
-                StepStatus::Succeeded => {
-                    self.definition.steps[i].compensation.is_none() && dependents_done
-                }
+                StepStatus::Pending | StepStatus::NotRun | StepStatus::Failed | StepStatus::Compensated => true,
+                StepStatus::Succeeded => self.definition.steps[i].compensation.is_none() && dependents_done,
                 StepStatus::Running
                 | StepStatus::RetryWaiting { .. }
                 | StepStatus::Compensating
@@ -344,19 +337,12 @@ impl SagaState {
                 // Recovery re-runs an attempt that was in flight when the coordinator stopped,
                 // even if the saga began to unwind meanwhile: only its outcome tells whether
                 // there is something to compensate.
-                let rerun = status == SagaStatus::Compensating
-                    && self.steps[i].status == StepStatus::Running;
+                let rerun = status == SagaStatus::Compensating && self.steps[i].status == StepStatus::Running;
                 if status != SagaStatus::Running && !rerun {
-                    return Err(illegal(
-                        status,
-                        "no step starts once the saga stopped running".into(),
-                    ));
+                    return Err(illegal(status, "no step starts once the saga stopped running".into()));
                 }
                 let deps = &self.definition.steps[i].depends_on;
-                if let Some(&d) = deps
-                    .iter()
-                    .find(|&&d| self.steps[d].status != StepStatus::Succeeded)
-                {
+                if let Some(&d) = deps.iter().find(|&&d| self.steps[d].status != StepStatus::Succeeded) {
                     return Err(illegal(
                         status,
                         format!(
@@ -376,10 +362,7 @@ impl SagaState {
                     | StepStatus::CompensationRetryWaiting { .. }
                     | StepStatus::Compensated
                     | StepStatus::CompensationFailed => {
-                        return Err(illegal(
-                            status,
-                            format!("step `{step}` is {}", s.status.as_str()),
-                        ));
+                        return Err(illegal(status, format!("step `{step}` is {}", s.status.as_str())));
                     }
                 };
                 expect_attempt(s, want, *attempt)?;
@@ -387,11 +370,7 @@ impl SagaState {
                 s.status = StepStatus::Running;
                 s.attempts = *attempt;
             }
-            SagaEvent::StepSucceeded {
-                step,
-                attempt,
-                output,
-            } => {
+            SagaEvent::StepSucceeded { step, attempt, output } => {
                 let i = step_index(step)?;
                 self.expect_action_outcome(i, *attempt, true, event)?;
                 let s = &mut self.steps[i];
@@ -406,10 +385,7 @@ impl SagaState {
             } => {
                 let i = step_index(step)?;
                 if status != SagaStatus::Running {
-                    return Err(illegal(
-                        status,
-                        "an unwinding saga does not retry actions".into(),
-                    ));
+                    return Err(illegal(status, "an unwinding saga does not retry actions".into()));
                 }
                 self.expect_action_outcome(i, *attempt, false, event)?;
                 let s = &mut self.steps[i];
@@ -418,11 +394,7 @@ impl SagaState {
                 };
                 s.error = Some(error.clone());
             }
-            SagaEvent::StepFailed {
-                step,
-                attempt,
-                error,
-            } => {
+            SagaEvent::StepFailed { step, attempt, error } => {
                 let i = step_index(step)?;
                 self.expect_action_outcome(i, *attempt, true, event)?;
                 let s = &mut self.steps[i];
@@ -436,26 +408,15 @@ impl SagaState {
                 }
             }
             SagaEvent::CancelRequested { reason } => match status {
-                SagaStatus::Running => self.begin_unwind(UnwindCause::Cancelled {
-                    reason: reason.clone(),
-                }),
-                SagaStatus::Compensating
-                | SagaStatus::Completed
-                | SagaStatus::Compensated
-                | SagaStatus::Stuck => {
-                    return Err(illegal(
-                        status,
-                        "only a running saga can be cancelled".into(),
-                    ));
+                SagaStatus::Running => self.begin_unwind(UnwindCause::Cancelled { reason: reason.clone() }),
+                SagaStatus::Compensating | SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Stuck => {
+                    return Err(illegal(status, "only a running saga can be cancelled".into()));
                 }
             },
             SagaEvent::CompensationStarted { step, attempt } => {
                 let i = step_index(step)?;
                 if status != SagaStatus::Compensating {
-                    return Err(illegal(
-                        status,
-                        "compensations run only while compensating".into(),
-                    ));
+                    return Err(illegal(status, "compensations run only while compensating".into()));
                 }
                 let s = &self.steps[i];
                 let rerun = s.status == StepStatus::Compensating;
@@ -492,11 +453,7 @@ impl SagaState {
                 };
                 s.compensation_error = Some(error.clone());
             }
-            SagaEvent::CompensationFailed {
-                step,
-                attempt,
-                error,
-            } => {
+            SagaEvent::CompensationFailed { step, attempt, error } => {
                 let i = step_index(step)?;
                 self.expect_compensation_outcome(i, *attempt, event)?;
                 let s = &mut self.steps[i];
@@ -513,10 +470,7 @@ impl SagaState {
                         }
                     }
                 }
-                SagaStatus::Running
-                | SagaStatus::Compensating
-                | SagaStatus::Completed
-                | SagaStatus::Compensated => {
+                SagaStatus::Running | SagaStatus::Compensating | SagaStatus::Completed | SagaStatus::Compensated => {
                     return Err(illegal(status, "only a stuck saga can be retried".into()));
                 }
             },
@@ -541,10 +495,7 @@ impl SagaState {
         match self.status {
             SagaStatus::Running => {}
             SagaStatus::Compensating if allowed_while_compensating => {}
-            SagaStatus::Compensating
-            | SagaStatus::Completed
-            | SagaStatus::Compensated
-            | SagaStatus::Stuck => {
+            SagaStatus::Compensating | SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Stuck => {
                 return Err(fail("no action outcome is expected now".into()));
             }
         }
@@ -560,12 +511,7 @@ impl SagaState {
         Ok(())
     }
 
-    fn expect_compensation_outcome(
-        &self,
-        i: StepIndex,
-        attempt: u32,
-        event: &SagaEvent,
-    ) -> Result<(), IllegalEvent> {
+    fn expect_compensation_outcome(&self, i: StepIndex, attempt: u32, event: &SagaEvent) -> Result<(), IllegalEvent> {
         let s = &self.steps[i];
         if self.status != SagaStatus::Compensating
             || s.status != StepStatus::Compensating

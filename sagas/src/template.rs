@@ -57,9 +57,7 @@ impl std::fmt::Display for Reference {
         match self {
             Reference::Input(path) => write_path(f, "input", path),
             Reference::SagaId => f.write_str("saga.id"),
-            Reference::StepOutput { step, path } => {
-                write_path(f, &format!("steps.{step}.output"), path)
-            }
+            Reference::StepOutput { step, path } => write_path(f, &format!("steps.{step}.output"), path),
         }
     }
 }
@@ -106,11 +104,7 @@ impl Template {
     pub fn parse(value: &Value) -> Result<Template, Vec<ParseError>> {
         let mut errors = Vec::new();
         let template = parse_value(value, "", 0, &mut errors);
-        if errors.is_empty() {
-            Ok(template)
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(template) } else { Err(errors) }
     }
 
     /// Parses a string template (a URL or a header value).
@@ -236,10 +230,7 @@ fn parse_value(value: &Value, path: &str, depth: usize, errors: &mut Vec<ParseEr
                     (k.clone(), parse_value(v, &p, depth + 1, errors))
                 })
                 .collect();
-            if parsed
-                .iter()
-                .all(|(_, t)| matches!(t, Template::Literal(_)))
-            {
+            if parsed.iter().all(|(_, t)| matches!(t, Template::Literal(_))) {
                 Template::Literal(value.clone())
             } else {
                 Template::Object(parsed)
@@ -257,9 +248,7 @@ fn parse_string(s: &str) -> Result<Template, String> {
             segments.push(Segment::Text(rest[..start].to_owned()));
         }
         let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| format!("unclosed `{{{{` in {s:?}"))?;
+        let end = after.find("}}").ok_or_else(|| format!("unclosed `{{{{` in {s:?}"))?;
         segments.push(Segment::Reference(parse_reference(after[..end].trim())?));
         rest = &after[end + 2..];
     }
@@ -286,9 +275,7 @@ fn parse_reference(text: &str) -> Result<Reference, String> {
     match parts.as_slice() {
         ["input", path @ ..] => Ok(Reference::Input(owned(path))),
         ["saga", "id"] => Ok(Reference::SagaId),
-        ["saga", ..] => Err(format!(
-            "`{{{{{text}}}}}`: the only saga field is `saga.id`"
-        )),
+        ["saga", ..] => Err(format!("`{{{{{text}}}}}`: the only saga field is `saga.id`")),
         // Step names may contain dots: the name runs up to the first `output` after it.
         ["steps", rest @ ..] => match rest.iter().skip(1).position(|p| *p == "output") {
             Some(k) => Ok(Reference::StepOutput {
@@ -375,12 +362,7 @@ mod tests {
 
     #[test]
     fn array_indices_resolve() {
-        let out = render(
-            &json!("{{input.items.1}}"),
-            &json!({"items": [1, 2]}),
-            &json!({}),
-        )
-        .unwrap();
+        let out = render(&json!("{{input.items.1}}"), &json!({"items": [1, 2]}), &json!({})).unwrap();
         assert_eq!(out, json!(2));
     }
 
@@ -394,8 +376,7 @@ mod tests {
 
     #[test]
     fn parse_errors_carry_their_path() {
-        let errs =
-            Template::parse(&json!({"a": ["ok", "{{oops"], "b": "{{saga.name}}"})).unwrap_err();
+        let errs = Template::parse(&json!({"a": ["ok", "{{oops"], "b": "{{saga.name}}"})).unwrap_err();
         let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["/a/1", "/b"]);
     }
@@ -403,11 +384,7 @@ mod tests {
     #[test]
     fn references_are_listed_with_paths() {
         let t = Template::parse(&json!({"x": ["{{input.a}}", "n={{steps.s.output.v}}"]})).unwrap();
-        let refs: Vec<_> = t
-            .references()
-            .into_iter()
-            .map(|(p, r)| format!("{p} {r}"))
-            .collect();
+        let refs: Vec<_> = t.references().into_iter().map(|(p, r)| format!("{p} {r}")).collect();
         assert_eq!(refs, ["/x/0 input.a", "/x/1 steps.s.output.v"]);
     }
 }

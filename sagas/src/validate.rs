@@ -86,14 +86,13 @@ impl Collector {
     }
 }
 
-static DOCUMENT_VALIDATOR: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
-    jsonschema::validator_for(&definition_schema()).expect("the generated schema is valid")
-});
+static DOCUMENT_VALIDATOR: LazyLock<jsonschema::Validator> =
+    LazyLock::new(|| jsonschema::validator_for(&definition_schema()).expect("the generated schema is valid"));
 
 /// Parses and validates a definition from JSON text.
 pub fn parse_definition(text: &str) -> Result<SagaDefinition, ValidationErrors> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| ValidationErrors::one("", format!("not valid JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| ValidationErrors::one("", format!("not valid JSON: {e}")))?;
     validate_value(&value)
 }
 
@@ -106,10 +105,17 @@ pub const NUL_MESSAGE: &str = "text may not contain the NUL character (\\u0000):
 pub fn find_nul(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => s.contains('\0').then(String::new),
-        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| find_nul(v).map(|p| format!("/{i}{p}"))),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| find_nul(v).map(|p| format!("/{i}{p}"))),
         Value::Object(map) => map.iter().find_map(|(k, v)| {
             let here = format!("/{}", escape_pointer(k));
-            if k.contains('\0') { Some(here) } else { find_nul(v).map(|p| format!("{here}{p}")) }
+            if k.contains('\0') {
+                Some(here)
+            } else {
+                find_nul(v).map(|p| format!("{here}{p}"))
+            }
         }),
         Value::Null | Value::Bool(_) | Value::Number(_) => None,
     }
@@ -138,15 +144,16 @@ pub fn validate_value(value: &Value) -> Result<SagaDefinition, ValidationErrors>
         {
             let known: Vec<String> = errors.0.iter().map(|e| e.path.clone()).collect();
             let fresh = more.0.into_iter().filter(|m| {
-                !known.iter().any(|k| m.path == *k || m.path.starts_with(&format!("{k}/")))
+                !known
+                    .iter()
+                    .any(|k| m.path == *k || m.path.starts_with(&format!("{k}/")))
             });
             errors.0.extend(fresh.collect::<Vec<_>>());
         }
         return Err(ValidationErrors(errors.0));
     }
-    let doc: DefinitionDoc = serde_path_to_error::deserialize(value).map_err(|e| {
-        ValidationErrors::one(serde_path_to_pointer(e.path()), e.inner().to_string())
-    })?;
+    let doc: DefinitionDoc = serde_path_to_error::deserialize(value)
+        .map_err(|e| ValidationErrors::one(serde_path_to_pointer(e.path()), e.inner().to_string()))?;
     validate(doc)
 }
 
@@ -257,10 +264,7 @@ pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> 
             by_name.insert(&step.name, first);
             errors.push(
                 path,
-                format!(
-                    "duplicate step name `{}` (first used by /steps/{first})",
-                    step.name
-                ),
+                format!("duplicate step name `{}` (first used by /steps/{first})", step.name),
             );
         }
     }
@@ -292,16 +296,11 @@ pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> 
             step: i,
             acyclic,
         };
-        let action = step_action(
-            &step.action,
-            &format!("{base}/action"),
-            &refs,
-            false,
-            &mut errors,
-        );
-        let compensation = step.compensation.as_ref().and_then(|c| {
-            step_action(c, &format!("{base}/compensation"), &refs, true, &mut errors)
-        });
+        let action = step_action(&step.action, &format!("{base}/action"), &refs, false, &mut errors);
+        let compensation = step
+            .compensation
+            .as_ref()
+            .and_then(|c| step_action(c, &format!("{base}/compensation"), &refs, true, &mut errors));
         let retry = retry_policy(
             step.retry.as_ref(),
             defaults.retry.as_ref(),
@@ -349,9 +348,7 @@ pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> 
 
 /// A digest of the document's canonical JSON (object keys sorted).
 pub fn content_hash(doc: &DefinitionDoc) -> String {
-    let canonical = serde_json::to_value(doc)
-        .expect("a document is JSON")
-        .to_string();
+    let canonical = serde_json::to_value(doc).expect("a document is JSON").to_string();
     let digest = Sha256::digest(canonical.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -364,9 +361,8 @@ pub fn validate_input(def: &SagaDefinition, input: &Value) -> Result<(), Validat
     let Some(schema) = &def.input_schema else {
         return Ok(());
     };
-    let validator = jsonschema::validator_for(schema).map_err(|e| {
-        ValidationErrors::one("/input_schema", format!("not a valid JSON Schema: {e}"))
-    })?;
+    let validator = jsonschema::validator_for(schema)
+        .map_err(|e| ValidationErrors::one("/input_schema", format!("not a valid JSON Schema: {e}")))?;
     let errors: Vec<ValidationError> = validator
         .iter_errors(input)
         .map(|e| ValidationError {
@@ -388,19 +384,12 @@ fn check_name(name: &str, path: &str, errors: &mut Collector) {
     if name.is_empty() || name.len() > MAX_NAME_LEN || !ok_chars {
         errors.push(
             path,
-            format!(
-                "`{name}` is not a valid name: 1 to {MAX_NAME_LEN} letters, digits, `_`, `-` or `.`"
-            ),
+            format!("`{name}` is not a valid name: 1 to {MAX_NAME_LEN} letters, digits, `_`, `-` or `.`"),
         );
     }
 }
 
-fn dependencies(
-    i: usize,
-    step: &StepDoc,
-    by_name: &HashMap<&str, usize>,
-    errors: &mut Collector,
-) -> Vec<usize> {
+fn dependencies(i: usize, step: &StepDoc, by_name: &HashMap<&str, usize>, errors: &mut Collector) -> Vec<usize> {
     let Some(names) = &step.depends_on else {
         return if i == 0 { Vec::new() } else { vec![i - 1] };
     };
@@ -425,23 +414,14 @@ struct RefCheck<'a> {
 }
 
 impl RefCheck<'_> {
-    fn check(
-        &self,
-        template: &Template,
-        base: &str,
-        own_output_allowed: bool,
-        errors: &mut Collector,
-    ) {
+    fn check(&self, template: &Template, base: &str, own_output_allowed: bool, errors: &mut Collector) {
         for (path, reference) in template.references() {
             let Reference::StepOutput { step: name, .. } = reference else {
                 continue;
             };
             let at = format!("{base}{path}");
             match self.by_name.get(name.as_str()) {
-                None => errors.push(
-                    at,
-                    format!("`{{{{{reference}}}}}`: no step is named `{name}`"),
-                ),
+                None => errors.push(at, format!("`{{{{{reference}}}}}`: no step is named `{name}`")),
                 Some(&target) if target == self.step => {
                     if !own_output_allowed {
                         errors.push(
@@ -487,18 +467,11 @@ fn step_action(
     match (&doc.http, &doc.rust) {
         (Some(http), None) => {
             let base = format!("{base}/http");
-            let url = parse(
-                &Value::String(http.url.clone()),
-                format!("{base}/url"),
-                errors,
-            );
+            let url = parse(&Value::String(http.url.clone()), format!("{base}/url"), errors);
             let starts_with_template = http.url.trim_start().starts_with("{{");
             let absolute = http.url.starts_with("http://") || http.url.starts_with("https://");
             if url.is_some() && !starts_with_template && !absolute {
-                errors.push(
-                    format!("{base}/url"),
-                    "the URL must start with http:// or https://",
-                );
+                errors.push(format!("{base}/url"), "the URL must start with http:// or https://");
             }
             let mut headers = Vec::new();
             for (name, value) in &http.headers {
@@ -553,10 +526,8 @@ fn retry_policy(
     path: &str,
     errors: &mut Collector,
 ) -> RetryPolicy {
-    let pick_u32 =
-        |f: fn(&RetryDoc) -> Option<u32>| own.and_then(f).or_else(|| defaults.and_then(f));
-    let pick_u64 =
-        |f: fn(&RetryDoc) -> Option<u64>| own.and_then(f).or_else(|| defaults.and_then(f));
+    let pick_u32 = |f: fn(&RetryDoc) -> Option<u32>| own.and_then(f).or_else(|| defaults.and_then(f));
+    let pick_u64 = |f: fn(&RetryDoc) -> Option<u64>| own.and_then(f).or_else(|| defaults.and_then(f));
     let max_attempts = pick_u32(|r| r.max_attempts).unwrap_or(builtin.max_attempts);
     let initial = pick_u64(|r| r.initial_backoff_ms)
         .map(Duration::from_millis)
@@ -608,9 +579,7 @@ fn retry_policy(
                 );
             }
         }
-        if own.multiplier.is_some()
-            && !(multiplier.is_finite() && (1.0..=100.0).contains(&multiplier))
-        {
+        if own.multiplier.is_some() && !(multiplier.is_finite() && (1.0..=100.0).contains(&multiplier)) {
             errors.push(format!("{path}/multiplier"), "must be between 1 and 100");
         }
     }
@@ -628,10 +597,7 @@ fn timeout(ms: Option<u64>, default: Duration, path: &str, errors: &mut Collecto
         None => default,
         Some(ms) if (1..=MAX_TIMEOUT_MS).contains(&ms) => Duration::from_millis(ms),
         Some(_) => {
-            errors.push(
-                path,
-                format!("must be between 1 and {MAX_TIMEOUT_MS} milliseconds"),
-            );
+            errors.push(path, format!("must be between 1 and {MAX_TIMEOUT_MS} milliseconds"));
             default
         }
     }

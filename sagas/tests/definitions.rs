@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-const BLESS_HINT: &str =
-    "run GEOSAGA_BLESS=1 cargo test -p geosaga-sagas --test definitions to regenerate";
+const BLESS_HINT: &str = "run GEOSAGA_BLESS=1 cargo test -p geosaga-sagas --test definitions to regenerate";
 
 fn manifest_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -70,18 +69,16 @@ fn blessing() -> bool {
 /// The committed schema is exactly the generated one, pretty-printed with a final newline.
 #[test]
 fn committed_schema_is_up_to_date() {
-    let generated = serde_json::to_string_pretty(&sagas::document::definition_schema())
-        .expect("the schema is JSON")
-        + "\n";
+    let generated =
+        serde_json::to_string_pretty(&sagas::document::definition_schema()).expect("the schema is JSON") + "\n";
     let path = schema_path();
     if blessing() {
-        std::fs::create_dir_all(path.parent().expect("schemas/ has a parent"))
-            .expect("create schemas/");
+        std::fs::create_dir_all(path.parent().expect("schemas/ has a parent")).expect("create schemas/");
         std::fs::write(&path, &generated).expect("write the schema");
         return;
     }
-    let committed = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}; {BLESS_HINT}", path.display()));
+    let committed =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}; {BLESS_HINT}", path.display()));
     assert!(
         committed == generated,
         "{} is not the schema generated from sagas::document; {BLESS_HINT}",
@@ -96,8 +93,7 @@ fn valid_documents_validate() {
     let schema: Value = if blessing() {
         sagas::document::definition_schema() // being written by `committed_schema_is_up_to_date`
     } else {
-        serde_json::from_str(&read(&schema_path()))
-            .unwrap_or_else(|e| panic!("bad schema file: {e}; {BLESS_HINT}"))
+        serde_json::from_str(&read(&schema_path())).unwrap_or_else(|e| panic!("bad schema file: {e}; {BLESS_HINT}"))
     };
     let validator = jsonschema::validator_for(&schema).expect("the committed schema compiles");
     let files = valid_documents();
@@ -132,8 +128,7 @@ fn invalid_fixtures_report_exact_paths() {
     assert!(files.len() >= 20, "too few invalid fixtures: {files:?}");
     let mut failures = Vec::new();
     for path in &files {
-        let fixture: Value =
-            serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", name_of(path)));
+        let fixture: Value = serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", name_of(path)));
         let about = fixture["about"]
             .as_str()
             .unwrap_or_else(|| panic!("{}: no \"about\"", name_of(path)));
@@ -153,10 +148,7 @@ fn invalid_fixtures_report_exact_paths() {
             .unwrap_or_else(|| panic!("{}: no \"definition\"", name_of(path)));
         let text = serde_json::to_string(definition).expect("a JSON value prints");
         match sagas::validate::parse_definition(&text) {
-            Ok(_) => failures.push(format!(
-                "{} ({about}): validated, expected {expected:?}",
-                name_of(path)
-            )),
+            Ok(_) => failures.push(format!("{} ({about}): validated, expected {expected:?}", name_of(path))),
             Err(errors) if errors.paths() != expected => {
                 let got: Vec<String> = errors
                     .0
@@ -188,14 +180,8 @@ fn invalid_fixtures_report_exact_paths() {
 fn text_that_is_not_json_is_one_document_error() {
     let errors = sagas::validate::parse_definition("{ \"name\": ").unwrap_err();
     assert_eq!(errors.paths(), [""]);
-    assert!(
-        errors.0[0].message.starts_with("not valid JSON"),
-        "{errors}"
-    );
-    assert!(
-        errors.to_string().starts_with("(document): not valid JSON"),
-        "{errors}"
-    );
+    assert!(errors.0[0].message.starts_with("not valid JSON"), "{errors}");
+    assert!(errors.to_string().starts_with("(document): not valid JSON"), "{errors}");
 }
 
 /// The error list renders as `path: message` pairs joined by `; `.
@@ -204,12 +190,6 @@ fn errors_render_with_their_paths() {
     let errors = sagas::validate::parse_definition(r#"{"name": "a b", "steps": []}"#).unwrap_err();
     assert_eq!(errors.paths(), ["/name", "/steps"]);
     let text = errors.to_string();
-    assert!(
-        text.starts_with("/name: `a b` is not a valid name"),
-        "{text}"
-    );
-    assert!(
-        text.contains("; /steps: a saga needs at least one step"),
-        "{text}"
-    );
+    assert!(text.starts_with("/name: `a b` is not a valid name"), "{text}");
+    assert!(text.contains("; /steps: a saga needs at least one step"), "{text}");
 }

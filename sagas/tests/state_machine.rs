@@ -84,12 +84,7 @@ fn check_invariants(run: &Run, script: &Script) -> Result<(), TestCaseError> {
     let events = &run.events;
     let index = |name: &str| run.def.step_index(name).expect("events name known steps");
     let position = |pred: &dyn Fn(&SagaEvent) -> bool| events.iter().position(pred);
-    let unwind_at = position(&|e| {
-        matches!(
-            e,
-            SagaEvent::StepFailed { .. } | SagaEvent::CancelRequested { .. }
-        )
-    });
+    let unwind_at = position(&|e| matches!(e, SagaEvent::StepFailed { .. } | SagaEvent::CancelRequested { .. }));
     let succeeded = |i: usize| {
         events
             .iter()
@@ -101,10 +96,7 @@ fn check_invariants(run: &Run, script: &Script) -> Result<(), TestCaseError> {
     match run.state.status() {
         SagaStatus::Completed => {
             prop_assert!(unwind_at.is_none(), "completed although the saga unwound");
-            prop_assert!(
-                steps.iter().all(|s| s.status == StepStatus::Succeeded),
-                "{steps:?}"
-            );
+            prop_assert!(steps.iter().all(|s| s.status == StepStatus::Succeeded), "{steps:?}");
         }
         SagaStatus::Compensated => {
             prop_assert!(
@@ -121,10 +113,7 @@ fn check_invariants(run: &Run, script: &Script) -> Result<(), TestCaseError> {
                 prop_assert!(
                     matches!(
                         s.status,
-                        StepStatus::Compensated
-                            | StepStatus::Succeeded
-                            | StepStatus::Failed
-                            | StepStatus::NotRun
+                        StepStatus::Compensated | StepStatus::Succeeded | StepStatus::Failed | StepStatus::NotRun
                     ),
                     "step {} is {:?}",
                     i,
@@ -139,13 +128,8 @@ fn check_invariants(run: &Run, script: &Script) -> Result<(), TestCaseError> {
     if let Some(at) = unwind_at
         && !run.crashed
     {
-        let late = events[at..]
-            .iter()
-            .find(|e| matches!(e, SagaEvent::StepStarted { .. }));
-        prop_assert!(
-            late.is_none(),
-            "{late:?} after the unwind began at event {at}"
-        );
+        let late = events[at..].iter().find(|e| matches!(e, SagaEvent::StepStarted { .. }));
+        prop_assert!(late.is_none(), "{late:?} after the unwind began at event {at}");
     }
 
     // 3. Reverse dependency order, and no compensation while an action runs.
@@ -171,7 +155,9 @@ fn check_invariants(run: &Run, script: &Script) -> Result<(), TestCaseError> {
             for d in descendants(run, index(step)) {
                 if succeeded(d) && run.def.steps[d].compensation.is_some() {
                     let name = &run.def.steps[d].name;
-                    let done = events[..p].iter().any(|e| matches!(e, SagaEvent::CompensationSucceeded { step, .. } if step == name));
+                    let done = events[..p]
+                        .iter()
+                        .any(|e| matches!(e, SagaEvent::CompensationSucceeded { step, .. } if step == name));
                     prop_assert!(
                         done,
                         "compensation of {} started (event {}) before its dependent {} was compensated",
@@ -188,15 +174,9 @@ fn check_invariants(run: &Run, script: &Script) -> Result<(), TestCaseError> {
             .map_err(|e| TestCaseError::fail(format!("replay refused event {p}: {e}")))?;
         let (status, live_steps) = &run.snapshots[p];
         prop_assert_eq!(state.status(), *status, "status after event {}", p);
-        prop_assert_eq!(
-            state.steps(),
-            live_steps.as_slice(),
-            "steps after event {}",
-            p
-        );
+        prop_assert_eq!(state.steps(), live_steps.as_slice(), "steps after event {}", p);
     }
-    let replayed = SagaState::replay(run.def.clone(), events)
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let replayed = SagaState::replay(run.def.clone(), events).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(replayed.status(), run.state.status());
     prop_assert_eq!(replayed.steps(), run.state.steps());
     prop_assert_eq!(replayed.unwind_cause(), run.state.unwind_cause());
@@ -207,10 +187,7 @@ fn check_invariants(run: &Run, script: &Script) -> Result<(), TestCaseError> {
     prop_assert_eq!(run.was_stuck, retry_at.is_some());
     if let Some(retry_at) = retry_at {
         let stuck = script.stuck_step.map(|s| run.def.steps[s % n].name.clone());
-        prop_assert!(
-            stuck.is_some(),
-            "stuck although no compensation was made to fail"
-        );
+        prop_assert!(stuck.is_some(), "stuck although no compensation was made to fail");
         let failed = position(&|e| matches!(e, SagaEvent::CompensationFailed { .. }));
         prop_assert!(
             failed.is_some_and(|f| f < retry_at),

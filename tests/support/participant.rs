@@ -93,10 +93,7 @@ async fn act(
     let _guard = enter(&p, &key, &headers);
     tokio::time::sleep(jitter(15)).await;
     if step == "c" && body["fail"] == json!(true) {
-        return (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({"error": "refused"})),
-        );
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": "refused"})));
     }
     p.ledger.lock().unwrap().applied.insert(key.clone());
     (StatusCode::OK, Json(json!({"id": key})))

@@ -45,10 +45,7 @@ impl CoordinatorProcess {
             format!("127.0.0.1:{port}"),
         ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let env = env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let mut p = CoordinatorProcess {
             args,
             env,

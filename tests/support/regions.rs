@@ -59,8 +59,7 @@ async fn pump(
             match from.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    let due = tokio::time::Instant::now()
-                        + Duration::from_millis(latency.load(Ordering::SeqCst));
+                    let due = tokio::time::Instant::now() + Duration::from_millis(latency.load(Ordering::SeqCst));
                     if tx.send((due, buf[..n].to_vec())).is_err() {
                         break;
                     }
@@ -101,10 +100,7 @@ impl Proxy {
                     let _ = upstream.set_nodelay(true);
                     let (cr, cw) = client.into_split();
                     let (ur, uw) = upstream.into_split();
-                    tokio::join!(
-                        pump(cr, uw, lat.clone(), cut_rx.clone()),
-                        pump(ur, cw, lat, cut_rx)
-                    );
+                    tokio::join!(pump(cr, uw, lat.clone(), cut_rx.clone()), pump(ur, cw, lat, cut_rx));
                 });
             }
         });
@@ -228,9 +224,7 @@ fn config_text(settings: &str, addresses: &[String], listens: &[u16], data: &Pat
         ));
     }
     for (prefix, name) in PREFIXES.iter().zip(NAMES) {
-        text.push_str(&format!(
-            "[[rules]]\nprefix = \"{prefix}\"\nregion = \"{name}\"\n\n"
-        ));
+        text.push_str(&format!("[[rules]]\nprefix = \"{prefix}\"\nregion = \"{name}\"\n\n"));
     }
     text
 }

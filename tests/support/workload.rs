@@ -32,12 +32,7 @@ pub async fn register(urls: &[String], definition: &Value) {
 /// Starts `n` sagas (every `fail_every`th one meant to fail at step c), `concurrency` at a
 /// time, each with its own idempotency key so that a retry after a crash is harmless.
 /// Returns saga id -> whether it was meant to fail.
-pub async fn start_sagas(
-    urls: Vec<String>,
-    n: usize,
-    fail_every: usize,
-    concurrency: usize,
-) -> HashMap<String, bool> {
+pub async fn start_sagas(urls: Vec<String>, n: usize, fail_every: usize, concurrency: usize) -> HashMap<String, bool> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -54,7 +49,8 @@ pub async fn start_sagas(
                     return started;
                 }
                 let fail = i % fail_every == 0;
-                let body = json!({"definition": "crashy", "input": {"fail": fail}, "idempotency_key": format!("crash-{i}")});
+                let body =
+                    json!({"definition": "crashy", "input": {"fail": fail}, "idempotency_key": format!("crash-{i}")});
                 let deadline = Instant::now() + Duration::from_secs(120);
                 let mut attempt = worker;
                 let id = loop {
@@ -84,11 +80,7 @@ pub async fn start_sagas(
 }
 
 /// Waits until every saga is settled (at most `limit`); returns id -> status.
-pub async fn wait_settled(
-    urls: &[String],
-    ids: &HashMap<String, bool>,
-    limit: Duration,
-) -> HashMap<String, String> {
+pub async fn wait_settled(urls: &[String], ids: &HashMap<String, bool>, limit: Duration) -> HashMap<String, String> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -129,11 +121,7 @@ pub async fn wait_settled(
 }
 
 /// Checks every saga against the participant; panics with every violation found.
-pub fn check(
-    participant: &Participant,
-    ids: &HashMap<String, bool>,
-    settled: &HashMap<String, String>,
-) {
+pub fn check(participant: &Participant, ids: &HashMap<String, bool>, settled: &HashMap<String, String>) {
     let violations: Vec<String> = ids
         .iter()
         .filter_map(|(id, fail)| participant.check(id, &settled[id], *fail).err())

@@ -48,10 +48,7 @@ pub(crate) async fn register(
     } else {
         StatusCode::OK
     };
-    let location = format!(
-        "/v1/definitions/{}?version={}",
-        put.record.name, put.record.version
-    );
+    let location = format!("/v1/definitions/{}?version={}", put.record.name, put.record.version);
     let body = DefinitionCreated {
         name: put.record.name,
         version: put.record.version,
@@ -105,11 +102,7 @@ pub(crate) async fn get_definition(
     Path(name): Path<String>,
     ApiQuery(query): ApiQuery<VersionQuery>,
 ) -> Result<Json<DefinitionResponse>, ApiError> {
-    let version = param::<i64>(
-        "version",
-        query.version.as_deref(),
-        "a version number (1 or more)",
-    )?;
+    let version = param::<i64>("version", query.version.as_deref(), "a version number (1 or more)")?;
     if let Some(v) = version
         && v < 1
     {

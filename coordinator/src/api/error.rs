@@ -102,14 +102,14 @@ impl ProblemType {
                 StatusCode::NOT_FOUND
             }
             ProblemType::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ProblemType::IdempotencyConflict
-            | ProblemType::IllegalTransition
-            | ProblemType::ConcurrentModification => StatusCode::CONFLICT,
+            ProblemType::IdempotencyConflict | ProblemType::IllegalTransition | ProblemType::ConcurrentModification => {
+                StatusCode::CONFLICT
+            }
             ProblemType::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemType::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ProblemType::InvalidBody
-            | ProblemType::InvalidDefinition
-            | ProblemType::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
+            ProblemType::InvalidBody | ProblemType::InvalidDefinition | ProblemType::InvalidInput => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ProblemType::Overloaded | ProblemType::NotReady => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -198,12 +198,10 @@ impl ApiError {
     /// A bad parameter at `path` (`/query/limit`, `/path/id`, ...).
     pub fn parameter(path: &str, message: impl Into<String>) -> ApiError {
         let message = message.into();
-        ApiError::new(ProblemType::InvalidParameter, format!("{path}: {message}")).with_errors(
-            vec![ProblemError {
-                path: path.to_owned(),
-                message,
-            }],
-        )
+        ApiError::new(ProblemType::InvalidParameter, format!("{path}: {message}")).with_errors(vec![ProblemError {
+            path: path.to_owned(),
+            message,
+        }])
     }
 
     /// Validation faults as a problem of `kind`.
@@ -254,16 +252,10 @@ impl From<Error> for ApiError {
         let detail = error.to_string();
         match error {
             Error::Invalid(errors) => ApiError::validation(ProblemType::InvalidDefinition, errors),
-            Error::DefinitionNotFound { .. } => {
-                ApiError::new(ProblemType::DefinitionNotFound, detail)
-            }
+            Error::DefinitionNotFound { .. } => ApiError::new(ProblemType::DefinitionNotFound, detail),
             Error::SagaNotFound(_) => ApiError::new(ProblemType::SagaNotFound, detail),
-            Error::IdempotencyConflict { .. } => {
-                ApiError::new(ProblemType::IdempotencyConflict, detail)
-            }
-            Error::IllegalTransition { .. } => {
-                ApiError::new(ProblemType::IllegalTransition, detail)
-            }
+            Error::IdempotencyConflict { .. } => ApiError::new(ProblemType::IdempotencyConflict, detail),
+            Error::IllegalTransition { .. } => ApiError::new(ProblemType::IllegalTransition, detail),
             Error::Fenced(_) => ApiError::new(ProblemType::ConcurrentModification, detail),
             Error::Overloaded(_) => {
                 ApiError::new(ProblemType::Overloaded, detail).with_header(header::RETRY_AFTER, "1")

@@ -63,8 +63,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
-    let json = essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    let json = essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"));
     if json {
         Ok(())
     } else {
@@ -88,10 +87,7 @@ async fn read_body(req: Request, state: &ApiState) -> Result<Bytes, ApiError> {
         } else {
             ApiError::new(
                 ProblemType::MalformedJson,
-                format!(
-                    "the request body could not be read: {}",
-                    rejection.body_text()
-                ),
+                format!("the request body could not be read: {}", rejection.body_text()),
             )
         }
     })
@@ -109,10 +105,7 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let message = e.inner().to_string();
         ApiError::new(
             ProblemType::InvalidBody,
-            format!(
-                "{}: {message}",
-                if path.is_empty() { "(body)" } else { &path }
-            ),
+            format!("{}: {message}", if path.is_empty() { "(body)" } else { &path }),
         )
         .with_errors(vec![ProblemError { path, message }])
     })
@@ -125,9 +118,7 @@ fn pointer(path: &serde_path_to_error::Path) -> String {
     for segment in path.iter() {
         match segment {
             Segment::Seq { index } => out.push_str(&format!("/{index}")),
-            Segment::Map { key } => {
-                out.push_str(&format!("/{}", key.replace('~', "~0").replace('/', "~1")))
-            }
+            Segment::Map { key } => out.push_str(&format!("/{}", key.replace('~', "~0").replace('/', "~1"))),
             Segment::Enum { variant } => out.push_str(&format!("/{variant}")),
             Segment::Unknown => {}
         }
@@ -146,9 +137,9 @@ impl<S: Send + Sync> FromRequestParts<S> for SagaId {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::parameter("/path/id", e.body_text()))?;
-        Uuid::parse_str(&raw).map(SagaId).map_err(|_| {
-            ApiError::parameter("/path/id", format!("`{raw}` is not a saga id (a UUID)"))
-        })
+        Uuid::parse_str(&raw)
+            .map(SagaId)
+            .map_err(|_| ApiError::parameter("/path/id", format!("`{raw}` is not a saga id (a UUID)")))
     }
 }
 
@@ -169,18 +160,12 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuer
 }
 
 /// Parses the query parameter `name`, if given; a fault is a 400 at `/query/NAME`.
-pub fn param<T: std::str::FromStr>(
-    name: &str,
-    raw: Option<&str>,
-    expected: &str,
-) -> Result<Option<T>, ApiError> {
+pub fn param<T: std::str::FromStr>(name: &str, raw: Option<&str>, expected: &str) -> Result<Option<T>, ApiError> {
     match raw {
         None => Ok(None),
-        Some(raw) => raw.parse().map(Some).map_err(|_| {
-            ApiError::parameter(
-                &format!("/query/{name}"),
-                format!("`{raw}` is not {expected}"),
-            )
-        }),
+        Some(raw) => raw
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::parameter(&format!("/query/{name}"), format!("`{raw}` is not {expected}"))),
     }
 }

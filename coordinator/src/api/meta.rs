@@ -27,9 +27,7 @@ pub(crate) fn router() -> Router<ApiState> {
 /// Liveness: 200 while the process serves.
 #[utoipa::path(get, path = "/healthz", tag = "meta", responses((status = 200, description = "Alive", body = Status)))]
 pub(crate) async fn healthz() -> Json<Status> {
-    Json(Status {
-        status: "ok".into(),
-    })
+    Json(Status { status: "ok".into() })
 }
 
 /// Readiness: 200 when the database answers and the last write succeeded, else 503 with
@@ -61,9 +59,7 @@ pub(crate) async fn readyz(State(state): State<ApiState>) -> Result<Json<Status>
             ),
         ));
     }
-    Ok(Json(Status {
-        status: "ready".into(),
-    }))
+    Ok(Json(Status { status: "ready".into() }))
 }
 
 /// The coordinator's metrics in the OpenMetrics text format, for Prometheus.
@@ -83,9 +79,8 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> impl IntoResponse 
 /// This API's OpenAPI 3.1 document.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta", responses((status = 200, description = "The OpenAPI document", body = Object)))]
 pub(crate) async fn openapi_json() -> Json<Value> {
-    static DOCUMENT: LazyLock<Value> = LazyLock::new(|| {
-        serde_json::to_value(super::openapi()).expect("an OpenAPI document is JSON")
-    });
+    static DOCUMENT: LazyLock<Value> =
+        LazyLock::new(|| serde_json::to_value(super::openapi()).expect("an OpenAPI document is JSON"));
     Json(DOCUMENT.clone())
 }
 

@@ -90,11 +90,7 @@ async fn not_found(request: Request) -> ApiError {
 async fn method_not_allowed(request: Request) -> ApiError {
     ApiError::new(
         ProblemType::MethodNotAllowed,
-        format!(
-            "`{}` does not take {}",
-            request.uri().path(),
-            request.method()
-        ),
+        format!("`{}` does not take {}", request.uri().path(), request.method()),
     )
 }
 
@@ -106,14 +102,7 @@ async fn authenticate(State(state): State<ApiState>, request: Request, next: Nex
         return next.run(request).await;
     }
     match bearer(request.headers()) {
-        Some(token)
-            if state
-                .tokens
-                .iter()
-                .any(|t| same(t.as_bytes(), token.as_bytes())) =>
-        {
-            next.run(request).await
-        }
+        Some(token) if state.tokens.iter().any(|t| same(t.as_bytes(), token.as_bytes())) => next.run(request).await,
         Some(_) => ApiError::new(ProblemType::Unauthorized, "the bearer token is not valid")
             .with_header(header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#)
             .into_response(),

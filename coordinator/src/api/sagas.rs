@@ -98,16 +98,10 @@ pub(crate) async fn start(
     headers: HeaderMap,
     ApiJson(body): ApiJson<StartSagaRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let wait = param::<u64>(
-        "wait_ms",
-        query.wait_ms.as_deref(),
-        "a number of milliseconds",
-    )?
-    .unwrap_or(0);
+    let wait = param::<u64>("wait_ms", query.wait_ms.as_deref(), "a number of milliseconds")?.unwrap_or(0);
     let idempotency_key = idempotency_key(&headers, body.idempotency_key)?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let trace_context =
-        header("traceparent").and_then(|tp| TraceHeaders::parse(tp, header("tracestate")));
+    let trace_context = header("traceparent").and_then(|tp| TraceHeaders::parse(tp, header("tracestate")));
     let request = StartSaga {
         definition: body.definition,
         version: body.version,
@@ -115,11 +109,7 @@ pub(crate) async fn start(
         idempotency_key,
         trace_context,
     };
-    let (record, created) = state
-        .coordinator
-        .start_saga(request)
-        .await
-        .map_err(start_error)?;
+    let (record, created) = state.coordinator.start_saga(request).await.map_err(start_error)?;
     if wait > 0 {
         state
             .coordinator
@@ -127,11 +117,7 @@ pub(crate) async fn start(
             .await?;
     }
     let view = state.coordinator.saga(record.id).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     let location = format!("/v1/sagas/{}", record.id);
     Ok((
         status,
@@ -155,9 +141,7 @@ fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> Result<Option<S
     };
     let check = |key: &str, bad: &dyn Fn(&str) -> ApiError| {
         if key.is_empty() || key.len() > MAX_KEY_LEN {
-            Err(bad(&format!(
-                "an idempotency key has 1 to {MAX_KEY_LEN} characters"
-            )))
+            Err(bad(&format!("an idempotency key has 1 to {MAX_KEY_LEN} characters")))
         } else {
             Ok(())
         }
@@ -167,12 +151,10 @@ fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> Result<Option<S
     }
     if let Some(key) = &body {
         check(key, &|m| {
-            ApiError::new(ProblemType::InvalidBody, format!("/idempotency_key: {m}")).with_errors(
-                vec![ProblemError {
-                    path: "/idempotency_key".into(),
-                    message: m.to_owned(),
-                }],
-            )
+            ApiError::new(ProblemType::InvalidBody, format!("/idempotency_key: {m}")).with_errors(vec![ProblemError {
+                path: "/idempotency_key".into(),
+                message: m.to_owned(),
+            }])
         })?;
     }
     match (header, body) {
@@ -236,14 +218,10 @@ pub(crate) async fn list(
         None | Some("") => None,
         Some(raw) => Some(SagaStatus::parse(raw).ok_or_else(|| {
             let all: Vec<&str> = SagaStatus::ALL.iter().map(|s| s.as_str()).collect();
-            ApiError::parameter(
-                "/query/status",
-                format!("`{raw}` is not a status ({})", all.join(", ")),
-            )
+            ApiError::parameter("/query/status", format!("`{raw}` is not a status ({})", all.join(", ")))
         })?),
     };
-    let limit =
-        param::<u32>("limit", query.limit.as_deref(), "a page size")?.unwrap_or(DEFAULT_PAGE);
+    let limit = param::<u32>("limit", query.limit.as_deref(), "a page size")?.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::parameter(
             "/query/limit",
@@ -268,11 +246,7 @@ pub(crate) async fn list(
     let mut rows = state.coordinator.store().list_sagas(&filter).await?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    let next_cursor = if more {
-        rows.last().map(encode_cursor)
-    } else {
-        None
-    };
+    let next_cursor = if more { rows.last().map(encode_cursor) } else { None };
     let ui = state.jaeger_ui.as_deref();
     Ok(Json(SagaPage {
         sagas: rows.iter().map(|r| SagaSummary::new(r, ui)).collect(),
@@ -315,10 +289,7 @@ fn decode_cursor(cursor: &str) -> Option<(i64, Uuid)> {
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn show(
-    State(state): State<ApiState>,
-    SagaId(id): SagaId,
-) -> Result<Json<SagaResponse>, ApiError> {
+pub(crate) async fn show(State(state): State<ApiState>, SagaId(id): SagaId) -> Result<Json<SagaResponse>, ApiError> {
     view(&state, id).await.map(Json)
 }
 
@@ -341,10 +312,7 @@ async fn view(state: &ApiState, id: Uuid) -> Result<SagaResponse, ApiError> {
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn events(
-    State(state): State<ApiState>,
-    SagaId(id): SagaId,
-) -> Result<Json<EventLog>, ApiError> {
+pub(crate) async fn events(State(state): State<ApiState>, SagaId(id): SagaId) -> Result<Json<EventLog>, ApiError> {
     let events = state.coordinator.events(id).await?;
     Ok(Json(EventLog {
         events: events.iter().map(EventView::from).collect(),
@@ -402,10 +370,7 @@ pub(crate) async fn cancel(
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn retry(
-    State(state): State<ApiState>,
-    SagaId(id): SagaId,
-) -> Result<Json<SagaResponse>, ApiError> {
+pub(crate) async fn retry(State(state): State<ApiState>, SagaId(id): SagaId) -> Result<Json<SagaResponse>, ApiError> {
     state.coordinator.retry(id).await?;
     view(&state, id).await.map(Json)
 }

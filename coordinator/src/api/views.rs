@@ -35,11 +35,8 @@ pub fn rfc3339(ms: i64) -> String {
 /// The trace id of a W3C `traceparent` (`00-<trace-id>-<parent-id>-<flags>`), if valid.
 pub fn trace_id(traceparent: &str) -> Option<&str> {
     let parts: Vec<&str> = traceparent.trim().split('-').collect();
-    let hex = |s: &str, len: usize| {
-        s.len() == len
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
+    let hex =
+        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let [version, trace, parent, flags, ..] = parts[..] else {
         return None;
     };
@@ -220,9 +217,7 @@ impl SagaResponse {
 fn compensation(s: &StepState, defined: bool, unwinding: bool) -> CompensationView {
     let status = match s.status {
         _ if !defined => CompensationStatus::None,
-        StepStatus::Compensating | StepStatus::CompensationRetryWaiting { .. } => {
-            CompensationStatus::Running
-        }
+        StepStatus::Compensating | StepStatus::CompensationRetryWaiting { .. } => CompensationStatus::Running,
         StepStatus::Compensated => CompensationStatus::Succeeded,
         StepStatus::CompensationFailed => CompensationStatus::Failed,
         StepStatus::Succeeded if unwinding => CompensationStatus::Pending,

@@ -47,13 +47,18 @@ pub(super) async fn adopt(inner: &Arc<Inner>, include_own: bool) -> crate::Resul
     let claimed = claimed?;
     let n = claimed.len();
     for record in claimed {
-        let Ok(permit) = inner.permits.clone().try_acquire_owned() else { break };
+        let Ok(permit) = inner.permits.clone().try_acquire_owned() else {
+            break;
+        };
         let resumed: crate::Result<_> = async {
             let def_record = inner
                 .store
                 .get_definition(&record.definition, Some(record.version))
                 .await?
-                .ok_or_else(|| crate::Error::DefinitionNotFound { name: record.definition.clone(), version: Some(record.version) })?;
+                .ok_or_else(|| crate::Error::DefinitionNotFound {
+                    name: record.definition.clone(),
+                    version: Some(record.version),
+                })?;
             let def = inner.definition(&def_record)?;
             let log = inner.store.events(record.id).await?;
             Ok((def, log))

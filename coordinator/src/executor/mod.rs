@@ -15,14 +15,14 @@ use std::time::Duration;
 use sagas::{SagaDefinition, SagaEvent, SagaState, SagaStatus, ValidationError, ValidationErrors};
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::clock::now_ms;
 use crate::metrics::{Metrics, Scrape};
 use crate::runner::Runners;
-use crate::trace::{SagaTrace, TraceHeaders};
 use crate::store::{Created, DefinitionRecord, NewSaga, PutDefinition, SagaRecord, Store, StoredEvent};
+use crate::trace::{SagaTrace, TraceHeaders};
 use crate::{Error, Result};
 
 /// How a coordinator runs.
@@ -130,7 +130,10 @@ impl Coordinator {
             running: Mutex::new(HashMap::new()),
             definitions: Mutex::new(HashMap::new()),
             settled,
-            health: Mutex::new(Health { store_ok: true, ..Health::default() }),
+            health: Mutex::new(Health {
+                store_ok: true,
+                ..Health::default()
+            }),
             lease_loop: Mutex::new(None),
         });
         // Resume this node's own unfinished sagas before anything new starts, so that the
@@ -173,7 +176,10 @@ impl Coordinator {
 
     /// The metrics with the values of this moment, as OpenMetrics text.
     pub fn render_metrics(&self) -> String {
-        self.inner.options.metrics.render(Scrape { in_flight: self.running_count(), store: self.inner.store.stats() })
+        self.inner.options.metrics.render(Scrape {
+            in_flight: self.running_count(),
+            store: self.inner.store.stats(),
+        })
     }
 
     /// Validates a definition document, checks it against this coordinator (Rust handlers
@@ -198,7 +204,8 @@ impl Coordinator {
     fn check_runnable(&self, definition: &SagaDefinition) -> Result<()> {
         let mut errors = Vec::new();
         for (i, step) in definition.steps.iter().enumerate() {
-            let parts = std::iter::once(("action", &step.action)).chain(step.compensation.as_ref().map(|c| ("compensation", c)));
+            let parts = std::iter::once(("action", &step.action))
+                .chain(step.compensation.as_ref().map(|c| ("compensation", c)));
             for (part, action) in parts {
                 match action {
                     sagas::StepAction::Rust(call) => {
@@ -213,23 +220,37 @@ impl Coordinator {
                         if let sagas::Template::Literal(Value::String(url)) = &http.url
                             && let Err(message) = self.inner.runners.http.hosts().check(url)
                         {
-                            errors.push(ValidationError { path: format!("/steps/{i}/{part}/http/url"), message });
+                            errors.push(ValidationError {
+                                path: format!("/steps/{i}/{part}/http/url"),
+                                message,
+                            });
                         }
                     }
                 }
             }
         }
-        if errors.is_empty() { Ok(()) } else { Err(ValidationErrors(errors).into()) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(errors).into())
+        }
     }
 
     /// The definition `name` at `version` (latest when `None`), checked and cached.
-    pub async fn definition(&self, name: &str, version: Option<i64>) -> Result<(DefinitionRecord, Arc<SagaDefinition>)> {
-        let record = self
-            .inner
-            .store
-            .get_definition(name, version)
-            .await?
-            .ok_or_else(|| Error::DefinitionNotFound { name: name.to_owned(), version })?;
+    pub async fn definition(
+        &self,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<(DefinitionRecord, Arc<SagaDefinition>)> {
+        let record =
+            self.inner
+                .store
+                .get_definition(name, version)
+                .await?
+                .ok_or_else(|| Error::DefinitionNotFound {
+                    name: name.to_owned(),
+                    version,
+                })?;
         let def = self.inner.definition(&record)?;
         Ok((record, def))
     }
@@ -240,7 +261,10 @@ impl Coordinator {
         let (record, def) = self.definition(&request.definition, request.version).await?;
         sagas::validate::validate_input(&def, &request.input)?;
         if request.idempotency_key.as_deref().is_some_and(|k| k.contains('\0')) {
-            let error = ValidationError { path: "/idempotency_key".into(), message: sagas::validate::NUL_MESSAGE.into() };
+            let error = ValidationError {
+                path: "/idempotency_key".into(),
+                message: sagas::validate::NUL_MESSAGE.into(),
+            };
             return Err(ValidationErrors(vec![error]).into());
         }
         let permit = self
@@ -337,11 +361,22 @@ impl Coordinator {
                 reason: "only a running saga can be cancelled".into(),
             });
         }
-        let local = self.inner.running.lock().expect("lock").get(&id).map(|r| r.commands.clone());
+        let local = self
+            .inner
+            .running
+            .lock()
+            .expect("lock")
+            .get(&id)
+            .map(|r| r.commands.clone());
         match local {
             Some(commands) => {
                 let (reply, answer) = oneshot::channel();
-                let sent = commands.send(Command::Cancel { reason: reason.to_owned(), reply }).is_ok();
+                let sent = commands
+                    .send(Command::Cancel {
+                        reason: reason.to_owned(),
+                        reply,
+                    })
+                    .is_ok();
                 if sent && let Ok(result) = answer.await {
                     result?;
                 }
@@ -371,9 +406,18 @@ impl Coordinator {
             .try_acquire_owned()
             .map_err(|_| Error::Overloaded(self.inner.options.max_running))?;
         let lease_until = now_ms() + self.inner.lease_ms();
-        let Some(record) = self.inner.store.take_over_stuck(id, &self.inner.options.node_id, lease_until).await? else {
+        let Some(record) = self
+            .inner
+            .store
+            .take_over_stuck(id, &self.inner.options.node_id, lease_until)
+            .await?
+        else {
             let now = self.inner.store.get_saga(id).await?.ok_or(Error::SagaNotFound(id))?;
-            return Err(Error::IllegalTransition { id, status: now.status, reason: "only a stuck saga can be retried".into() });
+            return Err(Error::IllegalTransition {
+                id,
+                status: now.status,
+                reason: "only a stuck saga can be retried".into(),
+            });
         };
         let (_, def) = self.definition(&record.definition, Some(record.version)).await?;
         let log = self.inner.store.events(id).await?;
@@ -381,7 +425,8 @@ impl Coordinator {
         events.push(SagaEvent::RetryRequested {});
         let state = SagaState::replay(def.clone(), events.iter()).map_err(|source| Error::CorruptLog { id, source })?;
         let fence = record.fence().expect("taken over");
-        self.inner.store
+        self.inner
+            .store
             .append(crate::store::Append {
                 saga_id: id,
                 fence,
@@ -405,7 +450,14 @@ impl Coordinator {
         if let Some(handle) = self.inner.lease_loop.lock().expect("lock").take() {
             handle.abort();
         }
-        let running: Vec<RunningSaga> = self.inner.running.lock().expect("lock").drain().map(|(_, r)| r).collect();
+        let running: Vec<RunningSaga> = self
+            .inner
+            .running
+            .lock()
+            .expect("lock")
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
         for r in running {
             r.abort.abort();
         }
@@ -440,7 +492,14 @@ impl Inner {
         let generation = record.generation;
         let mut running = self.running.lock().expect("lock");
         let task = tokio::spawn(saga_task::drive(self.clone(), record, def, log, receiver, permit));
-        let previous = running.insert(id, RunningSaga { commands, abort: task.abort_handle(), generation });
+        let previous = running.insert(
+            id,
+            RunningSaga {
+                commands,
+                abort: task.abort_handle(),
+                generation,
+            },
+        );
         if let Some(previous) = previous {
             // Re-adopted after our own lease lapsed: the old task is fenced; stop it.
             previous.abort.abort();
@@ -450,7 +509,10 @@ impl Inner {
     pub(crate) fn forward_cancel(&self, id: Uuid) {
         if let Some(r) = self.running.lock().expect("lock").get(&id) {
             let (reply, _) = oneshot::channel();
-            let _ = r.commands.send(Command::Cancel { reason: "cancel requested".into(), reply });
+            let _ = r.commands.send(Command::Cancel {
+                reason: "cancel requested".into(),
+                reply,
+            });
         }
     }
 

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use opentelemetry::context::FutureExt as _;
 use sagas::template::RenderContext;
-use sagas::{planner, Phase, SagaDefinition, SagaEvent, SagaState, SagaStatus, StepAction, StepError, Work};
+use sagas::{Phase, SagaDefinition, SagaEvent, SagaState, SagaStatus, StepAction, StepError, Work, planner};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -84,13 +84,21 @@ struct Driver {
 type Outcome = (Work, Result<Value, StepError>, AttemptSpan, Instant);
 
 impl Driver {
-    fn new(inner: Arc<Inner>, record: SagaRecord, def: Arc<SagaDefinition>, log: &[StoredEvent], spans: SagaSpans) -> Result<Driver> {
+    fn new(
+        inner: Arc<Inner>,
+        record: SagaRecord,
+        def: Arc<SagaDefinition>,
+        log: &[StoredEvent],
+        spans: SagaSpans,
+    ) -> Result<Driver> {
         let id = record.id;
         let mut state = SagaState::new(def);
         let (mut unwind_at_ms, mut retried_at_ms) = (None, None);
         for stored in log {
             let unwinding = state.unwind_cause().is_some();
-            state.apply(&stored.event).map_err(|source| Error::CorruptLog { id, source })?;
+            state
+                .apply(&stored.event)
+                .map_err(|source| Error::CorruptLog { id, source })?;
             if !unwinding && state.unwind_cause().is_some() {
                 unwind_at_ms = Some(stored.at_ms);
             }
@@ -119,7 +127,9 @@ impl Driver {
 
     fn push(&mut self, event: SagaEvent) -> Result<()> {
         let unwinding = self.state.unwind_cause().is_some();
-        self.state.apply(&event).map_err(|source| Error::CorruptLog { id: self.id, source })?;
+        self.state
+            .apply(&event)
+            .map_err(|source| Error::CorruptLog { id: self.id, source })?;
         if !unwinding && let Some(cause) = self.state.unwind_cause() {
             tracing::info!(cause = %cause, "saga unwinds");
             self.unwind_at_ms = Some(now_ms());
@@ -133,7 +143,8 @@ impl Driver {
         let status = self.state.status();
         self.inner.options.metrics.saga_settled(&self.definition_name, status);
         let unwind = self.unwind_at_ms.zip(self.state.unwind_cause());
-        self.spans.settled(status, self.created_at_ms, unwind, self.retried_at_ms);
+        self.spans
+            .settled(status, self.created_at_ms, unwind, self.retried_at_ms);
     }
 
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) -> Result<SagaStatus> {
@@ -280,11 +291,18 @@ impl Driver {
         let step = &def.steps[work.step];
         let action = match work.phase {
             Phase::Action => &step.action,
-            Phase::Compensation => step.compensation.as_ref().expect("only steps with a compensation are compensated"),
+            Phase::Compensation => step
+                .compensation
+                .as_ref()
+                .expect("only steps with a compensation are compensated"),
         };
         let state = &self.state;
         let lookup = |name: &str| state.output_of(name);
-        let cx = RenderContext { input: &self.input, saga_id: &self.id_text, output_of: &lookup };
+        let cx = RenderContext {
+            input: &self.input,
+            saga_id: &self.id_text,
+            output_of: &lookup,
+        };
         let fail = |e: sagas::template::RenderError| StepError::permanent(e.to_string());
         let request = match action {
             StepAction::Http(http) => RenderedAction::Http {
@@ -300,7 +318,13 @@ impl Driver {
             },
             StepAction::Rust(call) => RenderedAction::Rust {
                 handler: call.handler.clone(),
-                params: call.params.as_ref().map(|p| p.render(&cx)).transpose().map_err(fail)?.unwrap_or(Value::Null),
+                params: call
+                    .params
+                    .as_ref()
+                    .map(|p| p.render(&cx))
+                    .transpose()
+                    .map_err(fail)?
+                    .unwrap_or(Value::Null),
             },
         };
         let outputs: BTreeMap<String, Value> = def
@@ -325,4 +349,3 @@ impl Driver {
         })
     }
 }
-

@@ -54,7 +54,10 @@ impl HostPolicy {
                 if allowed {
                     Ok(())
                 } else {
-                    Err(format!("host `{host}` is not in the allowed hosts ({})", hosts.join(", ")))
+                    Err(format!(
+                        "host `{host}` is not in the allowed hosts ({})",
+                        hosts.join(", ")
+                    ))
                 }
             }
         }
@@ -87,7 +90,13 @@ impl HttpRunner {
 
     /// Runs one attempt of an HTTP step.
     pub async fn run(&self, call: &StepCall) -> Result<Value, StepError> {
-        let RenderedAction::Http { method, url, headers, body } = &call.request else {
+        let RenderedAction::Http {
+            method,
+            url,
+            headers,
+            body,
+        } = &call.request
+        else {
             return Err(StepError::permanent("not an HTTP step"));
         };
         self.hosts.check(url).map_err(StepError::permanent)?;
@@ -136,7 +145,10 @@ impl HttpRunner {
             error
         })?;
         let status = response.status();
-        span.set_attribute(KeyValue::new(semconv::HTTP_RESPONSE_STATUS_CODE, i64::from(status.as_u16())));
+        span.set_attribute(KeyValue::new(
+            semconv::HTTP_RESPONSE_STATUS_CODE,
+            i64::from(status.as_u16()),
+        ));
         let retry_after_ms = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -164,7 +176,11 @@ impl HttpRunner {
         let snippet: String = String::from_utf8_lossy(&bytes).chars().take(500).collect();
         let transient = code == 408 || code == 429 || status.is_server_error();
         Err(StepError {
-            kind: if transient { FailureKind::Transient } else { FailureKind::Permanent },
+            kind: if transient {
+                FailureKind::Transient
+            } else {
+                FailureKind::Permanent
+            },
             message: format!("HTTP {code} from {url}: {snippet}"),
             status: Some(code),
             retry_after_ms,

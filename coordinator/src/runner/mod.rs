@@ -104,7 +104,10 @@ impl Runners {
         };
         match tokio::time::timeout(call.timeout, attempt).await {
             Ok(result) => result,
-            Err(_) => Err(StepError::timeout(format!("no answer within {} ms", call.timeout.as_millis()))),
+            Err(_) => Err(StepError::timeout(format!(
+                "no answer within {} ms",
+                call.timeout.as_millis()
+            ))),
         }
     }
 }
@@ -116,7 +119,10 @@ fn storable(outcome: Result<Value, StepError>) -> Result<Value, StepError> {
     match outcome {
         Ok(output) => match sagas::validate::find_nul(&output) {
             None => Ok(output),
-            Some(at) => Err(StepError::permanent(format!("output at `{at}`: {}", sagas::validate::NUL_MESSAGE))),
+            Some(at) => Err(StepError::permanent(format!(
+                "output at `{at}`: {}",
+                sagas::validate::NUL_MESSAGE
+            ))),
         },
         Err(mut error) => {
             if error.message.contains('\0') {

@@ -11,8 +11,8 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use sagas::{Phase, StepError};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -132,7 +132,10 @@ impl HandlerRegistry {
     }
 
     fn insert(&self, name: &str, handler: Arc<dyn ErasedHandler>) {
-        self.handlers.write().expect("registry lock").insert(name.to_owned(), handler);
+        self.handlers
+            .write()
+            .expect("registry lock")
+            .insert(name.to_owned(), handler);
     }
 
     /// Whether a handler is registered under `name`.
@@ -154,7 +157,9 @@ impl HandlerRegistry {
         };
         let found = self.handlers.read().expect("registry lock").get(handler).cloned();
         let Some(found) = found else {
-            return Err(StepError::permanent(format!("no Rust handler is registered as `{handler}`")));
+            return Err(StepError::permanent(format!(
+                "no Rust handler is registered as `{handler}`"
+            )));
         };
         found
             .call(StepContext {

@@ -5,8 +5,8 @@
 //! share one commit and one fsync, which is how the coordinator approaches the database's
 //! commit rate in sagas rather than in events.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
@@ -108,7 +108,9 @@ impl GroupCommit {
             .send(Job { write, reply })
             .await
             .map_err(|_| Error::Store("the store's writer task has stopped".into()))?;
-        answer.await.map_err(|_| Error::Store("the store's writer task has stopped".into()))?
+        answer
+            .await
+            .map_err(|_| Error::Store("the store's writer task has stopped".into()))?
     }
 
     /// Creates a saga within the next batch.

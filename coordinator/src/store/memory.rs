@@ -9,8 +9,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, ListFilter, NewSaga, PutDefinition,
-    SagaRecord, Store, StoreStats, StoredEvent,
+    Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, ListFilter, NewSaga, PutDefinition, SagaRecord,
+    Store, StoreStats, StoredEvent,
 };
 use crate::{Error, Result};
 
@@ -47,11 +47,20 @@ pub(crate) fn same_request(existing: &SagaRecord, new: &NewSaga) -> bool {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn put_definition(&self, name: &str, content_hash: &str, document: &Value, now_ms: i64) -> Result<PutDefinition> {
+    async fn put_definition(
+        &self,
+        name: &str,
+        content_hash: &str,
+        document: &Value,
+        now_ms: i64,
+    ) -> Result<PutDefinition> {
         let mut inner = self.lock();
         let versions = inner.definitions.entry(name.to_owned()).or_default();
         if let Some(existing) = versions.iter().find(|d| d.content_hash == content_hash) {
-            return Ok(PutDefinition { record: existing.clone(), created: false });
+            return Ok(PutDefinition {
+                record: existing.clone(),
+                created: false,
+            });
         }
         let record = DefinitionRecord {
             name: name.to_owned(),
@@ -66,7 +75,9 @@ impl Store for MemoryStore {
 
     async fn get_definition(&self, name: &str, version: Option<i64>) -> Result<Option<DefinitionRecord>> {
         let inner = self.lock();
-        let Some(versions) = inner.definitions.get(name) else { return Ok(None) };
+        let Some(versions) = inner.definitions.get(name) else {
+            return Ok(None);
+        };
         Ok(match version {
             None => versions.last().cloned(),
             Some(v) => versions.iter().find(|d| d.version == v).cloned(),
@@ -98,7 +109,10 @@ impl Store for MemoryStore {
             return if same_request(&existing, &new) {
                 Ok(Created::Existing(existing))
             } else {
-                Err(Error::IdempotencyConflict { key: key.clone(), existing: existing.id })
+                Err(Error::IdempotencyConflict {
+                    key: key.clone(),
+                    existing: existing.id,
+                })
             };
         }
         let record = SagaRecord {
@@ -142,9 +156,17 @@ impl Store for MemoryStore {
                 continue; // already written: an idempotent retry
             }
             if seq != log.len() as i64 {
-                return Err(Error::Store(format!("gap in the log of {}: seq {seq} after {}", append.saga_id, log.len())));
+                return Err(Error::Store(format!(
+                    "gap in the log of {}: seq {seq} after {}",
+                    append.saga_id,
+                    log.len()
+                )));
             }
-            log.push(StoredEvent { seq, at_ms: append.now_ms, event: event.clone() });
+            log.push(StoredEvent {
+                seq,
+                at_ms: append.now_ms,
+                event: event.clone(),
+            });
         }
         let count = log.len() as i64;
         let row = inner.sagas.get_mut(&append.saga_id).expect("checked above");
@@ -155,7 +177,9 @@ impl Store for MemoryStore {
         if append.status != SagaStatus::Running {
             row.cancel_requested = false;
         }
-        let ack = AppendAck { cancel_requested: row.cancel_requested };
+        let ack = AppendAck {
+            cancel_requested: row.cancel_requested,
+        };
         inner.stats.commits += 1;
         inner.stats.appends += 1;
         inner.stats.events += append.events.len() as u64;
@@ -200,7 +224,14 @@ impl Store for MemoryStore {
         Ok(cancels)
     }
 
-    async fn claim(&self, owner: &str, include_own: bool, now_ms: i64, lease_until_ms: i64, limit: u32) -> Result<Vec<SagaRecord>> {
+    async fn claim(
+        &self,
+        owner: &str,
+        include_own: bool,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<SagaRecord>> {
         let mut inner = self.lock();
         let mut candidates: Vec<&mut SagaRecord> = inner
             .sagas

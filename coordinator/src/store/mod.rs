@@ -9,10 +9,10 @@
 //! since. Event appends are idempotent: appending the same events at the same sequence
 //! numbers again is harmless.
 
+mod group_commit;
 pub mod memory;
 pub mod postgres;
 pub mod sqlite;
-mod group_commit;
 
 use async_trait::async_trait;
 use sagas::{SagaEvent, SagaStatus};
@@ -210,7 +210,13 @@ pub struct StoreStats {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores a definition: a new version when its content changed, else the existing one.
-    async fn put_definition(&self, name: &str, content_hash: &str, document: &Value, now_ms: i64) -> Result<PutDefinition>;
+    async fn put_definition(
+        &self,
+        name: &str,
+        content_hash: &str,
+        document: &Value,
+        now_ms: i64,
+    ) -> Result<PutDefinition>;
     /// A definition's version (the latest when `version` is `None`).
     async fn get_definition(&self, name: &str, version: Option<i64>) -> Result<Option<DefinitionRecord>>;
     /// Every definition name with its latest version.
@@ -232,7 +238,14 @@ pub trait Store: Send + Sync + 'static {
     async fn renew_leases(&self, owner: &str, lease_until_ms: i64) -> Result<Vec<Uuid>>;
     /// Adopts up to `limit` unsettled sagas whose lease expired (or whose owner is `owner`
     /// itself, after a restart): sets the owner, bumps the generation, sets the lease.
-    async fn claim(&self, owner: &str, include_own: bool, now_ms: i64, lease_until_ms: i64, limit: u32) -> Result<Vec<SagaRecord>>;
+    async fn claim(
+        &self,
+        owner: &str,
+        include_own: bool,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<SagaRecord>>;
     /// Takes a stuck saga over for an operator retry: sets the owner and bumps the generation
     /// if the saga is still stuck.
     async fn take_over_stuck(&self, id: Uuid, owner: &str, lease_until_ms: i64) -> Result<Option<SagaRecord>>;

@@ -36,8 +36,8 @@ use uuid::Uuid;
 use super::group_commit::{BatchWriter, GroupCommit, Write, WriteAck};
 use super::memory::same_request;
 use super::{
-    Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, ListFilter, NewSaga,
-    PutDefinition, SagaRecord, Store, StoreStats, StoredEvent,
+    Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, ListFilter, NewSaga, PutDefinition, SagaRecord,
+    Store, StoreStats, StoredEvent,
 };
 use crate::{Error, Result};
 
@@ -135,12 +135,7 @@ fn is_conflict(e: &sqlx::Error) -> bool {
 
 /// Runs a batch in one transaction; with `isolate`, each write within a savepoint, so that a
 /// write the database refuses fails alone.
-async fn run_batch(
-    pool: &PgPool,
-    batch: &[Write],
-    order: &[usize],
-    isolate: bool,
-) -> Sql<Vec<Result<WriteAck>>> {
+async fn run_batch(pool: &PgPool, batch: &[Write], order: &[usize], isolate: bool) -> Sql<Vec<Result<WriteAck>>> {
     let mut tx = pool.begin().await?;
     let mut results: Vec<Option<Result<WriteAck>>> = (0..batch.len()).map(|_| None).collect();
     for &i in order {
@@ -187,12 +182,10 @@ async fn write_one(conn: &mut PgConnection, write: &Write) -> Sql<Result<WriteAc
 }
 
 async fn saga_by_key(conn: &mut PgConnection, key: &str) -> Sql<Option<SagaRecord>> {
-    let row = sqlx::query(&format!(
-        "SELECT {SAGA_COLUMNS} FROM sagas WHERE idempotency_key = $1"
-    ))
-    .bind(key)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row = sqlx::query(&format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE idempotency_key = $1"))
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
     row.as_ref().map(saga_from_row).transpose()
 }
 
@@ -321,9 +314,9 @@ fn definition_from_row(row: &PgRow) -> Sql<DefinitionRecord> {
 
 /// The second key of the advisory lock for a definition name (32-bit FNV-1a).
 fn definition_lock_key(name: &str) -> i32 {
-    let hash = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
+    let hash = name
+        .bytes()
+        .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
     i32::from_ne_bytes(hash.to_ne_bytes())
 }
 
@@ -370,11 +363,7 @@ impl Store for PostgresStore {
         Ok(PutDefinition { record, created })
     }
 
-    async fn get_definition(
-        &self,
-        name: &str,
-        version: Option<i64>,
-    ) -> Result<Option<DefinitionRecord>> {
+    async fn get_definition(&self, name: &str, version: Option<i64>) -> Result<Option<DefinitionRecord>> {
         let row = sqlx::query(&format!(
             "SELECT {DEFINITION_COLUMNS} FROM definitions WHERE name = $1 AND ($2::bigint IS NULL OR version = $2) \
              ORDER BY version DESC LIMIT 1"
@@ -420,15 +409,12 @@ impl Store for PostgresStore {
     }
 
     async fn events(&self, id: Uuid) -> Result<Vec<StoredEvent>> {
-        let rows = sqlx::query(
-            "SELECT seq, at_ms, event FROM saga_events WHERE saga_id = $1 ORDER BY seq",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query("SELECT seq, at_ms, event FROM saga_events WHERE saga_id = $1 ORDER BY seq")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
         let event = |r: &PgRow| -> Sql<StoredEvent> {
-            let (seq, at_ms, Json(event)) =
-                (r.try_get("seq")?, r.try_get("at_ms")?, r.try_get("event")?);
+            let (seq, at_ms, Json(event)) = (r.try_get("seq")?, r.try_get("at_ms")?, r.try_get("event")?);
             Ok(StoredEvent { seq, at_ms, event })
         };
         Ok(rows.iter().map(event).collect::<Sql<_>>()?)
@@ -442,9 +428,7 @@ impl Store for PostgresStore {
             query.push(" AND status = ").push_bind(status.as_str());
         }
         if let Some(definition) = &filter.definition {
-            query
-                .push(" AND definition = ")
-                .push_bind(definition.clone());
+            query.push(" AND definition = ").push_bind(definition.clone());
         }
         if let Some((at, id)) = filter.before {
             query.push(" AND (created_at_ms, id) < (").push_bind(at);
@@ -502,12 +486,7 @@ impl Store for PostgresStore {
         Ok(rows.iter().map(saga_from_row).collect::<Sql<_>>()?)
     }
 
-    async fn take_over_stuck(
-        &self,
-        id: Uuid,
-        owner: &str,
-        lease_until_ms: i64,
-    ) -> Result<Option<SagaRecord>> {
+    async fn take_over_stuck(&self, id: Uuid, owner: &str, lease_until_ms: i64) -> Result<Option<SagaRecord>> {
         let row = sqlx::query(&format!(
             "UPDATE sagas SET owner = $1, generation = generation + 1, lease_until_ms = $2 \
              WHERE id = $3 AND status = 'stuck' RETURNING {SAGA_COLUMNS}"
@@ -521,12 +500,10 @@ impl Store for PostgresStore {
     }
 
     async fn request_cancel(&self, id: Uuid) -> Result<Option<SagaRecord>> {
-        sqlx::query(
-            "UPDATE sagas SET cancel_requested = TRUE WHERE id = $1 AND status = 'running'",
-        )
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("UPDATE sagas SET cancel_requested = TRUE WHERE id = $1 AND status = 'running'")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         self.get_saga(id).await
     }
 

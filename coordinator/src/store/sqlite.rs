@@ -16,8 +16,8 @@ use uuid::Uuid;
 use super::group_commit::{BatchWriter, GroupCommit, Write, WriteAck};
 use super::memory::same_request;
 use super::{
-    Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, ListFilter, NewSaga, PutDefinition,
-    SagaRecord, Store, StoreStats, StoredEvent,
+    Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, ListFilter, NewSaga, PutDefinition, SagaRecord,
+    Store, StoreStats, StoredEvent,
 };
 use crate::{Error, Result};
 
@@ -119,7 +119,10 @@ async fn create(conn: &mut SqliteConnection, new: &NewSaga) -> Result<Result<Cre
             return Ok(if same_request(&existing, new) {
                 Ok(Created::Existing(existing))
             } else {
-                Err(Error::IdempotencyConflict { key: key.clone(), existing: existing.id })
+                Err(Error::IdempotencyConflict {
+                    key: key.clone(),
+                    existing: existing.id,
+                })
             });
         }
     }
@@ -164,9 +167,15 @@ async fn update_for_append(conn: &mut SqliteConnection, append: &Append) -> Resu
     .await?;
     let Some(updated) = updated else {
         let exists = saga_by_id(conn, append.saga_id).await?.is_some();
-        return Ok(Err(if exists { Error::Fenced(append.saga_id) } else { Error::SagaNotFound(append.saga_id) }));
+        return Ok(Err(if exists {
+            Error::Fenced(append.saga_id)
+        } else {
+            Error::SagaNotFound(append.saga_id)
+        }));
     };
-    Ok(Ok(AppendAck { cancel_requested: updated.get::<i64, _>(0) != 0 }))
+    Ok(Ok(AppendAck {
+        cancel_requested: updated.get::<i64, _>(0) != 0,
+    }))
 }
 
 /// Most event rows one INSERT carries: 4 parameters each, far below SQLite's 32,766.
@@ -241,7 +250,13 @@ fn definition_from_row(row: &SqliteRow) -> Result<DefinitionRecord> {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn put_definition(&self, name: &str, content_hash: &str, document: &Value, now_ms: i64) -> Result<PutDefinition> {
+    async fn put_definition(
+        &self,
+        name: &str,
+        content_hash: &str,
+        document: &Value,
+        now_ms: i64,
+    ) -> Result<PutDefinition> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let existing = sqlx::query("SELECT * FROM definitions WHERE name = ? AND content_hash = ?")
             .bind(name)
@@ -249,7 +264,10 @@ impl Store for SqliteStore {
             .fetch_optional(&mut *tx)
             .await?;
         if let Some(row) = existing {
-            return Ok(PutDefinition { record: definition_from_row(&row)?, created: false });
+            return Ok(PutDefinition {
+                record: definition_from_row(&row)?,
+                created: false,
+            });
         }
         let row = sqlx::query(
             "INSERT INTO definitions (name, version, content_hash, document, created_at_ms) \
@@ -269,7 +287,9 @@ impl Store for SqliteStore {
 
     async fn get_definition(&self, name: &str, version: Option<i64>) -> Result<Option<DefinitionRecord>> {
         let row = match version {
-            Some(v) => sqlx::query("SELECT * FROM definitions WHERE name = ? AND version = ?").bind(name).bind(v),
+            Some(v) => sqlx::query("SELECT * FROM definitions WHERE name = ? AND version = ?")
+                .bind(name)
+                .bind(v),
             None => sqlx::query("SELECT * FROM definitions WHERE name = ? ORDER BY version DESC LIMIT 1").bind(name),
         }
         .fetch_optional(&self.readers)
@@ -325,7 +345,9 @@ impl Store for SqliteStore {
     }
 
     async fn list_sagas(&self, filter: &ListFilter) -> Result<Vec<SagaRecord>> {
-        let (before_ms, before_id) = filter.before.map_or((i64::MAX, String::new()), |(t, id)| (t, id.to_string()));
+        let (before_ms, before_id) = filter
+            .before
+            .map_or((i64::MAX, String::new()), |(t, id)| (t, id.to_string()));
         let rows = sqlx::query(&format!(
             "SELECT {SAGA_COLUMNS} FROM sagas WHERE (? IS NULL OR status = ?) AND (? IS NULL OR definition = ?) \
              AND (created_at_ms < ? OR (created_at_ms = ? AND (? = '' OR id < ?))) \
@@ -361,7 +383,14 @@ impl Store for SqliteStore {
             .collect())
     }
 
-    async fn claim(&self, owner: &str, include_own: bool, now_ms: i64, lease_until_ms: i64, limit: u32) -> Result<Vec<SagaRecord>> {
+    async fn claim(
+        &self,
+        owner: &str,
+        include_own: bool,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<SagaRecord>> {
         let rows = sqlx::query(&format!(
             "UPDATE sagas SET owner = ?, generation = generation + 1, lease_until_ms = ? WHERE id IN ( \
                SELECT id FROM sagas WHERE status IN ('running', 'compensating') \

@@ -74,10 +74,7 @@ impl Drop for TestDb {
         let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
         // The test's runtime may be the caller; drop from a runtime of our own.
         let dropper = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             runtime.block_on(async {
@@ -102,9 +99,9 @@ pub async fn fresh_database() -> TestDb {
 pub async fn create_database(admin_url: &str) -> TestDb {
     let admin_url = admin_url.to_owned();
     let name = unique_name();
-    let mut conn = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
-        panic!("cannot connect to the test PostgreSQL server at {admin_url}: {e}")
-    });
+    let mut conn = PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL server at {admin_url}: {e}"));
     conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
         .await
         .unwrap_or_else(|e| panic!("cannot create database {name} at {admin_url}: {e}"));
@@ -147,13 +144,9 @@ fn unique_name() -> String {
 
 /// `url` with its database (path) replaced by `db`, query kept.
 fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
     let authority = base.find("://").map_or(0, |i| i + 3);
-    let path = base[authority..]
-        .find('/')
-        .map_or(base.len(), |i| authority + i);
+    let path = base[authority..].find('/').map_or(base.len(), |i| authority + i);
     let mut out = format!("{}/{db}", &base[..path]);
     if let Some(query) = query {
         out.push('?');
@@ -234,14 +227,7 @@ impl PgServer {
         let data = server.data();
         let init = server
             .command("initdb")
-            .args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "-D",
-            ])
+            .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "-D"])
             .arg(&data)
             .output()
             .expect("running initdb");
@@ -344,11 +330,7 @@ impl Drop for PgServer {
 
 /// The directory holding `initdb`, `pg_ctl` and `postgres`.
 fn find_bindir() -> Option<PathBuf> {
-    let complete = |dir: &Path| {
-        ["initdb", "pg_ctl", "postgres"]
-            .iter()
-            .all(|b| dir.join(b).is_file())
-    };
+    let complete = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file());
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -377,10 +359,7 @@ fn find_bindir() -> Option<PathBuf> {
 
 /// The user to run PostgreSQL as: `None` unless the tests run as root.
 fn run_as() -> Option<String> {
-    let uid = Command::new("id")
-        .arg("-u")
-        .output()
-        .expect("running `id -u`");
+    let uid = Command::new("id").arg("-u").output().expect("running `id -u`");
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
         return None;
     }
@@ -392,10 +371,7 @@ fn run_as() -> Option<String> {
 }
 
 fn id_of(user: &str, which: &str) -> u32 {
-    let out = Command::new("id")
-        .args([which, user])
-        .output()
-        .expect("running `id`");
+    let out = Command::new("id").args([which, user]).output().expect("running `id`");
     String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
@@ -404,10 +380,7 @@ fn id_of(user: &str, which: &str) -> u32 {
 
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("finding a free port");
-    listener
-        .local_addr()
-        .expect("the listener's address")
-        .port()
+    listener.local_addr().expect("the listener's address").port()
 }
 
 /// Starts a shell that waits for its stdin to close (the test process ended), then stops
@@ -431,15 +404,11 @@ fn watchdog(bin: &Path, root: &Path, user: Option<&str>) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     std::os::unix::process::CommandExt::process_group(&mut child, 0);
-    child
-        .spawn()
-        .expect("starting the PostgreSQL watchdog (sh)")
+    child.spawn().expect("starting the PostgreSQL watchdog (sh)")
 }
 
 fn failure(out: &Output, what: &str, log: Option<&Path>) -> String {
-    let log = log
-        .and_then(|l| std::fs::read_to_string(l).ok())
-        .unwrap_or_default();
+    let log = log.and_then(|l| std::fs::read_to_string(l).ok()).unwrap_or_default();
     format!(
         "{what} failed ({}):\n{}{}\n{log}",
         out.status,

@@ -18,10 +18,7 @@ fn valid(doc: Value) -> SagaDefinition {
 }
 
 fn names<'d>(def: &'d SagaDefinition, indices: &[usize]) -> Vec<&'d str> {
-    indices
-        .iter()
-        .map(|&i| def.steps[i].name.as_str())
-        .collect()
+    indices.iter().map(|&i| def.steps[i].name.as_str()).collect()
 }
 
 /// Without `depends_on` a step depends on the step before it (the first on nothing);
@@ -29,11 +26,7 @@ fn names<'d>(def: &'d SagaDefinition, indices: &[usize]) -> Vec<&'d str> {
 #[test]
 fn depends_on_defaults_to_the_previous_step() {
     let linear = fixture("linear.json");
-    let deps: Vec<&[usize]> = linear
-        .steps
-        .iter()
-        .map(|s| s.depends_on.as_slice())
-        .collect();
+    let deps: Vec<&[usize]> = linear.steps.iter().map(|s| s.depends_on.as_slice()).collect();
     assert_eq!(deps, [&[][..], &[0], &[1]]);
     assert_eq!(names(&linear, &linear.steps[0].dependents), ["pay"]);
     assert_eq!(linear.topological_order(), [0, 1, 2]);
@@ -50,15 +43,8 @@ fn depends_on_defaults_to_the_previous_step() {
     assert_eq!(names(&diamond, &diamond.steps[0].dependents), ["b", "c"]);
     assert_eq!(names(&diamond, &diamond.steps[3].depends_on), ["b", "c"]);
     let order = diamond.topological_order();
-    let pos = |name| {
-        order
-            .iter()
-            .position(|&i| diamond.steps[i].name == name)
-            .unwrap()
-    };
-    assert!(
-        pos("a") < pos("b") && pos("a") < pos("c") && pos("b") < pos("d") && pos("c") < pos("d")
-    );
+    let pos = |name| order.iter().position(|&i| diamond.steps[i].name == name).unwrap();
+    assert!(pos("a") < pos("b") && pos("a") < pos("c") && pos("b") < pos("d") && pos("c") < pos("d"));
 }
 
 /// Step names may contain dots, and templates still reach their outputs: the step name runs
@@ -173,12 +159,7 @@ fn builtin_policies_apply_without_defaults() {
     let rust = fixture("rust_params.json");
     assert_eq!(
         rust.rust_handlers(),
-        [
-            "orders.validate",
-            "payments.charge",
-            "payments.refund",
-            "notify"
-        ]
+        ["orders.validate", "payments.charge", "payments.refund", "notify"]
     );
 }
 
@@ -194,11 +175,7 @@ fn content_hash_ignores_key_order_but_not_content() {
     let b = r#"{"steps":[{"retry":{"jitter":false,"max_attempts":2},"action":{"http":{
         "body":{"y":{"p":null,"q":[1,2]},"z":1},"headers":{"a":"1","b":"2"},"url":"http://x","method":"POST"}},
         "name":"s"}],"description":"d","name":"h"}"#;
-    let hash = |text: &str| {
-        sagas::validate::parse_definition(text)
-            .unwrap()
-            .content_hash
-    };
+    let hash = |text: &str| sagas::validate::parse_definition(text).unwrap().content_hash;
     assert_eq!(hash(a), hash(b));
     assert_eq!(hash(a).len(), 64, "a hex SHA-256");
     assert!(
@@ -220,9 +197,7 @@ fn content_hash_ignores_key_order_but_not_content() {
 }
 
 fn with_input_schema(schema: Value) -> SagaDefinition {
-    valid(
-        json!({"name": "in", "input_schema": schema, "steps": [{"name": "a", "action": {"rust": {"handler": "h"}}}]}),
-    )
+    valid(json!({"name": "in", "input_schema": schema, "steps": [{"name": "a", "action": {"rust": {"handler": "h"}}}]}))
 }
 
 /// Input faults are reported under `/input`: a missing required field at the object that
@@ -242,14 +217,11 @@ fn inputs_are_checked_against_the_input_schema() {
     let missing = validate_input(&def, &json!({"amount": 5})).unwrap_err();
     assert_eq!(missing.paths(), ["/input"]);
     assert!(
-        missing.0[0]
-            .message
-            .contains("\"from\" is a required property"),
+        missing.0[0].message.contains("\"from\" is a required property"),
         "{missing}"
     );
 
-    let nested =
-        validate_input(&def, &json!({"from": "a", "amount": "5", "card": {}})).unwrap_err();
+    let nested = validate_input(&def, &json!({"from": "a", "amount": "5", "card": {}})).unwrap_err();
     assert_eq!(nested.paths(), ["/input/amount", "/input/card"]);
 
     let zero = validate_input(&def, &json!({"from": "a", "amount": 0})).unwrap_err();
@@ -278,13 +250,7 @@ fn example_inputs() {
         sagas::validate::parse_definition(&std::fs::read_to_string(&path).unwrap()).unwrap()
     };
     let transfer = example("transfer.json");
-    assert!(
-        validate_input(
-            &transfer,
-            &json!({"from": "alice", "to": "bob", "amount": 25})
-        )
-        .is_ok()
-    );
+    assert!(validate_input(&transfer, &json!({"from": "alice", "to": "bob", "amount": 25})).is_ok());
     assert_eq!(
         validate_input(&transfer, &json!({"from": "alice", "amount": 25}))
             .unwrap_err()
@@ -294,9 +260,7 @@ fn example_inputs() {
     let trip = example("book_trip.json");
     assert!(validate_input(&trip, &json!({"city": "Lisbon", "amount": 420})).is_ok());
     assert_eq!(
-        validate_input(&trip, &json!({"amount": 420}))
-            .unwrap_err()
-            .paths(),
+        validate_input(&trip, &json!({"amount": 420})).unwrap_err().paths(),
         ["/input"]
     );
 }

@@ -15,8 +15,7 @@ fn linear() -> Arc<SagaDefinition> {
         }
         s
     };
-    let doc =
-        json!({"name": "linear", "steps": [step("a", true), step("b", true), step("c", false)]});
+    let doc = json!({"name": "linear", "steps": [step("a", true), step("b", true), step("c", false)]});
     Arc::new(sagas::validate::validate_value(&doc).expect("valid"))
 }
 
@@ -68,9 +67,7 @@ fn comp_failed(step: &str, attempt: u32) -> SagaEvent {
     }
 }
 fn cancel() -> SagaEvent {
-    SagaEvent::CancelRequested {
-        reason: "stop".into(),
-    }
+    SagaEvent::CancelRequested { reason: "stop".into() }
 }
 
 /// `a` and `b` succeeded, `c` failed: the saga is compensating `b`.
@@ -108,10 +105,7 @@ fn assert_illegal(prefix: &[SagaEvent], event: SagaEvent, expected_status: SagaS
         state.unwind_cause().cloned(),
         state.event_count(),
     );
-    assert_eq!(
-        before, after,
-        "{event:?} changed the state although it was refused"
-    );
+    assert_eq!(before, after, "{event:?} changed the state although it was refused");
 }
 
 #[test]
@@ -182,11 +176,7 @@ fn wrong_attempt_numbers() {
     assert_illegal(&[], started("a", 0), SagaStatus::Running);
     assert_illegal(&[], started("a", 2), SagaStatus::Running);
     assert_illegal(&[started("a", 1)], succeeded("a", 2), SagaStatus::Running);
-    assert_illegal(
-        &[started("a", 1)],
-        attempt_failed("a", 0),
-        SagaStatus::Running,
-    );
+    assert_illegal(&[started("a", 1)], attempt_failed("a", 0), SagaStatus::Running);
     assert_illegal(
         &[started("a", 1), attempt_failed("a", 1)],
         started("a", 3),
@@ -198,11 +188,7 @@ fn wrong_attempt_numbers() {
         SagaStatus::Running,
     );
     let compensating = [unwinding(), vec![comp_started("b", 1)]].concat();
-    assert_illegal(
-        &compensating,
-        comp_succeeded("b", 2),
-        SagaStatus::Compensating,
-    );
+    assert_illegal(&compensating, comp_succeeded("b", 2), SagaStatus::Compensating);
     assert_illegal(&unwinding(), comp_started("b", 2), SagaStatus::Compensating);
 }
 
@@ -213,12 +199,7 @@ fn no_step_starts_or_retries_once_the_saga_unwinds() {
         started("b", 1),
         SagaStatus::Compensating,
     );
-    let racing = [
-        started("a", 1),
-        succeeded("a", 1),
-        started("b", 1),
-        cancel(),
-    ];
+    let racing = [started("a", 1), succeeded("a", 1), started("b", 1), cancel()];
     assert_illegal(&racing, attempt_failed("b", 1), SagaStatus::Compensating);
 }
 
@@ -231,34 +212,17 @@ fn compensations_run_only_when_due() {
     // `c` failed: there is nothing to compensate.
     assert_illegal(&unwinding(), comp_started("c", 1), SagaStatus::Compensating);
     // No compensation while an action is still in flight.
-    let racing = [
-        started("a", 1),
-        succeeded("a", 1),
-        started("b", 1),
-        cancel(),
-    ];
+    let racing = [started("a", 1), succeeded("a", 1), started("b", 1), cancel()];
     assert_illegal(&racing, comp_started("a", 1), SagaStatus::Compensating);
     // An outcome for a compensation that is not running.
-    assert_illegal(
-        &unwinding(),
-        comp_succeeded("b", 1),
-        SagaStatus::Compensating,
-    );
+    assert_illegal(&unwinding(), comp_succeeded("b", 1), SagaStatus::Compensating);
 }
 
 #[test]
 fn retry_requested_only_when_stuck() {
     assert_illegal(&[], SagaEvent::RetryRequested {}, SagaStatus::Running);
-    assert_illegal(
-        &unwinding(),
-        SagaEvent::RetryRequested {},
-        SagaStatus::Compensating,
-    );
-    assert_illegal(
-        &[cancel()],
-        SagaEvent::RetryRequested {},
-        SagaStatus::Compensated,
-    );
+    assert_illegal(&unwinding(), SagaEvent::RetryRequested {}, SagaStatus::Compensating);
+    assert_illegal(&[cancel()], SagaEvent::RetryRequested {}, SagaStatus::Compensated);
     let stuck = [unwinding(), vec![comp_started("b", 1), comp_failed("b", 1)]].concat();
     let mut state = SagaState::replay(linear(), &stuck).unwrap();
     assert_eq!(state.status(), SagaStatus::Stuck);
@@ -270,11 +234,7 @@ fn retry_requested_only_when_stuck() {
 #[test]
 fn unknown_steps_are_illegal() {
     assert_illegal(&[], started("zzz", 1), SagaStatus::Running);
-    assert_illegal(
-        &unwinding(),
-        comp_started("zzz", 1),
-        SagaStatus::Compensating,
-    );
+    assert_illegal(&unwinding(), comp_started("zzz", 1), SagaStatus::Compensating);
 }
 
 /// The legal path through the same events, for contrast: the illegal-event tests above are
@@ -329,12 +289,7 @@ fn the_legal_paths_are_accepted() {
 /// flight still cannot start.
 #[test]
 fn recovery_reruns_an_action_in_flight_while_unwinding() {
-    let log = [
-        started("a", 1),
-        succeeded("a", 1),
-        started("b", 1),
-        cancel(),
-    ];
+    let log = [started("a", 1), succeeded("a", 1), started("b", 1), cancel()];
     let mut state = SagaState::replay(linear(), &log).unwrap();
     let works = sagas::planner::in_flight(&state);
     assert_eq!(
@@ -347,9 +302,7 @@ fn recovery_reruns_an_action_in_flight_while_unwinding() {
     );
     let rerun = sagas::planner::started_event(&state, works[0]);
     assert_eq!(rerun, started("b", 2));
-    state
-        .apply(&rerun)
-        .expect("recovery may re-run an attempt in flight");
+    state.apply(&rerun).expect("recovery may re-run an attempt in flight");
     assert_eq!(state.status(), SagaStatus::Compensating);
     // The re-run succeeded: `b` is compensated, then `a`.
     let outcome = sagas::planner::outcome_event(&state, works[0], Ok(json!({"id": "b"})), 0, 0.0);

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use sagas::document::{ActionDoc, DefaultsDoc, RetryDoc, RustDoc, StepDoc};
 use sagas::{
-    DefinitionDoc, Phase, SagaDefinition, SagaEvent, SagaState, SagaStatus, StepError, StepState,
-    Work, planner,
+    DefinitionDoc, Phase, SagaDefinition, SagaEvent, SagaState, SagaStatus, StepError, StepState, Work, planner,
 };
 use serde_json::{Value, json};
 
@@ -33,21 +32,13 @@ pub fn dag() -> impl Strategy<Value = Dag> {
 pub fn dag_sized(sizes: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = Dag> {
     sizes
         .prop_flat_map(|n| {
-            let masks: Vec<_> = (0..n)
-                .map(|i| proptest::collection::vec(any::<bool>(), i))
-                .collect();
+            let masks: Vec<_> = (0..n).map(|i| proptest::collection::vec(any::<bool>(), i)).collect();
             (masks, proptest::collection::vec(any::<bool>(), n))
         })
         .prop_map(|(masks, compensated)| Dag {
             deps: masks
                 .iter()
-                .map(|mask| {
-                    mask.iter()
-                        .enumerate()
-                        .filter(|(_, on)| **on)
-                        .map(|(j, _)| j)
-                        .collect()
-                })
+                .map(|mask| mask.iter().enumerate().filter(|(_, on)| **on).map(|(j, _)| j).collect())
                 .collect(),
             compensated,
         })
@@ -88,12 +79,8 @@ pub fn definition(dag: &Dag) -> Arc<SagaDefinition> {
                 name: step_name(i),
                 depends_on: Some(dag.deps[i].iter().map(|&d| step_name(d)).collect()),
                 action: rust("act", json!({ "inputs": inputs })),
-                compensation: dag.compensated[i].then(|| {
-                    rust(
-                        "undo",
-                        json!(format!("{{{{steps.{}.output.id}}}}", step_name(i))),
-                    )
-                }),
+                compensation: dag.compensated[i]
+                    .then(|| rust("undo", json!(format!("{{{{steps.{}.output.id}}}}", step_name(i))))),
                 retry: None,
                 compensation_retry: None,
                 timeout_ms: None,
@@ -111,10 +98,7 @@ pub fn definition(dag: &Dag) -> Arc<SagaDefinition> {
         }),
         steps,
     };
-    Arc::new(
-        sagas::validate::validate(doc)
-            .unwrap_or_else(|e| panic!("a random DAG must validate: {e}")),
-    )
+    Arc::new(sagas::validate::validate(doc).unwrap_or_else(|e| panic!("a random DAG must validate: {e}")))
 }
 
 /// What happens during a run. Step indices are taken modulo the number of steps.
@@ -173,8 +157,7 @@ impl Run {
             );
         }
         self.events.push(event);
-        self.snapshots
-            .push((self.state.status(), self.state.steps().to_vec()));
+        self.snapshots.push((self.state.status(), self.state.steps().to_vec()));
     }
 }
 
@@ -210,12 +193,8 @@ pub fn run(def: Arc<SagaDefinition>, script: &Script) -> Run {
             sorted(in_flight.clone()),
             "recovery would see other work in flight"
         );
-        if script.cancel_after.is_some_and(|k| run.events.len() >= k)
-            && run.state.status() == SagaStatus::Running
-        {
-            run.apply(SagaEvent::CancelRequested {
-                reason: "test".into(),
-            });
+        if script.cancel_after.is_some_and(|k| run.events.len() >= k) && run.state.status() == SagaStatus::Running {
+            run.apply(SagaEvent::CancelRequested { reason: "test".into() });
         }
         if script.crash_after.is_some_and(|k| run.events.len() >= k) && !run.crashed {
             run.crashed = true;
@@ -252,16 +231,10 @@ pub fn run(def: Arc<SagaDefinition>, script: &Script) -> Run {
         }
         if !in_flight.is_empty() {
             let work = in_flight.remove(tape.next(in_flight.len()));
-            let failures = transient_failures
-                .entry((work.step, work.phase))
-                .or_default();
+            let failures = transient_failures.entry((work.step, work.phase)).or_default();
             let outcome = match work.phase {
-                Phase::Action if Some(work.step) == fail_step => {
-                    Err(StepError::permanent("injected"))
-                }
-                Phase::Action if Some(work.step) == exhaust_step => {
-                    Err(StepError::timeout("injected"))
-                }
+                Phase::Action if Some(work.step) == fail_step => Err(StepError::permanent("injected")),
+                Phase::Action if Some(work.step) == exhaust_step => Err(StepError::timeout("injected")),
                 Phase::Compensation if Some(work.step) == stuck_step && !run.was_stuck => {
                     Err(StepError::permanent("injected"))
                 }
@@ -269,9 +242,7 @@ pub fn run(def: Arc<SagaDefinition>, script: &Script) -> Run {
                     *failures += 1;
                     Err(StepError::transient("flaky"))
                 }
-                Phase::Action => {
-                    Ok(json!({ "id": format!("{}-{}", step_name(work.step), work.attempt) }))
-                }
+                Phase::Action => Ok(json!({ "id": format!("{}-{}", step_name(work.step), work.attempt) })),
                 Phase::Compensation => Ok(Value::Null),
             };
             let jitter = tape.next(1000) as f64 / 1000.0;
@@ -292,10 +263,7 @@ pub fn run(def: Arc<SagaDefinition>, script: &Script) -> Run {
             ),
         }
     }
-    panic!(
-        "the saga did not settle in {MAX_TURNS} turns: {:?}",
-        run.state.status()
-    )
+    panic!("the saga did not settle in {MAX_TURNS} turns: {:?}", run.state.status())
 }
 
 fn sorted(mut works: Vec<Work>) -> Vec<(usize, Phase)> {
