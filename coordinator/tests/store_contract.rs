@@ -109,6 +109,7 @@ contract!(
     create_and_get,
     idempotency_keys,
     appends_are_ordered_and_idempotent,
+    a_saga_is_created_with_its_first_events,
     appends_are_fenced,
     claim_takes_expired_unsettled_sagas,
     claim_includes_own_sagas_on_request,
@@ -144,6 +145,7 @@ fn saga(owner: &str) -> NewSaga {
         owner: owner.into(),
         lease_until_ms: NOW + LEASE,
         now_ms: NOW,
+        events: Vec::new(),
     }
 }
 
@@ -370,6 +372,29 @@ async fn appends_are_ordered_and_idempotent(f: Fixture) {
     assert_eq!((r.status, r.updated_at_ms, r.event_count), (Compensating, NOW + 9, 4));
     assert_eq!(r.error.as_deref(), Some("b failed"));
     assert_eq!(log(s, r.id).await[3], failed);
+}
+
+/// The starts of a saga's root steps are written with its row, in the same transaction;
+/// a repeated start with the same idempotency key writes nothing.
+async fn a_saga_is_created_with_its_first_events(f: Fixture) {
+    let s = &*f.store;
+    let first = vec![started("a"), started("b")];
+    let new = keyed("k-first", json!({})).with(|n| n.events = first.clone());
+    let r = create(s, new.clone()).await;
+    assert_eq!(log(s, r.id).await, first);
+    let stored = s.events(r.id).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|e| (e.seq, e.at_ms)).collect::<Vec<_>>(),
+        [(0, NOW), (1, NOW)]
+    );
+    assert_eq!(
+        (row(s, r.id).await.event_count, row(s, r.id).await.status),
+        (2, SagaStatus::Running)
+    );
+    put(s, append(&r, 2, vec![succeeded("a")])).await;
+    let again = s.create_saga(new.with(|n| n.id = Uuid::now_v7())).await.unwrap();
+    assert!(matches!(again, Created::Existing(ref e) if e.id == r.id), "{again:?}");
+    assert_eq!(log(s, r.id).await, [started("a"), started("b"), succeeded("a")]);
 }
 
 async fn appends_are_fenced(f: Fixture) {

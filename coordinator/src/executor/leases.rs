@@ -68,7 +68,7 @@ pub(super) async fn adopt(inner: &Arc<Inner>, include_own: bool) -> crate::Resul
             Ok((def, log)) => {
                 tracing::info!(saga_id = %record.id, generation = record.generation, "adopted saga");
                 inner.options.metrics.adopted();
-                inner.spawn(record, def, log, permit);
+                inner.spawn(record, def, log, Vec::new(), permit);
             }
             Err(e) => tracing::error!(saga_id = %record.id, error = %e, "cannot resume saga"),
         }

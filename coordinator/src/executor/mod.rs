@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sagas::{SagaDefinition, SagaEvent, SagaState, SagaStatus, ValidationError, ValidationErrors};
+use sagas::{SagaDefinition, SagaEvent, SagaState, SagaStatus, ValidationError, ValidationErrors, Work, planner};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
@@ -274,6 +274,17 @@ impl Coordinator {
             .try_acquire_owned()
             .map_err(|_| Error::Overloaded(self.inner.options.max_running))?;
         let now = now_ms();
+        // The root steps' starts are written with the saga: one commit to start it.
+        let mut first = SagaState::new(def.clone());
+        let fresh = planner::plan(&first, now.max(0) as u64).start;
+        let mut events = Vec::with_capacity(fresh.len());
+        for &work in &fresh {
+            let event = planner::started_event(&first, work);
+            first
+                .apply(&event)
+                .expect("a new saga accepts the starts its plan names");
+            events.push(event);
+        }
         let created = self
             .inner
             .store
@@ -287,12 +298,22 @@ impl Coordinator {
                 owner: self.inner.options.node_id.clone(),
                 lease_until_ms: now + self.inner.lease_ms(),
                 now_ms: now,
+                events: events.clone(),
             })
             .await?;
         match created {
             Created::New(saga) => {
                 self.inner.options.metrics.saga_started(&saga.definition);
-                self.inner.spawn(saga.clone(), def, Vec::new(), permit);
+                let log = events
+                    .into_iter()
+                    .enumerate()
+                    .map(|(seq, event)| StoredEvent {
+                        seq: seq as i64,
+                        at_ms: now,
+                        event,
+                    })
+                    .collect();
+                self.inner.spawn(saga.clone(), def, log, fresh, permit);
                 Ok((saga, true))
             }
             Created::Existing(saga) => Ok((saga, false)),
@@ -439,7 +460,7 @@ impl Coordinator {
             .await?;
         let log = self.inner.store.events(id).await?;
         let record = self.inner.store.get_saga(id).await?.ok_or(Error::SagaNotFound(id))?;
-        self.inner.spawn(record.clone(), def, log, permit);
+        self.inner.spawn(record.clone(), def, log, Vec::new(), permit);
         Ok(record)
     }
 
@@ -485,13 +506,22 @@ impl Inner {
         record: SagaRecord,
         def: Arc<SagaDefinition>,
         log: Vec<StoredEvent>,
+        fresh: Vec<Work>,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) {
         let (commands, receiver) = mpsc::unbounded_channel();
         let id = record.id;
         let generation = record.generation;
         let mut running = self.running.lock().expect("lock");
-        let task = tokio::spawn(saga_task::drive(self.clone(), record, def, log, receiver, permit));
+        let task = tokio::spawn(saga_task::drive(
+            self.clone(),
+            record,
+            def,
+            log,
+            fresh,
+            receiver,
+            permit,
+        ));
         let previous = running.insert(
             id,
             RunningSaga {

@@ -39,6 +39,7 @@ pub(super) async fn drive(
     record: SagaRecord,
     def: Arc<SagaDefinition>,
     log: Vec<StoredEvent>,
+    fresh: Vec<Work>,
     commands: mpsc::UnboundedReceiver<Command>,
     _permit: OwnedSemaphorePermit,
 ) {
@@ -47,7 +48,7 @@ pub(super) async fn drive(
     let spans = SagaSpans::new(&record, &inner.options.node_id);
     let span = tracing::info_span!("saga", saga_id = %id, trace_id = %spans.trace().trace_id_hex(), definition = %record.definition);
     async {
-        match Driver::new(inner.clone(), record, def, &log, spans).map(|d| d.run(commands)) {
+        match Driver::new(inner.clone(), record, def, &log, spans).map(|d| d.run(fresh, commands)) {
             Ok(run) => match run.await {
                 Ok(status) => tracing::debug!(%status, "saga settled"),
                 Err(Error::Fenced(_)) => tracing::info!("another coordinator owns the saga now"),
@@ -147,13 +148,17 @@ impl Driver {
             .settled(status, self.created_at_ms, unwind, self.retried_at_ms);
     }
 
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) -> Result<SagaStatus> {
+    /// Drives the saga until it settles. `fresh` are attempts whose "started" events were
+    /// written with the saga itself, to launch as they are; otherwise every attempt the log
+    /// shows in flight was interrupted (a crash, a hand-over) and runs again as the next one.
+    async fn run(mut self, fresh: Vec<Work>, mut commands: mpsc::UnboundedReceiver<Command>) -> Result<SagaStatus> {
         let mut running: JoinSet<Outcome> = JoinSet::new();
-        let mut launch: Vec<Work> = Vec::new();
-        // Recovery: attempts the log shows in flight run again, as their next attempt.
-        for work in planner::in_flight(&self.state) {
-            self.push(planner::started_event(&self.state, work))?;
-            launch.push(work);
+        let mut launch: Vec<Work> = fresh;
+        if launch.is_empty() {
+            for work in planner::in_flight(&self.state) {
+                self.push(planner::started_event(&self.state, work))?;
+                launch.push(work);
+            }
         }
         let mut cancel = None;
         loop {

@@ -81,7 +81,7 @@ impl GroupCommit {
                             .iter()
                             .map(|w| match w {
                                 Write::Append(a) => a.events.len(),
-                                Write::Create(_) => 0,
+                                Write::Create(new) => new.events.len(),
                             })
                             .sum();
                         stats.events.fetch_add(events as u64, Ordering::Relaxed);

@@ -132,11 +132,24 @@ impl Store for MemoryStore {
             updated_at_ms: new.now_ms,
             event_count: 0,
         };
+        let log = new
+            .events
+            .iter()
+            .enumerate()
+            .map(|(seq, event)| StoredEvent {
+                seq: seq as i64,
+                at_ms: new.now_ms,
+                event: event.clone(),
+            })
+            .collect::<Vec<_>>();
+        let mut record = record;
+        record.event_count = log.len() as i64;
         if let Some(key) = new.idempotency_key {
             inner.keys.insert(key, new.id);
         }
+        inner.stats.events += log.len() as u64;
         inner.sagas.insert(new.id, record.clone());
-        inner.events.insert(new.id, Vec::new());
+        inner.events.insert(new.id, log);
         inner.stats.commits += 1;
         Ok(Created::New(record))
     }

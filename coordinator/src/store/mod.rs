@@ -76,6 +76,28 @@ pub struct NewSaga {
     pub lease_until_ms: i64,
     /// Creation time (Unix ms).
     pub now_ms: i64,
+    /// The saga's first events (the starts of its root steps), written in the same
+    /// transaction as the row, so that starting a saga costs one commit, not two. Written
+    /// only when the saga is new.
+    pub events: Vec<SagaEvent>,
+}
+
+impl NewSaga {
+    /// The append that writes [`NewSaga::events`], fenced by the creator's first generation.
+    pub(crate) fn initial_append(&self) -> Option<Append> {
+        (!self.events.is_empty()).then(|| Append {
+            saga_id: self.id,
+            fence: Fence {
+                owner: self.owner.clone(),
+                generation: 1,
+            },
+            first_seq: 0,
+            events: self.events.clone(),
+            status: SagaStatus::Running,
+            error: None,
+            now_ms: self.now_ms,
+        })
+    }
 }
 
 /// What creating a saga did.

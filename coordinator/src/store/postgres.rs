@@ -176,7 +176,16 @@ fn saga_of(write: &Write) -> Uuid {
 
 async fn write_one(conn: &mut PgConnection, write: &Write) -> Sql<Result<WriteAck>> {
     Ok(match write {
-        Write::Create(new) => create(conn, new).await?.map(|c| WriteAck::Created(Box::new(c))),
+        Write::Create(new) => {
+            let created = create(conn, new).await?;
+            if let (Ok(Created::New(_)), Some(first)) = (&created, new.initial_append()) {
+                // The saga's first events, in the transaction that creates it.
+                if let Err(e) = append_events(conn, &first).await? {
+                    return Ok(Err(e));
+                }
+            }
+            created.map(|c| WriteAck::Created(Box::new(c)))
+        }
         Write::Append(append) => append_events(conn, append).await?.map(WriteAck::Appended),
     })
 }

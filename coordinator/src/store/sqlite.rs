@@ -82,9 +82,17 @@ impl BatchWriter for SqliteWriter {
         // The events of every append whose fence held go in after the loop, a few statements
         // for the whole batch: each statement is a round trip to the connection's thread.
         let mut appended = Vec::new();
+        let mut initial = Vec::new();
         for write in batch {
             results.push(match write {
-                Write::Create(new) => create(&mut tx, new).await?.map(|c| WriteAck::Created(Box::new(c))),
+                Write::Create(new) => {
+                    let created = create(&mut tx, new).await?;
+                    if let (Ok(Created::New(_)), Some(first)) = (&created, new.initial_append()) {
+                        update_for_append(&mut tx, &first).await??;
+                        initial.push(first);
+                    }
+                    created.map(|c| WriteAck::Created(Box::new(c)))
+                }
                 Write::Append(append) => {
                     let result = update_for_append(&mut tx, append).await?;
                     if result.is_ok() {
@@ -94,6 +102,7 @@ impl BatchWriter for SqliteWriter {
                 }
             });
         }
+        appended.extend(initial.iter());
         insert_events(&mut tx, &appended).await?;
         tx.commit().await?;
         Ok(results)
