@@ -25,19 +25,7 @@ pub struct RegionArgs {
 pub async fn run(args: RegionArgs) -> anyhow::Result<()> {
     observability::init_logging(args.log_format, "info");
     let config = regions::Config::load(&args.config)?;
-    regions::serve(config, &args.name, shutdown_signal())
+    regions::serve(config, &args.name, crate::serve::shutdown_signal())
         .await
         .with_context(|| format!("running region {}", args.name))
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
 }

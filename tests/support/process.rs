@@ -1,16 +1,20 @@
-//! A `geosaga serve` child process that tests can kill with SIGKILL and restart.
+//! `geosaga` child processes (a coordinator, a region) that tests can kill with SIGKILL and
+//! restart.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A coordinator process.
-pub struct CoordinatorProcess {
+/// A `geosaga serve` process.
+pub type CoordinatorProcess = GeosagaProcess;
+
+/// A `geosaga` process serving HTTP at `url`, ready once its `/readyz` answers 200.
+pub struct GeosagaProcess {
     args: Vec<String>,
     env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
-    /// The API's base URL.
+    /// The base URL it serves.
     pub url: String,
 }
 
@@ -22,7 +26,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-impl CoordinatorProcess {
+impl GeosagaProcess {
     /// Starts `geosaga serve --database DATABASE` with `extra` arguments on a free port;
     /// its output goes to `log`.
     pub async fn start(database: &str, extra: &[&str], log: PathBuf) -> CoordinatorProcess {
@@ -46,18 +50,25 @@ impl CoordinatorProcess {
         ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        let mut p = CoordinatorProcess {
+        let p = GeosagaProcess::launch(args, env, log, format!("http://127.0.0.1:{port}"));
+        p.wait_ready().await;
+        p
+    }
+
+    /// Starts `geosaga ARGS` (output to `log`) without waiting for it to be ready.
+    pub fn launch(args: Vec<String>, env: Vec<(String, String)>, log: PathBuf, url: String) -> GeosagaProcess {
+        let mut p = GeosagaProcess {
             args,
             env,
             log,
             child: None,
-            url: format!("http://127.0.0.1:{port}"),
+            url,
         };
-        p.spawn().await;
+        p.spawn();
         p
     }
 
-    async fn spawn(&mut self) {
+    fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -72,7 +83,6 @@ impl CoordinatorProcess {
             .spawn()
             .expect("geosaga starts");
         self.child = Some(child);
-        self.wait_ready().await;
     }
 
     /// Waits until `/readyz` answers 200 (at most 30 s).
@@ -87,7 +97,8 @@ impl CoordinatorProcess {
             }
             assert!(
                 start.elapsed() < Duration::from_secs(30),
-                "coordinator not ready; log: {}",
+                "`geosaga {}` not ready; log: {}",
+                self.args.join(" "),
                 self.log_text()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -105,7 +116,8 @@ impl CoordinatorProcess {
     /// Starts the process again with the same arguments.
     pub async fn restart(&mut self) {
         self.kill();
-        self.spawn().await;
+        self.spawn();
+        self.wait_ready().await;
     }
 
     /// What the process wrote so far.
@@ -114,7 +126,7 @@ impl CoordinatorProcess {
     }
 }
 
-impl Drop for CoordinatorProcess {
+impl Drop for GeosagaProcess {
     fn drop(&mut self) {
         self.kill();
     }

@@ -2,15 +2,16 @@
 //! every directed link between two regions: latency is injected on the network path, and a
 //! region can be cut off (its links drop every connection) and reconnected.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+use super::process::GeosagaProcess;
 
 /// The regions of the test cluster; keys starting with `PREFIXES[i]` live in `NAMES[i]`.
 pub const NAMES: [&str; 3] = ["us-east", "eu-west", "ap-south"];
@@ -128,80 +129,21 @@ impl Proxy {
 pub struct RegionProcess {
     /// Its name.
     pub name: String,
-    /// Its direct URL (clients use it; peers go through proxies).
-    pub url: String,
-    config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
+    /// The process; its `url` is the region's direct URL (clients use it; peers go through
+    /// proxies).
+    pub process: GeosagaProcess,
 }
 
-impl RegionProcess {
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_geosaga"))
-            .args([
-                "region",
-                "--config",
-                self.config.to_str().unwrap(),
-                "--name",
-                &self.name,
-            ])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("geosaga starts");
-        self.child = Some(child);
-    }
-
-    /// Waits until `/readyz` answers (at most 30 s).
-    pub async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
-        let start = Instant::now();
-        loop {
-            if let Ok(r) = client.get(format!("{}/readyz", self.url)).send().await
-                && r.status().is_success()
-            {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "region {} not ready; log: {}",
-                self.name,
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Kills the process with SIGKILL and reaps it.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-
-    /// Starts it again (same configuration, same data) and waits until it is ready.
-    pub async fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-        self.wait_ready().await;
-    }
-
-    /// What the process wrote so far.
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+impl std::ops::Deref for RegionProcess {
+    type Target = GeosagaProcess;
+    fn deref(&self) -> &GeosagaProcess {
+        &self.process
     }
 }
 
-impl Drop for RegionProcess {
-    fn drop(&mut self) {
-        self.kill();
+impl std::ops::DerefMut for RegionProcess {
+    fn deref_mut(&mut self) -> &mut GeosagaProcess {
+        &mut self.process
     }
 }
 
@@ -258,15 +200,15 @@ impl Cluster {
                 .collect();
             let config = dir.join(format!("{name}.toml"));
             std::fs::write(&config, config_text(settings, &addresses, &listens, dir)).unwrap();
-            let mut region = RegionProcess {
+            let args = ["region", "--config", config.to_str().unwrap(), "--name", name]
+                .map(String::from)
+                .to_vec();
+            let url = format!("http://127.0.0.1:{}", listens[i]);
+            let process = GeosagaProcess::launch(args, Vec::new(), dir.join(format!("{name}.log")), url);
+            regions.push(RegionProcess {
                 name: (*name).to_owned(),
-                url: format!("http://127.0.0.1:{}", listens[i]),
-                config,
-                log: dir.join(format!("{name}.log")),
-                child: None,
-            };
-            region.spawn();
-            regions.push(region);
+                process,
+            });
         }
         for region in &regions {
             region.wait_ready().await;
