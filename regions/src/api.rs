@@ -40,6 +40,7 @@ pub fn router(region: Arc<Region>) -> Router {
         .route("/internal/v1/write/{*key}", post(forwarded_write))
         .route("/internal/v1/intents", post(intent))
         .route("/internal/v1/replicate", post(replicate))
+        .merge(crate::convergence_api::routes())
         .with_state(region)
 }
 
@@ -116,6 +117,8 @@ struct ReadQuery {
     #[serde(default)]
     allow_stale: bool,
     as_of: Option<String>,
+    /// Strong reads: also say whether a write with this op id was applied (`"op"`).
+    op_id: Option<String>,
 }
 
 fn strong() -> ReadConsistency {
@@ -145,12 +148,19 @@ async fn read(
         allow_stale: q.allow_stale,
         as_of: parse_version("/query/as_of", q.as_of.as_deref())?,
     };
+    let op_id = checked_op_id("/query/op_id", q.op_id)?;
+    if op_id.is_some() && (req.consistency != ReadConsistency::Strong || req.as_of.is_some()) {
+        return Err(ApiError::new(
+            ProblemType::InvalidParameter,
+            "/query/op_id: only strong reads of the latest version (at the home) can tell whether an op was applied",
+        ));
+    }
     if let Some(answer) = region
         .read_here(&key, req)
         .await
         .map_err(|e| ApiError::from(e).at(&region.name))?
     {
-        return Ok(Json(answer).into_response());
+        return answer_with_op(&region, &key, op_id.as_deref(), answer).await;
     }
     let home = region.home(&key).region;
     refuse_loop(&region, &headers, &key, &home)?;
@@ -158,6 +168,9 @@ async fn read(
     let mut params = vec![("consistency", "strong".to_owned())];
     if let Some(as_of) = req.as_of {
         params.push(("as_of", as_of.to_string()));
+    }
+    if let Some(op_id) = op_id {
+        params.push(("op_id", op_id));
     }
     let url = key_url(&peer.address, &["v1", "kv"], &key)?;
     match relay(&region, &home, region.http.get(url).query(&params)).await {
@@ -169,10 +182,30 @@ async fn read(
     }
 }
 
+/// A read answered here, with `"op"` (what the write with `op_id` did, or `null` if it was
+/// not applied) when the read asked. Looked up after the value was read: an op applied in
+/// between shows, so a caller never sees its own write in the value without knowing it.
+async fn answer_with_op(
+    region: &Region,
+    key: &str,
+    op_id: Option<&str>,
+    answer: crate::protocol::ReadResponse,
+) -> Result<Response, ApiError> {
+    let Some(op_id) = op_id else {
+        return Ok(Json(answer).into_response());
+    };
+    let applied = crate::op_ids::applied(region.store.op_pool(), key, op_id)
+        .await
+        .map_err(|e| ApiError::from(e).at(&region.name))?;
+    let mut body = serde_json::to_value(&answer).unwrap_or_default();
+    body["op"] = serde_json::to_value(applied).unwrap_or_default();
+    Ok(Json(body).into_response())
+}
+
 async fn write(region: Arc<Region>, key: String, headers: HeaderMap, cmd: WriteCommand) -> Result<Response, ApiError> {
     check_key(&key)?;
     let home = region.home(&key).region;
-    if home == region.name {
+    if region.executes_writes(&key) {
         return Ok(Json(
             region
                 .write_at_home(&key, &cmd)
@@ -209,6 +242,7 @@ async fn put(
         value: Some(body.value.to_string()),
         consistency: body.consistency,
         if_version: parse_version("/if_version", body.if_version.as_deref())?,
+        op_id: checked_op_id("/op_id", body.op_id)?,
     };
     write(region, key, headers, cmd).await
 }
@@ -219,6 +253,7 @@ struct DeleteQuery {
     #[serde(default)]
     consistency: WriteConsistency,
     if_version: Option<String>,
+    op_id: Option<String>,
 }
 
 async fn delete(
@@ -232,8 +267,16 @@ async fn delete(
         value: None,
         consistency: q.consistency,
         if_version: parse_version("/query/if_version", q.if_version.as_deref())?,
+        op_id: checked_op_id("/query/op_id", q.op_id)?,
     };
     write(region, key, headers, cmd).await
+}
+
+fn checked_op_id(path: &str, op_id: Option<String>) -> Result<Option<String>, ApiError> {
+    if let Some(id) = &op_id {
+        crate::op_ids::check(id).map_err(|e| ApiError::new(ProblemType::InvalidParameter, format!("{path}: {e}")))?;
+    }
+    Ok(op_id)
 }
 
 async fn forwarded_write(State(region): Shared, Path(key): Path<String>, body: Bytes) -> Result<Response, ApiError> {
@@ -273,7 +316,11 @@ async fn regions(State(region): Shared) -> Result<Json<Vec<RegionStatus>>, ApiEr
         closed_ts: Some(closed::closed_timestamp(now, pending, None).to_string()),
         replication_lag_ms: Some(0),
         unacked_entries: None,
+        anti_entropy_repaired: None,
+        anti_entropy_gap: None,
+        ..RegionStatus::default()
     }];
+    let states = region.store.replica_states().await.map_err(ApiError::from)?;
     for peer in &region.peers {
         let ago = region
             .contact
@@ -298,8 +345,12 @@ async fn regions(State(region): Shared) -> Result<Json<Vec<RegionStatus>>, ApiEr
             closed_ts: closed.map(|c| c.to_string()),
             replication_lag_ms: closed.map(|c| now_ms.saturating_sub(c.wall_ms)),
             unacked_entries: Some(last_seq - acked),
+            anti_entropy_repaired: Some(region.anti_entropy.repaired(&peer.name)),
+            anti_entropy_gap: Some(states.get(&peer.name).is_some_and(|s| s.gap.is_some())),
+            ..RegionStatus::default()
         });
     }
+    crate::membership::annotate(&region, &mut out, last_seq);
     Ok(Json(out))
 }
 

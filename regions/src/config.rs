@@ -8,6 +8,8 @@
 //! closed_ts_interval_ms = 100  # how often a home ships its log and closes a timestamp
 //! max_clock_offset_ms = 250    # the largest offset assumed between two regions' clocks
 //! retention_ms = 3600000       # how long old versions stay readable
+//! anti_entropy_interval_ms = 10000  # digest comparison with each peer (0: off)
+//! log_retention_entries = 100000    # most log entries kept for a slow peer (0: no limit)
 //!
 //! [[regions]]
 //! name = "us-east"
@@ -19,6 +21,8 @@
 //! [[rules]]
 //! prefix = "eu/"
 //! region = "eu-west"
+//! # writes = "anywhere"               # accept async writes at every replica (LWW)
+//! # replicas = ["eu-west", "us-east"] # only these regions hold a copy (default: all)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -80,6 +84,37 @@ pub struct RuleConfig {
     pub prefix: String,
     /// The home region of matching keys.
     pub region: String,
+    /// Where matching keys may be written: at their home (default) or anywhere.
+    #[serde(default)]
+    pub writes: Writes,
+    /// The regions holding a copy of matching keys (default: every region).
+    #[serde(default)]
+    pub replicas: Option<Vec<String>>,
+}
+
+/// Where the keys of a rule accept writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Writes {
+    /// Only the home executes writes (strong or async).
+    #[default]
+    Home,
+    /// Every replica accepts async writes; replicas merge by last-writer-wins on
+    /// (timestamp, region) and count the concurrent writes that lost.
+    Anywhere,
+}
+
+/// The `[tls]` section: PEM files of the cluster's CA and of this region's certificate
+/// (`geosaga region certs` writes them). Paths are relative to the working directory.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA's certificate: peers must present a certificate it signed.
+    pub ca: PathBuf,
+    /// This region's certificate (its name in the subject alternative names).
+    pub cert: PathBuf,
+    /// This region's private key.
+    pub key: PathBuf,
 }
 
 /// The whole file.
@@ -107,6 +142,34 @@ pub struct Config {
     /// Most log entries shipped in one batch.
     #[serde(default = "default_batch")]
     pub ship_batch: u32,
+    /// Interval of anti-entropy rounds with each peer, in milliseconds (0: never).
+    #[serde(default = "default_anti_entropy")]
+    pub anti_entropy_interval_ms: u64,
+    /// Most entries the replication log keeps (0: no limit). Beyond it the oldest entries
+    /// are dropped even if a peer has not acknowledged them; that peer is repaired by
+    /// anti-entropy.
+    #[serde(default = "default_log_retention")]
+    pub log_retention_entries: u64,
+    /// Interval of heartbeats between members, in milliseconds.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_interval_ms: u64,
+    /// A member not heard from for this long is `suspect`, in milliseconds.
+    #[serde(default = "default_suspect")]
+    pub suspect_after_ms: u64,
+    /// A member not heard from for this long is `down`, in milliseconds.
+    #[serde(default = "default_down")]
+    pub down_after_ms: u64,
+    /// Regions to join through (any member's address): set for a region that is not in
+    /// the cluster's static list; it learns the cluster's configuration and members there
+    /// and joins as a replica-only member (see `crate::membership`).
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// Mutual TLS between regions (and TLS for clients); none: plain HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// The text this configuration was parsed from (handed to joining regions).
+    #[serde(skip)]
+    pub source: String,
     /// The regions.
     pub regions: Vec<RegionConfig>,
     /// The prefix rules.
@@ -135,11 +198,27 @@ fn default_vnodes() -> u32 {
 fn default_batch() -> u32 {
     500
 }
+fn default_heartbeat() -> u64 {
+    500
+}
+fn default_suspect() -> u64 {
+    1_500
+}
+fn default_down() -> u64 {
+    5_000
+}
+fn default_anti_entropy() -> u64 {
+    10_000
+}
+fn default_log_retention() -> u64 {
+    100_000
+}
 
 impl Config {
     /// Parses and checks a configuration.
     pub fn parse(text: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.source = text.to_owned();
         config.check()?;
         Ok(config)
     }
@@ -167,6 +246,17 @@ impl Config {
                 )));
             }
         }
+        if self.heartbeat_interval_ms == 0
+            || self.suspect_after_ms <= self.heartbeat_interval_ms
+            || self.down_after_ms <= self.suspect_after_ms
+        {
+            return Err(Error::Config(
+                "heartbeats need 0 < heartbeat_interval_ms < suspect_after_ms < down_after_ms".into(),
+            ));
+        }
+        if let Some(bad) = self.bootstrap.iter().find(|b| !b.starts_with("http://") && !b.starts_with("https://")) {
+            return Err(Error::Config(format!("bootstrap address {bad:?} is not an http(s) URL")));
+        }
         if self.closed_ts_interval_ms == 0 || self.strong_timeout_ms == 0 || self.ship_batch == 0 {
             return Err(Error::Config(
                 "intervals, timeouts and the batch size must be above 0".into(),
@@ -184,6 +274,8 @@ impl Config {
             .map(|r| Rule {
                 prefix: r.prefix.clone(),
                 region: r.region.clone(),
+                writes_anywhere: r.writes == Writes::Anywhere,
+                replicas: r.replicas.clone(),
             })
             .collect();
         Placement::new(&regions, self.vnodes_per_weight, rules).map_err(Error::Config)
@@ -257,6 +349,12 @@ mod tests {
         assert!(Config::parse(&THREE.replace("region = \"eu-west\"", "region = \"mars\"")).is_err());
         assert!(Config::parse(&THREE.replace("\"all\"", "\"most\"")).is_err());
         assert!(Config::parse(&format!("{THREE}\nsurprise = 1")).is_err());
+        let anywhere = format!("{THREE}writes = \"anywhere\"\nreplicas = [\"eu-west\", \"us-east\"]\n");
+        let placement = Config::parse(&anywhere).unwrap().placement().unwrap();
+        assert_eq!(placement.writes_anywhere("eu/x"), Some("eu/"));
+        assert!(!placement.replicates_to("eu/x", "ap-south"));
+        let outside = THREE.replace("region = \"eu-west\"", "region = \"eu-west\"\nreplicas = [\"us-east\"]");
+        assert!(Config::parse(&outside).is_err(), "the home is not among the replicas");
     }
 
     #[test]

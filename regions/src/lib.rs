@@ -15,12 +15,18 @@
 //!   read is served.
 //! - [`config`]: the cluster's TOML file, checked into typed values.
 //! - [`history`]: a linearizability checker for recorded histories (tests use it).
+//! - [`conflict`]: last-writer-wins and the count of concurrent writes that lost;
+//!   [`counter`]: counter components merged by maximum; the digests of [`antientropy`].
 //!
 //! The I/O around it:
 //! - [`store`]: SQLite (sqlx): versions, the replication log, cursors, intents.
 //! - [`node`]: [`node::Region`], which executes writes at the home and serves reads.
 //! - [`replication`]: intents of strong writes, log shipping with closed timestamps, GC.
-//! - [`api`] and [`problem`]: the HTTP API (axum) and its problem details.
+//! - [`api`] and [`problem`]: the HTTP API (axum) and its problem details;
+//!   [`convergence_api`]: counters, conflicts, re-homing and the anti-entropy route.
+//! - [`antientropy`]: digest comparison with each peer, repairing what the log missed;
+//!   [`rehome`]: moving a rule's keys to another home online; [`store_convergence`]: the
+//!   store's side of both.
 //!
 //! ## The consistency argument
 //!
@@ -58,20 +64,68 @@
 //! **The log** is durable (SQLite, `synchronous=FULL`), shipped in order from each peer's
 //! acknowledged position (kept in the store), replayed after a restart from there, and
 //! truncated up to the position every peer acknowledged. Applying is idempotent.
+//!
+//! **Log retention and closed timestamps after a gap.** The log also keeps at most
+//! `log_retention_entries` entries: beyond that the oldest go even if a peer (down, or cut
+//! off) has not acknowledged them. The shipper notices that a peer's position is below the
+//! log's start and says so in the next batch: a *gap* (entries up to sequence `g`, every one
+//! at or below timestamp `G`, the home's clock after the truncation). The peer's position
+//! moves past the gap, so shipping goes on. The replica that receives a gap no longer holds
+//! every write below the closed timestamps that follow, so it *freezes* the closed timestamp
+//! reads use at the one it held before the gap (which was honest: it had applied everything
+//! up to it), stores the gap, and keeps recording the batches' closed timestamps beside it.
+//! Reads that need fresher data go to the home. The gap closes only when an anti-entropy
+//! round that *started after it was recorded*, with `upto` (the batches' closed timestamp)
+//! at least `G`, compared every item of that home: buckets whose digests match hold the same
+//! versions (up to a 64-bit hash collision), differing buckets are fetched whole from the
+//! home, which holds every version it committed. The replica then holds every write of the
+//! home at or below `upto`, including the truncated ones, and reads may use the batches'
+//! closed timestamp again. A newer gap (greater `g`) received during the round stays open.
+//!
+//! **Keys written anywhere** (`writes = "anywhere"`) take async writes at every replica.
+//! Versions are identified by `(timestamp, origin region)` and every replica keeps all of
+//! them; reads see the greatest, so regions holding the same versions read the same value
+//! (last-writer-wins). Strong writes and `if_version` are refused for them, and their
+//! reads are not linearizable; a bounded-staleness read uses the oldest closed timestamp of
+//! the key's other replicas. Concurrent writes that lost are counted from the versions'
+//! ancestry ([`conflict`]), the same at every region once they hold the same versions.
+//!
+//! **Counters** are PN-counters: each region changes only its own component and ships it;
+//! replicas merge by per-region maximum, so late, repeated or reordered components lose no
+//! increment.
+//!
+//! **Re-homing** ([`rehome`]) freezes the old home's writes of a rule's range at a switch
+//! point `S` and lets the new home execute them only once its (honest) closed timestamp for
+//! the old home reached `S`: it then holds every write of the range, so strong reads there
+//! stay linearizable across the switch.
+//!
+//! **Replica sets.** A rule's `replicas` narrow who holds its keys: intents and log entries
+//! go only there (the quorum is counted over them), and other regions forward every read to
+//! the home (never a stale answer from a copy they do not have).
 
+pub mod antientropy;
 pub mod api;
 pub mod closed;
 pub mod config;
+pub mod conflict;
+pub mod convergence_api;
+pub mod counter;
 mod error;
 pub mod history;
 pub mod hlc;
+pub mod membership;
 pub mod mvcc;
 pub mod node;
+pub mod op_ids;
 pub mod placement;
 pub mod problem;
 pub mod protocol;
+pub mod rehome;
 pub mod replication;
+pub mod shipper;
 pub mod store;
+pub mod store_convergence;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -84,6 +138,7 @@ pub use node::Region;
 /// Runs region `name` of `config` on its configured listen address until `shutdown`
 /// completes: the HTTP API, one log shipper per peer, and garbage collection.
 pub async fn serve(config: Config, name: &str, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let config = membership::prepare(config, name).await?;
     let listen = config.region(name)?.listen_addr();
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     let clock = Clock::system(config.max_clock_offset_ms);
@@ -100,14 +155,28 @@ pub async fn serve_on(
 ) -> Result<()> {
     let region = Arc::new(Region::open(config, name, clock).await?);
     let mut tasks = tokio::task::JoinSet::new();
-    for peer in region.peers.clone() {
-        tasks.spawn(replication::ship_loop(region.clone(), peer));
+    if region.membership.is_voter() {
+        for peer in region.peers.clone() {
+            tasks.spawn(shipper::ship_loop(region.clone(), peer));
+        }
     }
+    tasks.spawn(membership::run(region.clone()));
     tasks.spawn(replication::gc_loop(region.clone()));
+    tasks.spawn(antientropy::anti_entropy_loop(region.clone()));
     tracing::info!(region = name, address = %listener.local_addr()?, "region serving");
-    let served = axum::serve(listener, api::router(region))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let app = api::router(region.clone())
+        .merge(membership::router(region.clone()))
+        .layer(axum::middleware::from_fn_with_state(region.clone(), tls::authorize));
+    let served = match &region.config.tls {
+        Some(tls) => {
+            let server = tls::server_config(tls)?;
+            tls::serve(listener, app, server, region.name.clone(), shutdown).await
+        }
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(Error::from),
+    };
     tasks.abort_all();
-    Ok(served?)
+    served
 }

@@ -3,8 +3,8 @@
 //! replication tasks ([`crate::replication`]) and the HTTP API ([`crate::api`]) share.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use crate::closed::{self, ReadConsistency, ReadPlan};
 use crate::config::Config;
@@ -51,8 +51,8 @@ pub struct Region {
     pub name: String,
     /// The cluster's configuration.
     pub config: Config,
-    /// The placement function.
-    pub placement: Placement,
+    /// The placement function (re-homing replaces it).
+    placement: RwLock<Arc<Placement>>,
     /// Its hybrid logical clock.
     pub clock: Clock,
     /// Its storage.
@@ -68,17 +68,25 @@ pub struct Region {
     pub(crate) contact: Mutex<HashMap<String, Instant>>,
     /// Per peer: the log position it acknowledged.
     pub(crate) acked: Mutex<HashMap<String, i64>>,
+    /// Bumped whenever a write was logged and resolved: wakes the log shippers.
+    pub(crate) log_changed: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The members and what the failure detector thinks of them.
+    pub membership: crate::membership::Membership,
+    /// What anti-entropy repaired.
+    pub anti_entropy: crate::antientropy::Stats,
 }
 
 /// Keeps a write's timestamp among the pending ones until dropped.
-struct PendingGuard {
+pub(crate) struct PendingGuard {
     pending: Arc<Mutex<BTreeSet<Timestamp>>>,
-    ts: Timestamp,
+    pub(crate) ts: Timestamp,
+    logged: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Drop for PendingGuard {
     fn drop(&mut self) {
         self.pending.lock().expect("pending lock").remove(&self.ts);
+        self.logged.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
@@ -100,8 +108,9 @@ impl Region {
             .replica_states()
             .await?
             .into_iter()
-            .map(|(h, s)| (h, s.closed))
+            .map(|(h, s)| (h, s.readable_closed()))
             .collect();
+        let placement = crate::rehome::with_overrides(config.placement()?, &store.placement_overrides().await?);
         let acked = store.cursors().await?;
         let peers = config
             .regions
@@ -112,14 +121,11 @@ impl Region {
                 address: r.address.trim_end_matches('/').to_owned(),
             })
             .collect();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(1_000))
-            .timeout(Duration::from_millis(config.strong_timeout_ms + 5_000))
-            .build()
-            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        let http = crate::tls::http_client(&config)?;
+        let membership = crate::membership::Membership::open(&config, name)?;
         Ok(Region {
             name: name.to_owned(),
-            placement: config.placement()?,
+            placement: RwLock::new(Arc::new(placement)),
             config,
             clock,
             store,
@@ -130,12 +136,33 @@ impl Region {
             closed: Mutex::new(closed),
             contact: Mutex::default(),
             acked: Mutex::new(acked),
+            log_changed: Arc::new(tokio::sync::watch::Sender::new(0)),
+            membership,
+            anti_entropy: crate::antientropy::Stats::default(),
         })
     }
 
     /// The home of `key`.
     pub fn home(&self, key: &str) -> Home {
-        self.placement.home(key)
+        self.placement().home(key)
+    }
+
+    /// The placement function in force.
+    pub fn placement(&self) -> Arc<Placement> {
+        self.placement.read().expect("placement lock").clone()
+    }
+
+    /// Replaces the placement function (re-homing).
+    pub(crate) fn set_placement(&self, placement: Placement) {
+        *self.placement.write().expect("placement lock") = Arc::new(placement);
+    }
+
+    /// Whether this region executes writes of `key`: it is its home, or the key may be
+    /// written anywhere and this region holds a replica.
+    pub fn executes_writes(&self, key: &str) -> bool {
+        let placement = self.placement();
+        placement.home(key).region == self.name
+            || (placement.writes_anywhere(key).is_some() && placement.replicates_to(key, &self.name))
     }
 
     /// The peer called `name`.
@@ -148,13 +175,14 @@ impl Region {
 
     /// A timestamp for a new write, registered as pending so that no closed timestamp
     /// passes it until the guard drops (the write committed or aborted).
-    fn begin_write(&self) -> PendingGuard {
+    pub(crate) fn begin_write(&self) -> PendingGuard {
         let mut pending = self.pending.lock().expect("pending lock");
         let ts = self.clock.now();
         pending.insert(ts);
         PendingGuard {
             pending: self.pending.clone(),
             ts,
+            logged: self.log_changed.clone(),
         }
     }
 
@@ -184,15 +212,28 @@ impl Region {
 
     async fn execute_write(&self, key: &str, cmd: &WriteCommand) -> Result<WriteResponse> {
         let home = self.home(key).region;
-        if home != self.name {
+        if !self.executes_writes(key) {
             return Err(Error::BadRequest(format!(
                 "key {key:?} is homed in {home}, not here ({})",
                 self.name
             )));
         }
-        let _lock = self.key_locks[(crate::placement::hash(key.as_bytes()) % KEY_LOCKS as u64) as usize]
-            .lock()
-            .await;
+        let _lock = self.key_lock(key).lock().await;
+        if !self.executes_writes(key) {
+            // Re-homed while this write waited: the new home takes it.
+            return Err(Error::HomeUnreachable {
+                region: self.home(key).region,
+                reason: "the key's range was re-homed while this write waited; it was not applied, retry".into(),
+            });
+        }
+        if let Some(prefix) = self.placement().writes_anywhere(key).map(str::to_owned) {
+            return self.write_anywhere(key, &home, &prefix, cmd).await;
+        }
+        // An op id seen before: answer with the first write's result (crate::op_ids).
+        let op = crate::op_ids::before_write(self, key, cmd).await?;
+        if let Some(replay) = op.replay {
+            return Ok(replay);
+        }
         if let Some(expected) = cmd.if_version {
             let current = self
                 .store
@@ -210,6 +251,7 @@ impl Region {
         }
         let guard = self.begin_write();
         let ts = guard.ts;
+        let previous = crate::op_ids::prepare_write(self, key, cmd, ts, op.current.as_ref()).await?;
         match cmd.consistency {
             WriteConsistency::Async => {
                 self.store
@@ -243,7 +285,64 @@ impl Region {
             home_region: self.name.clone(),
             served_by: self.name.clone(),
             consistency: cmd.consistency,
+            previous,
+            replayed: false,
         })
+    }
+
+    /// The lock a write of `key` holds from its checks to its commit or abort.
+    pub(crate) fn key_lock(&self, key: &str) -> &tokio::sync::Mutex<()> {
+        &self.key_locks[(crate::placement::hash(key.as_bytes()) % KEY_LOCKS as u64) as usize]
+    }
+
+    /// Waits for every write in progress to finish (re-homing: after the placement changed,
+    /// none of the moved keys can start another here).
+    pub(crate) async fn drain_writes(&self) {
+        for lock in &self.key_locks {
+            drop(lock.lock().await);
+        }
+    }
+
+    /// An async write of a key written anywhere, executed here (see [`crate::conflict`]).
+    async fn write_anywhere(&self, key: &str, home: &str, prefix: &str, cmd: &WriteCommand) -> Result<WriteResponse> {
+        if cmd.consistency == WriteConsistency::Strong || cmd.if_version.is_some() {
+            return Err(Error::BadRequest(format!(
+                "/consistency: keys under {prefix:?} are written anywhere: send \"consistency\": \"async\" and no \
+                 if_version (concurrent writes are merged by last-writer-wins)"
+            )));
+        }
+        let guard = self.begin_write();
+        let ts = guard.ts;
+        self.store
+            .write_anywhere(key, ts, cmd.value.as_deref(), &self.name, prefix)
+            .await?;
+        drop(guard);
+        Ok(WriteResponse {
+            key: key.to_owned(),
+            version: ts.to_string(),
+            home_region: home.to_owned(),
+            served_by: self.name.clone(),
+            consistency: WriteConsistency::Async,
+            previous: None,
+            replayed: false,
+        })
+    }
+
+    /// The closed timestamp reads of `key` may rely on here, and whether this region is its
+    /// only source: for a key written anywhere, the oldest over every other replica.
+    fn closed_for_key(&self, key: &str, home: &str) -> (bool, Option<Timestamp>) {
+        let placement = self.placement();
+        if placement.writes_anywhere(key).is_none() {
+            return (home == self.name, self.closed_for(home));
+        }
+        let others: Vec<Option<Timestamp>> = self
+            .peers
+            .iter()
+            .filter(|p| placement.replicates_to(key, &p.name))
+            .map(|p| self.closed_for(&p.name))
+            .collect();
+        let oldest = others.iter().try_fold(LATEST, |m, c| c.map(|c| m.min(c)));
+        (others.is_empty(), oldest)
     }
 
     /// The closed timestamp this region holds for `home` (`None`: never heard from it).
@@ -254,23 +353,37 @@ impl Region {
     /// Decides where a read is served: here (`Ok(Some)`), or at the home (`Ok(None)`).
     pub async fn read_here(&self, key: &str, req: ReadRequest) -> Result<Option<ReadResponse>> {
         let home = self.home(key).region;
+        if !self.placement().replicates_to(key, &self.name) {
+            // Not a replica of this key (a rule's replica set): the home answers.
+            return Ok(None);
+        }
+        let (only_source, closed) = self.closed_for_key(key, &home);
         if let Some(as_of) = req.as_of {
             let horizon = self.gc_horizon();
             if as_of < horizon {
                 return Err(Error::BeyondRetention { as_of, horizon });
             }
-            let fresh = home == self.name || self.closed_for(&home).is_some_and(|c| c >= as_of);
+            let fresh = only_source || home == self.name || closed.is_some_and(|c| c >= as_of);
             return if fresh {
                 self.read_local(key, &home, as_of, 0, req, false).await.map(Some)
             } else {
                 Ok(None)
             };
         }
+        if home == self.name && !only_source {
+            // A key written anywhere, at its nominal home: the local copy is the answer,
+            // with the staleness of the other replicas' writes.
+            let bound = closed.map_or(u64::MAX, |c| {
+                closed::staleness_bound_ms(c, self.clock.physical_ms(), self.config.max_clock_offset_ms)
+            });
+            let stale = req.consistency == ReadConsistency::BoundedStaleness && bound > req.max_staleness_ms;
+            return self.read_local(key, &home, LATEST, bound, req, stale).await.map(Some);
+        }
         let plan = closed::plan_read(
             req.consistency,
-            home == self.name,
+            only_source,
             req.max_staleness_ms,
-            self.closed_for(&home),
+            closed,
             self.clock.physical_ms(),
             self.config.max_clock_offset_ms,
         );
@@ -287,7 +400,10 @@ impl Region {
     /// accepts one, else the error that says why not.
     pub async fn read_unreachable_home(&self, key: &str, req: ReadRequest, reason: String) -> Result<ReadResponse> {
         let home = self.home(key).region;
-        let staleness_ms = self.closed_for(&home).map_or(u64::MAX, |c| {
+        if !self.placement().replicates_to(key, &self.name) {
+            return Err(Error::HomeUnreachable { region: home, reason });
+        }
+        let staleness_ms = self.closed_for_key(key, &home).1.map_or(u64::MAX, |c| {
             closed::staleness_bound_ms(c, self.clock.physical_ms(), self.config.max_clock_offset_ms)
         });
         match (req.consistency, req.allow_stale) {

@@ -16,6 +16,23 @@ pub struct Rule {
     pub prefix: String,
     /// The home region of matching keys.
     pub region: String,
+    /// Matching keys accept (async) writes at any of their replicas, not only the home;
+    /// replicas merge them by last-writer-wins.
+    pub writes_anywhere: bool,
+    /// The regions holding a copy of matching keys (the home among them); `None`: every region.
+    pub replicas: Option<Vec<String>>,
+}
+
+impl Rule {
+    /// A rule homing `prefix` in `region`, replicated everywhere, written at the home only.
+    pub fn new(prefix: impl Into<String>, region: impl Into<String>) -> Rule {
+        Rule {
+            prefix: prefix.into(),
+            region: region.into(),
+            writes_anywhere: false,
+            replicas: None,
+        }
+    }
 }
 
 /// Why a key lives where it does.
@@ -81,6 +98,22 @@ impl Placement {
                 rule.prefix, rule.region
             ));
         }
+        for rule in &rules {
+            if let Some(replicas) = &rule.replicas {
+                if let Some(unknown) = replicas.iter().find(|r| !names.contains(r)) {
+                    return Err(format!(
+                        "rule for prefix {:?}: replicas names unknown region {unknown:?}",
+                        rule.prefix
+                    ));
+                }
+                if !replicas.contains(&rule.region) {
+                    return Err(format!(
+                        "rule for prefix {:?}: replicas must include its home region {:?}",
+                        rule.prefix, rule.region
+                    ));
+                }
+            }
+        }
         let mut ring = Vec::new();
         for (i, (name, weight)) in regions.iter().enumerate() {
             for v in 0..weight.saturating_mul(vnodes_per_weight) {
@@ -120,6 +153,54 @@ impl Placement {
         }
     }
 
+    /// The rule that places `key`, if one does.
+    pub fn rule(&self, key: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| key.starts_with(&r.prefix))
+    }
+
+    /// The rules, longest prefix first.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Whether `region` holds a copy of `key` (its home always does).
+    pub fn replicates_to(&self, key: &str, region: &str) -> bool {
+        match self.rule(key) {
+            Some(Rule {
+                replicas: Some(replicas),
+                ..
+            }) => replicas.iter().any(|r| r == region),
+            Some(_) | None => true,
+        }
+    }
+
+    /// The prefix of the rule letting `key` be written anywhere (`None`: home only).
+    pub fn writes_anywhere(&self, key: &str) -> Option<&str> {
+        self.rule(key).filter(|r| r.writes_anywhere).map(|r| r.prefix.as_str())
+    }
+
+    /// This placement with the rule for exactly `prefix` homed in `region` instead (re-homing
+    /// a key range). The new home must be one of the rule's replicas.
+    pub fn with_home(&self, prefix: &str, region: &str) -> Result<Placement, String> {
+        if !self.regions.iter().any(|r| r == region) {
+            return Err(format!("unknown region {region:?}"));
+        }
+        let mut next = self.clone();
+        let rule = next
+            .rules
+            .iter_mut()
+            .find(|r| r.prefix == prefix)
+            .ok_or_else(|| format!("no placement rule has the prefix {prefix:?}"))?;
+        if rule.replicas.as_ref().is_some_and(|rs| !rs.iter().any(|r| r == region)) {
+            return Err(format!(
+                "{region} holds no replica of {prefix:?} (its replicas are {:?})",
+                rule.replicas
+            ));
+        }
+        rule.region = region.to_owned();
+        Ok(next)
+    }
+
     /// How many of `keys` have a different home under `other` (re-homing a key range).
     pub fn moved<'a>(&self, other: &Placement, keys: impl IntoIterator<Item = &'a str>) -> usize {
         keys.into_iter()
@@ -142,16 +223,7 @@ mod tests {
 
     #[test]
     fn the_longest_matching_rule_wins_over_hashing() {
-        let rules = vec![
-            Rule {
-                prefix: "eu/".into(),
-                region: "eu-west".into(),
-            },
-            Rule {
-                prefix: "eu/us/".into(),
-                region: "us-east".into(),
-            },
-        ];
+        let rules = vec![Rule::new("eu/", "eu-west"), Rule::new("eu/us/", "us-east")];
         let p = Placement::new(&regions(&[("us-east", 1), ("eu-west", 1), ("ap-south", 1)]), 64, rules).unwrap();
         assert_eq!(p.home("eu/alice").region, "eu-west");
         assert_eq!(p.home("eu/us/bob").region, "us-east");
@@ -166,11 +238,13 @@ mod tests {
 
     #[test]
     fn rules_naming_unknown_regions_are_refused() {
-        let rules = vec![Rule {
-            prefix: "x".into(),
-            region: "mars".into(),
-        }];
+        let rules = vec![Rule::new("x", "mars")];
         assert!(Placement::new(&regions(&[("a", 1)]), 8, rules).is_err());
+        let outside = Rule {
+            replicas: Some(vec!["b".into()]),
+            ..Rule::new("x", "a")
+        };
+        assert!(Placement::new(&regions(&[("a", 1), ("b", 1)]), 8, vec![outside]).is_err());
         assert!(Placement::new(&regions(&[("a", 0)]), 8, vec![]).is_err());
     }
 
@@ -197,6 +271,31 @@ mod tests {
             let (b, a) = (before.home(k).region, after.home(k).region);
             assert!(a == b || a == "d", "{k} moved from {b} to {a}, not to the new region");
         }
+    }
+
+    #[test]
+    fn replica_sets_writes_anywhere_and_re_homing() {
+        let rules = vec![
+            Rule {
+                replicas: Some(vec!["a".into(), "b".into()]),
+                ..Rule::new("p/", "a")
+            },
+            Rule {
+                writes_anywhere: true,
+                ..Rule::new("m/", "c")
+            },
+        ];
+        let p = Placement::new(&regions(&[("a", 1), ("b", 1), ("c", 1)]), 16, rules).unwrap();
+        assert!(p.replicates_to("p/1", "b") && !p.replicates_to("p/1", "c"));
+        assert!(p.replicates_to("m/1", "a") && p.replicates_to("other", "c"));
+        assert_eq!(p.writes_anywhere("m/1"), Some("m/"));
+        assert_eq!(p.writes_anywhere("p/1"), None);
+        let moved = p.with_home("p/", "b").unwrap();
+        assert_eq!(moved.home("p/1").region, "b");
+        let ks = ["p/1", "p/2", "m/1", "q"];
+        assert_eq!(p.moved(&moved, ks), 2);
+        assert!(p.with_home("p/", "c").is_err(), "c holds no replica of p/");
+        assert!(p.with_home("nope/", "a").is_err());
     }
 
     #[test]

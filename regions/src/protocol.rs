@@ -53,6 +53,61 @@ pub struct LogEntry {
     pub value: Option<String>,
     /// Its state.
     pub state: EntryState,
+    /// A version of `key` (the default) or the origin's component of counter `key`.
+    #[serde(default)]
+    pub kind: EntryKind,
+    /// The version this write replaced at its origin (tracked for keys written anywhere).
+    #[serde(default)]
+    pub prev: Option<VersionId>,
+}
+
+/// What a log entry carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// A version of a key (`value`: its JSON text, `None` for a deletion).
+    #[default]
+    Version,
+    /// The origin's component of a counter (`value`: `{"p": N, "n": N}`).
+    Counter,
+}
+
+impl EntryKind {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Version => "version",
+            EntryKind::Counter => "counter",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<EntryKind> {
+        match s {
+            "version" => Some(EntryKind::Version),
+            "counter" => Some(EntryKind::Counter),
+            _ => None,
+        }
+    }
+}
+
+/// A version's identity: its timestamp and the region that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VersionId {
+    /// Its timestamp.
+    pub ts: Timestamp,
+    /// The region that executed the write.
+    pub origin: String,
+}
+
+/// Log entries a replica will never receive: they were truncated before it acknowledged
+/// them. It must repair them by anti-entropy before it trusts its closed timestamp again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// Entries up to this sequence number are gone from the home's log.
+    pub upto_seq: i64,
+    /// Every one of them has a timestamp at or below this one.
+    pub upto_ts: Timestamp,
 }
 
 /// A batch of a home's log, with the timestamp it closes (see [`crate::closed`]).
@@ -64,6 +119,17 @@ pub struct ReplicateBatch {
     pub entries: Vec<LogEntry>,
     /// Every write of `from` at or below this is in these entries or earlier ones.
     pub closed: Timestamp,
+    /// Every entry up to this sequence number that concerns the receiver was in this batch
+    /// or an earlier one (entries of keys it holds no replica of are not sent).
+    #[serde(default)]
+    pub skip_to: Option<i64>,
+    /// Entries truncated before the receiver acknowledged them.
+    #[serde(default)]
+    pub gap: Option<Gap>,
+    /// The log position this batch follows: the receiver refuses it unless it applied
+    /// everything up to there (batches are pipelined and may arrive out of order).
+    #[serde(default)]
+    pub after: Option<i64>,
 }
 
 /// A replica's answer to a batch or an intent: what it has durably applied.
@@ -105,6 +171,10 @@ pub struct PutRequest {
     /// Write only if the current version is this one (`0.0`: only if the key has no live value).
     #[serde(default)]
     pub if_version: Option<String>,
+    /// Makes the write idempotent: a repeat with the same op id is answered with the first
+    /// one's result and writes nothing (see [`crate::op_ids`]).
+    #[serde(default)]
+    pub op_id: Option<String>,
 }
 
 /// A write as the home region executes it (forwarded between regions as is).
@@ -116,10 +186,13 @@ pub struct WriteCommand {
     pub consistency: WriteConsistency,
     /// The expected current version.
     pub if_version: Option<Timestamp>,
+    /// The write's op id, if it has one.
+    #[serde(default)]
+    pub op_id: Option<String>,
 }
 
 /// The answer to a write.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WriteResponse {
     /// The key.
     pub key: String,
@@ -131,6 +204,12 @@ pub struct WriteResponse {
     pub served_by: String,
     /// The write's consistency.
     pub consistency: WriteConsistency,
+    /// Writes with an op id: the live version this write replaced (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<crate::op_ids::Previous>,
+    /// True when this answers a repeat of a write already applied (same op id).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 /// The answer to a read.
@@ -178,7 +257,7 @@ impl PlacementResponse {
 }
 
 /// One region as seen from the region answering `GET /v1/regions`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RegionStatus {
     /// Its name.
     pub name: String,
@@ -197,4 +276,21 @@ pub struct RegionStatus {
     pub replication_lag_ms: Option<u64>,
     /// For a peer: entries of our log it has not acknowledged yet.
     pub unacked_entries: Option<i64>,
+    /// A voter (configured: homes keys) or a replica-only member (joined).
+    #[serde(default)]
+    pub role: Option<crate::membership::Role>,
+    /// The failure detector's view: up, suspect or down (self: up).
+    #[serde(default)]
+    pub state: Option<crate::membership::Health>,
+    /// For a peer: milliseconds since it was last heard from (a heartbeat sent or answered).
+    #[serde(default)]
+    pub last_heartbeat_ms_ago: Option<u64>,
+    /// For a peer: versions and counter components anti-entropy fetched from it since
+    /// this region started.
+    #[serde(default)]
+    pub anti_entropy_repaired: Option<u64>,
+    /// For a peer: entries of its log were truncated before they reached us, and
+    /// anti-entropy has not repaired them yet (our closed timestamp for it is frozen).
+    #[serde(default)]
+    pub anti_entropy_gap: Option<bool>,
 }

@@ -12,7 +12,8 @@ use futures::stream::FuturesUnordered;
 use crate::closed;
 use crate::hlc::Timestamp;
 use crate::node::{Peer, Region};
-use crate::protocol::{EntryState, Intent, LogEntry, ReplicateAck, ReplicateBatch};
+use crate::protocol::{EntryKind, EntryState, Gap, Intent, LogEntry, ReplicateAck, ReplicateBatch};
+use crate::store::Incoming;
 use crate::{Error, Result};
 
 /// The pause before a failed intent is sent again (within the write's deadline).
@@ -35,7 +36,14 @@ async fn post<T: serde::Serialize>(region: &Region, peer: &Peer, path: &str, bod
 /// Sends a strong write to every replica and returns once the configured quorum stored it
 /// durably, or fails with [`Error::QuorumNotReached`] at the deadline.
 pub async fn store_intents(region: &Region, key: &str, seq: i64, ts: Timestamp, value: Option<&str>) -> Result<()> {
-    let needed = region.config.quorum.needed(region.peers.len());
+    // A rule's replica set narrows who holds the key, and so the quorum.
+    let placement = region.placement();
+    let replicas: Vec<&Peer> = region
+        .peers
+        .iter()
+        .filter(|p| placement.replicates_to(key, &p.name))
+        .collect();
+    let needed = region.config.quorum.needed(replicas.len());
     if needed == 0 {
         return Ok(());
     }
@@ -47,13 +55,14 @@ pub async fn store_intents(region: &Region, key: &str, seq: i64, ts: Timestamp, 
             ts,
             value: value.map(str::to_owned),
             state: EntryState::Pending,
+            kind: EntryKind::Version,
+            prev: None,
         },
     };
     let timeout_ms = region.config.strong_timeout_ms;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
-    let mut sends: FuturesUnordered<_> = region
-        .peers
-        .iter()
+    let mut sends: FuturesUnordered<_> = replicas
+        .into_iter()
         .map(|peer| {
             let intent = &intent;
             async move {
@@ -112,6 +121,22 @@ impl Region {
     /// Applies a batch a peer shipped, then records its closed timestamp.
     pub async fn accept_batch(&self, batch: &ReplicateBatch) -> Result<ReplicateAck> {
         self.peer(&batch.from)?;
+        if let Some(after) = batch.after {
+            // Pipelined batches may overtake one another: never apply one over a hole.
+            let applied = self
+                .store
+                .replica_states()
+                .await?
+                .get(&batch.from)
+                .map_or(0, |s| s.applied_seq);
+            if after > applied {
+                return Err(Error::Peer(format!(
+                    "{}: {}'s batch follows its entry {after}, but this region applied up to {applied}",
+                    crate::shipper::OUT_OF_ORDER,
+                    batch.from
+                )));
+            }
+        }
         let newest = batch
             .entries
             .iter()
@@ -120,45 +145,70 @@ impl Region {
             .unwrap_or_default()
             .max(batch.closed);
         self.clock.update(newest)?;
-        let state = self.store.apply(&batch.from, &batch.entries, batch.closed).await?;
-        self.closed
-            .lock()
-            .expect("closed lock")
-            .insert(batch.from.clone(), state.closed);
+        let incoming = Incoming {
+            entries: &batch.entries,
+            closed: batch.closed,
+            skip_to: batch.skip_to,
+            gap: batch.gap,
+        };
+        let placement = self.placement();
+        let tracked = |key: &str| placement.writes_anywhere(key).map(str::to_owned);
+        let state = {
+            let _applying = self.anti_entropy.apply_lock.lock().await;
+            let state = self.store.apply_batch(&batch.from, incoming, &tracked).await?;
+            // While a gap is open, reads keep the closed timestamp held before it.
+            self.set_closed(&batch.from, state.readable_closed());
+            state
+        };
+        if let Some(gap) = batch.gap.filter(|_| state.gap.is_some()) {
+            tracing::info!(
+                region = self.name,
+                home = batch.from,
+                upto_seq = gap.upto_seq,
+                "entries were truncated before they reached us; anti-entropy will repair them"
+            );
+        }
         self.touch(&batch.from);
         Ok(ReplicateAck {
             applied_seq: state.applied_seq,
         })
     }
 
-    /// Ships one batch of the log to `peer`. Returns whether the batch was full (more to send).
-    async fn ship_once(&self, peer: &Peer) -> Result<bool> {
-        let acked = self
-            .acked
-            .lock()
-            .expect("acked lock")
-            .get(&peer.name)
-            .copied()
-            .unwrap_or(0);
+    /// The next batch of the log for `peer`, holding the entries after `after` (the position
+    /// the previous batch in flight ended at), with the timestamp it closes. Returns the
+    /// batch and whether it was full (more entries are waiting).
+    pub(crate) async fn next_batch(&self, peer: &Peer, after: i64) -> Result<(ReplicateBatch, bool)> {
+        // Entries the peer never acknowledged may have been truncated (log retention):
+        // read that before the clock, so the gap's timestamp is above all of them.
+        let truncated = self.store.truncated_upto().await?;
         // Read the clock and the pending writes before the log: every write at or below
         // the closed timestamp is then either in the log already or accounted for.
         let (now, earliest_pending) = self.now_and_earliest_pending();
-        let mut entries = self.store.log_after(acked, self.config.ship_batch).await?;
+        let mut entries = self.store.log_after(after, self.config.ship_batch).await?;
         let full = entries.len() == self.config.ship_batch as usize;
         if let Some(i) = entries.iter().position(|e| e.state == EntryState::Pending) {
             entries.truncate(i);
         }
-        let last = entries.last().map_or(acked, |e| e.seq);
+        let last = entries.last().map_or(after, |e| e.seq);
         let earliest_unshipped = self.store.earliest_after(last).await?;
+        let full = full && !entries.is_empty();
+        let (entries, skip_to, gap) = self.for_peer(peer, entries, last, after, truncated, now);
         let batch = ReplicateBatch {
             from: self.name.clone(),
             entries,
             closed: closed::closed_timestamp(now, earliest_pending, earliest_unshipped),
+            skip_to,
+            gap,
+            after: Some(after),
         };
-        let ack = post(self, peer, "/internal/v1/replicate", &batch)
-            .await
-            .map_err(Error::Peer)?;
+        Ok((batch, full))
+    }
+
+    /// Records `peer`'s acknowledgement (cumulative: everything up to `applied_seq`) and
+    /// truncates what every peer acknowledged.
+    pub(crate) async fn record_ack(&self, peer: &Peer, ack: ReplicateAck) -> Result<()> {
         self.touch(&peer.name);
+        let acked = self.acked_by(&peer.name);
         if ack.applied_seq > acked {
             self.store.set_cursor(&peer.name, ack.applied_seq).await?;
             self.acked
@@ -167,14 +217,42 @@ impl Region {
                 .insert(peer.name.clone(), ack.applied_seq);
             self.truncate().await?;
         }
-        Ok(full && !batch.entries.is_empty())
+        Ok(())
+    }
+
+    /// Shapes a batch for `peer`: drops entries of keys it holds no replica of (saying how
+    /// far the batch covers the log instead), and names the entries truncated before it got
+    /// them (after `after`), which anti-entropy repairs; its cursor moves past them.
+    fn for_peer(
+        &self,
+        peer: &Peer,
+        mut entries: Vec<LogEntry>,
+        last: i64,
+        after: i64,
+        truncated: i64,
+        now: Timestamp,
+    ) -> (Vec<LogEntry>, Option<i64>, Option<Gap>) {
+        let placement = self.placement();
+        let before = entries.len();
+        entries.retain(|e| e.kind == EntryKind::Counter || placement.replicates_to(&e.key, &peer.name));
+        let skip_to = (entries.len() < before).then_some(last);
+        let gap = (after < truncated).then_some(Gap {
+            upto_seq: truncated,
+            upto_ts: now,
+        });
+        (entries, skip_to, gap)
+    }
+
+    /// The log position `peer` acknowledged.
+    pub(crate) fn acked_by(&self, peer: &str) -> i64 {
+        self.acked.lock().expect("acked lock").get(peer).copied().unwrap_or(0)
     }
 
     /// Drops the log entries every peer acknowledged.
     async fn truncate(&self) -> Result<()> {
         let floor = {
             let acked = self.acked.lock().expect("acked lock");
-            self.peers
+            self.shipping_targets()
                 .iter()
                 .map(|p| acked.get(&p.name).copied().unwrap_or(0))
                 .min()
@@ -186,31 +264,21 @@ impl Region {
                 tracing::debug!(region = self.name, upto = floor, dropped, "replication log truncated");
             }
         }
-        Ok(())
-    }
-}
-
-/// Ships the log to `peer` every closed-timestamp interval, for ever.
-pub async fn ship_loop(region: Arc<Region>, peer: Peer) {
-    let interval = Duration::from_millis(region.config.closed_ts_interval_ms);
-    let mut failing = false;
-    loop {
-        match region.ship_once(&peer).await {
-            Ok(true) => continue,
-            Ok(false) => {
-                if failing {
-                    tracing::info!(region = region.name, peer = peer.name, "replication to peer resumed");
-                }
-                failing = false;
-            }
-            Err(e) => {
-                if !failing {
-                    tracing::warn!(region = region.name, peer = peer.name, error = %e, "replication to peer failing");
-                }
-                failing = true;
+        if self.config.log_retention_entries > 0 {
+            let dropped = self
+                .store
+                .truncate_to_retention(self.config.log_retention_entries)
+                .await?;
+            if dropped > 0 {
+                tracing::info!(
+                    region = self.name,
+                    dropped,
+                    "replication log past its retention: entries a peer had not acknowledged were dropped; \
+                     anti-entropy will repair that peer"
+                );
             }
         }
-        tokio::time::sleep(interval).await;
+        Ok(())
     }
 }
 

@@ -12,7 +12,7 @@ use sqlx::{Row, SqlitePool};
 
 use crate::hlc::Timestamp;
 use crate::mvcc::{self, Version};
-use crate::protocol::{EntryState, LogEntry};
+use crate::protocol::{EntryKind, EntryState, Gap, LogEntry, VersionId};
 use crate::{Error, Result};
 
 /// The migrations of the regions schema, applied at start-up.
@@ -21,8 +21,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/reg
 /// One region's database.
 #[derive(Clone)]
 pub struct Store {
-    readers: SqlitePool,
-    writer: SqlitePool,
+    pub(crate) readers: SqlitePool,
+    pub(crate) writer: SqlitePool,
 }
 
 /// What this region applied from another home.
@@ -32,29 +32,76 @@ pub struct ReplicaState {
     pub applied_seq: i64,
     /// The closed timestamp that came with it.
     pub closed: Timestamp,
+    /// Entries truncated before they reached us and not repaired yet by anti-entropy.
+    pub gap: Option<Gap>,
+    /// While a gap is open: the closed timestamp held before it, the one reads may trust.
+    pub frozen: Option<Timestamp>,
 }
 
-fn ts_of(row: &SqliteRow) -> Result<Timestamp> {
-    let wall: i64 = row.try_get("ts_wall")?;
-    let logical: i64 = row.try_get("ts_logical")?;
+impl ReplicaState {
+    /// The closed timestamp reads may rely on: the frozen one while a gap is open.
+    pub fn readable_closed(&self) -> Timestamp {
+        self.frozen.unwrap_or(self.closed)
+    }
+}
+
+/// A batch of a home's log as a replica applies it.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// The entries, in log order.
+    pub entries: &'a [LogEntry],
+    /// The closed timestamp that came with them.
+    pub closed: Timestamp,
+    /// Every entry up to here that concerns this region was shipped.
+    pub skip_to: Option<i64>,
+    /// Entries that were truncated before they reached this region.
+    pub gap: Option<Gap>,
+}
+
+pub(crate) fn ts_of(row: &SqliteRow) -> Result<Timestamp> {
+    ts_cols(row, "ts_wall", "ts_logical")
+}
+
+pub(crate) fn ts_cols(row: &SqliteRow, w: &str, l: &str) -> Result<Timestamp> {
+    let wall: i64 = row.try_get(w)?;
+    let logical: i64 = row.try_get(l)?;
     Ok(Timestamp {
         wall_ms: u64::try_from(wall).map_err(|_| Error::Corrupt(format!("timestamp {wall}")))?,
         logical: u32::try_from(logical).map_err(|_| Error::Corrupt(format!("logical {logical}")))?,
     })
 }
 
-fn wall(ts: Timestamp) -> i64 {
+pub(crate) fn opt_ts(row: &SqliteRow, w: &str, l: &str) -> Result<Option<Timestamp>> {
+    let wall: Option<i64> = row.try_get(w)?;
+    match wall {
+        Some(_) => ts_cols(row, w, l).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn prev_of(row: &SqliteRow) -> Result<Option<VersionId>> {
+    let origin: Option<String> = row.try_get("prev_home")?;
+    Ok(match (opt_ts(row, "prev_wall", "prev_logical")?, origin) {
+        (Some(ts), Some(origin)) => Some(VersionId { ts, origin }),
+        _ => None,
+    })
+}
+
+pub(crate) fn wall(ts: Timestamp) -> i64 {
     i64::try_from(ts.wall_ms).unwrap_or(i64::MAX)
 }
 
 fn entry_of(row: &SqliteRow) -> Result<LogEntry> {
     let state: String = row.try_get("state")?;
+    let kind: String = row.try_get("kind")?;
     Ok(LogEntry {
         seq: row.try_get("seq")?,
         key: row.try_get("key")?,
         ts: ts_of(row)?,
         value: row.try_get("value")?,
         state: EntryState::parse(&state).ok_or_else(|| Error::Corrupt(format!("log state {state:?}")))?,
+        kind: EntryKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("log kind {kind:?}")))?,
+        prev: prev_of(row)?,
     })
 }
 
@@ -85,7 +132,11 @@ impl Store {
     /// Every stored version of `key` (newest first).
     pub async fn versions(&self, key: &str) -> Result<Vec<Version>> {
         let rows = sqlx::query(
-            "SELECT ts_wall, ts_logical, value FROM versions WHERE key = ? ORDER BY ts_wall DESC, ts_logical DESC",
+            // Newest first; among equal timestamps the greatest region last, so that
+            // `mvcc::visible_at` (the last maximum) picks it: last-writer-wins on
+            // (timestamp, region).
+            "SELECT ts_wall, ts_logical, value FROM versions WHERE key = ? \
+             ORDER BY ts_wall DESC, ts_logical DESC, home ASC",
         )
         .bind(key)
         .fetch_all(&self.readers)
@@ -175,7 +226,8 @@ impl Store {
     /// Up to `limit` log entries after `after`, in order.
     pub async fn log_after(&self, after: i64, limit: u32) -> Result<Vec<LogEntry>> {
         let rows = sqlx::query(
-            "SELECT seq, key, ts_wall, ts_logical, value, state FROM repl_log WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, key, ts_wall, ts_logical, value, state, kind, prev_wall, prev_logical, prev_home \
+             FROM repl_log WHERE seq > ? ORDER BY seq LIMIT ?",
         )
         .bind(after)
         .bind(i64::from(limit))
@@ -270,15 +322,52 @@ impl Store {
     /// Applies a batch of `home`'s log in one transaction, skipping entries applied before,
     /// and records the closed timestamp. Returns the new state.
     pub async fn apply(&self, home: &str, entries: &[LogEntry], closed: Timestamp) -> Result<ReplicaState> {
+        let incoming = Incoming {
+            entries,
+            closed,
+            skip_to: None,
+            gap: None,
+        };
+        self.apply_batch(home, incoming, &|_| None).await
+    }
+
+    /// [`Store::apply`] with what a batch may say beside its entries: how far it covers the
+    /// log for this region, and a gap to repair. `tracked` names the rule prefix of keys
+    /// whose concurrent writes are counted (keys written anywhere).
+    pub async fn apply_batch(
+        &self,
+        home: &str,
+        incoming: Incoming<'_>,
+        tracked: &(dyn Fn(&str) -> Option<String> + Sync),
+    ) -> Result<ReplicaState> {
+        let Incoming {
+            entries,
+            closed,
+            skip_to,
+            gap,
+        } = incoming;
         let mut tx = self.writer.begin().await?;
         let before = replica_state(&mut tx, home).await?;
         let mut applied_seq = before.map_or(0, |s| s.applied_seq);
         let skip = applied_seq;
         for e in entries.iter().filter(|e| e.seq > skip) {
-            match e.state {
-                EntryState::Committed => insert_version(&mut tx, &e.key, e.ts, e.value.as_deref(), home).await?,
-                EntryState::Aborted => {}
-                EntryState::Pending => {
+            match (e.state, e.kind) {
+                (EntryState::Committed, EntryKind::Version) => {
+                    let row = VersionRow {
+                        key: e.key.clone(),
+                        ts: e.ts,
+                        value: e.value.clone(),
+                        origin: home.to_owned(),
+                        prev: e.prev.clone(),
+                    };
+                    insert_row(&mut tx, &row, tracked(&e.key).as_deref()).await?;
+                }
+                (EntryState::Committed, EntryKind::Counter) => {
+                    let c = crate::counter::Component::parse(e.value.as_deref())?;
+                    merge_counter(&mut tx, &e.key, home, c).await?;
+                }
+                (EntryState::Aborted, _) => {}
+                (EntryState::Pending, _) => {
                     return Err(Error::Peer(format!("{home} shipped pending entry {}", e.seq)));
                 }
             }
@@ -290,39 +379,42 @@ impl Store {
             applied_seq = e.seq;
         }
         let closed = before.map_or(closed, |s| s.closed.max(closed));
-        sqlx::query(
-            "INSERT INTO replica_state (home, applied_seq, closed_wall, closed_logical) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (home) DO UPDATE SET applied_seq = excluded.applied_seq, closed_wall = excluded.closed_wall, \
-             closed_logical = excluded.closed_logical",
-        )
-        .bind(home)
-        .bind(applied_seq)
-        .bind(wall(closed))
-        .bind(i64::from(closed.logical))
-        .execute(&mut *tx)
-        .await?;
+        let (mut open_gap, mut frozen) = (before.and_then(|s| s.gap), before.and_then(|s| s.frozen));
+        if let Some(g) = gap.filter(|g| g.upto_seq > skip) {
+            // Entries we never applied are gone: what we held before is all reads may trust.
+            frozen = Some(frozen.unwrap_or_else(|| before.map_or(Timestamp::default(), |s| s.closed)));
+            open_gap = Some(match open_gap {
+                Some(o) => Gap {
+                    upto_seq: o.upto_seq.max(g.upto_seq),
+                    upto_ts: o.upto_ts.max(g.upto_ts),
+                },
+                None => g,
+            });
+            applied_seq = applied_seq.max(g.upto_seq);
+        }
+        applied_seq = applied_seq.max(skip_to.unwrap_or(0));
+        let state = ReplicaState {
+            applied_seq,
+            closed,
+            gap: open_gap,
+            frozen,
+        };
+        save_replica_state(&mut tx, home, &state).await?;
         tx.commit().await?;
-        Ok(ReplicaState { applied_seq, closed })
+        Ok(state)
     }
 
     /// What this region applied from each other home.
     pub async fn replica_states(&self) -> Result<HashMap<String, ReplicaState>> {
-        let rows = sqlx::query(
-            "SELECT home, applied_seq, closed_wall AS ts_wall, closed_logical AS ts_logical FROM replica_state",
-        )
-        .fetch_all(&self.writer)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("home")?,
-                    ReplicaState {
-                        applied_seq: r.try_get("applied_seq")?,
-                        closed: ts_of(r)?,
-                    },
-                ))
-            })
-            .collect()
+        let rows = sqlx::query(&format!("SELECT home, {STATE_COLUMNS} FROM replica_state"))
+            .fetch_all(&self.writer)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("home")?, state_of(r)?))).collect()
+    }
+
+    /// The connection idempotent writes record their op ids on ([`crate::op_ids`]).
+    pub(crate) fn op_pool(&self) -> &SqlitePool {
+        &self.writer
     }
 
     /// Garbage-collects versions no read at or after `horizon` can see. Returns how many.
@@ -358,32 +450,65 @@ async fn insert_version(
     value: Option<&str>,
     home: &str,
 ) -> Result<()> {
-    sqlx::query("INSERT OR IGNORE INTO versions (key, ts_wall, ts_logical, value, home) VALUES (?, ?, ?, ?, ?)")
-        .bind(key)
-        .bind(wall(ts))
-        .bind(i64::from(ts.logical))
-        .bind(value)
-        .bind(home)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    let row = VersionRow {
+        key: key.to_owned(),
+        ts,
+        value: value.map(str::to_owned),
+        origin: home.to_owned(),
+        prev: None,
+    };
+    insert_row(conn, &row, None).await.map(|_| ())
+}
+
+const STATE_COLUMNS: &str = "applied_seq, closed_wall AS ts_wall, closed_logical AS ts_logical, gap_seq, gap_wall, \
+     gap_logical, frozen_wall, frozen_logical";
+
+fn state_of(r: &SqliteRow) -> Result<ReplicaState> {
+    let gap_seq: Option<i64> = r.try_get("gap_seq")?;
+    let gap = match (gap_seq, opt_ts(r, "gap_wall", "gap_logical")?) {
+        (Some(upto_seq), Some(upto_ts)) => Some(Gap { upto_seq, upto_ts }),
+        _ => None,
+    };
+    Ok(ReplicaState {
+        applied_seq: r.try_get("applied_seq")?,
+        closed: ts_of(r)?,
+        gap,
+        frozen: opt_ts(r, "frozen_wall", "frozen_logical")?,
+    })
 }
 
 async fn replica_state(conn: &mut sqlx::SqliteConnection, home: &str) -> Result<Option<ReplicaState>> {
-    let row = sqlx::query(
-        "SELECT applied_seq, closed_wall AS ts_wall, closed_logical AS ts_logical FROM replica_state WHERE home = ?",
+    let row = sqlx::query(&format!("SELECT {STATE_COLUMNS} FROM replica_state WHERE home = ?"))
+        .bind(home)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(state_of).transpose()
+}
+
+async fn save_replica_state(conn: &mut sqlx::SqliteConnection, home: &str, s: &ReplicaState) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO replica_state (home, applied_seq, closed_wall, closed_logical, gap_seq, gap_wall, gap_logical, \
+         frozen_wall, frozen_logical) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (home) DO UPDATE SET applied_seq = excluded.applied_seq, closed_wall = excluded.closed_wall, \
+         closed_logical = excluded.closed_logical, gap_seq = excluded.gap_seq, gap_wall = excluded.gap_wall, \
+         gap_logical = excluded.gap_logical, frozen_wall = excluded.frozen_wall, \
+         frozen_logical = excluded.frozen_logical",
     )
     .bind(home)
-    .fetch_optional(&mut *conn)
+    .bind(s.applied_seq)
+    .bind(wall(s.closed))
+    .bind(i64::from(s.closed.logical))
+    .bind(s.gap.map(|g| g.upto_seq))
+    .bind(s.gap.map(|g| wall(g.upto_ts)))
+    .bind(s.gap.map(|g| i64::from(g.upto_ts.logical)))
+    .bind(s.frozen.map(wall))
+    .bind(s.frozen.map(|f| i64::from(f.logical)))
+    .execute(&mut *conn)
     .await?;
-    row.map(|r| {
-        Ok(ReplicaState {
-            applied_seq: r.try_get("applied_seq")?,
-            closed: ts_of(&r)?,
-        })
-    })
-    .transpose()
+    Ok(())
 }
+
+pub(crate) use crate::store_convergence::{VersionRow, insert_row, merge_counter};
 
 #[cfg(test)]
 mod tests {
@@ -431,7 +556,9 @@ mod tests {
             state,
             ReplicaState {
                 applied_seq: s2,
-                closed: ts(5)
+                closed: ts(5),
+                gap: None,
+                frozen: None,
             }
         );
         assert_eq!(replica.intent_count("h").await.unwrap(), 0);

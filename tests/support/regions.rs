@@ -125,6 +125,40 @@ impl Proxy {
     }
 }
 
+/// A client trusting the cluster CA in `certs`, presenting `NAME.pem` as its certificate
+/// when `identity` names one.
+pub fn tls_client(certs: &Path, identity: Option<&str>) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(certs.join("ca.pem")).unwrap()).unwrap();
+    let mut builder = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca);
+    if let Some(name) = identity {
+        let mut pem = std::fs::read(certs.join(format!("{name}.pem"))).unwrap();
+        pem.extend(std::fs::read(certs.join(format!("{name}.key"))).unwrap());
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+/// Waits until a TLS region's `/readyz` answers 200 (at most 30 s).
+pub async fn wait_ready_tls(region: &RegionProcess, client: &reqwest::Client) {
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(r) = client.get(format!("{}/readyz", region.url)).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{} not ready over TLS; log: {}",
+            region.name,
+            region.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// One `geosaga region` process.
 pub struct RegionProcess {
     /// Its name.
@@ -155,7 +189,7 @@ pub struct Cluster {
     pub links: Vec<Vec<Option<Proxy>>>,
 }
 
-fn config_text(settings: &str, addresses: &[String], listens: &[u16], data: &Path) -> String {
+fn config_text(settings: &str, addresses: &[String], listens: &[u16], data: &Path, rules: &str) -> String {
     let mut text = format!("{settings}\n");
     for (i, name) in NAMES.iter().enumerate() {
         text.push_str(&format!(
@@ -168,6 +202,7 @@ fn config_text(settings: &str, addresses: &[String], listens: &[u16], data: &Pat
     for (prefix, name) in PREFIXES.iter().zip(NAMES) {
         text.push_str(&format!("[[rules]]\nprefix = \"{prefix}\"\nregion = \"{name}\"\n\n"));
     }
+    text.push_str(rules);
     text
 }
 
@@ -175,6 +210,23 @@ impl Cluster {
     /// Starts three regions in `dir` with the replication `settings` (TOML lines), every
     /// link with `latency_ms` one way.
     pub async fn start(dir: &Path, settings: &str, latency_ms: u64) -> Cluster {
+        Cluster::start_with_rules(dir, settings, "", latency_ms).await
+    }
+
+    /// [`Cluster::start`] with `rules` (TOML `[[rules]]` tables) after the three prefix rules.
+    pub async fn start_with_rules(dir: &Path, settings: &str, rules: &str, latency_ms: u64) -> Cluster {
+        Cluster::launch(dir, settings, rules, latency_ms, None).await
+    }
+
+    /// [`Cluster::start`] with mutual TLS between the regions: `certs` holds `ca.pem` and
+    /// `NAME.pem`/`NAME.key` per region (as `geosaga region certs` writes them); the
+    /// regions' URLs are `https://`.
+    pub async fn start_tls(dir: &Path, settings: &str, latency_ms: u64, certs: &Path) -> Cluster {
+        Cluster::launch(dir, settings, "", latency_ms, Some(certs)).await
+    }
+
+    async fn launch(dir: &Path, settings: &str, rules: &str, latency_ms: u64, certs: Option<&Path>) -> Cluster {
+        let scheme = if certs.is_some() { "https" } else { "http" };
         let listens: Vec<u16> = NAMES.iter().map(|_| free_port()).collect();
         let mut links = Vec::new();
         for i in 0..NAMES.len() {
@@ -194,16 +246,26 @@ impl Cluster {
         for (i, name) in NAMES.iter().enumerate() {
             let addresses: Vec<String> = (0..NAMES.len())
                 .map(|j| match &links[i][j] {
-                    Some(proxy) => format!("http://127.0.0.1:{}", proxy.port),
-                    None => format!("http://127.0.0.1:{}", listens[j]),
+                    Some(proxy) => format!("{scheme}://127.0.0.1:{}", proxy.port),
+                    None => format!("{scheme}://127.0.0.1:{}", listens[j]),
                 })
                 .collect();
             let config = dir.join(format!("{name}.toml"));
-            std::fs::write(&config, config_text(settings, &addresses, &listens, dir)).unwrap();
+            let settings = match certs {
+                // The [tls] table follows the top-level settings, before the [[regions]].
+                Some(certs) => format!(
+                    "{settings}\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                    certs.join("ca.pem").display(),
+                    certs.join(format!("{name}.pem")).display(),
+                    certs.join(format!("{name}.key")).display()
+                ),
+                None => settings.to_owned(),
+            };
+            std::fs::write(&config, config_text(&settings, &addresses, &listens, dir, rules)).unwrap();
             let args = ["region", "--config", config.to_str().unwrap(), "--name", name]
                 .map(String::from)
                 .to_vec();
-            let url = format!("http://127.0.0.1:{}", listens[i]);
+            let url = format!("{scheme}://127.0.0.1:{}", listens[i]);
             let process = GeosagaProcess::launch(args, Vec::new(), dir.join(format!("{name}.log")), url);
             regions.push(RegionProcess {
                 name: (*name).to_owned(),
@@ -211,7 +273,10 @@ impl Cluster {
             });
         }
         for region in &regions {
-            region.wait_ready().await;
+            match certs {
+                None => region.wait_ready().await,
+                Some(certs) => wait_ready_tls(region, &tls_client(certs, None)).await,
+            }
         }
         Cluster { regions, links }
     }

@@ -1,0 +1,259 @@
+//! Re-homing a key range: moving a placement rule's keys to another home, online.
+//!
+//! `POST /v1/admin/rehome {"prefix": P, "to": N}` at any region drives three steps over the
+//! internal API, each idempotent:
+//!
+//! 1. **freeze** at the old home `O`: it installs the new placement (so it executes no new
+//!    write of the range: writes forwarded to it are refused with 503, not applied), waits
+//!    for the writes in progress to finish (every write holds its key's lock until it
+//!    committed or aborted), and answers its clock's `now` as the switch point `S`. Every
+//!    write of the range `O` ever executed has a timestamp below `S`.
+//! 2. **adopt** at `N`: it waits until the closed timestamp it holds for `O` reaches `S` (it
+//!    then holds every write of the range; a gap left by log truncation keeps that closed
+//!    timestamp frozen until anti-entropy repaired it), then installs the new placement
+//!    and starts executing writes. It reports how many of the keys it stores under `P` the
+//!    change moves ([`Placement::moved`]: keys under a longer rule stay where they were).
+//! 3. **apply** at every other region: it installs the new placement.
+//!
+//! The new placement is stored in each region's database (`placement_overrides`) and
+//! survives restarts; the configuration files should be updated to match. Between steps,
+//! writes of the range may be refused with 503 (never applied); the answer lists the regions
+//! it could not reach, and running the same call again finishes the change.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hlc::Timestamp;
+use crate::node::Region;
+use crate::placement::Placement;
+use crate::{Error, Result};
+
+/// How long the new home waits to catch up with the old one.
+const CATCH_UP: Duration = Duration::from_secs(30);
+
+/// `POST /v1/admin/rehome`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RehomeRequest {
+    /// The prefix of an existing placement rule.
+    pub prefix: String,
+    /// Its new home (one of the rule's replicas).
+    pub to: String,
+}
+
+/// The answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RehomeResponse {
+    /// The rule's prefix.
+    pub prefix: String,
+    /// The old home.
+    pub from: String,
+    /// The new home.
+    pub to: String,
+    /// The old home's clock when it stopped executing writes of the range.
+    pub switch_ts: Option<String>,
+    /// Keys stored under the prefix (at the new home) whose home changed.
+    pub moved_keys: usize,
+    /// Regions that installed the new placement.
+    pub updated: Vec<String>,
+    /// Regions that could not be reached (run the call again).
+    pub missed: Vec<String>,
+}
+
+/// One step, as sent between regions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RehomeStep {
+    /// The rule's prefix.
+    pub prefix: String,
+    /// The new home.
+    pub to: String,
+    /// The old home.
+    pub from: String,
+    /// The switch point (adopt only).
+    #[serde(default)]
+    pub switch_ts: Option<Timestamp>,
+}
+
+/// A step's answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StepAck {
+    /// freeze: the switch point.
+    #[serde(default)]
+    pub switch_ts: Option<Timestamp>,
+    /// adopt: the keys moved.
+    #[serde(default)]
+    pub moved_keys: usize,
+}
+
+/// `placement` with the stored overrides applied (an override whose rule is gone from the
+/// configuration is ignored, with a warning).
+pub fn with_overrides(placement: Placement, overrides: &[(String, String)]) -> Placement {
+    overrides
+        .iter()
+        .fold(placement, |p, (prefix, region)| match p.with_home(prefix, region) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::warn!(prefix, region, error = e, "stored re-homing ignored");
+                p
+            }
+        })
+}
+
+impl Region {
+    /// Installs `prefix → to` here; returns the placement it replaced.
+    async fn install_home(&self, prefix: &str, to: &str) -> Result<Placement> {
+        let old = self.placement();
+        let next = old.with_home(prefix, to).map_err(Error::BadRequest)?;
+        self.store.set_placement_override(prefix, to).await?;
+        self.set_placement(next);
+        Ok((*old).clone())
+    }
+
+    /// Runs one step here.
+    pub async fn rehome_step(&self, step: &str, s: &RehomeStep) -> Result<StepAck> {
+        match step {
+            "freeze" => {
+                self.install_home(&s.prefix, &s.to).await?;
+                self.drain_writes().await;
+                Ok(StepAck {
+                    switch_ts: Some(self.clock.now()),
+                    moved_keys: 0,
+                })
+            }
+            "adopt" => {
+                let switch = s
+                    .switch_ts
+                    .ok_or_else(|| Error::BadRequest("/switch_ts: required to adopt a range".into()))?;
+                let deadline = tokio::time::Instant::now() + CATCH_UP;
+                while s.from != self.name && self.closed_for(&s.from).is_none_or(|c| c < switch) {
+                    if tokio::time::Instant::now() > deadline {
+                        return Err(Error::HomeUnreachable {
+                            region: s.from.clone(),
+                            reason: format!(
+                                "{} did not catch up with {} to {switch} within {} s; nothing changed here, retry",
+                                self.name,
+                                s.from,
+                                CATCH_UP.as_secs()
+                            ),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let old = self.install_home(&s.prefix, &s.to).await?;
+                let keys = self.store.keys_with_prefix(&s.prefix).await?;
+                Ok(StepAck {
+                    switch_ts: None,
+                    moved_keys: old.moved(&self.placement(), keys.iter().map(String::as_str)),
+                })
+            }
+            "apply" => {
+                self.install_home(&s.prefix, &s.to).await?;
+                Ok(StepAck::default())
+            }
+            other => Err(Error::BadRequest(format!("/path/step: no re-homing step {other:?}"))),
+        }
+    }
+
+    async fn step_at(&self, region: &str, step: &str, s: &RehomeStep) -> Result<StepAck> {
+        if region == self.name {
+            return self.rehome_step(step, s).await;
+        }
+        let peer = self.peer(region)?;
+        let unreachable = |reason: String| Error::HomeUnreachable {
+            region: region.to_owned(),
+            reason,
+        };
+        let response = self
+            .http
+            .post(format!("{}/internal/v1/rehome/{step}", peer.address))
+            // Adopting waits for the new home to catch up.
+            .timeout(CATCH_UP + Duration::from_secs(5))
+            .json(s)
+            .send()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            return Err(unreachable(format!("{step} answered {status}: {body}")));
+        }
+        response.json().await.map_err(|e| unreachable(e.to_string()))
+    }
+
+    /// Re-homes the keys of rule `prefix` to `to` (see the module documentation).
+    pub async fn rehome(&self, req: &RehomeRequest) -> Result<RehomeResponse> {
+        let placement = self.placement();
+        placement
+            .with_home(&req.prefix, &req.to)
+            .map_err(|e| Error::BadRequest(format!("/prefix: {e}")))?;
+        let current = placement
+            .rules()
+            .iter()
+            .find(|r| r.prefix == req.prefix)
+            .map(|r| r.region.clone())
+            .unwrap_or_default();
+        // Run again after a partial failure from the old home itself, its placement already
+        // says `to`: the configured home is then the one to freeze.
+        let from = if current == req.to {
+            self.config
+                .rules
+                .iter()
+                .find(|r| r.prefix == req.prefix)
+                .map_or(current, |r| r.region.clone())
+        } else {
+            current
+        };
+        let mut step = RehomeStep {
+            prefix: req.prefix.clone(),
+            to: req.to.clone(),
+            from: from.clone(),
+            switch_ts: None,
+        };
+        let mut moved_keys = 0;
+        let mut updated = Vec::new();
+        if from != req.to {
+            step.switch_ts = self.step_at(&from, "freeze", &step).await?.switch_ts;
+            updated.push(from.clone());
+            moved_keys = self.step_at(&req.to, "adopt", &step).await?.moved_keys;
+            updated.push(req.to.clone());
+        } else {
+            self.step_at(&req.to, "apply", &step).await?;
+            updated.push(req.to.clone());
+        }
+        let mut missed = Vec::new();
+        let others: Vec<String> = self
+            .config
+            .regions
+            .iter()
+            .map(|r| r.name.clone())
+            .filter(|r| !updated.contains(r))
+            .collect();
+        for region in others {
+            match self.step_at(&region, "apply", &step).await {
+                Ok(_) => updated.push(region),
+                Err(e) => {
+                    tracing::warn!(region, error = %e, "re-homing not installed there yet");
+                    missed.push(region);
+                }
+            }
+        }
+        tracing::info!(
+            prefix = req.prefix,
+            from,
+            to = req.to,
+            moved_keys,
+            missed = missed.len(),
+            "key range re-homed"
+        );
+        Ok(RehomeResponse {
+            prefix: req.prefix.clone(),
+            from,
+            to: req.to.clone(),
+            switch_ts: step.switch_ts.map(|t| t.to_string()),
+            moved_keys,
+            updated,
+            missed,
+        })
+    }
+}

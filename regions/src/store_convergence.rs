@@ -1,0 +1,527 @@
+//! The store's side of convergence under faults: versions as anti-entropy moves them
+//! (with their origin and the version they replaced), conflict counting for keys written
+//! anywhere, counter components, log retention and gaps, and placement overrides.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use crate::conflict;
+use crate::counter::Component;
+use crate::hlc::Timestamp;
+use crate::protocol::VersionId;
+use crate::store::{Store, prev_of, ts_of, wall};
+use crate::{Error, Result};
+
+/// One stored version with its identity and ancestry, as anti-entropy ships it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRow {
+    /// The key.
+    pub key: String,
+    /// Its timestamp.
+    pub ts: Timestamp,
+    /// The value as JSON text; `None` for a deletion.
+    pub value: Option<String>,
+    /// The region that executed the write.
+    pub origin: String,
+    /// The version it replaced at its origin (tracked for keys written anywhere).
+    pub prev: Option<VersionId>,
+}
+
+impl VersionRow {
+    /// Its identity.
+    pub fn id(&self) -> VersionId {
+        VersionId {
+            ts: self.ts,
+            origin: self.origin.clone(),
+        }
+    }
+}
+
+/// One region's component of a counter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterRow {
+    /// The counter's key.
+    pub key: String,
+    /// The region whose component this is.
+    pub region: String,
+    /// Its component.
+    #[serde(flatten)]
+    pub component: Component,
+}
+
+async fn exists(conn: &mut sqlx::SqliteConnection, sql: &str, key: &str, id: Option<&VersionId>) -> Result<i64> {
+    let mut q = sqlx::query(sql).bind(key);
+    if let Some(id) = id {
+        q = q.bind(wall(id.ts)).bind(i64::from(id.ts.logical)).bind(&id.origin);
+    }
+    Ok(q.fetch_one(&mut *conn).await?.try_get("n")?)
+}
+
+/// Inserts a version unless present. When `tracked` names the rule prefix of a key written
+/// anywhere, keeps that prefix's count of overwritten concurrent writes (see
+/// [`conflict::leaf_delta`]). Returns whether it was new.
+pub(crate) async fn insert_row(
+    conn: &mut sqlx::SqliteConnection,
+    row: &VersionRow,
+    tracked: Option<&str>,
+) -> Result<bool> {
+    let had_versions = match tracked {
+        Some(_) => exists(conn, "SELECT COUNT(*) AS n FROM versions WHERE key = ?", &row.key, None).await? > 0,
+        None => false,
+    };
+    let prev = row.prev.as_ref();
+    let inserted = sqlx::query(
+        "INSERT OR IGNORE INTO versions (key, ts_wall, ts_logical, value, home, prev_wall, prev_logical, prev_home) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&row.key)
+    .bind(wall(row.ts))
+    .bind(i64::from(row.ts.logical))
+    .bind(&row.value)
+    .bind(&row.origin)
+    .bind(prev.map(|p| wall(p.ts)))
+    .bind(prev.map(|p| i64::from(p.ts.logical)))
+    .bind(prev.map(|p| p.origin.as_str()))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    let Some(prefix) = tracked.filter(|_| inserted) else {
+        return Ok(inserted);
+    };
+    const NAMERS: &str =
+        "SELECT COUNT(*) AS n FROM versions WHERE key = ? AND prev_wall = ? AND prev_logical = ? AND prev_home = ?";
+    let named = exists(conn, NAMERS, &row.key, Some(&row.id())).await? > 0;
+    let prev_was_leaf = match prev {
+        Some(p) => {
+            let present = exists(
+                conn,
+                "SELECT COUNT(*) AS n FROM versions WHERE key = ? AND ts_wall = ? AND ts_logical = ? AND home = ?",
+                &row.key,
+                Some(p),
+            )
+            .await?
+                > 0;
+            present && exists(conn, NAMERS, &row.key, Some(p)).await? == 1
+        }
+        None => false,
+    };
+    let delta = conflict::leaf_delta(had_versions, named, prev_was_leaf);
+    if delta != 0 {
+        sqlx::query(
+            "INSERT INTO conflicts (prefix, overwritten) VALUES (?, ?) \
+             ON CONFLICT (prefix) DO UPDATE SET overwritten = overwritten + excluded.overwritten",
+        )
+        .bind(prefix)
+        .bind(delta)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(true)
+}
+
+/// Merges a counter component (per-field maximum). Returns whether it changed anything.
+pub(crate) async fn merge_counter(
+    conn: &mut sqlx::SqliteConnection,
+    key: &str,
+    region: &str,
+    c: Component,
+) -> Result<bool> {
+    let changed = sqlx::query(
+        "INSERT INTO counters (key, region, p, n) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (key, region) DO UPDATE SET p = MAX(p, excluded.p), n = MAX(n, excluded.n) \
+         WHERE excluded.p > counters.p OR excluded.n > counters.n",
+    )
+    .bind(key)
+    .bind(region)
+    .bind(c.p)
+    .bind(c.n)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(changed > 0)
+}
+
+fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<VersionRow> {
+    Ok(VersionRow {
+        key: r.try_get("key")?,
+        ts: ts_of(r)?,
+        value: r.try_get("value")?,
+        origin: r.try_get("home")?,
+        prev: prev_of(r)?,
+    })
+}
+
+impl Store {
+    /// Commits an async write of a key written anywhere, executed here (`origin`): records
+    /// the version it replaces (the latest here), counts a conflict if it is concurrent with
+    /// one already here, and logs it. Returns its log sequence number.
+    pub async fn write_anywhere(
+        &self,
+        key: &str,
+        ts: Timestamp,
+        value: Option<&str>,
+        origin: &str,
+        prefix: &str,
+    ) -> Result<i64> {
+        let mut tx = self.writer.begin().await?;
+        let latest = sqlx::query(
+            "SELECT ts_wall, ts_logical, home FROM versions WHERE key = ? \
+             ORDER BY ts_wall DESC, ts_logical DESC, home DESC LIMIT 1",
+        )
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let prev = latest
+            .map(|r| {
+                Ok::<_, Error>(VersionId {
+                    ts: ts_of(&r)?,
+                    origin: r.try_get("home")?,
+                })
+            })
+            .transpose()?;
+        let row = VersionRow {
+            key: key.to_owned(),
+            ts,
+            value: value.map(str::to_owned),
+            origin: origin.to_owned(),
+            prev: prev.clone(),
+        };
+        insert_row(&mut tx, &row, Some(prefix)).await?;
+        let seq = sqlx::query(
+            "INSERT INTO repl_log (key, ts_wall, ts_logical, value, state, prev_wall, prev_logical, prev_home) \
+             VALUES (?, ?, ?, ?, 'committed', ?, ?, ?) RETURNING seq",
+        )
+        .bind(key)
+        .bind(wall(ts))
+        .bind(i64::from(ts.logical))
+        .bind(value)
+        .bind(prev.as_ref().map(|p| wall(p.ts)))
+        .bind(prev.as_ref().map(|p| i64::from(p.ts.logical)))
+        .bind(prev.as_ref().map(|p| p.origin.as_str()))
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("seq")?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    /// Adds `delta` to this region's component of counter `key` and logs the new component,
+    /// in one transaction. Returns the component.
+    pub async fn increment(&self, key: &str, region: &str, ts: Timestamp, delta: i64) -> Result<Component> {
+        let mut tx = self.writer.begin().await?;
+        let current = sqlx::query("SELECT p, n FROM counters WHERE key = ? AND region = ?")
+            .bind(key)
+            .bind(region)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| {
+                Ok::<_, Error>(Component {
+                    p: r.try_get("p")?,
+                    n: r.try_get("n")?,
+                })
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let next = current.plus(delta)?;
+        merge_counter(&mut tx, key, region, next).await?;
+        sqlx::query(
+            "INSERT INTO repl_log (key, ts_wall, ts_logical, value, state, kind) VALUES (?, ?, ?, ?, 'committed', 'counter')",
+        )
+        .bind(key)
+        .bind(wall(ts))
+        .bind(i64::from(ts.logical))
+        .bind(next.to_json())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(next)
+    }
+
+    /// Every region's component of counter `key` held here.
+    pub async fn counter(&self, key: &str) -> Result<Vec<CounterRow>> {
+        let rows = sqlx::query("SELECT key, region, p, n FROM counters WHERE key = ? ORDER BY region")
+            .bind(key)
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(counter_row).collect()
+    }
+
+    /// The components of counters written at `region`.
+    pub async fn counters_of(&self, region: &str) -> Result<Vec<CounterRow>> {
+        let rows = sqlx::query("SELECT key, region, p, n FROM counters WHERE region = ? ORDER BY key")
+            .bind(region)
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(counter_row).collect()
+    }
+
+    /// Overwritten concurrent writes counted here, per rule prefix.
+    pub async fn conflicts(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT prefix, overwritten FROM conflicts ORDER BY prefix")
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("prefix")?, r.try_get("overwritten")?)))
+            .collect()
+    }
+
+    /// Identities of the versions written at `origin`, by key (timestamps newest first).
+    pub async fn version_ids_of(&self, origin: &str) -> Result<Vec<(String, Timestamp)>> {
+        let rows = sqlx::query(
+            "SELECT key, ts_wall, ts_logical FROM versions WHERE home = ? ORDER BY key, ts_wall DESC, ts_logical DESC",
+        )
+        .bind(origin)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("key")?, ts_of(r)?))).collect()
+    }
+
+    /// Every version of `keys` written at `origin`.
+    pub async fn versions_of(&self, origin: &str, keys: &[String]) -> Result<Vec<VersionRow>> {
+        let keys = serde_json::to_string(keys).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT key, ts_wall, ts_logical, value, home, prev_wall, prev_logical, prev_home FROM versions \
+             WHERE home = ? AND key IN (SELECT value FROM json_each(?)) ORDER BY key, ts_wall DESC, ts_logical DESC",
+        )
+        .bind(origin)
+        .bind(keys)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(row_of).collect()
+    }
+
+    /// Stores what anti-entropy fetched, in one transaction. Returns how many versions and
+    /// counter components were new here.
+    pub async fn repair(
+        &self,
+        rows: &[VersionRow],
+        counters: &[CounterRow],
+        tracked: &(dyn Fn(&str) -> Option<String> + Sync),
+    ) -> Result<u64> {
+        let mut tx = self.writer.begin().await?;
+        let mut repaired = 0;
+        for row in rows {
+            repaired += u64::from(insert_row(&mut tx, row, tracked(&row.key).as_deref()).await?);
+        }
+        for c in counters {
+            repaired += u64::from(merge_counter(&mut tx, &c.key, &c.region, c.component).await?);
+        }
+        tx.commit().await?;
+        Ok(repaired)
+    }
+
+    /// Closes the gap recorded for `home` if it is still the one anti-entropy repaired (a
+    /// newer gap stays open). Returns whether it closed.
+    pub async fn close_gap(&self, home: &str, upto_seq: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE replica_state SET gap_seq = NULL, gap_wall = NULL, gap_logical = NULL, frozen_wall = NULL, \
+             frozen_logical = NULL WHERE home = ? AND gap_seq = ?",
+        )
+        .bind(home)
+        .bind(upto_seq)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The highest sequence number truncated from the log (0: none). The log is contiguous
+    /// above it: truncation never passes a pending entry.
+    pub async fn truncated_upto(&self) -> Result<i64> {
+        let first: Option<i64> = sqlx::query("SELECT MIN(seq) AS s FROM repl_log")
+            .fetch_one(&self.writer)
+            .await?
+            .try_get("s")?;
+        match first {
+            Some(first) => Ok(first - 1),
+            None => self.last_seq().await,
+        }
+    }
+
+    /// Drops the oldest entries beyond the newest `keep` (never a pending one, nor any
+    /// after it). Returns how many.
+    pub async fn truncate_to_retention(&self, keep: u64) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM repl_log WHERE seq <= (SELECT seq FROM repl_log ORDER BY seq DESC LIMIT 1 OFFSET ?) \
+             AND seq < COALESCE((SELECT MIN(seq) FROM repl_log WHERE state = 'pending'), 9223372036854775807)",
+        )
+        .bind(i64::try_from(keep).unwrap_or(i64::MAX))
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Distinct keys stored here that start with `prefix`.
+    pub async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT DISTINCT key FROM versions WHERE substr(key, 1, length(?)) = ? ORDER BY key")
+            .bind(prefix)
+            .bind(prefix)
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("key")?)).collect()
+    }
+
+    /// Re-homed prefixes and their new homes.
+    pub async fn placement_overrides(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT prefix, region FROM placement_overrides ORDER BY prefix")
+            .fetch_all(&self.writer)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("prefix")?, r.try_get("region")?)))
+            .collect()
+    }
+
+    /// Records that `prefix` is now homed in `region`.
+    pub async fn set_placement_override(&self, prefix: &str, region: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO placement_overrides (prefix, region) VALUES (?, ?) \
+             ON CONFLICT (prefix) DO UPDATE SET region = excluded.region",
+        )
+        .bind(prefix)
+        .bind(region)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+}
+
+fn counter_row(r: &sqlx::sqlite::SqliteRow) -> Result<CounterRow> {
+    Ok(CounterRow {
+        key: r.try_get("key")?,
+        region: r.try_get("region")?,
+        component: Component {
+            p: r.try_get("p")?,
+            n: r.try_get("n")?,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(wall_ms: u64) -> Timestamp {
+        Timestamp { wall_ms, logical: 0 }
+    }
+
+    fn row(key: &str, t: u64, origin: &str, prev: Option<(u64, &str)>) -> VersionRow {
+        VersionRow {
+            key: key.into(),
+            ts: ts(t),
+            value: Some(format!("\"{origin}{t}\"")),
+            origin: origin.into(),
+            prev: prev.map(|(t, o)| VersionId {
+                ts: ts(t),
+                origin: o.into(),
+            }),
+        }
+    }
+
+    async fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        (Store::open(&dir.path().join("r.db")).await.unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn conflicts_count_the_same_in_every_arrival_order() {
+        // base(a) <- a1(a) <- a2(a); base <- b1(b) concurrent with a1 and a2; c1(c) built on a2.
+        let rows = [
+            row("m/k", 1, "a", None),
+            row("m/k", 5, "a", Some((1, "a"))),
+            row("m/k", 6, "b", Some((1, "a"))),
+            row("m/k", 7, "a", Some((5, "a"))),
+            row("m/k", 9, "c", Some((7, "a"))),
+        ];
+        for order in [[0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [2, 4, 0, 3, 1]] {
+            let (s, _d) = store().await;
+            for i in order {
+                s.repair(std::slice::from_ref(&rows[i]), &[], &|_| Some("m/".into()))
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(s.conflicts().await.unwrap(), vec![("m/".to_owned(), 1)], "{order:?}");
+            let latest = s.read("m/k", crate::node::LATEST).await.unwrap().unwrap();
+            assert_eq!(latest.ts, ts(9));
+        }
+    }
+
+    #[tokio::test]
+    async fn equal_timestamps_keep_both_versions_and_the_greater_region_wins() {
+        let (s, _d) = store().await;
+        let both = [row("m/k", 3, "b", None), row("m/k", 3, "a", None)];
+        assert_eq!(s.repair(&both, &[], &|_| Some("m/".into())).await.unwrap(), 2);
+        assert_eq!(
+            s.read("m/k", ts(3)).await.unwrap().unwrap().value.as_deref(),
+            Some("\"b3\"")
+        );
+        assert_eq!(s.conflicts().await.unwrap(), vec![("m/".to_owned(), 1)]);
+        assert_eq!(s.repair(&both, &[], &|_| None).await.unwrap(), 0, "idempotent");
+    }
+
+    #[tokio::test]
+    async fn a_gap_freezes_the_readable_closed_timestamp_until_it_is_closed() {
+        use crate::protocol::Gap;
+        use crate::store::Incoming;
+        let (home, _d1) = store().await;
+        let (replica, _d2) = store().await;
+        home.write_committed("k", ts(10), Some("1"), "h").await.unwrap();
+        let first = home.log_after(0, 10).await.unwrap();
+        replica.apply("h", &first, ts(15)).await.unwrap();
+        for t in [20, 30, 40] {
+            home.write_committed("k", ts(t), Some("2"), "h").await.unwrap();
+        }
+        assert_eq!(
+            home.truncate_to_retention(1).await.unwrap(),
+            3,
+            "the replica missed 20 and 30"
+        );
+        let rest = home.log_after(home.truncated_upto().await.unwrap(), 10).await.unwrap();
+        let gap = Gap {
+            upto_seq: home.truncated_upto().await.unwrap(),
+            upto_ts: ts(45),
+        };
+        let incoming = Incoming {
+            entries: &rest,
+            closed: ts(50),
+            skip_to: None,
+            gap: Some(gap),
+        };
+        let state = replica.apply_batch("h", incoming, &|_| None).await.unwrap();
+        assert_eq!(state.applied_seq, rest[0].seq, "the cursor moves past the gap");
+        assert_eq!(
+            (state.closed, state.readable_closed(), state.gap),
+            (ts(50), ts(15), Some(gap))
+        );
+        // A later batch keeps the frozen timestamp; a stale gap id does not close it.
+        let later = Incoming {
+            entries: &[],
+            closed: ts(60),
+            skip_to: None,
+            gap: None,
+        };
+        let state = replica.apply_batch("h", later, &|_| None).await.unwrap();
+        assert_eq!(state.readable_closed(), ts(15));
+        assert!(!replica.close_gap("h", gap.upto_seq - 1).await.unwrap());
+        assert!(replica.close_gap("h", gap.upto_seq).await.unwrap());
+        let state = replica.replica_states().await.unwrap()["h"];
+        assert_eq!((state.readable_closed(), state.gap), (ts(60), None));
+    }
+
+    #[tokio::test]
+    async fn retention_truncation_stops_at_a_pending_entry() {
+        let (s, _d) = store().await;
+        for t in 1..=5 {
+            s.write_committed("k", ts(t), Some("1"), "h").await.unwrap();
+        }
+        assert_eq!(s.truncate_to_retention(2).await.unwrap(), 3);
+        assert_eq!(s.truncated_upto().await.unwrap(), 3);
+        let pending = s.log_pending("k", ts(6), Some("2")).await.unwrap();
+        s.write_committed("k", ts(7), Some("3"), "h").await.unwrap();
+        assert_eq!(
+            s.truncate_to_retention(0).await.unwrap(),
+            2,
+            "4 and 5, not the pending 6"
+        );
+        assert_eq!(s.truncated_upto().await.unwrap(), pending - 1);
+    }
+}

@@ -1,0 +1,438 @@
+//! Convergence of three `geosaga region` processes under faults: a region SIGKILLed past
+//! its peers' log retention is repaired by anti-entropy (and never serves a read its closed
+//! timestamp cannot vouch for); concurrent writes of keys written anywhere converge by
+//! last-writer-wins and are counted; counters incremented everywhere during a partition
+//! lose nothing; a key range is re-homed online; a rule's replica set keeps its keys off
+//! the other regions.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::regions::Cluster;
+
+const SETTINGS: &str =
+    "quorum = \"quorum\"\nstrong_timeout_ms = 800\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n";
+
+async fn put(url: &str, key: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .put(format!("{url}/v1/kv/{key}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn post(url: &str, path: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(url: &str, path: &str) -> (u16, Value) {
+    let r = reqwest::get(format!("{url}{path}")).await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `path` at `url` until `done` holds for its answer (at most `secs` s).
+async fn eventually(cluster: &Cluster, url: &str, path: &str, secs: u64, done: impl Fn(u16, &Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let (status, body) = get(url, path).await;
+        if done(status, &body) {
+            return body;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "{url}{path} still answers {status} {body}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A read served by `url`'s own copy, whatever its staleness.
+fn local(key: &str) -> String {
+    format!("/v1/kv/{key}?consistency=bounded_staleness&max_staleness_ms=600000")
+}
+
+/// Waits until every region's own copy of `key` has `version`.
+async fn everywhere(cluster: &Cluster, key: &str, version: &Value) -> Vec<Value> {
+    let mut seen = Vec::new();
+    for region in &cluster.regions {
+        let name = region.name.clone();
+        seen.push(
+            eventually(cluster, &region.url, &local(key), 20, |s, b| {
+                s == 200 && b["served_by"] == name.as_str() && b["version"] == *version
+            })
+            .await,
+        );
+    }
+    seen
+}
+
+fn peer_status<'a>(regions: &'a Value, name: &str) -> &'a Value {
+    regions.as_array().unwrap().iter().find(|r| r["name"] == name).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_region_killed_past_the_log_retention_converges_through_anti_entropy() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = format!("{SETTINGS}log_retention_entries = 5\nanti_entropy_interval_ms = 1500\n");
+    let mut cluster = Cluster::start(dir.path(), &settings, 5).await;
+    let [us, eu, ap] = [0, 1, 2].map(|i| cluster.regions[i].url.clone());
+    let (status, before) = put(&us, "us/before", json!({"value": 0, "consistency": "async"})).await;
+    assert_eq!(status, 200, "{before}");
+    everywhere(&cluster, "us/before", &before["version"]).await;
+
+    cluster.regions[1].kill(); // eu-west, SIGKILL
+    let mut written = Vec::new();
+    for i in 0..20 {
+        for (url, prefix) in [(&us, "us"), (&ap, "ap")] {
+            let key = format!("{prefix}/missed{i}");
+            let (status, w) = put(url, &key, json!({"value": i, "consistency": "async"})).await;
+            assert_eq!(status, 200, "{w}");
+            written.push((key, w["version"].clone(), i));
+        }
+    }
+    // Two versions of one key: the replica must get the first one too (reads as of it).
+    let (_, first) = put(&us, "us/twice", json!({"value": "first", "consistency": "async"})).await;
+    let (_, second) = put(&us, "us/twice", json!({"value": "second", "consistency": "async"})).await;
+    written.push(("us/twice".into(), second["version"].clone(), -1));
+    let (status, _) = post(&ap, "/v1/counters/c/missed", json!({"increment": 3})).await;
+    assert_eq!(status, 200);
+    for region in [0, 2] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.regions[region]
+            .log_text()
+            .contains("replication log past its retention")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no truncation past eu-west\n{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Down long enough that the closed timestamp eu-west held is older than the bound below.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    cluster.regions[1].restart().await;
+
+    // Until anti-entropy repaired the gap, eu-west must not vouch for its copy: a bounded
+    // read either sees the write or is served by the home.
+    let start = Instant::now();
+    let mut checked = 0;
+    loop {
+        let (_, regions) = get(&eu, "/v1/regions").await;
+        let repaired = ["us-east", "ap-south"].iter().all(|p| {
+            let s = peer_status(&regions, p);
+            s["anti_entropy_gap"] == false && s["anti_entropy_repaired"].as_u64().unwrap_or(0) > 0
+        });
+        for (key, version, _) in written.iter().step_by(7) {
+            let (status, r) = get(
+                &eu,
+                &format!("/v1/kv/{key}?consistency=bounded_staleness&max_staleness_ms=1000"),
+            )
+            .await;
+            if status == 503 {
+                continue; // too stale and the home not reached: refused, not wrong
+            }
+            assert_eq!(status, 200, "{key}: {r}");
+            assert!(
+                r["version"] == *version || r["served_by"] != "eu-west",
+                "eu-west served {key} from a copy missing the write {version}: {r}"
+            );
+            checked += 1;
+        }
+        if repaired {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "anti-entropy did not repair eu-west: {regions}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(checked > 0);
+    let (_, regions) = get(&eu, "/v1/regions").await;
+    let repaired: u64 = ["us-east", "ap-south"]
+        .iter()
+        .map(|p| peer_status(&regions, p)["anti_entropy_repaired"].as_u64().unwrap())
+        .sum();
+    // 43 items were written while eu-west was down; the log kept 5 of each home's.
+    assert!(repaired > 20, "{regions}");
+    assert!(cluster.regions[1].log_text().contains("anti-entropy repaired"));
+
+    // Every region now holds the same versions, the first write of us/twice included.
+    for (key, version, value) in &written {
+        for r in everywhere(&cluster, key, version).await {
+            if *value >= 0 {
+                assert_eq!(r["value"], json!(value), "{r}");
+            }
+        }
+    }
+    let (status, old) = get(
+        &eu,
+        &format!("{}&as_of={}", local("us/twice"), first["version"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!((status, old["value"].as_str()), (200, Some("first")), "{old}");
+    for region in &cluster.regions {
+        let name = region.name.clone();
+        eventually(&cluster, &region.url, "/v1/counters/c/missed", 20, |s, b| {
+            s == 200 && b["value"] == 3 && b["served_by"] == name.as_str()
+        })
+        .await;
+    }
+    // The log drains again: every cursor moved past the gap instead of wedging.
+    eventually(&cluster, &us, "/v1/regions", 20, |_, b| {
+        b.as_array()
+            .is_some_and(|rs| rs.iter().all(|r| r["unacked_entries"].as_i64().unwrap_or(0) == 0))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_anywhere_converge_by_last_writer_wins_and_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = "[[rules]]\nprefix = \"m/\"\nregion = \"us-east\"\nwrites = \"anywhere\"\n";
+    let cluster = Cluster::start_with_rules(dir.path(), SETTINGS, rules, 5).await;
+    let [us, eu, ap] = [0, 1, 2].map(|i| cluster.regions[i].url.clone());
+
+    let (status, refused) = put(&eu, "m/k0", json!({"value": 1})).await;
+    assert_eq!(
+        status, 400,
+        "strong writes of keys written anywhere are refused: {refused}"
+    );
+    assert!(
+        refused["detail"].as_str().unwrap().contains("/consistency"),
+        "{refused}"
+    );
+
+    const KEYS: usize = 4;
+    for i in 0..KEYS {
+        let key = format!("m/k{i}");
+        let (status, base) = put(&ap, &key, json!({"value": "base", "consistency": "async"})).await;
+        assert_eq!((status, base["served_by"].as_str()), (200, Some("ap-south")), "{base}");
+        everywhere(&cluster, &key, &base["version"]).await;
+    }
+    // A key written twice at one side only: sequential, not a conflict.
+    let (_, solo) = put(&eu, "m/solo", json!({"value": 1, "consistency": "async"})).await;
+    everywhere(&cluster, "m/solo", &solo["version"]).await;
+
+    cluster.set_cut(0, true); // us-east alone on one side
+    let mut winners = Vec::new();
+    for i in 0..KEYS {
+        let key = format!("m/k{i}");
+        let (s1, a) = put(&us, &key, json!({"value": format!("us-{i}"), "consistency": "async"})).await;
+        let (s2, b) = put(&eu, &key, json!({"value": format!("eu-{i}"), "consistency": "async"})).await;
+        assert_eq!((s1, s2), (200, 200), "{a} {b}");
+        let va: regions::Timestamp = a["version"].as_str().unwrap().parse().unwrap();
+        let vb: regions::Timestamp = b["version"].as_str().unwrap().parse().unwrap();
+        // Last writer wins on (timestamp, region): "us-east" > "eu-west" breaks a tie.
+        winners.push(if (vb, "eu-west") > (va, "us-east") {
+            (b["version"].clone(), format!("eu-{i}"))
+        } else {
+            (a["version"].clone(), format!("us-{i}"))
+        });
+    }
+    let (_, solo2) = put(&eu, "m/solo", json!({"value": 2, "consistency": "async"})).await;
+    cluster.set_cut(0, false);
+
+    for (i, (version, value)) in winners.iter().enumerate() {
+        let key = format!("m/k{i}");
+        for r in everywhere(&cluster, &key, version).await {
+            assert_eq!(
+                r["value"].as_str(),
+                Some(value.as_str()),
+                "every region ends with the winner: {r}"
+            );
+        }
+    }
+    everywhere(&cluster, "m/solo", &solo2["version"]).await;
+    for region in &cluster.regions {
+        let answer = eventually(&cluster, &region.url, "/v1/conflicts", 20, |s, b| {
+            s == 200 && b["prefixes"][0]["overwritten"] == KEYS
+        })
+        .await;
+        assert_eq!(answer["prefixes"][0]["prefix"], "m/", "{answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn counters_incremented_everywhere_during_a_partition_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), SETTINGS, 5).await;
+    let urls: Vec<String> = cluster.regions.iter().map(|r| r.url.clone()).collect();
+    let (status, first) = post(&urls[0], "/v1/counters/c/total", json!({"increment": 10})).await;
+    assert_eq!((status, first["value"].as_i64()), (200, Some(10)), "{first}");
+    let (status, bad) = post(&urls[0], "/v1/counters/c/total", json!({"increment": "ten"})).await;
+    assert_eq!(status, 422, "{bad}");
+
+    cluster.set_cut(0, true);
+    cluster.set_cut(1, true); // every link cut: three islands
+    let mut expected = 10;
+    for round in 0..5 {
+        for (i, url) in urls.iter().enumerate() {
+            let delta = [3, 7, -4][i] + round;
+            let (status, r) = post(url, "/v1/counters/c/total", json!({"increment": delta})).await;
+            assert_eq!(status, 200, "{r}");
+            expected += delta;
+        }
+    }
+    let (_, island) = get(&urls[1], "/v1/counters/c/total").await;
+    assert_ne!(
+        island["value"], expected,
+        "an island sees its own increments only: {island}"
+    );
+    cluster.set_cut(0, false);
+    cluster.set_cut(1, false);
+
+    for region in &cluster.regions {
+        let name = region.name.clone();
+        let r = eventually(&cluster, &region.url, "/v1/counters/c/total", 20, |s, b| {
+            s == 200 && b["value"] == expected && b["components"].as_object().is_some_and(|c| c.len() == 3)
+        })
+        .await;
+        assert_eq!(r["served_by"], name.as_str());
+        // ap-south added -4, -3, -2, -1, 0; us-east 10, then 3 to 7.
+        assert_eq!(r["components"]["ap-south"], json!({"p": 0, "n": 10}), "{r}");
+        assert_eq!(r["components"]["us-east"], json!({"p": 35, "n": 0}), "{r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_range_is_re_homed_online() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), SETTINGS, 5).await;
+    let [us, eu, ap] = [0, 1, 2].map(|i| cluster.regions[i].url.clone());
+    const KEYS: usize = 5;
+    for i in 0..KEYS {
+        let (status, w) = put(&us, &format!("us/r{i}"), json!({"value": i})).await;
+        assert_eq!(status, 200, "{w}");
+    }
+    let (status, w) = put(&ap, "us/r0", json!({"value": "last before", "consistency": "async"})).await;
+    assert_eq!((status, w["home_region"].as_str()), (200, Some("us-east")), "{w}");
+
+    let (status, bad) = post(&ap, "/v1/admin/rehome", json!({"prefix": "nope/", "to": "eu-west"})).await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(bad["detail"].as_str().unwrap().contains("/prefix"), "{bad}");
+
+    let (status, moved) = post(&ap, "/v1/admin/rehome", json!({"prefix": "us/", "to": "eu-west"})).await;
+    assert_eq!(status, 200, "{moved}\n{}", cluster.logs());
+    assert_eq!(
+        (
+            moved["from"].as_str(),
+            moved["moved_keys"].as_u64(),
+            moved["missed"].as_array().map(Vec::len)
+        ),
+        (Some("us-east"), Some(KEYS as u64), Some(0)),
+        "{moved}"
+    );
+    for url in [&us, &eu, &ap] {
+        let (_, placed) = get(url, "/v1/placement/us/r1").await;
+        assert_eq!(placed["home_region"], "eu-west", "{placed}");
+    }
+    // The new home had caught up: the last write at the old home is there, read strongly.
+    let (status, r) = get(&us, "/v1/kv/us/r0").await;
+    assert_eq!(
+        (status, r["value"].as_str(), r["served_by"].as_str()),
+        (200, Some("last before"), Some("eu-west")),
+        "{r}"
+    );
+    // Writes now go to the new home, from every region.
+    let (status, w) = put(&us, "us/r1", json!({"value": "after"})).await;
+    assert_eq!((status, w["home_region"].as_str()), (200, Some("eu-west")), "{w}");
+    let (_, r) = get(&ap, "/v1/kv/us/r1").await;
+    assert_eq!(r["value"], "after", "{r}");
+    // The change survives a restart of the old home.
+    cluster.regions[0].restart().await;
+    let (_, placed) = get(&us, "/v1/placement/us/r2").await;
+    assert_eq!(placed["home_region"], "eu-west", "{placed}");
+    // Running it again is idempotent: nothing left to move.
+    let (status, again) = post(&eu, "/v1/admin/rehome", json!({"prefix": "us/", "to": "eu-west"})).await;
+    assert_eq!((status, again["moved_keys"].as_u64()), (200, Some(0)), "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rule_replica_set_keeps_its_keys_off_other_regions() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = "[[rules]]\nprefix = \"p/\"\nregion = \"eu-west\"\nreplicas = [\"eu-west\", \"us-east\"]\n";
+    let cluster = Cluster::start_with_rules(dir.path(), SETTINGS, rules, 5).await;
+    let [us, eu, ap] = [0, 1, 2].map(|i| cluster.regions[i].url.clone());
+
+    let (status, w) = put(&ap, "p/secret", json!({"value": "eu and us only"})).await;
+    assert_eq!((status, w["home_region"].as_str()), (200, Some("eu-west")), "{w}");
+    let (status, control) = put(&ap, "eu/public", json!({"value": "everywhere"})).await;
+    assert_eq!(status, 200, "{control}");
+    everywhere(&cluster, "eu/public", &control["version"]).await;
+    eventually(&cluster, &us, &local("p/secret"), 20, |s, b| {
+        s == 200 && b["served_by"] == "us-east" && b["version"] == w["version"]
+    })
+    .await;
+    // ap-south holds no replica: its reads go to the home.
+    let (status, r) = get(&ap, &local("p/secret")).await;
+    assert_eq!((status, r["served_by"].as_str()), (200, Some("eu-west")), "{r}");
+
+    // With the home cut off, ap-south cannot answer from a copy it does not have.
+    cluster.set_cut(1, true);
+    let (status, r) = get(
+        &ap,
+        "/v1/kv/p/secret?consistency=bounded_staleness&max_staleness_ms=1&allow_stale=true",
+    )
+    .await;
+    assert_eq!(
+        (status, r["type"].as_str()),
+        (503, Some("https://geosaga.dev/problems/home-unreachable")),
+        "{r}"
+    );
+    let (status, r) = get(
+        &ap,
+        "/v1/kv/eu/public?consistency=bounded_staleness&max_staleness_ms=1&allow_stale=true",
+    )
+    .await;
+    assert_eq!((status, r["served_by"].as_str()), (200, Some("ap-south")), "{r}");
+    cluster.set_cut(1, false);
+    // The quorum is over the rule's replicas: with only the eu-west <-> us-east link cut, a
+    // strong write of p/ fails although ap-south answers; one of eu/ succeeds through it.
+    for (a, b) in [(0, 1), (1, 0)] {
+        cluster.links[a][b].as_ref().unwrap().set_cut(true);
+    }
+    let (status, w2) = put(&eu, "p/secret", json!({"value": "still"})).await;
+    assert_eq!(
+        (status, w2["type"].as_str()),
+        (503, Some("https://geosaga.dev/problems/quorum-not-reached")),
+        "{w2}"
+    );
+    let (status, w2) = put(&eu, "eu/public", json!({"value": "quorum through ap-south"})).await;
+    assert_eq!(status, 200, "{w2}");
+    for (a, b) in [(0, 1), (1, 0)] {
+        cluster.links[a][b].as_ref().unwrap().set_cut(false);
+    }
+    let (status, w3) = put(&eu, "p/secret", json!({"value": "again"})).await;
+    assert_eq!(status, 200, "{w3}");
+    eventually(&cluster, &us, &local("p/secret"), 20, |s, b| {
+        s == 200 && b["version"] == w3["version"]
+    })
+    .await;
+
+    // On disk: ap-south's database has no version of p/secret, us-east's has them.
+    let versions = |name: &str| {
+        let path = dir.path().join(format!("{name}.db"));
+        async move {
+            let store = regions::store::Store::open(&path).await.unwrap();
+            store.versions("p/secret").await.unwrap().len()
+        }
+    };
+    assert_eq!(versions("ap-south").await, 0);
+    assert_eq!(versions("us-east").await, 2);
+    assert!(versions("ap-south").await == 0 && versions("eu-west").await == 2);
+}
