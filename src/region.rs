@@ -1,31 +1,86 @@
 //! `geosaga region`: runs one region of the geo-distributed key-value layer (see the
-//! `regions` crate and `docs/regions.md`).
+//! `regions` crate and `docs/regions.md`); `geosaga region certs` makes the certificates
+//! for mutual TLS between regions.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, Subcommand};
 use observability::LogFormat;
 
 /// Arguments of `geosaga region`.
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct RegionArgs {
+    #[command(subcommand)]
+    command: Option<RegionCommand>,
     /// The cluster's configuration file (TOML: regions, placement rules, replication).
-    #[arg(long, env = "GEOSAGA_REGIONS_CONFIG")]
-    config: PathBuf,
-    /// Which of the configured regions this process is.
-    #[arg(long, env = "GEOSAGA_REGION")]
-    name: String,
+    #[arg(long, env = "GEOSAGA_REGIONS_CONFIG", required = true)]
+    config: Option<PathBuf>,
+    /// Which region this process is (listed in the file; with --join, the file may list
+    /// this region only).
+    #[arg(long, env = "GEOSAGA_REGION", required = true)]
+    name: Option<String>,
+    /// Join a running cluster through this member's URL (repeatable; adds to the file's
+    /// `bootstrap`). The region joins as a replica-only member.
+    #[arg(long = "join", value_name = "URL")]
+    join: Vec<String>,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: LogFormat,
 }
 
+#[derive(Subcommand)]
+enum RegionCommand {
+    /// Write a cluster CA (or reuse the one in --out) and a certificate and key per region,
+    /// for mutual TLS between regions (the `[tls]` section of the configuration).
+    Certs {
+        /// The directory to write `ca.pem`, `ca.key`, `NAME.pem` and `NAME.key` into.
+        #[arg(long)]
+        out: PathBuf,
+        /// The regions, comma-separated (each name goes into its certificate).
+        #[arg(long, value_delimiter = ',', required = true)]
+        regions: Vec<String>,
+        /// Further host names or IP addresses every certificate is valid for (the hosts in
+        /// the regions' addresses), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
+        hosts: Vec<String>,
+    },
+}
+
 /// `geosaga region`.
 pub async fn run(args: RegionArgs) -> anyhow::Result<()> {
+    if let Some(RegionCommand::Certs { out, regions, hosts }) = args.command {
+        let written = regions::tls::generate(&out, &regions, &hosts)?;
+        println!(
+            "cluster CA: {} (its key {} signs new regions' certificates: keep it private)",
+            written.ca.0.display(),
+            written.ca.1.display()
+        );
+        for (name, cert, key) in &written.regions {
+            println!(
+                "\n# {name}'s configuration\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}",
+                written.ca.0.display().to_string(),
+                cert.display().to_string(),
+                key.display().to_string()
+            );
+        }
+        return Ok(());
+    }
+    let (Some(config_path), Some(name)) = (args.config, args.name) else {
+        anyhow::bail!("geosaga region needs --config and --name");
+    };
     observability::init_logging(args.log_format, "info");
-    let config = regions::Config::load(&args.config)?;
-    regions::serve(config, &args.name, crate::serve::shutdown_signal())
+    let mut config = regions::Config::load(&config_path)?;
+    config.bootstrap.extend(args.join);
+    if let Some(bad) = config
+        .bootstrap
+        .iter()
+        .find(|u| !u.starts_with("http://") && !u.starts_with("https://"))
+    {
+        anyhow::bail!("--join {bad:?}: not an http(s) URL");
+    }
+    regions::serve(config, &name, crate::serve::shutdown_signal())
         .await
-        .with_context(|| format!("running region {}", args.name))
+        .with_context(|| format!("running region {name}"))
 }

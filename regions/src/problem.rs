@@ -19,6 +19,10 @@ pub enum ProblemType {
     InvalidParameter,
     /// 400: a peer sent a message this region refuses.
     PeerRefused,
+    /// 401: an internal route was called without a client certificate from the cluster CA.
+    PeerUnauthenticated,
+    /// 403: an internal route was called with a certificate naming no member region.
+    PeerForbidden,
     /// 404: the key has no live value.
     KeyNotFound,
     /// 409: a conditional write found another version.
@@ -44,6 +48,8 @@ impl ProblemType {
             ProblemType::MalformedJson => "malformed-json",
             ProblemType::InvalidParameter => "invalid-parameter",
             ProblemType::PeerRefused => "peer-refused",
+            ProblemType::PeerUnauthenticated => "peer-unauthenticated",
+            ProblemType::PeerForbidden => "peer-forbidden",
             ProblemType::KeyNotFound => "key-not-found",
             ProblemType::VersionMismatch => "version-mismatch",
             ProblemType::BeyondRetention => "beyond-retention",
@@ -61,6 +67,8 @@ impl ProblemType {
             ProblemType::MalformedJson | ProblemType::InvalidParameter | ProblemType::PeerRefused => {
                 StatusCode::BAD_REQUEST
             }
+            ProblemType::PeerUnauthenticated => StatusCode::UNAUTHORIZED,
+            ProblemType::PeerForbidden => StatusCode::FORBIDDEN,
             ProblemType::KeyNotFound => StatusCode::NOT_FOUND,
             ProblemType::VersionMismatch => StatusCode::CONFLICT,
             ProblemType::BeyondRetention => StatusCode::GONE,
@@ -78,6 +86,8 @@ impl ProblemType {
             ProblemType::MalformedJson => "The request body is not valid JSON",
             ProblemType::InvalidParameter => "A request parameter is invalid",
             ProblemType::PeerRefused => "Peer message refused",
+            ProblemType::PeerUnauthenticated => "Client certificate required",
+            ProblemType::PeerForbidden => "Client certificate names no member region",
             ProblemType::KeyNotFound => "Key not found",
             ProblemType::VersionMismatch => "The key is at another version",
             ProblemType::BeyondRetention => "Version garbage-collected",
