@@ -325,6 +325,12 @@ async fn a_key_range_is_re_homed_online() {
     let (status, bad) = post(&ap, "/v1/admin/rehome", json!({"prefix": "nope/", "to": "eu-west"})).await;
     assert_eq!(status, 400, "{bad}");
     assert!(bad["detail"].as_str().unwrap().contains("/prefix"), "{bad}");
+    let (status, bad) = post(&ap, "/v1/admin/rehome", json!({"prefix": "us/", "to": "mars"})).await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(
+        bad["detail"].as_str().unwrap().starts_with("/to: unknown region"),
+        "{bad}"
+    );
 
     let (status, moved) = post(&ap, "/v1/admin/rehome", json!({"prefix": "us/", "to": "eu-west"})).await;
     assert_eq!(status, 200, "{moved}\n{}", cluster.logs());

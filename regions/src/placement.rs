@@ -191,10 +191,10 @@ impl Placement {
             .iter_mut()
             .find(|r| r.prefix == prefix)
             .ok_or_else(|| format!("no placement rule has the prefix {prefix:?}"))?;
-        if rule.replicas.as_ref().is_some_and(|rs| !rs.iter().any(|r| r == region)) {
+        if let Some(replicas) = rule.replicas.as_ref().filter(|rs| !rs.iter().any(|r| r == region)) {
             return Err(format!(
-                "{region} holds no replica of {prefix:?} (its replicas are {:?})",
-                rule.replicas
+                "{region} holds no replica of {prefix:?} (its replicas: {})",
+                replicas.join(", ")
             ));
         }
         rule.region = region.to_owned();

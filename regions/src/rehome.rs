@@ -125,7 +125,8 @@ impl Region {
                 let switch = s
                     .switch_ts
                     .ok_or_else(|| Error::BadRequest("/switch_ts: required to adopt a range".into()))?;
-                let deadline = tokio::time::Instant::now() + CATCH_UP;
+                let started = tokio::time::Instant::now();
+                let deadline = started + CATCH_UP;
                 while s.from != self.name && self.closed_for(&s.from).is_none_or(|c| c < switch) {
                     if tokio::time::Instant::now() > deadline {
                         return Err(Error::HomeUnreachable {
@@ -140,6 +141,12 @@ impl Region {
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
+                tracing::info!(
+                    prefix = s.prefix,
+                    from = s.from,
+                    waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "caught up with the old home; executing the range's writes from now on"
+                );
                 let old = self.install_home(&s.prefix, &s.to).await?;
                 let keys = self.store.keys_with_prefix(&s.prefix).await?;
                 Ok(StepAck {
@@ -184,15 +191,20 @@ impl Region {
     /// Re-homes the keys of rule `prefix` to `to` (see the module documentation).
     pub async fn rehome(&self, req: &RehomeRequest) -> Result<RehomeResponse> {
         let placement = self.placement();
-        placement
-            .with_home(&req.prefix, &req.to)
-            .map_err(|e| Error::BadRequest(format!("/prefix: {e}")))?;
         let current = placement
             .rules()
             .iter()
             .find(|r| r.prefix == req.prefix)
             .map(|r| r.region.clone())
-            .unwrap_or_default();
+            .ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "/prefix: no placement rule has the prefix {:?} (keys placed by the hash ring cannot be re-homed)",
+                    req.prefix
+                ))
+            })?;
+        placement
+            .with_home(&req.prefix, &req.to)
+            .map_err(|e| Error::BadRequest(format!("/to: {e}")))?;
         // Run again after a partial failure from the old home itself, its placement already
         // says `to`: the configured home is then the one to freeze.
         let from = if current == req.to {
