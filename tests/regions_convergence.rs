@@ -276,6 +276,20 @@ async fn counters_incremented_everywhere_during_a_partition_lose_nothing() {
     assert_eq!((status, first["value"].as_i64()), (200, Some(10)), "{first}");
     let (status, bad) = post(&urls[0], "/v1/counters/c/total", json!({"increment": "ten"})).await;
     assert_eq!(status, 422, "{bad}");
+    // A retried increment with the same op id counts once.
+    let once = json!({"increment": 100, "op_id": "step-1"});
+    let (_, applied) = post(&urls[2], "/v1/counters/c/once", once.clone()).await;
+    let (status, replayed) = post(&urls[2], "/v1/counters/c/once", once).await;
+    assert_eq!(
+        (
+            status,
+            applied["value"].as_i64(),
+            replayed["value"].as_i64(),
+            replayed["replayed"].as_bool()
+        ),
+        (200, Some(100), Some(100), Some(true)),
+        "{replayed}"
+    );
 
     cluster.set_cut(0, true);
     cluster.set_cut(1, true); // every link cut: three islands

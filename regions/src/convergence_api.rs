@@ -61,7 +61,7 @@ async fn increment(
     let req = body(req)?;
     Ok(Json(
         region
-            .increment(&key, req.increment)
+            .increment(&key, req.increment, req.op_id.as_deref())
             .await
             .map_err(|e| ApiError::from(e).at(&region.name))?,
     ))

@@ -72,6 +72,9 @@ impl Component {
 pub struct IncrementRequest {
     /// How much to add (negative: subtract).
     pub increment: i64,
+    /// An idempotency key: a repeat of this increment at the same region changes nothing.
+    #[serde(default)]
+    pub op_id: Option<String>,
 }
 
 /// A counter as one region holds it.
@@ -85,15 +88,25 @@ pub struct CounterResponse {
     pub components: BTreeMap<String, Component>,
     /// The region that answered (counters are read locally).
     pub served_by: String,
+    /// True when this answers a repeat of an increment already applied (same op id).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 impl Region {
-    /// Adds `delta` to this region's component of counter `key`; the log ships it.
-    pub async fn increment(&self, key: &str, delta: i64) -> Result<CounterResponse> {
+    /// Adds `delta` to this region's component of counter `key`; the log ships it. A repeat
+    /// of `op_id` here changes nothing and says `replayed`.
+    pub async fn increment(&self, key: &str, delta: i64, op_id: Option<&str>) -> Result<CounterResponse> {
+        if let Some(op_id) = op_id {
+            crate::op_ids::check(op_id).map_err(|e| Error::BadRequest(format!("/op_id: {e}")))?;
+        }
         let guard = self.begin_write();
-        self.store.increment(key, &self.name, guard.ts, delta).await?;
+        let applied = self.store.increment(key, &self.name, guard.ts, delta, op_id).await?;
         drop(guard);
-        self.counter(key).await
+        Ok(CounterResponse {
+            replayed: applied.is_none(),
+            ..self.counter(key).await?
+        })
     }
 
     /// Counter `key` as held here: the sum of every region's component.
@@ -110,6 +123,7 @@ impl Region {
             value: components.values().map(|c| c.value()).fold(0i64, i64::saturating_add),
             components,
             served_by: self.name.clone(),
+            replayed: false,
         })
     }
 }

@@ -207,9 +207,35 @@ impl Store {
     }
 
     /// Adds `delta` to this region's component of counter `key` and logs the new component,
-    /// in one transaction. Returns the component.
-    pub async fn increment(&self, key: &str, region: &str, ts: Timestamp, delta: i64) -> Result<Component> {
+    /// in one transaction. With an `op_id` seen before for this key, changes nothing and
+    /// returns `None` (a retry); otherwise returns the new component. Op ids are kept a
+    /// week (by `ts`).
+    pub async fn increment(
+        &self,
+        key: &str,
+        region: &str,
+        ts: Timestamp,
+        delta: i64,
+        op_id: Option<&str>,
+    ) -> Result<Option<Component>> {
         let mut tx = self.writer.begin().await?;
+        if let Some(op_id) = op_id {
+            let week_ago = wall(ts).saturating_sub(i64::try_from(crate::op_ids::RETENTION_MS).unwrap_or(i64::MAX));
+            sqlx::query("DELETE FROM counter_ops WHERE created_ms < ?")
+                .bind(week_ago)
+                .execute(&mut *tx)
+                .await?;
+            let fresh = sqlx::query("INSERT OR IGNORE INTO counter_ops (key, op_id, created_ms) VALUES (?, ?, ?)")
+                .bind(key)
+                .bind(op_id)
+                .bind(wall(ts))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if fresh == 0 {
+                return Ok(None);
+            }
+        }
         let current = sqlx::query("SELECT p, n FROM counters WHERE key = ? AND region = ?")
             .bind(key)
             .bind(region)
@@ -235,7 +261,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(next)
+        Ok(Some(next))
     }
 
     /// Every region's component of counter `key` held here.
@@ -505,6 +531,21 @@ mod tests {
         assert!(replica.close_gap("h", gap.upto_seq).await.unwrap());
         let state = replica.replica_states().await.unwrap()["h"];
         assert_eq!((state.readable_closed(), state.gap), (ts(60), None));
+    }
+
+    #[tokio::test]
+    async fn an_increment_with_an_op_id_seen_before_changes_nothing() {
+        let (s, _d) = store().await;
+        let c = s.increment("c", "r", ts(1), 5, Some("op")).await.unwrap();
+        assert_eq!(c, Some(Component { p: 5, n: 0 }));
+        assert_eq!(s.increment("c", "r", ts(2), 5, Some("op")).await.unwrap(), None);
+        assert_eq!(
+            s.increment("d", "r", ts(3), -2, Some("op")).await.unwrap(),
+            Some(Component { p: 0, n: 2 })
+        );
+        assert_eq!(s.counter("c").await.unwrap()[0].component, Component { p: 5, n: 0 });
+        let logged = s.log_after(0, 10).await.unwrap();
+        assert_eq!(logged.len(), 2, "the replay logged nothing");
     }
 
     #[tokio::test]
