@@ -23,7 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sagas::document::{ActionDoc, DefinitionDoc, RetryDoc, RustDoc, StepDoc};
+use sagas::document::{ActionDoc, DefinitionDoc, RegionDoc, RetryDoc, RustDoc, StepDoc};
 use sagas::{SagaDefinition, StepError, ValidationErrors};
 use serde::Serialize;
 
@@ -85,6 +85,26 @@ impl<C: Send + Sync + 'static> RustSaga<C> {
             action: ActionDoc {
                 http: None,
                 rust: Some(RustDoc { handler, params: None }),
+                region: None,
+            },
+            compensation: None,
+            retry: None,
+            compensation_retry: None,
+            timeout_ms: None,
+        });
+        self
+    }
+
+    /// Adds a region step (a read or a write of the regions' key-value layer; see
+    /// [`RegionDoc`]'s builders); it depends on the step before it. A write undoes itself
+    /// unless [`RustSaga::compensate`] gives it another compensation.
+    pub fn region(mut self, name: &str, region: RegionDoc) -> Self {
+        self.doc.steps.push(StepDoc {
+            name: name.to_owned(),
+            depends_on: None,
+            action: ActionDoc {
+                region: Some(region),
+                ..ActionDoc::default()
             },
             compensation: None,
             retry: None,
@@ -111,6 +131,7 @@ impl<C: Send + Sync + 'static> RustSaga<C> {
         self.last().compensation = Some(ActionDoc {
             http: None,
             rust: Some(RustDoc { handler, params: None }),
+            region: None,
         });
         self
     }

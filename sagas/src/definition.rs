@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::document::{DefinitionDoc, HttpMethod};
+use crate::region::RegionCall;
 use crate::retry::RetryPolicy;
 use crate::template::Template;
 
@@ -63,6 +64,8 @@ pub enum StepAction {
     Http(HttpTemplate),
     /// A Rust handler registered by name.
     Rust(RustCall),
+    /// A read or a write of the regions' key-value layer.
+    Region(RegionCall),
 }
 
 /// An HTTP request whose parts are templates.
@@ -121,7 +124,7 @@ impl SagaDefinition {
             for action in std::iter::once(&step.action).chain(step.compensation.as_ref()) {
                 match action {
                     StepAction::Rust(call) => names.push(call.handler.as_str()),
-                    StepAction::Http(_) => {}
+                    StepAction::Http(_) | StepAction::Region(_) => {}
                 }
             }
         }

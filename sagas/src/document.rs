@@ -11,6 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::region::{RegionConsistency, RegionDoc, RegionOp};
+
 /// A saga definition document: a named DAG of steps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +85,9 @@ pub struct ActionDoc {
     /// A handler registered by name from Rust code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rust: Option<RustDoc>,
+    /// A read or a write of the regions' key-value layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<RegionDoc>,
 }
 
 /// An HTTP request. `url`, header values and `body` may hold templates.

@@ -8,6 +8,8 @@
 //! - [`validate`]: document to checked [`SagaDefinition`], every fault with its JSON Pointer;
 //!   checking saga inputs against a definition's `input_schema`.
 //! - [`definition`]: the checked, typed definition (steps, DAG edges, policies, templates).
+//! - [`region`]: region steps, reads and writes of the geo-distributed key-value layer,
+//!   and the automatic compensation of their writes.
 //! - [`template`]: `{{input.x}}`, `{{saga.id}}`, `{{steps.NAME.output.path}}`.
 //! - [`retry`]: retry policies and backoff.
 //! - [`event`]: the saga events a log is made of.
@@ -26,6 +28,7 @@ mod error;
 pub mod event;
 pub mod graph;
 pub mod planner;
+pub mod region;
 pub mod render;
 pub mod retry;
 pub mod state;
@@ -37,6 +40,7 @@ pub use document::{DefinitionDoc, HttpMethod};
 pub use error::Error;
 pub use event::{FailureKind, Phase, SagaEvent, StepError, idempotency_key};
 pub use planner::{Plan, Work};
+pub use region::{RegionCall, RegionConsistency, RegionDoc, RegionOp, RegionOperation};
 pub use retry::RetryPolicy;
 pub use state::{IllegalEvent, SagaState, SagaStatus, StepState, StepStatus, UnwindCause};
 pub use template::Template;

@@ -15,6 +15,7 @@ fn describe(action: &StepAction) -> String {
             format!("{} {url}", h.method.as_str())
         }
         StepAction::Rust(r) => format!("rust handler `{}`", r.handler),
+        StepAction::Region(r) => r.describe(),
     }
 }
 

@@ -297,10 +297,12 @@ pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> 
             acyclic,
         };
         let action = step_action(&step.action, &format!("{base}/action"), &refs, false, &mut errors);
-        let compensation = step
-            .compensation
-            .as_ref()
-            .and_then(|c| step_action(c, &format!("{base}/compensation"), &refs, true, &mut errors));
+        let compensation = match (&step.compensation, &action) {
+            (Some(c), _) => step_action(c, &format!("{base}/compensation"), &refs, true, &mut errors),
+            // A region write undoes itself unless the step says how.
+            (None, Some(StepAction::Region(call))) if call.writes() => Some(StepAction::Region(call.undo())),
+            (None, _) => None,
+        };
         let retry = retry_policy(
             step.retry.as_ref(),
             defaults.retry.as_ref(),
@@ -465,7 +467,7 @@ fn step_action(
         }
     };
     match (&doc.http, &doc.rust) {
-        (Some(http), None) => {
+        (Some(http), None) if doc.region.is_none() => {
             let base = format!("{base}/http");
             let url = parse(&Value::String(http.url.clone()), format!("{base}/url"), errors);
             let starts_with_template = http.url.trim_start().starts_with("{{");
@@ -498,7 +500,7 @@ fn step_action(
                 body,
             }))
         }
-        (None, Some(rust)) => {
+        (None, Some(rust)) if doc.region.is_none() => {
             let base = format!("{base}/rust");
             if rust.handler.trim().is_empty() {
                 errors.push(format!("{base}/handler"), "the handler name is empty");
@@ -512,8 +514,19 @@ fn step_action(
                 params,
             }))
         }
+        (None, None) if doc.region.is_some() => {
+            let region = doc.region.as_ref().expect("just checked");
+            let base = format!("{base}/region");
+            let mut faults = Vec::new();
+            let mut parse_at = |value: &Value, at: &str| parse(value, format!("{base}{at}"), errors);
+            let call = crate::region::check(region, is_compensation, &mut parse_at, &mut faults);
+            for (at, message) in faults {
+                errors.push(format!("{base}{at}"), message);
+            }
+            call.map(StepAction::Region)
+        }
         _ => {
-            errors.push(base, "give exactly one step kind: `http` or `rust`");
+            errors.push(base, "give exactly one step kind: `http`, `rust` or `region`");
             None
         }
     }

@@ -216,6 +216,18 @@ impl Coordinator {
                             });
                         }
                     }
+                    // The automatic undo goes where its action does: checked once, there.
+                    sagas::StepAction::Region(region) if matches!(region.operation, sagas::RegionOperation::Undo) => {}
+                    sagas::StepAction::Region(region) => {
+                        let regions = self.inner.runners.http.regions().directory();
+                        if let Err(message) = regions.check(region.via.as_deref()) {
+                            let at = if region.via.is_some() { "/via" } else { "" };
+                            errors.push(ValidationError {
+                                path: format!("/steps/{i}/{part}/region{at}"),
+                                message,
+                            });
+                        }
+                    }
                     sagas::StepAction::Http(http) => {
                         if let sagas::Template::Literal(Value::String(url)) = &http.url
                             && let Err(message) = self.inner.runners.http.hosts().check(url)

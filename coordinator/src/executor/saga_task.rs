@@ -331,6 +331,7 @@ impl Driver {
                     .map_err(fail)?
                     .unwrap_or(Value::Null),
             },
+            StepAction::Region(region) => crate::runner::region::render(region, &cx).map_err(fail)?,
         };
         let outputs: BTreeMap<String, Value> = def
             .steps

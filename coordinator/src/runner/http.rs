@@ -69,6 +69,7 @@ impl HostPolicy {
 pub struct HttpRunner {
     client: reqwest::Client,
     hosts: HostPolicy,
+    regions: super::region::RegionRunner,
 }
 
 impl HttpRunner {
@@ -80,7 +81,20 @@ impl HttpRunner {
             .user_agent(concat!("geosaga/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client builds");
-        HttpRunner { client, hosts }
+        let regions = super::region::RegionRunner::new(client.clone(), Default::default());
+        HttpRunner { client, hosts, regions }
+    }
+
+    /// This runner, sending region steps to the regions of `directory` (the host policy
+    /// does not apply to them: they come from the coordinator's configuration).
+    pub fn with_regions(mut self, directory: super::region::RegionDirectory) -> HttpRunner {
+        self.regions = super::region::RegionRunner::new(self.client.clone(), directory);
+        self
+    }
+
+    /// The runner of region steps.
+    pub fn regions(&self) -> &super::region::RegionRunner {
+        &self.regions
     }
 
     /// The host policy.

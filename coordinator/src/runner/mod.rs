@@ -2,11 +2,13 @@
 //!
 //! The executor renders a step's templates into a [`StepCall`] and hands it to
 //! [`Runners::run`], which applies fault injection, enforces the step's time limit and
-//! dispatches on the step kind: [`http::HttpRunner`] or a Rust handler from the
-//! [`rust::HandlerRegistry`].
+//! dispatches on the step kind: [`http::HttpRunner`], a Rust handler from the
+//! [`rust::HandlerRegistry`], or a region read or write ([`region::RegionRunner`], which
+//! the HTTP runner holds: it shares its connection pool).
 
 pub mod faults;
 pub mod http;
+pub mod region;
 pub mod rust;
 
 use std::collections::BTreeMap;
@@ -67,6 +69,8 @@ pub enum RenderedAction {
         /// Parameters.
         params: Value,
     },
+    /// A read or a write of the regions' key-value layer.
+    Region(region::RegionRequest),
 }
 
 /// Everything that can run a step.
@@ -100,6 +104,7 @@ impl Runners {
             match &call.request {
                 RenderedAction::Http { .. } => self.http.run(call).await,
                 RenderedAction::Rust { .. } => self.rust.run(call).await,
+                RenderedAction::Region(_) => self.http.regions().run(call).await,
             }
         };
         match tokio::time::timeout(call.timeout, attempt).await {

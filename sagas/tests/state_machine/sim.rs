@@ -55,6 +55,7 @@ fn rust(handler: &str, params: Value) -> ActionDoc {
             handler: handler.to_owned(),
             params: Some(params),
         }),
+        region: None,
     }
 }
 

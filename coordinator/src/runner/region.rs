@@ -1,0 +1,629 @@
+//! Region steps: reads and writes of geosaga's geo-distributed key-value layer, exactly
+//! once under retries and crashes.
+//!
+//! The coordinator's configuration names the regions it may call ([`RegionDirectory`]); a
+//! step goes to its `via` region (else the configured default), and to the others in turn
+//! when that one cannot be reached. Any region forwards a write to the key's home.
+//!
+//! Every write carries the attempt's idempotency key as `op_id`; the home records it with
+//! the write, in the same transaction, and answers a repeat with the recorded result, so a
+//! retried or recovered attempt never applies twice. A write's answer names the version it
+//! replaced, which is what the automatic compensation needs:
+//!
+//! - `put`, `cas`, `delete` are undone by a conditional write (`if_version` = the version
+//!   the action wrote) that restores the previous value, or deletes the key if it had none.
+//!   If someone wrote the key since, the undo is refused with a conflict (the saga ends
+//!   `stuck`): overwriting their write would lose it.
+//! - `add` is undone by adding the inverse delta, itself a read-modify-write with
+//!   `if_version`. Additions commute, so the undo is right whatever others added since.
+
+use std::sync::Arc;
+
+use sagas::template::{RenderContext, RenderError};
+use sagas::{Phase, RegionCall, RegionConsistency, RegionOperation, StepError};
+use serde_json::{Map, Number, Value, json};
+
+use super::{RenderedAction, StepCall};
+
+/// Most read-modify-write rounds of one `add` attempt before it gives up (transient).
+const MAX_ADD_ROUNDS: u32 = 64;
+
+/// The regions a coordinator may send region steps to, by name, and the default one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegionDirectory {
+    regions: Vec<(String, String)>,
+    via: Option<String>,
+}
+
+impl RegionDirectory {
+    /// `regions` as (name, base URL); `via` names the default (absent: the first).
+    pub fn new(regions: Vec<(String, String)>, via: Option<String>) -> Result<RegionDirectory, String> {
+        for (name, url) in &regions {
+            let parsed = reqwest::Url::parse(url).map_err(|e| format!("region {name}: `{url}` is not a URL: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(format!("region {name}: `{url}` is not an http:// or https:// URL"));
+            }
+        }
+        if let Some(via) = &via
+            && !regions.iter().any(|(n, _)| n == via)
+        {
+            return Err(format!(
+                "the default region `{via}` is not among the configured regions"
+            ));
+        }
+        let regions = regions
+            .into_iter()
+            .map(|(n, u)| (n, u.trim_end_matches('/').to_owned()))
+            .collect();
+        Ok(RegionDirectory { regions, via })
+    }
+
+    /// Whether no region is configured.
+    pub fn is_empty(&self) -> bool {
+        self.regions.is_empty()
+    }
+
+    /// The configured regions, (name, base URL).
+    pub fn regions(&self) -> &[(String, String)] {
+        &self.regions
+    }
+
+    /// Checks that a step may go `via` that region (`None`: the default); `Err` says why not.
+    pub fn check(&self, via: Option<&str>) -> Result<(), String> {
+        self.order(via).map(|_| ())
+    }
+
+    /// The base URLs to try, the step's region first.
+    fn order(&self, via: Option<&str>) -> Result<Vec<&str>, String> {
+        if self.regions.is_empty() {
+            return Err("this coordinator has no regions configured (`[regions]` in its config, or --region)".into());
+        }
+        let first = match via.or(self.via.as_deref()) {
+            Some(name) => self.regions.iter().position(|(n, _)| n == name).ok_or_else(|| {
+                let known: Vec<&str> = self.regions.iter().map(|(n, _)| n.as_str()).collect();
+                format!("no region `{name}` is configured (known: {})", known.join(", "))
+            })?,
+            None => 0,
+        };
+        let mut order = vec![self.regions[first].1.as_str()];
+        order.extend(
+            self.regions
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != first)
+                .map(|(_, (_, u))| u.as_str()),
+        );
+        Ok(order)
+    }
+}
+
+/// A region step with its templates rendered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionRequest {
+    /// The region to go through (`None`: the default).
+    pub via: Option<String>,
+    /// The key.
+    pub key: String,
+    /// The consistency.
+    pub consistency: RegionConsistency,
+    /// What to do.
+    pub op: RegionOp,
+}
+
+/// A region operation with its templates rendered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegionOp {
+    /// Read.
+    Get {
+        /// Bounded-staleness reads: the bound.
+        max_staleness_ms: Option<u64>,
+    },
+    /// Write a value.
+    Put {
+        /// The value.
+        value: Value,
+    },
+    /// Write a value if the key is at `if_version`.
+    Cas {
+        /// The value.
+        value: Value,
+        /// The expected version.
+        if_version: String,
+    },
+    /// Delete.
+    Delete,
+    /// Add `delta` at `path`, not below `min` nor above `max`.
+    Add {
+        /// JSON Pointer in the value.
+        path: String,
+        /// The number to add.
+        delta: Value,
+        /// The floor.
+        min: Option<f64>,
+        /// The ceiling.
+        max: Option<f64>,
+    },
+    /// Undo the step's action (from its output).
+    Undo,
+}
+
+/// Renders a checked region step for one attempt.
+pub fn render(call: &RegionCall, cx: &RenderContext<'_>) -> Result<RenderedAction, RenderError> {
+    let op = match &call.operation {
+        RegionOperation::Get { max_staleness_ms } => RegionOp::Get {
+            max_staleness_ms: *max_staleness_ms,
+        },
+        RegionOperation::Put { value } => RegionOp::Put {
+            value: value.render(cx)?,
+        },
+        RegionOperation::Cas { value, if_version } => RegionOp::Cas {
+            value: value.render(cx)?,
+            if_version: if_version.render_string(cx)?,
+        },
+        RegionOperation::Delete => RegionOp::Delete,
+        RegionOperation::Add { path, delta, min, max } => RegionOp::Add {
+            path: path.clone(),
+            delta: delta.render(cx)?,
+            min: *min,
+            max: *max,
+        },
+        RegionOperation::Undo => RegionOp::Undo,
+    };
+    Ok(RenderedAction::Region(RegionRequest {
+        via: call.via.clone(),
+        key: call.key.render_string(cx)?,
+        consistency: call.consistency,
+        op,
+    }))
+}
+
+/// Runs region steps over one connection pool.
+#[derive(Clone)]
+pub struct RegionRunner {
+    client: reqwest::Client,
+    directory: Arc<RegionDirectory>,
+}
+
+/// What a region answered.
+struct Answer {
+    status: u16,
+    body: Value,
+}
+
+impl Answer {
+    /// The last segment of a problem's `type` (`version-mismatch`, ...), if it is one.
+    fn problem(&self) -> Option<&str> {
+        self.body["type"].as_str().and_then(|t| t.rsplit('/').next())
+    }
+
+    fn error(&self, what: &str) -> StepError {
+        let detail = self.body["detail"]
+            .as_str()
+            .map_or_else(|| self.body.to_string(), str::to_owned);
+        let message = format!(
+            "{what}: HTTP {} {}: {detail}",
+            self.status,
+            self.problem().unwrap_or("")
+        );
+        let mut error = if self.status >= 500 || self.status == 408 || self.status == 429 {
+            StepError::transient(message)
+        } else {
+            StepError::permanent(message)
+        };
+        error.status = Some(self.status);
+        error
+    }
+}
+
+/// A write as sent to a region.
+struct Write<'a> {
+    key: &'a str,
+    value: Option<Value>,
+    if_version: Option<String>,
+    consistency: RegionConsistency,
+    op_id: &'a str,
+}
+
+impl RegionRunner {
+    /// A runner sending requests with `client` to the regions of `directory`.
+    pub fn new(client: reqwest::Client, directory: RegionDirectory) -> RegionRunner {
+        RegionRunner {
+            client,
+            directory: Arc::new(directory),
+        }
+    }
+
+    /// The configured regions.
+    pub fn directory(&self) -> &RegionDirectory {
+        &self.directory
+    }
+
+    /// Runs one attempt of a region step.
+    pub async fn run(&self, call: &StepCall) -> Result<Value, StepError> {
+        let RenderedAction::Region(req) = &call.request else {
+            return Err(StepError::permanent("not a region step"));
+        };
+        if req.key.is_empty() {
+            return Err(StepError::permanent("the key rendered empty"));
+        }
+        let op_id = call.idempotency_key.as_str();
+        if matches!(req.op, RegionOp::Undo) && call.phase != Phase::Compensation {
+            return Err(StepError::permanent("an undo runs only as a compensation"));
+        }
+        match &req.op {
+            RegionOp::Get { max_staleness_ms } => self.get(req, *max_staleness_ms).await,
+            RegionOp::Put { value } => self.write_step("put", req, Some(value.clone()), None, op_id).await,
+            RegionOp::Cas { value, if_version } => {
+                self.write_step("cas", req, Some(value.clone()), Some(if_version.clone()), op_id)
+                    .await
+            }
+            RegionOp::Delete => self.write_step("delete", req, None, None, op_id).await,
+            RegionOp::Add { path, delta, min, max } => {
+                let delta = number(delta, "delta")?;
+                self.add(req, path, &delta, (*min, *max), op_id).await
+            }
+            RegionOp::Undo => {
+                let output = call
+                    .outputs
+                    .get(&call.step)
+                    .ok_or_else(|| StepError::permanent(format!("step `{}` has no output to undo", call.step)))?;
+                self.undo(req, output, op_id).await
+            }
+        }
+    }
+
+    /// Sends a request to the step's region, or the next one when a region cannot be
+    /// reached (safe for writes: they carry their `op_id`).
+    async fn send(
+        &self,
+        via: Option<&str>,
+        build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<Answer, StepError> {
+        let order = self.directory.order(via).map_err(StepError::permanent)?;
+        let mut failures = Vec::new();
+        for base in order {
+            match build(&self.client, base).send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let bytes = response
+                        .bytes()
+                        .await
+                        .map_err(|e| StepError::transient(format!("reading the answer of {base}: {e}")))?;
+                    let body = serde_json::from_slice(&bytes)
+                        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+                    return Ok(Answer { status, body });
+                }
+                Err(e) => failures.push(format!("{base}: {e}")),
+            }
+        }
+        Err(StepError::transient(format!(
+            "no region could be reached: {}",
+            failures.join("; ")
+        )))
+    }
+
+    /// `BASE/v1/kv/KEY`, each segment of the key escaped. The bases were checked to be
+    /// http(s) URLs when the directory was built, and those always take a path.
+    fn key_url(base: &str, key: &str) -> reqwest::Url {
+        let mut url = reqwest::Url::parse(base).expect("region URLs are checked by RegionDirectory::new");
+        url.path_segments_mut()
+            .expect("an http(s) URL has a path")
+            .pop_if_empty()
+            .extend(["v1", "kv"])
+            .extend(key.split('/'));
+        url
+    }
+
+    async fn get(&self, req: &RegionRequest, max_staleness_ms: Option<u64>) -> Result<Value, StepError> {
+        let mut query = vec![("consistency", req.consistency.as_str().to_owned())];
+        if let Some(ms) = max_staleness_ms {
+            query.push(("max_staleness_ms", ms.to_string()));
+        }
+        let answer = self.read(req, &query).await?;
+        let found = answer.status == 200;
+        Ok(json!({
+            "op": "get",
+            "key": req.key,
+            "found": found,
+            "value": if found { answer.body["value"].clone() } else { Value::Null },
+            "version": if found { answer.body["version"].clone() } else { json!("0.0") },
+            "served_by": answer.body["served_by"],
+            "home_region": answer.body["home_region"],
+            "staleness_bound_ms": answer.body["staleness_bound_ms"],
+            "consistency": req.consistency.as_str(),
+        }))
+    }
+
+    /// A read: 200, or 404 `key-not-found`; anything else is the step's error.
+    async fn read(&self, req: &RegionRequest, query: &[(&str, String)]) -> Result<Answer, StepError> {
+        let answer = self
+            .send(req.via.as_deref(), |client, base| {
+                client.get(Self::key_url(base, &req.key)).query(query)
+            })
+            .await?;
+        match (answer.status, answer.problem()) {
+            (200, _) | (404, Some("key-not-found")) => Ok(answer),
+            _ => Err(answer.error(&format!("reading {}", req.key))),
+        }
+    }
+
+    /// One write; the answer (200 or a problem) is returned as is.
+    async fn write(&self, via: Option<&str>, w: &Write<'_>) -> Result<Answer, StepError> {
+        self.send(via, |client, base| {
+            let url = Self::key_url(base, w.key);
+            match &w.value {
+                Some(value) => client.put(url).json(&json!({
+                    "value": value,
+                    "consistency": w.consistency.as_str(),
+                    "if_version": w.if_version,
+                    "op_id": w.op_id,
+                })),
+                None => {
+                    let mut query = vec![("consistency", w.consistency.as_str()), ("op_id", w.op_id)];
+                    if let Some(v) = &w.if_version {
+                        query.push(("if_version", v));
+                    }
+                    client.delete(url).query(&query)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn write_step(
+        &self,
+        op: &str,
+        req: &RegionRequest,
+        value: Option<Value>,
+        if_version: Option<String>,
+        op_id: &str,
+    ) -> Result<Value, StepError> {
+        let w = Write {
+            key: &req.key,
+            value,
+            if_version,
+            consistency: req.consistency,
+            op_id,
+        };
+        let answer = self.write(req.via.as_deref(), &w).await?;
+        if answer.status != 200 {
+            return Err(answer.error(&format!("{op} {}", req.key)));
+        }
+        Ok(write_output(op, req, &answer.body, Map::new()))
+    }
+
+    /// Adds `delta` at `path`: read at the home, write with `if_version`, again while
+    /// someone else wrote in between. `bounds`: the floor and the ceiling (actions only).
+    async fn add(
+        &self,
+        req: &RegionRequest,
+        path: &str,
+        delta: &Number,
+        bounds: (Option<f64>, Option<f64>),
+        op_id: &str,
+    ) -> Result<Value, StepError> {
+        let extra = |new: &Value| {
+            let mut m = Map::new();
+            m.insert("path".into(), json!(path));
+            m.insert("delta".into(), Value::Number(delta.clone()));
+            m.insert("value".into(), new.clone());
+            m
+        };
+        for _ in 0..MAX_ADD_ROUNDS {
+            // The strong read asks the home whether this op_id was applied already (a
+            // retry after an answer was lost): then the recorded write is the result, and
+            // the floor must not be checked again against a balance that includes it.
+            let query = [("consistency", "strong".to_owned()), ("op_id", op_id.to_owned())];
+            let current = self.read(req, &query).await?;
+            if let Some(done) = current.body.get("op").filter(|o| o.is_object()) {
+                let previous = done["previous"]["value"].clone();
+                let new = add_at(previous, path, delta).map_err(StepError::permanent)?;
+                let mut body = done.clone();
+                body["replayed"] = json!(true);
+                return Ok(write_output("add", req, &body, extra(&new.0)));
+            }
+            let found = current.status == 200;
+            let (value, version) = if found {
+                (current.body["value"].clone(), current.body["version"].clone())
+            } else {
+                (Value::Null, json!("0.0"))
+            };
+            let (new, result) = add_at(value, path, delta).map_err(StepError::permanent)?;
+            let result_f = result.as_f64().unwrap_or(f64::NAN);
+            let outside = match bounds {
+                (Some(min), _) if result_f < min => Some(format!("below the minimum {min}")),
+                (_, Some(max)) if result_f > max => Some(format!("above the maximum {max}")),
+                _ => None,
+            };
+            if let Some(outside) = outside {
+                return Err(StepError::permanent(format!(
+                    "{}: adding {delta} at `{path}` would give {result}, {outside}",
+                    req.key
+                )));
+            }
+            let w = Write {
+                key: &req.key,
+                value: Some(new.clone()),
+                if_version: Some(version.as_str().unwrap_or("0.0").to_owned()),
+                consistency: req.consistency,
+                op_id,
+            };
+            let answer = self.write(req.via.as_deref(), &w).await?;
+            match (answer.status, answer.problem()) {
+                (200, _) => return Ok(write_output("add", req, &answer.body, extra(&new))),
+                (409, Some("version-mismatch")) => continue,
+                _ => return Err(answer.error(&format!("add {}", req.key))),
+            }
+        }
+        Err(StepError::transient(format!(
+            "{}: {MAX_ADD_ROUNDS} read-modify-write rounds lost to concurrent writers",
+            req.key
+        )))
+    }
+
+    /// Undoes the write the step's action made, as its output records it.
+    async fn undo(&self, req: &RegionRequest, output: &Value, op_id: &str) -> Result<Value, StepError> {
+        let key = output["key"].as_str().unwrap_or(&req.key).to_owned();
+        let req = RegionRequest {
+            key: key.clone(),
+            ..req.clone()
+        };
+        let op = output["op"].as_str().unwrap_or_default();
+        if op == "add" {
+            let delta = number(&output["delta"], "the action's delta")?;
+            let inverse = negate(&delta).map_err(StepError::permanent)?;
+            let path = output["path"].as_str().unwrap_or_default();
+            let mut out = self.add(&req, path, &inverse, (None, None), op_id).await?;
+            out["op"] = json!("undo");
+            return Ok(out);
+        }
+        if !matches!(op, "put" | "cas" | "delete") {
+            return Err(StepError::permanent(format!(
+                "the output of this step does not record a region write (op {op:?})"
+            )));
+        }
+        let written = output["version"].as_str().unwrap_or("0.0");
+        let previous = &output["previous"];
+        // A deletion left no live version: the key must still be absent ("0.0").
+        let if_version = if op == "delete" { "0.0" } else { written }.to_owned();
+        if op == "delete" && previous.is_null() {
+            return Ok(json!({"op": "undo", "key": key, "restored": null, "note": "the key was absent before"}));
+        }
+        let w = Write {
+            key: &key,
+            value: (!previous.is_null()).then(|| previous["value"].clone()),
+            if_version: Some(if_version.clone()),
+            consistency: req.consistency,
+            op_id,
+        };
+        let answer = self.write(req.via.as_deref(), &w).await?;
+        match (answer.status, answer.problem()) {
+            (200, _) => {
+                let mut extra = Map::new();
+                extra.insert("restored".into(), previous.clone());
+                Ok(write_output("undo", &req, &answer.body, extra))
+            }
+            (409, Some("version-mismatch")) => Err(StepError::permanent(format!(
+                "conflict: {key} was written by someone else after this step wrote version {written}, \
+                 so it was not overwritten and its previous value {} was not restored ({})",
+                if previous.is_null() {
+                    "(absent)".to_owned()
+                } else {
+                    previous["value"].to_string()
+                },
+                answer.body["detail"].as_str().unwrap_or("version mismatch")
+            ))),
+            _ => Err(answer.error(&format!("undo {key}"))),
+        }
+    }
+}
+
+/// A write step's output: what it wrote and what it replaced.
+fn write_output(op: &str, req: &RegionRequest, body: &Value, extra: Map<String, Value>) -> Value {
+    let mut out = Map::new();
+    out.insert("op".into(), json!(op));
+    out.insert("key".into(), json!(req.key));
+    out.insert("version".into(), body["version"].clone());
+    out.insert("previous".into(), body.get("previous").cloned().unwrap_or(Value::Null));
+    out.insert("home_region".into(), body["home_region"].clone());
+    out.insert("served_by".into(), body["served_by"].clone());
+    out.insert("consistency".into(), json!(req.consistency.as_str()));
+    out.insert("replayed".into(), json!(body["replayed"].as_bool().unwrap_or(false)));
+    out.extend(extra);
+    Value::Object(out)
+}
+
+/// A number, or text that reads as one (`"-{{input.amount}}"` renders as `"-30"`).
+fn number(value: &Value, what: &str) -> Result<Number, StepError> {
+    match value {
+        Value::Number(n) => Ok(n.clone()),
+        Value::String(s) => match serde_json::from_str::<Value>(s.trim()) {
+            Ok(Value::Number(n)) => Ok(n),
+            _ => Err(StepError::permanent(format!("{what} must be a number, not {value}"))),
+        },
+        other => Err(StepError::permanent(format!("{what} must be a number, not {other}"))),
+    }
+}
+
+fn negate(n: &Number) -> Result<Number, String> {
+    match n.as_i64() {
+        Some(i) => i
+            .checked_neg()
+            .map(Number::from)
+            .ok_or_else(|| format!("cannot negate {n}")),
+        None => Number::from_f64(-n.as_f64().unwrap_or(f64::NAN)).ok_or_else(|| format!("cannot negate {n}")),
+    }
+}
+
+/// `value` with `delta` added to the number at the JSON Pointer `path` (missing objects
+/// and numbers start empty and at 0); returns the new value and the new number.
+pub fn add_at(value: Value, path: &str, delta: &Number) -> Result<(Value, Number), String> {
+    let mut root = value;
+    let mut slot = &mut root;
+    if !path.is_empty() {
+        for token in path.trim_start_matches('/').split('/') {
+            let token = token.replace("~1", "/").replace("~0", "~");
+            if slot.is_null() {
+                *slot = Value::Object(Map::new());
+            }
+            let Value::Object(map) = slot else {
+                return Err(format!("`{path}`: `{token}` is inside a value that is not an object"));
+            };
+            slot = map.entry(token).or_insert(Value::Null);
+        }
+    }
+    let current = match slot {
+        Value::Null => Number::from(0),
+        Value::Number(n) => n.clone(),
+        other => return Err(format!("`{path}` holds {other}, not a number")),
+    };
+    let sum = match (current.as_i64(), delta.as_i64()) {
+        (Some(a), Some(b)) => Number::from(a.checked_add(b).ok_or_else(|| format!("{a} + {b} overflows"))?),
+        _ => {
+            let s = current.as_f64().unwrap_or(f64::NAN) + delta.as_f64().unwrap_or(f64::NAN);
+            Number::from_f64(s).ok_or_else(|| format!("{current} + {delta} is not a finite number"))?
+        }
+    };
+    *slot = Value::Number(sum.clone());
+    Ok((root, sum))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_at_creates_missing_parts_and_keeps_integers_exact() {
+        let (v, n) = add_at(json!({"balance": 10, "owner": "a"}), "/balance", &Number::from(-3)).unwrap();
+        assert_eq!((v, n.as_i64()), (json!({"balance": 7, "owner": "a"}), Some(7)));
+        let (v, _) = add_at(Value::Null, "/a/b", &Number::from(5)).unwrap();
+        assert_eq!(v, json!({"a": {"b": 5}}));
+        let (v, _) = add_at(json!(1.5), "", &Number::from_f64(0.25).unwrap()).unwrap();
+        assert_eq!(v, json!(1.75));
+        assert!(add_at(json!({"balance": "x"}), "/balance", &Number::from(1)).is_err());
+        assert!(add_at(json!({"balance": i64::MAX}), "/balance", &Number::from(1)).is_err());
+        assert_eq!(negate(&Number::from(4)).unwrap(), Number::from(-4));
+    }
+
+    #[test]
+    fn the_step_region_goes_first_then_the_others() {
+        let d = RegionDirectory::new(
+            vec![
+                ("us-east".into(), "http://a:1/".into()),
+                ("eu-west".into(), "http://b:2".into()),
+            ],
+            Some("eu-west".into()),
+        )
+        .unwrap();
+        assert_eq!(d.order(None).unwrap(), ["http://b:2", "http://a:1"]);
+        assert_eq!(d.order(Some("us-east")).unwrap(), ["http://a:1", "http://b:2"]);
+        assert!(
+            d.check(Some("ap-south"))
+                .unwrap_err()
+                .contains("known: us-east, eu-west")
+        );
+        assert!(RegionDirectory::default().check(None).is_err());
+        assert!(RegionDirectory::new(vec![("x".into(), "ftp://h".into())], None).is_err());
+        assert!(RegionDirectory::new(vec![], Some("x".into())).is_err());
+    }
+}
