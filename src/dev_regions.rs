@@ -44,3 +44,21 @@ pub async fn start(data_dir: &Path, first_port: u16) -> anyhow::Result<Vec<(Stri
     }
     Ok(addresses)
 }
+
+/// The demo accounts of `examples/transfer_regions.json`, written only if absent (a
+/// restart keeps their balances): `us/alice` (homed in us-east) and `eu/bob` (eu-west).
+pub const DEMO_ACCOUNTS: [(&str, i64); 2] = [("us/alice", 1000), ("eu/bob", 0)];
+
+/// Writes the demo accounts through the region at `url`; a failure is logged, not fatal.
+pub async fn seed_accounts(url: &str) {
+    let client = reqwest::Client::new();
+    for (key, balance) in DEMO_ACCOUNTS {
+        let body = serde_json::json!({"value": {"balance": balance}, "if_version": "0.0"});
+        match client.put(format!("{url}/v1/kv/{key}")).json(&body).send().await {
+            Ok(r) if r.status().is_success() => tracing::info!(key, balance, "demo account created"),
+            Ok(r) if r.status() == reqwest::StatusCode::CONFLICT => {} // kept from an earlier run
+            Ok(r) => tracing::warn!(key, status = %r.status(), "could not create a demo account"),
+            Err(e) => tracing::warn!(key, error = %e, "could not create a demo account"),
+        }
+    }
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use coordinator::api::{ApiState, app};
+use coordinator::runner::region::RegionDirectory;
 use coordinator::store::postgres::PostgresStore;
 use coordinator::store::sqlite::SqliteStore;
 use coordinator::{Coordinator, Faults, HandlerRegistry, HostPolicy, HttpRunner, Options, Runners, Store};
@@ -24,6 +25,12 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("transfer.json", include_str!("../examples/transfer.json")),
     ("book_trip.json", include_str!("../examples/book_trip.json")),
 ];
+
+/// The example `geosaga dev` registers when its three regions run (its steps need them).
+const REGION_EXAMPLE: (&str, &str) = (
+    "transfer_regions.json",
+    include_str!("../examples/transfer_regions.json"),
+);
 
 /// Options of `geosaga serve`. Each can also come from a `GEOSAGA_*` variable or the
 /// config file (flags win over variables, variables over the file).
@@ -61,6 +68,13 @@ pub struct ServeArgs {
     /// Let HTTP steps call any host.
     #[arg(long)]
     allow_any_host: bool,
+    /// A region region steps may use, as `NAME=URL` (e.g. `us-east=http://10.0.0.1:7401`);
+    /// repeat or separate with commas. Replaces the config file's `[regions]`.
+    #[arg(long = "region", env = "GEOSAGA_REGIONS", value_delimiter = ',')]
+    regions: Vec<String>,
+    /// The region steps go through unless they name one (`via`); default: the first.
+    #[arg(long, env = "GEOSAGA_REGION_VIA")]
+    region_via: Option<String>,
     /// Largest request body, in bytes.
     #[arg(long, env = "GEOSAGA_BODY_LIMIT")]
     body_limit: Option<usize>,
@@ -106,6 +120,10 @@ struct ConfigFile {
     allow_any_host: bool,
     #[serde(default)]
     insecure: bool,
+    /// `[regions]`: name = base URL, in the order written.
+    #[serde(default)]
+    regions: toml::Table,
+    region_via: Option<String>,
     body_limit: Option<usize>,
     max_running: Option<usize>,
     jaeger_ui: Option<String>,
@@ -149,10 +167,33 @@ struct Settings {
     tokens: Vec<String>,
     insecure: bool,
     hosts: HostPolicy,
+    regions: RegionDirectory,
     body_limit: usize,
     max_running: usize,
     jaeger_ui: Option<String>,
     otlp: OtlpOptions,
+}
+
+/// The regions region steps may use: `--region NAME=URL` flags, else the config file's
+/// `[regions]` table; `--region-via` (or `region_via`) names the default.
+fn region_directory(flags: &[String], file: &toml::Table, via: Option<String>) -> anyhow::Result<RegionDirectory> {
+    let mut regions = Vec::new();
+    if flags.iter().any(|f| !f.is_empty()) {
+        for flag in flags.iter().filter(|f| !f.is_empty()) {
+            let (name, url) = flag
+                .split_once('=')
+                .with_context(|| format!("--region {flag:?}: expected NAME=URL"))?;
+            regions.push((name.trim().to_owned(), url.trim().to_owned()));
+        }
+    } else {
+        for (name, url) in file {
+            let url = url
+                .as_str()
+                .with_context(|| format!("[regions] {name}: expected a URL string"))?;
+            regions.push((name.clone(), url.to_owned()));
+        }
+    }
+    RegionDirectory::new(regions, via).map_err(anyhow::Error::msg)
 }
 
 fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
@@ -186,7 +227,10 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         ),
         None => None,
     };
+    let regions = region_directory(&args.regions, &file.regions, args.region_via.or(file.region_via))
+        .context("the regions of region steps")?;
     Ok(Settings {
+        regions,
         listen: args
             .listen
             .or(file.listen)
@@ -261,7 +305,7 @@ async fn run(settings: Settings, registry: HandlerRegistry) -> anyhow::Result<Ru
         tracing::info!(endpoint = %t.endpoint, protocol = %t.protocol, "exporting traces over OTLP");
     }
     let runners = Runners {
-        http: HttpRunner::new(settings.hosts.clone()),
+        http: HttpRunner::new(settings.hosts.clone()).with_regions(settings.regions.clone()),
         rust: registry,
         faults: Arc::new(Faults::new()),
     };
@@ -354,7 +398,17 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let demo = crate::demo::serve(args.demo_listen)
         .await
         .with_context(|| format!("starting the demo participant on {}", args.demo_listen))?;
+    let regions = if args.no_regions {
+        Vec::new()
+    } else {
+        std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+        crate::dev_regions::start(&args.data_dir, args.regions_port).await?
+    };
+    // Region steps go through us-east, as a coordinator there would.
+    let directory = RegionDirectory::new(regions.clone(), regions.first().map(|(name, _)| name.clone()))
+        .map_err(anyhow::Error::msg)?;
     let settings = Settings {
+        regions: directory,
         listen: args.listen,
         database: args.data_dir.join("geosaga.db").display().to_string(),
         node_id: Some("local".to_owned()),
@@ -373,7 +427,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     };
     let running = run(settings, HandlerRegistry::new()).await?;
     let coordinator = running.coordinator.clone();
-    for (file, text) in EXAMPLES {
+    let with_regions = (!regions.is_empty()).then_some(&REGION_EXAMPLE);
+    for (file, text) in EXAMPLES.iter().chain(with_regions) {
         let mut doc: serde_json::Value = serde_json::from_str(text).with_context(|| format!("example {file}"))?;
         rebase_urls(&mut doc, demo);
         let put = coordinator
@@ -382,12 +437,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             .with_context(|| format!("registering example {file}"))?;
         tracing::info!(definition = %put.record.name, version = put.record.version, "example registered");
     }
-    let regions = if args.no_regions {
-        Vec::new()
-    } else {
-        std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
-        crate::dev_regions::start(&args.data_dir, args.regions_port).await?
-    };
+    if let Some((_, us_east)) = regions.first() {
+        crate::dev_regions::seed_accounts(us_east).await;
+    }
     let api = running.listener.local_addr()?;
     println!("{}", welcome(api, &regions));
     serve_until_signal(running).await
@@ -413,7 +465,7 @@ fn welcome(api: SocketAddr, regions: &[(String, String)]) -> String {
             text.push_str(&format!("  {name:<9} {address}\n"));
         }
         text.push_str(&format!(
-            "  curl -s -X PUT {first}/v1/kv/eu/alice -H 'content-type: application/json' -d '{{\"value\": 100, \"consistency\": \"strong\"}}'\n  curl -s '{first}/v1/kv/eu/alice?consistency=bounded_staleness&max_staleness_ms=5000'\n"
+            "  geosaga saga start transfer_regions --input '{{\"from\":\"us/alice\",\"to\":\"eu/bob\",\"amount\":300}}' --wait   # money across regions\n  curl -s -X PUT {first}/v1/kv/eu/alice -H 'content-type: application/json' -d '{{\"value\": 100, \"consistency\": \"strong\"}}'\n  curl -s '{first}/v1/kv/eu/alice?consistency=bounded_staleness&max_staleness_ms=5000'\n"
         ));
     }
     text

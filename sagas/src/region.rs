@@ -207,6 +207,8 @@ pub struct RegionCall {
     pub via: Option<String>,
     /// The key.
     pub key: Template,
+    /// The key as written (for plans).
+    pub key_text: String,
     /// The consistency (never `bounded_staleness` for a write, never `async` for a read).
     pub consistency: RegionConsistency,
     /// What to do.
@@ -269,6 +271,7 @@ impl RegionCall {
         RegionCall {
             via: self.via.clone(),
             key: self.key.clone(),
+            key_text: self.key_text.clone(),
             consistency: self.consistency,
             operation: RegionOperation::Undo,
         }
@@ -276,10 +279,7 @@ impl RegionCall {
 
     /// A short description for plans: `add us/{{input.from}} /balance`.
     pub fn describe(&self) -> String {
-        let key = match &self.key {
-            Template::Literal(Value::String(s)) => s.clone(),
-            _ => "(templated key)".to_owned(),
-        };
+        let key = &self.key_text;
         let op = match &self.operation {
             RegionOperation::Get { .. } => "get".to_owned(),
             RegionOperation::Put { .. } => "put".to_owned(),
@@ -426,6 +426,7 @@ pub(crate) fn check(
     Some(RegionCall {
         via: doc.via.clone(),
         key: key?,
+        key_text: doc.key.clone(),
         consistency,
         operation,
     })
