@@ -100,6 +100,12 @@ impl Region {
         if let Some(op_id) = op_id {
             crate::op_ids::check(op_id).map_err(|e| Error::BadRequest(format!("/op_id: {e}")))?;
         }
+        if !self.membership.is_voter() {
+            return Err(Error::BadRequest(format!(
+                "{} is a replica-only member (it ships no log): send increments to another region",
+                self.name
+            )));
+        }
         let guard = self.begin_write();
         let applied = self.store.increment(key, &self.name, guard.ts, delta, op_id).await?;
         drop(guard);

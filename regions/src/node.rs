@@ -161,8 +161,11 @@ impl Region {
     /// written anywhere and this region holds a replica.
     pub fn executes_writes(&self, key: &str) -> bool {
         let placement = self.placement();
+        // A replica-only member ships no log: its writes would never leave it.
         placement.home(key).region == self.name
-            || (placement.writes_anywhere(key).is_some() && placement.replicates_to(key, &self.name))
+            || (placement.writes_anywhere(key).is_some()
+                && placement.replicates_to(key, &self.name)
+                && self.membership.is_voter())
     }
 
     /// The peer called `name`.
