@@ -25,7 +25,7 @@ use support::regions::{Cluster, NAMES};
 use support::workload;
 
 const SETTINGS: &str =
-    "quorum = \"quorum\"\nstrong_timeout_ms = 1000\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n";
+    "quorum = \"quorum\"\nstrong_timeout_ms = 3000\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n";
 const ACCOUNTS: [&str; 9] = [
     "us/a0", "us/a1", "us/a2", "eu/b0", "eu/b1", "eu/b2", "ap/c0", "ap/c1", "ap/c2",
 ];
@@ -126,15 +126,26 @@ async fn read(url: &str, key: &str) -> (u16, Value) {
     }
 }
 
+/// A strong write, again while the regions answer 5xx (a loaded machine can miss the
+/// strong-write timeout; such a write was not applied, or is written once more).
 async fn put(url: &str, key: &str, value: Value) -> Value {
-    let r = reqwest::Client::new()
-        .put(format!("{url}/v1/kv/{key}"))
-        .json(&json!({"value": value}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    r.json().await.unwrap()
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let last = match client
+            .put(format!("{url}/v1/kv/{key}"))
+            .json(&json!({"value": value}))
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == StatusCode::OK => return r.json().await.unwrap(),
+            Ok(r) if r.status().is_server_error() => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+            Ok(r) => panic!("{key}: {} {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(e) => e.to_string(),
+        };
+        assert!(Instant::now() < deadline, "{key} could not be written at {url}: {last}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The transfers: from and to in different regions, amounts large enough that some debits
