@@ -58,13 +58,13 @@ pub async fn run(args: RegionArgs) -> anyhow::Result<()> {
             written.ca.1.display()
         );
         for (name, cert, key) in &written.regions {
-            println!(
-                "\n# {name}'s configuration\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}",
-                written.ca.0.display().to_string(),
-                cert.display().to_string(),
-                key.display().to_string()
-            );
+            println!("{name}: {} {}", cert.display(), key.display());
         }
+        let dir = out.display().to_string().trim_end_matches('/').to_owned();
+        println!(
+            "\nIn the regions' configuration (addresses https://...; {{name}} stands for each region's name):\n\n\
+             [tls]\nca = \"{dir}/ca.pem\"\ncert = \"{dir}/{{name}}.pem\"\nkey = \"{dir}/{{name}}.key\""
+        );
         return Ok(());
     }
     let (Some(config_path), Some(name)) = (args.config, args.name) else {

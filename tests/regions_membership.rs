@@ -12,7 +12,7 @@ use support::regions::Cluster;
 
 const SETTINGS: &str = "quorum = \"quorum\"\nstrong_timeout_ms = 800\nclosed_ts_interval_ms = 50\n\
                         max_clock_offset_ms = 10\nheartbeat_interval_ms = 100\nsuspect_after_ms = 400\n\
-                        down_after_ms = 1200\n";
+                        down_after_ms = 1200\nanti_entropy_interval_ms = 300\n";
 
 async fn get(url: &str, path: &str) -> (u16, Value) {
     match reqwest::get(format!("{url}{path}")).await {
@@ -53,6 +53,18 @@ async fn a_fourth_region_joins_through_one_member_and_every_region_lists_it() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::start(dir.path(), SETTINGS, 5).await;
     let urls: Vec<String> = cluster.regions.iter().map(|r| r.url.clone()).collect();
+
+    // Written (and truncated from us-east's log) before sa-east exists: sa-east gets it
+    // through anti-entropy, and serves it from its own copy once that repaired the gap.
+    let before: Value = reqwest::Client::new()
+        .put(format!("{}/v1/kv/us/before-join", urls[0]))
+        .json(&json!({"value": 1, "consistency": "async"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
 
     // sa-east's file names only itself; it learns the cluster through eu-west (--join).
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -131,10 +143,18 @@ async fn a_fourth_region_joins_through_one_member_and_every_region_lists_it() {
         &url,
         "/v1/kv/us/after-join?consistency=bounded_staleness&max_staleness_ms=60000",
         logs,
-        |s, b| s == 200 && b["version"] == written["version"],
+        |s, b| s == 200 && b["version"] == written["version"] && b["served_by"] == "sa-east",
     )
     .await;
     assert_eq!(local["served_by"], "sa-east", "{local}");
+    let old = eventually(
+        &url,
+        "/v1/kv/us/before-join?consistency=bounded_staleness&max_staleness_ms=600000&allow_stale=true",
+        logs,
+        |s, b| s == 200 && b["version"] == before["version"] && b["served_by"] == "sa-east",
+    )
+    .await;
+    assert_eq!(old["served_by"], "sa-east", "{old}");
     // A strong write sent to sa-east is forwarded to the key's home.
     let r = reqwest::Client::new()
         .put(format!("{url}/v1/kv/eu/via-sa"))

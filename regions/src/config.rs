@@ -10,6 +10,15 @@
 //! retention_ms = 3600000       # how long old versions stay readable
 //! anti_entropy_interval_ms = 10000  # digest comparison with each peer (0: off)
 //! log_retention_entries = 100000    # most log entries kept for a slow peer (0: no limit)
+//! heartbeat_interval_ms = 500  # heartbeats between members (membership, failure detection)
+//! suspect_after_ms = 1500      # a member not heard from this long is suspect,
+//! down_after_ms = 5000         # and down after this long
+//! # bootstrap = ["http://..."] # a region not listed below joins through a member
+//!
+//! # [tls]                      # mutual TLS between regions (none: plain HTTP)
+//! # ca = "certs/ca.pem"        # `geosaga region certs` writes these
+//! # cert = "certs/{name}.pem"  # {name}: the region's name
+//! # key = "certs/{name}.key"
 //!
 //! [[regions]]
 //! name = "us-east"
@@ -105,7 +114,8 @@ pub enum Writes {
 }
 
 /// The `[tls]` section: PEM files of the cluster's CA and of this region's certificate
-/// (`geosaga region certs` writes them). Paths are relative to the working directory.
+/// (`geosaga region certs` writes them). Paths are relative to the working directory;
+/// `{name}` in `cert` and `key` stands for the region's name, so one file serves every region.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -287,6 +297,18 @@ impl Config {
             .iter()
             .find(|r| r.name == name)
             .ok_or_else(|| Error::Config(format!("no region is called {name:?}")))
+    }
+}
+
+impl TlsConfig {
+    /// The section for region `name`: `{name}` in `cert` and `key` replaced by it.
+    pub fn for_region(&self, name: &str) -> TlsConfig {
+        let fill = |p: &PathBuf| PathBuf::from(p.to_string_lossy().replace("{name}", name));
+        TlsConfig {
+            ca: self.ca.clone(),
+            cert: fill(&self.cert),
+            key: fill(&self.key),
+        }
     }
 }
 

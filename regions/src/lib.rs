@@ -137,7 +137,8 @@ pub use node::Region;
 
 /// Runs region `name` of `config` on its configured listen address until `shutdown`
 /// completes: the HTTP API, one log shipper per peer, and garbage collection.
-pub async fn serve(config: Config, name: &str, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn serve(mut config: Config, name: &str, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    config.tls = config.tls.map(|t| t.for_region(name));
     let config = membership::prepare(config, name).await?;
     let listen = config.region(name)?.listen_addr();
     let listener = tokio::net::TcpListener::bind(&listen).await?;
@@ -153,6 +154,8 @@ pub async fn serve_on(
     clock: Clock,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let mut config = config;
+    config.tls = config.tls.map(|t| t.for_region(name));
     let region = Arc::new(Region::open(config, name, clock).await?);
     let mut tasks = tokio::task::JoinSet::new();
     if region.membership.is_voter() {

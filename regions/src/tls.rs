@@ -360,6 +360,24 @@ mod tests {
     }
 
     #[test]
+    fn one_tls_section_serves_every_region() {
+        let tls = TlsConfig {
+            ca: "certs/ca.pem".into(),
+            cert: "certs/{name}.pem".into(),
+            key: "certs/{name}.key".into(),
+        };
+        let mine = tls.for_region("eu-west");
+        assert_eq!(
+            (mine.ca, mine.cert, mine.key),
+            (
+                "certs/ca.pem".into(),
+                "certs/eu-west.pem".into(),
+                "certs/eu-west.key".into()
+            )
+        );
+    }
+
+    #[test]
     fn names_that_are_no_dns_names_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let err = generate(dir.path(), &["us_east!".to_owned()], &[]).unwrap_err();

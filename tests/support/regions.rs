@@ -252,12 +252,13 @@ impl Cluster {
                 .collect();
             let config = dir.join(format!("{name}.toml"));
             let settings = match certs {
-                // The [tls] table follows the top-level settings, before the [[regions]].
+                // The [tls] table follows the top-level settings, before the [[regions]];
+                // `{name}` stands for the region's name.
                 Some(certs) => format!(
                     "{settings}\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
                     certs.join("ca.pem").display(),
-                    certs.join(format!("{name}.pem")).display(),
-                    certs.join(format!("{name}.key")).display()
+                    certs.join("{name}.pem").display(),
+                    certs.join("{name}.key").display()
                 ),
                 None => settings.to_owned(),
             };
