@@ -478,3 +478,90 @@ async fn an_undo_that_meets_a_newer_write_is_stuck_and_does_not_overwrite() {
     );
     assert_eq!(now["version"], theirs["version"]);
 }
+
+/// Every write and every undo of every transfer runs twice (the first result thrown
+/// away, as when an answer is lost): the second is answered from the op id, so every
+/// balance is still exactly what the completed transfers make it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_write_and_every_undo_run_twice_apply_once() {
+    use coordinator::runner::region::RegionDirectory;
+    use coordinator::store::memory::MemoryStore;
+    use coordinator::{Coordinator, Fault, Faults, HandlerRegistry, HostPolicy, HttpRunner, Options, Runners};
+    use sagas::Phase;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), SETTINGS, 2).await;
+    seed(&cluster).await;
+    let regions = NAMES
+        .iter()
+        .zip(&cluster.regions)
+        .map(|(name, region)| ((*name).to_owned(), region.url.clone()))
+        .collect();
+    let directory = RegionDirectory::new(regions, Some("us-east".into())).unwrap();
+    let faults = Arc::new(Faults::new());
+    let writes = ["debit", "credit", "note", "check"];
+    for step in writes {
+        for phase in [Phase::Action, Phase::Compensation] {
+            faults.inject(None, step, phase, Fault::Repeat, None);
+        }
+    }
+    let runners = Runners {
+        http: HttpRunner::new(HostPolicy::Any).with_regions(directory),
+        rust: HandlerRegistry::new(),
+        faults,
+    };
+    let coordinator = Coordinator::start(Arc::new(MemoryStore::new()), runners, Options::default())
+        .await
+        .unwrap();
+    coordinator
+        .register(&sagas::validate::validate_value(&definition()).unwrap())
+        .await
+        .unwrap();
+    let inputs: Vec<Value> = transfers().into_iter().take(30).collect();
+    let mut ids = Vec::new();
+    for input in &inputs {
+        let (record, _) = coordinator
+            .start_saga(coordinator::StartSaga {
+                definition: "move".into(),
+                version: None,
+                input: input.clone(),
+                idempotency_key: None,
+                trace_context: None,
+            })
+            .await
+            .unwrap();
+        ids.push(record.id);
+    }
+    let mut expected: BTreeMap<&str, i64> = ACCOUNTS.iter().map(|a| (*a, INITIAL)).collect();
+    let mut compensated = 0;
+    for (id, input) in ids.iter().zip(&inputs) {
+        let record = coordinator.wait(*id, Duration::from_secs(120)).await.unwrap();
+        let view = coordinator.saga(*id).await.unwrap();
+        match record.status.as_str() {
+            "completed" => {
+                let amount = input["amount"].as_i64().unwrap();
+                *expected.get_mut(input["from"].as_str().unwrap()).unwrap() -= amount;
+                *expected.get_mut(input["to"].as_str().unwrap()).unwrap() += amount;
+                for (def, step) in view.state.definition().steps.iter().zip(view.state.steps()) {
+                    if writes.contains(&def.name.as_str()) {
+                        let output = step.output.as_ref().unwrap();
+                        assert_eq!(output["replayed"], true, "{} of {id}: {output}", def.name);
+                    }
+                }
+            }
+            "compensated" => compensated += 1,
+            other => panic!("saga {id} ended {other}"),
+        }
+    }
+    assert!(compensated >= inputs.len() / FAIL_EVERY, "{compensated} compensated");
+    let mut actual = BTreeMap::new();
+    for account in ACCOUNTS {
+        let (_, body) = read(&home_url(&cluster, account), account).await;
+        actual.insert(account, body["value"]["balance"].as_i64().unwrap());
+    }
+    assert_eq!(
+        actual, expected,
+        "each write and undo applied once though each ran twice"
+    );
+    coordinator.shutdown().await.unwrap();
+}
