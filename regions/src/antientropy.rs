@@ -295,15 +295,35 @@ impl Region {
     }
 }
 
-/// Runs an anti-entropy round with every peer each `anti_entropy_interval_ms` (never when 0).
+/// Runs an anti-entropy round with every peer each `anti_entropy_interval_ms` (0: no
+/// periodic rounds), and with a peer whose gap is open every second or so whatever the
+/// interval: nothing else closes a gap, and until then reads of that peer's keys go to it.
 pub async fn anti_entropy_loop(region: Arc<Region>) {
     let every = region.config.anti_entropy_interval_ms;
-    if every == 0 {
-        return;
-    }
+    let gap_pause = (region.config.closed_ts_interval_ms * 10).max(1_000);
+    let tick = Duration::from_millis(if every == 0 { gap_pause } else { every.min(gap_pause) });
+    let mut last_full = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(Duration::from_millis(every)).await;
+        tokio::time::sleep(tick).await;
+        let full = every > 0 && last_full.elapsed() >= Duration::from_millis(every);
+        if full {
+            last_full = tokio::time::Instant::now();
+        }
+        let gaps = match region.store.replica_states().await {
+            Ok(states) => states
+                .into_iter()
+                .filter(|(_, s)| s.gap.is_some())
+                .map(|(home, _)| home)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(region = region.name, error = %e, "anti-entropy could not read replica states");
+                Vec::new()
+            }
+        };
         for peer in region.peers.clone() {
+            if !full && !gaps.contains(&peer.name) {
+                continue;
+            }
             match region.anti_entropy_round(&peer).await {
                 Ok(round) if round.repaired > 0 || round.closed_gap => tracing::info!(
                     region = region.name,

@@ -8,7 +8,7 @@
 //! closed_ts_interval_ms = 100  # how often a home ships its log and closes a timestamp
 //! max_clock_offset_ms = 250    # the largest offset assumed between two regions' clocks
 //! retention_ms = 3600000       # how long old versions stay readable
-//! anti_entropy_interval_ms = 10000  # digest comparison with each peer (0: off)
+//! anti_entropy_interval_ms = 10000  # digest comparison with each peer (0: only to close gaps)
 //! log_retention_entries = 100000    # most log entries kept for a slow peer (0: no limit)
 //! heartbeat_interval_ms = 500  # heartbeats between members (membership, failure detection)
 //! suspect_after_ms = 1500      # a member not heard from this long is suspect,
@@ -152,7 +152,8 @@ pub struct Config {
     /// Most log entries shipped in one batch.
     #[serde(default = "default_batch")]
     pub ship_batch: u32,
-    /// Interval of anti-entropy rounds with each peer, in milliseconds (0: never).
+    /// Interval of anti-entropy rounds with each peer, in milliseconds (0: none but those
+    /// that close a gap, which run about every second while one is open).
     #[serde(default = "default_anti_entropy")]
     pub anti_entropy_interval_ms: u64,
     /// Most entries the replication log keeps (0: no limit). Beyond it the oldest entries
