@@ -228,8 +228,16 @@ async fn concurrent_writes_anywhere_converge_by_last_writer_wins_and_are_counted
         assert_eq!((status, base["served_by"].as_str()), (200, Some("ap-south")), "{base}");
         everywhere(&cluster, &key, &base["version"]).await;
     }
-    // A key written twice at one side only: sequential, not a conflict.
-    let (_, solo) = put(&eu, "m/solo", json!({"value": 1, "consistency": "async"})).await;
+    // A key written twice at one side only: sequential, not a conflict. A retry of the first
+    // write (same op id, same region) is answered with its result and writes nothing.
+    let first = json!({"value": 1, "consistency": "async", "op_id": "solo-1"});
+    let (_, solo) = put(&eu, "m/solo", first.clone()).await;
+    let (status, retried) = put(&eu, "m/solo", first).await;
+    assert_eq!(
+        (status, retried["replayed"].as_bool(), &retried["version"]),
+        (200, Some(true), &solo["version"]),
+        "{retried}"
+    );
     everywhere(&cluster, "m/solo", &solo["version"]).await;
 
     cluster.set_cut(0, true); // us-east alone on one side

@@ -314,8 +314,18 @@ impl Region {
                  if_version (concurrent writes are merged by last-writer-wins)"
             )));
         }
+        // An op id is remembered by the region that executed the write: a retry sent there
+        // is answered with the first result (one sent elsewhere writes again).
+        let op = crate::op_ids::before_write(self, key, cmd).await?;
+        if let Some(replay) = op.replay {
+            return Ok(WriteResponse {
+                home_region: home.to_owned(),
+                ..replay
+            });
+        }
         let guard = self.begin_write();
         let ts = guard.ts;
+        let previous = crate::op_ids::prepare_write(self, key, cmd, ts, op.current.as_ref()).await?;
         self.store
             .write_anywhere(key, ts, cmd.value.as_deref(), &self.name, prefix)
             .await?;
@@ -326,7 +336,7 @@ impl Region {
             home_region: home.to_owned(),
             served_by: self.name.clone(),
             consistency: WriteConsistency::Async,
-            previous: None,
+            previous,
             replayed: false,
         })
     }
