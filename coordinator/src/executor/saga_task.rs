@@ -284,7 +284,8 @@ impl Driver {
             Phase::Action => Some(&step.action),
             Phase::Compensation => step.compensation.as_ref(),
         };
-        let http = matches!(action, Some(StepAction::Http(_)));
+        // Region steps are HTTP calls to a region too: client spans.
+        let http = matches!(action, Some(StepAction::Http(_) | StepAction::Region(_)));
         let key = sagas::idempotency_key(&self.id_text, &step.name, work.phase);
         self.spans.attempt(&step.name, work.phase, work.attempt, &key, http)
     }

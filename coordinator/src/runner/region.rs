@@ -3,7 +3,8 @@
 //!
 //! The coordinator's configuration names the regions it may call ([`RegionDirectory`]); a
 //! step goes to its `via` region (else the configured default), and to the others in turn
-//! when that one cannot be reached. Any region forwards a write to the key's home.
+//! when that one cannot be reached. Any region forwards a write to the key's home. An
+//! attempt's span (a client span) gets the HTTP attributes of its requests to the regions.
 //!
 //! Every write carries the attempt's idempotency key as `op_id`; the home records it with
 //! the write, in the same transaction, and answers a repeat with the recorded result, so a
@@ -19,6 +20,9 @@
 
 use std::sync::Arc;
 
+use observability::semconv;
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry::{Context, KeyValue};
 use sagas::template::{RenderContext, RenderError};
 use sagas::{Phase, RegionCall, RegionConsistency, RegionOperation, StepError};
 use serde_json::{Map, Value, json};
@@ -282,10 +286,27 @@ impl RegionRunner {
     ) -> Result<Answer, StepError> {
         let order = self.directory.order(via).map_err(StepError::permanent)?;
         let mut failures = Vec::new();
+        let cx = Context::current();
+        let span = cx.span();
         for base in order {
-            match build(&self.client, base).send().await {
+            let request = build(&self.client, base)
+                .build()
+                .map_err(|e| StepError::permanent(format!("a request to {base}: {e}")))?;
+            span.set_attribute(KeyValue::new(
+                semconv::HTTP_REQUEST_METHOD,
+                request.method().as_str().to_owned(),
+            ));
+            span.set_attribute(KeyValue::new(semconv::URL_FULL, request.url().to_string()));
+            if let Some(host) = request.url().host_str() {
+                span.set_attribute(KeyValue::new(semconv::SERVER_ADDRESS, host.to_owned()));
+            }
+            if let Some(port) = request.url().port_or_known_default() {
+                span.set_attribute(KeyValue::new(semconv::SERVER_PORT, i64::from(port)));
+            }
+            match self.client.execute(request).await {
                 Ok(response) => {
                     let status = response.status().as_u16();
+                    span.set_attribute(KeyValue::new(semconv::HTTP_RESPONSE_STATUS_CODE, i64::from(status)));
                     let bytes = response
                         .bytes()
                         .await
