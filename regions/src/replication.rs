@@ -178,13 +178,11 @@ impl Region {
     /// the previous batch in flight ended at), with the timestamp it closes. Returns the
     /// batch and whether it was full (more entries are waiting).
     pub(crate) async fn next_batch(&self, peer: &Peer, after: i64) -> Result<(ReplicateBatch, bool)> {
-        // Entries the peer never acknowledged may have been truncated (log retention):
-        // read that before the clock, so the gap's timestamp is above all of them.
-        let truncated = self.store.truncated_upto().await?;
         // Read the clock and the pending writes before the log: every write at or below
         // the closed timestamp is then either in the log already or accounted for.
         let (now, earliest_pending) = self.now_and_earliest_pending();
         let mut entries = self.store.log_after(after, self.config.ship_batch).await?;
+        let gap = self.gap_after(after, entries.first().map(|e| e.seq)).await?;
         let full = entries.len() == self.config.ship_batch as usize;
         if let Some(i) = entries.iter().position(|e| e.state == EntryState::Pending) {
             entries.truncate(i);
@@ -192,7 +190,7 @@ impl Region {
         let last = entries.last().map_or(after, |e| e.seq);
         let earliest_unshipped = self.store.earliest_after(last).await?;
         let full = full && !entries.is_empty();
-        let (entries, skip_to, gap) = self.for_peer(peer, entries, last, after, truncated, now);
+        let (entries, skip_to) = self.for_peer(peer, entries, last);
         let batch = ReplicateBatch {
             from: self.name.clone(),
             entries,
@@ -220,27 +218,30 @@ impl Region {
         Ok(())
     }
 
-    /// Shapes a batch for `peer`: drops entries of keys it holds no replica of (saying how
-    /// far the batch covers the log instead), and names the entries truncated before it got
-    /// them (after `after`), which anti-entropy repairs; its cursor moves past them.
-    fn for_peer(
-        &self,
-        peer: &Peer,
-        mut entries: Vec<LogEntry>,
-        last: i64,
-        after: i64,
-        truncated: i64,
-        now: Timestamp,
-    ) -> (Vec<LogEntry>, Option<i64>, Option<Gap>) {
+    /// Drops from a batch for `peer` the entries of keys it holds no replica of; returns
+    /// what is left and, if anything was dropped, how far the batch covers the log.
+    fn for_peer(&self, peer: &Peer, mut entries: Vec<LogEntry>, last: i64) -> (Vec<LogEntry>, Option<i64>) {
         let placement = self.placement();
         let before = entries.len();
         entries.retain(|e| e.kind == EntryKind::Counter || placement.replicates_to(&e.key, &peer.name));
         let skip_to = (entries.len() < before).then_some(last);
-        let gap = (after < truncated).then_some(Gap {
-            upto_seq: truncated,
-            upto_ts: now,
-        });
-        (entries, skip_to, gap)
+        (entries, skip_to)
+    }
+
+    /// The entries after `after` that are gone from the log (truncated past the retention
+    /// before the peer got them), given the first entry read after `after`. Sequence numbers
+    /// have no holes, so that entry (or, with none, the truncation point) says where the gap
+    /// ends; the clock read now, after the log, is above every truncated entry's timestamp.
+    /// Anti-entropy repairs the gap; the peer's position moves past it.
+    async fn gap_after(&self, after: i64, first: Option<i64>) -> Result<Option<Gap>> {
+        let missing_upto = match first {
+            Some(seq) => seq - 1,
+            None => self.store.truncated_upto().await?,
+        };
+        Ok((missing_upto > after).then(|| Gap {
+            upto_seq: missing_upto,
+            upto_ts: self.clock.now(),
+        }))
     }
 
     /// The log position `peer` acknowledged.
