@@ -7,7 +7,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +16,7 @@ use crate::counter::{CounterResponse, IncrementRequest};
 use crate::node::Region;
 use crate::problem::{ApiError, ProblemType};
 use crate::rehome::{RehomeRequest, RehomeResponse, RehomeStep, StepAck};
+use crate::tls::PeerIdentity;
 
 type Shared = State<Arc<Region>>;
 
@@ -127,7 +128,22 @@ async fn rehome_step(State(region): Shared, Path(step): Path<String>, b: Bytes) 
     Ok(Json(region.rehome_step(&step, &s).await.map_err(ApiError::from)?))
 }
 
-async fn anti_entropy(State(region): Shared, b: Bytes) -> Result<Json<DigestResponse>, ApiError> {
+async fn anti_entropy(
+    State(region): Shared,
+    identity: Option<Extension<PeerIdentity>>,
+    b: Bytes,
+) -> Result<Json<DigestResponse>, ApiError> {
     let req: DigestRequest = peer_body(&b)?;
+    // Over mutual TLS, a region asks for what it holds replicas of as itself only (a rule's
+    // replica set keeps its keys from the others).
+    if let Some(Extension(identity)) = identity
+        && !identity.names(&req.from)
+    {
+        return Err(ApiError::new(
+            ProblemType::PeerForbidden,
+            format!("/from: the client certificate does not name {:?}", req.from),
+        )
+        .at(&region.name));
+    }
     Ok(Json(region.anti_entropy_answer(&req).await.map_err(ApiError::from)?))
 }
