@@ -257,6 +257,13 @@ async fn concurrent_writes_anywhere_converge_by_last_writer_wins_and_are_counted
         });
     }
     let (_, solo2) = put(&eu, "m/solo", json!({"value": 2, "consistency": "async"})).await;
+    // Cut off, the nominal home cannot vouch for the other replicas' writes: a tight bound
+    // is refused (nowhere fresher to go), allow_stale answers and says so.
+    let tight = "/v1/kv/m/k0?consistency=bounded_staleness&max_staleness_ms=100";
+    let refused = eventually(&cluster, &us, tight, 20, |s, _| s == 503).await;
+    assert_eq!(refused["type"], "https://geosaga.dev/problems/too-stale", "{refused}");
+    let (status, stale) = get(&us, &format!("{tight}&allow_stale=true")).await;
+    assert_eq!((status, stale["stale"].as_bool()), (200, Some(true)), "{stale}");
     cluster.set_cut(0, false);
 
     for (i, (version, value)) in winners.iter().enumerate() {

@@ -390,6 +390,21 @@ impl Region {
                 closed::staleness_bound_ms(c, self.clock.physical_ms(), self.config.max_clock_offset_ms)
             });
             let stale = req.consistency == ReadConsistency::BoundedStaleness && bound > req.max_staleness_ms;
+            if stale && !req.allow_stale {
+                // Nowhere fresher to send it: the stalest other replica is the one to blame.
+                let placement = self.placement();
+                let stalest = self
+                    .peers
+                    .iter()
+                    .filter(|p| placement.replicates_to(key, &p.name))
+                    .min_by_key(|p| self.closed_for(&p.name))
+                    .map_or_else(|| home.clone(), |p| p.name.clone());
+                return Err(Error::TooStale {
+                    home: stalest,
+                    staleness_ms: bound,
+                    max_staleness_ms: req.max_staleness_ms,
+                });
+            }
             return self.read_local(key, &home, LATEST, bound, req, stale).await.map(Some);
         }
         let plan = closed::plan_read(
