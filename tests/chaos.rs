@@ -1,0 +1,190 @@
+//! The chaos suite: the containerised multi-region testbed (`deploy/testbed`: three regions
+//! and a coordinator, WAN latency from `geosaga netem`) under a workload of cross-region
+//! transfer sagas, strong and async writes, bounded-staleness reads, counter increments and
+//! writes-anywhere keys,
+//! while a nemesis SIGKILLs and restarts regions and the coordinator, cuts regions off and
+//! heals them, and changes latencies. Then every promise is checked (see [`checks`]) and a
+//! short report printed; when a check fails, the whole history is kept as JSON.
+//!
+//! Needs Docker (`scripts/test` installs it as root). `GEOSAGA_CHAOS_SECS` sets how long
+//! the nemesis runs (default 120; a soak: `GEOSAGA_CHAOS_SECS=3600 cargo nextest run -p
+//! geosaga --test chaos --run-ignored all`... or simply the same command with a longer
+//! duration), `GEOSAGA_CHAOS_SEED` replays a nemesis schedule, `GEOSAGA_CHAOS_KEEP=1` leaves
+//! the testbed up afterwards.
+
+#[path = "support/chaos_sagas.rs"]
+mod chaos_sagas;
+#[path = "support/chaos_testbed.rs"]
+mod chaos_testbed;
+#[path = "support/chaos_workload.rs"]
+mod chaos_workload;
+#[path = "support/chaos_checks.rs"]
+mod checks;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use chaos_testbed::{REGIONS, TABLE_RTT, Testbed};
+use chaos_workload::Workload;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// One fault the nemesis injected.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// When it began (since the workload's origin).
+    pub at: Duration,
+    /// Its kind: `kill`, `cut`, `latency`.
+    pub kind: &'static str,
+    /// What exactly.
+    pub what: String,
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),
+        Err(_) => default,
+    }
+}
+
+async fn sleep_ms(rng: &mut StdRng, range: std::ops::Range<u64>) {
+    tokio::time::sleep(Duration::from_millis(rng.random_range(range))).await;
+}
+
+/// Kills, cuts and slows down parts of the testbed, one fault at a time, until `until`.
+async fn nemesis(tb: &Testbed, w: &Workload, seed: u64, until: Instant) -> Vec<Fault> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut faults = Vec::new();
+    while Instant::now() < until {
+        sleep_ms(&mut rng, 1_500..4_000).await;
+        let at = w.now();
+        match rng.random_range(0..4) {
+            0 => {
+                let r = REGIONS[rng.random_range(0..REGIONS.len())];
+                tb.must(&["kill", r]).await;
+                faults.push(Fault {
+                    at,
+                    kind: "kill",
+                    what: format!("{r} SIGKILLed"),
+                });
+                sleep_ms(&mut rng, 1_000..6_000).await;
+                tb.must(&["start", r]).await;
+            }
+            1 => {
+                tb.must(&["kill", "coordinator"]).await;
+                faults.push(Fault {
+                    at,
+                    kind: "kill",
+                    what: "coordinator SIGKILLed".into(),
+                });
+                sleep_ms(&mut rng, 500..4_000).await;
+                tb.must(&["start", "coordinator"]).await;
+            }
+            2 => {
+                let r = REGIONS[rng.random_range(0..REGIONS.len())];
+                tb.must(&["cut", r]).await;
+                faults.push(Fault {
+                    at,
+                    kind: "cut",
+                    what: format!("{r} cut off"),
+                });
+                sleep_ms(&mut rng, 2_000..8_000).await;
+                tb.must(&["heal", r]).await;
+            }
+            _ => {
+                let (a, b, _) = TABLE_RTT[rng.random_range(0..TABLE_RTT.len())];
+                let ms = rng.random_range(10..800u64);
+                tb.must(&["latency", a, b, &ms.to_string()]).await;
+                faults.push(Fault {
+                    at,
+                    kind: "latency",
+                    what: format!("{a}<->{b} {ms} ms"),
+                });
+            }
+        }
+    }
+    tb.must(&["heal"]).await;
+    tb.must(&["latencies"]).await;
+    faults
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_testbed_keeps_its_promises_under_a_nemesis() {
+    chaos_testbed::require_docker();
+    let secs = env_u64("GEOSAGA_CHAOS_SECS", 120);
+    let seed = env_u64("GEOSAGA_CHAOS_SEED", rand::random_range(0..1_000_000));
+    let project = std::env::var("GEOSAGA_CHAOS_PROJECT").unwrap_or_else(|_| "geosaga-chaos".to_owned());
+    eprintln!(
+        "chaos: {secs} s of faults, seed {seed} (GEOSAGA_CHAOS_SEED={seed} replays the schedule), project {project}"
+    );
+    let tb = Testbed::up(&project).await;
+
+    let w = Arc::new(Workload::new(tb.regions.clone()));
+    chaos_sagas::open_accounts(&w).await;
+    let sagas = Arc::new(chaos_sagas::Sagas::default());
+    let mut tasks = chaos_workload::start(&w);
+    for client in 0..2 {
+        let (w, sagas, coordinator) = (w.clone(), sagas.clone(), tb.coordinator.clone());
+        tasks.push(tokio::spawn(async move {
+            chaos_sagas::run(&w, &sagas, &coordinator, client).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let faults = nemesis(&tb, &w, seed, Instant::now() + Duration::from_secs(secs)).await;
+    let proxies: serde_json::Value = reqwest::get(format!("{}/proxies", tb.netem))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let links = proxies.as_object().expect("netem lists its proxies");
+    assert!(
+        links.len() == 6 && links.values().all(|p| p["enabled"] == true),
+        "every link is up again: {proxies}"
+    );
+    // A little traffic on the healed testbed, then the clients stop.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    w.stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let report = checks::run(&tb, &w, &sagas).await;
+    let mut by_kind = BTreeMap::new();
+    for f in &faults {
+        *by_kind.entry(f.kind).or_insert(0usize) += 1;
+    }
+    eprintln!(
+        "chaos report ({secs} s, seed {seed})\n  operations: {}\n  faults: {} ({by_kind:?})\n  checks:\n{}",
+        report.operations,
+        faults.len(),
+        report
+            .checks
+            .iter()
+            .map(|(name, failure)| match failure {
+                None => format!("    ok    {name}"),
+                Some(f) => format!("    FAIL  {name}: {f}"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let failed: Vec<&String> = report
+        .checks
+        .iter()
+        .filter(|(_, f)| f.is_some())
+        .map(|(n, _)| n)
+        .collect();
+    if !failed.is_empty() {
+        let path = checks::keep_history(&w, &sagas, &faults, &report, seed, &tb.logs().await);
+        panic!(
+            "{} check(s) failed: {failed:?}; the history is in {}",
+            failed.len(),
+            path.display()
+        );
+    }
+    assert!(!faults.is_empty(), "the nemesis injected faults");
+}

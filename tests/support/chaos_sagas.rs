@@ -1,0 +1,200 @@
+//! Cross-region transfer sagas (`examples/transfer_regions.json`, registered by `testbed
+//! up`) in the chaos suite: accounts in every region, transfers between accounts of
+//! different regions started through the coordinator (retried with one idempotency key
+//! while it is down), and the checks: every saga settles `completed` or `compensated`, and
+//! each account holds its opening balance less what it sent plus what it received in
+//! completed sagas (so money is conserved across regions).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::chaos_testbed::PREFIXES;
+use super::chaos_workload::Workload;
+
+/// Every account's opening balance.
+pub const OPENING: i64 = 1_000;
+/// Accounts per region.
+const PER_REGION: usize = 3;
+
+/// A transfer saga the coordinator accepted.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    /// The saga's id.
+    pub id: String,
+    /// The sender's account.
+    pub from: String,
+    /// The receiver's account.
+    pub to: String,
+    /// The amount.
+    pub amount: i64,
+}
+
+/// The sagas started, and starts that never got an answer.
+#[derive(Default)]
+pub struct Sagas {
+    /// Accepted transfers.
+    pub started: Mutex<Vec<Transfer>>,
+}
+
+/// The accounts, by region prefix.
+pub fn accounts() -> Vec<String> {
+    PREFIXES
+        .iter()
+        .flat_map(|p| (0..PER_REGION).map(move |i| format!("{p}acct{i}")))
+        .collect()
+}
+
+/// Opens every account with [`OPENING`] (through its home, only if absent).
+pub async fn open_accounts(w: &Workload) {
+    for (i, key) in accounts().into_iter().enumerate() {
+        let home = i / PER_REGION;
+        let url = format!("{}/v1/kv/{key}", w.regions[home]);
+        let body = json!({"value": {"balance": OPENING}, "if_version": "0.0"});
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = w.http.put(&url).json(&body).send().await;
+            match r {
+                Ok(r) if r.status() == 200 || r.status() == 409 => break,
+                other => assert!(Instant::now() < deadline, "opening {key}: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Starts transfers through `coordinator` until `w.stop`: each start is retried with its
+/// idempotency key until the coordinator answers (it may be down).
+pub async fn run(w: &Workload, sagas: &Sagas, coordinator: &str, client: usize) {
+    let accounts = accounts();
+    let mut n = 0;
+    while !w.stop.load(Ordering::SeqCst) {
+        n += 1;
+        let from = &accounts[rand::random_range(0..accounts.len())];
+        let to = loop {
+            let to = &accounts[rand::random_range(0..accounts.len())];
+            if to[..3] != from[..3] {
+                break to;
+            }
+        };
+        let amount = rand::random_range(1..=40i64);
+        let body = json!({
+            "definition": "transfer_regions",
+            "input": {"from": from, "to": to, "amount": amount},
+            "idempotency_key": format!("chaos-{client}-{n}"),
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = w.http.post(format!("{coordinator}/v1/sagas")).json(&body).send().await;
+            match r {
+                Ok(r) if r.status() == 201 || r.status() == 200 => {
+                    let answer: Value = r.json().await.unwrap();
+                    let id = answer["id"].as_str().unwrap_or_else(|| panic!("a saga id: {answer}"));
+                    sagas.started.lock().unwrap().push(Transfer {
+                        id: id.to_owned(),
+                        from: from.clone(),
+                        to: to.clone(),
+                        amount,
+                    });
+                    break;
+                }
+                Ok(r) if r.status().is_client_error() => {
+                    panic!(
+                        "the coordinator refused a transfer: {}",
+                        r.text().await.unwrap_or_default()
+                    )
+                }
+                _ => {
+                    w.rec.errors.fetch_add(1, Ordering::Relaxed);
+                    if Instant::now() > deadline {
+                        panic!("the coordinator did not accept transfer chaos-{client}-{n} within 60 s");
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until every saga settled; fails on `stuck` or on one still running after 3 min.
+/// Returns the count per final status and the completed transfers.
+pub async fn settle(
+    w: &Workload,
+    sagas: &Sagas,
+    coordinator: &str,
+) -> Result<(BTreeMap<String, usize>, Vec<Transfer>), String> {
+    let started = sagas.started.lock().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut statuses = BTreeMap::new();
+    let mut completed = Vec::new();
+    for t in &started {
+        loop {
+            let r = w.http.get(format!("{coordinator}/v1/sagas/{}", t.id)).send().await;
+            let status = match r {
+                Ok(r) if r.status() == 200 => {
+                    let body: Value = r.json().await.unwrap_or(Value::Null);
+                    body["status"].as_str().unwrap_or("").to_owned()
+                }
+                _ => String::new(),
+            };
+            match status.as_str() {
+                "completed" | "compensated" => {
+                    if status == "completed" {
+                        completed.push(t.clone());
+                    }
+                    *statuses.entry(status).or_insert(0) += 1;
+                    break;
+                }
+                "stuck" => return Err(format!("saga {} ({t:?}) is stuck", t.id)),
+                other if Instant::now() > deadline => {
+                    return Err(format!("saga {} ({t:?}) has not settled after 3 min: {other:?}", t.id));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+    Ok((statuses, completed))
+}
+
+/// Checks each account's balance (strong read at its home) against the completed transfers.
+pub async fn money_conserved(w: &Workload, completed: &[Transfer]) -> Result<String, String> {
+    let mut expected: BTreeMap<String, i64> = accounts().into_iter().map(|a| (a, OPENING)).collect();
+    for t in completed {
+        *expected.get_mut(&t.from).unwrap() -= t.amount;
+        *expected.get_mut(&t.to).unwrap() += t.amount;
+    }
+    let mut total = 0;
+    for (i, (key, want)) in expected.iter().enumerate() {
+        let url = format!("{}/v1/kv/{key}", w.regions[i / PER_REGION]);
+        let mut got = None;
+        for _ in 0..40 {
+            if let Ok(r) = w.http.get(&url).send().await
+                && r.status() == 200
+            {
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                got = body["value"]["balance"].as_i64();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let got = got.ok_or_else(|| format!("{key} could not be read"))?;
+        if got != *want {
+            return Err(format!(
+                "{key} holds {got}, but its opening balance and the completed transfers make {want}"
+            ));
+        }
+        total += got;
+    }
+    let opening = OPENING * expected.len() as i64;
+    if total != opening {
+        return Err(format!("the accounts hold {total} in all, not {opening}"));
+    }
+    Ok(format!(
+        "{} accounts hold {total} in all, each as the completed transfers say",
+        expected.len()
+    ))
+}

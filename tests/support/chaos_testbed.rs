@@ -1,0 +1,158 @@
+//! The containerised testbed (`deploy/testbed`) as the chaos suite drives it: its own
+//! compose project on free host ports, brought up and hurt with the same `testbed` script a
+//! user runs (`up`, `cut`, `heal`, `kill`, `start`, `latency`), and taken down at the end.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+/// The regions, as named in the testbed.
+pub const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
+/// The key prefix homed in each region (the testbed's placement rules).
+pub const PREFIXES: [&str; 3] = ["us/", "eu/", "ap/"];
+/// The round-trip times of the testbed's table (`deploy/testbed/testbed`), in ms.
+pub const TABLE_RTT: [(&str, &str, u64); 3] = [
+    ("us-east", "eu-west", 80),
+    ("us-east", "ap-south", 220),
+    ("eu-west", "ap-south", 160),
+];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Fails the test, saying how to get Docker, unless the engine and docker-compose answer.
+pub fn require_docker() {
+    let works = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(
+        works("docker", &["info"]) && works("docker-compose", &["version"]),
+        "the chaos suite needs Docker's engine and docker-compose: run scripts/test as root (it installs \
+         Debian's docker.io and docker-compose and starts dockerd), or `sudo apt-get install -y docker.io \
+         docker-compose && sudo systemctl start docker`"
+    );
+}
+
+/// A running testbed; taken down when dropped (unless `GEOSAGA_CHAOS_KEEP=1`).
+pub struct Testbed {
+    project: String,
+    env: Vec<(String, String)>,
+    /// The coordinator's base URL.
+    pub coordinator: String,
+    /// Each region's base URL, in the order of [`REGIONS`].
+    pub regions: Vec<String>,
+    /// The netem API's base URL.
+    pub netem: String,
+}
+
+/// What a script printed.
+pub struct Ran {
+    /// Whether it exited 0.
+    pub ok: bool,
+    /// Its standard output and error.
+    pub output: String,
+}
+
+impl Testbed {
+    /// Builds the image (`deploy/build-image`: incremental, quick when nothing changed) and
+    /// starts the testbed under the compose project `project`, on free ports.
+    pub async fn up(project: &str) -> Testbed {
+        let build = run_script(root().join("deploy/build-image"), &[], &[]).await;
+        assert!(build.ok, "deploy/build-image failed:\n{}", build.output);
+        let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+        let env: Vec<(String, String)> = [
+            ("GEOSAGA_TESTBED_PROJECT", project.to_owned()),
+            ("GEOSAGA_TESTBED_COORDINATOR_PORT", ports[0].to_string()),
+            ("GEOSAGA_TESTBED_US_EAST_PORT", ports[1].to_string()),
+            ("GEOSAGA_TESTBED_EU_WEST_PORT", ports[2].to_string()),
+            ("GEOSAGA_TESTBED_AP_SOUTH_PORT", ports[3].to_string()),
+            ("GEOSAGA_TESTBED_NETEM_PORT", ports[4].to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let testbed = Testbed {
+            project: project.to_owned(),
+            env,
+            coordinator: format!("http://127.0.0.1:{}", ports[0]),
+            regions: ports[1..4].iter().map(|p| format!("http://127.0.0.1:{p}")).collect(),
+            netem: format!("http://127.0.0.1:{}", ports[4]),
+        };
+        // A testbed left over by an interrupted run of the same project goes first.
+        testbed.run(&["down"]).await;
+        let up = testbed.run(&["up"]).await;
+        assert!(up.ok, "testbed up failed:\n{}\n{}", up.output, testbed.logs().await);
+        testbed
+    }
+
+    /// Runs `deploy/testbed/testbed ARGS` for this testbed.
+    pub async fn run(&self, args: &[&str]) -> Ran {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_script(root().join("deploy/testbed/testbed"), args, &env).await
+    }
+
+    /// Runs `testbed ARGS` and fails the test if it fails.
+    pub async fn must(&self, args: &[&str]) {
+        let ran = self.run(args).await;
+        assert!(ran.ok, "testbed {} failed:\n{}", args.join(" "), ran.output);
+    }
+
+    /// The last lines of every container's log.
+    pub async fn logs(&self) -> String {
+        self.run(&["logs", "--tail", "200"]).await.output
+    }
+
+    /// The compose project's name.
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        if std::env::var("GEOSAGA_CHAOS_KEEP").is_ok_and(|v| v == "1") {
+            eprintln!(
+                "GEOSAGA_CHAOS_KEEP=1: the testbed {} is still up (GEOSAGA_TESTBED_PROJECT={} deploy/testbed/testbed down)",
+                self.project, self.project
+            );
+            return;
+        }
+        let _ = std::process::Command::new(root().join("deploy/testbed/testbed"))
+            .arg("down")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+async fn run_script(path: PathBuf, args: &[&str], env: &[(&str, &str)]) -> Ran {
+    let out = tokio::process::Command::new(&path)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
+    Ran {
+        ok: out.status.success(),
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
