@@ -1,7 +1,9 @@
 //! Log shipping, pipelined: one task per peer pushes the home's log as soon as a write is
 //! logged (the write path signals it), keeps up to [`MAX_IN_FLIGHT`] batches in flight over
 //! the client's kept-alive connections, and sends an empty batch (a closed timestamp only)
-//! when nothing was sent for `closed_ts_interval_ms`. Acknowledgements are cumulative; on
+//! when nothing was sent for `closed_ts_interval_ms` and fewer than [`MAX_EMPTY_IN_FLIGHT`]
+//! batches are in flight: empty batches never take the slots entries need (with a round trip
+//! of 4 intervals they would fill 4 slots, and a write would wait half an interval for one). Acknowledgements are cumulative; on
 //! any error the batches in flight are dropped and shipping resumes from the acknowledged
 //! position. A replica refuses a batch that does not follow what it applied (batches on
 //! different connections may overtake one another), so nothing is ever applied over a hole.
@@ -17,7 +19,10 @@ use crate::node::{Peer, Region};
 use crate::protocol::{ReplicateAck, ReplicateBatch};
 
 /// Batches in flight to one peer at most.
-pub const MAX_IN_FLIGHT: usize = 4;
+pub const MAX_IN_FLIGHT: usize = 8;
+
+/// An empty batch is sent only while fewer batches than this are in flight.
+pub const MAX_EMPTY_IN_FLIGHT: usize = 4;
 
 /// How a replica's refusal of a batch that overtook its predecessor starts.
 pub(crate) const OUT_OF_ORDER: &str = "out-of-order batch";
@@ -68,6 +73,11 @@ fn covered(batch: &ReplicateBatch, after: i64) -> i64 {
     .fold(after, i64::max)
 }
 
+/// Whether an empty batch (a closed timestamp only) is due with `in_flight` batches in flight.
+fn empty_due(in_flight: usize, next_due: Instant) -> bool {
+    in_flight < MAX_EMPTY_IN_FLIGHT && Instant::now() >= next_due
+}
+
 /// Ships the log to `peer` for ever (see the module's documentation).
 pub async fn ship_loop(region: Arc<Region>, peer: Peer) {
     let interval = Duration::from_millis(region.config.closed_ts_interval_ms);
@@ -82,10 +92,10 @@ pub async fn ship_loop(region: Arc<Region>, peer: Peer) {
         if retry_at.is_some_and(|t| t <= Instant::now()) {
             retry_at = None;
         }
-        while retry_at.is_none() && in_flight.len() < MAX_IN_FLIGHT && (more || Instant::now() >= next_due) {
+        while retry_at.is_none() && in_flight.len() < MAX_IN_FLIGHT && (more || empty_due(in_flight.len(), next_due)) {
             match region.next_batch(&peer, sent).await {
                 Ok((batch, full)) => {
-                    if batch.entries.is_empty() && Instant::now() < next_due {
+                    if batch.entries.is_empty() && !empty_due(in_flight.len(), next_due) {
                         more = false;
                         break;
                     }
@@ -102,7 +112,7 @@ pub async fn ship_loop(region: Arc<Region>, peer: Peer) {
         }
         let wake = match retry_at {
             Some(t) => t,
-            None if in_flight.len() < MAX_IN_FLIGHT => next_due,
+            None if in_flight.len() < MAX_EMPTY_IN_FLIGHT => next_due,
             None => Instant::now() + Duration::from_secs(3600),
         };
         tokio::select! {
