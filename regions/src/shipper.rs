@@ -146,3 +146,48 @@ pub async fn ship_loop(region: Arc<Region>, peer: Peer) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::hlc::{Clock, Timestamp};
+
+    fn batch(after: i64, seqs: &[i64]) -> ReplicateBatch {
+        let ts = |wall_ms: u64| serde_json::to_value(Timestamp { wall_ms, logical: 0 }).unwrap();
+        let entries: Vec<_> = seqs
+            .iter()
+            .map(|s| json!({"seq": s, "key": format!("k{s}"), "ts": ts(1_000 + *s as u64), "value": "1", "state": "committed"}))
+            .collect();
+        serde_json::from_value(json!({"from": "b", "entries": entries, "closed": ts(900), "after": after})).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_replica_never_applies_a_batch_over_a_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::Config::parse(&format!(
+            "[[regions]]\nname = \"a\"\naddress = \"http://127.0.0.1:1\"\ndata = \"{}\"\n\
+             [[regions]]\nname = \"b\"\naddress = \"http://127.0.0.1:2\"\n",
+            dir.path().join("a.db").display()
+        ))
+        .unwrap();
+        let region = Region::open(config, "a", Clock::system(250)).await.unwrap();
+        // The second batch overtook the first: refused, nothing applied.
+        let refused = region.accept_batch(&batch(2, &[3, 4])).await.unwrap_err();
+        assert!(refused.to_string().contains(OUT_OF_ORDER), "{refused}");
+        assert_eq!(region.accept_batch(&batch(0, &[1, 2])).await.unwrap().applied_seq, 2);
+        assert_eq!(region.accept_batch(&batch(2, &[3, 4])).await.unwrap().applied_seq, 4);
+        // A batch sent again after a reset overlaps what was applied: accepted, idempotent.
+        assert_eq!(
+            region
+                .accept_batch(&batch(0, &[1, 2, 3, 4, 5]))
+                .await
+                .unwrap()
+                .applied_seq,
+            5
+        );
+        assert_eq!(covered(&batch(5, &[6, 7]), 5), 7);
+        assert_eq!(covered(&batch(5, &[]), 5), 5);
+    }
+}
