@@ -311,8 +311,16 @@ pub async fn prepare(config: Config, name: &str) -> Result<Config> {
     }
     let own = config.region(name)?.clone();
     let path = members_path(&own);
+    let address = own.address.trim_end_matches('/');
     let text = match load(&path)? {
-        Some(saved) if !saved.cluster_config.is_empty() => saved.cluster_config,
+        // Joined before, at the same address: the cluster's configuration is kept here.
+        Some(saved)
+            if !saved.cluster_config.is_empty()
+                && saved.members.iter().any(|m| m.name == own.name && m.address == address) =>
+        {
+            saved.cluster_config
+        }
+        // Never joined, or its address changed: join (again; a new version spreads it).
         _ => {
             let answer = join_through(&config, &own).await?;
             save(
