@@ -183,3 +183,40 @@ async fn three_regions_over_mutual_tls_and_intruders_refused() {
         .unwrap();
     assert_eq!(r.status(), 403);
 }
+
+#[test]
+fn bad_certificate_requests_get_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = std::process::Command::new(env!("CARGO_BIN_EXE_geosaga"))
+        .args([
+            "region",
+            "certs",
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--regions",
+            "us_east!",
+        ])
+        .output()
+        .unwrap();
+    assert!(!done.status.success());
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(stderr.contains("\"us_east!\" is not a valid DNS name"), "{stderr}");
+    assert!(!dir.path().join("us_east!.pem").exists());
+    let config = dir.path().join("x.toml");
+    std::fs::write(&config, "[[regions]]\nname = \"x\"\naddress = \"http://127.0.0.1:1\"\n").unwrap();
+    let done = std::process::Command::new(env!("CARGO_BIN_EXE_geosaga"))
+        .args([
+            "region",
+            "--config",
+            config.to_str().unwrap(),
+            "--name",
+            "x",
+            "--join",
+            "ftp://a",
+        ])
+        .output()
+        .unwrap();
+    assert!(!done.status.success());
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(stderr.contains("--join \"ftp://a\": not an http(s) URL"), "{stderr}");
+}
