@@ -220,3 +220,78 @@ fn bad_certificate_requests_get_a_clear_message() {
     let stderr = String::from_utf8_lossy(&done.stderr);
     assert!(stderr.contains("--join \"ftp://a\": not an http(s) URL"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_region_joins_over_mutual_tls_only_with_a_certificate_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("certs");
+    certs(&ours, "us-east,eu-west,ap-south");
+    let cluster = Cluster::start_tls(dir.path(), SETTINGS, 5, &ours).await;
+    let us = cluster.regions[0].url.clone();
+    // Later, with the same CA (certs reuses the one in --out): sa-east's certificate.
+    certs(&ours, "sa-east");
+    let joiner_file = |name: &str, cert: &str, port: u16| {
+        let file = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &file,
+            format!(
+                "bootstrap = [\"{}\"]\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\
+                 [[regions]]\nname = \"{name}\"\naddress = \"https://127.0.0.1:{port}\"\ndata = \"{}\"\n",
+                cluster.regions[1].url,
+                ours.join("ca.pem").display(),
+                ours.join(format!("{cert}.pem")).display(),
+                ours.join(format!("{cert}.key")).display(),
+                dir.path().join(format!("{name}.db")).display()
+            ),
+        )
+        .unwrap();
+        file
+    };
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+
+    // A region presenting sa-east's certificate under another name is refused, and says so.
+    let rogue = joiner_file("rogue", "sa-east", free_port());
+    let done = std::process::Command::new(env!("CARGO_BIN_EXE_geosaga"))
+        .args(["region", "--config", rogue.to_str().unwrap(), "--name", "rogue"])
+        .output()
+        .unwrap();
+    assert!(!done.status.success());
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(
+        stderr.contains("refused the join") && stderr.contains("does not name \\\"rogue\\\""),
+        "{stderr}"
+    );
+
+    let port = free_port();
+    let file = joiner_file("sa-east", "sa-east", port);
+    let args = ["region", "--config", file.to_str().unwrap(), "--name", "sa-east"]
+        .map(String::from)
+        .to_vec();
+    let url = format!("https://127.0.0.1:{port}");
+    let joiner =
+        support::process::GeosagaProcess::launch(args, Vec::new(), dir.path().join("sa-east.log"), url.clone());
+    let client = tls_client(&ours, None);
+    for u in [&us, &url] {
+        let regions = eventually(&client, &format!("{u}/v1/regions"), |_, b| {
+            b.as_array()
+                .is_some_and(|rs| rs.len() == 4 && rs.iter().all(|r| r["state"] == "up"))
+        })
+        .await;
+        assert!(
+            regions
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["name"] == "sa-east" && r["role"] == "replica"),
+            "{regions}\n{}",
+            joiner.log_text()
+        );
+    }
+    assert!(!cluster.regions[0].log_text().contains("internal request refused"));
+}
