@@ -34,6 +34,11 @@ use crate::node::Region;
 use crate::problem::{ApiError, ProblemType};
 use crate::{Error, Result};
 
+/// Internal routes whose message names its sender, which may not be a member here yet (a
+/// join; the heartbeats of a region that joined elsewhere, which carry the news): they take
+/// any certificate of the cluster CA, and the handler checks that it names the sender.
+const SELF_NAMING: [&str; 2] = ["/internal/v1/join", "/internal/v1/heartbeat"];
+
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -132,8 +137,8 @@ pub fn http_client(config: &Config) -> Result<reqwest::Client> {
 }
 
 /// Middleware: requests for `/internal/...` need a certificate naming a member region
-/// (`/internal/v1/join` only one from the cluster CA: the handler checks it names the
-/// joining region). Passes everything when the region serves plain HTTP.
+/// (the [`SELF_NAMING`] routes only one from the cluster CA: their handlers check that it
+/// names the sender). Passes everything when the region serves plain HTTP.
 pub async fn authorize(State(region): State<Arc<Region>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if !path.starts_with("/internal/") {
@@ -147,7 +152,7 @@ pub async fn authorize(State(region): State<Arc<Region>>, request: Request, next
             ProblemType::PeerUnauthenticated,
             format!("{path} is for member regions: present a client certificate from the cluster CA"),
         ))
-    } else if path == "/internal/v1/join" || region.membership.names().iter().any(|n| identity.names(n)) {
+    } else if SELF_NAMING.contains(&path) || region.membership.names().iter().any(|n| identity.names(n)) {
         None
     } else {
         Some((
