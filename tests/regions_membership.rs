@@ -67,11 +67,7 @@ async fn a_fourth_region_joins_through_one_member_and_every_region_lists_it() {
         .unwrap();
 
     // sa-east's file names only itself; it learns the cluster through eu-west (--join).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::regions::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let config = dir.path().join("sa-east.toml");
     std::fs::write(

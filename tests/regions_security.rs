@@ -247,13 +247,7 @@ async fn a_region_joins_over_mutual_tls_only_with_a_certificate_naming_it() {
         .unwrap();
         file
     };
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
+    let free_port = support::regions::free_port;
 
     // A region presenting sa-east's certificate under another name is refused, and says so.
     let rogue = joiner_file("rogue", "sa-east", free_port());

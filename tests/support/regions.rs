@@ -18,12 +18,21 @@ pub const NAMES: [&str; 3] = ["us-east", "eu-west", "ap-south"];
 /// The prefix rules' prefixes.
 pub const PREFIXES: [&str; 3] = ["us/", "eu/", "ap/"];
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A free port for a process to bind later, outside the kernel's ephemeral range (32768 and
+/// up on Linux): a port from `bind(0)`, once released, can be handed to another test's
+/// proxy (which binds port 0) before the region binds it, and the two clusters would then
+/// talk to each other. Each test process walks its own sequence (seeded by its pid).
+pub fn free_port() -> u16 {
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7_919);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(101)) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A TCP proxy for one directed link: bytes in both directions are delayed by `latency`
