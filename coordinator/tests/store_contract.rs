@@ -122,6 +122,7 @@ contract!(
     two_coordinators_claim_disjoint_sagas,
     two_coordinators_race_on_idempotency_keys,
     two_coordinators_register_definitions,
+    events_of_reads_several_logs_at_once,
 );
 
 /// `value.with(|v| v.field = x)`: a changed copy, in one line.
@@ -372,6 +373,27 @@ async fn appends_are_ordered_and_idempotent(f: Fixture) {
     assert_eq!((r.status, r.updated_at_ms, r.event_count), (Compensating, NOW + 9, 4));
     assert_eq!(r.error.as_deref(), Some("b failed"));
     assert_eq!(log(s, r.id).await[3], failed);
+}
+
+/// The logs of an adopted batch come in one read, each whole and in order; a saga without
+/// events and an unknown id are absent.
+async fn events_of_reads_several_logs_at_once(f: Fixture) {
+    let s = &*f.store;
+    let a = create(s, saga("node-a")).await;
+    let b = create(s, saga("node-a")).await;
+    let empty = create(s, saga("node-a")).await;
+    put(s, append(&a, 0, vec![started("a"), succeeded("a")])).await;
+    put(s, append(&a, 2, vec![started("b")])).await;
+    put(s, append(&b, 0, vec![started("a")])).await;
+    let logs = s.events_of(&[a.id, b.id, empty.id, Uuid::now_v7()]).await.unwrap();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    assert_eq!(logs[&a.id], s.events(a.id).await.unwrap());
+    assert_eq!(logs[&a.id].iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(
+        logs[&b.id].iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+        [started("a")]
+    );
+    assert!(s.events_of(&[]).await.unwrap().is_empty());
 }
 
 /// The starts of a saga's root steps are written with its row, in the same transaction;

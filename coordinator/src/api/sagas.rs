@@ -109,16 +109,20 @@ pub(crate) async fn start(
         idempotency_key,
         trace_context,
     };
-    let (record, created) = state.coordinator.start_saga(request).await.map_err(start_error)?;
-    if wait > 0 {
+    let (view, created) = if wait > 0 {
+        // A saga that settles here answers from memory, without reading it back.
+        let timeout = Duration::from_millis(wait.min(MAX_WAIT_MS));
         state
             .coordinator
-            .wait(record.id, Duration::from_millis(wait.min(MAX_WAIT_MS)))
-            .await?;
-    }
-    let view = state.coordinator.saga(record.id).await?;
+            .start_and_wait(request, timeout)
+            .await
+            .map_err(start_error)?
+    } else {
+        let (record, created) = state.coordinator.start_saga(request).await.map_err(start_error)?;
+        (state.coordinator.saga(record.id).await?, created)
+    };
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    let location = format!("/v1/sagas/{}", record.id);
+    let location = format!("/v1/sagas/{}", view.record.id);
     Ok((
         status,
         [(header::LOCATION, location)],

@@ -23,7 +23,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
             }
             Err(e) => tracing::warn!(error = %e, "renewing leases failed; will retry"),
         }
-        match adopt(&inner, false).await {
+        match adopt(&inner).await {
             Ok(n) if n >= CLAIM_BATCH as usize => continue,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "adopting orphaned sagas failed; will retry"),
@@ -32,8 +32,8 @@ pub(super) async fn run(inner: Arc<Inner>) {
     }
 }
 
-/// Claims orphaned sagas (and, on the first round, this node's own) and resumes them.
-pub(super) async fn adopt(inner: &Arc<Inner>, include_own: bool) -> crate::Result<usize> {
+/// Claims orphaned sagas (whose lease expired or was given up) and resumes them.
+pub(super) async fn adopt(inner: &Arc<Inner>) -> crate::Result<usize> {
     let free = inner.permits.available_permits().min(CLAIM_BATCH as usize) as u32;
     if free == 0 {
         return Ok(0);
@@ -41,34 +41,29 @@ pub(super) async fn adopt(inner: &Arc<Inner>, include_own: bool) -> crate::Resul
     let now = now_ms();
     let claimed = inner
         .store
-        .claim(&inner.options.node_id, include_own, now, now + inner.lease_ms(), free)
+        .claim(&inner.options.node_id, false, now, now + inner.lease_ms(), free)
         .await;
     inner.store_result(&claimed);
     let claimed = claimed?;
     let n = claimed.len();
+    if n == 0 {
+        return Ok(0);
+    }
+    // One read for the logs of the whole batch; the definitions come from the cache.
+    let ids: Vec<_> = claimed.iter().map(|r| r.id).collect();
+    let logs = inner.store.events_of(&ids).await;
+    inner.store_result(&logs);
+    let mut logs = logs?;
     for record in claimed {
         let Ok(permit) = inner.permits.clone().try_acquire_owned() else {
             break;
         };
-        let resumed: crate::Result<_> = async {
-            let def_record = inner
-                .store
-                .get_definition(&record.definition, Some(record.version))
-                .await?
-                .ok_or_else(|| crate::Error::DefinitionNotFound {
-                    name: record.definition.clone(),
-                    version: Some(record.version),
-                })?;
-            let def = inner.definition(&def_record)?;
-            let log = inner.store.events(record.id).await?;
-            Ok((def, log))
-        }
-        .await;
-        match resumed {
-            Ok((def, log)) => {
+        match inner.definition_version(&record.definition, record.version).await {
+            Ok((_, def)) => {
                 tracing::info!(saga_id = %record.id, generation = record.generation, "adopted saga");
                 inner.options.metrics.adopted();
-                inner.spawn(record, def, log, Vec::new(), permit);
+                let log = logs.remove(&record.id).unwrap_or_default();
+                inner.spawn(record, def, log, Vec::new(), permit, None);
             }
             Err(e) => tracing::error!(saga_id = %record.id, error = %e, "cannot resume saga"),
         }

@@ -10,7 +10,7 @@ mod saga_task;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sagas::{SagaDefinition, SagaEvent, SagaState, SagaStatus, ValidationError, ValidationErrors, Work, planner};
 use serde::Serialize;
@@ -97,14 +97,38 @@ struct RunningSaga {
     commands: mpsc::UnboundedSender<Command>,
     abort: tokio::task::AbortHandle,
     generation: i64,
+    /// Who waits for the saga to settle: the task hands them its final view, built from
+    /// what it committed, so that answering them costs no read.
+    waiters: Vec<oneshot::Sender<SagaView>>,
 }
+
+/// What a saga's task starts from.
+struct Spawn {
+    record: SagaRecord,
+    def: Arc<SagaDefinition>,
+    log: Vec<StoredEvent>,
+    fresh: Vec<Work>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    waiter: Option<oneshot::Sender<SagaView>>,
+}
+
+/// A definition version, as stored and as checked.
+type CachedDefinition = (DefinitionRecord, Arc<SagaDefinition>);
+
+/// How long a start that names no version trusts the latest version it last read. Versions
+/// registered through this coordinator are seen at once; those registered through another
+/// one sharing the database, within this long.
+const LATEST_DEFINITION_TTL: Duration = Duration::from_secs(1);
 
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) runners: Runners,
     pub(crate) options: Options,
     running: Mutex<HashMap<Uuid, RunningSaga>>,
-    definitions: Mutex<HashMap<(String, i64), Arc<SagaDefinition>>>,
+    /// Definition versions by `(name, version)`: a stored version never changes.
+    definitions: Mutex<HashMap<(String, i64), CachedDefinition>>,
+    /// The latest version of each name, as last read (see [`LATEST_DEFINITION_TTL`]).
+    latest: Mutex<HashMap<String, (Instant, CachedDefinition)>>,
     pub(crate) settled: broadcast::Sender<Uuid>,
     pub(crate) permits: Arc<Semaphore>,
     health: Mutex<Health>,
@@ -129,6 +153,7 @@ impl Coordinator {
             options,
             running: Mutex::new(HashMap::new()),
             definitions: Mutex::new(HashMap::new()),
+            latest: Mutex::new(HashMap::new()),
             settled,
             health: Mutex::new(Health {
                 store_ok: true,
@@ -137,8 +162,12 @@ impl Coordinator {
             lease_loop: Mutex::new(None),
         });
         // Resume this node's own unfinished sagas before anything new starts, so that the
-        // generation bump of that first claim cannot fence a saga started meanwhile.
-        while leases::adopt(&inner, true).await? >= leases::CLAIM_BATCH as usize {}
+        // generation bump of that first claim cannot fence a saga started meanwhile. Their
+        // leases are given up first and claimed like orphans: a saga adopted in one round has
+        // a fresh lease, so later rounds cannot take it again (and fence the task just spawned
+        // for it) while it runs.
+        inner.store.release(&inner.options.node_id).await?;
+        while leases::adopt(&inner).await? >= leases::CLAIM_BATCH as usize {}
         let handle = tokio::spawn(leases::run(inner.clone()));
         *inner.lease_loop.lock().expect("lock") = Some(handle);
         Ok(Coordinator { inner })
@@ -198,6 +227,8 @@ impl Coordinator {
             .store
             .put_definition(&definition.name, &definition.content_hash, &document, now_ms())
             .await?;
+        // Starts that name no version see this version from now on.
+        self.inner.latest.lock().expect("lock").remove(&definition.name);
         Ok(put)
     }
 
@@ -248,29 +279,57 @@ impl Coordinator {
         }
     }
 
-    /// The definition `name` at `version` (latest when `None`), checked and cached.
+    /// The definition `name` at `version` (latest when `None`, read from the store), checked
+    /// and cached.
     pub async fn definition(
         &self,
         name: &str,
         version: Option<i64>,
     ) -> Result<(DefinitionRecord, Arc<SagaDefinition>)> {
-        let record =
-            self.inner
-                .store
-                .get_definition(name, version)
-                .await?
-                .ok_or_else(|| Error::DefinitionNotFound {
-                    name: name.to_owned(),
-                    version,
-                })?;
-        let def = self.inner.definition(&record)?;
-        Ok((record, def))
+        match version {
+            Some(version) => self.inner.definition_version(name, version).await,
+            None => self.inner.latest_definition(name).await,
+        }
     }
 
     /// Starts a saga; returns it and whether it is new (`false`: its idempotency key had
     /// already started it).
     pub async fn start_saga(&self, request: StartSaga) -> Result<(SagaRecord, bool)> {
-        let (record, def) = self.definition(&request.definition, request.version).await?;
+        let (record, created, _) = self.begin(request, false).await?;
+        Ok((record, created))
+    }
+
+    /// Starts a saga and waits until it settles or `timeout` passes; returns its view then
+    /// and whether it is new. A saga this coordinator runs to its end answers from memory:
+    /// its task hands over the view of what it committed.
+    pub async fn start_and_wait(&self, request: StartSaga, timeout: Duration) -> Result<(SagaView, bool)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (record, created, settled) = self.begin(request, true).await?;
+        if let Some(settled) = settled {
+            match tokio::time::timeout_at(deadline, settled).await {
+                Ok(Ok(view)) => return Ok((view, created)),
+                // The task ended without settling the saga (fenced, stopped): read the store.
+                Ok(Err(_)) => {}
+                Err(_) => return Ok((self.saga(record.id).await?, created)),
+            }
+        }
+        self.wait(
+            record.id,
+            deadline.saturating_duration_since(tokio::time::Instant::now()),
+        )
+        .await?;
+        Ok((self.saga(record.id).await?, created))
+    }
+
+    async fn begin(
+        &self,
+        request: StartSaga,
+        waiting: bool,
+    ) -> Result<(SagaRecord, bool, Option<oneshot::Receiver<SagaView>>)> {
+        let (record, def) = match request.version {
+            Some(version) => self.inner.definition_version(&request.definition, version).await?,
+            None => self.inner.latest_definition_cached(&request.definition).await?,
+        };
         sagas::validate::validate_input(&def, &request.input)?;
         if request.idempotency_key.as_deref().is_some_and(|k| k.contains('\0')) {
             let error = ValidationError {
@@ -325,10 +384,20 @@ impl Coordinator {
                         event,
                     })
                     .collect();
-                self.inner.spawn(saga.clone(), def, log, fresh, permit);
-                Ok((saga, true))
+                let (waiter, settled) = if waiting {
+                    let (waiter, settled) = oneshot::channel();
+                    (Some(waiter), Some(settled))
+                } else {
+                    (None, None)
+                };
+                self.inner.spawn(saga.clone(), def, log, fresh, permit, waiter);
+                Ok((saga, true, settled))
             }
-            Created::Existing(saga) => Ok((saga, false)),
+            Created::Existing(saga) => {
+                drop(permit);
+                self.inner.resume_if_orphaned(&saga, def).await?;
+                Ok((saga, false, None))
+            }
         }
     }
 
@@ -472,7 +541,7 @@ impl Coordinator {
             .await?;
         let log = self.inner.store.events(id).await?;
         let record = self.inner.store.get_saga(id).await?.ok_or(Error::SagaNotFound(id))?;
-        self.inner.spawn(record.clone(), def, log, Vec::new(), permit);
+        self.inner.spawn(record.clone(), def, log, Vec::new(), permit, None);
         Ok(record)
     }
 
@@ -503,14 +572,95 @@ impl Inner {
         i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX)
     }
 
+    /// Resumes an unsettled saga this node owns but runs no task for: a start whose create
+    /// committed while its acknowledgement was lost (the database went away at that moment)
+    /// left it so, and the lease renewals would keep it from ever being adopted. The repeated
+    /// start (same idempotency key) finds it here.
+    async fn resume_if_orphaned(self: &Arc<Self>, saga: &SagaRecord, def: Arc<SagaDefinition>) -> Result<()> {
+        let ours = saga.owner.as_deref() == Some(self.options.node_id.as_str());
+        if !ours || saga.status.is_settled() || self.running.lock().expect("lock").contains_key(&saga.id) {
+            return Ok(());
+        }
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return Ok(());
+        };
+        let log = self.store.events(saga.id).await?;
+        // Only this process writes with this fence, and it runs no task for the saga: the log
+        // is whole. Spawn unless a concurrent repeat did so meanwhile.
+        let mut running = self.running.lock().expect("lock");
+        if !running.contains_key(&saga.id) {
+            tracing::info!(saga_id = %saga.id, "resuming a saga whose start was not acknowledged");
+            let task = Spawn {
+                record: saga.clone(),
+                def,
+                log,
+                fresh: Vec::new(),
+                permit,
+                waiter: None,
+            };
+            self.spawn_in(&mut running, task);
+        }
+        Ok(())
+    }
+
+    /// Checks a stored definition (once per version) and caches it.
     pub(crate) fn definition(&self, record: &DefinitionRecord) -> Result<Arc<SagaDefinition>> {
         let key = (record.name.clone(), record.version);
-        if let Some(def) = self.definitions.lock().expect("lock").get(&key) {
+        if let Some((_, def)) = self.definitions.lock().expect("lock").get(&key) {
             return Ok(def.clone());
         }
         let def = Arc::new(sagas::validate::validate_value(&record.document)?);
-        self.definitions.lock().expect("lock").insert(key, def.clone());
+        self.definitions
+            .lock()
+            .expect("lock")
+            .insert(key, (record.clone(), def.clone()));
         Ok(def)
+    }
+
+    /// The definition `name` at `version`, from the cache or else the store.
+    pub(crate) async fn definition_version(&self, name: &str, version: i64) -> Result<CachedDefinition> {
+        let cached = self
+            .definitions
+            .lock()
+            .expect("lock")
+            .get(&(name.to_owned(), version))
+            .cloned();
+        if let Some(cached) = cached {
+            return Ok(cached);
+        }
+        self.read_definition(name, Some(version)).await
+    }
+
+    /// The latest version of `name`, read from the store.
+    async fn latest_definition(&self, name: &str) -> Result<CachedDefinition> {
+        let cached = self.read_definition(name, None).await?;
+        self.latest
+            .lock()
+            .expect("lock")
+            .insert(name.to_owned(), (Instant::now(), cached.clone()));
+        Ok(cached)
+    }
+
+    /// The latest version of `name` as read at most [`LATEST_DEFINITION_TTL`] ago.
+    async fn latest_definition_cached(&self, name: &str) -> Result<CachedDefinition> {
+        let cached = self.latest.lock().expect("lock").get(name).cloned();
+        match cached {
+            Some((read_at, cached)) if read_at.elapsed() < LATEST_DEFINITION_TTL => Ok(cached),
+            _ => self.latest_definition(name).await,
+        }
+    }
+
+    async fn read_definition(&self, name: &str, version: Option<i64>) -> Result<CachedDefinition> {
+        let record = self
+            .store
+            .get_definition(name, version)
+            .await?
+            .ok_or_else(|| Error::DefinitionNotFound {
+                name: name.to_owned(),
+                version,
+            })?;
+        let def = self.definition(&record)?;
+        Ok((record, def))
     }
 
     pub(crate) fn spawn(
@@ -520,11 +670,32 @@ impl Inner {
         log: Vec<StoredEvent>,
         fresh: Vec<Work>,
         permit: tokio::sync::OwnedSemaphorePermit,
+        waiter: Option<oneshot::Sender<SagaView>>,
     ) {
+        let mut running = self.running.lock().expect("lock");
+        let task = Spawn {
+            record,
+            def,
+            log,
+            fresh,
+            permit,
+            waiter,
+        };
+        self.spawn_in(&mut running, task);
+    }
+
+    fn spawn_in(self: &Arc<Self>, running: &mut HashMap<Uuid, RunningSaga>, task: Spawn) {
+        let Spawn {
+            record,
+            def,
+            log,
+            fresh,
+            permit,
+            waiter,
+        } = task;
         let (commands, receiver) = mpsc::unbounded_channel();
         let id = record.id;
         let generation = record.generation;
-        let mut running = self.running.lock().expect("lock");
         let task = tokio::spawn(saga_task::drive(
             self.clone(),
             record,
@@ -540,11 +711,16 @@ impl Inner {
                 commands,
                 abort: task.abort_handle(),
                 generation,
+                waiters: waiter.into_iter().collect(),
             },
         );
         if let Some(previous) = previous {
-            // Re-adopted after our own lease lapsed: the old task is fenced; stop it.
+            // Re-adopted after our own lease lapsed: the old task is fenced; stop it. Its
+            // waiters wait for the new one.
             previous.abort.abort();
+            if let Some(current) = running.get_mut(&id) {
+                current.waiters.extend(previous.waiters);
+            }
         }
     }
 
@@ -558,12 +734,20 @@ impl Inner {
         }
     }
 
-    pub(crate) fn finished(&self, id: Uuid, generation: i64) {
+    /// The saga's task ended: with its final view when it settled the saga.
+    pub(crate) fn finished(&self, id: Uuid, generation: i64, view: Option<SagaView>) {
         let mut running = self.running.lock().expect("lock");
-        if running.get(&id).is_some_and(|r| r.generation == generation) {
-            running.remove(&id);
-        }
+        let ended = if running.get(&id).is_some_and(|r| r.generation == generation) {
+            running.remove(&id)
+        } else {
+            None
+        };
         drop(running);
+        if let (Some(ended), Some(view)) = (ended, view) {
+            for waiter in ended.waiters {
+                let _ = waiter.send(view.clone());
+            }
+        }
         let _ = self.settled.send(id);
     }
 

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{Command, Inner};
+use super::{Command, Inner, SagaView};
 use crate::clock::now_ms;
 use crate::runner::{RenderedAction, StepCall};
 use crate::store::{Append, AppendAck, Fence, SagaRecord, StoredEvent};
@@ -47,19 +47,23 @@ pub(super) async fn drive(
     let generation = record.generation;
     let spans = SagaSpans::new(&record, &inner.options.node_id);
     let span = tracing::info_span!("saga", saga_id = %id, trace_id = %spans.trace().trace_id_hex(), definition = %record.definition);
-    async {
+    let view = async {
         match Driver::new(inner.clone(), record, def, &log, spans).map(|d| d.run(fresh, commands)) {
             Ok(run) => match run.await {
-                Ok(status) => tracing::debug!(%status, "saga settled"),
+                Ok(view) => {
+                    tracing::debug!(status = %view.record.status, "saga settled");
+                    return Some(view);
+                }
                 Err(Error::Fenced(_)) => tracing::info!("another coordinator owns the saga now"),
                 Err(e) => tracing::error!(error = %e, "saga task stopped"),
             },
             Err(e) => tracing::error!(error = %e, "cannot resume saga"),
         }
+        None
     }
     .instrument(span)
     .await;
-    inner.finished(id, generation);
+    inner.finished(id, generation, view);
 }
 
 struct Driver {
@@ -68,13 +72,13 @@ struct Driver {
     id_text: String,
     fence: Fence,
     input: Arc<Value>,
-    definition_name: String,
+    /// The saga's row as this task last wrote it (its input is in `input`).
+    record: SagaRecord,
     state: SagaState,
     next_seq: i64,
     batch: Vec<SagaEvent>,
     replies: Vec<oneshot::Sender<Result<()>>>,
     spans: SagaSpans,
-    created_at_ms: i64,
     /// When the saga began to unwind (Unix ms), if it did.
     unwind_at_ms: Option<i64>,
     /// When an operator last retried it (Unix ms), if one did.
@@ -87,7 +91,7 @@ type Outcome = (Work, Result<Value, StepError>, AttemptSpan, Instant);
 impl Driver {
     fn new(
         inner: Arc<Inner>,
-        record: SagaRecord,
+        mut record: SagaRecord,
         def: Arc<SagaDefinition>,
         log: &[StoredEvent],
         spans: SagaSpans,
@@ -113,14 +117,13 @@ impl Driver {
             id,
             id_text: id.to_string(),
             fence,
-            input: Arc::new(record.input),
-            definition_name: record.definition,
+            input: Arc::new(record.input.take()),
+            record,
             state,
             next_seq: log.len() as i64,
             batch: Vec::new(),
             replies: Vec::new(),
             spans,
-            created_at_ms: record.created_at_ms,
             unwind_at_ms,
             retried_at_ms,
         })
@@ -142,16 +145,16 @@ impl Driver {
     /// Counts the settled saga and emits its root span.
     fn settled(&self) {
         let status = self.state.status();
-        self.inner.options.metrics.saga_settled(&self.definition_name, status);
+        self.inner.options.metrics.saga_settled(&self.record.definition, status);
         let unwind = self.unwind_at_ms.zip(self.state.unwind_cause());
         self.spans
-            .settled(status, self.created_at_ms, unwind, self.retried_at_ms);
+            .settled(status, self.record.created_at_ms, unwind, self.retried_at_ms);
     }
 
     /// Drives the saga until it settles. `fresh` are attempts whose "started" events were
     /// written with the saga itself, to launch as they are; otherwise every attempt the log
     /// shows in flight was interrupted (a crash, a hand-over) and runs again as the next one.
-    async fn run(mut self, fresh: Vec<Work>, mut commands: mpsc::UnboundedReceiver<Command>) -> Result<SagaStatus> {
+    async fn run(mut self, fresh: Vec<Work>, mut commands: mpsc::UnboundedReceiver<Command>) -> Result<SagaView> {
         let mut running: JoinSet<Outcome> = JoinSet::new();
         let mut launch: Vec<Work> = fresh;
         if launch.is_empty() {
@@ -201,7 +204,7 @@ impl Driver {
             }
             if running.is_empty() && self.state.status().is_settled() {
                 self.settled();
-                return Ok(self.state.status());
+                return Ok(self.into_view());
             }
             let wake = plan.wake_at_ms;
             let sleep = async {
@@ -218,7 +221,7 @@ impl Driver {
                     let (work, outcome, span, began) = joined.expect("step tasks catch their panics");
                     let event = planner::outcome_event(&self.state, work, outcome, now_ms().max(0) as u64, rand::random::<f64>());
                     let step = &self.state.definition().steps[work.step].name;
-                    self.inner.options.metrics.attempt(&self.definition_name, step, work.phase, outcome_of(&event).0, began.elapsed());
+                    self.inner.options.metrics.attempt(&self.record.definition, step, work.phase, outcome_of(&event).0, began.elapsed());
                     span.finish(&event);
                     self.push(event)?;
                 }
@@ -261,6 +264,13 @@ impl Driver {
             match result {
                 Ok(ack) => {
                     self.next_seq += count;
+                    self.record.status = append.status;
+                    self.record.error = append.error;
+                    self.record.updated_at_ms = append.now_ms;
+                    self.record.event_count = self.next_seq;
+                    if append.status != SagaStatus::Running {
+                        self.record.cancel_requested = false;
+                    }
                     for reply in self.replies.drain(..) {
                         let _ = reply.send(Ok(()));
                     }
@@ -274,6 +284,17 @@ impl Driver {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// The settled saga's view: its row as the store holds it after the task's last append
+    /// (the lease aside, which renewals move) and its state.
+    fn into_view(self) -> SagaView {
+        let mut record = self.record;
+        record.input = Arc::unwrap_or_clone(self.input);
+        SagaView {
+            record,
+            state: self.state,
         }
     }
 
@@ -342,7 +363,7 @@ impl Driver {
             .collect();
         Ok(StepCall {
             saga_id: self.id,
-            definition: self.definition_name.clone(),
+            definition: self.record.definition.clone(),
             step: step.name.clone(),
             phase: work.phase,
             attempt: work.attempt,

@@ -14,6 +14,8 @@ pub mod memory;
 pub mod postgres;
 pub mod sqlite;
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use sagas::{SagaEvent, SagaStatus};
 use serde::Serialize;
@@ -252,6 +254,18 @@ pub trait Store: Send + Sync + 'static {
     async fn get_saga(&self, id: Uuid) -> Result<Option<SagaRecord>>;
     /// A saga's whole log.
     async fn events(&self, id: Uuid) -> Result<Vec<StoredEvent>>;
+    /// The whole logs of several sagas (an adopted batch), in one read where the backend
+    /// can; a saga without events is absent from the map.
+    async fn events_of(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<StoredEvent>>> {
+        let mut logs = HashMap::with_capacity(ids.len());
+        for &id in ids {
+            let log = self.events(id).await?;
+            if !log.is_empty() {
+                logs.insert(id, log);
+            }
+        }
+        Ok(logs)
+    }
     /// Sagas, newest first.
     async fn list_sagas(&self, filter: &ListFilter) -> Result<Vec<SagaRecord>>;
 

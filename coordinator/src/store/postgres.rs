@@ -22,6 +22,7 @@
 //!
 //! Connection failures surface as [`Error::Store`], which the executor retries with backoff.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -427,6 +428,23 @@ impl Store for PostgresStore {
             Ok(StoredEvent { seq, at_ms, event })
         };
         Ok(rows.iter().map(event).collect::<Sql<_>>()?)
+    }
+
+    async fn events_of(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<StoredEvent>>> {
+        let rows = sqlx::query(
+            "SELECT saga_id, seq, at_ms, event FROM saga_events WHERE saga_id = ANY($1) ORDER BY saga_id, seq",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut logs: HashMap<Uuid, Vec<StoredEvent>> = HashMap::new();
+        for r in &rows {
+            let (seq, at_ms, Json(event)) = (r.try_get("seq")?, r.try_get("at_ms")?, r.try_get("event")?);
+            logs.entry(r.try_get("saga_id")?)
+                .or_default()
+                .push(StoredEvent { seq, at_ms, event });
+        }
+        Ok(logs)
     }
 
     async fn list_sagas(&self, filter: &ListFilter) -> Result<Vec<SagaRecord>> {

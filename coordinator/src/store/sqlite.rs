@@ -2,6 +2,7 @@
 //! (a commit is durable when it returns), one writer connection fed by the group
 //! committer, and a pool of readers beside it.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -351,6 +352,29 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn events_of(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<StoredEvent>>> {
+        let ids = Value::from(ids.iter().map(ToString::to_string).collect::<Vec<_>>()).to_string();
+        let rows = sqlx::query(
+            "SELECT saga_id, seq, at_ms, event FROM saga_events \
+             WHERE saga_id IN (SELECT value FROM json_each(?)) ORDER BY saga_id, seq",
+        )
+        .bind(ids)
+        .fetch_all(&self.readers)
+        .await?;
+        let mut logs: HashMap<Uuid, Vec<StoredEvent>> = HashMap::new();
+        for r in &rows {
+            let id: String = r.try_get("saga_id")?;
+            let id = Uuid::parse_str(&id).map_err(|e| Error::Store(format!("saga id {id}: {e}")))?;
+            let text: String = r.try_get("event")?;
+            logs.entry(id).or_default().push(StoredEvent {
+                seq: r.try_get("seq")?,
+                at_ms: r.try_get("at_ms")?,
+                event: serde_json::from_str(&text).map_err(|e| Error::Store(format!("event of {id}: {e}")))?,
+            });
+        }
+        Ok(logs)
     }
 
     async fn list_sagas(&self, filter: &ListFilter) -> Result<Vec<SagaRecord>> {
