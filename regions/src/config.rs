@@ -265,8 +265,14 @@ impl Config {
                 "heartbeats need 0 < heartbeat_interval_ms < suspect_after_ms < down_after_ms".into(),
             ));
         }
-        if let Some(bad) = self.bootstrap.iter().find(|b| !b.starts_with("http://") && !b.starts_with("https://")) {
-            return Err(Error::Config(format!("bootstrap address {bad:?} is not an http(s) URL")));
+        if let Some(bad) = self
+            .bootstrap
+            .iter()
+            .find(|b| !b.starts_with("http://") && !b.starts_with("https://"))
+        {
+            return Err(Error::Config(format!(
+                "bootstrap address {bad:?} is not an http(s) URL"
+            )));
         }
         if self.closed_ts_interval_ms == 0 || self.strong_timeout_ms == 0 || self.ship_batch == 0 {
             return Err(Error::Config(
