@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use sagas::{SagaDefinition, SagaEvent, SagaState, SagaStatus, ValidationError, ValidationErrors, Work, planner};
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{Semaphore, broadcast, oneshot};
 use uuid::Uuid;
 
 use crate::clock::now_ms;
@@ -94,7 +94,7 @@ pub(crate) enum Command {
 }
 
 struct RunningSaga {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: Arc<Commands>,
     abort: tokio::task::AbortHandle,
     generation: i64,
     /// Who waits for the saga to settle: the task hands them its final view, built from
@@ -567,6 +567,50 @@ impl Coordinator {
     }
 }
 
+/// The commands for one saga's task: a queue that allocates only when a command comes (a
+/// cancel, rarely), and a wake-up. A per-saga channel cost a kilobyte up front.
+#[derive(Default)]
+pub(crate) struct Commands {
+    /// `None` once the task has ended: commands are refused, and the queued ones dropped.
+    queue: Mutex<Option<Vec<Command>>>,
+    wake: tokio::sync::Notify,
+}
+
+impl Commands {
+    fn open() -> Commands {
+        Commands {
+            queue: Mutex::new(Some(Vec::new())),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Queues a command for the task; gives it back if the task has ended.
+    fn send(&self, command: Command) -> std::result::Result<(), Command> {
+        match self.queue.lock().expect("lock").as_mut() {
+            Some(queue) => queue.push(command),
+            None => return Err(command),
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// The next command (for the task).
+    pub(crate) async fn recv(&self) -> Command {
+        loop {
+            if let Some(command) = self.queue.lock().expect("lock").as_mut().and_then(|q| q.pop()) {
+                return command;
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    /// The task has ended: later commands are refused and queued ones dropped (their
+    /// senders see the reply channel close).
+    pub(crate) fn close(&self) {
+        self.queue.lock().expect("lock").take();
+    }
+}
+
 impl Inner {
     pub(crate) fn lease_ms(&self) -> i64 {
         i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX)
@@ -693,7 +737,8 @@ impl Inner {
             permit,
             waiter,
         } = task;
-        let (commands, receiver) = mpsc::unbounded_channel();
+        let commands = Arc::new(Commands::open());
+        let receiver = commands.clone();
         let id = record.id;
         let generation = record.generation;
         let task = tokio::spawn(saga_task::drive(

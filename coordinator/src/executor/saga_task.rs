@@ -19,12 +19,12 @@ use opentelemetry::context::FutureExt as _;
 use sagas::template::RenderContext;
 use sagas::{Phase, SagaDefinition, SagaEvent, SagaState, SagaStatus, StepAction, StepError, Work, planner};
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{Command, Inner, SagaView};
+use super::{Command, Commands, Inner, SagaView};
 use crate::clock::now_ms;
 use crate::runner::{RenderedAction, StepCall};
 use crate::store::{Append, AppendAck, Fence, SagaRecord, StoredEvent};
@@ -40,15 +40,17 @@ pub(super) async fn drive(
     def: Arc<SagaDefinition>,
     log: Vec<StoredEvent>,
     fresh: Vec<Work>,
-    commands: mpsc::UnboundedReceiver<Command>,
+    commands: Arc<Commands>,
     _permit: OwnedSemaphorePermit,
 ) {
     let id = record.id;
     let generation = record.generation;
+    // However the task ends (returns, or is aborted), later commands are refused.
+    let commands = CloseOnDrop(commands);
     let spans = SagaSpans::new(&record, &inner.options.node_id);
     let span = tracing::info_span!("saga", saga_id = %id, trace_id = %spans.trace().trace_id_hex(), definition = %record.definition);
     let view = async {
-        match Driver::new(inner.clone(), record, def, &log, spans).map(|d| d.run(fresh, commands)) {
+        match Driver::new(inner.clone(), record, def, &log, spans).map(|d| d.run(fresh, &commands.0)) {
             Ok(run) => match run.await {
                 Ok(view) => {
                     tracing::debug!(status = %view.record.status, "saga settled");
@@ -64,6 +66,15 @@ pub(super) async fn drive(
     .instrument(span)
     .await;
     inner.finished(id, generation, view);
+}
+
+/// Closes a task's command queue when the task ends.
+struct CloseOnDrop(Arc<Commands>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 struct Driver {
@@ -154,7 +165,7 @@ impl Driver {
     /// Drives the saga until it settles. `fresh` are attempts whose "started" events were
     /// written with the saga itself, to launch as they are; otherwise every attempt the log
     /// shows in flight was interrupted (a crash, a hand-over) and runs again as the next one.
-    async fn run(mut self, fresh: Vec<Work>, mut commands: mpsc::UnboundedReceiver<Command>) -> Result<SagaView> {
+    async fn run(mut self, fresh: Vec<Work>, commands: &Commands) -> Result<SagaView> {
         let mut running: JoinSet<Outcome> = JoinSet::new();
         let mut launch: Vec<Work> = fresh;
         if launch.is_empty() {
@@ -176,7 +187,8 @@ impl Driver {
                 launch.push(work);
             }
             if !self.batch.is_empty() {
-                let ack = self.append().await?;
+                // Boxed: the append's retry loop is not part of an idle saga's future.
+                let ack = Box::pin(self.append()).await?;
                 if ack.cancel_requested && self.state.status() == SagaStatus::Running {
                     cancel = Some("cancel requested".to_owned());
                 }
@@ -225,7 +237,7 @@ impl Driver {
                     span.finish(&event);
                     self.push(event)?;
                 }
-                Some(command) = commands.recv() => match command {
+                command = commands.recv() => match command {
                     Command::Cancel { reason, reply } => {
                         if self.state.status() == SagaStatus::Running {
                             cancel = Some(reason);
