@@ -79,34 +79,38 @@ impl BatchWriter for SqliteWriter {
         // process writing the same file cannot make the batch's first write fail with
         // SQLITE_BUSY after its reads.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut results = Vec::with_capacity(batch.len());
-        // The events of every append whose fence held go in after the loop, a few statements
-        // for the whole batch: each statement is a round trip to the connection's thread.
-        let mut appended = Vec::new();
+        // Each statement is a round trip to the connection's thread: a batch is its creates
+        // (each carrying its first events' status in the row), one fenced UPDATE for all its
+        // appends and one INSERT for all its events, whatever its size.
+        let mut results: Vec<Option<Result<WriteAck>>> = (0..batch.len()).map(|_| None).collect();
         let mut initial = Vec::new();
-        for write in batch {
-            results.push(match write {
+        let mut appends = Vec::new();
+        for (i, write) in batch.iter().enumerate() {
+            match write {
                 Write::Create(new) => {
                     let created = create(&mut tx, new).await?;
                     if let (Ok(Created::New(_)), Some(first)) = (&created, new.initial_append()) {
-                        update_for_append(&mut tx, &first).await??;
                         initial.push(first);
                     }
-                    created.map(|c| WriteAck::Created(Box::new(c)))
+                    results[i] = Some(created.map(|c| WriteAck::Created(Box::new(c))));
                 }
-                Write::Append(append) => {
-                    let result = update_for_append(&mut tx, append).await?;
-                    if result.is_ok() {
-                        appended.push(append);
-                    }
-                    result.map(WriteAck::Appended)
-                }
-            });
+                Write::Append(append) => appends.push((i, append)),
+            }
         }
-        appended.extend(initial.iter());
-        insert_events(&mut tx, &appended).await?;
+        let acks = update_for_appends(&mut tx, appends.iter().map(|(_, a)| *a)).await?;
+        let mut written: Vec<&Append> = initial.iter().collect();
+        for ((i, append), ack) in appends.into_iter().zip(acks) {
+            if ack.is_ok() {
+                written.push(append);
+            }
+            results[i] = Some(ack.map(WriteAck::Appended));
+        }
+        insert_events(&mut tx, &written).await?;
         tx.commit().await?;
-        Ok(results)
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every write of the batch ran"))
+            .collect())
     }
 }
 
@@ -138,8 +142,8 @@ async fn create(conn: &mut SqliteConnection, new: &NewSaga) -> Result<Result<Cre
     }
     let row = sqlx::query(&format!(
         "INSERT INTO sagas (id, definition, version, input, status, owner, lease_until_ms, generation, \
-         idempotency_key, trace_context, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, 'running', ?, ?, 1, ?, ?, ?, ?) \
-         RETURNING {SAGA_COLUMNS}"
+         idempotency_key, trace_context, created_at_ms, updated_at_ms, event_count) \
+         VALUES (?, ?, ?, ?, 'running', ?, ?, 1, ?, ?, ?, ?, ?) RETURNING {SAGA_COLUMNS}"
     ))
     .bind(new.id.to_string())
     .bind(&new.definition)
@@ -151,41 +155,71 @@ async fn create(conn: &mut SqliteConnection, new: &NewSaga) -> Result<Result<Cre
     .bind(&new.trace_context)
     .bind(new.now_ms)
     .bind(new.now_ms)
+    .bind(new.events.len() as i64)
     .fetch_one(&mut *conn)
     .await?;
     Ok(Ok(Created::New(saga_from_row(&row)?)))
 }
 
-/// The saga-row half of an append: the fenced update. Its events are written by
-/// [`insert_events`] with the rest of the batch's.
-async fn update_for_append(conn: &mut SqliteConnection, append: &Append) -> Result<Result<AppendAck>> {
-    let end = append.first_seq + append.events.len() as i64;
+/// The saga-row half of a batch's appends: one fenced UPDATE for all of them (their rows
+/// passed as one JSON array). Their events are written by [`insert_events`] with the rest of
+/// the batch's. An append whose fence does not hold gets `Fenced` (or `SagaNotFound`).
+async fn update_for_appends<'a>(
+    conn: &mut SqliteConnection,
+    appends: impl Iterator<Item = &'a Append>,
+) -> Result<Vec<Result<AppendAck>>> {
+    let appends: Vec<&Append> = appends.collect();
+    if appends.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<Value> = appends
+        .iter()
+        .map(|a| {
+            serde_json::json!([
+                a.saga_id.to_string(),
+                a.fence.owner,
+                a.fence.generation,
+                a.status.as_str(),
+                a.error,
+                a.now_ms,
+                a.first_seq + a.events.len() as i64,
+            ])
+        })
+        .collect();
+    // One saga appears once per batch (its task waits for each append), but should a fenced
+    // task and its successor both have one queued, the rows joined to one saga differ in
+    // their fence and at most one of them matches.
     let updated = sqlx::query(
-        "UPDATE sagas SET status = ?, error = ?, updated_at_ms = ?, event_count = MAX(event_count, ?), \
-         cancel_requested = CASE WHEN ? = 'running' THEN cancel_requested ELSE 0 END \
-         WHERE id = ? AND owner = ? AND generation = ? RETURNING cancel_requested",
+        "UPDATE sagas SET status = v.status, error = v.error, updated_at_ms = v.now_ms, \
+         event_count = MAX(event_count, v.end_seq), \
+         cancel_requested = CASE WHEN v.status = 'running' THEN cancel_requested ELSE 0 END \
+         FROM (SELECT value ->> 0 AS id, value ->> 1 AS owner, value ->> 2 AS generation, value ->> 3 AS status, \
+               value ->> 4 AS error, value ->> 5 AS now_ms, value ->> 6 AS end_seq FROM json_each(?)) AS v \
+         WHERE sagas.id = v.id AND sagas.owner = v.owner AND sagas.generation = v.generation \
+         RETURNING sagas.id, sagas.owner, sagas.generation, sagas.cancel_requested",
     )
-    .bind(append.status.as_str())
-    .bind(&append.error)
-    .bind(append.now_ms)
-    .bind(end)
-    .bind(append.status.as_str())
-    .bind(append.saga_id.to_string())
-    .bind(&append.fence.owner)
-    .bind(append.fence.generation)
-    .fetch_optional(&mut *conn)
+    .bind(Value::Array(rows).to_string())
+    .fetch_all(&mut *conn)
     .await?;
-    let Some(updated) = updated else {
-        let exists = saga_by_id(conn, append.saga_id).await?.is_some();
-        return Ok(Err(if exists {
-            Error::Fenced(append.saga_id)
-        } else {
-            Error::SagaNotFound(append.saga_id)
-        }));
-    };
-    Ok(Ok(AppendAck {
-        cancel_requested: updated.get::<i64, _>(0) != 0,
-    }))
+    let mut acks: HashMap<(String, String, i64), bool> = HashMap::with_capacity(updated.len());
+    for row in &updated {
+        let fence = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        acks.insert(fence, row.try_get::<i64, _>(3)? != 0);
+    }
+    let mut results = Vec::with_capacity(appends.len());
+    for append in appends {
+        let fence = (
+            append.saga_id.to_string(),
+            append.fence.owner.clone(),
+            append.fence.generation,
+        );
+        results.push(match acks.get(&fence) {
+            Some(&cancel_requested) => Ok(AppendAck { cancel_requested }),
+            None if saga_by_id(conn, append.saga_id).await?.is_some() => Err(Error::Fenced(append.saga_id)),
+            None => Err(Error::SagaNotFound(append.saga_id)),
+        });
+    }
+    Ok(results)
 }
 
 /// Most event rows one INSERT carries: 4 parameters each, far below SQLite's 32,766.
