@@ -137,6 +137,9 @@ fn is_conflict(e: &sqlx::Error) -> bool {
 /// Runs a batch in one transaction; with `isolate`, each write within a savepoint, so that a
 /// write the database refuses fails alone.
 async fn run_batch(pool: &PgPool, batch: &[Write], order: &[usize], isolate: bool) -> Sql<Vec<Result<WriteAck>>> {
+    if !isolate {
+        return run_batch_together(pool, batch, order).await;
+    }
     let mut tx = pool.begin().await?;
     let mut results: Vec<Option<Result<WriteAck>>> = (0..batch.len()).map(|_| None).collect();
     for &i in order {
@@ -166,6 +169,141 @@ async fn run_batch(pool: &PgPool, batch: &[Write], order: &[usize], isolate: boo
         .into_iter()
         .map(|r| r.expect("every write of the batch ran"))
         .collect())
+}
+
+/// Runs a batch in one transaction with few statements, each a round trip to the server:
+/// its creates one by one, then one fenced UPDATE for every append (and every new saga's
+/// first events), then one INSERT for all their events.
+async fn run_batch_together(pool: &PgPool, batch: &[Write], order: &[usize]) -> Sql<Vec<Result<WriteAck>>> {
+    let mut tx = pool.begin().await?;
+    let mut results: Vec<Option<Result<WriteAck>>> = (0..batch.len()).map(|_| None).collect();
+    let mut initial: Vec<(usize, Append)> = Vec::new();
+    let mut appends: Vec<(usize, &Append)> = Vec::new();
+    for &i in order {
+        match &batch[i] {
+            Write::Create(new) => {
+                let created = create(&mut tx, new).await?;
+                if let (Ok(Created::New(_)), Some(first)) = (&created, new.initial_append()) {
+                    initial.push((i, first));
+                }
+                results[i] = Some(created.map(|c| WriteAck::Created(Box::new(c))));
+            }
+            Write::Append(append) => appends.push((i, append)),
+        }
+    }
+    let all: Vec<(usize, &Append)> = initial.iter().map(|(i, a)| (*i, a)).chain(appends).collect();
+    let acks = update_for_appends(&mut tx, all.iter().map(|(_, a)| *a)).await?;
+    let mut written = Vec::with_capacity(all.len());
+    for (k, ((i, append), ack)) in all.into_iter().zip(acks).enumerate() {
+        let first_events = k < initial.len();
+        match ack {
+            Ok(ack) => {
+                written.push(append);
+                if !first_events {
+                    results[i] = Some(Ok(WriteAck::Appended(ack)));
+                }
+            }
+            // A new saga's first events are fenced by the row just inserted: they fail only
+            // if something is badly wrong; the create fails with them.
+            Err(e) => results[i] = Some(Err(e)),
+        }
+    }
+    insert_events(&mut tx, &written).await?;
+    tx.commit().await?;
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every write of the batch ran"))
+        .collect())
+}
+
+/// The saga-row half of several appends: one UPDATE joined to their rows passed as arrays,
+/// locking the rows in id order first (as every statement locking several saga rows does).
+async fn update_for_appends<'a>(
+    conn: &mut PgConnection,
+    appends: impl Iterator<Item = &'a Append>,
+) -> Sql<Vec<Result<AppendAck>>> {
+    let appends: Vec<&Append> = appends.collect();
+    if appends.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = appends.iter().map(|a| a.saga_id).collect();
+    let owners: Vec<&str> = appends.iter().map(|a| a.fence.owner.as_str()).collect();
+    let generations: Vec<i64> = appends.iter().map(|a| a.fence.generation).collect();
+    let statuses: Vec<&str> = appends.iter().map(|a| a.status.as_str()).collect();
+    let errors: Vec<Option<&str>> = appends.iter().map(|a| a.error.as_deref()).collect();
+    let times: Vec<i64> = appends.iter().map(|a| a.now_ms).collect();
+    let ends: Vec<i64> = appends.iter().map(|a| a.first_seq + a.events.len() as i64).collect();
+    let rows = sqlx::query(
+        "WITH v AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
+               $6::bigint[], $7::bigint[]) AS v (id, owner, generation, status, error, now_ms, end_seq)), \
+         locked AS (SELECT s.id FROM sagas s JOIN v ON s.id = v.id AND s.owner = v.owner \
+               AND s.generation = v.generation ORDER BY s.id FOR UPDATE OF s) \
+         UPDATE sagas s SET status = v.status, error = v.error, updated_at_ms = v.now_ms, \
+           event_count = GREATEST(s.event_count, v.end_seq), \
+           cancel_requested = (s.cancel_requested AND v.status = 'running') \
+         FROM v, locked WHERE s.id = locked.id AND s.id = v.id AND s.owner = v.owner AND s.generation = v.generation \
+         RETURNING s.id, s.owner, s.generation, s.cancel_requested",
+    )
+    .bind(&ids)
+    .bind(&owners)
+    .bind(&generations)
+    .bind(&statuses)
+    .bind(&errors)
+    .bind(&times)
+    .bind(&ends)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut acks: HashMap<(Uuid, String, i64), bool> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let fence = (row.try_get("id")?, row.try_get("owner")?, row.try_get("generation")?);
+        acks.insert(fence, row.try_get("cancel_requested")?);
+    }
+    let mut results = Vec::with_capacity(appends.len());
+    for append in appends {
+        let fence = (append.saga_id, append.fence.owner.clone(), append.fence.generation);
+        results.push(match acks.get(&fence) {
+            Some(&cancel_requested) => Ok(AppendAck { cancel_requested }),
+            None => {
+                let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM sagas WHERE id = $1")
+                    .bind(append.saga_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                Err(match exists {
+                    Some(_) => Error::Fenced(append.saga_id),
+                    None => Error::SagaNotFound(append.saga_id),
+                })
+            }
+        });
+    }
+    Ok(results)
+}
+
+/// The events of several appends, in one INSERT; an event already stored at its
+/// `(saga_id, seq)` is left alone, which keeps appends idempotent.
+async fn insert_events(conn: &mut PgConnection, appends: &[&Append]) -> Sql<()> {
+    let (mut ids, mut seqs, mut times, mut events) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for append in appends {
+        for (k, event) in append.events.iter().enumerate() {
+            ids.push(append.saga_id);
+            seqs.push(append.first_seq + k as i64);
+            times.push(append.now_ms);
+            events.push(Json(event));
+        }
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO saga_events (saga_id, seq, at_ms, event) \
+         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::jsonb[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(ids)
+    .bind(seqs)
+    .bind(times)
+    .bind(events)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 fn saga_of(write: &Write) -> Uuid {
