@@ -49,9 +49,14 @@ pub(super) async fn drive(
     let commands = CloseOnDrop(commands);
     let spans = SagaSpans::new(&record, &inner.options.node_id);
     let span = tracing::info_span!("saga", saga_id = %id, trace_id = %spans.trace().trace_id_hex(), definition = %record.definition);
+    let driver = Driver::new(inner.clone(), record, def, &log, spans);
+    // The log is replayed into the driver's state: do not keep it for the saga's life.
+    drop(log);
     let view = async {
-        match Driver::new(inner.clone(), record, def, &log, spans).map(|d| d.run(fresh, &commands.0)) {
-            Ok(run) => match run.await {
+        match driver {
+            // Boxed: the task's own future stays small, and the driver's is allocated at its
+            // size rather than at the size of the largest state of this function.
+            Ok(driver) => match Box::pin(driver.run(fresh, &commands.0)).await {
                 Ok(view) => {
                     tracing::debug!(status = %view.record.status, "saga settled");
                     return Some(view);
