@@ -121,13 +121,15 @@ async fn the_testbed_keeps_its_promises_under_a_nemesis() {
     eprintln!(
         "chaos: {secs} s of faults, seed {seed} (GEOSAGA_CHAOS_SEED={seed} replays the schedule), project {project}"
     );
+    let started = Instant::now();
     let tb = Testbed::up(&project).await;
+    let setup = started.elapsed();
 
     let w = Arc::new(Workload::new(tb.regions.clone()));
     chaos_sagas::open_accounts(&w).await;
     let sagas = Arc::new(chaos_sagas::Sagas::default());
     let mut tasks = chaos_workload::start(&w);
-    for client in 0..2 {
+    for client in 0..4 {
         let (w, sagas, coordinator) = (w.clone(), sagas.clone(), tb.coordinator.clone());
         tasks.push(tokio::spawn(async move {
             chaos_sagas::run(&w, &sagas, &coordinator, client).await
@@ -153,15 +155,25 @@ async fn the_testbed_keeps_its_promises_under_a_nemesis() {
         t.await.unwrap();
     }
 
+    let workload = started.elapsed() - setup;
     let report = checks::run(&tb, &w, &sagas).await;
+    let checking = started.elapsed() - setup - workload;
     let mut by_kind = BTreeMap::new();
     for f in &faults {
         *by_kind.entry(f.kind).or_insert(0usize) += 1;
     }
     eprintln!(
-        "chaos report ({secs} s, seed {seed})\n  operations: {}\n  faults: {} ({by_kind:?})\n  checks:\n{}",
+        "chaos report ({secs} s, seed {seed}; image and testbed up in {:.0} s, workload {:.0} s, checks {:.0} s)\n  operations: {}\n  faults: {} ({by_kind:?}): {}\n  checks:\n{}",
+        setup.as_secs_f64(),
+        workload.as_secs_f64(),
+        checking.as_secs_f64(),
         report.operations,
         faults.len(),
+        faults
+            .iter()
+            .map(|f| format!("{:.0}s {}", f.at.as_secs_f64(), f.what))
+            .collect::<Vec<_>>()
+            .join(", "),
         report
             .checks
             .iter()

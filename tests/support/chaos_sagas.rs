@@ -66,7 +66,9 @@ pub async fn open_accounts(w: &Workload) {
     }
 }
 
-/// Starts transfers through `coordinator` until `w.stop`: each start is retried with its
+/// Starts transfers through `coordinator` until `w.stop`, one at a time: each start waits
+/// for its saga to settle (up to 30 s, `wait_ms`), so that the sagas in flight stay few and
+/// their read-modify-writes of the same accounts do not pile up; it is retried with its
 /// idempotency key until the coordinator answers (it may be down).
 pub async fn run(w: &Workload, sagas: &Sagas, coordinator: &str, client: usize) {
     let accounts = accounts();
@@ -88,7 +90,13 @@ pub async fn run(w: &Workload, sagas: &Sagas, coordinator: &str, client: usize) 
         });
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let r = w.http.post(format!("{coordinator}/v1/sagas")).json(&body).send().await;
+            let r = w
+                .http
+                .post(format!("{coordinator}/v1/sagas?wait_ms=30000"))
+                .timeout(Duration::from_secs(40))
+                .json(&body)
+                .send()
+                .await;
             match r {
                 Ok(r) if r.status() == 201 || r.status() == 200 => {
                     let answer: Value = r.json().await.unwrap();
@@ -149,15 +157,33 @@ pub async fn settle(
                     *statuses.entry(status).or_insert(0) += 1;
                     break;
                 }
-                "stuck" => return Err(format!("saga {} ({t:?}) is stuck", t.id)),
+                "stuck" => {
+                    return Err(format!(
+                        "saga {} ({t:?}) is stuck: {}",
+                        t.id,
+                        view(w, coordinator, &t.id).await
+                    ));
+                }
                 other if Instant::now() > deadline => {
-                    return Err(format!("saga {} ({t:?}) has not settled after 3 min: {other:?}", t.id));
+                    return Err(format!(
+                        "saga {} ({t:?}) has not settled after 3 min: {other:?}; {}",
+                        t.id,
+                        view(w, coordinator, &t.id).await
+                    ));
                 }
                 _ => tokio::time::sleep(Duration::from_millis(250)).await,
             }
         }
     }
     Ok((statuses, completed))
+}
+
+/// The saga's steps as the coordinator shows them (for failure messages).
+async fn view(w: &Workload, coordinator: &str, id: &str) -> String {
+    match w.http.get(format!("{coordinator}/v1/sagas/{id}")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default().chars().take(4_000).collect(),
+        Err(e) => format!("(could not read it: {e})"),
+    }
 }
 
 /// Checks each account's balance (strong read at its home) against the completed transfers.
