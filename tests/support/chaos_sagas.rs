@@ -17,6 +17,8 @@ use super::chaos_workload::Workload;
 
 /// Every account's opening balance.
 pub const OPENING: i64 = 1_000;
+/// The most an account may send in all (`daily_limit` in `examples/transfer_regions.json`).
+const LIMIT: i64 = 500;
 /// Accounts per region.
 const PER_REGION: usize = 3;
 
@@ -82,7 +84,13 @@ pub async fn run(w: &Workload, sagas: &Sagas, coordinator: &str, client: usize) 
                 break to;
             }
         };
-        let amount = rand::random_range(1..=40i64);
+        // Every fourth transfer is over the sender's limit (the definition's last step
+        // allows 500 sent in all): it must end compensated, its debit and credit undone.
+        let amount = if n % 4 == 0 {
+            rand::random_range(LIMIT + 1..=LIMIT + 40)
+        } else {
+            rand::random_range(1..=40i64)
+        };
         let body = json!({
             "definition": "transfer_regions",
             "input": {"from": from, "to": to, "amount": amount},
@@ -128,7 +136,8 @@ pub async fn run(w: &Workload, sagas: &Sagas, coordinator: &str, client: usize) 
     }
 }
 
-/// Waits until every saga settled; fails on `stuck` or on one still running after 3 min.
+/// Waits until every saga settled; fails on `stuck`, on one still running after 3 min, and
+/// on a transfer over the limit that completed.
 /// Returns the count per final status and the completed transfers.
 pub async fn settle(
     w: &Workload,
@@ -150,6 +159,12 @@ pub async fn settle(
                 _ => String::new(),
             };
             match status.as_str() {
+                "completed" if t.amount > LIMIT => {
+                    return Err(format!(
+                        "saga {} ({t:?}) is over the limit of {LIMIT} but completed",
+                        t.id
+                    ));
+                }
                 "completed" | "compensated" => {
                     if status == "completed" {
                         completed.push(t.clone());
