@@ -25,6 +25,8 @@
 //! address = "http://127.0.0.1:7401"   # where peers and clients reach it
 //! listen = "127.0.0.1:7401"           # where it binds (default: the address's host:port)
 //! data = "geosaga-data/us-east.db"    # its SQLite file (default: geosaga-data/NAME.db)
+//! # database = "postgres://geosaga@db-us/us_east"  # PostgreSQL instead (a database of its
+//! #                                   # own; `geosaga region --database` overrides it)
 //! weight = 1                          # share of the hash ring (0: rules only)
 //!
 //! [[rules]]
@@ -39,7 +41,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::placement::{Placement, Rule};
+
 use crate::{Error, Result};
+
+mod storage;
+pub use storage::{Storage, redact};
 
 /// How many replica regions must durably store a strong write before the home commits it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -74,8 +80,13 @@ pub struct RegionConfig {
     pub address: String,
     /// The socket address it binds (default: the host and port of `address`).
     pub listen: Option<String>,
-    /// Its SQLite file (default: `geosaga-data/NAME.db`).
+    /// Its SQLite file (default: `geosaga-data/NAME.db`); its membership file is kept
+    /// beside it (`NAME.members.json`), also when `database` names PostgreSQL.
     pub data: Option<PathBuf>,
+    /// Its store, as `geosaga serve --database` takes it: a `postgres://` (or
+    /// `postgresql://`) URL, or a SQLite file (`sqlite://PATH` or a path, in place of
+    /// `data`). Default: the SQLite file `data`.
+    pub database: Option<String>,
     /// Its share of the hash ring.
     #[serde(default = "one")]
     pub weight: u32,
@@ -250,6 +261,9 @@ impl Config {
                     r.name
                 )));
             }
+            if let Some(database) = &r.database {
+                Storage::parse(database).map_err(|e| Error::Config(format!("region {}: {e}", r.name)))?;
+            }
             if !r.address.starts_with("http://") && !r.address.starts_with("https://") {
                 return Err(Error::Config(format!(
                     "region {}: address {:?} is not an http(s) URL",
@@ -328,7 +342,24 @@ impl RegionConfig {
         })
     }
 
-    /// The SQLite file.
+    /// Where it stores its data: `database` if set, else the SQLite file `data`.
+    pub fn storage(&self) -> Result<Storage> {
+        match &self.database {
+            Some(database) => Storage::parse(database).map_err(|e| Error::Config(format!("region {}: {e}", self.name))),
+            None => Ok(Storage::Sqlite(self.data_path())),
+        }
+    }
+
+    /// Where its local files go: its SQLite file if it uses one, else `data`'s path;
+    /// others (the membership file) are kept beside it.
+    pub fn local_path(&self) -> PathBuf {
+        match self.storage() {
+            Ok(Storage::Sqlite(path)) => path,
+            _ => self.data_path(),
+        }
+    }
+
+    /// The SQLite file `data` names (or its default).
     pub fn data_path(&self) -> PathBuf {
         self.data
             .clone()
@@ -384,6 +415,33 @@ mod tests {
         assert!(!placement.replicates_to("eu/x", "ap-south"));
         let outside = THREE.replace("region = \"eu-west\"", "region = \"eu-west\"\nreplicas = [\"us-east\"]");
         assert!(Config::parse(&outside).is_err(), "the home is not among the replicas");
+    }
+
+    #[test]
+    fn a_region_stores_in_sqlite_by_default_or_where_database_says() {
+        let c = Config::parse(THREE).unwrap();
+        let us = c.region("us-east").unwrap();
+        assert_eq!(us.storage().unwrap(), Storage::Sqlite("geosaga-data/us-east.db".into()));
+        let pg = THREE.replace(
+            "name = \"eu-west\"",
+            "name = \"eu-west\"\ndata = \"d/eu.db\"\ndatabase = \"postgres://db/eu\"",
+        );
+        let c = Config::parse(&pg).unwrap();
+        let eu = c.region("eu-west").unwrap();
+        assert_eq!(eu.storage().unwrap(), Storage::Postgres("postgres://db/eu".into()));
+        assert_eq!(eu.local_path(), PathBuf::from("d/eu.db"), "the membership file's place");
+        let file = THREE.replace(
+            "name = \"eu-west\"",
+            "name = \"eu-west\"\ndatabase = \"sqlite://x/eu.db\"",
+        );
+        let eu = Config::parse(&file).unwrap().region("eu-west").unwrap().clone();
+        assert_eq!(
+            (eu.storage().unwrap(), eu.local_path()),
+            (Storage::Sqlite("x/eu.db".into()), "x/eu.db".into())
+        );
+        let bad = THREE.replace("name = \"eu-west\"", "name = \"eu-west\"\ndatabase = \"mysql://db/eu\"");
+        let e = Config::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("region eu-west") && e.contains("mysql://db/eu"), "{e}");
     }
 
     #[test]

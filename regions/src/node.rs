@@ -95,7 +95,9 @@ impl Region {
     /// strong writes a crash left pending, and loads what it had applied and shipped.
     pub async fn open(config: Config, name: &str, clock: Clock) -> Result<Region> {
         let me = config.region(name)?.clone();
-        let store = Store::open(&me.data_path()).await?;
+        let storage = me.storage()?;
+        let store = Store::open_storage(&storage).await?;
+        tracing::info!(region = name, store = %storage.describe(), "store opened");
         let aborted = store.abort_all_pending().await?;
         if aborted > 0 {
             tracing::info!(
