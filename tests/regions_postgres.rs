@@ -228,3 +228,58 @@ async fn a_postgres_home_killed_mid_stream_loses_no_acknowledged_write() {
         "us-east restarted"
     );
 }
+
+/// The PostgreSQL server under all three regions crashes and comes back: a strong write
+/// meanwhile fails with a server error and is never visible; once the server is back,
+/// writes succeed again without a region restart and replicate as before, and nothing is
+/// left pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn regions_ride_out_a_postgres_restart() {
+    let server = Arc::new(tokio::task::spawn_blocking(pg::PgServer::dedicated).await.unwrap());
+    let mut dbs = Vec::new();
+    for _ in NAMES {
+        dbs.push(server.fresh_database().await);
+    }
+    let stores = [0, 1, 2].map(|i| RegionStore::PostgresFlag(dbs[i].url().to_owned()));
+    let dir = tempfile::tempdir().unwrap();
+    let settings =
+        "quorum = \"quorum\"\nstrong_timeout_ms = 800\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n";
+    let cluster = Cluster::start_with_stores(dir.path(), settings, 5, &stores).await;
+    let [us, eu, ap] = [0, 1, 2].map(|i| cluster.regions[i].url.clone());
+    let (status, before) = put(&eu, "us/a", json!({"value": "before"})).await;
+    assert_eq!(status, 200, "{before}");
+
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || s.stop()).await.unwrap();
+    let (status, failed) = put(&us, "us/b", json!({"value": "during"})).await;
+    assert!((500..600).contains(&status), "{status} {failed}");
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || s.start()).await.unwrap();
+
+    // The regions reconnect on their own.
+    let start = std::time::Instant::now();
+    let after = loop {
+        let (status, w) = put(&eu, "us/c", json!({"value": "after"})).await;
+        if status == 200 {
+            break w;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no write succeeds after the restart: {w}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (status, missing) = get(&us, "/v1/kv/us/b").await;
+    assert_eq!(status, 404, "the failed write is not visible: {missing}");
+    let (_, a) = get(&ap, "/v1/kv/us/a").await;
+    assert_eq!(a["version"], before["version"]);
+    for url in [&eu, &ap] {
+        let path = "/v1/kv/us/c?consistency=bounded_staleness&max_staleness_ms=60000";
+        eventually(url, path, |s, b| s == 200 && b["version"] == after["version"]).await;
+    }
+    assert_eq!(
+        count(&dbs[0], "SELECT COUNT(*) FROM repl_log WHERE state = 'pending'").await,
+        0
+    );
+}

@@ -96,7 +96,10 @@ impl Region {
     pub async fn open(config: Config, name: &str, clock: Clock) -> Result<Region> {
         let me = config.region(name)?.clone();
         let storage = me.storage()?;
-        let store = Store::open_storage(&storage).await?;
+        let store = Store::open_storage(&storage).await.map_err(|e| Error::StoreOpen {
+            store: storage.describe(),
+            source: Box::new(e),
+        })?;
         tracing::info!(region = name, store = %storage.describe(), "store opened");
         let aborted = store.abort_all_pending().await?;
         if aborted > 0 {

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use super::postgres_convergence::{insert_row, merge_counter};
 use super::rows::{STATE_COLUMNS, entry_of, next_state, state_of, ts_of, wall};
@@ -28,7 +28,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/reg
 const READERS: u32 = 4;
 
 /// How long a call waits for a connection (or for the database to come back).
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Appends an entry to the replication log with the next sequence number, which it returns.
 const APPEND: &str = "WITH s AS (UPDATE repl_seq SET seq = seq + 1 RETURNING seq) \
@@ -76,6 +76,8 @@ impl Postgres {
         let options = PgConnectOptions::from_str(url)?
             .options([("synchronous_commit", "on")])
             .application_name("geosaga-region");
+        // A pool that cannot connect only says it timed out; one connection says why.
+        PgConnection::connect_with(&options).await?.close().await?;
         let writer = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(1)
