@@ -47,6 +47,13 @@ CREATE TABLE repl_log (
     prev_home TEXT COLLATE "C"
 );
 
+-- The region this database belongs to (one row, written at its first start): another
+-- region is refused.
+CREATE TABLE region_identity (
+    one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+    name TEXT NOT NULL
+);
+
 -- The last sequence number given (one row).
 CREATE TABLE repl_seq (
     one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),

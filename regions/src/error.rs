@@ -94,6 +94,9 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// The store belongs to another region, or another process writes to it.
+    #[error("{0}")]
+    StoreTaken(String),
     /// Stored data did not decode.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),

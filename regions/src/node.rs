@@ -96,7 +96,11 @@ impl Region {
     pub async fn open(config: Config, name: &str, clock: Clock) -> Result<Region> {
         let me = config.region(name)?.clone();
         let storage = me.storage()?;
-        let store = Store::open_storage(&storage).await.map_err(|e| Error::StoreOpen {
+        let opened = match Store::open_storage(&storage).await {
+            Ok(store) => store.claim(name).await.map(|()| store),
+            Err(e) => Err(e),
+        };
+        let store = opened.map_err(|e| Error::StoreOpen {
             store: storage.describe(),
             source: Box::new(e),
         })?;

@@ -171,6 +171,7 @@ impl From<Error> for ApiError {
             Error::Config(_)
             | Error::Store(_)
             | Error::StoreOpen { .. }
+            | Error::StoreTaken(_)
             | Error::Migrate(_)
             | Error::Corrupt(_)
             | Error::Io(_) => ProblemType::Internal,

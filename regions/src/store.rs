@@ -14,6 +14,7 @@
 
 pub(crate) mod postgres;
 pub(crate) mod postgres_convergence;
+pub(crate) mod postgres_open;
 pub(crate) mod rows;
 pub(crate) mod sqlite;
 pub(crate) mod sqlite_convergence;
@@ -106,6 +107,27 @@ impl Store {
         match storage {
             Storage::Sqlite(path) => Store::open(path).await,
             Storage::Postgres(url) => Store::connect(url).await,
+        }
+    }
+
+    /// Records that the store belongs to region `name`, or checks that it does (refused:
+    /// another region's data). A SQLite file, named after its region by default, is not
+    /// checked.
+    pub async fn claim(&self, name: &str) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(db) => db.claim(name).await,
+        }
+    }
+
+    /// Closes the store's connections (the calls after it fail).
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.writer.close().await;
+                db.readers.close().await;
+            }
+            Backend::Postgres(db) => db.close().await,
         }
     }
 

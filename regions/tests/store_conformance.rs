@@ -90,4 +90,5 @@ conformance!(
     ops_are_applied_with_their_version_only,
     everything_survives_reopening_and_a_restart_aborts_what_was_pending,
     listings_are_in_byte_order,
+    a_database_belongs_to_one_region,
 );

@@ -3,14 +3,11 @@
 //! connection runs with `synchronous_commit=on`, so a write is durable when its call
 //! returns; every write goes through one writer connection (the replication log's sequence
 //! numbers are given in commit order), reads through a pool beside it. The database must
-//! hold this region's data only.
+//! hold this region's data only (`postgres_open.rs` connects and sees to that).
 
 use std::collections::HashMap;
-use std::str::FromStr;
-use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 use super::postgres_convergence::{insert_row, merge_counter};
 use super::rows::{STATE_COLUMNS, entry_of, next_state, state_of, ts_of, wall};
@@ -20,15 +17,6 @@ use crate::mvcc::Version;
 use crate::protocol::{EntryKind, EntryState, LogEntry, VersionId};
 use crate::store_convergence::VersionRow;
 use crate::{Error, Result};
-
-/// The migrations of the PostgreSQL schema, applied at start-up.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/regions-postgres");
-
-/// Connections reading beside the writer.
-const READERS: u32 = 4;
-
-/// How long a call waits for a connection (or for the database to come back).
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Appends an entry to the replication log with the next sequence number, which it returns.
 const APPEND: &str = "WITH s AS (UPDATE repl_seq SET seq = seq + 1 RETURNING seq) \
@@ -71,28 +59,6 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    /// Connects to the database at `url` and migrates it.
-    pub async fn connect(url: &str) -> Result<Postgres> {
-        let options = PgConnectOptions::from_str(url)?
-            .options([("synchronous_commit", "on")])
-            .application_name("geosaga-region");
-        // A pool that cannot connect only says it timed out; one connection says why.
-        PgConnection::connect_with(&options).await?.close().await?;
-        let writer = PgPoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options.clone())
-            .await?;
-        MIGRATOR.run(&writer).await?;
-        let readers = PgPoolOptions::new()
-            .max_connections(READERS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await?;
-        Ok(Postgres { readers, writer })
-    }
-
     /// See [`Store::versions`](super::Store::versions).
     pub async fn versions(&self, key: &str) -> Result<Vec<Version>> {
         let rows = sqlx::query(

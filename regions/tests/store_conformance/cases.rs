@@ -349,3 +349,24 @@ pub async fn listings_are_in_byte_order(b: Backend) {
         Some("\"ab3\"")
     );
 }
+
+/// A PostgreSQL database belongs to the first region that claims it; another region is
+/// refused, the same one is welcome again. (A SQLite file is not checked.)
+pub async fn a_database_belongs_to_one_region(b: Backend) {
+    let db = Db::new(b).await;
+    let store = db.open().await;
+    store.claim("us-east").await.unwrap();
+    store.claim("us-east").await.unwrap();
+    let other = store.claim("eu-west").await;
+    match b {
+        Backend::Postgres => {
+            let e = other.unwrap_err().to_string();
+            assert!(e.contains("region us-east's data, not eu-west's"), "{e}");
+        }
+        Backend::Sqlite => other.unwrap(),
+    }
+    store.close().await;
+    let again = db.open().await;
+    again.claim("us-east").await.unwrap();
+    assert_eq!(again.claim("eu-west").await.is_err(), matches!(b, Backend::Postgres));
+}
