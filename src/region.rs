@@ -25,6 +25,10 @@ pub struct RegionArgs {
     /// `bootstrap`). The region joins as a replica-only member.
     #[arg(long = "join", value_name = "URL")]
     join: Vec<String>,
+    /// This region's store, in place of the file's `database`/`data`: a `postgres://` URL
+    /// (a database of its own), or a SQLite file path (or `sqlite://PATH`).
+    #[arg(long, env = "GEOSAGA_REGION_DATABASE")]
+    database: Option<String>,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: LogFormat,
@@ -73,6 +77,13 @@ pub async fn run(args: RegionArgs) -> anyhow::Result<()> {
     observability::init_logging(args.log_format, "info");
     let mut config = regions::Config::load(&config_path)?;
     config.bootstrap.extend(args.join);
+    if let Some(database) = args.database {
+        regions::config::Storage::parse(&database).map_err(|e| anyhow::anyhow!("--database: {e}"))?;
+        match config.regions.iter_mut().find(|r| r.name == name) {
+            Some(me) => me.database = Some(database),
+            None => anyhow::bail!("--database: no region is called {name:?} in {}", config_path.display()),
+        }
+    }
     if let Some(bad) = config
         .bootstrap
         .iter()

@@ -25,6 +25,8 @@
 //! address = "http://127.0.0.1:7401"   # where peers and clients reach it
 //! listen = "127.0.0.1:7401"           # where it binds (default: the address's host:port)
 //! data = "geosaga-data/us-east.db"    # its SQLite file (default: geosaga-data/NAME.db)
+//! # database = "postgres://geosaga@db-us/us_east"  # PostgreSQL instead (a database of its
+//! #                                   # own; `geosaga region --database` overrides it)
 //! weight = 1                          # share of the hash ring (0: rules only)
 //!
 //! [[rules]]
@@ -39,7 +41,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::placement::{Placement, Rule};
+
 use crate::{Error, Result};
+
+mod storage;
+pub use storage::{Storage, redact};
 
 /// How many replica regions must durably store a strong write before the home commits it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -74,8 +80,13 @@ pub struct RegionConfig {
     pub address: String,
     /// The socket address it binds (default: the host and port of `address`).
     pub listen: Option<String>,
-    /// Its SQLite file (default: `geosaga-data/NAME.db`).
+    /// Its SQLite file (default: `geosaga-data/NAME.db`); its membership file is kept
+    /// beside it (`NAME.members.json`), also when `database` names PostgreSQL.
     pub data: Option<PathBuf>,
+    /// Its store, as `geosaga serve --database` takes it: a `postgres://` (or
+    /// `postgresql://`) URL, or a SQLite file (`sqlite://PATH` or a path, in place of
+    /// `data`). Default: the SQLite file `data`.
+    pub database: Option<String>,
     /// Its share of the hash ring.
     #[serde(default = "one")]
     pub weight: u32,
@@ -250,6 +261,9 @@ impl Config {
                     r.name
                 )));
             }
+            if let Some(database) = &r.database {
+                Storage::parse(database).map_err(|e| Error::Config(format!("region {}: {e}", r.name)))?;
+            }
             if !r.address.starts_with("http://") && !r.address.starts_with("https://") {
                 return Err(Error::Config(format!(
                     "region {}: address {:?} is not an http(s) URL",
@@ -328,7 +342,7 @@ impl RegionConfig {
         })
     }
 
-    /// The SQLite file.
+    /// The SQLite file `data` names (or its default).
     pub fn data_path(&self) -> PathBuf {
         self.data
             .clone()

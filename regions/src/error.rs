@@ -85,6 +85,18 @@ pub enum Error {
     /// The schema could not be migrated.
     #[error("storage migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The store could not be opened (its database unreachable, refused, or not migrated).
+    #[error("opening the store ({store})")]
+    StoreOpen {
+        /// The store, as [`crate::config::Storage::describe`] names it (no password).
+        store: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The store belongs to another region, or another process writes to it.
+    #[error("{0}")]
+    StoreTaken(String),
     /// Stored data did not decode.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),

@@ -19,7 +19,8 @@
 //!   [`counter`]: counter components merged by maximum; the digests of [`antientropy`].
 //!
 //! The I/O around it:
-//! - [`store`]: SQLite (sqlx): versions, the replication log, cursors, intents.
+//! - [`store`]: SQLite or PostgreSQL (sqlx): versions, the replication log, cursors,
+//!   intents.
 //! - [`node`]: [`node::Region`], which executes writes at the home and serves reads.
 //! - [`replication`]: intents of strong writes, log shipping with closed timestamps, GC.
 //! - [`api`] and [`problem`]: the HTTP API (axum) and its problem details;
@@ -35,8 +36,8 @@
 //! is logged as *pending* at the home and sent as an *intent* to every replica; replicas
 //! store intents durably but never show them to reads. When the configured quorum (`one`,
 //! `quorum`: with the home a majority of regions, `all`) has acknowledged, the home commits:
-//! in one SQLite transaction (fsynced) the version becomes visible and the log entry
-//! committed. That commit is the write's linearization point; a strong read at the home
+//! in one durable transaction (SQLite fsynced, or PostgreSQL) the version becomes visible
+//! and the log entry committed. That commit is the write's linearization point; a strong read at the home
 //! reads the latest committed version, so it sees every write acknowledged before it began.
 //!
 //! **A failed strong write leaves nothing visible.** If the quorum does not answer within
@@ -61,9 +62,10 @@
 //! when that is within its bound, otherwise by the home, otherwise refused (`too-stale`)
 //! unless the caller accepts a stale answer (`allow_stale=true`; the answer says so).
 //!
-//! **The log** is durable (SQLite, `synchronous=FULL`), shipped in order from each peer's
-//! acknowledged position (kept in the store), replayed after a restart from there, and
-//! truncated up to the position every peer acknowledged. Applying is idempotent.
+//! **The log** is durable (SQLite `synchronous=FULL`, PostgreSQL `synchronous_commit=on`),
+//! shipped in order from each peer's acknowledged position (kept in the store), replayed
+//! after a restart from there, and truncated up to the position every peer acknowledged.
+//! Applying is idempotent.
 //!
 //! **Log retention and closed timestamps after a gap.** The log also keeps at most
 //! `log_retention_entries` entries: beyond that the oldest go even if a peer (down, or cut

@@ -128,9 +128,10 @@ pub struct Membership {
     inner: Mutex<Inner>,
 }
 
-/// Where region `me` keeps its membership: beside its database.
+/// Where region `me` keeps its membership: beside its SQLite file (or where `data` names
+/// one, when it stores in PostgreSQL).
 pub fn members_path(me: &RegionConfig) -> PathBuf {
-    me.data_path().with_extension("members.json")
+    me.local_path().with_extension("members.json")
 }
 
 fn load(path: &Path) -> Result<Option<Saved>> {

@@ -95,7 +95,16 @@ impl Region {
     /// strong writes a crash left pending, and loads what it had applied and shipped.
     pub async fn open(config: Config, name: &str, clock: Clock) -> Result<Region> {
         let me = config.region(name)?.clone();
-        let store = Store::open(&me.data_path()).await?;
+        let storage = me.storage()?;
+        let opened = match Store::open_storage(&storage).await {
+            Ok(store) => store.claim(name).await.map(|()| store),
+            Err(e) => Err(e),
+        };
+        let store = opened.map_err(|e| Error::StoreOpen {
+            store: storage.describe(),
+            source: Box::new(e),
+        })?;
+        tracing::info!(region = name, store = %storage.describe(), "store opened");
         let aborted = store.abort_all_pending().await?;
         if aborted > 0 {
             tracing::info!(

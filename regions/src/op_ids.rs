@@ -5,19 +5,21 @@
 //!
 //! Under the key's write lock, before a write, the home *prepares* a row (key, op_id) with
 //! the write's timestamp and the live version it replaces; a trigger marks the row applied
-//! in the transaction that makes the version visible (`migrations/regions/0003_op_ids.sql`).
+//! in the transaction that makes the version visible (`migrations/regions/0003_op_ids.sql`,
+//! and its PostgreSQL twin in `migrations/regions-postgres`).
 //! A write that aborted, or that a crash cut off, leaves its row unapplied: a repeat then
 //! writes afresh and prepares the row again. Rows are kept for [`RETENTION_MS`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqlitePool};
 
 use crate::hlc::Timestamp;
 use crate::mvcc::Version;
 use crate::node::{LATEST, Region};
 use crate::protocol::{WriteCommand, WriteResponse};
+use crate::store::Store;
+use crate::store::rows::Cols;
 use crate::{Error, Result};
 
 /// How long a home remembers an op id: a repeat later than this writes again.
@@ -55,10 +57,6 @@ pub fn check(op_id: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-fn wall(ts: Timestamp) -> i64 {
-    i64::try_from(ts.wall_ms).unwrap_or(i64::MAX)
-}
-
 fn ts(wall: i64, logical: i64) -> Result<Timestamp> {
     Ok(Timestamp {
         wall_ms: u64::try_from(wall).map_err(|_| Error::Corrupt(format!("op timestamp {wall}")))?,
@@ -78,67 +76,43 @@ pub fn previous_of(version: Option<&Version>) -> Result<Option<Previous>> {
 }
 
 /// The recorded result of `op_id` on `key`, if a write with it was applied.
-pub async fn applied(pool: &SqlitePool, key: &str, op_id: &str) -> Result<Option<Applied>> {
-    let row = sqlx::query(
-        "SELECT ts_wall, ts_logical, prev_wall, prev_logical, prev_value FROM op_ids \
-         WHERE key = ? AND op_id = ? AND applied = 1",
-    )
-    .bind(key)
-    .bind(op_id)
-    .fetch_optional(pool)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let version = ts(row.try_get("ts_wall")?, row.try_get("ts_logical")?)?;
-    let prev_wall: Option<i64> = row.try_get("prev_wall")?;
-    let prev_logical: Option<i64> = row.try_get("prev_logical")?;
-    let prev_value: Option<String> = row.try_get("prev_value")?;
-    let previous = match (prev_wall, prev_logical) {
+pub async fn applied(store: &Store, key: &str, op_id: &str) -> Result<Option<Applied>> {
+    store.op_applied(key, op_id).await
+}
+
+/// Reads a row of `op_ids` (its `ts_*`, `prev_*` and `prev_value` columns) as [`Applied`].
+pub(crate) fn applied_of(row: &impl Cols) -> Result<Applied> {
+    let version = ts(row.int("ts_wall")?, row.int("ts_logical")?)?;
+    let prev_value = row.opt_text("prev_value")?;
+    let previous = match (row.opt_int("prev_wall")?, row.opt_int("prev_logical")?) {
         (Some(w), Some(l)) => previous_of(Some(&Version {
             ts: ts(w, l)?,
             value: Some(prev_value.unwrap_or_else(|| "null".to_owned())),
         }))?,
         _ => None,
     };
-    Ok(Some(Applied {
+    Ok(Applied {
         version: version.to_string(),
         previous,
-    }))
+    })
 }
 
 /// Prepares the row of a write with `op_id` about to make version `at` of `key`,
 /// replacing `previous`; durable when this returns.
 pub async fn prepare(
-    pool: &SqlitePool,
+    store: &Store,
     key: &str,
     op_id: &str,
     at: Timestamp,
     previous: Option<&Version>,
     now_ms: u64,
 ) -> Result<()> {
-    let prev = previous.filter(|v| v.value.is_some());
-    sqlx::query(
-        "INSERT INTO op_ids (key, op_id, ts_wall, ts_logical, prev_wall, prev_logical, prev_value, applied, created_ms) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) \
-         ON CONFLICT (key, op_id) DO UPDATE SET ts_wall = excluded.ts_wall, ts_logical = excluded.ts_logical, \
-         prev_wall = excluded.prev_wall, prev_logical = excluded.prev_logical, prev_value = excluded.prev_value, \
-         applied = 0, created_ms = excluded.created_ms",
-    )
-    .bind(key)
-    .bind(op_id)
-    .bind(wall(at))
-    .bind(i64::from(at.logical))
-    .bind(prev.map(|v| wall(v.ts)))
-    .bind(prev.map(|v| i64::from(v.ts.logical)))
-    .bind(prev.and_then(|v| v.value.clone()))
-    .bind(i64::try_from(now_ms).unwrap_or(i64::MAX))
-    .execute(pool)
-    .await?;
+    store
+        .op_prepare(key, op_id, at, previous, i64::try_from(now_ms).unwrap_or(i64::MAX))
+        .await?;
     if PREPARED.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
         let horizon = i64::try_from(now_ms.saturating_sub(RETENTION_MS)).unwrap_or(0);
-        sqlx::query("DELETE FROM op_ids WHERE created_ms < ?")
-            .bind(horizon)
-            .execute(pool)
-            .await?;
+        store.op_prune(horizon).await?;
     }
     Ok(())
 }
@@ -160,7 +134,7 @@ pub(crate) async fn before_write(region: &Region, key: &str, cmd: &WriteCommand)
             current: None,
         });
     };
-    if let Some(done) = applied(region.store.op_pool(), key, op_id).await? {
+    if let Some(done) = applied(&region.store, key, op_id).await? {
         return Ok(BeforeWrite {
             replay: Some(WriteResponse {
                 key: key.to_owned(),
@@ -190,69 +164,6 @@ pub(crate) async fn prepare_write(
     current: Option<&Version>,
 ) -> Result<Option<Previous>> {
     let Some(op_id) = &cmd.op_id else { return Ok(None) };
-    prepare(
-        region.store.op_pool(),
-        key,
-        op_id,
-        at,
-        current,
-        region.clock.physical_ms(),
-    )
-    .await?;
+    prepare(&region.store, key, op_id, at, current, region.clock.physical_ms()).await?;
     previous_of(current)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::Store;
-
-    fn at(wall_ms: u64) -> Timestamp {
-        Timestamp { wall_ms, logical: 0 }
-    }
-
-    /// A prepared op becomes applied only with its version, in the same transaction;
-    /// an op whose write never happened stays unapplied and can be prepared again.
-    #[tokio::test]
-    async fn ops_are_applied_with_their_version_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("r.db")).await.unwrap();
-        let pool = store.op_pool();
-        store.write_committed("k", at(5), Some("{\"n\":1}"), "h").await.unwrap();
-        let before = store.read("k", at(9)).await.unwrap();
-        prepare(pool, "k", "saga:a:action", at(10), before.as_ref(), 1_000)
-            .await
-            .unwrap();
-        assert_eq!(
-            applied(pool, "k", "saga:a:action").await.unwrap(),
-            None,
-            "not written yet"
-        );
-        // The write was cut off; a retry prepares again with its own timestamp.
-        prepare(pool, "k", "saga:a:action", at(11), before.as_ref(), 1_001)
-            .await
-            .unwrap();
-        store
-            .write_committed("k", at(11), Some("{\"n\":2}"), "h")
-            .await
-            .unwrap();
-        let done = applied(pool, "k", "saga:a:action").await.unwrap().unwrap();
-        assert_eq!(done.version, "11.0");
-        assert_eq!(
-            done.previous,
-            Some(Previous {
-                version: "5.0".into(),
-                value: serde_json::json!({"n": 1})
-            })
-        );
-        // Another key's op is not confused with it, and a version at the old timestamp
-        // arriving later (as on a replica) applies nothing it does not name.
-        assert_eq!(applied(pool, "j", "saga:a:action").await.unwrap(), None);
-        store.write_committed("k", at(10), Some("3"), "h").await.unwrap();
-        assert_eq!(
-            applied(pool, "k", "saga:a:action").await.unwrap().unwrap().version,
-            "11.0"
-        );
-        assert!(check("").is_err() && check(&"x".repeat(513)).is_err() && check("a:b:action").is_ok());
-    }
 }

@@ -168,9 +168,13 @@ impl From<Error> for ApiError {
             Error::TooStale { .. } => ProblemType::TooStale,
             Error::BeyondRetention { .. } => ProblemType::BeyondRetention,
             Error::Peer(_) | Error::Clock(_) => ProblemType::PeerRefused,
-            Error::Config(_) | Error::Store(_) | Error::Migrate(_) | Error::Corrupt(_) | Error::Io(_) => {
-                ProblemType::Internal
-            }
+            Error::Config(_)
+            | Error::Store(_)
+            | Error::StoreOpen { .. }
+            | Error::StoreTaken(_)
+            | Error::Migrate(_)
+            | Error::Corrupt(_)
+            | Error::Io(_) => ProblemType::Internal,
         };
         ApiError::new(kind, detail)
     }

@@ -1,16 +1,18 @@
 //! The store's side of convergence under faults: versions as anti-entropy moves them
 //! (with their origin and the version they replaced), conflict counting for keys written
-//! anywhere, counter components, log retention and gaps, and placement overrides.
+//! anywhere, counter components, log retention and gaps, placement overrides, and the op
+//! ids of idempotent writes ([`crate::op_ids`]). Each backend runs them in its own SQL
+//! (`store/sqlite_convergence.rs`, `store/postgres_convergence.rs`).
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 
-use crate::conflict;
+use crate::Result;
 use crate::counter::Component;
 use crate::hlc::Timestamp;
+use crate::mvcc::Version;
+use crate::op_ids::Applied;
 use crate::protocol::VersionId;
-use crate::store::{Store, prev_of, ts_of, wall};
-use crate::{Error, Result};
+use crate::store::{Store, dispatch};
 
 /// One stored version with its identity and ancestry, as anti-entropy ships it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,113 +51,10 @@ pub struct CounterRow {
     pub component: Component,
 }
 
-async fn exists(conn: &mut sqlx::SqliteConnection, sql: &str, key: &str, id: Option<&VersionId>) -> Result<i64> {
-    let mut q = sqlx::query(sql).bind(key);
-    if let Some(id) = id {
-        q = q.bind(wall(id.ts)).bind(i64::from(id.ts.logical)).bind(&id.origin);
-    }
-    Ok(q.fetch_one(&mut *conn).await?.try_get("n")?)
-}
-
-/// Inserts a version unless present. When `tracked` names the rule prefix of a key written
-/// anywhere, keeps that prefix's count of overwritten concurrent writes (see
-/// [`conflict::leaf_delta`]). Returns whether it was new.
-pub(crate) async fn insert_row(
-    conn: &mut sqlx::SqliteConnection,
-    row: &VersionRow,
-    tracked: Option<&str>,
-) -> Result<bool> {
-    let had_versions = match tracked {
-        Some(_) => exists(conn, "SELECT COUNT(*) AS n FROM versions WHERE key = ?", &row.key, None).await? > 0,
-        None => false,
-    };
-    let prev = row.prev.as_ref();
-    let inserted = sqlx::query(
-        "INSERT OR IGNORE INTO versions (key, ts_wall, ts_logical, value, home, prev_wall, prev_logical, prev_home) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&row.key)
-    .bind(wall(row.ts))
-    .bind(i64::from(row.ts.logical))
-    .bind(&row.value)
-    .bind(&row.origin)
-    .bind(prev.map(|p| wall(p.ts)))
-    .bind(prev.map(|p| i64::from(p.ts.logical)))
-    .bind(prev.map(|p| p.origin.as_str()))
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    let Some(prefix) = tracked.filter(|_| inserted) else {
-        return Ok(inserted);
-    };
-    const NAMERS: &str =
-        "SELECT COUNT(*) AS n FROM versions WHERE key = ? AND prev_wall = ? AND prev_logical = ? AND prev_home = ?";
-    let named = exists(conn, NAMERS, &row.key, Some(&row.id())).await? > 0;
-    let prev_was_leaf = match prev {
-        Some(p) => {
-            let present = exists(
-                conn,
-                "SELECT COUNT(*) AS n FROM versions WHERE key = ? AND ts_wall = ? AND ts_logical = ? AND home = ?",
-                &row.key,
-                Some(p),
-            )
-            .await?
-                > 0;
-            present && exists(conn, NAMERS, &row.key, Some(p)).await? == 1
-        }
-        None => false,
-    };
-    let delta = conflict::leaf_delta(had_versions, named, prev_was_leaf);
-    if delta != 0 {
-        sqlx::query(
-            "INSERT INTO conflicts (prefix, overwritten) VALUES (?, ?) \
-             ON CONFLICT (prefix) DO UPDATE SET overwritten = overwritten + excluded.overwritten",
-        )
-        .bind(prefix)
-        .bind(delta)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(true)
-}
-
-/// Merges a counter component (per-field maximum). Returns whether it changed anything.
-pub(crate) async fn merge_counter(
-    conn: &mut sqlx::SqliteConnection,
-    key: &str,
-    region: &str,
-    c: Component,
-) -> Result<bool> {
-    let changed = sqlx::query(
-        "INSERT INTO counters (key, region, p, n) VALUES (?, ?, ?, ?) \
-         ON CONFLICT (key, region) DO UPDATE SET p = MAX(p, excluded.p), n = MAX(n, excluded.n) \
-         WHERE excluded.p > counters.p OR excluded.n > counters.n",
-    )
-    .bind(key)
-    .bind(region)
-    .bind(c.p)
-    .bind(c.n)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(changed > 0)
-}
-
-fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<VersionRow> {
-    Ok(VersionRow {
-        key: r.try_get("key")?,
-        ts: ts_of(r)?,
-        value: r.try_get("value")?,
-        origin: r.try_get("home")?,
-        prev: prev_of(r)?,
-    })
-}
-
 impl Store {
     /// Commits an async write of a key written anywhere, executed here (`origin`): records
     /// the version it replaces (the latest here), counts a conflict if it is concurrent with
-    /// one already here, and logs it. Returns its log sequence number.
+    /// one already here, and logs it, in one transaction. Returns its log sequence number.
     pub async fn write_anywhere(
         &self,
         key: &str,
@@ -164,46 +63,7 @@ impl Store {
         origin: &str,
         prefix: &str,
     ) -> Result<i64> {
-        let mut tx = self.writer.begin().await?;
-        let latest = sqlx::query(
-            "SELECT ts_wall, ts_logical, home FROM versions WHERE key = ? \
-             ORDER BY ts_wall DESC, ts_logical DESC, home DESC LIMIT 1",
-        )
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let prev = latest
-            .map(|r| {
-                Ok::<_, Error>(VersionId {
-                    ts: ts_of(&r)?,
-                    origin: r.try_get("home")?,
-                })
-            })
-            .transpose()?;
-        let row = VersionRow {
-            key: key.to_owned(),
-            ts,
-            value: value.map(str::to_owned),
-            origin: origin.to_owned(),
-            prev: prev.clone(),
-        };
-        insert_row(&mut tx, &row, Some(prefix)).await?;
-        let seq = sqlx::query(
-            "INSERT INTO repl_log (key, ts_wall, ts_logical, value, state, prev_wall, prev_logical, prev_home) \
-             VALUES (?, ?, ?, ?, 'committed', ?, ?, ?) RETURNING seq",
-        )
-        .bind(key)
-        .bind(wall(ts))
-        .bind(i64::from(ts.logical))
-        .bind(value)
-        .bind(prev.as_ref().map(|p| wall(p.ts)))
-        .bind(prev.as_ref().map(|p| i64::from(p.ts.logical)))
-        .bind(prev.as_ref().map(|p| p.origin.as_str()))
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("seq")?;
-        tx.commit().await?;
-        Ok(seq)
+        dispatch!(self, db => db.write_anywhere(key, ts, value, origin, prefix))
     }
 
     /// Adds `delta` to this region's component of counter `key` and logs the new component,
@@ -218,103 +78,32 @@ impl Store {
         delta: i64,
         op_id: Option<&str>,
     ) -> Result<Option<Component>> {
-        let mut tx = self.writer.begin().await?;
-        if let Some(op_id) = op_id {
-            let week_ago = wall(ts).saturating_sub(i64::try_from(crate::op_ids::RETENTION_MS).unwrap_or(i64::MAX));
-            sqlx::query("DELETE FROM counter_ops WHERE created_ms < ?")
-                .bind(week_ago)
-                .execute(&mut *tx)
-                .await?;
-            let fresh = sqlx::query("INSERT OR IGNORE INTO counter_ops (key, op_id, created_ms) VALUES (?, ?, ?)")
-                .bind(key)
-                .bind(op_id)
-                .bind(wall(ts))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if fresh == 0 {
-                return Ok(None);
-            }
-        }
-        let current = sqlx::query("SELECT p, n FROM counters WHERE key = ? AND region = ?")
-            .bind(key)
-            .bind(region)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| {
-                Ok::<_, Error>(Component {
-                    p: r.try_get("p")?,
-                    n: r.try_get("n")?,
-                })
-            })
-            .transpose()?
-            .unwrap_or_default();
-        let next = current.plus(delta)?;
-        merge_counter(&mut tx, key, region, next).await?;
-        sqlx::query(
-            "INSERT INTO repl_log (key, ts_wall, ts_logical, value, state, kind) VALUES (?, ?, ?, ?, 'committed', 'counter')",
-        )
-        .bind(key)
-        .bind(wall(ts))
-        .bind(i64::from(ts.logical))
-        .bind(next.to_json())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Some(next))
+        dispatch!(self, db => db.increment(key, region, ts, delta, op_id))
     }
 
     /// Every region's component of counter `key` held here.
     pub async fn counter(&self, key: &str) -> Result<Vec<CounterRow>> {
-        let rows = sqlx::query("SELECT key, region, p, n FROM counters WHERE key = ? ORDER BY region")
-            .bind(key)
-            .fetch_all(&self.readers)
-            .await?;
-        rows.iter().map(counter_row).collect()
+        dispatch!(self, db => db.counter(key))
     }
 
     /// The components of counters written at `region`.
     pub async fn counters_of(&self, region: &str) -> Result<Vec<CounterRow>> {
-        let rows = sqlx::query("SELECT key, region, p, n FROM counters WHERE region = ? ORDER BY key")
-            .bind(region)
-            .fetch_all(&self.readers)
-            .await?;
-        rows.iter().map(counter_row).collect()
+        dispatch!(self, db => db.counters_of(region))
     }
 
     /// Overwritten concurrent writes counted here, per rule prefix.
     pub async fn conflicts(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT prefix, overwritten FROM conflicts ORDER BY prefix")
-            .fetch_all(&self.readers)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("prefix")?, r.try_get("overwritten")?)))
-            .collect()
+        dispatch!(self, db => db.conflicts())
     }
 
     /// Identities of the versions written at `origin`, by key (timestamps newest first).
     pub async fn version_ids_of(&self, origin: &str) -> Result<Vec<(String, Timestamp)>> {
-        let rows = sqlx::query(
-            "SELECT key, ts_wall, ts_logical FROM versions WHERE home = ? ORDER BY key, ts_wall DESC, ts_logical DESC",
-        )
-        .bind(origin)
-        .fetch_all(&self.readers)
-        .await?;
-        rows.iter().map(|r| Ok((r.try_get("key")?, ts_of(r)?))).collect()
+        dispatch!(self, db => db.version_ids_of(origin))
     }
 
     /// Every version of `keys` written at `origin`.
     pub async fn versions_of(&self, origin: &str, keys: &[String]) -> Result<Vec<VersionRow>> {
-        let keys = serde_json::to_string(keys).map_err(|e| Error::Corrupt(e.to_string()))?;
-        let rows = sqlx::query(
-            "SELECT key, ts_wall, ts_logical, value, home, prev_wall, prev_logical, prev_home FROM versions \
-             WHERE home = ? AND key IN (SELECT value FROM json_each(?)) ORDER BY key, ts_wall DESC, ts_logical DESC",
-        )
-        .bind(origin)
-        .bind(keys)
-        .fetch_all(&self.readers)
-        .await?;
-        rows.iter().map(row_of).collect()
+        dispatch!(self, db => db.versions_of(origin, keys))
     }
 
     /// Stores what anti-entropy fetched, in one transaction. Returns how many versions and
@@ -325,40 +114,19 @@ impl Store {
         counters: &[CounterRow],
         tracked: &(dyn Fn(&str) -> Option<String> + Sync),
     ) -> Result<u64> {
-        let mut tx = self.writer.begin().await?;
-        let mut repaired = 0;
-        for row in rows {
-            repaired += u64::from(insert_row(&mut tx, row, tracked(&row.key).as_deref()).await?);
-        }
-        for c in counters {
-            repaired += u64::from(merge_counter(&mut tx, &c.key, &c.region, c.component).await?);
-        }
-        tx.commit().await?;
-        Ok(repaired)
+        dispatch!(self, db => db.repair(rows, counters, tracked))
     }
 
     /// Closes the gap recorded for `home` if it is still the one anti-entropy repaired (a
     /// newer gap stays open). Returns whether it closed.
     pub async fn close_gap(&self, home: &str, upto_seq: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE replica_state SET gap_seq = NULL, gap_wall = NULL, gap_logical = NULL, frozen_wall = NULL, \
-             frozen_logical = NULL WHERE home = ? AND gap_seq = ?",
-        )
-        .bind(home)
-        .bind(upto_seq)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        dispatch!(self, db => db.close_gap(home, upto_seq))
     }
 
     /// The highest sequence number truncated from the log (0: none). The log is contiguous
     /// above it: truncation never passes a pending entry.
     pub async fn truncated_upto(&self) -> Result<i64> {
-        let first: Option<i64> = sqlx::query("SELECT MIN(seq) AS s FROM repl_log")
-            .fetch_one(&self.writer)
-            .await?
-            .try_get("s")?;
-        match first {
+        match dispatch!(self, db => db.first_seq())? {
             Some(first) => Ok(first - 1),
             None => self.last_seq().await,
         }
@@ -367,60 +135,44 @@ impl Store {
     /// Drops the oldest entries beyond the newest `keep` (never a pending one, nor any
     /// after it). Returns how many.
     pub async fn truncate_to_retention(&self, keep: u64) -> Result<u64> {
-        let done = sqlx::query(
-            "DELETE FROM repl_log WHERE seq <= (SELECT seq FROM repl_log ORDER BY seq DESC LIMIT 1 OFFSET ?) \
-             AND seq < COALESCE((SELECT MIN(seq) FROM repl_log WHERE state = 'pending'), 9223372036854775807)",
-        )
-        .bind(i64::try_from(keep).unwrap_or(i64::MAX))
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected())
+        dispatch!(self, db => db.truncate_to_retention(keep))
     }
 
-    /// Distinct keys stored here that start with `prefix`.
+    /// Distinct keys stored here that start with `prefix`, in byte order.
     pub async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT DISTINCT key FROM versions WHERE substr(key, 1, length(?)) = ? ORDER BY key")
-            .bind(prefix)
-            .bind(prefix)
-            .fetch_all(&self.readers)
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get("key")?)).collect()
+        dispatch!(self, db => db.keys_with_prefix(prefix))
     }
 
     /// Re-homed prefixes and their new homes.
     pub async fn placement_overrides(&self) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT prefix, region FROM placement_overrides ORDER BY prefix")
-            .fetch_all(&self.writer)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("prefix")?, r.try_get("region")?)))
-            .collect()
+        dispatch!(self, db => db.placement_overrides())
     }
 
     /// Records that `prefix` is now homed in `region`.
     pub async fn set_placement_override(&self, prefix: &str, region: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO placement_overrides (prefix, region) VALUES (?, ?) \
-             ON CONFLICT (prefix) DO UPDATE SET region = excluded.region",
-        )
-        .bind(prefix)
-        .bind(region)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        dispatch!(self, db => db.set_placement_override(prefix, region))
+    }
+
+    /// The recorded result of `op_id` on `key`, if a write with it was applied.
+    pub async fn op_applied(&self, key: &str, op_id: &str) -> Result<Option<Applied>> {
+        dispatch!(self, db => db.op_applied(key, op_id))
+    }
+
+    /// Prepares the row of a write with `op_id` about to make version `at` of `key`,
+    /// replacing `previous` (its applied mark cleared); durable when this returns.
+    pub async fn op_prepare(
+        &self,
+        key: &str,
+        op_id: &str,
+        at: Timestamp,
+        previous: Option<&Version>,
+        now_ms: i64,
+    ) -> Result<()> {
+        dispatch!(self, db => db.op_prepare(key, op_id, at, previous, now_ms))
+    }
+
+    /// Drops the op ids prepared before `horizon_ms`.
+    pub async fn op_prune(&self, horizon_ms: i64) -> Result<u64> {
+        dispatch!(self, db => db.op_prune(horizon_ms))
     }
 }
-
-fn counter_row(r: &sqlx::sqlite::SqliteRow) -> Result<CounterRow> {
-    Ok(CounterRow {
-        key: r.try_get("key")?,
-        region: r.try_get("region")?,
-        component: Component {
-            p: r.try_get("p")?,
-            n: r.try_get("n")?,
-        },
-    })
-}
-
-#[cfg(test)]
-mod tests;

@@ -6,4 +6,5 @@
 pub mod participant;
 pub mod process;
 pub mod regions;
+pub mod regions_faults;
 pub mod workload;

@@ -190,6 +190,22 @@ impl std::ops::DerefMut for RegionProcess {
     }
 }
 
+/// Where a test region stores its data.
+#[derive(Debug, Clone)]
+pub enum RegionStore {
+    /// A SQLite file in the test's directory (the default).
+    Sqlite,
+    /// PostgreSQL, named by `database = URL` in the region's entry of the file.
+    PostgresInFile(String),
+    /// PostgreSQL, named by `geosaga region --database URL`.
+    PostgresFlag(String),
+    /// PostgreSQL, named by the `GEOSAGA_REGION_DATABASE` environment variable.
+    PostgresEnv(String),
+}
+
+/// Every region on its SQLite file.
+pub const ALL_SQLITE: [RegionStore; 3] = [RegionStore::Sqlite, RegionStore::Sqlite, RegionStore::Sqlite];
+
 /// Three regions and the six proxies between them.
 pub struct Cluster {
     /// The regions, in the order of [`NAMES`].
@@ -198,15 +214,26 @@ pub struct Cluster {
     pub links: Vec<Vec<Option<Proxy>>>,
 }
 
-fn config_text(settings: &str, addresses: &[String], listens: &[u16], data: &Path, rules: &str) -> String {
+fn config_text(
+    settings: &str,
+    addresses: &[String],
+    listens: &[u16],
+    data: &Path,
+    rules: &str,
+    stores: &[RegionStore],
+) -> String {
     let mut text = format!("{settings}\n");
     for (i, name) in NAMES.iter().enumerate() {
         text.push_str(&format!(
-            "[[regions]]\nname = \"{name}\"\naddress = \"{}\"\nlisten = \"127.0.0.1:{}\"\ndata = \"{}\"\n\n",
+            "[[regions]]\nname = \"{name}\"\naddress = \"{}\"\nlisten = \"127.0.0.1:{}\"\ndata = \"{}\"\n",
             addresses[i],
             listens[i],
             data.join(format!("{name}.db")).display()
         ));
+        if let RegionStore::PostgresInFile(url) = &stores[i] {
+            text.push_str(&format!("database = \"{url}\"\n"));
+        }
+        text.push('\n');
     }
     for (prefix, name) in PREFIXES.iter().zip(NAMES) {
         text.push_str(&format!("[[rules]]\nprefix = \"{prefix}\"\nregion = \"{name}\"\n\n"));
@@ -224,17 +251,30 @@ impl Cluster {
 
     /// [`Cluster::start`] with `rules` (TOML `[[rules]]` tables) after the three prefix rules.
     pub async fn start_with_rules(dir: &Path, settings: &str, rules: &str, latency_ms: u64) -> Cluster {
-        Cluster::launch(dir, settings, rules, latency_ms, None).await
+        Cluster::launch(dir, settings, rules, latency_ms, None, &ALL_SQLITE).await
+    }
+
+    /// [`Cluster::start`] with each region's store as `stores` says (in the order of
+    /// [`NAMES`]).
+    pub async fn start_with_stores(dir: &Path, settings: &str, latency_ms: u64, stores: &[RegionStore; 3]) -> Cluster {
+        Cluster::launch(dir, settings, "", latency_ms, None, stores).await
     }
 
     /// [`Cluster::start`] with mutual TLS between the regions: `certs` holds `ca.pem` and
     /// `NAME.pem`/`NAME.key` per region (as `geosaga region certs` writes them); the
     /// regions' URLs are `https://`.
     pub async fn start_tls(dir: &Path, settings: &str, latency_ms: u64, certs: &Path) -> Cluster {
-        Cluster::launch(dir, settings, "", latency_ms, Some(certs)).await
+        Cluster::launch(dir, settings, "", latency_ms, Some(certs), &ALL_SQLITE).await
     }
 
-    async fn launch(dir: &Path, settings: &str, rules: &str, latency_ms: u64, certs: Option<&Path>) -> Cluster {
+    async fn launch(
+        dir: &Path,
+        settings: &str,
+        rules: &str,
+        latency_ms: u64,
+        certs: Option<&Path>,
+        stores: &[RegionStore],
+    ) -> Cluster {
         let scheme = if certs.is_some() { "https" } else { "http" };
         let listens: Vec<u16> = NAMES.iter().map(|_| free_port()).collect();
         let mut links = Vec::new();
@@ -271,12 +311,19 @@ impl Cluster {
                 ),
                 None => settings.to_owned(),
             };
-            std::fs::write(&config, config_text(&settings, &addresses, &listens, dir, rules)).unwrap();
-            let args = ["region", "--config", config.to_str().unwrap(), "--name", name]
+            let text = config_text(&settings, &addresses, &listens, dir, rules, stores);
+            std::fs::write(&config, text).unwrap();
+            let mut args = ["region", "--config", config.to_str().unwrap(), "--name", name]
                 .map(String::from)
                 .to_vec();
+            let mut env = Vec::new();
+            match &stores[i] {
+                RegionStore::PostgresFlag(url) => args.extend(["--database".to_owned(), url.clone()]),
+                RegionStore::PostgresEnv(url) => env.push(("GEOSAGA_REGION_DATABASE".to_owned(), url.clone())),
+                RegionStore::Sqlite | RegionStore::PostgresInFile(_) => {}
+            }
             let url = format!("{scheme}://127.0.0.1:{}", listens[i]);
-            let process = GeosagaProcess::launch(args, Vec::new(), dir.join(format!("{name}.log")), url);
+            let process = GeosagaProcess::launch(args, env, dir.join(format!("{name}.log")), url);
             regions.push(RegionProcess {
                 name: (*name).to_owned(),
                 process,

@@ -1,0 +1,172 @@
+//! What both backends share: reading rows into the store's types (the column names are the
+//! same in both schemas), and the replica state a batch of a home's log leads to.
+
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+
+use super::{Incoming, ReplicaState};
+use crate::counter::Component;
+use crate::hlc::Timestamp;
+use crate::protocol::{EntryKind, EntryState, Gap, LogEntry, VersionId};
+use crate::store_convergence::{CounterRow, VersionRow};
+use crate::{Error, Result};
+
+/// The columns of a row, by name, in the types both schemas store.
+pub(crate) trait Cols {
+    /// An integer column.
+    fn int(&self, col: &str) -> Result<i64>;
+    /// A nullable integer column.
+    fn opt_int(&self, col: &str) -> Result<Option<i64>>;
+    /// A text column.
+    fn text(&self, col: &str) -> Result<String>;
+    /// A nullable text column.
+    fn opt_text(&self, col: &str) -> Result<Option<String>>;
+}
+
+macro_rules! cols {
+    ($row:ty) => {
+        impl Cols for $row {
+            fn int(&self, col: &str) -> Result<i64> {
+                Ok(self.try_get(col)?)
+            }
+            fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+                Ok(self.try_get(col)?)
+            }
+            fn text(&self, col: &str) -> Result<String> {
+                Ok(self.try_get(col)?)
+            }
+            fn opt_text(&self, col: &str) -> Result<Option<String>> {
+                Ok(self.try_get(col)?)
+            }
+        }
+    };
+}
+
+cols!(SqliteRow);
+cols!(PgRow);
+
+/// A timestamp stored as its wall time in milliseconds (the column's integer type).
+pub(crate) fn wall(ts: Timestamp) -> i64 {
+    i64::try_from(ts.wall_ms).unwrap_or(i64::MAX)
+}
+
+/// The timestamp in columns `ts_wall` and `ts_logical`.
+pub(crate) fn ts_of(row: &impl Cols) -> Result<Timestamp> {
+    ts_cols(row, "ts_wall", "ts_logical")
+}
+
+/// The timestamp in columns `w` and `l`.
+pub(crate) fn ts_cols(row: &impl Cols, w: &str, l: &str) -> Result<Timestamp> {
+    stored_ts(row.int(w)?, row.int(l)?)
+}
+
+/// A timestamp from its stored parts.
+pub(crate) fn stored_ts(wall: i64, logical: i64) -> Result<Timestamp> {
+    Ok(Timestamp {
+        wall_ms: u64::try_from(wall).map_err(|_| Error::Corrupt(format!("timestamp {wall}")))?,
+        logical: u32::try_from(logical).map_err(|_| Error::Corrupt(format!("logical {logical}")))?,
+    })
+}
+
+/// The timestamp in nullable columns `w` and `l` (`None` when `w` is NULL).
+pub(crate) fn opt_ts(row: &impl Cols, w: &str, l: &str) -> Result<Option<Timestamp>> {
+    match row.opt_int(w)? {
+        Some(_) => ts_cols(row, w, l).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The version a row names as replaced (`prev_*` columns).
+pub(crate) fn prev_of(row: &impl Cols) -> Result<Option<VersionId>> {
+    let origin = row.opt_text("prev_home")?;
+    Ok(match (opt_ts(row, "prev_wall", "prev_logical")?, origin) {
+        (Some(ts), Some(origin)) => Some(VersionId { ts, origin }),
+        _ => None,
+    })
+}
+
+/// A replication log entry.
+pub(crate) fn entry_of(row: &impl Cols) -> Result<LogEntry> {
+    let state = row.text("state")?;
+    let kind = row.text("kind")?;
+    Ok(LogEntry {
+        seq: row.int("seq")?,
+        key: row.text("key")?,
+        ts: ts_of(row)?,
+        value: row.opt_text("value")?,
+        state: EntryState::parse(&state).ok_or_else(|| Error::Corrupt(format!("log state {state:?}")))?,
+        kind: EntryKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("log kind {kind:?}")))?,
+        prev: prev_of(row)?,
+    })
+}
+
+/// The columns of `replica_state` that [`state_of`] reads.
+pub(crate) const STATE_COLUMNS: &str = "applied_seq, closed_wall AS ts_wall, closed_logical AS ts_logical, gap_seq, \
+     gap_wall, gap_logical, frozen_wall, frozen_logical";
+
+/// A row of `replica_state` (selected with [`STATE_COLUMNS`]).
+pub(crate) fn state_of(r: &impl Cols) -> Result<ReplicaState> {
+    let gap = match (r.opt_int("gap_seq")?, opt_ts(r, "gap_wall", "gap_logical")?) {
+        (Some(upto_seq), Some(upto_ts)) => Some(Gap { upto_seq, upto_ts }),
+        _ => None,
+    };
+    Ok(ReplicaState {
+        applied_seq: r.int("applied_seq")?,
+        closed: ts_of(r)?,
+        gap,
+        frozen: opt_ts(r, "frozen_wall", "frozen_logical")?,
+    })
+}
+
+/// A stored version with its origin and ancestry.
+pub(crate) fn version_row_of(r: &impl Cols) -> Result<VersionRow> {
+    Ok(VersionRow {
+        key: r.text("key")?,
+        ts: ts_of(r)?,
+        value: r.opt_text("value")?,
+        origin: r.text("home")?,
+        prev: prev_of(r)?,
+    })
+}
+
+/// A counter component.
+pub(crate) fn counter_row(r: &impl Cols) -> Result<CounterRow> {
+    Ok(CounterRow {
+        key: r.text("key")?,
+        region: r.text("region")?,
+        component: Component {
+            p: r.int("p")?,
+            n: r.int("n")?,
+        },
+    })
+}
+
+/// The state a replica records after applying `incoming` from a home whose state was
+/// `before`, having applied its entries up to `applied_seq` (entries at or below `skip`,
+/// the position before, were skipped as applied already).
+pub(crate) fn next_state(before: Option<ReplicaState>, incoming: &Incoming<'_>, applied_seq: i64) -> ReplicaState {
+    let skip = before.map_or(0, |s| s.applied_seq);
+    let mut applied_seq = applied_seq;
+    let closed = before.map_or(incoming.closed, |s| s.closed.max(incoming.closed));
+    let (mut open_gap, mut frozen) = (before.and_then(|s| s.gap), before.and_then(|s| s.frozen));
+    if let Some(g) = incoming.gap.filter(|g| g.upto_seq > skip) {
+        // Entries we never applied are gone: what we held before is all reads may trust.
+        frozen = Some(frozen.unwrap_or_else(|| before.map_or(Timestamp::default(), |s| s.closed)));
+        open_gap = Some(match open_gap {
+            Some(o) => Gap {
+                upto_seq: o.upto_seq.max(g.upto_seq),
+                upto_ts: o.upto_ts.max(g.upto_ts),
+            },
+            None => g,
+        });
+        applied_seq = applied_seq.max(g.upto_seq);
+    }
+    applied_seq = applied_seq.max(incoming.skip_to.unwrap_or(0));
+    ReplicaState {
+        applied_seq,
+        closed,
+        gap: open_gap,
+        frozen,
+    }
+}

@@ -1,0 +1,94 @@
+//! The region store's behaviour, the same on both backends: every case runs against a
+//! SQLite file and against a real PostgreSQL database (`support/pg.rs` of the coordinator's
+//! tests starts a throwaway server, or uses `GEOSAGA_TEST_POSTGRES_URL`; without either the
+//! PostgreSQL cases fail saying how to get one). Cases are named `<backend>::<case>`
+//! (`cargo nextest run -p geosaga-regions --test store_conformance postgres::`).
+
+#[path = "../../coordinator/tests/support/pg.rs"]
+mod pg;
+
+#[path = "store_conformance/cases.rs"]
+mod cases;
+
+use regions::store::Store;
+
+/// Which database a case runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// What keeps a case's database alive (and lets it open the same one again).
+pub enum Db {
+    File(tempfile::TempDir),
+    Postgres(pg::TestDb),
+}
+
+impl Db {
+    /// A new, empty database.
+    pub async fn new(backend: Backend) -> Db {
+        match backend {
+            Backend::Sqlite => Db::File(tempfile::tempdir().unwrap()),
+            Backend::Postgres => Db::Postgres(pg::fresh_database().await),
+        }
+    }
+
+    /// Opens the store on it (migrating it the first time).
+    pub async fn open(&self) -> Store {
+        match self {
+            Db::File(dir) => Store::open(&dir.path().join("r.db")).await.unwrap(),
+            Db::Postgres(db) => Store::connect(db.url()).await.unwrap(),
+        }
+    }
+}
+
+/// A store on a new database of `backend`, and what keeps it alive.
+pub async fn store(backend: Backend) -> (Store, Db) {
+    let db = Db::new(backend).await;
+    let store = db.open().await;
+    assert_eq!(
+        store.backend_name(),
+        match backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    );
+    (store, db)
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    crate::cases::$case(crate::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    crate::cases::$case(crate::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    pending_writes_are_invisible_until_committed_and_aborted_on_restart,
+    sequence_numbers_survive_truncation_and_apply_is_idempotent,
+    gc_drops_only_what_no_later_read_sees,
+    conflicts_count_the_same_in_every_arrival_order,
+    equal_timestamps_keep_both_versions_and_the_greater_region_wins,
+    a_gap_freezes_the_readable_closed_timestamp_until_it_is_closed,
+    an_increment_with_an_op_id_seen_before_changes_nothing,
+    retention_truncation_stops_at_a_pending_entry,
+    ops_are_applied_with_their_version_only,
+    everything_survives_reopening_and_a_restart_aborts_what_was_pending,
+    listings_are_in_byte_order,
+    a_database_belongs_to_one_region,
+);
