@@ -208,3 +208,88 @@ async fn a_cut_off_home_fails_strong_writes_cleanly_and_refuses_stale_reads() {
         "{regions}"
     );
 }
+
+async fn patch(url: &str, key: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .patch(format!("{url}/v1/kv/{key}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// `PATCH` with `add`: the home adds under the key's lock, so concurrent additions sent
+/// through every region all count, bounds are checked against the value they apply to, and
+/// a repeated op id applies once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn additions_are_applied_by_the_home_and_none_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), SETTINGS, 5).await;
+    let urls: Vec<String> = cluster.regions.iter().map(|r| r.url.clone()).collect();
+    let (status, _) = put(&urls[0], "us/acct", json!({"value": {"balance": 100, "owner": "a"}})).await;
+    assert_eq!(status, 200);
+
+    // 3 regions x 4 additions of +2 and 4 of -1, all at once: +12 in all. (Strong writes of
+    // one key queue at its home; many more at once would outwait a forward's timeout.)
+    let mut tasks = Vec::new();
+    for (r, url) in urls.iter().enumerate() {
+        for i in 0..8 {
+            let url = url.clone();
+            let delta = if i % 2 == 0 { 2 } else { -1 };
+            tasks.push(tokio::spawn(async move {
+                let body =
+                    json!({"add": {"path": "/balance", "delta": delta, "min": 0}, "op_id": format!("t-{r}-{i}")});
+                patch(&url, "us/acct", body).await
+            }));
+        }
+    }
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["home_region"], "us-east", "{body}");
+        assert!(
+            body["value"]["balance"].is_i64(),
+            "the answer carries the new value: {body}"
+        );
+    }
+    let (_, now) = get(&urls[2], "/v1/kv/us/acct").await;
+    assert_eq!(now["value"], json!({"balance": 112, "owner": "a"}), "{now}");
+
+    // Below the floor: refused with 409 out-of-bounds, nothing written.
+    let (status, refused) = patch(
+        &urls[1],
+        "us/acct",
+        json!({"add": {"path": "/balance", "delta": -113, "min": 0}}),
+    )
+    .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["type"].as_str().unwrap().ends_with("/out-of-bounds"),
+        "{refused}"
+    );
+    let (_, same) = get(&urls[0], "/v1/kv/us/acct").await;
+    assert_eq!(same["version"], now["version"], "the refused addition wrote nothing");
+
+    // A repeated op id applies once and answers as the first time.
+    let body = json!({"add": {"path": "/balance", "delta": -12, "min": 0}, "op_id": "once"});
+    let (_, first) = patch(&urls[2], "us/acct", body.clone()).await;
+    let (status, again) = patch(&urls[1], "us/acct", body).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["replayed"], true, "{again}");
+    assert_eq!(
+        (&again["version"], &again["value"]),
+        (&first["version"], &first["value"])
+    );
+    assert_eq!(first["value"]["balance"], 100, "{first}");
+    let (_, after) = get(&urls[0], "/v1/kv/us/acct").await;
+    assert_eq!(after["value"]["balance"], 100, "{after}");
+
+    // Bad input: a path that is no JSON Pointer, a value that is no number.
+    let (status, bad) = patch(&urls[0], "us/acct", json!({"add": {"path": "balance", "delta": 1}})).await;
+    assert_eq!(status, 422, "{bad}");
+    assert!(bad["detail"].as_str().unwrap().contains("/add/path"), "{bad}");
+    let (status, bad) = patch(&urls[0], "us/acct", json!({"add": {"path": "/owner", "delta": 1}})).await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(bad["detail"].as_str().unwrap().contains("not a number"), "{bad}");
+}

@@ -19,7 +19,7 @@ use crate::hlc::Timestamp;
 use crate::node::{ReadRequest, Region};
 use crate::problem::{ApiError, ProblemType};
 use crate::protocol::{
-    Intent, PlacementResponse, PutRequest, RegionStatus, ReplicateBatch, WriteCommand, WriteConsistency,
+    Intent, PatchRequest, PlacementResponse, PutRequest, RegionStatus, ReplicateBatch, WriteCommand, WriteConsistency,
 };
 use crate::{Error, Result};
 
@@ -33,7 +33,7 @@ type Shared = State<Arc<Region>>;
 /// The region's routes.
 pub fn router(region: Arc<Region>) -> Router {
     Router::new()
-        .route("/v1/kv/{*key}", get(read).put(put).delete(delete))
+        .route("/v1/kv/{*key}", get(read).put(put).patch(patch).delete(delete))
         .route("/v1/placement/{*key}", get(placement))
         .route("/v1/regions", get(regions))
         .route("/readyz", get(|| async { "ready" }))
@@ -243,6 +243,31 @@ async fn put(
         consistency: body.consistency,
         if_version: parse_version("/if_version", body.if_version.as_deref())?,
         op_id: checked_op_id("/op_id", body.op_id)?,
+        add: None,
+    };
+    write(region, key, headers, cmd).await
+}
+
+/// `PATCH /v1/kv/{key}` with `{"add": {"path", "delta", "min", "max"}}`: the home adds.
+async fn patch(
+    State(region): Shared,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<PatchRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(|e| match e {
+        JsonRejection::JsonDataError(e) => ApiError::new(ProblemType::InvalidBody, e.body_text()),
+        other => ApiError::new(ProblemType::MalformedJson, other.body_text()),
+    })?;
+    body.add
+        .check()
+        .map_err(|e| ApiError::new(ProblemType::InvalidBody, format!("/add/path: {e}")))?;
+    let cmd = WriteCommand {
+        value: None,
+        consistency: body.consistency,
+        if_version: parse_version("/if_version", body.if_version.as_deref())?,
+        op_id: checked_op_id("/op_id", body.op_id)?,
+        add: Some(body.add),
     };
     write(region, key, headers, cmd).await
 }
@@ -268,6 +293,7 @@ async fn delete(
         consistency: q.consistency,
         if_version: parse_version("/query/if_version", q.if_version.as_deref())?,
         op_id: checked_op_id("/query/op_id", q.op_id)?,
+        add: None,
     };
     write(region, key, headers, cmd).await
 }

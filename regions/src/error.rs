@@ -13,6 +13,9 @@ pub enum Error {
     BadRequest(String),
     /// The key has no live version (never written, or deleted) in the answering region's
     /// copy, which reflects every write acknowledged `staleness_bound_ms` before the read.
+    /// An `add` whose result would be outside its bounds.
+    #[error("{0}")]
+    OutOfBounds(String),
     #[error("key {key:?} not found")]
     NotFound {
         /// The key.

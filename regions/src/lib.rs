@@ -105,6 +105,7 @@
 //! go only there (the quorum is counted over them), and other regions forward every read to
 //! the home (never a stale answer from a copy they do not have).
 
+pub mod add;
 pub mod antientropy;
 pub mod api;
 pub mod closed;

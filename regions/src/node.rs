@@ -243,7 +243,10 @@ impl Region {
         }
         // An op id seen before: answer with the first write's result (crate::op_ids).
         let op = crate::op_ids::before_write(self, key, cmd).await?;
-        if let Some(replay) = op.replay {
+        if let Some(mut replay) = op.replay {
+            if let Some(add) = &cmd.add {
+                replay.value = add.result_from(replay.previous.as_ref().map(|p| &p.value));
+            }
             return Ok(replay);
         }
         if let Some(expected) = cmd.if_version {
@@ -261,6 +264,26 @@ impl Region {
                 });
             }
         }
+        // An add is computed here, under the key's lock: no writer can come in between.
+        let computed;
+        let (cmd, added) = match &cmd.add {
+            Some(add) => {
+                let current = match op.current.as_ref() {
+                    Some(current) => Some(current.clone()),
+                    None if cmd.op_id.is_some() => None,
+                    None => self.store.read(key, LATEST).await?,
+                };
+                let text = add.apply(key, current.as_ref())?;
+                let value = serde_json::from_str(&text).map_err(|e| Error::Corrupt(format!("sum: {e}")))?;
+                computed = WriteCommand {
+                    value: Some(text),
+                    add: None,
+                    ..cmd.clone()
+                };
+                (&computed, Some(value))
+            }
+            None => (cmd, None),
+        };
         let guard = self.begin_write();
         let ts = guard.ts;
         let previous = crate::op_ids::prepare_write(self, key, cmd, ts, op.current.as_ref()).await?;
@@ -298,6 +321,7 @@ impl Region {
             served_by: self.name.clone(),
             consistency: cmd.consistency,
             previous,
+            value: added,
             replayed: false,
         })
     }
@@ -317,6 +341,12 @@ impl Region {
 
     /// An async write of a key written anywhere, executed here (see [`crate::conflict`]).
     async fn write_anywhere(&self, key: &str, home: &str, prefix: &str, cmd: &WriteCommand) -> Result<WriteResponse> {
+        if cmd.add.is_some() {
+            return Err(Error::BadRequest(format!(
+                "/add: keys under {prefix:?} are written anywhere and merged by last-writer-wins, which \
+                 would lose additions: use a counter (POST /v1/counters/{{key}})"
+            )));
+        }
         if cmd.consistency == WriteConsistency::Strong || cmd.if_version.is_some() {
             return Err(Error::BadRequest(format!(
                 "/consistency: keys under {prefix:?} are written anywhere: send \"consistency\": \"async\" and no \
@@ -346,6 +376,7 @@ impl Region {
             served_by: self.name.clone(),
             consistency: WriteConsistency::Async,
             previous,
+            value: None,
             replayed: false,
         })
     }

@@ -143,6 +143,7 @@ pub(crate) async fn before_write(region: &Region, key: &str, cmd: &WriteCommand)
                 served_by: region.name.clone(),
                 consistency: cmd.consistency,
                 previous: done.previous,
+                value: None,
                 replayed: true,
             }),
             current: None,

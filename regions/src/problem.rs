@@ -27,6 +27,8 @@ pub enum ProblemType {
     KeyNotFound,
     /// 409: a conditional write found another version.
     VersionMismatch,
+    /// 409: an `add` would take the number outside its bounds; nothing was written.
+    OutOfBounds,
     /// 410: the versions asked for were garbage-collected.
     BeyondRetention,
     /// 422: the body is JSON of the wrong shape.
@@ -52,6 +54,7 @@ impl ProblemType {
             ProblemType::PeerForbidden => "peer-forbidden",
             ProblemType::KeyNotFound => "key-not-found",
             ProblemType::VersionMismatch => "version-mismatch",
+            ProblemType::OutOfBounds => "out-of-bounds",
             ProblemType::BeyondRetention => "beyond-retention",
             ProblemType::InvalidBody => "invalid-body",
             ProblemType::Internal => "internal",
@@ -70,7 +73,7 @@ impl ProblemType {
             ProblemType::PeerUnauthenticated => StatusCode::UNAUTHORIZED,
             ProblemType::PeerForbidden => StatusCode::FORBIDDEN,
             ProblemType::KeyNotFound => StatusCode::NOT_FOUND,
-            ProblemType::VersionMismatch => StatusCode::CONFLICT,
+            ProblemType::VersionMismatch | ProblemType::OutOfBounds => StatusCode::CONFLICT,
             ProblemType::BeyondRetention => StatusCode::GONE,
             ProblemType::InvalidBody => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -90,6 +93,7 @@ impl ProblemType {
             ProblemType::PeerForbidden => "Client certificate names no member region",
             ProblemType::KeyNotFound => "Key not found",
             ProblemType::VersionMismatch => "The key is at another version",
+            ProblemType::OutOfBounds => "The addition would leave its bounds; not applied",
             ProblemType::BeyondRetention => "Version garbage-collected",
             ProblemType::InvalidBody => "The request body has the wrong shape",
             ProblemType::Internal => "Internal server error",
@@ -163,6 +167,7 @@ impl From<Error> for ApiError {
                 };
             }
             Error::VersionMismatch { .. } => ProblemType::VersionMismatch,
+            Error::OutOfBounds(_) => ProblemType::OutOfBounds,
             Error::QuorumNotReached { .. } => ProblemType::QuorumNotReached,
             Error::HomeUnreachable { .. } => ProblemType::HomeUnreachable,
             Error::TooStale { .. } => ProblemType::TooStale,

@@ -177,6 +177,23 @@ pub struct PutRequest {
     pub op_id: Option<String>,
 }
 
+/// `PATCH /v1/kv/{key}`: an addition applied by the key's home (see [`crate::add`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchRequest {
+    /// The addition.
+    pub add: crate::add::Add,
+    /// Strong (default) or async.
+    #[serde(default)]
+    pub consistency: WriteConsistency,
+    /// Apply only if the current version is this one.
+    #[serde(default)]
+    pub if_version: Option<String>,
+    /// Makes the addition idempotent, as for `PUT`.
+    #[serde(default)]
+    pub op_id: Option<String>,
+}
+
 /// A write as the home region executes it (forwarded between regions as is).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WriteCommand {
@@ -189,6 +206,9 @@ pub struct WriteCommand {
     /// The write's op id, if it has one.
     #[serde(default)]
     pub op_id: Option<String>,
+    /// An addition computed by the home from the live value (`value` is then ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add: Option<crate::add::Add>,
 }
 
 /// The answer to a write.
@@ -207,6 +227,9 @@ pub struct WriteResponse {
     /// Writes with an op id: the live version this write replaced (absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<crate::op_ids::Previous>,
+    /// For an `add`: the value it made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
     /// True when this answers a repeat of a write already applied (same op id).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,

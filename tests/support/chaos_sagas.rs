@@ -69,8 +69,7 @@ pub async fn open_accounts(w: &Workload) {
 }
 
 /// Starts transfers through `coordinator` until `w.stop`, one at a time: each start waits
-/// for its saga to settle (up to 30 s, `wait_ms`), so that the sagas in flight stay few and
-/// their read-modify-writes of the same accounts do not pile up; it is retried with its
+/// for its saga to settle (up to 30 s, `wait_ms`), as a real client does; it is retried with its
 /// idempotency key until the coordinator answers (it may be down).
 pub async fn run(w: &Workload, sagas: &Sagas, coordinator: &str, client: usize) {
     let accounts = accounts();

@@ -15,8 +15,9 @@
 //!   the action wrote) that restores the previous value, or deletes the key if it had none.
 //!   If someone wrote the key since, the undo is refused with a conflict (the saga ends
 //!   `stuck`): overwriting their write would lose it.
-//! - `add` is undone by adding the inverse delta, itself a read-modify-write with
-//!   `if_version`. Additions commute, so the undo is right whatever others added since.
+//! - `add` is applied by the key's home (`PATCH` with `add`: it reads, adds, checks the
+//!   bounds and writes under the key's lock) and undone by adding the inverse delta the
+//!   same way. Additions commute, so the undo is right whatever others added since.
 
 use std::sync::Arc;
 
@@ -30,8 +31,6 @@ use serde_json::{Map, Value, json};
 use super::{RenderedAction, StepCall};
 
 mod add;
-
-pub use add::add_at;
 
 /// The regions a coordinator may send region steps to, by name, and the default one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,16 +1,15 @@
-//! `add` (a read-modify-write at the key's home) and the automatic undo of region writes.
+//! `add` (applied by the key's home) and the automatic undo of region writes.
 
 use sagas::StepError;
 use serde_json::{Map, Number, Value, json};
 
 use super::{RegionRequest, RegionRunner, Write, write_output};
 
-/// Most read-modify-write rounds of one `add` attempt before it gives up (transient).
-const MAX_ADD_ROUNDS: u32 = 64;
-
 impl RegionRunner {
-    /// Adds `delta` at `path`: read at the home, write with `if_version`, again while
-    /// someone else wrote in between. `bounds`: the floor and the ceiling (actions only).
+    /// Adds `delta` at `path`: one `PATCH` with `add`, which the key's home applies under
+    /// the key's write lock (`regions::add`), checking `bounds` (the floor and the ceiling;
+    /// actions only) against the value it changes. A repeat of `op_id` is answered with
+    /// the first result.
     pub(super) async fn add(
         &self,
         req: &RegionRequest,
@@ -19,63 +18,27 @@ impl RegionRunner {
         bounds: (Option<f64>, Option<f64>),
         op_id: &str,
     ) -> Result<Value, StepError> {
-        let extra = |new: &Value| {
-            let mut m = Map::new();
-            m.insert("path".into(), json!(path));
-            m.insert("delta".into(), Value::Number(delta.clone()));
-            m.insert("value".into(), new.clone());
-            m
-        };
-        for _ in 0..MAX_ADD_ROUNDS {
-            // The strong read asks the home whether this op_id was applied already (a
-            // retry after an answer was lost): then the recorded write is the result, and
-            // the floor must not be checked again against a balance that includes it.
-            let query = [("consistency", "strong".to_owned()), ("op_id", op_id.to_owned())];
-            let current = self.read(req, &query).await?;
-            if let Some(done) = current.body.get("op").filter(|o| o.is_object()) {
-                let previous = done["previous"]["value"].clone();
-                let new = add_at(previous, path, delta).map_err(StepError::permanent)?;
-                let mut body = done.clone();
-                body["replayed"] = json!(true);
-                return Ok(write_output("add", req, &body, extra(&new.0)));
-            }
-            let found = current.status == 200;
-            let (value, version) = if found {
-                (current.body["value"].clone(), current.body["version"].clone())
-            } else {
-                (Value::Null, json!("0.0"))
-            };
-            let (new, result) = add_at(value, path, delta).map_err(StepError::permanent)?;
-            let result_f = result.as_f64().unwrap_or(f64::NAN);
-            let outside = match bounds {
-                (Some(min), _) if result_f < min => Some(format!("below the minimum {min}")),
-                (_, Some(max)) if result_f > max => Some(format!("above the maximum {max}")),
-                _ => None,
-            };
-            if let Some(outside) = outside {
-                return Err(StepError::permanent(format!(
-                    "{}: adding {delta} at `{path}` would give {result}, {outside}",
-                    req.key
-                )));
-            }
-            let w = Write {
-                key: &req.key,
-                value: Some(new.clone()),
-                if_version: Some(version.as_str().unwrap_or("0.0").to_owned()),
-                consistency: req.consistency,
-                op_id,
-            };
-            let answer = self.write(req.via.as_deref(), &w).await?;
-            match (answer.status, answer.problem()) {
-                (200, _) => return Ok(write_output("add", req, &answer.body, extra(&new))),
-                (409, Some("version-mismatch")) => continue,
-                _ => return Err(answer.error(&format!("add {}", req.key))),
-            }
+        let mut add = json!({"path": path, "delta": delta});
+        if let Some(min) = bounds.0 {
+            add["min"] = json!(min);
         }
-        Err(StepError::transient(format!(
-            "{}: {MAX_ADD_ROUNDS} read-modify-write rounds lost to concurrent writers",
-            req.key
-        )))
+        if let Some(max) = bounds.1 {
+            add["max"] = json!(max);
+        }
+        let body = json!({"add": add, "consistency": req.consistency.as_str(), "op_id": op_id});
+        let answer = self
+            .send(req.via.as_deref(), |client, base| {
+                client.patch(Self::key_url(base, &req.key)).json(&body)
+            })
+            .await?;
+        if answer.status != 200 {
+            return Err(answer.error(&format!("add {}", req.key)));
+        }
+        let mut extra = Map::new();
+        extra.insert("path".into(), json!(path));
+        extra.insert("delta".into(), Value::Number(delta.clone()));
+        extra.insert("value".into(), answer.body["value"].clone());
+        Ok(write_output("add", req, &answer.body, extra))
     }
 
     /// Undoes the write the step's action made, as its output records it.
@@ -157,53 +120,17 @@ fn negate(n: &Number) -> Result<Number, String> {
     }
 }
 
-/// `value` with `delta` added to the number at the JSON Pointer `path` (missing objects
-/// and numbers start empty and at 0); returns the new value and the new number.
-pub fn add_at(value: Value, path: &str, delta: &Number) -> Result<(Value, Number), String> {
-    let mut root = value;
-    let mut slot = &mut root;
-    if !path.is_empty() {
-        for token in path.trim_start_matches('/').split('/') {
-            let token = token.replace("~1", "/").replace("~0", "~");
-            if slot.is_null() {
-                *slot = Value::Object(Map::new());
-            }
-            let Value::Object(map) = slot else {
-                return Err(format!("`{path}`: `{token}` is inside a value that is not an object"));
-            };
-            slot = map.entry(token).or_insert(Value::Null);
-        }
-    }
-    let current = match slot {
-        Value::Null => Number::from(0),
-        Value::Number(n) => n.clone(),
-        other => return Err(format!("`{path}` holds {other}, not a number")),
-    };
-    let sum = match (current.as_i64(), delta.as_i64()) {
-        (Some(a), Some(b)) => Number::from(a.checked_add(b).ok_or_else(|| format!("{a} + {b} overflows"))?),
-        _ => {
-            let s = current.as_f64().unwrap_or(f64::NAN) + delta.as_f64().unwrap_or(f64::NAN);
-            Number::from_f64(s).ok_or_else(|| format!("{current} + {delta} is not a finite number"))?
-        }
-    };
-    *slot = Value::Number(sum.clone());
-    Ok((root, sum))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn add_at_creates_missing_parts_and_keeps_integers_exact() {
-        let (v, n) = add_at(json!({"balance": 10, "owner": "a"}), "/balance", &Number::from(-3)).unwrap();
-        assert_eq!((v, n.as_i64()), (json!({"balance": 7, "owner": "a"}), Some(7)));
-        let (v, _) = add_at(Value::Null, "/a/b", &Number::from(5)).unwrap();
-        assert_eq!(v, json!({"a": {"b": 5}}));
-        let (v, _) = add_at(json!(1.5), "", &Number::from_f64(0.25).unwrap()).unwrap();
-        assert_eq!(v, json!(1.75));
-        assert!(add_at(json!({"balance": "x"}), "/balance", &Number::from(1)).is_err());
-        assert!(add_at(json!({"balance": i64::MAX}), "/balance", &Number::from(1)).is_err());
+    fn negate_keeps_integers_exact() {
         assert_eq!(negate(&Number::from(4)).unwrap(), Number::from(-4));
+        assert_eq!(
+            negate(&Number::from_f64(0.5).unwrap()).unwrap(),
+            Number::from_f64(-0.5).unwrap()
+        );
+        assert!(negate(&Number::from(i64::MIN)).is_err());
     }
 }
