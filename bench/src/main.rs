@@ -340,9 +340,10 @@ async fn suite(plan: Plan, args: SuiteArgs, command: &str) -> Result<bool> {
         Err(e) => problem(&mut report, "SQLite commit rate", &e),
     }
     let sqlite_version = sqlite_version().await.unwrap_or_default();
-    report
-        .versions
-        .push(("SQLite (sqlx's bundled libsqlite3)".into(), sqlite_version));
+    report.versions.push((
+        "SQLite (the bundled libsqlite3 of sqlx and rusqlite)".into(),
+        sqlite_version,
+    ));
     let pg = if args.no_postgres {
         None
     } else {

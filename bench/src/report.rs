@@ -108,8 +108,8 @@ impl Report {
         let _ = writeln!(w, "\n## What each engine syncs to disk\n");
         let _ = writeln!(
             w,
-            "- **geosaga on SQLite**: one file in WAL mode with `synchronous=FULL`; the group committer writes the appends of \
-             every saga that has one queued in one transaction, and the WAL is fsynced at its commit before any of them is \
+            "- **geosaga on SQLite**: one file in WAL mode with `synchronous=FULL`; the group committer (one thread owning \
+             the only writing connection) writes the appends of every saga that has one queued in one transaction, and the WAL is fsynced at its commit before any of them is \
              acknowledged. A step's `started` event is durable before the step runs; its outcome is durable before the next \
              step starts (an outcome and the starts it unlocks share one append).\n\
              - **geosaga on PostgreSQL**: the same group commit, one transaction per batch, with the server's defaults ({}).\n\

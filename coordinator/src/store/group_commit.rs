@@ -1,5 +1,7 @@
 //! Group commit: one writer task per store takes saga writes from every running saga and
-//! commits whatever has queued up in one transaction.
+//! commits whatever has queued up in one transaction. PostgreSQL's store runs it as a tokio
+//! task ([`GroupCommit`]); SQLite's runs the same batches on its writer thread
+//! (`sqlite_writer.rs`), with the types and counters here.
 //!
 //! At concurrency 1 this costs nothing (a batch of one); under load, hundreds of appends
 //! share one commit and one fsync, which is how the coordinator approaches the database's
@@ -41,12 +43,40 @@ struct Job {
     reply: oneshot::Sender<Result<WriteAck>>,
 }
 
+/// The work counters of a writer, behind [`StoreStats`].
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     commits: AtomicU64,
     appends: AtomicU64,
     events: AtomicU64,
     max_batch: AtomicU64,
+}
+
+impl Counters {
+    /// Counts a committed batch.
+    pub(crate) fn record(&self, writes: &[Write]) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.appends.fetch_add(writes.len() as u64, Ordering::Relaxed);
+        let events: usize = writes
+            .iter()
+            .map(|w| match w {
+                Write::Append(a) => a.events.len(),
+                Write::Create(new) => new.events.len(),
+            })
+            .sum();
+        self.events.fetch_add(events as u64, Ordering::Relaxed);
+        self.max_batch.fetch_max(writes.len() as u64, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub(crate) fn stats(&self) -> StoreStats {
+        StoreStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            appends: self.appends.load(Ordering::Relaxed),
+            events: self.events.load(Ordering::Relaxed),
+            max_batch: self.max_batch.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// The handle to a store's writer task.
@@ -75,17 +105,7 @@ impl GroupCommit {
                 let result = writer.write_batch(&writes).await;
                 match result {
                     Ok(results) => {
-                        stats.commits.fetch_add(1, Ordering::Relaxed);
-                        stats.appends.fetch_add(writes.len() as u64, Ordering::Relaxed);
-                        let events: usize = writes
-                            .iter()
-                            .map(|w| match w {
-                                Write::Append(a) => a.events.len(),
-                                Write::Create(new) => new.events.len(),
-                            })
-                            .sum();
-                        stats.events.fetch_add(events as u64, Ordering::Relaxed);
-                        stats.max_batch.fetch_max(writes.len() as u64, Ordering::Relaxed);
+                        stats.record(&writes);
                         for (reply, result) in replies.into_iter().zip(results) {
                             let _ = reply.send(result);
                         }
@@ -131,11 +151,6 @@ impl GroupCommit {
 
     /// Work counters since start.
     pub(crate) fn stats(&self) -> StoreStats {
-        StoreStats {
-            commits: self.counters.commits.load(Ordering::Relaxed),
-            appends: self.counters.appends.load(Ordering::Relaxed),
-            events: self.counters.events.load(Ordering::Relaxed),
-            max_batch: self.counters.max_batch.load(Ordering::Relaxed),
-        }
+        self.counters.stats()
     }
 }

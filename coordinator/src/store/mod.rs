@@ -13,6 +13,7 @@ mod group_commit;
 pub mod memory;
 pub mod postgres;
 pub mod sqlite;
+mod sqlite_writer;
 
 use std::collections::HashMap;
 
