@@ -45,10 +45,9 @@ impl Add {
         Ok(())
     }
 
-    /// The value after this addition to `current` (absent or deleted: `null`), as JSON text,
-    /// or why it cannot be made: the path crosses a non-object or holds a non-number
+    /// The value after this addition to `current` (absent or deleted: `null`), or why it cannot be made: the path crosses a non-object or holds a non-number
     /// ([`Error::BadRequest`]), or the result is outside the bounds ([`Error::OutOfBounds`]).
-    pub fn apply(&self, key: &str, current: Option<&Version>) -> Result<String> {
+    pub fn apply(&self, key: &str, current: Option<&Version>) -> Result<Value> {
         let value = match current.and_then(|v| v.value.as_deref()) {
             Some(text) => serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("stored value: {e}")))?,
             None => Value::Null,
@@ -67,7 +66,7 @@ impl Add {
                 self.delta, self.path
             )));
         }
-        Ok(new.to_string())
+        Ok(new)
     }
 
     /// The value this addition made from `previous` (for answering a repeat).
@@ -148,7 +147,7 @@ mod tests {
         let current = version(json!({"balance": 10}));
         assert_eq!(
             add(-10, Some(0.0), None).apply("k", Some(&current)).unwrap(),
-            json!({"balance": 0}).to_string()
+            json!({"balance": 0})
         );
         assert!(matches!(
             add(-11, Some(0.0), None).apply("k", Some(&current)),
@@ -158,10 +157,7 @@ mod tests {
             add(491, None, Some(500.0)).apply("k", Some(&current)),
             Err(Error::OutOfBounds(_))
         ));
-        assert_eq!(
-            add(5, None, None).apply("k", None).unwrap(),
-            json!({"balance": 5}).to_string()
-        );
+        assert_eq!(add(5, None, None).apply("k", None).unwrap(), json!({"balance": 5}));
         assert!(matches!(
             add(1, None, None).apply("k", Some(&version(json!({"balance": "ten"})))),
             Err(Error::BadRequest(_))

@@ -249,18 +249,24 @@ impl Region {
             }
             return Ok(replay);
         }
+        // The key's version now, read once for the checks below (with an op id, read already).
+        let current = if cmd.op_id.is_some() {
+            op.current
+        } else if cmd.if_version.is_some() || cmd.add.is_some() {
+            self.store.read(key, LATEST).await?
+        } else {
+            None
+        };
         if let Some(expected) = cmd.if_version {
-            let current = self
-                .store
-                .read(key, LATEST)
-                .await?
+            let live = current
+                .as_ref()
                 .filter(|v| v.value.is_some())
                 .map_or(Timestamp::default(), |v| v.ts);
-            if current != expected {
+            if live != expected {
                 return Err(Error::VersionMismatch {
                     key: key.to_owned(),
                     expected,
-                    current,
+                    current: live,
                 });
             }
         }
@@ -268,15 +274,9 @@ impl Region {
         let computed;
         let (cmd, added) = match &cmd.add {
             Some(add) => {
-                let current = match op.current.as_ref() {
-                    Some(current) => Some(current.clone()),
-                    None if cmd.op_id.is_some() => None,
-                    None => self.store.read(key, LATEST).await?,
-                };
-                let text = add.apply(key, current.as_ref())?;
-                let value = serde_json::from_str(&text).map_err(|e| Error::Corrupt(format!("sum: {e}")))?;
+                let value = add.apply(key, current.as_ref())?;
                 computed = WriteCommand {
-                    value: Some(text),
+                    value: Some(value.to_string()),
                     add: None,
                     ..cmd.clone()
                 };
@@ -286,7 +286,7 @@ impl Region {
         };
         let guard = self.begin_write();
         let ts = guard.ts;
-        let previous = crate::op_ids::prepare_write(self, key, cmd, ts, op.current.as_ref()).await?;
+        let previous = crate::op_ids::prepare_write(self, key, cmd, ts, current.as_ref()).await?;
         match cmd.consistency {
             WriteConsistency::Async => {
                 self.store
