@@ -34,43 +34,57 @@ use crate::{Error, Result};
 /// Longest wait between two tries of a failing store write.
 const MAX_STORE_BACKOFF: Duration = Duration::from_secs(5);
 
-pub(super) async fn drive(
+/// The future of a saga's task: drives the saga until it settles, or until it is fenced or
+/// the task is aborted, then tells `inner`. Built before it is spawned, so that the task
+/// holds one driver: the driver is created here and run in place (`Driver::run` borrows it),
+/// not moved into a second future inside the first.
+pub(super) fn drive(
     inner: Arc<Inner>,
     record: SagaRecord,
     def: Arc<SagaDefinition>,
     log: Vec<StoredEvent>,
     fresh: Vec<Work>,
     commands: Arc<Commands>,
-    _permit: OwnedSemaphorePermit,
-) {
+    permit: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send + 'static {
     let id = record.id;
     let generation = record.generation;
-    // However the task ends (returns, or is aborted), later commands are refused.
-    let commands = CloseOnDrop(commands);
     let spans = SagaSpans::new(&record, &inner.options.node_id);
     let span = tracing::info_span!("saga", saga_id = %id, trace_id = %spans.trace().trace_id_hex(), definition = %record.definition);
-    let driver = Driver::new(inner.clone(), record, def, &log, spans);
-    // The log is replayed into the driver's state: do not keep it for the saga's life.
+    // The log is replayed into the driver's state and not kept for the saga's life.
+    let mut driver = Driver::new(inner.clone(), record, def, &log, spans);
     drop(log);
-    let view = async {
-        match driver {
-            // Boxed: the task's own future stays small, and the driver's is allocated at its
-            // size rather than at the size of the largest state of this function.
-            Ok(driver) => match Box::pin(driver.run(fresh, &commands.0)).await {
-                Ok(view) => {
-                    tracing::debug!(status = %view.record.status, "saga settled");
-                    return Some(view);
-                }
-                Err(Error::Fenced(_)) => tracing::info!("another coordinator owns the saga now"),
-                Err(e) => tracing::error!(error = %e, "saga task stopped"),
-            },
-            Err(e) => tracing::error!(error = %e, "cannot resume saga"),
-        }
-        None
+    // However the task ends (returns, or is aborted, even before it first runs), later
+    // commands are refused.
+    let commands = CloseOnDrop(commands);
+    async move {
+        let _permit = permit;
+        let ran = match &mut driver {
+            Ok(driver) => Some(driver.run(fresh, &commands.0).await),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot resume saga");
+                None
+            }
+        };
+        let view = match (ran, driver) {
+            (Some(Ok(())), Ok(driver)) => {
+                let view = driver.into_view();
+                tracing::debug!(status = %view.record.status, "saga settled");
+                Some(view)
+            }
+            (Some(Err(Error::Fenced(_))), _) => {
+                tracing::info!("another coordinator owns the saga now");
+                None
+            }
+            (Some(Err(e)), _) => {
+                tracing::error!(error = %e, "saga task stopped");
+                None
+            }
+            (None, _) | (Some(Ok(())), Err(_)) => None,
+        };
+        inner.finished(id, generation, view);
     }
     .instrument(span)
-    .await;
-    inner.finished(id, generation, view);
 }
 
 /// Closes a task's command queue when the task ends.
@@ -170,7 +184,7 @@ impl Driver {
     /// Drives the saga until it settles. `fresh` are attempts whose "started" events were
     /// written with the saga itself, to launch as they are; otherwise every attempt the log
     /// shows in flight was interrupted (a crash, a hand-over) and runs again as the next one.
-    async fn run(mut self, fresh: Vec<Work>, commands: &Commands) -> Result<SagaView> {
+    async fn run(&mut self, fresh: Vec<Work>, commands: &Commands) -> Result<()> {
         let mut running: JoinSet<Outcome> = JoinSet::new();
         let mut launch: Vec<Work> = fresh;
         if launch.is_empty() {
@@ -205,12 +219,14 @@ impl Driver {
                 let call = self.call(work, span.traceparent(self.spans.trace()));
                 let attempt = async move {
                     let began = Instant::now();
-                    let result = match call {
+                    // Matched by reference: the call stays where the block holds it, rather
+                    // than being moved into a second slot of this future.
+                    let result = match &call {
                         Ok(call) => AssertUnwindSafe(runners.run(call))
                             .catch_unwind()
                             .await
                             .unwrap_or_else(|_| Err(StepError::transient("the step panicked"))),
-                        Err(e) => Err(e),
+                        Err(e) => Err(e.clone()),
                     };
                     (work, result, span, began)
                 };
@@ -221,7 +237,7 @@ impl Driver {
             }
             if running.is_empty() && self.state.status().is_settled() {
                 self.settled();
-                return Ok(self.into_view());
+                return Ok(());
             }
             let wake = plan.wake_at_ms;
             let sleep = async {

@@ -86,25 +86,28 @@ pub struct Runners {
 
 impl Runners {
     /// Runs one attempt: injected faults first, then the real step within its time limit.
-    pub async fn run(&self, call: StepCall) -> Result<Value, StepError> {
-        let repeat = match self.faults.take(call.saga_id, &call.step, call.phase) {
+    pub async fn run(&self, call: &StepCall) -> Result<Value, StepError> {
+        let runs = match self.faults.take(call.saga_id, &call.step, call.phase) {
             Some(faults::Fault::Fail(error)) => return Err(error),
-            Some(faults::Fault::Repeat) => true,
-            None => false,
-        };
-        if repeat {
             // Run once and throw the result away: the second run must be harmless.
-            let _ = self.run_once(&call).await;
+            Some(faults::Fault::Repeat) => 2,
+            None => 1,
+        };
+        let mut outcome = self.run_once(call).await;
+        for _ in 1..runs {
+            outcome = self.run_once(call).await;
         }
-        storable(self.run_once(&call).await)
+        storable(outcome)
     }
 
     async fn run_once(&self, call: &StepCall) -> Result<Value, StepError> {
+        // An HTTP exchange's future is kilobytes; boxed, it is allocated only for HTTP and
+        // region steps, and every in-flight attempt of a Rust step does not carry its size.
         let attempt = async {
             match &call.request {
-                RenderedAction::Http { .. } => self.http.run(call).await,
+                RenderedAction::Http { .. } => Box::pin(self.http.run(call)).await,
                 RenderedAction::Rust { .. } => self.rust.run(call).await,
-                RenderedAction::Region(_) => self.http.regions().run(call).await,
+                RenderedAction::Region(_) => Box::pin(self.http.regions().run(call)).await,
             }
         };
         match tokio::time::timeout(call.timeout, attempt).await {
