@@ -137,7 +137,7 @@ pub fn http_client(config: &Config) -> Result<reqwest::Client> {
 }
 
 /// Middleware: requests for `/internal/...` need a certificate naming a member region
-/// (the [`SELF_NAMING`] routes only one from the cluster CA: their handlers check that it
+/// (the `SELF_NAMING` routes only one from the cluster CA: their handlers check that it
 /// names the sender). Passes everything when the region serves plain HTTP.
 pub async fn authorize(State(region): State<Arc<Region>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();

@@ -1,6 +1,6 @@
 //! The SQLite store: the embedded default. One file in WAL mode with `synchronous=FULL`
 //! (a commit is durable when it returns), one writer connection on its own thread that
-//! group-commits the saga writes ([`super::sqlite_writer`]), and a pool of sqlx readers
+//! group-commits the saga writes (`sqlite_writer.rs`), and a pool of sqlx readers
 //! beside it.
 
 use std::collections::HashMap;
