@@ -253,6 +253,14 @@ async fn regions_ride_out_a_postgres_restart() {
     tokio::task::spawn_blocking(move || s.stop()).await.unwrap();
     let (status, failed) = put(&us, "us/b", json!({"value": "during"})).await;
     assert!((500..600).contains(&status), "{status} {failed}");
+    for url in [&us, &eu, &ap] {
+        let (status, problem) = get(url, "/readyz").await;
+        assert_eq!(status, 503, "not ready while the database is down: {problem}");
+        assert!(
+            problem["type"].as_str().unwrap().ends_with("/store-unavailable"),
+            "{problem}"
+        );
+    }
     let s = server.clone();
     tokio::task::spawn_blocking(move || s.start()).await.unwrap();
 
@@ -270,6 +278,9 @@ async fn regions_ride_out_a_postgres_restart() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    for url in [&us, &eu, &ap] {
+        eventually(url, "/readyz", |s, _| s == 200).await;
+    }
     let (status, missing) = get(&us, "/v1/kv/us/b").await;
     assert_eq!(status, 404, "the failed write is not visible: {missing}");
     let (_, a) = get(&ap, "/v1/kv/us/a").await;

@@ -3,6 +3,7 @@
 //! forwarded to the home region, marked so that a disagreement on placement cannot loop.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -36,12 +37,30 @@ pub fn router(region: Arc<Region>) -> Router {
         .route("/v1/kv/{*key}", get(read).put(put).patch(patch).delete(delete))
         .route("/v1/placement/{*key}", get(placement))
         .route("/v1/regions", get(regions))
-        .route("/readyz", get(|| async { "ready" }))
+        .route("/readyz", get(ready))
         .route("/internal/v1/write/{*key}", post(forwarded_write))
         .route("/internal/v1/intents", post(intent))
         .route("/internal/v1/replicate", post(replicate))
         .merge(crate::convergence_api::routes())
         .with_state(region)
+}
+
+/// Longest a readiness check waits for the store.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Ready when the region's store answers a query (within [`READY_TIMEOUT`]): a region whose
+/// database is down is up but cannot serve, and a load balancer should send elsewhere.
+async fn ready(State(region): Shared) -> Result<&'static str, ApiError> {
+    let detail = match tokio::time::timeout(READY_TIMEOUT, region.store.last_seq()).await {
+        Ok(Ok(_)) => return Ok("ready"),
+        Ok(Err(e)) => format!("the region's {} store: {e}", region.store.backend_name()),
+        Err(_) => format!(
+            "the region's {} store did not answer within {} s",
+            region.store.backend_name(),
+            READY_TIMEOUT.as_secs()
+        ),
+    };
+    Err(ApiError::new(ProblemType::StoreUnavailable, detail).at(&region.name))
 }
 
 fn check_key(key: &str) -> Result<(), ApiError> {

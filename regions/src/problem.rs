@@ -41,6 +41,8 @@ pub enum ProblemType {
     HomeUnreachable,
     /// 503: the local replica is too stale and the home cannot be reached.
     TooStale,
+    /// 503: the region's own store (its SQLite file or PostgreSQL database) does not answer.
+    StoreUnavailable,
 }
 
 impl ProblemType {
@@ -61,6 +63,7 @@ impl ProblemType {
             ProblemType::QuorumNotReached => "quorum-not-reached",
             ProblemType::HomeUnreachable => "home-unreachable",
             ProblemType::TooStale => "too-stale",
+            ProblemType::StoreUnavailable => "store-unavailable",
         }
     }
 
@@ -77,9 +80,10 @@ impl ProblemType {
             ProblemType::BeyondRetention => StatusCode::GONE,
             ProblemType::InvalidBody => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ProblemType::QuorumNotReached | ProblemType::HomeUnreachable | ProblemType::TooStale => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProblemType::QuorumNotReached
+            | ProblemType::HomeUnreachable
+            | ProblemType::TooStale
+            | ProblemType::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -100,6 +104,7 @@ impl ProblemType {
             ProblemType::QuorumNotReached => "Write not replicated to its quorum in time; not applied",
             ProblemType::HomeUnreachable => "Home region unreachable",
             ProblemType::TooStale => "Local replica too stale and home region unreachable",
+            ProblemType::StoreUnavailable => "The region's store does not answer",
         }
     }
 }
