@@ -6,40 +6,15 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::http::{self, get, put};
 use support::regions::Cluster;
 
 const SETTINGS: &str =
     "quorum = \"quorum\"\nstrong_timeout_ms = 800\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n";
 
-async fn put(url: &str, key: &str, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .put(format!("{url}/v1/kv/{key}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(url: &str, path: &str) -> (u16, Value) {
-    let r = reqwest::get(format!("{url}{path}")).await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
 /// Polls `path` at `url` until `done` holds for its answer (at most 10 s).
 async fn eventually(url: &str, path: &str, done: impl Fn(u16, &Value) -> bool) -> Value {
-    let start = std::time::Instant::now();
-    loop {
-        let (status, body) = get(url, path).await;
-        if done(status, &body) {
-            return body;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{url}{path} still answers {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    http::eventually(url, path, Duration::from_secs(10), String::new, done).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -10,51 +10,15 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::http::{self, get, post, put};
 use support::regions::Cluster;
 
 const SETTINGS: &str =
     "quorum = \"quorum\"\nstrong_timeout_ms = 800\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n";
 
-async fn put(url: &str, key: &str, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .put(format!("{url}/v1/kv/{key}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
-async fn post(url: &str, path: &str, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{url}{path}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(url: &str, path: &str) -> (u16, Value) {
-    let r = reqwest::get(format!("{url}{path}")).await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
 /// Polls `path` at `url` until `done` holds for its answer (at most `secs` s).
 async fn eventually(cluster: &Cluster, url: &str, path: &str, secs: u64, done: impl Fn(u16, &Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let (status, body) = get(url, path).await;
-        if done(status, &body) {
-            return body;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "{url}{path} still answers {status} {body}\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    http::eventually(url, path, Duration::from_secs(secs), || cluster.logs(), done).await
 }
 
 /// A read served by `url`'s own copy, whatever its staleness.

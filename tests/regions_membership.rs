@@ -4,9 +4,10 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::http::{self, get};
 use support::process::GeosagaProcess;
 use support::regions::Cluster;
 
@@ -14,28 +15,9 @@ const SETTINGS: &str = "quorum = \"quorum\"\nstrong_timeout_ms = 800\nclosed_ts_
                         max_clock_offset_ms = 10\nheartbeat_interval_ms = 100\nsuspect_after_ms = 400\n\
                         down_after_ms = 1200\nanti_entropy_interval_ms = 300\n";
 
-async fn get(url: &str, path: &str) -> (u16, Value) {
-    match reqwest::get(format!("{url}{path}")).await {
-        Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or(Value::Null)),
-        Err(e) => (0, json!(e.to_string())),
-    }
-}
-
 /// Polls `path` at `url` until `done` holds for its answer (generous deadline: 30 s).
 async fn eventually(url: &str, path: &str, logs: impl Fn() -> String, done: impl Fn(u16, &Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let (status, body) = get(url, path).await;
-        if done(status, &body) {
-            return body;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{url}{path} still answers {status} {body}\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    http::eventually(url, path, Duration::from_secs(30), logs, done).await
 }
 
 fn entry<'a>(regions: &'a Value, name: &str) -> Option<&'a Value> {

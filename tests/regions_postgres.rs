@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::Connection;
+use support::http::{self, get, put};
 use support::regions::{Cluster, NAMES, RegionStore};
 use support::regions_faults::{LATENCY_MS, SETTINGS, linearizable_through_kills_and_partitions};
 
@@ -78,35 +79,9 @@ async fn histories_stay_linearizable_on_postgres_through_kills_and_partitions() 
     assert!(replicated > 0, "ap-south holds replicas of us-east's keys");
 }
 
-async fn put(url: &str, key: &str, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .put(format!("{url}/v1/kv/{key}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(url: &str, path: &str) -> (u16, Value) {
-    let r = reqwest::get(format!("{url}{path}")).await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
 /// Polls `path` at `url` until `done` holds for its answer (at most 15 s).
 async fn eventually(url: &str, path: &str, done: impl Fn(u16, &Value) -> bool) -> Value {
-    let start = std::time::Instant::now();
-    loop {
-        let (status, body) = get(url, path).await;
-        if done(status, &body) {
-            return body;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "{url}{path} still answers {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    http::eventually(url, path, Duration::from_secs(15), String::new, done).await
 }
 
 /// us-east (PostgreSQL, named in the file) takes strong writes, async writes and an

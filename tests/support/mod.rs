@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod http;
 pub mod participant;
 pub mod process;
 pub mod regions;
