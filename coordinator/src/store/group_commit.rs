@@ -34,8 +34,8 @@ pub(crate) enum WriteAck {
 /// A backend's way to commit a batch in one transaction. The outer `Result` fails the whole
 /// batch (the transaction did not commit); the inner ones are per write (fenced, conflict).
 #[async_trait]
-pub(crate) trait BatchWriter: Send + 'static {
-    async fn write_batch(&mut self, batch: &[Write]) -> Result<Vec<Result<WriteAck>>>;
+pub(crate) trait BatchWriter: Send + Sync + 'static {
+    async fn write_batch(&self, batch: &[Write]) -> Result<Vec<Result<WriteAck>>>;
 }
 
 struct Job {
@@ -87,7 +87,7 @@ pub(crate) struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the writer task.
-    pub(crate) fn start(mut writer: impl BatchWriter) -> GroupCommit {
+    pub(crate) fn start(writer: impl BatchWriter) -> GroupCommit {
         let (jobs, mut queue) = mpsc::channel::<Job>(MAX_BATCH * 8);
         let counters = Arc::new(Counters::default());
         let stats = counters.clone();
