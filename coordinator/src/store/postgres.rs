@@ -2,7 +2,8 @@
 //!
 //! A pool of [`POOL_SIZE`] connections serves reads and lease work; saga writes go through
 //! the group committer, which takes a connection from the pool for each batch and commits
-//! the whole batch in one transaction of a few statements (`postgres_writer.rs`).
+//! the whole batch in one transaction of a few statements (`postgres_writer.rs`), with up to
+//! [`PIPELINE_DEPTH`] batches in flight.
 //!
 //! Safety with several coordinators on one database:
 //! - [`Store::claim`] locks the rows it adopts with `FOR UPDATE SKIP LOCKED`, so two
@@ -49,6 +50,16 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/pos
 /// Connections in a store's pool (readers, lease work and the group committer together).
 pub const POOL_SIZE: u32 = 8;
 
+/// Batches the group committer has in flight at once, each in its own transaction on its
+/// own connection: while one waits for its commit (the WAL flush), the next runs its
+/// statements (`group_commit.rs` says why batches in flight together are safe). Two,
+/// because that is the overlap there is to have: a batch's statements and the previous
+/// batch's flush. A batch starts only once the one before is committing, so a third would
+/// help only when a flush outlasts two batches' statements (3 measured no faster than 2);
+/// with batches started as soon as a write was queued, 4 in flight split the queue into
+/// three times the commits and were slower than 1 (bench/notes.md, fourth pass).
+pub const PIPELINE_DEPTH: usize = 2;
+
 /// How long a caller waits for a pooled connection (or for the database to come back).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -86,7 +97,7 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        let group = GroupCommit::start(PgWriter { pool: pool.clone() });
+        let group = GroupCommit::start(PgWriter { pool: pool.clone() }, PIPELINE_DEPTH);
         Ok(PostgresStore { pool, group })
     }
 }

@@ -17,7 +17,7 @@ use sqlx::types::Json;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use super::group_commit::{BatchWriter, Write, WriteAck};
+use super::group_commit::{BatchWriter, Committing, Write, WriteAck};
 use super::memory::same_request;
 use super::postgres::{SAGA_COLUMNS, Sql, saga_from_row};
 use super::{Append, AppendAck, Created, NewSaga, SagaRecord};
@@ -33,12 +33,12 @@ pub(super) struct PgWriter {
 
 #[async_trait]
 impl BatchWriter for PgWriter {
-    async fn write_batch(&self, batch: &[Write]) -> Result<Vec<Result<WriteAck>>> {
+    async fn write_batch(&self, batch: &[Write], committing: &mut Committing) -> Result<Vec<Result<WriteAck>>> {
         let order = lock_order(batch);
         let mut isolate = false;
         let mut attempt = 1;
         loop {
-            match run_batch(&self.pool, batch, &order, isolate).await {
+            match run_batch(&self.pool, batch, &order, isolate, committing).await {
                 Ok(results) => return Ok(results),
                 Err(e) if is_conflict(&e) && attempt < BATCH_ATTEMPTS => attempt += 1,
                 Err(sqlx::Error::Database(e)) if !isolate => {
@@ -70,7 +70,13 @@ fn is_conflict(e: &sqlx::Error) -> bool {
 
 /// Runs a batch in one transaction, in `order`; with `isolate`, each write within a
 /// savepoint, so that a write the database refuses fails alone. Answers in batch order.
-async fn run_batch(pool: &PgPool, batch: &[Write], order: &[usize], isolate: bool) -> Sql<Vec<Result<WriteAck>>> {
+async fn run_batch(
+    pool: &PgPool,
+    batch: &[Write],
+    order: &[usize],
+    isolate: bool,
+    committing: &mut Committing,
+) -> Sql<Vec<Result<WriteAck>>> {
     let mut tx = pool.begin().await?;
     let mut results: Vec<Option<Result<WriteAck>>> = (0..batch.len()).map(|_| None).collect();
     if isolate {
@@ -98,6 +104,7 @@ async fn run_batch(pool: &PgPool, batch: &[Write], order: &[usize], isolate: boo
             results[i] = Some(result);
         }
     }
+    committing.now();
     tx.commit().await?;
     Ok(results
         .into_iter()
