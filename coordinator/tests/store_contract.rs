@@ -108,6 +108,7 @@ contract!(
     definitions_are_versioned,
     create_and_get,
     idempotency_keys,
+    one_key_started_together,
     appends_are_ordered_and_idempotent,
     a_saga_is_created_with_its_first_events,
     appends_are_fenced,
@@ -348,6 +349,66 @@ async fn idempotency_keys(f: Fixture) {
     }
     assert_eq!(new.len(), 1);
     assert!(seen.is_subset(&new));
+}
+
+/// Starts with one idempotency key submitted together, two different requests among them
+/// (on SQLite and PostgreSQL, several in one batch): exactly one saga is stored, with its own
+/// first events only; every other start gets that saga when its request is the same, else a
+/// conflict naming it.
+async fn one_key_started_together(f: Fixture) {
+    const STARTS: usize = 32;
+    const OTHERS: usize = 64;
+    // Other starts first keep the writer busy, so that the keyed ones queue up together.
+    let others: Vec<_> = (0..OTHERS)
+        .map(|_| {
+            let s = f.store.clone();
+            tokio::spawn(async move { create(&*s, saga("node-a")).await })
+        })
+        .collect();
+    let starts = (0..STARTS).map(|i| {
+        let s = f.store.clone();
+        let new = keyed("together", json!(i % 2)).with(|n| n.events = vec![started(&format!("s{i}"))]);
+        tokio::spawn(async move { (new.clone(), s.create_saga(new).await) })
+    });
+    let outcomes: Vec<(NewSaga, Result<Created, Error>)> = join_all(starts)
+        .await
+        .into_iter()
+        .map(|r| r.expect("start task"))
+        .collect();
+    for other in join_all(others).await {
+        other.expect("start task");
+    }
+    let winners: Vec<(&NewSaga, &SagaRecord)> = outcomes
+        .iter()
+        .filter_map(|(new, created)| match created {
+            Ok(Created::New(r)) => Some((new, r)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one start creates");
+    let (first, saga) = winners[0];
+    assert_eq!((saga.id, saga.event_count), (first.id, 1));
+    assert_eq!(row(&*f.store, saga.id).await, *saga);
+    assert_eq!(log(&*f.store, saga.id).await, first.events);
+    for (new, created) in &outcomes {
+        match created {
+            Ok(Created::New(_)) => {}
+            Ok(Created::Existing(existing)) => {
+                assert_eq!(new.input, first.input, "only the same request gets the saga");
+                assert_eq!(existing, saga);
+            }
+            Err(Error::IdempotencyConflict { key, existing }) => {
+                assert_ne!(new.input, first.input, "the same request is not a conflict");
+                assert_eq!((key.as_str(), *existing), ("together", saga.id));
+            }
+            Err(e) => panic!("unexpected: {e:?}"),
+        }
+        assert_eq!(f.store.get_saga(new.id).await.unwrap().is_some(), new.id == saga.id);
+    }
+    assert_eq!(f.store.list_sagas(&newest(200)).await.unwrap().len(), 1 + OTHERS);
+    if f.backend != Backend::Memory {
+        assert!(f.store.stats().max_batch > 1, "the starts were never batched together");
+    }
 }
 
 async fn appends_are_ordered_and_idempotent(f: Fixture) {

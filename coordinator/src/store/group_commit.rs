@@ -5,12 +5,15 @@
 //!
 //! At concurrency 1 this costs nothing (a batch of one); under load, hundreds of appends
 //! share one commit and one fsync, which is how the coordinator approaches the database's
-//! commit rate in sagas rather than in events.
+//! commit rate in sagas rather than in events. The PostgreSQL writer keeps two batches in
+//! flight: one runs its statements while the one before waits for its commit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Append, AppendAck, Created, NewSaga, StoreStats};
@@ -34,8 +37,22 @@ pub(crate) enum WriteAck {
 /// A backend's way to commit a batch in one transaction. The outer `Result` fails the whole
 /// batch (the transaction did not commit); the inner ones are per write (fenced, conflict).
 #[async_trait]
-pub(crate) trait BatchWriter: Send + 'static {
-    async fn write_batch(&mut self, batch: &[Write]) -> Result<Vec<Result<WriteAck>>>;
+pub(crate) trait BatchWriter: Send + Sync + 'static {
+    /// Commits `batch`; calls [`Committing::now`] when only the commit itself is left.
+    async fn write_batch(&self, batch: &[Write], committing: &mut Committing) -> Result<Vec<Result<WriteAck>>>;
+}
+
+/// A batch's signal to the writer task that it has reached its commit: the next batch may
+/// start running its statements while this one waits for the database's flush.
+pub(crate) struct Committing(Option<oneshot::Sender<()>>);
+
+impl Committing {
+    /// Signals that the batch is committing (once; later calls do nothing).
+    pub(crate) fn now(&mut self) {
+        if let Some(signal) = self.0.take() {
+            let _ = signal.send(());
+        }
+    }
 }
 
 struct Job {
@@ -79,6 +96,25 @@ impl Counters {
     }
 }
 
+/// Commits one batch and answers its writers.
+async fn commit(writer: &impl BatchWriter, stats: &Counters, batch: Vec<Job>, mut committing: Committing) {
+    let (writes, replies): (Vec<Write>, Vec<_>) = batch.into_iter().map(|j| (j.write, j.reply)).unzip();
+    match writer.write_batch(&writes, &mut committing).await {
+        Ok(results) => {
+            stats.record(&writes);
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(Error::Store(message.clone())));
+            }
+        }
+    }
+}
+
 /// The handle to a store's writer task.
 pub(crate) struct GroupCommit {
     jobs: mpsc::Sender<Job>,
@@ -86,36 +122,58 @@ pub(crate) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the writer task.
-    pub(crate) fn start(mut writer: impl BatchWriter) -> GroupCommit {
+    /// Starts the writer task, which keeps up to `depth` batches in flight, each in a
+    /// transaction of its own. A batch takes every write queued when it starts; the next
+    /// one starts only once the newest has run its statements and is committing, so that
+    /// its statements overlap that commit's flush while writes keep queuing up for it (a
+    /// new batch as soon as one write is queued would split the queue into more, smaller
+    /// commits, which costs the database more CPU per saga).
+    ///
+    /// Why batches in flight together are safe: they commit in any order, so two writes
+    /// whose order matters must never be in two of them at once, and they never are.
+    /// - One saga has at most one write queued or in flight: its create is answered before
+    ///   its task starts, and its driver awaits each append's answer (sent once the batch
+    ///   committed, or failed and rolled back) before it submits the next.
+    /// - Two drivers of one saga (the old owner's and an adopter's, here or on another
+    ///   coordinator) write under two generations, and the adoption is a transaction of its
+    ///   own that bumps the generation under the row lock: every write of the old generation
+    ///   commits before it or is fenced, every write of the new one comes after it.
+    /// - Creates with one idempotency key in two batches wait on each other at the unique
+    ///   index and resolve as between two coordinators; batches take locks in one order, so
+    ///   they do not deadlock (and a batch that meets a deadlock runs again).
+    pub(crate) fn start(writer: impl BatchWriter, depth: usize) -> GroupCommit {
         let (jobs, mut queue) = mpsc::channel::<Job>(MAX_BATCH * 8);
         let counters = Arc::new(Counters::default());
         let stats = counters.clone();
+        let depth = depth.max(1);
         tokio::spawn(async move {
-            let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-            while let Some(first) = queue.recv().await {
-                batch.push(first);
-                while batch.len() < MAX_BATCH {
-                    match queue.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
-                let (writes, replies): (Vec<Write>, Vec<_>) = batch.drain(..).map(|j| (j.write, j.reply)).unzip();
-                let result = writer.write_batch(&writes).await;
-                match result {
-                    Ok(results) => {
-                        stats.record(&writes);
-                        for (reply, result) in replies.into_iter().zip(results) {
-                            let _ = reply.send(result);
+            let (writer, stats) = (&writer, &*stats);
+            let mut in_flight = FuturesUnordered::new();
+            // The newest batch in flight until it reaches its commit (or ends).
+            let mut running: Option<oneshot::Receiver<()>> = None;
+            let mut open = true;
+            while open || !in_flight.is_empty() {
+                tokio::select! {
+                    job = queue.recv(), if open && in_flight.len() < depth && running.is_none() => match job {
+                        Some(first) => {
+                            let mut batch = Vec::with_capacity(MAX_BATCH);
+                            batch.push(first);
+                            while batch.len() < MAX_BATCH {
+                                match queue.try_recv() {
+                                    Ok(job) => batch.push(job),
+                                    Err(_) => break,
+                                }
+                            }
+                            let (signal, committing) = oneshot::channel();
+                            running = Some(committing);
+                            in_flight.push(commit(writer, stats, batch, Committing(Some(signal))));
                         }
+                        None => open = false,
+                    },
+                    _ = async { running.as_mut().expect("guarded by the condition").await }, if running.is_some() => {
+                        running = None;
                     }
-                    Err(e) => {
-                        let message = e.to_string();
-                        for reply in replies {
-                            let _ = reply.send(Err(Error::Store(message.clone())));
-                        }
-                    }
+                    Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
                 }
             }
         });

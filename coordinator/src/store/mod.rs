@@ -12,6 +12,7 @@
 mod group_commit;
 pub mod memory;
 pub mod postgres;
+mod postgres_writer;
 pub mod sqlite;
 mod sqlite_writer;
 
@@ -100,6 +101,28 @@ impl NewSaga {
             error: None,
             now_ms: self.now_ms,
         })
+    }
+
+    /// The row this saga has once created with its first events: what a store that
+    /// inserted it answers, without reading it back.
+    pub(crate) fn record(&self) -> SagaRecord {
+        SagaRecord {
+            id: self.id,
+            definition: self.definition.clone(),
+            version: self.version,
+            input: self.input.clone(),
+            status: SagaStatus::Running,
+            error: None,
+            owner: Some(self.owner.clone()),
+            lease_until_ms: self.lease_until_ms,
+            generation: 1,
+            idempotency_key: self.idempotency_key.clone(),
+            trace_context: self.trace_context.clone(),
+            cancel_requested: false,
+            created_at_ms: self.now_ms,
+            updated_at_ms: self.now_ms,
+            event_count: self.events.len() as i64,
+        }
     }
 }
 

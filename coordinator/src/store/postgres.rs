@@ -2,20 +2,22 @@
 //!
 //! A pool of [`POOL_SIZE`] connections serves reads and lease work; saga writes go through
 //! the group committer, which takes a connection from the pool for each batch and commits
-//! the whole batch in one transaction.
+//! the whole batch in one transaction of a few statements (`postgres_writer.rs`), with up to
+//! [`PIPELINE_DEPTH`] batches in flight.
 //!
 //! Safety with several coordinators on one database:
 //! - [`Store::claim`] locks the rows it adopts with `FOR UPDATE SKIP LOCKED`, so two
 //!   coordinators never adopt the same saga in one round and never wait on each other.
 //! - Appends are fenced by `(owner, generation)` in the `UPDATE` itself.
-//! - Two coordinators creating sagas with the same idempotency key race on the unique index
-//!   (`ON CONFLICT DO NOTHING`, then a re-read): the loser answers `Existing` or
-//!   `IdempotencyConflict`, never a SQL error.
+//! - Two coordinators (or two batches) creating sagas with the same idempotency key race on
+//!   the unique index (`ON CONFLICT DO NOTHING`, then a re-read): the loser answers `Existing`
+//!   or `IdempotencyConflict`, never a SQL error. Two creates with one key in one batch: the
+//!   first is inserted, the second answered the same way.
 //! - [`Store::put_definition`] holds a transaction-scoped advisory lock on the definition's
 //!   name, so concurrent registrations get consecutive versions.
-//! - Statements that lock several saga rows lock them in id order, and a batch writes its
-//!   sagas in id order, so they do not deadlock; a batch that still meets a deadlock (or a
-//!   serialization failure) runs again.
+//! - Statements that lock several saga rows lock them in id order, and a batch inserts its
+//!   sagas in idempotency-key order before it locks any row, so they do not deadlock; a batch
+//!   that still meets a deadlock (or a serialization failure) runs again.
 //! - When a write of a batch fails in the database (a JSON string holding `\u0000`, which
 //!   `jsonb` refuses, for example), the batch runs again with a savepoint around each write,
 //!   so only that write fails.
@@ -27,20 +29,20 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sagas::{SagaEvent, SagaStatus};
+use sagas::SagaStatus;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::types::Json;
-use sqlx::{Connection, PgConnection, PgPool, QueryBuilder, Row};
+use sqlx::{PgPool, QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::group_commit::{BatchWriter, GroupCommit, Write, WriteAck};
-use super::memory::same_request;
+use super::group_commit::GroupCommit;
+use super::postgres_writer::PgWriter;
 use super::{
     Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, ListFilter, NewSaga, PutDefinition, SagaRecord,
     Store, StoreStats, StoredEvent,
 };
-use crate::{Error, Result};
+use crate::Result;
 
 /// The migrations of the PostgreSQL schema, applied by [`PostgresStore::connect`].
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -48,16 +50,23 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/pos
 /// Connections in a store's pool (readers, lease work and the group committer together).
 pub const POOL_SIZE: u32 = 8;
 
+/// Batches the group committer has in flight at once, each in its own transaction on its
+/// own connection: while one waits for its commit (the WAL flush), the next runs its
+/// statements (`group_commit.rs` says why batches in flight together are safe). Two,
+/// because that is the overlap there is to have: a batch's statements and the previous
+/// batch's flush. A batch starts only once the one before is committing, so a third would
+/// help only when a flush outlasts two batches' statements (3 measured no faster than 2);
+/// with batches started as soon as a write was queued, 4 in flight split the queue into
+/// three times the commits and were slower than 1 (bench/notes.md, fourth pass).
+pub const PIPELINE_DEPTH: usize = 2;
+
 /// How long a caller waits for a pooled connection (or for the database to come back).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How often a batch runs when it meets a deadlock or a serialization failure.
-const BATCH_ATTEMPTS: u32 = 3;
 
 /// The first key of the advisory locks that serialise definition registrations.
 const DEFINITION_LOCK_CLASS: i32 = 0x6773_6167; // "gsag"
 
-const SAGA_COLUMNS: &str = "id, definition, version, input, status, error, owner, lease_until_ms, generation, \
+pub(super) const SAGA_COLUMNS: &str = "id, definition, version, input, status, error, owner, lease_until_ms, generation, \
      idempotency_key, trace_context, cancel_requested, created_at_ms, updated_at_ms, event_count";
 
 const DEFINITION_COLUMNS: &str = "name, version, content_hash, document, created_at_ms";
@@ -69,7 +78,7 @@ const OWNED: &str = "SELECT id FROM sagas WHERE owner = $1 AND status IN ('runni
      ORDER BY id FOR UPDATE";
 
 /// What a statement returns: database errors stay apart from the store's own.
-type Sql<T> = std::result::Result<T, sqlx::Error>;
+pub(super) type Sql<T> = std::result::Result<T, sqlx::Error>;
 
 /// A store in a PostgreSQL database, shareable by several coordinators.
 pub struct PostgresStore {
@@ -88,347 +97,12 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        let group = GroupCommit::start(PgWriter { pool: pool.clone() });
+        let group = GroupCommit::start(PgWriter { pool: pool.clone() }, PIPELINE_DEPTH);
         Ok(PostgresStore { pool, group })
     }
 }
 
-struct PgWriter {
-    pool: PgPool,
-}
-
-#[async_trait]
-impl BatchWriter for PgWriter {
-    async fn write_batch(&mut self, batch: &[Write]) -> Result<Vec<Result<WriteAck>>> {
-        let order = lock_order(batch);
-        let mut isolate = false;
-        let mut attempt = 1;
-        loop {
-            match run_batch(&self.pool, batch, &order, isolate).await {
-                Ok(results) => return Ok(results),
-                Err(e) if is_conflict(&e) && attempt < BATCH_ATTEMPTS => attempt += 1,
-                Err(sqlx::Error::Database(e)) if !isolate => {
-                    tracing::debug!(error = %e, "a write of the batch failed; running it again write by write");
-                    isolate = true;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-}
-
-/// The order a batch's writes run in: creates by idempotency key, then appends by saga id
-/// (stable, so two writes of one saga keep their order). Every writer taking row locks in
-/// one order is what keeps concurrent batches from deadlocking.
-fn lock_order(batch: &[Write]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..batch.len()).collect();
-    order.sort_by_key(|&i| match &batch[i] {
-        Write::Create(new) => (0, new.idempotency_key.as_deref().unwrap_or(""), new.id),
-        Write::Append(append) => (1, "", append.saga_id),
-    });
-    order
-}
-
-/// A deadlock or a serialization failure: the transaction may succeed when run again.
-fn is_conflict(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40P01" | "40001")))
-}
-
-/// Runs a batch in one transaction; with `isolate`, each write within a savepoint, so that a
-/// write the database refuses fails alone.
-async fn run_batch(pool: &PgPool, batch: &[Write], order: &[usize], isolate: bool) -> Sql<Vec<Result<WriteAck>>> {
-    if !isolate {
-        return run_batch_together(pool, batch, order).await;
-    }
-    let mut tx = pool.begin().await?;
-    let mut results: Vec<Option<Result<WriteAck>>> = (0..batch.len()).map(|_| None).collect();
-    for &i in order {
-        let result = if isolate {
-            let mut savepoint = Connection::begin(&mut *tx).await?;
-            match write_one(&mut savepoint, &batch[i]).await {
-                Ok(result) => {
-                    savepoint.commit().await?;
-                    result
-                }
-                Err(sqlx::Error::Database(e)) => {
-                    savepoint.rollback().await?;
-                    Err(Error::Store(format!(
-                        "saga {}: the database refused the write: {e}",
-                        saga_of(&batch[i])
-                    )))
-                }
-                Err(e) => return Err(e),
-            }
-        } else {
-            write_one(&mut tx, &batch[i]).await?
-        };
-        results[i] = Some(result);
-    }
-    tx.commit().await?;
-    Ok(results
-        .into_iter()
-        .map(|r| r.expect("every write of the batch ran"))
-        .collect())
-}
-
-/// Runs a batch in one transaction with few statements, each a round trip to the server:
-/// its creates one by one, then one fenced UPDATE for every append (and every new saga's
-/// first events), then one INSERT for all their events.
-async fn run_batch_together(pool: &PgPool, batch: &[Write], order: &[usize]) -> Sql<Vec<Result<WriteAck>>> {
-    let mut tx = pool.begin().await?;
-    let mut results: Vec<Option<Result<WriteAck>>> = (0..batch.len()).map(|_| None).collect();
-    let mut initial: Vec<(usize, Append)> = Vec::new();
-    let mut appends: Vec<(usize, &Append)> = Vec::new();
-    for &i in order {
-        match &batch[i] {
-            Write::Create(new) => {
-                let created = create(&mut tx, new).await?;
-                if let (Ok(Created::New(_)), Some(first)) = (&created, new.initial_append()) {
-                    initial.push((i, first));
-                }
-                results[i] = Some(created.map(|c| WriteAck::Created(Box::new(c))));
-            }
-            Write::Append(append) => appends.push((i, append)),
-        }
-    }
-    let all: Vec<(usize, &Append)> = initial.iter().map(|(i, a)| (*i, a)).chain(appends).collect();
-    let acks = update_for_appends(&mut tx, all.iter().map(|(_, a)| *a)).await?;
-    let mut written = Vec::with_capacity(all.len());
-    for (k, ((i, append), ack)) in all.into_iter().zip(acks).enumerate() {
-        let first_events = k < initial.len();
-        match ack {
-            Ok(ack) => {
-                written.push(append);
-                if !first_events {
-                    results[i] = Some(Ok(WriteAck::Appended(ack)));
-                }
-            }
-            // A new saga's first events are fenced by the row just inserted: they fail only
-            // if something is badly wrong; the create fails with them.
-            Err(e) => results[i] = Some(Err(e)),
-        }
-    }
-    insert_events(&mut tx, &written).await?;
-    tx.commit().await?;
-    Ok(results
-        .into_iter()
-        .map(|r| r.expect("every write of the batch ran"))
-        .collect())
-}
-
-/// The saga-row half of several appends: one UPDATE joined to their rows passed as arrays,
-/// locking the rows in id order first (as every statement locking several saga rows does).
-async fn update_for_appends<'a>(
-    conn: &mut PgConnection,
-    appends: impl Iterator<Item = &'a Append>,
-) -> Sql<Vec<Result<AppendAck>>> {
-    let appends: Vec<&Append> = appends.collect();
-    if appends.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<Uuid> = appends.iter().map(|a| a.saga_id).collect();
-    let owners: Vec<&str> = appends.iter().map(|a| a.fence.owner.as_str()).collect();
-    let generations: Vec<i64> = appends.iter().map(|a| a.fence.generation).collect();
-    let statuses: Vec<&str> = appends.iter().map(|a| a.status.as_str()).collect();
-    let errors: Vec<Option<&str>> = appends.iter().map(|a| a.error.as_deref()).collect();
-    let times: Vec<i64> = appends.iter().map(|a| a.now_ms).collect();
-    let ends: Vec<i64> = appends.iter().map(|a| a.first_seq + a.events.len() as i64).collect();
-    let rows = sqlx::query(
-        "WITH v AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
-               $6::bigint[], $7::bigint[]) AS v (id, owner, generation, status, error, now_ms, end_seq)), \
-         locked AS (SELECT s.id FROM sagas s JOIN v ON s.id = v.id AND s.owner = v.owner \
-               AND s.generation = v.generation ORDER BY s.id FOR UPDATE OF s) \
-         UPDATE sagas s SET status = v.status, error = v.error, updated_at_ms = v.now_ms, \
-           event_count = GREATEST(s.event_count, v.end_seq), \
-           cancel_requested = (s.cancel_requested AND v.status = 'running') \
-         FROM v, locked WHERE s.id = locked.id AND s.id = v.id AND s.owner = v.owner AND s.generation = v.generation \
-         RETURNING s.id, s.owner, s.generation, s.cancel_requested",
-    )
-    .bind(&ids)
-    .bind(&owners)
-    .bind(&generations)
-    .bind(&statuses)
-    .bind(&errors)
-    .bind(&times)
-    .bind(&ends)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut acks: HashMap<(Uuid, String, i64), bool> = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let fence = (row.try_get("id")?, row.try_get("owner")?, row.try_get("generation")?);
-        acks.insert(fence, row.try_get("cancel_requested")?);
-    }
-    let mut results = Vec::with_capacity(appends.len());
-    for append in appends {
-        let fence = (append.saga_id, append.fence.owner.clone(), append.fence.generation);
-        results.push(match acks.get(&fence) {
-            Some(&cancel_requested) => Ok(AppendAck { cancel_requested }),
-            None => {
-                let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM sagas WHERE id = $1")
-                    .bind(append.saga_id)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                Err(match exists {
-                    Some(_) => Error::Fenced(append.saga_id),
-                    None => Error::SagaNotFound(append.saga_id),
-                })
-            }
-        });
-    }
-    Ok(results)
-}
-
-/// The events of several appends, in one INSERT; an event already stored at its
-/// `(saga_id, seq)` is left alone, which keeps appends idempotent.
-async fn insert_events(conn: &mut PgConnection, appends: &[&Append]) -> Sql<()> {
-    let (mut ids, mut seqs, mut times, mut events) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for append in appends {
-        for (k, event) in append.events.iter().enumerate() {
-            ids.push(append.saga_id);
-            seqs.push(append.first_seq + k as i64);
-            times.push(append.now_ms);
-            events.push(Json(event));
-        }
-    }
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO saga_events (saga_id, seq, at_ms, event) \
-         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::jsonb[]) ON CONFLICT DO NOTHING",
-    )
-    .bind(ids)
-    .bind(seqs)
-    .bind(times)
-    .bind(events)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-fn saga_of(write: &Write) -> Uuid {
-    match write {
-        Write::Create(new) => new.id,
-        Write::Append(append) => append.saga_id,
-    }
-}
-
-async fn write_one(conn: &mut PgConnection, write: &Write) -> Sql<Result<WriteAck>> {
-    Ok(match write {
-        Write::Create(new) => {
-            let created = create(conn, new).await?;
-            if let (Ok(Created::New(_)), Some(first)) = (&created, new.initial_append()) {
-                // The saga's first events, in the transaction that creates it.
-                if let Err(e) = append_events(conn, &first).await? {
-                    return Ok(Err(e));
-                }
-            }
-            created.map(|c| WriteAck::Created(Box::new(c)))
-        }
-        Write::Append(append) => append_events(conn, append).await?.map(WriteAck::Appended),
-    })
-}
-
-async fn saga_by_key(conn: &mut PgConnection, key: &str) -> Sql<Option<SagaRecord>> {
-    let row = sqlx::query(&format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE idempotency_key = $1"))
-        .bind(key)
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.as_ref().map(saga_from_row).transpose()
-}
-
-/// What a start with an idempotency key that is already taken gets.
-fn repeated(existing: SagaRecord, new: &NewSaga, key: &str) -> Result<Created> {
-    if same_request(&existing, new) {
-        Ok(Created::Existing(existing))
-    } else {
-        let (key, existing) = (key.to_owned(), existing.id);
-        Err(Error::IdempotencyConflict { key, existing })
-    }
-}
-
-async fn create(conn: &mut PgConnection, new: &NewSaga) -> Sql<Result<Created>> {
-    if let Some(key) = &new.idempotency_key
-        && let Some(existing) = saga_by_key(conn, key).await?
-    {
-        return Ok(repeated(existing, new, key));
-    }
-    let row = sqlx::query(&format!(
-        "INSERT INTO sagas (id, definition, version, input, status, owner, lease_until_ms, generation, \
-         idempotency_key, trace_context, created_at_ms, updated_at_ms) \
-         VALUES ($1, $2, $3, $4, 'running', $5, $6, 1, $7, $8, $9, $9) \
-         ON CONFLICT (idempotency_key) DO NOTHING RETURNING {SAGA_COLUMNS}"
-    ))
-    .bind(new.id)
-    .bind(&new.definition)
-    .bind(new.version)
-    .bind(&new.input)
-    .bind(&new.owner)
-    .bind(new.lease_until_ms)
-    .bind(&new.idempotency_key)
-    .bind(&new.trace_context)
-    .bind(new.now_ms)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(row) = row {
-        return Ok(Ok(Created::New(saga_from_row(&row)?)));
-    }
-    // Another coordinator committed a saga with this key after our first look.
-    let key = new.idempotency_key.as_deref().unwrap_or_default();
-    Ok(match saga_by_key(conn, key).await? {
-        Some(existing) => repeated(existing, new, key),
-        None => Err(Error::Store(format!(
-            "saga {}: idempotency key `{key}` conflicts with no visible saga",
-            new.id
-        ))),
-    })
-}
-
-async fn append_events(conn: &mut PgConnection, append: &Append) -> Sql<Result<AppendAck>> {
-    let end = append.first_seq + append.events.len() as i64;
-    let cancel_requested: Option<bool> = sqlx::query_scalar(
-        "UPDATE sagas SET status = $1, error = $2, updated_at_ms = $3, event_count = GREATEST(event_count, $4), \
-         cancel_requested = (cancel_requested AND $1 = 'running') \
-         WHERE id = $5 AND owner = $6 AND generation = $7 RETURNING cancel_requested",
-    )
-    .bind(append.status.as_str())
-    .bind(&append.error)
-    .bind(append.now_ms)
-    .bind(end)
-    .bind(append.saga_id)
-    .bind(&append.fence.owner)
-    .bind(append.fence.generation)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(cancel_requested) = cancel_requested else {
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM sagas WHERE id = $1")
-            .bind(append.saga_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-        return Ok(Err(match exists {
-            Some(_) => Error::Fenced(append.saga_id),
-            None => Error::SagaNotFound(append.saga_id),
-        }));
-    };
-    if !append.events.is_empty() {
-        let seqs: Vec<i64> = (append.first_seq..end).collect();
-        let events: Vec<Json<&SagaEvent>> = append.events.iter().map(Json).collect();
-        sqlx::query(
-            "INSERT INTO saga_events (saga_id, seq, at_ms, event) \
-             SELECT $1, e.seq, $2, e.event FROM UNNEST($3::bigint[], $4::jsonb[]) AS e (seq, event) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(append.saga_id)
-        .bind(append.now_ms)
-        .bind(seqs)
-        .bind(events)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(Ok(AppendAck { cancel_requested }))
-}
-
-fn saga_from_row(row: &PgRow) -> Sql<SagaRecord> {
+pub(super) fn saga_from_row(row: &PgRow) -> Sql<SagaRecord> {
     let status: String = row.try_get("status")?;
     Ok(SagaRecord {
         id: row.try_get("id")?,
