@@ -22,7 +22,7 @@
 //!   `jsonb` refuses, for example), the batch runs again with a savepoint around each write,
 //!   so only that write fails.
 //!
-//! Connection failures surface as [`Error::Store`], which the executor retries with backoff.
+//! Connection failures surface as [`crate::Error::Store`], which the executor retries with backoff.
 
 use std::collections::HashMap;
 use std::str::FromStr;
