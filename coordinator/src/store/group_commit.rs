@@ -34,6 +34,24 @@ pub(crate) enum WriteAck {
     Appended(AppendAck),
 }
 
+impl WriteAck {
+    /// The answer to a create (an append's answer here is the writer's bug).
+    pub(crate) fn into_created(self) -> Result<Created> {
+        match self {
+            WriteAck::Created(c) => Ok(*c),
+            WriteAck::Appended(_) => Err(Error::Store("writer answered a create with an append".into())),
+        }
+    }
+
+    /// The answer to an append (a create's answer here is the writer's bug).
+    pub(crate) fn into_appended(self) -> Result<AppendAck> {
+        match self {
+            WriteAck::Appended(a) => Ok(a),
+            WriteAck::Created(_) => Err(Error::Store("writer answered an append with a create".into())),
+        }
+    }
+}
+
 /// A backend's way to commit a batch in one transaction. The outer `Result` fails the whole
 /// batch (the transaction did not commit); the inner ones are per write (fenced, conflict).
 #[async_trait]
@@ -193,18 +211,12 @@ impl GroupCommit {
 
     /// Creates a saga within the next batch.
     pub(crate) async fn create(&self, new: NewSaga) -> Result<Created> {
-        match self.submit(Write::Create(new)).await? {
-            WriteAck::Created(c) => Ok(*c),
-            WriteAck::Appended(_) => Err(Error::Store("writer answered a create with an append".into())),
-        }
+        self.submit(Write::Create(new)).await?.into_created()
     }
 
     /// Appends within the next batch.
     pub(crate) async fn append(&self, append: Append) -> Result<AppendAck> {
-        match self.submit(Write::Append(append)).await? {
-            WriteAck::Appended(a) => Ok(a),
-            WriteAck::Created(_) => Err(Error::Store("writer answered an append with a create".into())),
-        }
+        self.submit(Write::Append(append)).await?.into_appended()
     }
 
     /// Work counters since start.

@@ -73,18 +73,12 @@ impl SqliteWriter {
 
     /// Creates a saga within the next batch.
     pub(crate) async fn create(&self, new: NewSaga) -> Result<Created> {
-        match self.submit(Write::Create(new)).await? {
-            WriteAck::Created(c) => Ok(*c),
-            WriteAck::Appended(_) => Err(Error::Store("writer answered a create with an append".into())),
-        }
+        self.submit(Write::Create(new)).await?.into_created()
     }
 
     /// Appends within the next batch.
     pub(crate) async fn append(&self, append: Append) -> Result<AppendAck> {
-        match self.submit(Write::Append(append)).await? {
-            WriteAck::Appended(a) => Ok(a),
-            WriteAck::Created(_) => Err(Error::Store("writer answered an append with a create".into())),
-        }
+        self.submit(Write::Append(append)).await?.into_appended()
     }
 
     async fn submit(&self, write: Write) -> Result<WriteAck> {
