@@ -1,9 +1,17 @@
 //! The PostgreSQL store: for several coordinators sharing one database.
 //!
 //! A pool of [`POOL_SIZE`] connections serves reads and lease work; saga writes go through
-//! the group committer, which takes a connection from the pool for each batch and commits
-//! the whole batch in one transaction of a few statements (`postgres_writer.rs`), with up to
-//! [`PIPELINE_DEPTH`] batches in flight.
+//! the group committer, which commits each batch in one transaction of a few statements
+//! (`postgres_writer.rs`) on a connection of its own pool, with up to [`PIPELINE_DEPTH`]
+//! batches in flight.
+//!
+//! The group committer's connections plan every statement afresh
+//! (`plan_cache_mode = force_custom_plan`). Its statements join arrays of saga ids to the
+//! sagas table, and a generic plan cached while the table was small (a new database, its
+//! first minute, before autovacuum has analyzed it) scans the whole table for every batch
+//! long after it has grown: throughput then fell with every saga stored. A custom plan sees
+//! the table's current size and the arrays' lengths; planning costs a few tens of
+//! microseconds per statement, a batch runs at most five (bench/notes.md, sixth pass).
 //!
 //! Safety with several coordinators on one database:
 //! - [`Store::claim`] locks the rows it adopts with `FOR UPDATE SKIP LOCKED`, so two
@@ -47,7 +55,8 @@ use crate::Result;
 /// The migrations of the PostgreSQL schema, applied by [`PostgresStore::connect`].
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
-/// Connections in a store's pool (readers, lease work and the group committer together).
+/// Connections in a store's pool for reads and lease work (the group committer has
+/// [`PIPELINE_DEPTH`] more of its own).
 pub const POOL_SIZE: u32 = 8;
 
 /// Batches the group committer has in flight at once, each in its own transaction on its
@@ -94,10 +103,15 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
-        let group = GroupCommit::start(PgWriter { pool: pool.clone() }, PIPELINE_DEPTH);
+        let writer_pool = PgPoolOptions::new()
+            .max_connections(PIPELINE_DEPTH as u32)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.options([("plan_cache_mode", "force_custom_plan")]))
+            .await?;
+        let group = GroupCommit::start(PgWriter { pool: writer_pool }, PIPELINE_DEPTH);
         Ok(PostgresStore { pool, group })
     }
 }
