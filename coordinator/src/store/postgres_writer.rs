@@ -140,9 +140,12 @@ async fn write_together(conn: &mut PgConnection, writes: &[&Write]) -> Sql<Vec<R
             events.push(new.id, 0, new.now_ms, &new.events);
         }
     }
-    for (append, ack) in appends.iter().zip(&appended) {
-        if ack.is_ok() {
-            events.push(append.saga_id, append.first_seq, append.now_ms, &append.events);
+    for (append, updated) in appends.iter().zip(&appended) {
+        if let Ok(updated) = updated {
+            // Only the events not stored yet: a retried append that had committed adds none.
+            let skip = usize::try_from(updated.stored - append.first_seq).unwrap_or(0);
+            let new = append.events.get(skip..).unwrap_or_default();
+            events.push(append.saga_id, append.first_seq + skip as i64, append.now_ms, new);
         }
     }
     events.insert(conn).await?;
@@ -154,7 +157,10 @@ async fn write_together(conn: &mut PgConnection, writes: &[&Write]) -> Sql<Vec<R
                 .next()
                 .expect("one result per create")
                 .map(|c| WriteAck::Created(Box::new(c))),
-            Write::Append(_) => appended.next().expect("one result per append").map(WriteAck::Appended),
+            Write::Append(_) => appended
+                .next()
+                .expect("one result per append")
+                .map(|updated| WriteAck::Appended(updated.ack)),
         })
         .collect())
 }
@@ -283,9 +289,17 @@ fn repeated(existing: SagaRecord, new: &NewSaga, key: &str) -> Result<Created> {
     }
 }
 
+/// What a fenced UPDATE answered for one append: its ack, and how many of the saga's
+/// events were stored before it (more than its first seq when it is a retry of an append
+/// that committed, whose answer was lost).
+struct Updated {
+    ack: AppendAck,
+    stored: i64,
+}
+
 /// One fenced UPDATE for several appends, locking their rows in id order; answers each
-/// append in order: its ack, or why its fence failed.
-async fn update_for_appends(conn: &mut PgConnection, appends: &[&Append]) -> Sql<Vec<Result<AppendAck>>> {
+/// append in order: what the update found, or why its fence failed.
+async fn update_for_appends(conn: &mut PgConnection, appends: &[&Append]) -> Sql<Vec<Result<Updated>>> {
     if appends.is_empty() {
         return Ok(Vec::new());
     }
@@ -299,13 +313,13 @@ async fn update_for_appends(conn: &mut PgConnection, appends: &[&Append]) -> Sql
     let rows = sqlx::query(
         "WITH v AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
                $6::bigint[], $7::bigint[]) AS v (id, owner, generation, status, error, now_ms, end_seq)), \
-         locked AS (SELECT s.id FROM sagas s JOIN v ON s.id = v.id AND s.owner = v.owner \
+         locked AS (SELECT s.id, s.event_count FROM sagas s JOIN v ON s.id = v.id AND s.owner = v.owner \
                AND s.generation = v.generation ORDER BY s.id FOR UPDATE OF s) \
          UPDATE sagas s SET status = v.status, error = v.error, updated_at_ms = v.now_ms, \
            event_count = GREATEST(s.event_count, v.end_seq), \
            cancel_requested = (s.cancel_requested AND v.status = 'running') \
          FROM v, locked WHERE s.id = locked.id AND s.id = v.id AND s.owner = v.owner AND s.generation = v.generation \
-         RETURNING s.id, s.owner, s.generation, s.cancel_requested",
+         RETURNING s.id, s.owner, s.generation, s.cancel_requested, locked.event_count AS stored",
     )
     .bind(&ids)
     .bind(&owners)
@@ -316,16 +330,19 @@ async fn update_for_appends(conn: &mut PgConnection, appends: &[&Append]) -> Sql
     .bind(&ends)
     .fetch_all(&mut *conn)
     .await?;
-    let mut acks: HashMap<(Uuid, String, i64), bool> = HashMap::with_capacity(rows.len());
+    let mut found: HashMap<(Uuid, String, i64), (bool, i64)> = HashMap::with_capacity(rows.len());
     for row in &rows {
         let fence = (row.try_get("id")?, row.try_get("owner")?, row.try_get("generation")?);
-        acks.insert(fence, row.try_get("cancel_requested")?);
+        found.insert(fence, (row.try_get("cancel_requested")?, row.try_get("stored")?));
     }
     let mut results = Vec::with_capacity(appends.len());
     for append in appends {
         let fence = (append.saga_id, append.fence.owner.clone(), append.fence.generation);
-        results.push(match acks.get(&fence) {
-            Some(&cancel_requested) => Ok(AppendAck { cancel_requested }),
+        results.push(match found.get(&fence) {
+            Some(&(cancel_requested, stored)) => Ok(Updated {
+                ack: AppendAck { cancel_requested },
+                stored,
+            }),
             None => {
                 let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM sagas WHERE id = $1")
                     .bind(append.saga_id)
@@ -360,15 +377,17 @@ impl<'a> EventRows<'a> {
         }
     }
 
-    /// Writes them in one INSERT; an event already stored at its `(saga_id, seq)` is left
-    /// alone, which keeps appends idempotent.
+    /// Writes them in one INSERT. They are all new (a retried append pushes only the events
+    /// past the saga's stored count, which its fenced UPDATE read under the row's lock), so
+    /// the INSERT needs no `ON CONFLICT` (a speculative insertion per row, twice the index
+    /// work): a duplicate here would be a bug, and fails the write instead of hiding it.
     async fn insert(self, conn: &mut PgConnection) -> Sql<()> {
         if self.ids.is_empty() {
             return Ok(());
         }
         sqlx::query(
             "INSERT INTO saga_events (saga_id, seq, at_ms, event) \
-             SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::jsonb[]) ON CONFLICT DO NOTHING",
+             SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::jsonb[])",
         )
         .bind(self.ids)
         .bind(self.seqs)
