@@ -8,6 +8,12 @@
 //! illegal transition); 5 invalid definition or input; with `saga start --wait`: 10 the saga
 //! was compensated, 11 it is stuck, 12 it had not settled when the wait ended.
 
+/// mimalloc instead of glibc's allocator: the engine allocates and frees small request,
+/// event and future buffers across threads all the time, and glibc's malloc spent a fifth
+/// of the engine's CPU doing it at C = 64 (bench/notes.md, sixth pass).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod client;
 mod demo;
 mod dev_regions;

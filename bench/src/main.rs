@@ -7,6 +7,11 @@
 //! is the same with small N (and, with `--no-peers`, geosaga alone): the CI smoke test. Both
 //! exit non-zero when any engine does not end exactly 90% completed, 10% compensated.
 
+/// The allocator the `geosaga` binary ships with, so that the engine measured in this
+/// process allocates as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod geosaga;
 mod measure;
 mod peers;
