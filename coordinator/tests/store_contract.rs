@@ -678,6 +678,37 @@ async fn group_commit_batches(f: Fixture) {
     for r in &records {
         assert_eq!(log(&*f.store, r.id).await, [started("a")]);
     }
+    // Batched together: retries of a committed append that carry one event more (only that
+    // one is stored), new appends, and appends from a stale generation (fenced, nothing
+    // stored).
+    let next = [started("a"), succeeded("a")];
+    let mixed = records.iter().enumerate().map(|(i, r)| {
+        let append = match i % 3 {
+            0 => append(r, 0, next.to_vec()),
+            1 => append(r, 1, vec![succeeded("a")]),
+            _ => append(r, 1, vec![succeeded("a")]).with(|a| a.fence.generation += 1),
+        };
+        let s = store(&f.store);
+        tokio::spawn(async move { s.append(append).await })
+    });
+    let before = f.store.stats();
+    let mixed = join_all(mixed).await;
+    if f.backend != Backend::Memory {
+        let commits = f.store.stats().commits - before.commits;
+        assert!(commits < N as u64, "no batching: {commits} commits");
+    }
+    for (i, (r, appended)) in records.iter().zip(mixed).enumerate() {
+        let appended = appended.expect("append task");
+        if i % 3 == 2 {
+            assert!(matches!(appended, Err(Error::Fenced(id)) if id == r.id), "{appended:?}");
+            assert_eq!(log(&*f.store, r.id).await, [started("a")]);
+            assert_eq!(row(&*f.store, r.id).await.event_count, 1);
+        } else {
+            appended.expect("append");
+            assert_eq!(log(&*f.store, r.id).await, next);
+            assert_eq!(row(&*f.store, r.id).await.event_count, 2);
+        }
+    }
 }
 
 async fn two_coordinators_claim_disjoint_sagas(f: Fixture) {

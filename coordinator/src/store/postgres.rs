@@ -1,17 +1,17 @@
 //! The PostgreSQL store: for several coordinators sharing one database.
 //!
 //! A pool of [`POOL_SIZE`] connections serves reads and lease work; saga writes go through
-//! the group committer, which commits each batch in one transaction of a few statements
-//! (`postgres_writer.rs`) on a connection of its own pool, with up to [`PIPELINE_DEPTH`]
-//! batches in flight.
+//! the group committer, which commits each batch as one statement (`postgres_writer/`) on
+//! a connection of its own pool, with up to [`PIPELINE_DEPTH`] batches in flight.
 //!
-//! The group committer's connections plan every statement afresh
-//! (`plan_cache_mode = force_custom_plan`). Its statements join arrays of saga ids to the
-//! sagas table, and a generic plan cached while the table was small (a new database, its
-//! first minute, before autovacuum has analyzed it) scans the whole table for every batch
-//! long after it has grown: throughput then fell with every saga stored. A custom plan sees
-//! the table's current size and the arrays' lengths; planning costs a few tens of
-//! microseconds per statement, a batch runs at most five (bench/notes.md, sixth pass).
+//! The group committer's connections run with `enable_seqscan = off`. Its statement finds
+//! saga rows by primary key only, and PostgreSQL plans a statement it has run five times
+//! once for all (a generic plan): a generic plan made while the table was small (a new
+//! database, its first minute, before autovacuum has analyzed it) scanned the whole table
+//! for every batch long after it had grown, and throughput fell with every saga stored.
+//! Planning every statement afresh instead (`plan_cache_mode = force_custom_plan`) cost
+//! more than half of the database's CPU per saga at concurrency 1 (bench/notes.md, sixth
+//! and seventh passes).
 //!
 //! Safety with several coordinators on one database:
 //! - [`Store::claim`] locks the rows it adopts with `FOR UPDATE SKIP LOCKED`, so two
@@ -59,14 +59,13 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/pos
 /// [`PIPELINE_DEPTH`] more of its own).
 pub const POOL_SIZE: u32 = 8;
 
-/// Batches the group committer has in flight at once, each in its own transaction on its
-/// own connection: while one waits for its commit (the WAL flush), the next runs its
-/// statements (`group_commit.rs` says why batches in flight together are safe). Two,
-/// because that is the overlap there is to have: a batch's statements and the previous
-/// batch's flush. A batch starts only once the one before is committing, so a third would
-/// help only when a flush outlasts two batches' statements (3 measured no faster than 2);
-/// with batches started as soon as a write was queued, 4 in flight split the queue into
-/// three times the commits and were slower than 1 (bench/notes.md, fourth pass).
+/// Batches the group committer has in flight at once, each a statement of its own on a
+/// connection of its own: while one is at the server (running, then waiting for its WAL
+/// flush), the next collects the writes queued meanwhile and is sent (`group_commit.rs` says
+/// why batches in flight together are safe). With one-statement batches, 1, 2 and 3 made
+/// the same throughput and p99 at concurrency 64 within the noise (2 is kept); with
+/// batches of several statements, 4 split the queue into three times the commits and were
+/// slower than 1 (bench/notes.md, fourth and seventh passes).
 pub const PIPELINE_DEPTH: usize = 2;
 
 /// How long a caller waits for a pooled connection (or for the database to come back).
@@ -109,7 +108,8 @@ impl PostgresStore {
         let writer_pool = PgPoolOptions::new()
             .max_connections(PIPELINE_DEPTH as u32)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options.options([("plan_cache_mode", "force_custom_plan")]))
+            .test_before_acquire(false)
+            .connect_with(options.options([("enable_seqscan", "off")]))
             .await?;
         let group = GroupCommit::start(PgWriter { pool: writer_pool }, PIPELINE_DEPTH);
         Ok(PostgresStore { pool, group })
