@@ -7,12 +7,6 @@
 //! idempotency key already taken, or an append that its fence refused, costs one read more,
 //! after it.
 //!
-//! Plans: every statement the writer sends reads `sagas` only by primary key or through the
-//! unique index of `ON CONFLICT`, and its connections run with `enable_seqscan = off`, so the
-//! plan PostgreSQL caches for a statement after its fifth run (a generic plan) keeps those
-//! index scans even when it was made for a table of a few rows that has since grown
-//! (bench/notes.md, sixth and seventh passes).
-//!
 //! Locks: the appended rows are locked in id order (`ORDER BY id FOR UPDATE`), as by every
 //! statement that locks several saga rows. Within one statement PostgreSQL may insert the
 //! new sagas before or after it takes those locks, so two batches of two coordinators that
@@ -47,19 +41,26 @@ pub(super) struct PgWriter {
 #[async_trait]
 impl BatchWriter for PgWriter {
     async fn write_batch(&self, batch: &[Write], committing: &mut Committing) -> Result<Vec<Result<WriteAck>>> {
-        let order = lock_order(batch);
         let mut conn = self.pool.acquire().await?;
         // The batch is sent whole and commits as it ends: the next batch may start now.
         committing.now();
+        if let [write] = batch {
+            return Ok(vec![write_alone(&mut conn, write).await?]);
+        }
+        let order = lock_order(batch);
+        let writes: Vec<&Write> = order.iter().map(|&i| &batch[i]).collect();
         let mut attempt = 1;
         loop {
-            let writes: Vec<&Write> = order.iter().map(|&i| &batch[i]).collect();
             match write_together(&mut conn, &writes).await {
                 Ok(results) => return Ok(in_batch_order(&order, results)),
                 Err(e) if is_conflict(&e) && attempt < BATCH_ATTEMPTS => attempt += 1,
                 Err(sqlx::Error::Database(e)) => {
                     tracing::debug!(error = %e, "a write of the batch failed; running it again write by write");
-                    return write_one_by_one(&mut conn, batch).await;
+                    let mut results = Vec::with_capacity(batch.len());
+                    for write in batch {
+                        results.push(write_alone(&mut conn, write).await?);
+                    }
+                    return Ok(results);
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -67,28 +68,23 @@ impl BatchWriter for PgWriter {
     }
 }
 
-/// Runs each write of a batch that the database refused as a whole in a statement of its
-/// own, so that only the write at fault fails.
-async fn write_one_by_one(conn: &mut PgConnection, batch: &[Write]) -> Result<Vec<Result<WriteAck>>> {
-    let mut results = Vec::with_capacity(batch.len());
-    for write in batch {
-        let mut attempt = 1;
-        let result = loop {
-            match write_together(conn, &[write]).await {
-                Ok(mut one) => break one.pop().expect("one write, one result"),
-                Err(e) if is_conflict(&e) && attempt < BATCH_ATTEMPTS => attempt += 1,
-                Err(sqlx::Error::Database(e)) => {
-                    break Err(Error::Store(format!(
-                        "saga {}: the database refused the write: {e}",
-                        saga_of(write)
-                    )));
-                }
-                Err(e) => return Err(e.into()),
+/// Runs one write in a statement of its own ([`write_one`]), again after a deadlock; a
+/// write the database refuses fails alone, with the database's reason.
+async fn write_alone(conn: &mut PgConnection, write: &Write) -> Result<Result<WriteAck>> {
+    let mut attempt = 1;
+    loop {
+        match write_one(conn, write).await {
+            Ok(result) => return Ok(result),
+            Err(e) if is_conflict(&e) && attempt < BATCH_ATTEMPTS => attempt += 1,
+            Err(sqlx::Error::Database(e)) => {
+                return Ok(Err(Error::Store(format!(
+                    "saga {}: the database refused the write: {e}",
+                    saga_of(write)
+                ))));
             }
-        };
-        results.push(result);
+            Err(e) => return Err(e.into()),
+        }
     }
-    Ok(results)
 }
 
 /// The order a batch's writes run in: creates by idempotency key, then appends by saga id
@@ -127,14 +123,10 @@ fn saga_of(write: &Write) -> Uuid {
     }
 }
 
-/// Runs `writes` (in lock order) as one statement, [`WRITE_BATCH`] (a batch of one:
-/// [`write_one`]); answers them in that order. A new saga's first events need no fenced
-/// UPDATE: its row is inserted with them counted, under the creator's first generation, by
-/// the same statement.
+/// Runs several `writes` (in lock order) as one statement, [`WRITE_BATCH`]; answers them in
+/// that order. A new saga's first events need no fenced UPDATE: its row is inserted with
+/// them counted, under the creator's first generation, by the same statement.
 async fn write_together(conn: &mut PgConnection, writes: &[&Write]) -> Sql<Vec<Result<WriteAck>>> {
-    if let [write] = writes {
-        return Ok(vec![write_one(conn, write).await?]);
-    }
     let mut creates: Vec<&NewSaga> = Vec::new();
     let mut appends: Vec<&Append> = Vec::new();
     for write in writes {
