@@ -520,7 +520,7 @@ async fn every_write_and_every_undo_run_twice_apply_once() {
     let inputs: Vec<Value> = transfers().into_iter().take(30).collect();
     let mut ids = Vec::new();
     for input in &inputs {
-        let (record, _) = coordinator
+        let (view, _) = coordinator
             .start_saga(coordinator::StartSaga {
                 definition: "move".into(),
                 version: None,
@@ -530,7 +530,7 @@ async fn every_write_and_every_undo_run_twice_apply_once() {
             })
             .await
             .unwrap();
-        ids.push(record.id);
+        ids.push(view.record.id);
     }
     let mut expected: BTreeMap<&str, i64> = ACCOUNTS.iter().map(|a| (*a, INITIAL)).collect();
     let mut compensated = 0;

@@ -80,7 +80,7 @@ async fn setup(journal: Arc<Journal>) -> (Coordinator, Arc<Faults>) {
 }
 
 async fn run(coordinator: &Coordinator, input: Value) -> coordinator::SagaView {
-    let (saga, created) = coordinator
+    let (coordinator::SagaView { record: saga, .. }, created) = coordinator
         .start_saga(StartSaga {
             definition: "trip".into(),
             version: None,
@@ -190,7 +190,7 @@ async fn idempotency_keys_start_one_saga() {
     assert!(created);
     let (again, created) = coordinator.start_saga(start(json!({"a": 1}))).await.unwrap();
     assert!(!created);
-    assert_eq!(first.id, again.id);
+    assert_eq!(first.record.id, again.record.id);
     let err = coordinator.start_saga(start(json!({"a": 2}))).await.unwrap_err();
     assert!(matches!(err, coordinator::Error::IdempotencyConflict { .. }), "{err}");
 }
@@ -265,7 +265,7 @@ async fn text_no_store_can_keep_is_refused_at_the_edge() {
     };
     assert_eq!(errors.paths(), ["/input/note"]);
 
-    let (saga, _) = coordinator.start_saga(start(json!({}))).await.unwrap();
+    let (coordinator::SagaView { record: saga, .. }, _) = coordinator.start_saga(start(json!({}))).await.unwrap();
     let record = coordinator.wait(saga.id, Duration::from_secs(10)).await.unwrap();
     assert_eq!(
         record.status,

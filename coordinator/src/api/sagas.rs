@@ -118,8 +118,8 @@ pub(crate) async fn start(
             .await
             .map_err(start_error)?
     } else {
-        let (record, created) = state.coordinator.start_saga(request).await.map_err(start_error)?;
-        (state.coordinator.saga(record.id).await?, created)
+        // A new saga answers with what its start committed, without reading it back.
+        state.coordinator.start_saga(request).await.map_err(start_error)?
     };
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     let location = format!("/v1/sagas/{}", view.record.id);

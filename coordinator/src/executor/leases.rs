@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Inner;
+use super::registry::Spawn;
+use super::saga_task::Folded;
 use crate::clock::now_ms;
 
 /// Most sagas adopted in one round, so that a large recovery proceeds in steps.
@@ -18,7 +20,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
         match renewed {
             Ok(cancels) => {
                 for id in cancels {
-                    inner.forward_cancel(id);
+                    inner.registry.forward_cancel(id);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "renewing leases failed; will retry"),
@@ -58,15 +60,29 @@ pub(super) async fn adopt(inner: &Arc<Inner>) -> crate::Result<usize> {
         let Ok(permit) = inner.permits.clone().try_acquire_owned() else {
             break;
         };
-        match inner.definition_version(&record.definition, record.version).await {
-            Ok((_, def)) => {
-                tracing::info!(saga_id = %record.id, generation = record.generation, "adopted saga");
-                inner.options.metrics.adopted();
-                let log = logs.remove(&record.id).unwrap_or_default();
-                inner.spawn(record, def, log, Vec::new(), permit, None);
+        let log = logs.remove(&record.id).unwrap_or_default();
+        let folded = match inner
+            .definitions
+            .version(&*inner.store, &record.definition, record.version)
+            .await
+            .and_then(|(_, def)| Folded::replay(record.id, def, &log))
+        {
+            Ok(folded) => folded,
+            Err(e) => {
+                tracing::error!(saga_id = %record.id, error = %e, "cannot resume saga");
+                continue;
             }
-            Err(e) => tracing::error!(saga_id = %record.id, error = %e, "cannot resume saga"),
-        }
+        };
+        tracing::info!(saga_id = %record.id, generation = record.generation, "adopted saga");
+        inner.options.metrics.adopted();
+        let task = Spawn {
+            record,
+            folded,
+            fresh: Vec::new(),
+            permit,
+            waiter: None,
+        };
+        inner.registry.spawn(inner, task);
     }
     Ok(n)
 }

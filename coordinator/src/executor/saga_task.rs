@@ -24,7 +24,8 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{Command, Commands, Inner, SagaView};
+use super::registry::{Command, Commands};
+use super::{Inner, SagaView};
 use crate::clock::now_ms;
 use crate::runner::{RenderedAction, StepCall};
 use crate::store::{Append, AppendAck, Fence, SagaRecord, StoredEvent};
@@ -34,6 +35,57 @@ use crate::{Error, Result};
 /// Longest wait between two tries of a failing store write.
 const MAX_STORE_BACKOFF: Duration = Duration::from_secs(5);
 
+/// A saga's state as its task takes it over, folded once: built by the start that wrote
+/// it, or folded from the log by whoever resumes it (adoption, a retry, a lost
+/// acknowledgement).
+pub(crate) struct Folded {
+    state: SagaState,
+    /// When the saga began to unwind (Unix ms), if it did.
+    unwind_at_ms: Option<i64>,
+    /// When an operator last retried it (Unix ms), if one did.
+    retried_at_ms: Option<i64>,
+}
+
+impl Folded {
+    /// A new saga's state, as its start built and wrote it.
+    pub(crate) fn new(state: SagaState) -> Folded {
+        Folded {
+            state,
+            unwind_at_ms: None,
+            retried_at_ms: None,
+        }
+    }
+
+    /// Folds the stored log of saga `id`.
+    pub(crate) fn replay(id: Uuid, def: Arc<SagaDefinition>, log: &[StoredEvent]) -> Result<Folded> {
+        let mut folded = Folded::new(SagaState::new(def));
+        for stored in log {
+            folded.apply(id, &stored.event, stored.at_ms)?;
+        }
+        Ok(folded)
+    }
+
+    /// Applies `event`, written at `at_ms`.
+    pub(crate) fn apply(&mut self, id: Uuid, event: &SagaEvent, at_ms: i64) -> Result<()> {
+        let unwinding = self.state.unwind_cause().is_some();
+        self.state
+            .apply(event)
+            .map_err(|source| Error::CorruptLog { id, source })?;
+        if !unwinding && self.state.unwind_cause().is_some() {
+            self.unwind_at_ms = Some(at_ms);
+        }
+        if let SagaEvent::RetryRequested {} = event {
+            self.retried_at_ms = Some(at_ms);
+        }
+        Ok(())
+    }
+
+    /// The state.
+    pub(crate) fn state(&self) -> &SagaState {
+        &self.state
+    }
+}
+
 /// The future of a saga's task: drives the saga until it settles, or until it is fenced or
 /// the task is aborted, then tells `inner`. Built before it is spawned, so that the task
 /// holds one driver: the driver is created here and run in place (`Driver::run` borrows it),
@@ -41,8 +93,7 @@ const MAX_STORE_BACKOFF: Duration = Duration::from_secs(5);
 pub(super) fn drive(
     inner: Arc<Inner>,
     record: SagaRecord,
-    def: Arc<SagaDefinition>,
-    log: Vec<StoredEvent>,
+    folded: Folded,
     fresh: Vec<Work>,
     commands: Arc<Commands>,
     permit: OwnedSemaphorePermit,
@@ -51,9 +102,7 @@ pub(super) fn drive(
     let generation = record.generation;
     let spans = SagaSpans::new(&record, &inner.options.node_id);
     let span = tracing::info_span!("saga", saga_id = %id, trace_id = %spans.trace().trace_id_hex(), definition = %record.definition);
-    // The log is replayed into the driver's state and not kept for the saga's life.
-    let mut driver = Driver::new(inner.clone(), record, def, &log, spans);
-    drop(log);
+    let mut driver = Driver::new(inner.clone(), record, folded, spans);
     // However the task ends (returns, or is aborted, even before it first runs), later
     // commands are refused.
     let commands = CloseOnDrop(commands);
@@ -119,29 +168,14 @@ struct Driver {
 type Outcome = (Work, Result<Value, StepError>, AttemptSpan, Instant);
 
 impl Driver {
-    fn new(
-        inner: Arc<Inner>,
-        mut record: SagaRecord,
-        def: Arc<SagaDefinition>,
-        log: &[StoredEvent],
-        spans: SagaSpans,
-    ) -> Result<Driver> {
+    fn new(inner: Arc<Inner>, mut record: SagaRecord, folded: Folded, spans: SagaSpans) -> Result<Driver> {
         let id = record.id;
-        let mut state = SagaState::new(def);
-        let (mut unwind_at_ms, mut retried_at_ms) = (None, None);
-        for stored in log {
-            let unwinding = state.unwind_cause().is_some();
-            state
-                .apply(&stored.event)
-                .map_err(|source| Error::CorruptLog { id, source })?;
-            if !unwinding && state.unwind_cause().is_some() {
-                unwind_at_ms = Some(stored.at_ms);
-            }
-            if let SagaEvent::RetryRequested {} = stored.event {
-                retried_at_ms = Some(stored.at_ms);
-            }
-        }
         let fence = record.fence().ok_or(Error::Fenced(id))?;
+        let Folded {
+            state,
+            unwind_at_ms,
+            retried_at_ms,
+        } = folded;
         Ok(Driver {
             inner,
             id,
@@ -149,8 +183,8 @@ impl Driver {
             fence,
             input: Arc::new(record.input.take()),
             record,
+            next_seq: state.event_count() as i64,
             state,
-            next_seq: log.len() as i64,
             batch: Vec::new(),
             replies: Vec::new(),
             spans,
@@ -297,13 +331,7 @@ impl Driver {
             match result {
                 Ok(ack) => {
                     self.next_seq += count;
-                    self.record.status = append.status;
-                    self.record.error = append.error;
-                    self.record.updated_at_ms = append.now_ms;
-                    self.record.event_count = self.next_seq;
-                    if append.status != SagaStatus::Running {
-                        self.record.cancel_requested = false;
-                    }
+                    self.record.apply(&append, self.next_seq);
                     for reply in self.replies.drain(..) {
                         let _ = reply.send(Ok(()));
                     }

@@ -1,0 +1,170 @@
+//! Starting a saga. Its first state (every step pending, the root steps started) is built
+//! once: written with the saga's row in one commit, handed to the saga's task, and
+//! answered with when the caller does not wait. A repeated start (same idempotency key)
+//! reads the saga it started back from the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sagas::{SagaDefinition, SagaState, ValidationError, ValidationErrors, planner};
+use tokio::sync::oneshot;
+
+use super::handle::Coordinator;
+use super::registry::Spawn;
+use super::saga_task::Folded;
+use super::{Inner, SagaView, StartSaga};
+use crate::Result;
+use crate::clock::now_ms;
+use crate::store::{Created, NewSaga, SagaRecord};
+use crate::trace::SagaTrace;
+
+/// What a start did.
+enum Begun {
+    /// A new saga, its view as committed, and (when the caller waits) where its task hands
+    /// its final view.
+    New(SagaView, Option<oneshot::Receiver<SagaView>>),
+    /// The idempotency key had started this saga before.
+    Existing(SagaRecord),
+}
+
+impl Coordinator {
+    /// Starts a saga; returns it as its start committed it (a saga its idempotency key had
+    /// already started: as stored now) and whether it is new.
+    pub async fn start_saga(&self, request: StartSaga) -> Result<(SagaView, bool)> {
+        match self.begin(request, false).await? {
+            Begun::New(view, _) => Ok((view, true)),
+            Begun::Existing(record) => Ok((self.saga(record.id).await?, false)),
+        }
+    }
+
+    /// Starts a saga and waits until it settles or `timeout` passes; returns its view then
+    /// and whether it is new. A saga this coordinator runs to its end answers from memory:
+    /// its task hands over the view of what it committed.
+    pub async fn start_and_wait(&self, request: StartSaga, timeout: Duration) -> Result<(SagaView, bool)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (id, created) = match self.begin(request, true).await? {
+            Begun::New(view, Some(settled)) => match tokio::time::timeout_at(deadline, settled).await {
+                Ok(Ok(view)) => return Ok((view, true)),
+                // The task ended without settling the saga (fenced, stopped): read the store.
+                Ok(Err(_)) => (view.record.id, true),
+                Err(_) => return Ok((self.saga(view.record.id).await?, true)),
+            },
+            Begun::New(view, None) => (view.record.id, true),
+            Begun::Existing(record) => (record.id, false),
+        };
+        self.wait(id, deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await?;
+        Ok((self.saga(id).await?, created))
+    }
+
+    async fn begin(&self, request: StartSaga, waiting: bool) -> Result<Begun> {
+        let inner = &self.inner;
+        let (store, definitions) = (&*inner.store, &inner.definitions);
+        let (record, def) = match request.version {
+            Some(version) => definitions.version(store, &request.definition, version).await?,
+            None => definitions.latest_cached(store, &request.definition).await?,
+        };
+        sagas::validate::validate_input(&def, &request.input)?;
+        if request.idempotency_key.as_deref().is_some_and(|k| k.contains('\0')) {
+            let error = ValidationError {
+                path: "/idempotency_key".into(),
+                message: sagas::validate::NUL_MESSAGE.into(),
+            };
+            return Err(ValidationErrors(vec![error]).into());
+        }
+        let permit = inner.permit()?;
+        let now = now_ms();
+        // The root steps' starts are written with the saga: one commit to start it.
+        let mut state = SagaState::new(def.clone());
+        let fresh = planner::plan(&state, now.max(0) as u64).start;
+        let mut events = Vec::with_capacity(fresh.len());
+        for &work in &fresh {
+            let event = planner::started_event(&state, work);
+            state
+                .apply(&event)
+                .expect("a new saga accepts the starts its plan names");
+            events.push(event);
+        }
+        let created = store
+            .create_saga(NewSaga {
+                id: uuid::Uuid::now_v7(),
+                definition: record.name.clone(),
+                version: record.version,
+                input: request.input,
+                idempotency_key: request.idempotency_key,
+                trace_context: Some(SagaTrace::new(request.trace_context.as_ref()).encode()),
+                owner: inner.options.node_id.clone(),
+                lease_until_ms: now + inner.lease_ms(),
+                now_ms: now,
+                events,
+            })
+            .await?;
+        match created {
+            Created::New(saga) => {
+                inner.options.metrics.saga_started(&saga.definition);
+                let (waiter, settled) = if waiting {
+                    let (waiter, settled) = oneshot::channel();
+                    (Some(waiter), Some(settled))
+                } else {
+                    (None, None)
+                };
+                let view = SagaView {
+                    record: saga.clone(),
+                    state: state.clone(),
+                };
+                let task = Spawn {
+                    record: saga,
+                    folded: Folded::new(state),
+                    fresh,
+                    permit,
+                    waiter,
+                };
+                inner.registry.spawn(inner, task);
+                Ok(Begun::New(view, settled))
+            }
+            Created::Existing(saga) => {
+                drop(permit);
+                inner.resume_if_orphaned(&saga, def).await?;
+                Ok(Begun::Existing(saga))
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Resumes an unsettled saga this node owns but runs no task for: a start whose create
+    /// committed while its acknowledgement was lost (the database went away at that moment)
+    /// left it so, and the lease renewals would keep it from ever being adopted. The repeated
+    /// start (same idempotency key) finds it here.
+    async fn resume_if_orphaned(self: &Arc<Self>, saga: &SagaRecord, def: Arc<SagaDefinition>) -> Result<()> {
+        let ours = saga.owner.as_deref() == Some(self.options.node_id.as_str());
+        if !ours || saga.status.is_settled() || self.registry.contains(saga.id) {
+            return Ok(());
+        }
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return Ok(());
+        };
+        // Only this process writes with this fence, and it runs no task for the saga: the log
+        // is whole.
+        let log = self.store.events(saga.id).await?;
+        let folded = match Folded::replay(saga.id, def, &log) {
+            Ok(folded) => folded,
+            Err(e) => {
+                tracing::error!(saga_id = %saga.id, error = %e, "cannot resume saga");
+                return Ok(());
+            }
+        };
+        let task = Spawn {
+            record: saga.clone(),
+            folded,
+            fresh: Vec::new(),
+            permit,
+            waiter: None,
+        };
+        // Unless a concurrent repeat did so meanwhile.
+        if self.registry.spawn_unless_running(self, task) {
+            tracing::info!(saga_id = %saga.id, "resuming a saga whose start was not acknowledged");
+        }
+        Ok(())
+    }
+}
