@@ -9,8 +9,8 @@ use tokio::sync::{Semaphore, broadcast, oneshot};
 use uuid::Uuid;
 
 use super::definitions::check_runnable;
+use super::folded::Folded;
 use super::registry::{Command, Spawn};
-use super::saga_task::Folded;
 use super::{Health, Inner, Options, SagaView, leases};
 use crate::clock::now_ms;
 use crate::metrics::{Metrics, Scrape};

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Inner;
+use super::folded::Folded;
 use super::registry::Spawn;
-use super::saga_task::Folded;
 use crate::clock::now_ms;
 
 /// Most sagas adopted in one round, so that a large recovery proceeds in steps.

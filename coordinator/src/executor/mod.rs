@@ -14,11 +14,12 @@
 //!   version of a name is trusted for a second) and the check that a definition can run
 //!   here.
 //! - `registry`: the running sagas: spawning a task, its command queue, its end.
-//! - `saga_task`: the loop that drives one saga.
+//! - `saga_task`: the loop that drives one saga; `folded`: the state it takes over.
 //! - `leases`: the loop that renews this node's leases and adopts orphaned sagas.
 //! - `health`: the state of the link to the database, for `/readyz`.
 
 mod definitions;
+mod folded;
 mod handle;
 mod health;
 mod leases;

@@ -8,7 +8,8 @@ use sagas::Work;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use uuid::Uuid;
 
-use super::saga_task::{self, Folded};
+use super::folded::Folded;
+use super::saga_task;
 use super::{Inner, SagaView};
 use crate::Result;
 use crate::store::SagaRecord;

@@ -17,74 +17,24 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use opentelemetry::context::FutureExt as _;
 use sagas::template::RenderContext;
-use sagas::{Phase, SagaDefinition, SagaEvent, SagaState, SagaStatus, StepAction, StepError, Work, planner};
+use sagas::{Phase, SagaEvent, SagaState, SagaStatus, StepAction, StepError, Work, planner};
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::folded::Folded;
 use super::registry::{Command, Commands};
 use super::{Inner, SagaView};
 use crate::clock::now_ms;
 use crate::runner::{RenderedAction, StepCall};
-use crate::store::{Append, AppendAck, Fence, SagaRecord, StoredEvent};
+use crate::store::{Append, AppendAck, Fence, SagaRecord};
 use crate::trace::{AttemptSpan, SagaSpans, outcome_of};
 use crate::{Error, Result};
 
 /// Longest wait between two tries of a failing store write.
 const MAX_STORE_BACKOFF: Duration = Duration::from_secs(5);
-
-/// A saga's state as its task takes it over, folded once: built by the start that wrote
-/// it, or folded from the log by whoever resumes it (adoption, a retry, a lost
-/// acknowledgement).
-pub(crate) struct Folded {
-    state: SagaState,
-    /// When the saga began to unwind (Unix ms), if it did.
-    unwind_at_ms: Option<i64>,
-    /// When an operator last retried it (Unix ms), if one did.
-    retried_at_ms: Option<i64>,
-}
-
-impl Folded {
-    /// A new saga's state, as its start built and wrote it.
-    pub(crate) fn new(state: SagaState) -> Folded {
-        Folded {
-            state,
-            unwind_at_ms: None,
-            retried_at_ms: None,
-        }
-    }
-
-    /// Folds the stored log of saga `id`.
-    pub(crate) fn replay(id: Uuid, def: Arc<SagaDefinition>, log: &[StoredEvent]) -> Result<Folded> {
-        let mut folded = Folded::new(SagaState::new(def));
-        for stored in log {
-            folded.apply(id, &stored.event, stored.at_ms)?;
-        }
-        Ok(folded)
-    }
-
-    /// Applies `event`, written at `at_ms`.
-    pub(crate) fn apply(&mut self, id: Uuid, event: &SagaEvent, at_ms: i64) -> Result<()> {
-        let unwinding = self.state.unwind_cause().is_some();
-        self.state
-            .apply(event)
-            .map_err(|source| Error::CorruptLog { id, source })?;
-        if !unwinding && self.state.unwind_cause().is_some() {
-            self.unwind_at_ms = Some(at_ms);
-        }
-        if let SagaEvent::RetryRequested {} = event {
-            self.retried_at_ms = Some(at_ms);
-        }
-        Ok(())
-    }
-
-    /// The state.
-    pub(crate) fn state(&self) -> &SagaState {
-        &self.state
-    }
-}
 
 /// The future of a saga's task: drives the saga until it settles, or until it is fenced or
 /// the task is aborted, then tells `inner`. Built before it is spawned, so that the task

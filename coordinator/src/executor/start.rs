@@ -9,9 +9,9 @@ use std::time::Duration;
 use sagas::{SagaDefinition, SagaState, ValidationError, ValidationErrors, planner};
 use tokio::sync::oneshot;
 
+use super::folded::Folded;
 use super::handle::Coordinator;
 use super::registry::Spawn;
-use super::saga_task::Folded;
 use super::{Inner, SagaView, StartSaga};
 use crate::Result;
 use crate::clock::now_ms;
