@@ -6,8 +6,8 @@ mod support;
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-use support::participant;
-use support::process::CoordinatorProcess;
+use testkit::participant;
+use testkit::process::CoordinatorProcess;
 
 /// One sample: its name, labels and value.
 #[derive(Debug, Clone, PartialEq)]

@@ -24,9 +24,9 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode as SpanStatus;
 use prost::Message;
 use serde_json::{Value, json};
-use support::participant;
-use support::process::CoordinatorProcess;
 use support::workload;
+use testkit::participant;
+use testkit::process::CoordinatorProcess;
 use tokio::sync::Notify;
 
 /// A span as received, with the process that sent it.

@@ -10,8 +10,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::http::{self, get, post, put};
 use support::regions::Cluster;
+use testkit::http::{self, get, post, put};
 
 const SETTINGS: &str =
     "quorum = \"quorum\"\nstrong_timeout_ms = 800\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n";

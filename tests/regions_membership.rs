@@ -7,9 +7,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::http::{self, get};
-use support::process::GeosagaProcess;
 use support::regions::Cluster;
+use testkit::http::{self, get};
+use testkit::process::GeosagaProcess;
 
 const SETTINGS: &str = "quorum = \"quorum\"\nstrong_timeout_ms = 800\nclosed_ts_interval_ms = 50\n\
                         max_clock_offset_ms = 10\nheartbeat_interval_ms = 100\nsuspect_after_ms = 400\n\

@@ -20,9 +20,9 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::{Value, json};
-use support::process::GeosagaProcess;
 use support::regions::{Cluster, NAMES};
 use support::workload;
+use testkit::process::GeosagaProcess;
 
 const SETTINGS: &str =
     "quorum = \"quorum\"\nstrong_timeout_ms = 3000\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n";

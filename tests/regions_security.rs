@@ -269,7 +269,7 @@ async fn a_region_joins_over_mutual_tls_only_with_a_certificate_naming_it() {
         .to_vec();
     let url = format!("https://127.0.0.1:{port}");
     let joiner =
-        support::process::GeosagaProcess::launch(args, Vec::new(), dir.path().join("sa-east.log"), url.clone());
+        testkit::process::GeosagaProcess::launch(args, Vec::new(), dir.path().join("sa-east.log"), url.clone());
     let client = tls_client(&ours, None);
     for u in [&us, &url] {
         let regions = eventually(&client, &format!("{u}/v1/regions"), |_, b| {

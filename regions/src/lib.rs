@@ -14,7 +14,6 @@
 //! - [`closed`]: what a home may promise as closed, how stale a replica may be, and where a
 //!   read is served.
 //! - [`config`]: the cluster's TOML file, checked into typed values.
-//! - [`history`]: a linearizability checker for recorded histories (tests use it).
 //! - [`conflict`]: last-writer-wins and the count of concurrent writes that lost;
 //!   [`counter`]: counter components merged by maximum; the digests of [`antientropy`].
 //!
@@ -114,7 +113,6 @@ pub mod conflict;
 pub mod convergence_api;
 pub mod counter;
 mod error;
-pub mod history;
 pub mod hlc;
 pub mod membership;
 pub mod mvcc;

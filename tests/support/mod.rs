@@ -1,11 +1,9 @@
-//! Helpers shared by the black-box tests: a participant service, coordinator processes,
-//! and the crash-test workload.
+//! Helpers of the root package's black-box tests: the three-region cluster, its fault
+//! workload, and the crash-test workload (what other crates' tests need too is in
+//! `testkit`).
 
 #![allow(dead_code)] // each test file uses its own subset
 
-pub mod http;
-pub mod participant;
-pub mod process;
 pub mod regions;
 pub mod regions_faults;
 pub mod workload;

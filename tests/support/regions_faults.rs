@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use super::regions::{Cluster, PREFIXES};
 use regions::Timestamp;
-use regions::history::{self, Call, Operation, Outcome};
 use serde_json::{Value, json};
+use testkit::history::{self, Call, Operation, Outcome};
 
 /// The replication settings the workload expects.
 pub const SETTINGS: &str =

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use regions::Timestamp;
-use regions::history::{Call, Operation, Outcome};
 use serde_json::{Value, json};
+use testkit::history::{Call, Operation, Outcome};
 
-use super::chaos_testbed::PREFIXES;
+use super::testbed::PREFIXES;
 
 /// Strong clients per strong key.
 pub const CLIENTS_PER_KEY: usize = 2;

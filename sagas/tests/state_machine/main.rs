@@ -5,9 +5,7 @@
 //! Every run checks the same invariants ([`check_invariants`]); the properties differ in
 //! what they inject.
 
-#[path = "state_machine/illegal.rs"]
 mod illegal;
-#[path = "state_machine/sim.rs"]
 mod sim;
 
 use proptest::prelude::*;

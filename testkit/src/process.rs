@@ -1,7 +1,7 @@
 //! `geosaga` child processes (a coordinator, a region) that tests can kill with SIGKILL and
 //! restart.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,12 +18,21 @@ pub struct GeosagaProcess {
     pub url: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The `geosaga` binary beside the running test: cargo builds a package's binaries before
+/// its integration tests, into the directory above the tests' own (`target/debug/deps/..`).
+pub fn geosaga_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from target/<profile>/deps");
+    let binary = dir.join("geosaga");
+    assert!(
+        binary.is_file(),
+        "{} not found: run the test through cargo in geosaga's root package (cargo test --test NAME), which builds it",
+        binary.display()
+    );
+    binary
 }
 
 impl GeosagaProcess {
@@ -40,7 +49,7 @@ impl GeosagaProcess {
         env: &[(&str, &str)],
         log: PathBuf,
     ) -> CoordinatorProcess {
-        let port = free_port();
+        let port = crate::free_port();
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--database".into(),
@@ -74,7 +83,7 @@ impl GeosagaProcess {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_geosaga"))
+        let child = Command::new(geosaga_binary())
             .args(&self.args)
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k, v)))

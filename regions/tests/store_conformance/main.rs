@@ -1,13 +1,11 @@
 //! The region store's behaviour, the same on both backends: every case runs against a
-//! SQLite file and against a real PostgreSQL database (`support/pg.rs` of the coordinator's
-//! tests starts a throwaway server, or uses `GEOSAGA_TEST_POSTGRES_URL`; without either the
+//! SQLite file and against a real PostgreSQL database (`testkit::pg` starts a throwaway
+//! server, or uses `GEOSAGA_TEST_POSTGRES_URL`; without either the
 //! PostgreSQL cases fail saying how to get one). Cases are named `<backend>::<case>`
 //! (`cargo nextest run -p geosaga-regions --test store_conformance postgres::`).
 
-#[path = "../../coordinator/tests/support/pg.rs"]
-mod pg;
+use testkit::pg;
 
-#[path = "store_conformance/cases.rs"]
 mod cases;
 
 use regions::store::Store;
@@ -15,13 +13,17 @@ use regions::store::Store;
 /// Which database a case runs on.
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {
+    /// A SQLite file.
     Sqlite,
+    /// A PostgreSQL database.
     Postgres,
 }
 
 /// What keeps a case's database alive (and lets it open the same one again).
 pub enum Db {
+    /// The directory of the SQLite file.
     File(tempfile::TempDir),
+    /// The PostgreSQL database.
     Postgres(pg::TestDb),
 }
 
