@@ -17,7 +17,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod client;
 mod demo;
 mod dev_regions;
-mod netem;
 mod region;
 mod serve;
 
@@ -57,9 +56,6 @@ enum Command {
     Saga(SagaCommand),
     /// Run one region of the geo-distributed key-value layer.
     Region(region::RegionArgs),
-    /// Run a network emulator with Toxiproxy's HTTP API: TCP proxies with latency and cuts
-    /// (the testbed's WAN, see docs/testbed.md).
-    Netem(netem::NetemArgs),
 }
 
 /// Where the coordinator's API is.
@@ -196,7 +192,6 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Serve(args) => serve::serve(args).await.map(|()| 0),
         Command::Dev(args) => serve::dev(args).await.map(|()| 0),
         Command::Region(args) => region::run(args).await.map(|()| 0),
-        Command::Netem(args) => netem::run(args).await.map(|()| 0),
         Command::Definitions(DefinitionsCommand::Apply { files, server }) => client::apply(&server, &files).await,
         Command::Definitions(DefinitionsCommand::Validate { files }) => client::validate(&files),
         Command::Definitions(DefinitionsCommand::List { server }) => client::list_definitions(&server).await,
