@@ -19,6 +19,10 @@
 //! API crate (a no-op until a binary installs a provider); subscribers and exporters are
 //! set up by the binary.
 
+// Status enums (`SagaStatus`, `StepStatus`) are matched here: every match names each of
+// its variants, so that a new one forces a review of every decision (ARCHITECTURE.md).
+#![deny(clippy::wildcard_enum_match_arm)]
+
 pub mod api;
 pub mod clock;
 pub mod conformance;

@@ -86,7 +86,16 @@ pub fn plan(state: &SagaState, now_ms: u64) -> Plan {
                 };
                 match s.status {
                     StepStatus::CompensationRetryWaiting { retry_at_ms } => due(retry_at_ms, work, &mut out),
-                    _ => out.start.push(work),
+                    StepStatus::Succeeded => out.start.push(work),
+                    // `compensation_ready` holds for none of these: nothing to start.
+                    StepStatus::Pending
+                    | StepStatus::Running
+                    | StepStatus::RetryWaiting { .. }
+                    | StepStatus::Failed
+                    | StepStatus::NotRun
+                    | StepStatus::Compensating
+                    | StepStatus::Compensated
+                    | StepStatus::CompensationFailed => {}
                 }
             }
         }

@@ -131,7 +131,11 @@ impl Template {
                         Segment::Text(t) => out.push_str(t),
                         Segment::Reference(r) => match resolve(r, cx)?.as_ref() {
                             Value::String(s) => out.push_str(s),
-                            other => out.push_str(&other.to_string()),
+                            other @ (Value::Null
+                            | Value::Bool(_)
+                            | Value::Number(_)
+                            | Value::Array(_)
+                            | Value::Object(_)) => out.push_str(&other.to_string()),
                         },
                     }
                 }
@@ -156,7 +160,9 @@ impl Template {
     pub fn render_string(&self, cx: &RenderContext<'_>) -> Result<String, RenderError> {
         Ok(match self.render(cx)? {
             Value::String(s) => s,
-            other => other.to_string(),
+            other @ (Value::Null | Value::Bool(_) | Value::Number(_) | Value::Array(_) | Value::Object(_)) => {
+                other.to_string()
+            }
         })
     }
 }
@@ -310,7 +316,7 @@ fn resolve<'a>(r: &Reference, cx: &RenderContext<'a>) -> Result<Cow<'a, Value>, 
         current = match current {
             Value::Object(map) => map.get(segment),
             Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
-            _ => None,
+            Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => None,
         }
         .ok_or_else(|| fail(format!("no field `{segment}`")))?;
     }

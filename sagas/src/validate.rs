@@ -169,6 +169,10 @@ fn remove_pointer(value: &mut Value, pointer: &str) {
 }
 
 /// Records one error of the schema pass, each fault at the pointer of the value at fault.
+#[allow(
+    clippy::wildcard_enum_match_arm,
+    reason = "jsonschema's error kinds, not a status: the others are reported as jsonschema words them"
+)]
 fn schema_error(error: &jsonschema::ValidationError<'_>, errors: &mut Collector) {
     use jsonschema::error::{TypeKind, ValidationErrorKind};
     use jsonschema::types::JsonType;

@@ -173,6 +173,10 @@ fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> Result<Option<S
 }
 
 /// Input faults (paths under `/input`) are an invalid input; any other is the definition's.
+#[allow(
+    clippy::wildcard_enum_match_arm,
+    reason = "not a status enum: every other error maps as it does everywhere"
+)]
 fn start_error(error: Error) -> ApiError {
     match error {
         Error::Invalid(errors)

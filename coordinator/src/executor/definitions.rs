@@ -124,7 +124,11 @@ pub(crate) fn check_runnable(definition: &SagaDefinition, runners: &Runners) -> 
                         runners.http.hosts().check(url).err().map(|m| ("/http/url", m))
                     }
                     // A URL rendered from a template is checked when the step runs.
-                    _ => None,
+                    Template::Literal(_)
+                    | Template::Value(_)
+                    | Template::Text(_)
+                    | Template::Array(_)
+                    | Template::Object(_) => None,
                 },
             };
             if let Some((at, message)) = fault {

@@ -106,7 +106,9 @@ pub(super) fn number(value: &Value, what: &str) -> Result<Number, StepError> {
             Ok(Value::Number(n)) => Ok(n),
             _ => Err(StepError::permanent(format!("{what} must be a number, not {value}"))),
         },
-        other => Err(StepError::permanent(format!("{what} must be a number, not {other}"))),
+        other @ (Value::Null | Value::Bool(_) | Value::Array(_) | Value::Object(_)) => {
+            Err(StepError::permanent(format!("{what} must be a number, not {other}")))
+        }
     }
 }
 
