@@ -6,6 +6,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
+use testkit::http::JsonAnswer;
 use testkit::participant;
 use testkit::process::CoordinatorProcess;
 
@@ -238,12 +239,8 @@ async fn metrics_count_the_sagas_that_ran() {
             .post(format!("{}/v1/sagas?wait_ms=20000", coordinator.url))
             .bearer_auth("secret")
             .json(&json!({"definition": "crashy", "input": {"fail": fail}}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json_answer()
+            .await;
         assert_eq!(saga["status"], if fail { "compensated" } else { "completed" }, "{saga}");
     }
 
