@@ -81,7 +81,8 @@ pub fn router(state: &ApiState) -> Router<ApiState> {
 
 /// Headers every console response carries: scripts and styles from this origin only (an
 /// injected `<script>` would not run even if escaping failed), no framing, no sniffing,
-/// no referrer leaking saga ids to a trace UI.
+/// no referrer leaking saga ids to another site (`same-origin`: with `no-referrer`, browsers
+/// send `Origin: null` on the console's own forms).
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
@@ -94,7 +95,7 @@ async fn security_headers(request: Request, next: Next) -> Response {
     );
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));

@@ -159,7 +159,7 @@ fn content(state: &ApiState, loaded: &Loaded) -> Markup {
         h2 { "Timeline" }
         (timeline::render(&timeline::build(&loaded.events), record.created_at_ms, now))
         h2 { "Input" }
-        (page::json(&record.input))
+        div #input { (page::json(&record.input)) }
         h2 { "Event log" }
         div.scroll {
             table.events {
