@@ -137,7 +137,9 @@ async fn a_compensated_transfer_shows_the_refusal_and_the_undo() {
     let debit = browser.find(&node("debit")).await;
     assert_eq!(debit.attr("data-status").await.unwrap().as_deref(), Some("compensated"));
     assert!(debit.attr("class").await.unwrap().unwrap().contains("t-compensated"));
-    browser.wait_for_text("tr[data-step='debit']", "succeeded (1 attempts)").await;
+    browser
+        .wait_for_text("tr[data-step='debit']", "succeeded (1 attempts)")
+        .await;
     let notify = browser.find(&node("notify")).await;
     assert_eq!(notify.attr("data-status").await.unwrap().as_deref(), Some("not run"));
     browser.wait_for_text("table.timeline", "debit (compensation)").await;
@@ -160,7 +162,11 @@ async fn a_compensated_transfer_shows_the_refusal_and_the_undo() {
     for region in ["us-east", "eu-west", "ap-south"] {
         browser.wait_for_text(&format!("#region-{region}"), region).await;
     }
-    let cards = browser.client().find_all(fantoccini::Locator::Css("section.card")).await.unwrap();
+    let cards = browser
+        .client()
+        .find_all(fantoccini::Locator::Css("section.card"))
+        .await
+        .unwrap();
     assert_eq!(cards.len(), 3);
     for card in cards {
         let text = card.text().await.unwrap();
@@ -176,9 +182,18 @@ async fn operators_retry_a_stuck_saga_and_cancel_a_running_one() {
     let participant = Controlled::start(true).await;
     let coordinator = serve(&dir, &[]).await;
     let url = coordinator.url.clone();
-    let fragile = definition("fragile", &participant, &[("charge", "/ok", Some("/undo")), ("ship", "/refuse", None)]);
+    let fragile = definition(
+        "fragile",
+        &participant,
+        &[("charge", "/ok", Some("/undo")), ("ship", "/refuse", None)],
+    );
     register(&url, None, fragile).await;
-    register(&url, None, definition("held", &participant, &[("reserve", "/hold", Some("/undo"))])).await;
+    register(
+        &url,
+        None,
+        definition("held", &participant, &[("reserve", "/hold", Some("/undo"))]),
+    )
+    .await;
     let stuck = run_saga(&url, None, json!({"definition": "fragile"})).await;
     assert_eq!(stuck["status"], "stuck", "{stuck}");
     let stuck = stuck["id"].as_str().unwrap().to_owned();
@@ -194,14 +209,20 @@ async fn operators_retry_a_stuck_saga_and_cancel_a_running_one() {
     browser.wait_for_text(".flash", "Retry requested").await;
     browser.wait_for_text("dl.facts", "compensated").await;
     let charge = browser.find("g.node[data-step='charge']").await;
-    assert_eq!(charge.attr("data-status").await.unwrap().as_deref(), Some("compensated"));
+    assert_eq!(
+        charge.attr("data-status").await.unwrap().as_deref(),
+        Some("compensated")
+    );
     browser.wait_for_text("table.timeline", "Operator retry").await;
     browser.screenshot("retried-saga").await;
 
     let (status, held) = post(&url, "/v1/sagas", None, json!({"definition": "held"})).await;
     assert_eq!(status, 201, "{held}");
     let held = held["id"].as_str().unwrap().to_owned();
-    until("the held step is in flight", || participant.holding.load(Ordering::SeqCst) == 1).await;
+    until("the held step is in flight", || {
+        participant.holding.load(Ordering::SeqCst) == 1
+    })
+    .await;
     browser.goto(&format!("{url}/ui/sagas/{held}")).await;
     browser.wait_for_text("dl.facts", "running").await;
     browser.click(&format!("a[href='/ui/sagas/{held}/cancel']")).await;
@@ -215,14 +236,24 @@ async fn operators_retry_a_stuck_saga_and_cancel_a_running_one() {
     browser.wait_for_text("dl.facts", "compensated").await;
     browser.wait_for_text("table.events", "the operator stops it").await;
     let reserve = browser.find("g.node[data-step='reserve']").await;
-    assert_eq!(reserve.attr("data-status").await.unwrap().as_deref(), Some("compensated"));
-    assert_eq!(participant.undone.load(Ordering::SeqCst), 2, "charge and reserve undone once each");
+    assert_eq!(
+        reserve.attr("data-status").await.unwrap().as_deref(),
+        Some("compensated")
+    );
+    assert_eq!(
+        participant.undone.load(Ordering::SeqCst),
+        2,
+        "charge and reserve undone once each"
+    );
 
     // Cancelling it again is refused, and the page shows the API's problem document.
     browser.goto(&format!("{url}/ui/sagas/{held}/cancel")).await;
     browser.click("main form button[type='submit']").await;
     let problem = browser.wait_for_text(".problem", "409").await;
-    assert!(problem.contains("Not allowed in the saga's current status"), "{problem}");
+    assert!(
+        problem.contains("Not allowed in the saga's current status"),
+        "{problem}"
+    );
     browser.close().await;
 }
 
@@ -239,7 +270,12 @@ async fn with_tokens_nothing_shows_before_login_and_inputs_stay_text() {
     let participant = Controlled::start(false).await;
     let coordinator = serve(&dir, &["--token", TOKEN]).await;
     let url = coordinator.url.clone();
-    register(&url, Some(TOKEN), definition("echo", &participant, &[("echo", "/ok", None)])).await;
+    register(
+        &url,
+        Some(TOKEN),
+        definition("echo", &participant, &[("echo", "/ok", None)]),
+    )
+    .await;
     let hostile = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">";
     let body = json!({"definition": "echo", "input": {"note": hostile}, "idempotency_key": "<b>key</b>"});
     let saga = run_saga(&url, Some(TOKEN), body).await;
@@ -264,14 +300,24 @@ async fn with_tokens_nothing_shows_before_login_and_inputs_stay_text() {
     let wrong = session_cookie("wrong-token");
     for cookie in ["", wrong.as_str()] {
         for path in &pages {
-            let response = plain.get(format!("{url}{path}")).header("cookie", cookie).send().await.unwrap();
+            let response = plain
+                .get(format!("{url}{path}"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(response.status(), 303, "{path}");
             let location = response.headers()["location"].to_str().unwrap().to_owned();
             assert!(location.starts_with("/ui/login?next="), "{path} -> {location}");
             assert!(!response.text().await.unwrap().contains(&id));
         }
         for path in ["/ui/fragments/sagas".to_owned(), format!("/ui/fragments/saga/{id}")] {
-            let response = plain.get(format!("{url}{path}")).header("cookie", cookie).send().await.unwrap();
+            let response = plain
+                .get(format!("{url}{path}"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(response.status(), 401, "{path}");
             assert!(!response.text().await.unwrap().contains(&id));
         }
@@ -290,7 +336,11 @@ async fn with_tokens_nothing_shows_before_login_and_inputs_stay_text() {
     let csrf = "0123456789abcdef0123456789abcdef";
     for (cookie, field, expected) in [
         (session.clone(), csrf, 403),
-        (format!("{session}; geosaga_csrf={csrf}"), "ffffffffffffffffffffffffffffffff", 403),
+        (
+            format!("{session}; geosaga_csrf={csrf}"),
+            "ffffffffffffffffffffffffffffffff",
+            403,
+        ),
         (format!("{session}; geosaga_csrf={csrf}"), csrf, 409),
     ] {
         let response = plain
@@ -308,24 +358,49 @@ async fn with_tokens_nothing_shows_before_login_and_inputs_stay_text() {
     browser.find("form.login input#token").await;
     assert!(browser.url().await.contains("/ui/login?next="));
     let source = browser.client().source().await.unwrap();
-    assert!(!source.contains("pwned") && !source.contains("echo"), "saga data before login: {source}");
-    browser.find("input#token").await.send_keys("not-the-token").await.unwrap();
+    assert!(
+        !source.contains("pwned") && !source.contains("echo"),
+        "saga data before login: {source}"
+    );
+    browser
+        .find("input#token")
+        .await
+        .send_keys("not-the-token")
+        .await
+        .unwrap();
     browser.click("form.login button").await;
     browser.wait_for_text("[role='alert']", "not accepted").await;
     browser.find("input#token").await.send_keys(TOKEN).await.unwrap();
     browser.click("form.login button").await;
     browser.wait_for_text("dl.facts", "completed").await;
-    assert_eq!(browser.url().await, format!("{url}/ui/sagas/{id}"), "back where the login began");
+    assert_eq!(
+        browser.url().await,
+        format!("{url}/ui/sagas/{id}"),
+        "back where the login began"
+    );
     let cookies = browser.eval("return document.cookie;").await;
-    assert!(!cookies.as_str().unwrap().contains("geosaga_session"), "the session cookie is HTTP-only");
+    assert!(
+        !cookies.as_str().unwrap().contains("geosaga_session"),
+        "the session cookie is HTTP-only"
+    );
     assert!(!browser.url().await.contains(TOKEN));
 
-    let input = browser.wait_for_text("#input pre", "<script>window.__pwned = 1</script>").await;
+    let input = browser
+        .wait_for_text("#input pre", "<script>window.__pwned = 1</script>")
+        .await;
     assert!(input.contains("onerror"), "{input}");
     assert_eq!(browser.eval("return window.__pwned === undefined;").await, true);
     browser.goto(&format!("{url}/ui?q=%3Cb%3Ekey%3C%2Fb%3E")).await;
     browser.wait_for_text("#sagas tbody", "<b>key</b>").await;
-    assert_eq!(browser.client().find_all(fantoccini::Locator::Css("#sagas b")).await.unwrap().len(), 0);
+    assert_eq!(
+        browser
+            .client()
+            .find_all(fantoccini::Locator::Css("#sagas b"))
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
     assert_eq!(browser.eval("return window.__pwned === undefined;").await, true);
     browser.screenshot("escaped-input").await;
 
@@ -352,6 +427,10 @@ async fn the_list_shows_a_new_saga_without_a_reload() {
     let id = saga["id"].as_str().unwrap();
     browser.find(&format!("#sagas a[href='/ui/sagas/{id}']")).await;
     browser.wait_for_text("#sagas tbody tr", "completed").await;
-    assert_eq!(browser.eval("return window.__same_page;").await, 42, "the page was not reloaded");
+    assert_eq!(
+        browser.eval("return window.__same_page;").await,
+        42,
+        "the page was not reloaded"
+    );
     browser.close().await;
 }

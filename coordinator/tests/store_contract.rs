@@ -663,7 +663,10 @@ async fn list_sagas_finds_an_idempotency_key(f: Fixture) {
     let found = s.list_sagas(&find("order-7", None)).await.unwrap();
     assert_eq!(ids(&found), HashSet::from([keyed.id]));
     assert!(s.list_sagas(&find("order-9", None)).await.unwrap().is_empty());
-    assert!(s.list_sagas(&find("order-7", Some(Stuck))).await.unwrap().is_empty(), "filters combine");
+    assert!(
+        s.list_sagas(&find("order-7", Some(Stuck))).await.unwrap().is_empty(),
+        "filters combine"
+    );
 }
 
 async fn group_commit_batches(f: Fixture) {

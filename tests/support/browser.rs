@@ -94,7 +94,9 @@ impl Browser {
             "browserName": "chrome",
             "goog:chromeOptions": { "binary": chromium, "args": args },
         });
-        let Value::Object(capabilities) = capabilities else { unreachable!() };
+        let Value::Object(capabilities) = capabilities else {
+            unreachable!()
+        };
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(capabilities)
             .connect(&url)
@@ -157,7 +159,11 @@ impl Browser {
 
     /// Clicks the first element `css` selects.
     pub async fn click(&self, css: &str) {
-        self.find(css).await.click().await.unwrap_or_else(|e| panic!("click `{css}`: {e}"));
+        self.find(css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click `{css}`: {e}"));
     }
 
     /// Saves a screenshot of the whole page as `target/console-screenshots/NAME.png`.
@@ -169,7 +175,10 @@ impl Browser {
             .as_u64()
             .unwrap_or(900);
         let width = u32::try_from(width).unwrap();
-        let _ = self.client.set_window_size(width, u32::try_from(height.clamp(400, 6000)).unwrap()).await;
+        let _ = self
+            .client
+            .set_window_size(width, u32::try_from(height.clamp(400, 6000)).unwrap())
+            .await;
         let png = self.client.screenshot().await.unwrap();
         let path = artifacts().join(format!("{name}.png"));
         std::fs::write(&path, png).unwrap();

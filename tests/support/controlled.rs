@@ -42,7 +42,12 @@ impl Controlled {
             .route("/ok", post(|| async { Json(json!({"ok": true})) }))
             .route(
                 "/refuse",
-                post(|| async { (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": "refused by the test"}))) }),
+                post(|| async {
+                    (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        Json(json!({"error": "refused by the test"})),
+                    )
+                }),
             )
             .route("/undo", post(undo))
             .with_state(controlled.clone());

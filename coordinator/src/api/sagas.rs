@@ -229,7 +229,10 @@ pub(crate) async fn list(
 }
 
 /// The rows of one page of `GET /v1/sagas` and the cursor of the next, if any.
-pub(crate) async fn list_page(state: &ApiState, query: ListQuery) -> Result<(Vec<SagaRecord>, Option<String>), ApiError> {
+pub(crate) async fn list_page(
+    state: &ApiState,
+    query: ListQuery,
+) -> Result<(Vec<SagaRecord>, Option<String>), ApiError> {
     let status = match query.status.as_deref() {
         None | Some("") => None,
         Some(raw) => Some(SagaStatus::parse(raw).ok_or_else(|| {

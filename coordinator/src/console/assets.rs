@@ -10,8 +10,16 @@ use axum::response::{IntoResponse, Response};
 
 /// (name, media type, content).
 const FILES: &[(&str, &str, &str)] = &[
-    ("console.css", "text/css; charset=utf-8", include_str!("assets/console.css")),
-    ("console.js", "text/javascript; charset=utf-8", include_str!("assets/console.js")),
+    (
+        "console.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/console.css"),
+    ),
+    (
+        "console.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/console.js"),
+    ),
     ("favicon.svg", "image/svg+xml", include_str!("assets/favicon.svg")),
 ];
 
@@ -37,10 +45,7 @@ pub async fn serve(Path(file): Path<String>) -> Response {
         Some((_, media_type, text)) => (
             [
                 (header::CONTENT_TYPE, HeaderValue::from_static(media_type)),
-                (
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static("public, max-age=86400"),
-                ),
+                (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400")),
             ],
             *text,
         )

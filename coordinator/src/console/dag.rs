@@ -116,13 +116,17 @@ mod tests {
     #[test]
     fn stages_are_columns_and_text_is_escaped() {
         let def = definition();
-        let nodes: Vec<Node> = [sagas::StepStatus::Succeeded, sagas::StepStatus::Failed, sagas::StepStatus::NotRun]
-            .into_iter()
-            .map(|s| Node {
-                shown: Some(step(s)),
-                detail: "<script>alert(1)</script>".into(),
-            })
-            .collect();
+        let nodes: Vec<Node> = [
+            sagas::StepStatus::Succeeded,
+            sagas::StepStatus::Failed,
+            sagas::StepStatus::NotRun,
+        ]
+        .into_iter()
+        .map(|s| Node {
+            shown: Some(step(s)),
+            detail: "<script>alert(1)</script>".into(),
+        })
+        .collect();
         let svg = render(&def, &nodes).into_string();
         assert!(!svg.contains("<script>"), "{svg}");
         assert!(svg.contains("&lt;script&gt;"));

@@ -66,7 +66,11 @@ pub async fn show(
 }
 
 async fn load(state: &ApiState, name: &str, version: Option<&str>) -> Result<Markup, ApiError> {
-    let version = param::<i64>("version", version.filter(|v| !v.is_empty()), "a version number (1 or more)")?;
+    let version = param::<i64>(
+        "version",
+        version.filter(|v| !v.is_empty()),
+        "a version number (1 or more)",
+    )?;
     let (latest, _) = state.coordinator.definition(name, None).await?;
     let (record, def) = match version {
         Some(v) => state.coordinator.definition(name, Some(v)).await?,

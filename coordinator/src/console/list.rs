@@ -13,9 +13,9 @@ use uuid::Uuid;
 use super::page::{self, Section};
 use super::session::Ctx;
 use super::tone;
+use crate::api::ApiError;
 use crate::api::ApiState;
 use crate::api::sagas::{ListQuery, list_page};
-use crate::api::ApiError;
 use crate::store::SagaRecord;
 
 /// Sagas per page.
@@ -160,7 +160,7 @@ fn table(result: &Result<Rows, ApiError>, params: &ListParams) -> Markup {
             }
         } @else {
             div.scroll {
-                table {
+                table.cards {
                     caption.sr { "Sagas, newest first" }
                     thead { tr {
                         th scope="col" { "Saga" }
@@ -194,17 +194,21 @@ fn row(r: &SagaRecord, now: i64) -> Markup {
     let took = if settled { r.updated_at_ms } else { now } - r.created_at_ms;
     let error = r.error.as_deref().map(|e| {
         let short: String = e.chars().take(140).collect();
-        if short.len() < e.len() { format!("{short}…") } else { short }
+        if short.len() < e.len() {
+            format!("{short}…")
+        } else {
+            short
+        }
     });
     html! {
         tr {
-            td.mono { a href={ "/ui/sagas/" (id) } data-key=(id) title=(id) aria-label={ "saga " (id) } { (id.get(..8).unwrap_or(&id)) } }
-            td { (r.definition) " " span.muted { "v" (r.version) } }
-            td { (page::badge(tone::saga(r.status))) }
-            td.nowrap { (page::ago(r.created_at_ms, now)) br; span.muted { (page::time(r.created_at_ms)) } }
-            td.num { @if !settled { "running " } (page::duration(took)) }
-            td { @if let Some(e) = error { span.error { (e) } } }
-            td.hide-narrow.mono { (r.idempotency_key.as_deref().unwrap_or("")) }
+            td.mono data-label="Saga" { a href={ "/ui/sagas/" (id) } data-key=(id) title=(id) aria-label={ "saga " (id) } { (id.get(..8).unwrap_or(&id)) } }
+            td data-label="Definition" { (r.definition) " " span.muted { "v" (r.version) } }
+            td data-label="Status" { (page::badge(tone::saga(r.status))) }
+            td.nowrap data-label="Started" { (page::ago(r.created_at_ms, now)) br; span.muted { (page::time(r.created_at_ms)) } }
+            td.num data-label="Duration" { @if !settled { "running " } (page::duration(took)) }
+            td data-label="Error" { @if let Some(e) = error { span.error { (e) } } }
+            td.hide-narrow.mono data-label="Idempotency key" { (r.idempotency_key.as_deref().unwrap_or("")) }
         }
     }
 }

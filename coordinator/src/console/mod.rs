@@ -12,11 +12,11 @@
 //!   API's own check; every POST carries a CSRF token.
 //! - [`page`]: the page shell, the problem document of a refusal, and small formatters.
 //! - [`tone`]: the one place where a status becomes a colour.
-//! - [`list`]: the sagas, filtered, searched and paged with the API's cursor.
-//! - [`saga`]: one saga: its DAG, timeline, input and outputs, event log, cancel and retry.
+//! - `list`: the sagas, filtered, searched and paged with the API's cursor.
+//! - `saga`: one saga: its DAG, timeline, input and outputs, event log, cancel and retry.
 //! - [`dag`] and [`timeline`]: the DAG as SVG and the attempts of a saga as rows (pure).
-//! - [`definitions`]: definitions, their versions, DAG, plan and JSON.
-//! - [`regions`]: what each configured region's `GET /v1/regions` reports.
+//! - `definitions`: definitions, their versions, DAG, plan and JSON.
+//! - `regions`: what each configured region's `GET /v1/regions` reports.
 //!
 //! | Route | |
 //! |---|---|

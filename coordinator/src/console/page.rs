@@ -84,7 +84,10 @@ pub fn message(status: StatusCode, title: &str, body: Markup) -> Response {
 pub fn html_response(status: StatusCode, markup: Markup) -> Response {
     (
         status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
         markup.into_string(),
     )
         .into_response()

@@ -23,12 +23,8 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest answer read from a region.
 const MAX_BODY: usize = 1 << 20;
 
-static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
-    reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .build()
-        .unwrap_or_default()
-});
+static CLIENT: LazyLock<reqwest::Client> =
+    LazyLock::new(|| reqwest::Client::builder().timeout(TIMEOUT).build().unwrap_or_default());
 
 /// One row of a region's `GET /v1/regions` (the fields shown; others are ignored).
 #[derive(Debug, Clone, Deserialize)]

@@ -51,7 +51,12 @@ pub struct Done {
 }
 
 /// `GET /ui/sagas/{id}`.
-pub async fn page(State(state): State<ApiState>, ctx: Ctx, Path(raw): Path<String>, Query(done): Query<Done>) -> Response {
+pub async fn page(
+    State(state): State<ApiState>,
+    ctx: Ctx,
+    Path(raw): Path<String>,
+    Query(done): Query<Done>,
+) -> Response {
     let loaded = match load(&state, &raw).await {
         Ok(l) => l,
         Err(e) => return page::refusal(&ctx, &e),
@@ -131,7 +136,7 @@ fn content(state: &ApiState, loaded: &Loaded) -> Markup {
             @for t in Tone::ALL { li { span class={ "badge " (t.class()) } { (t.meaning()) } } }
         }
         div.scroll {
-            table.steps {
+            table.steps.cards {
                 thead { tr {
                     th scope="col" { "Step" } th scope="col" { "Status" } th scope="col" { "Attempts" }
                     th scope="col" { "Answer" } th scope="col" { "Compensation" }
@@ -140,13 +145,13 @@ fn content(state: &ApiState, loaded: &Loaded) -> Markup {
                     @for ((step, s), v) in def.steps.iter().zip(view.state.steps()).zip(&response.steps) {
                         tr #{ "step-" (step.name) } data-step=(step.name) {
                             th scope="row" { (step.name) br; span.muted { (sagas::render::describe(&step.action)) } }
-                            td { (page::badge(tone::step(s.status))) }
-                            td.num { (v.attempts) }
-                            td {
+                            td data-label="Status" { (page::badge(tone::step(s.status))) }
+                            td.num data-label="Attempts" { (v.attempts) }
+                            td data-label="Answer" {
                                 @if let Some(e) = &s.error { (timeline::error(e)) }
                                 @if let Some(output) = &v.output { (page::json(output)) }
                             }
-                            td {
+                            td data-label="Compensation" {
                                 (compensation_label(v.compensation.status))
                                 @if v.compensation.attempts > 0 { " " span.muted { "(" (v.compensation.attempts) " attempts)" } }
                                 @if let Some(e) = &s.compensation_error { br; (timeline::error(e)) }
@@ -162,16 +167,16 @@ fn content(state: &ApiState, loaded: &Loaded) -> Markup {
         div #input { (page::json(&record.input)) }
         h2 { "Event log" }
         div.scroll {
-            table.events {
+            table.events.cards {
                 thead { tr { th scope="col" { "#" } th scope="col" { "At (UTC)" } th scope="col" { "Event" } th scope="col" { "Fields" } } }
                 tbody {
                     @for e in &loaded.events {
                         @let event = EventView::from(e);
                         tr {
-                            td.num { (event.seq) }
-                            td { (page::time(e.at_ms)) }
-                            td.mono { (event.r#type) }
-                            td.mono { (serde_json::to_string(&event.fields).unwrap_or_default()) }
+                            td.num data-label="#" { (event.seq) }
+                            td data-label="At" { (page::time(e.at_ms)) }
+                            td.mono data-label="Event" { (event.r#type) }
+                            td.mono.fields data-label="Fields" { (serde_json::to_string(&event.fields).unwrap_or_default()) }
                         }
                     }
                 }

@@ -198,11 +198,16 @@ impl<T: DeserializeOwned> FromRequest<ApiState> for Posted<T> {
         let body = Bytes::from_request(request, state)
             .await
             .map_err(|_| forbidden("The form could not be read."))?;
-        let sent: CsrfField = serde_urlencoded::from_bytes(&body).map_err(|_| forbidden("The form could not be read."))?;
+        let sent: CsrfField =
+            serde_urlencoded::from_bytes(&body).map_err(|_| forbidden("The form could not be read."))?;
         let fresh = cookie(&headers, CSRF_COOKIE).is_none();
         match expected {
             Some(expected) if !fresh && equal(expected.as_bytes(), sent.csrf.as_bytes()) => {}
-            _ => return Err(forbidden("The form's CSRF token does not match this browser's session.")),
+            _ => {
+                return Err(forbidden(
+                    "The form's CSRF token does not match this browser's session.",
+                ));
+            }
         }
         serde_urlencoded::from_bytes(&body)
             .map(Posted)
@@ -216,7 +221,10 @@ fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return true;
     };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
     let origin_host = origin
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"))
@@ -261,7 +269,16 @@ fn login_page(ctx: &Ctx, next: &str, error: Option<&str>, status: StatusCode) ->
             button type="submit" { "Log in" }
         }
     };
-    page::render(status, "Log in", &Ctx { login: false, ..ctx.clone() }, None, body)
+    page::render(
+        status,
+        "Log in",
+        &Ctx {
+            login: false,
+            ..ctx.clone()
+        },
+        None,
+        body,
+    )
 }
 
 /// The login form's fields.
@@ -273,13 +290,23 @@ pub struct Login {
 }
 
 /// `POST /ui/login`: checks the token like the API does and opens a session.
-pub async fn login(State(state): State<ApiState>, ctx: Ctx, headers: HeaderMap, Posted(form): Posted<Login>) -> Response {
+pub async fn login(
+    State(state): State<ApiState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    Posted(form): Posted<Login>,
+) -> Response {
     let next = safe_next(form.next.as_deref());
     if state.tokens.is_empty() {
         return Redirect::to(next).into_response();
     }
     if form.token.is_empty() || !state.accepts(&form.token) {
-        return login_page(&ctx, next, Some("That token is not accepted."), StatusCode::UNAUTHORIZED);
+        return login_page(
+            &ctx,
+            next,
+            Some("That token is not accepted."),
+            StatusCode::UNAUTHORIZED,
+        );
     }
     let mut response = Redirect::to(next).into_response();
     response.headers_mut().append(
@@ -310,7 +337,14 @@ mod tests {
     fn only_console_paths_are_followed_after_login() {
         assert_eq!(safe_next(Some("/ui/sagas/1?x=2")), "/ui/sagas/1?x=2");
         assert_eq!(safe_next(Some("/ui?status=stuck")), "/ui?status=stuck");
-        for bad in ["//evil.example/ui", "https://evil.example", "/ui//evil", "/uix", "/ui/\\evil", "/v1/sagas"] {
+        for bad in [
+            "//evil.example/ui",
+            "https://evil.example",
+            "/ui//evil",
+            "/uix",
+            "/ui/\\evil",
+            "/v1/sagas",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/ui", "{bad}");
         }
         assert_eq!(safe_next(None), "/ui");

@@ -72,18 +72,24 @@ pub fn build(events: &[StoredEvent]) -> Vec<Entry> {
             SagaEvent::StepSucceeded { step, attempt, .. } => {
                 (step, Phase::Action, *attempt, AttemptOutcome::Succeeded, None)
             }
-            SagaEvent::StepAttemptFailed { step, attempt, error, .. } => {
-                (step, Phase::Action, *attempt, AttemptOutcome::WillRetry, Some(error))
-            }
+            SagaEvent::StepAttemptFailed {
+                step, attempt, error, ..
+            } => (step, Phase::Action, *attempt, AttemptOutcome::WillRetry, Some(error)),
             SagaEvent::StepFailed { step, attempt, error } => {
                 (step, Phase::Action, *attempt, AttemptOutcome::Failed, Some(error))
             }
             SagaEvent::CompensationSucceeded { step, attempt } => {
                 (step, Phase::Compensation, *attempt, AttemptOutcome::Succeeded, None)
             }
-            SagaEvent::CompensationAttemptFailed { step, attempt, error, .. } => {
-                (step, Phase::Compensation, *attempt, AttemptOutcome::WillRetry, Some(error))
-            }
+            SagaEvent::CompensationAttemptFailed {
+                step, attempt, error, ..
+            } => (
+                step,
+                Phase::Compensation,
+                *attempt,
+                AttemptOutcome::WillRetry,
+                Some(error),
+            ),
             SagaEvent::CompensationFailed { step, attempt, error } => {
                 (step, Phase::Compensation, *attempt, AttemptOutcome::Failed, Some(error))
             }
@@ -100,7 +106,9 @@ pub fn build(events: &[StoredEvent]) -> Vec<Entry> {
             }
         };
         let open = entries.iter_mut().rev().find_map(|e| match e {
-            Entry::Attempt(a) if a.step == *step && a.phase == phase && a.attempt == attempt && a.ended_ms.is_none() => {
+            Entry::Attempt(a)
+                if a.step == *step && a.phase == phase && a.attempt == attempt && a.ended_ms.is_none() =>
+            {
                 Some(a)
             }
             Entry::Attempt(_) | Entry::Cancelled { .. } | Entry::OperatorRetry { .. } => None,
@@ -144,7 +152,7 @@ pub fn render(entries: &[Entry], origin_ms: i64, now_ms: i64) -> Markup {
     let x = |ms: i64| ((ms - origin_ms) as f64 / span * BAR_WIDTH).clamp(0.0, BAR_WIDTH);
     html! {
         div.scroll {
-            table.timeline {
+            table.timeline.cards {
                 thead { tr {
                     th scope="col" { "Step" }
                     th scope="col" { "Attempt" }
@@ -161,13 +169,13 @@ pub fn render(entries: &[Entry], origin_ms: i64, now_ms: i64) -> Markup {
                                 @let shown = tone::attempt(a.phase, a.outcome);
                                 @let end = a.ended_ms.unwrap_or(now_ms);
                                 tr {
-                                    td {
+                                    th scope="row" {
                                         (a.step)
                                         @if a.phase == Phase::Compensation { " " span.muted { "(compensation)" } }
                                     }
-                                    td.num { (a.attempt) }
-                                    td.num { "+" (page::duration(a.started_ms - origin_ms)) }
-                                    td.num {
+                                    td.num data-label="Attempt" { (a.attempt) }
+                                    td.num data-label="Started" { "+" (page::duration(a.started_ms - origin_ms)) }
+                                    td.num data-label="Took" {
                                         (page::duration(end - a.started_ms))
                                         @if a.ended_ms.is_none() { " so far" }
                                     }
@@ -178,22 +186,22 @@ pub fn render(entries: &[Entry], origin_ms: i64, now_ms: i64) -> Markup {
                                                 width=(format!("{:.1}", (x(end) - x(a.started_ms)).max(2.0))) {}
                                         }
                                     }
-                                    td { (page::badge(shown)) }
-                                    td { @if let Some(e) = &a.error { (error(e)) } }
+                                    td data-label="Outcome" { (page::badge(shown)) }
+                                    td data-label="Answer" { @if let Some(e) = &a.error { (error(e)) } }
                                 }
                             }
                             Entry::Cancelled { at_ms, reason } => {
                                 tr {
-                                    td colspan="2" { strong { "Cancel requested" } }
-                                    td.num { "+" (page::duration(at_ms - origin_ms)) }
+                                    th scope="row" colspan="2" { strong { "Cancel requested" } }
+                                    td.num data-label="At" { "+" (page::duration(at_ms - origin_ms)) }
                                     td {} td.hide-narrow {} td {}
-                                    td { (reason) }
+                                    td data-label="Reason" { (reason) }
                                 }
                             }
                             Entry::OperatorRetry { at_ms } => {
                                 tr {
-                                    td colspan="2" { strong { "Operator retry" } }
-                                    td.num { "+" (page::duration(at_ms - origin_ms)) }
+                                    th scope="row" colspan="2" { strong { "Operator retry" } }
+                                    td.num data-label="At" { "+" (page::duration(at_ms - origin_ms)) }
                                     td {} td.hide-narrow {} td {}
                                     td { "compensations run again" }
                                 }
@@ -245,20 +253,76 @@ mod tests {
     fn attempts_pair_their_start_with_their_outcome() {
         let step = |s: &str| s.to_owned();
         let log = [
-            at(0, 100, SagaEvent::StepStarted { step: step("debit"), attempt: 1 }),
-            at(1, 130, SagaEvent::StepSucceeded { step: step("debit"), attempt: 1, output: json!({"id": 1}) }),
-            at(2, 130, SagaEvent::StepStarted { step: step("credit"), attempt: 1 }),
-            at(3, 180, SagaEvent::StepFailed { step: step("credit"), attempt: 1, error: refused(422) }),
-            at(4, 180, SagaEvent::CompensationStarted { step: step("debit"), attempt: 1 }),
-            at(5, 200, SagaEvent::CompensationSucceeded { step: step("debit"), attempt: 1 }),
+            at(
+                0,
+                100,
+                SagaEvent::StepStarted {
+                    step: step("debit"),
+                    attempt: 1,
+                },
+            ),
+            at(
+                1,
+                130,
+                SagaEvent::StepSucceeded {
+                    step: step("debit"),
+                    attempt: 1,
+                    output: json!({"id": 1}),
+                },
+            ),
+            at(
+                2,
+                130,
+                SagaEvent::StepStarted {
+                    step: step("credit"),
+                    attempt: 1,
+                },
+            ),
+            at(
+                3,
+                180,
+                SagaEvent::StepFailed {
+                    step: step("credit"),
+                    attempt: 1,
+                    error: refused(422),
+                },
+            ),
+            at(
+                4,
+                180,
+                SagaEvent::CompensationStarted {
+                    step: step("debit"),
+                    attempt: 1,
+                },
+            ),
+            at(
+                5,
+                200,
+                SagaEvent::CompensationSucceeded {
+                    step: step("debit"),
+                    attempt: 1,
+                },
+            ),
             at(6, 210, SagaEvent::CancelRequested { reason: "late".into() }),
-            at(7, 220, SagaEvent::StepStarted { step: step("notify"), attempt: 1 }),
+            at(
+                7,
+                220,
+                SagaEvent::StepStarted {
+                    step: step("notify"),
+                    attempt: 1,
+                },
+            ),
         ];
         let entries = build(&log);
         let attempts: Vec<_> = entries
             .iter()
             .filter_map(|e| match e {
-                Entry::Attempt(a) => Some((a.step.as_str(), a.phase, a.ended_ms.map(|e| e - a.started_ms), a.outcome)),
+                Entry::Attempt(a) => Some((
+                    a.step.as_str(),
+                    a.phase,
+                    a.ended_ms.map(|e| e - a.started_ms),
+                    a.outcome,
+                )),
                 Entry::Cancelled { .. } | Entry::OperatorRetry { .. } => None,
             })
             .collect();
@@ -271,7 +335,10 @@ mod tests {
                 ("notify", Phase::Action, None, AttemptOutcome::InFlight),
             ]
         );
-        assert!(entries.contains(&Entry::Cancelled { at_ms: 210, reason: "late".into() }));
+        assert!(entries.contains(&Entry::Cancelled {
+            at_ms: 210,
+            reason: "late".into()
+        }));
         let html = render(&entries, 100, 300).into_string();
         assert!(html.contains("<strong>422</strong> account closed"), "{html}");
         assert!(html.contains("so far"), "the attempt in flight says so");
