@@ -138,7 +138,7 @@ async fn a_compensated_transfer_shows_the_refusal_and_the_undo() {
     assert_eq!(debit.attr("data-status").await.unwrap().as_deref(), Some("compensated"));
     assert!(debit.attr("class").await.unwrap().unwrap().contains("t-compensated"));
     browser
-        .wait_for_text("tr[data-step='debit']", "succeeded (1 attempts)")
+        .wait_for_text("tr[data-step='debit']", "succeeded (1 attempt)")
         .await;
     let notify = browser.find(&node("notify")).await;
     assert_eq!(notify.attr("data-status").await.unwrap().as_deref(), Some("not run"));

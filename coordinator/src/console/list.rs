@@ -202,8 +202,8 @@ fn row(r: &SagaRecord, now: i64) -> Markup {
     });
     html! {
         tr {
-            td.mono data-label="Saga" { a href={ "/ui/sagas/" (id) } data-key=(id) title=(id) aria-label={ "saga " (id) } { (id.get(..8).unwrap_or(&id)) } }
-            td data-label="Definition" { (r.definition) " " span.muted { "v" (r.version) } }
+            td.mono.id data-label="Saga" { a href={ "/ui/sagas/" (id) } data-key=(id) { (id) } }
+            td.nowrap data-label="Definition" { (r.definition) " " span.muted { "v" (r.version) } }
             td data-label="Status" { (page::badge(tone::saga(r.status))) }
             td.nowrap data-label="Started" { (page::ago(r.created_at_ms, now)) br; span.muted { (page::time(r.created_at_ms)) } }
             td.num data-label="Duration" { @if !settled { "running " } (page::duration(took)) }

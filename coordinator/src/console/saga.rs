@@ -153,7 +153,11 @@ fn content(state: &ApiState, loaded: &Loaded) -> Markup {
                             }
                             td data-label="Compensation" {
                                 (compensation_label(v.compensation.status))
-                                @if v.compensation.attempts > 0 { " " span.muted { "(" (v.compensation.attempts) " attempts)" } }
+                                @match v.compensation.attempts {
+                                    0 => {}
+                                    1 => { " " span.muted { "(1 attempt)" } }
+                                    n => { " " span.muted { "(" (n) " attempts)" } }
+                                }
                                 @if let Some(e) = &s.compensation_error { br; (timeline::error(e)) }
                             }
                         }
