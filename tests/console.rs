@@ -7,6 +7,7 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use fantoccini::key::Key;
 use serde_json::{Value, json};
 use support::browser::{Browser, PATIENCE};
 use support::controlled::Controlled;
@@ -432,5 +433,23 @@ async fn the_list_shows_a_new_saga_without_a_reload() {
         42,
         "the page was not reloaded"
     );
+
+    // By keyboard alone: Tab from the top reaches the new saga's link, Enter opens it.
+    let focused = || async {
+        browser
+            .eval("return document.activeElement.getAttribute('href') || document.activeElement.tagName;")
+            .await
+    };
+    let mut tabs = 0;
+    while focused().await != format!("/ui/sagas/{id}") {
+        tabs += 1;
+        assert!(tabs < 20, "Tab never reached the saga's link; at {}", focused().await);
+        let active = browser.client().active_element().await.unwrap();
+        active.send_keys(&Key::Tab).await.unwrap();
+    }
+    let active = browser.client().active_element().await.unwrap();
+    active.send_keys(&Key::Enter).await.unwrap();
+    browser.wait_for_text("dl.facts", "completed").await;
+    assert_eq!(browser.url().await, format!("{url}/ui/sagas/{id}"));
     browser.close().await;
 }
