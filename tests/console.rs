@@ -11,15 +11,7 @@ use fantoccini::key::Key;
 use serde_json::{Value, json};
 use support::browser::{Browser, PATIENCE};
 use support::controlled::Controlled;
-use support::process::GeosagaProcess;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::process::{GeosagaProcess, free_port};
 
 /// `POST {url}{path}` with `body`, with a bearer token when given.
 async fn post(url: &str, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {

@@ -11,6 +11,8 @@ use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
+use super::process::free_port;
+
 /// Where Debian's `chromium` package puts the browser (`GEOSAGA_CHROMIUM` overrides).
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 /// Where Debian's `chromium-driver` package puts its WebDriver (`GEOSAGA_CHROMEDRIVER`
@@ -52,14 +54,6 @@ pub fn artifacts() -> PathBuf {
     let dir = target.join("console-screenshots");
     std::fs::create_dir_all(&dir).expect("the screenshot directory");
     dir
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One Chromium, with its chromedriver, for one test.
