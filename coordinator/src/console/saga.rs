@@ -148,8 +148,12 @@ fn content(state: &ApiState, loaded: &Loaded) -> Markup {
                             td data-label="Status" { (page::badge(tone::step(s.status))) }
                             td.num data-label="Attempts" { (v.attempts) }
                             td data-label="Answer" {
-                                @if let Some(e) = &s.error { (timeline::error(e)) }
-                                @if let Some(output) = &v.output { (page::json(output)) }
+                                // An error before a success is history: the timeline has it.
+                                @match (&v.output, &s.error) {
+                                    (Some(output), _) => { (page::json(output)) }
+                                    (None, Some(e)) => { (timeline::error(e)) }
+                                    (None, None) => {}
+                                }
                             }
                             td data-label="Compensation" {
                                 (compensation_label(v.compensation.status))
@@ -158,7 +162,9 @@ fn content(state: &ApiState, loaded: &Loaded) -> Markup {
                                     1 => { " " span.muted { "(1 attempt)" } }
                                     n => { " " span.muted { "(" (n) " attempts)" } }
                                 }
-                                @if let Some(e) = &s.compensation_error { br; (timeline::error(e)) }
+                                @if let (Some(e), false) = (&s.compensation_error, v.compensation.status == CompensationStatus::Succeeded) {
+                                    br; (timeline::error(e))
+                                }
                             }
                         }
                     }
