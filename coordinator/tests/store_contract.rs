@@ -1029,7 +1029,7 @@ async fn sqlite_gives_deleted_space_back() {
     let path = dir.path().join("geosaga.db");
     let store = SqliteStore::open(&path).await.unwrap();
     let filler = "x".repeat(2000);
-    let starts = (0..2000).map(|_| create(&store, saga("node-a").with(|n| n.input = json!({"pad": filler}))));
+    let starts = (0..800).map(|_| create(&store, saga("node-a").with(|n| n.input = json!({"pad": filler}))));
     let rows = join_all(starts).await;
     let settle = |r| {
         put(

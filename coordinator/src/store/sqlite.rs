@@ -3,6 +3,7 @@
 //! group-commits the saga writes (`sqlite_writer.rs`), and a pool of sqlx readers
 //! beside it.
 
+pub mod backup;
 mod maintenance;
 
 use std::collections::HashMap;
