@@ -299,3 +299,62 @@ async fn make_fixture() {
     assert!(in_flight > 0, "no saga was in flight at the SIGKILL; run it again");
     eprintln!("{}: {} sagas, {in_flight} in flight", out.display(), sagas.len());
 }
+
+/// Several coordinators on one PostgreSQL, upgraded one at a time while sagas run: two run
+/// the older binary `GEOSAGA_OLD_BIN` (the schema before this one); one is stopped and
+/// started again with this binary, which migrates the database while the other old one
+/// keeps running sagas on the migrated schema; then the second is upgraded the same way.
+/// Every saga finishes, each step applied once, none run by two coordinators at once.
+/// Needs the old binary, so it is run by hand (docs/operations.md, "Upgrades", says how
+/// and what it printed):
+///
+/// `GEOSAGA_OLD_BIN=... cargo test -p geosaga --test upgrade rolling -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs an older geosaga binary in GEOSAGA_OLD_BIN"]
+async fn rolling_upgrade_on_one_postgres() {
+    let old = PathBuf::from(std::env::var("GEOSAGA_OLD_BIN").expect("GEOSAGA_OLD_BIN"));
+    let new = PathBuf::from(env!("CARGO_BIN_EXE_geosaga"));
+    let db = pg::fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (participant, base) = participant::start().await;
+    let start = |program: PathBuf, node: &'static str| {
+        let (url, log) = (db.url().to_owned(), dir.path().join(format!("{node}.log")));
+        async move {
+            let args = ["--allow-host", "127.0.0.1", "--lease-ms", "2000", "--node-id", node];
+            CoordinatorProcess::start_program(&program, &url, &args, &[], log).await
+        }
+    };
+    let mut a = start(old.clone(), "a").await;
+    let mut b = start(old.clone(), "b").await;
+    let urls = vec![a.url.clone(), b.url.clone()];
+    workload::register(&urls, &participant::definition(&base)).await;
+    let first = tokio::spawn(workload::start_sagas_keyed(urls.clone(), 150, 4, 8, "first"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.terminate();
+    let b = start(new.clone(), "b").await;
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let newest: i64 = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let known = coordinator::store::schema::known_version(&coordinator::store::postgres::MIGRATOR);
+    assert_eq!(newest, known, "the upgraded coordinator migrated the database");
+    // The old coordinator runs sagas on the migrated schema.
+    let on_old = workload::start_sagas_keyed(vec![a.url.clone()], 50, 4, 4, "on-old").await;
+    let ids_first = first.await.unwrap();
+    a.terminate();
+    let a = start(new, "a").await;
+    let urls = vec![a.url.clone(), b.url.clone()];
+    let last = workload::start_sagas_keyed(urls.clone(), 50, 4, 8, "last").await;
+    let mut ids = ids_first;
+    ids.extend(on_old);
+    ids.extend(last);
+    let settled = workload::wait_settled(&urls, &ids, Duration::from_secs(180)).await;
+    workload::check(&participant, &ids, &settled);
+    eprintln!(
+        "rolling upgrade: {} sagas across two old and two new coordinators, all settled, {} requests repeated",
+        ids.len(),
+        workload::repeated_requests(&participant)
+    );
+    pool.close().await;
+}
