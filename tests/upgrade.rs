@@ -110,7 +110,11 @@ async fn postgres_before(url: &str) -> HashMap<String, Before> {
     .await
     .unwrap();
     pool.close().await;
-    before(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+    before(
+        rows.into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect(),
+    )
 }
 
 /// Opens `database` (a copy of a fixture) with this binary and checks that every saga in
@@ -137,7 +141,10 @@ async fn upgrade(database: &str, sagas: HashMap<String, Before>, dir: &Path) {
         let expected = if saga.fail { "compensated" } else { "completed" };
         assert_eq!(settled[id], expected, "{id} (was {})", saga.status);
         for key in &saga.open {
-            assert!(ledger.requests.contains_key(key), "{key} was in flight and did not run again");
+            assert!(
+                ledger.requests.contains_key(key),
+                "{key} was in flight and did not run again"
+            );
         }
         for key in &saga.finished {
             assert!(!ledger.requests.contains_key(key), "{key} had finished and ran again");
@@ -231,18 +238,32 @@ async fn make_fixture() {
     let out = PathBuf::from(std::env::var("GEOSAGA_FIXTURE_OUT").expect("GEOSAGA_FIXTURE_OUT"));
     let dir = tempfile::tempdir().unwrap();
     let postgres = out.extension().is_some_and(|e| e == "sql");
-    let pg_db = if postgres { Some(pg::fresh_database().await) } else { None };
+    let pg_db = if postgres {
+        Some(pg::fresh_database().await)
+    } else {
+        None
+    };
     let sqlite = dir.path().join("geosaga.db");
     let database = match &pg_db {
         Some(db) => db.url().to_owned(),
         None => sqlite.display().to_string(),
     };
     let (participant, base) = participant::start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("http://127.0.0.1:{port}");
     let log = std::fs::File::create(dir.path().join("old.log")).unwrap();
     let mut old: Child = Command::new(&bin)
-        .args(["serve", "--database", &database, "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "serve",
+            "--database",
+            &database,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .args(["--allow-host", HOST, "--node-id", "old"])
         .env("HTTP_PROXY", &base)
         .env("NO_PROXY", "")
@@ -250,11 +271,16 @@ async fn make_fixture() {
         .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
-    workload::register(std::slice::from_ref(&url), &participant::definition(&format!("http://{HOST}"))).await;
+    workload::register(
+        std::slice::from_ref(&url),
+        &participant::definition(&format!("http://{HOST}")),
+    )
+    .await;
     let client = reqwest::Client::new();
     // All at once, so that many are in flight together.
     let starts = (0..SAGAS).map(|i| {
-        let body = json!({"definition": "crashy", "input": {"fail": i % 4 == 0}, "idempotency_key": format!("fixture-{i}")});
+        let body =
+            json!({"definition": "crashy", "input": {"fail": i % 4 == 0}, "idempotency_key": format!("fixture-{i}")});
         client.post(format!("{url}/v1/sagas")).json(&body).send()
     });
     for started in futures::future::join_all(starts).await {
@@ -295,7 +321,10 @@ async fn make_fixture() {
         Some(db) => postgres_before(db.url()).await,
         None => sqlite_before(&out).await,
     };
-    let in_flight = sagas.values().filter(|s| s.status == "running" || s.status == "compensating").count();
+    let in_flight = sagas
+        .values()
+        .filter(|s| s.status == "running" || s.status == "compensating")
+        .count();
     assert!(in_flight > 0, "no saga was in flight at the SIGKILL; run it again");
     eprintln!("{}: {} sagas, {in_flight} in flight", out.display(), sagas.len());
 }
