@@ -39,7 +39,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a coordinator and its REST API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run everything on this machine: coordinator on SQLite, the examples registered, and a
     /// demo participant service whose failures you pick with the saga input.
     Dev(serve::DevArgs),
@@ -203,7 +203,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Serve(args) => serve::serve(args).await.map(|()| 0),
+        Command::Serve(args) => serve::serve(*args).await.map(|()| 0),
         Command::Dev(args) => serve::dev(args).await.map(|()| 0),
         Command::Region(args) => region::run(args).await.map(|()| 0),
         Command::Netem(args) => netem::run(args).await.map(|()| 0),

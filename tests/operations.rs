@@ -316,7 +316,12 @@ async fn a_backup_taken_under_load_restores_and_finishes_its_sagas() {
     )
     .await;
     let restored_ids: HashMap<String, bool> = in_backup.keys().map(|id| (id.clone(), ids[id])).collect();
-    let settled = workload::wait_settled(&[second.url.clone()], &restored_ids, Duration::from_secs(120)).await;
+    let settled = workload::wait_settled(
+        std::slice::from_ref(&second.url),
+        &restored_ids,
+        Duration::from_secs(120),
+    )
+    .await;
     for id in &unsettled {
         assert!(
             matches!(settled[*id].as_str(), "completed" | "compensated"),
@@ -328,16 +333,12 @@ async fn a_backup_taken_under_load_restores_and_finishes_its_sagas() {
     workload::check(&participant, &restored_ids, &settled);
     let requests_after: u32 = participant.ledger.lock().unwrap().requests.values().sum();
     assert!(requests_after > requests_before, "steps ran again after the restore");
-    let ledger = participant.ledger.lock().unwrap();
     let known: HashSet<&str> = ids.keys().map(String::as_str).collect();
+    let keys: Vec<String> = participant.ledger.lock().unwrap().requests.keys().cloned().collect();
     assert!(
-        ledger
-            .requests
-            .keys()
-            .all(|k| known.contains(k.split(':').next().unwrap())),
+        keys.iter().all(|k| known.contains(k.split(':').next().unwrap())),
         "every request carried a key of a saga that was started"
     );
-    drop(ledger);
     let later = ids.keys().find(|id| !in_backup.contains_key(*id)).unwrap();
     assert_eq!(get(&format!("{}/v1/sagas/{later}", second.url)).await.0, 404);
     eprintln!(

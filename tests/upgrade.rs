@@ -135,7 +135,7 @@ async fn upgrade(database: &str, sagas: HashMap<String, Before>, dir: &Path) {
     )
     .await;
     let ids: HashMap<String, bool> = sagas.iter().map(|(id, s)| (id.clone(), s.fail)).collect();
-    let settled = workload::wait_settled(&[coordinator.url.clone()], &ids, Duration::from_secs(120)).await;
+    let settled = workload::wait_settled(std::slice::from_ref(&coordinator.url), &ids, Duration::from_secs(120)).await;
     let ledger = participant.ledger.lock().unwrap();
     for (id, saga) in &sagas {
         let expected = if saga.fail { "compensated" } else { "completed" };
