@@ -110,6 +110,12 @@ pub async fn soak(args: SoakArgs, client: tokio::runtime::Handle) -> Result<bool
     for backend in &args.backends {
         let run = run(backend, &args, age, every, client.clone()).await?;
         ok &= run.wrong == 0;
+        // Retention must have deleted something once the run outlasted the age.
+        let deleted = run.samples.last().map_or(0, |s| s.deleted);
+        if deleted == 0 && age.as_secs_f64() < args.minutes * 60.0 {
+            eprintln!("!! retention deleted nothing on {backend} in a run longer than its age");
+            ok = false;
+        }
         write_table(&mut report, backend, &run);
     }
     if let Some(dir) = args.out.parent() {
