@@ -14,6 +14,8 @@
 //!   first ([`archive`]: JSON lines that rebuild the API's views).
 //! - [`rust_saga`]: [`RustSaga`], the builder for sagas written in Rust.
 //! - [`conformance`]: checks every saga should pass (idempotent actions, clean unwinds).
+//! - [`console`]: the web console at `/ui`: server-rendered pages of sagas, definitions
+//!   and regions, mounted beside the REST API and behind the same tokens.
 //! - [`trace`]: one trace per saga, stored with it so that it survives restarts;
 //!   [`metrics`]: the Prometheus metrics behind `GET /metrics`.
 //!
@@ -25,6 +27,7 @@ pub mod api;
 pub mod archive;
 pub mod clock;
 pub mod conformance;
+pub mod console;
 mod error;
 pub mod executor;
 pub mod metrics;

@@ -274,6 +274,7 @@ fn json_trip(description: &str) -> Value {
     })
 }
 
+mod console;
 mod definitions;
 mod operations;
 mod starts;
