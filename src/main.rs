@@ -1,6 +1,7 @@
 //! `geosaga`: the command-line interface.
 //!
-//! - `serve` and `dev` run a coordinator with its REST API ([`serve`]).
+//! - `serve` and `dev` run a coordinator with its REST API (`geosaga::serve`, the library's
+//!   [`geosaga::Server`] builder).
 //! - `definitions`, `plan` and `saga` talk to a running coordinator or work offline
 //!   ([`client`]).
 //!
@@ -15,11 +16,10 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod client;
-mod demo;
-mod dev_regions;
 mod netem;
 mod region;
-mod serve;
+
+use geosaga::serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -166,6 +166,14 @@ impl<C: Send + Sync + 'static> RustSaga<C> {
         self
     }
 
+    /// Sets the saga's input schema from the Rust type its steps read the input as
+    /// (`cx.input::<I>()`): an input that does not fit is refused when the saga starts
+    /// (the API's 422, naming each path at fault), before any step runs.
+    pub fn input<I: schemars::JsonSchema>(self) -> Self {
+        let schema = serde_json::to_value(schemars::schema_for!(I)).expect("a schema is JSON");
+        self.input_schema(schema)
+    }
+
     /// The document this builder describes, as JSON would.
     pub fn document(&self) -> &DefinitionDoc {
         &self.doc
