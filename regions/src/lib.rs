@@ -25,6 +25,9 @@
 //! - [`replication`]: intents of strong writes, log shipping with closed timestamps, GC.
 //! - [`api`] and [`problem`]: the HTTP API (axum) and its problem details;
 //!   [`convergence_api`]: counters, conflicts, re-homing and the anti-entropy route.
+//! - [`op_ids`]: idempotent writes (a repeat of an op id is answered, not applied);
+//!   [`undo`]: undoing a write by its op id whatever became of it, and cancelling one that
+//!   never applied so that it never will (saga compensations of uncertain writes).
 //! - [`antientropy`]: digest comparison with each peer, repairing what the log missed;
 //!   [`rehome`]: moving a rule's keys to another home online; [`store_convergence`]: the
 //!   store's side of both.
@@ -129,6 +132,7 @@ pub mod shipper;
 pub mod store;
 pub mod store_convergence;
 pub mod tls;
+pub mod undo;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -228,8 +228,16 @@ impl Region {
                 reason: "the key's range was re-homed while this write waited; it was not applied, retry".into(),
             });
         }
+        if let Some(undo) = &cmd.undo {
+            return crate::undo::undo_locked(self, key, &home, cmd, undo).await;
+        }
+        self.write_locked(key, &home, cmd).await
+    }
+
+    /// Executes a write of a key homed here (or written anywhere), its write lock held.
+    pub(crate) async fn write_locked(&self, key: &str, home: &str, cmd: &WriteCommand) -> Result<WriteResponse> {
         if let Some(prefix) = self.placement().writes_anywhere(key).map(str::to_owned) {
-            return self.write_anywhere(key, &home, &prefix, cmd).await;
+            return self.write_anywhere(key, home, &prefix, cmd).await;
         }
         // An op id seen before: answer with the first write's result (crate::op_ids).
         let op = crate::op_ids::before_write(self, key, cmd).await?;
@@ -313,6 +321,7 @@ impl Region {
             previous,
             value: added,
             replayed: false,
+            undo: None,
         })
     }
 
@@ -368,6 +377,7 @@ impl Region {
             previous,
             value: None,
             replayed: false,
+            undo: None,
         })
     }
 }

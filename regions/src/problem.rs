@@ -29,6 +29,8 @@ pub enum ProblemType {
     VersionMismatch,
     /// 409: an `add` would take the number outside its bounds; nothing was written.
     OutOfBounds,
+    /// 409: the write's op id was cancelled by its compensation; nothing was written.
+    OpCancelled,
     /// 410: the versions asked for were garbage-collected.
     BeyondRetention,
     /// 422: the body is JSON of the wrong shape.
@@ -57,6 +59,7 @@ impl ProblemType {
             ProblemType::KeyNotFound => "key-not-found",
             ProblemType::VersionMismatch => "version-mismatch",
             ProblemType::OutOfBounds => "out-of-bounds",
+            ProblemType::OpCancelled => "op-cancelled",
             ProblemType::BeyondRetention => "beyond-retention",
             ProblemType::InvalidBody => "invalid-body",
             ProblemType::Internal => "internal",
@@ -76,7 +79,7 @@ impl ProblemType {
             ProblemType::PeerUnauthenticated => StatusCode::UNAUTHORIZED,
             ProblemType::PeerForbidden => StatusCode::FORBIDDEN,
             ProblemType::KeyNotFound => StatusCode::NOT_FOUND,
-            ProblemType::VersionMismatch | ProblemType::OutOfBounds => StatusCode::CONFLICT,
+            ProblemType::VersionMismatch | ProblemType::OutOfBounds | ProblemType::OpCancelled => StatusCode::CONFLICT,
             ProblemType::BeyondRetention => StatusCode::GONE,
             ProblemType::InvalidBody => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -98,6 +101,7 @@ impl ProblemType {
             ProblemType::KeyNotFound => "Key not found",
             ProblemType::VersionMismatch => "The key is at another version",
             ProblemType::OutOfBounds => "The addition would leave its bounds; not applied",
+            ProblemType::OpCancelled => "The write was cancelled by its compensation; not applied",
             ProblemType::BeyondRetention => "Version garbage-collected",
             ProblemType::InvalidBody => "The request body has the wrong shape",
             ProblemType::Internal => "Internal server error",
@@ -173,6 +177,7 @@ impl From<Error> for ApiError {
             }
             Error::VersionMismatch { .. } => ProblemType::VersionMismatch,
             Error::OutOfBounds(_) => ProblemType::OutOfBounds,
+            Error::OpCancelled { .. } => ProblemType::OpCancelled,
             Error::QuorumNotReached { .. } => ProblemType::QuorumNotReached,
             Error::HomeUnreachable { .. } => ProblemType::HomeUnreachable,
             Error::TooStale { .. } => ProblemType::TooStale,
