@@ -300,6 +300,27 @@ pub struct DefinitionCreated {
     pub content_hash: String,
     /// Whether a new version was stored.
     pub created: bool,
+    /// What validation found questionable but allowed (e.g. a compensation that reads its
+    /// own step's output, which cannot run for a possibly-applied step).
+    pub warnings: Vec<Warning>,
+}
+
+/// A validation warning.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Warning {
+    /// JSON Pointer of the value concerned.
+    pub path: String,
+    /// What is questionable about it.
+    pub message: String,
+}
+
+impl From<&sagas::ValidationError> for Warning {
+    fn from(w: &sagas::ValidationError) -> Warning {
+        Warning {
+            path: w.path.clone(),
+            message: w.message.clone(),
+        }
+    }
 }
 
 /// A stored definition version.
