@@ -129,6 +129,7 @@ pub mod protocol;
 pub mod rehome;
 pub mod replication;
 pub mod shipper;
+pub mod skew;
 pub mod store;
 pub mod store_convergence;
 pub mod tls;
@@ -147,9 +148,17 @@ pub use node::Region;
 pub async fn serve(mut config: Config, name: &str, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     config.tls = config.tls.map(|t| t.for_region(name));
     let config = membership::prepare(config, name).await?;
-    let listen = config.region(name)?.listen_addr();
+    let own = config.region(name)?;
+    let listen = own.listen_addr();
+    if own.clock_offset_ms != 0 {
+        tracing::warn!(
+            region = name,
+            clock_offset_ms = own.clock_offset_ms,
+            "this region's clock is moved by clock_offset_ms (a setting for tests only)"
+        );
+    }
+    let clock = Clock::system_skewed(config.max_clock_offset_ms, own.clock_offset_ms);
     let listener = tokio::net::TcpListener::bind(&listen).await?;
-    let clock = Clock::system(config.max_clock_offset_ms);
     serve_on(listener, config, name, clock, shutdown).await
 }
 

@@ -64,6 +64,8 @@ pub struct Region {
     pub membership: crate::membership::Membership,
     /// What anti-entropy repaired.
     pub anti_entropy: crate::antientropy::Stats,
+    /// Peers' timestamps refused for clock skew, and ours refused by peers.
+    pub clock_skew: crate::skew::Refusals,
 }
 
 /// Keeps a write's timestamp among the pending ones until dropped.
@@ -138,6 +140,7 @@ impl Region {
             log_changed: Arc::new(tokio::sync::watch::Sender::new(0)),
             membership,
             anti_entropy: crate::antientropy::Stats::default(),
+            clock_skew: crate::skew::Refusals::default(),
         })
     }
 

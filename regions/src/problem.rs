@@ -19,6 +19,9 @@ pub enum ProblemType {
     InvalidParameter,
     /// 400: a peer sent a message this region refuses.
     PeerRefused,
+    /// 400: a peer's timestamp is further ahead of this region's clock than
+    /// `max_clock_offset_ms`.
+    ClockSkew,
     /// 401: an internal route was called without a client certificate from the cluster CA.
     PeerUnauthenticated,
     /// 403: an internal route was called with a certificate naming no member region.
@@ -54,6 +57,7 @@ impl ProblemType {
             ProblemType::MalformedJson => "malformed-json",
             ProblemType::InvalidParameter => "invalid-parameter",
             ProblemType::PeerRefused => "peer-refused",
+            ProblemType::ClockSkew => "clock-skew",
             ProblemType::PeerUnauthenticated => "peer-unauthenticated",
             ProblemType::PeerForbidden => "peer-forbidden",
             ProblemType::KeyNotFound => "key-not-found",
@@ -73,9 +77,10 @@ impl ProblemType {
     /// The HTTP status.
     pub fn status(self) -> StatusCode {
         match self {
-            ProblemType::MalformedJson | ProblemType::InvalidParameter | ProblemType::PeerRefused => {
-                StatusCode::BAD_REQUEST
-            }
+            ProblemType::MalformedJson
+            | ProblemType::InvalidParameter
+            | ProblemType::PeerRefused
+            | ProblemType::ClockSkew => StatusCode::BAD_REQUEST,
             ProblemType::PeerUnauthenticated => StatusCode::UNAUTHORIZED,
             ProblemType::PeerForbidden => StatusCode::FORBIDDEN,
             ProblemType::KeyNotFound => StatusCode::NOT_FOUND,
@@ -96,6 +101,7 @@ impl ProblemType {
             ProblemType::MalformedJson => "The request body is not valid JSON",
             ProblemType::InvalidParameter => "A request parameter is invalid",
             ProblemType::PeerRefused => "Peer message refused",
+            ProblemType::ClockSkew => "Peer's clock too far ahead; message refused",
             ProblemType::PeerUnauthenticated => "Client certificate required",
             ProblemType::PeerForbidden => "Client certificate names no member region",
             ProblemType::KeyNotFound => "Key not found",
@@ -182,7 +188,8 @@ impl From<Error> for ApiError {
             Error::HomeUnreachable { .. } => ProblemType::HomeUnreachable,
             Error::TooStale { .. } => ProblemType::TooStale,
             Error::BeyondRetention { .. } => ProblemType::BeyondRetention,
-            Error::Peer(_) | Error::Clock(_) => ProblemType::PeerRefused,
+            Error::Peer(_) => ProblemType::PeerRefused,
+            Error::Clock(_) => ProblemType::ClockSkew,
             Error::Config(_)
             | Error::Store(_)
             | Error::StoreOpen { .. }

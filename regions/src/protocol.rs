@@ -328,4 +328,9 @@ pub struct RegionStatus {
     /// anti-entropy has not repaired them yet (our closed timestamp for it is frozen).
     #[serde(default)]
     pub anti_entropy_gap: Option<bool>,
+    /// For a peer: the exchanges refused because the two clocks are further apart than
+    /// `max_clock_offset_ms` (`peer_ahead`: refused here; `ours_ahead`: refused by it),
+    /// the last of each side (see [`crate::skew`]). Empty when there were none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clock_skew: Vec<crate::skew::ClockSkew>,
 }
