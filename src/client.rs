@@ -304,6 +304,17 @@ fn print_saga(server: &Server, saga: &Value) {
         ]);
     }
     println!("{t}");
+    // Why a compensation failed is what an operator of a stuck saga needs first.
+    for s in saga["steps"].as_array().into_iter().flatten() {
+        let c = &s["compensation"];
+        if c["status"] == "failed" && !c["error"].is_null() {
+            println!(
+                "compensation of {} failed: {}",
+                text(&s["name"]),
+                text(&c["error"]["message"])
+            );
+        }
+    }
 }
 
 /// `geosaga saga show`.
