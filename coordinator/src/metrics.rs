@@ -16,6 +16,10 @@
 //! | `geosaga_lease_adoptions_total` | | sagas this coordinator resumed or adopted |
 //! | `geosaga_store_commits_total`, `_appends_total`, `_events_total` | | the store's work |
 //! | `geosaga_store_appends_per_commit`, `geosaga_store_max_batch` | | group commit at work |
+//!
+//! An attempt's `outcome` is `succeeded`, `retry`, `failed` (for good, known not applied)
+//! or `possibly_applied` (an action that failed for good without a certain outcome: the
+//! saga compensates it); alert on the last.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -180,7 +184,8 @@ impl Metrics {
             .inc();
     }
 
-    /// One attempt ended with `outcome` (`succeeded`, `retry` or `failed`) after `took`.
+    /// One attempt ended with `outcome` (`succeeded`, `retry`, `failed` or
+    /// `possibly_applied`) after `took`.
     pub fn attempt(&self, definition: &str, step: &str, phase: Phase, outcome: &'static str, took: Duration) {
         let labels = AttemptLabels {
             definition: definition.to_owned(),

@@ -60,7 +60,11 @@ pub struct StepDoc {
     pub depends_on: Option<Vec<String>>,
     /// What the step does.
     pub action: ActionDoc,
-    /// What undoes the action when the saga unwinds.
+    /// What undoes the action when the saga unwinds: run for a step that succeeded, and
+    /// for one whose outcome is unknown (it timed out, lost its connection or got a 5xx:
+    /// possibly applied, with no output). It may therefore run for an action that never
+    /// happened, and must then change nothing: key it on the action's idempotency key (the
+    /// `X-Saga-Action-Key` header), not on the action's output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensation: Option<ActionDoc>,
     /// Retry policy of the action (fields not given come from `defaults.retry`).

@@ -4,6 +4,14 @@
 //! value at fault, so that an API or CLI can show them all at once. It runs in two passes:
 //! the document's shape against the published JSON Schema (types, unknown fields, missing
 //! fields), then the meaning (names, the dependency graph, templates, retry values).
+//!
+//! What is allowed but questionable is a warning, kept in [`SagaDefinition::warnings`]
+//! with its JSON Pointer: today, a compensation that reads its own step's output. Such a
+//! compensation cannot run when the action's outcome is unknown (the step is possibly
+//! applied and has no output); the saga then ends `stuck` with that reason. It is a
+//! warning and not an error because many real participants can only undo by the id their
+//! action returned, and refusing the definition would not make them safer; and because
+//! definitions stored before this rule must still load.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -75,7 +83,7 @@ impl ValidationErrors {
 }
 
 #[derive(Default)]
-struct Collector(Vec<ValidationError>);
+struct Collector(Vec<ValidationError>, Vec<ValidationError>);
 
 impl Collector {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
@@ -84,7 +92,20 @@ impl Collector {
             message: message.into(),
         });
     }
+
+    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.1.push(ValidationError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
 }
+
+/// The warning given for a compensation that reads its own step's output.
+pub const OWN_OUTPUT_WARNING: &str = "a compensation that reads its own step's output cannot run when the \
+     action's outcome is unknown (a timeout, a lost connection, a 5xx: the step is then possibly applied and \
+     has no output), and the saga ends `stuck`; undo by the action's idempotency key (the `X-Saga-Action-Key` \
+     header) instead";
 
 static DOCUMENT_VALIDATOR: LazyLock<jsonschema::Validator> =
     LazyLock::new(|| jsonschema::validator_for(&definition_schema()).expect("the generated schema is valid"));
@@ -345,7 +366,7 @@ pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> 
         }
     }
     let hash = content_hash(&doc);
-    Ok(SagaDefinition::new(doc, steps, hash))
+    Ok(SagaDefinition::new(doc, steps, hash, errors.1))
 }
 
 /// A digest of the document's canonical JSON (object keys sorted).
@@ -425,7 +446,9 @@ impl RefCheck<'_> {
             match self.by_name.get(name.as_str()) {
                 None => errors.push(at, format!("`{{{{{reference}}}}}`: no step is named `{name}`")),
                 Some(&target) if target == self.step => {
-                    if !own_output_allowed {
+                    if own_output_allowed {
+                        errors.warn(at, format!("`{{{{{reference}}}}}`: {OWN_OUTPUT_WARNING}"));
+                    } else {
                         errors.push(
                             at,
                             format!("`{{{{{reference}}}}}`: an action cannot use its own output"),

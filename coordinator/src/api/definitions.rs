@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::ApiState;
 use super::error::{ApiError, Problem};
 use super::extract::{ApiJson, ApiQuery, param};
-use super::views::{DefinitionCreated, DefinitionList, DefinitionListItem, DefinitionResponse};
+use super::views::{DefinitionCreated, DefinitionList, DefinitionListItem, DefinitionResponse, Warning};
 
 /// The routes of this resource.
 pub(crate) fn router() -> Router<ApiState> {
@@ -52,7 +52,8 @@ pub(crate) async fn register(
     State(state): State<ApiState>,
     ApiJson(document): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let put = state.coordinator.register_definition(&document).await?;
+    let definition = sagas::validate::validate_value(&document).map_err(crate::Error::from)?;
+    let put = state.coordinator.register(&definition).await?;
     let status = if put.created {
         StatusCode::CREATED
     } else {
@@ -64,6 +65,7 @@ pub(crate) async fn register(
         version: put.record.version,
         content_hash: put.record.content_hash,
         created: put.created,
+        warnings: definition.warnings.iter().map(Warning::from).collect(),
     };
     Ok((status, [(header::LOCATION, location)], Json(body)))
 }

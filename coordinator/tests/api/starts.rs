@@ -43,8 +43,8 @@ async fn a_saga_starts_and_answers_when_settled() {
     let steps = saga["steps"].as_array().unwrap();
     assert_eq!(
         steps[0],
-        json!({"name": "reserve", "status": "succeeded", "attempts": 1, "output": {"reserved": 3}, "error": null,
-        "compensation": {"status": "not_needed", "attempts": 0, "error": null}})
+        json!({"name": "reserve", "status": "succeeded", "attempts": 1, "outcome_unknown": false,
+        "output": {"reserved": 3}, "error": null, "compensation": {"status": "not_needed", "attempts": 0, "error": null}})
     );
     assert_eq!(steps[1]["compensation"]["status"], "none");
 

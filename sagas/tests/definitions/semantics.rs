@@ -264,3 +264,28 @@ fn example_inputs() {
         ["/input"]
     );
 }
+
+/// A compensation that reads its own step's output is allowed with a warning at the
+/// template's path (it cannot run for a possibly-applied step); one that reads only the
+/// input, the saga id or upstream outputs gets none, and neither do region writes' automatic
+/// undos.
+#[test]
+fn compensations_reading_their_own_output_are_warned_about() {
+    let def = valid(json!({
+        "name": "w",
+        "steps": [
+            {"name": "a", "action": {"http": {"method": "POST", "url": "http://p/a"}},
+             "compensation": {"http": {"method": "POST", "url": "http://p/undo", "body": {"saga": "{{saga.id}}"}}}},
+            {"name": "b", "action": {"http": {"method": "POST", "url": "http://p/b", "body": {"a": "{{steps.a.output.id}}"}}},
+             "compensation": {"http": {"method": "POST", "url": "http://p/undo", "body": {"a": "{{steps.a.output.id}}", "b": "{{steps.b.output.id}}"}}}},
+            {"name": "c", "action": {"region": {"op": "add", "key": "k", "delta": 1}}}
+        ]
+    }));
+    let warned: Vec<&str> = def.warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(warned, ["/steps/1/compensation/http/body/b"]);
+    assert!(
+        def.warnings[0].message.contains("possibly applied") && def.warnings[0].message.contains("X-Saga-Action-Key"),
+        "{}",
+        def.warnings[0].message
+    );
+}
