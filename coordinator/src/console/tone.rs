@@ -92,6 +92,7 @@ pub fn step(status: StepStatus) -> Shown {
         StepStatus::RetryWaiting { .. } => (Tone::Running, "retrying"),
         StepStatus::Succeeded => (Tone::Succeeded, "succeeded"),
         StepStatus::Failed => (Tone::Failed, "failed"),
+        StepStatus::PossiblyApplied => (Tone::PossiblyApplied, "possibly applied"),
         StepStatus::NotRun => (Tone::NotRun, "not run"),
         StepStatus::Compensating => (Tone::Compensating, "compensating"),
         StepStatus::CompensationRetryWaiting { .. } => (Tone::Compensating, "compensating (retrying)"),
