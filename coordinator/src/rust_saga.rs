@@ -91,6 +91,7 @@ impl<C: Send + Sync + 'static> RustSaga<C> {
             retry: None,
             compensation_retry: None,
             timeout_ms: None,
+            verify: None,
         });
         self
     }
@@ -110,6 +111,7 @@ impl<C: Send + Sync + 'static> RustSaga<C> {
             retry: None,
             compensation_retry: None,
             timeout_ms: None,
+            verify: None,
         });
         self
     }

@@ -81,7 +81,11 @@ fn transfers_run_as_sagas_driven_by_the_cli() {
             .expect("the bank starts"),
     );
     let started = Instant::now();
-    while reqwest::blocking::get(format!("{url}/readyz")).map(|r| r.status().as_u16()).ok() != Some(200) {
+    while reqwest::blocking::get(format!("{url}/readyz"))
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "the bank is not ready: {}",
