@@ -7,12 +7,15 @@
 //!
 //! ## Layout
 //! - [`server`]: [`Server`] and its [`ServerBuilder`]: store, coordinator, API, telemetry.
+//! - [`check`]: `geosaga check`, a saga run against its real participants through a
+//!   recording proxy, case by case.
 //! - [`serve`]: the options of `geosaga serve` and `geosaga dev` (flags, `GEOSAGA_*`
 //!   variables, a TOML file), turned into a builder.
 //! - `demo`, `dev_regions`: the demo participant and the three regions of `geosaga dev`.
 //!
 //! The `geosaga` binary (`src/main.rs`) adds the client commands, `region` and `netem`.
 
+pub mod check;
 mod demo;
 mod dev_regions;
 pub mod serve;
