@@ -76,7 +76,7 @@ impl Case {
     pub fn title(&self) -> String {
         match self {
             Case::Completes => "completes as written".into(),
-            Case::FailsAt(step) => format!("unwinds when `{step}` fails (a business 4xx)"),
+            Case::FailsAt(step) => format!("unwinds when `{step}` is refused"),
             Case::Repeated { repeat, unwinding } => format!(
                 "every {} delivered twice, {}",
                 if *unwinding {
