@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use coordinator::HostPolicy;
+use coordinator::retention::{self, RetentionOptions};
 use coordinator::runner::region::RegionDirectory;
 use observability::LogFormat;
 use observability::otlp::{OtlpOptions, Protocol};
@@ -80,10 +81,31 @@ pub struct ServeArgs {
     #[arg(long, env = "GEOSAGA_JAEGER_UI")]
     jaeger_ui: Option<String>,
     #[command(flatten)]
+    retention: RetentionArgs,
+    #[command(flatten)]
     otlp: OtlpArgs,
     /// Log format: text or json.
     #[arg(long, env = "GEOSAGA_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+}
+
+/// Retention of finished sagas (off unless an age is given; docs/operations.md).
+#[derive(Args, Debug)]
+pub struct RetentionArgs {
+    /// Delete completed and compensated sagas whose last change is older than this (`30d`,
+    /// `12h`, `90m`); never running or stuck ones.
+    #[arg(long, env = "GEOSAGA_RETENTION_AGE")]
+    retention_age: Option<String>,
+    /// Archive sagas to this directory (JSON lines, synced) before deleting them.
+    #[arg(long, env = "GEOSAGA_RETENTION_ARCHIVE")]
+    retention_archive: Option<PathBuf>,
+    /// Sagas deleted per batch (default 100): each batch is one short write.
+    #[arg(long, env = "GEOSAGA_RETENTION_BATCH")]
+    retention_batch: Option<u32>,
+    /// How long a saga started with an idempotency key is kept at least, so that a repeated
+    /// start finds it (default 24h, at most the retention age).
+    #[arg(long, env = "GEOSAGA_IDEMPOTENCY_WINDOW")]
+    idempotency_window: Option<String>,
 }
 
 /// Where traces go. Without an endpoint here or in the `OTEL_EXPORTER_OTLP_*` variables,
@@ -124,6 +146,10 @@ struct ConfigFile {
     jaeger_ui: Option<String>,
     otlp_endpoint: Option<String>,
     otlp_protocol: Option<String>,
+    retention_age: Option<String>,
+    retention_archive: Option<PathBuf>,
+    retention_batch: Option<u32>,
+    idempotency_window: Option<String>,
 }
 
 /// Options of `geosaga dev`.
@@ -167,6 +193,7 @@ struct Settings {
     max_running: usize,
     jaeger_ui: Option<String>,
     otlp: OtlpOptions,
+    retention: Option<RetentionOptions>,
 }
 
 /// The regions region steps may use: `--region NAME=URL` flags, else the config file's
@@ -191,6 +218,28 @@ fn region_directory(flags: &[String], file: &toml::Table, via: Option<String>) -
     RegionDirectory::new(regions, via).map_err(anyhow::Error::msg)
 }
 
+/// Retention from the flags, else the config file: `None` without an age.
+fn retention_options(args: RetentionArgs, file: &ConfigFile) -> anyhow::Result<Option<RetentionOptions>> {
+    let Some(age) = args.retention_age.or(file.retention_age.clone()) else {
+        return Ok(None);
+    };
+    let age = retention::parse_duration(&age)
+        .map_err(anyhow::Error::msg)
+        .context("--retention-age")?;
+    let mut options = RetentionOptions::new(age);
+    if let Some(window) = args.idempotency_window.or(file.idempotency_window.clone()) {
+        options.idempotency_window = retention::parse_duration(&window)
+            .map_err(anyhow::Error::msg)
+            .context("--idempotency-window")?;
+    }
+    if let Some(batch) = args.retention_batch.or(file.retention_batch) {
+        options.batch = batch;
+    }
+    options.archive = args.retention_archive.or(file.retention_archive.clone());
+    options.check().map_err(anyhow::Error::msg).context("retention")?;
+    Ok(Some(options))
+}
+
 fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let file: ConfigFile = match &args.config {
         Some(path) => {
@@ -199,6 +248,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         }
         None => ConfigFile::default(),
     };
+    let retention = retention_options(args.retention, &file)?;
     let tokens = if args.tokens.is_empty() {
         file.tokens
     } else {
@@ -225,6 +275,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let regions = region_directory(&args.regions, &file.regions, args.region_via.or(file.region_via))
         .context("the regions of region steps")?;
     Ok(Settings {
+        retention,
         regions,
         listen: args
             .listen
@@ -262,7 +313,8 @@ impl Settings {
             .regions(self.regions)
             .body_limit(self.body_limit)
             .max_running(self.max_running)
-            .otlp(self.otlp);
+            .otlp(self.otlp)
+            .retention(self.retention);
         if let Some(node_id) = self.node_id {
             builder = builder.node_id(node_id);
         }
@@ -318,6 +370,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             protocol: args.otlp.otlp_protocol,
             instance_id: None,
         },
+        retention: None,
     };
     let with_regions = (!regions.is_empty()).then_some(&REGION_EXAMPLE);
     let mut builder = settings.apply(Server::builder()).log_format(None);

@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coordinator::api::{ApiState, DEFAULT_BODY_LIMIT, app};
+use coordinator::retention::{self, Retention, RetentionOptions};
 use coordinator::runner::region::RegionDirectory;
 use coordinator::store::postgres::PostgresStore;
 use coordinator::store::sqlite::SqliteStore;
@@ -102,6 +103,7 @@ pub struct ServerBuilder {
     max_running: usize,
     jaeger_ui: Option<String>,
     otlp: OtlpOptions,
+    retention: Option<RetentionOptions>,
     log_format: Option<LogFormat>,
     sagas: Vec<SagaRegistration>,
     definitions: Vec<Value>,
@@ -122,6 +124,7 @@ impl Default for ServerBuilder {
             max_running: 10_000,
             jaeger_ui: None,
             otlp: OtlpOptions::default(),
+            retention: None,
             log_format: Some(LogFormat::Text),
             sagas: Vec::new(),
             definitions: Vec::new(),
@@ -215,6 +218,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Deletes (and archives) finished sagas past an age (default: off; docs/operations.md).
+    pub fn retention(mut self, retention: Option<RetentionOptions>) -> Self {
+        self.retention = retention;
+        self
+    }
+
     /// The log format of the subscriber the server installs (default text); `None`
     /// installs none, for a process that sets up `tracing` itself.
     pub fn log_format(mut self, format: Option<LogFormat>) -> Self {
@@ -291,7 +300,24 @@ impl ServerBuilder {
             max_running: self.max_running,
             ..Options::default()
         };
-        let coordinator = Coordinator::start(store, runners, options).await?;
+        let coordinator = Coordinator::start(store.clone(), runners, options).await?;
+        let retention = match self.retention {
+            Some(options) => {
+                tracing::info!(
+                    age = %retention::show(options.age),
+                    idempotency_window = %retention::show(options.idempotency_window),
+                    archive = ?options.archive,
+                    "retention on"
+                );
+                Some(Retention::start(
+                    store,
+                    options,
+                    &node_id,
+                    coordinator.metrics().clone(),
+                )?)
+            }
+            None => None,
+        };
         for definition in &definitions {
             let put = coordinator.register(definition).await?;
             tracing::info!(definition = %put.record.name, version = put.record.version, "saga registered");
@@ -323,6 +349,7 @@ impl ServerBuilder {
             local_addr,
             state,
             telemetry,
+            retention,
         })
     }
 
@@ -339,6 +366,7 @@ pub struct Server {
     local_addr: SocketAddr,
     state: ApiState,
     telemetry: Option<Telemetry>,
+    retention: Option<Retention>,
 }
 
 impl Server {
@@ -372,8 +400,10 @@ impl Server {
             local_addr,
             state,
             telemetry,
+            retention,
         } = self;
         let served = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
+        drop(retention);
         tracing::info!("shutting down; handing over running sagas");
         let handed_over = coordinator.shutdown().await;
         if let Some(telemetry) = telemetry {
