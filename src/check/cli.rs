@@ -21,7 +21,8 @@ pub struct CheckArgs {
     pub input_file: Option<PathBuf>,
     /// Take the definition registered under this name at this coordinator (the saga still
     /// runs here, on a throwaway store, against the participants it names).
-    #[arg(long, env = "GEOSAGA_SERVER")]
+    /// (Not read from `GEOSAGA_SERVER`: a file name must never turn into a definition name.)
+    #[arg(long)]
     pub server: Option<String>,
     /// API token of `--server`.
     #[arg(long, env = "GEOSAGA_TOKEN", hide_env_values = true)]
