@@ -13,9 +13,14 @@ use support::process::{GeosagaProcess, free_port};
 
 /// Runs `geosaga check FILE --input INPUT --json`: the exit code and the report.
 fn check(file: &Path, input: &Value) -> (Option<i32>, Value) {
+    check_with(&[file.to_str().unwrap()], input)
+}
+
+/// Runs `geosaga check ARGS --input INPUT --json`.
+fn check_with(args: &[&str], input: &Value) -> (Option<i32>, Value) {
     let output = Command::new(env!("CARGO_BIN_EXE_geosaga"))
         .arg("check")
-        .arg(file)
+        .args(args)
         .args(["--input", &input.to_string(), "--json"])
         .output()
         .unwrap();
@@ -88,6 +93,14 @@ async fn the_demo_participant_passes_every_case() {
         cases.contains(&"the coordinator restarts when action 3 arrives"),
         "{cases:#?}"
     );
+    // The same definition, registered with `geosaga dev`, checked by name.
+    let server = dev.url.clone();
+    let input = json!({"from": "alice", "to": "bob", "amount": 5});
+    let (code, by_name) = tokio::task::spawn_blocking(move || check_with(&["transfer", "--server", &server], &input))
+        .await
+        .unwrap();
+    assert_eq!((code, failures(&by_name)), (Some(0), BTreeSet::new()), "{by_name:#}");
+    assert_eq!(by_name["cases"].as_array().unwrap().len(), 19);
     // The verify reads were made and compared.
     let repeated = &report["cases"][4];
     assert!(

@@ -328,3 +328,24 @@ async fn run_case(
         seen: proxies.seen(record.id),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::origin;
+
+    #[test]
+    fn an_origin_is_the_literal_scheme_host_and_port() {
+        assert_eq!(
+            origin("http://127.0.0.1:7380/payment/debit").as_deref(),
+            Some("http://127.0.0.1:7380")
+        );
+        assert_eq!(
+            origin("https://pay.example/x?y={{input.a}}").as_deref(),
+            Some("https://pay.example")
+        );
+        assert_eq!(origin("http://svc:8080").as_deref(), Some("http://svc:8080"));
+        assert_eq!(origin("http://{{input.host}}/x"), None);
+        assert_eq!(origin("{{input.url}}"), None);
+        assert_eq!(origin("http:///x"), None);
+    }
+}
