@@ -4,7 +4,7 @@
 //! operation, and any finding fails the test with schemathesis's report, each with a
 //! `curl` line that reproduces it.
 //!
-//! `GEOSAGA_SCHEMATHESIS_EXAMPLES` changes the examples per operation (default 200) and
+//! `GEOSAGA_SCHEMATHESIS_EXAMPLES` changes the examples per operation (default 300) and
 //! `GEOSAGA_SCHEMATHESIS_SEED` the seed (default fixed, so that CI is reproducible; any
 //! other seed explores other requests).
 
@@ -33,7 +33,7 @@ fn schemathesis(url: &str, config: &Path, work: &Path) {
         "schemathesis {SCHEMATHESIS} is needed (found: {found:?}); install it with \
          `pip install schemathesis=={SCHEMATHESIS}` (scripts/test does)"
     );
-    let examples = std::env::var("GEOSAGA_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "200".into());
+    let examples = std::env::var("GEOSAGA_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "300".into());
     let seed = std::env::var("GEOSAGA_SCHEMATHESIS_SEED").unwrap_or_else(|_| "22".into());
     let output = Command::new("st")
         .arg("--config-file")
