@@ -11,8 +11,11 @@
 
 pub mod cases;
 pub mod cli;
+pub mod judge;
 pub mod proxy;
+mod repeats;
 pub mod report;
+mod unwind;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -25,7 +28,8 @@ use sagas::document::DefinitionDoc;
 use sagas::{Phase, SagaDefinition, StepAction, StepError};
 use serde_json::Value;
 
-use cases::{Case, Run};
+use cases::Case;
+use judge::Run;
 use proxy::{Fate, Proxies, Verifier};
 use report::{CaseReport, Report};
 

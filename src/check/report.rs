@@ -8,7 +8,8 @@ use sagas::SagaDefinition;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::cases::{self, Case, Check, Run, Verdict};
+use super::cases::Case;
+use super::judge::{self, Check, Run, Verdict};
 use super::proxy::{Fate, Seen};
 
 /// Exit code when every case held.
@@ -36,7 +37,7 @@ pub struct CaseReport {
 impl CaseReport {
     /// Judges `run` of `case`.
     pub fn new(case: &Case, definition: &SagaDefinition, run: &Run, reference: Option<&Run>) -> CaseReport {
-        let checks = cases::judge(case, definition, run, reference);
+        let checks = judge::judge(case, definition, run, reference);
         CaseReport {
             case: case.title(),
             passed: checks.iter().all(|c| c.verdict != Verdict::Fail),
