@@ -86,10 +86,12 @@ async fn the_coordinators_document_is_exact() {
     );
     coordinator.wait_ready().await;
 
-    // Something to list and read: a definition and a saga of it.
+    // Something to list and read: a definition and a saga of it. It is named as the
+    // document's example start names its definition, so that the example starts a saga and
+    // the stateful phase can follow the links from it.
     let client = reqwest::Client::new();
     let probe = json!({
-        "name": "probe",
+        "name": "transfer",
         "steps": [{"name": "ask", "action": {"http": {"method": "GET", "url": format!("http://{listen}/healthz")}}}]
     });
     let registered = client
@@ -103,7 +105,7 @@ async fn the_coordinators_document_is_exact() {
     let started = client
         .post(format!("{}/v1/sagas?wait_ms=5000", coordinator.url))
         .bearer_auth(TOKEN)
-        .json(&json!({"definition": "probe"}))
+        .json(&json!({"definition": "transfer"}))
         .send()
         .await
         .unwrap();

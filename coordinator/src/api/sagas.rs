@@ -42,6 +42,7 @@ pub(crate) fn router() -> Router<ApiState> {
 /// A request to start a saga.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"definition": "transfer", "input": {"from": "alice", "to": "bob", "amount": 50}}))]
 pub(crate) struct StartSagaRequest {
     /// Definition name.
     definition: String,
