@@ -43,6 +43,11 @@ pub struct Bank {
 }
 
 impl Bank {
+    /// An account's balance.
+    pub fn balance(&self, account: &str) -> Result<i64, StepError> {
+        balance(&self.db.lock().expect("bank lock"), account)
+    }
+
     /// Opens (or creates) the bank's database at `path`.
     pub fn open(path: &str) -> rusqlite::Result<Bank> {
         let db = Connection::open(path)?;

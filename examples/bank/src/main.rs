@@ -9,24 +9,15 @@
 //! The accounts live in a SQLite file of their own (`BANK_DATABASE`, default `./bank.db`);
 //! see `bank.rs` for how each step keeps the participant contract.
 
-mod bank;
-
 use std::sync::Arc;
 
-use geosaga::{RustSaga, Server};
-
-use bank::{Bank, Transfer};
+use geosaga::Server;
+use geosaga_example_bank::{Bank, transfer};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::var("BANK_DATABASE").unwrap_or_else(|_| "./bank.db".into());
     let bank = Arc::new(Bank::open(&path)?);
-    let transfer = RustSaga::new("transfer", bank)
-        .input::<Transfer>()
-        .step("debit", bank::debit)
-        .compensate(bank::refund)
-        .step("credit", bank::credit)
-        .compensate(bank::uncredit);
-    Server::builder().saga(transfer).cli()?.serve().await?;
+    Server::builder().saga(transfer(bank)).cli()?.serve().await?;
     Ok(())
 }
