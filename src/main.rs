@@ -3,6 +3,7 @@
 //! - `serve` and `dev` run a coordinator with its REST API ([`serve`]).
 //! - `definitions`, `plan` and `saga` talk to a running coordinator or work offline
 //!   ([`client`]).
+//! - `backup`, `restore` and `archive` are the operator's ([`ops`]).
 //!
 //! Exit codes: 0 success; 1 an error; 2 bad usage; 3 not found; 4 conflict (idempotency,
 //! illegal transition); 5 invalid definition or input; with `saga start --wait`: 10 the saga
@@ -18,6 +19,7 @@ mod client;
 mod demo;
 mod dev_regions;
 mod netem;
+mod ops;
 mod region;
 mod serve;
 
@@ -37,7 +39,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a coordinator and its REST API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run everything on this machine: coordinator on SQLite, the examples registered, and a
     /// demo participant service whose failures you pick with the saga input.
     Dev(serve::DevArgs),
@@ -57,6 +59,14 @@ enum Command {
     Saga(SagaCommand),
     /// Run one region of the geo-distributed key-value layer.
     Region(region::RegionArgs),
+    /// Back up a coordinator's SQLite database while it runs (PostgreSQL: pg_dump).
+    Backup(ops::BackupArgs),
+    /// Replace a stopped coordinator's SQLite database with a backup; a coordinator started
+    /// on it resumes the sagas that were running.
+    Restore(ops::RestoreArgs),
+    /// Read the archive that retention writes (`serve --retention-archive`).
+    #[command(subcommand)]
+    Archive(ops::ArchiveCommand),
     /// Run a network emulator with Toxiproxy's HTTP API: TCP proxies with latency and cuts
     /// (the testbed's WAN, see docs/testbed.md).
     Netem(netem::NetemArgs),
@@ -193,10 +203,13 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Serve(args) => serve::serve(args).await.map(|()| 0),
+        Command::Serve(args) => serve::serve(*args).await.map(|()| 0),
         Command::Dev(args) => serve::dev(args).await.map(|()| 0),
         Command::Region(args) => region::run(args).await.map(|()| 0),
         Command::Netem(args) => netem::run(args).await.map(|()| 0),
+        Command::Backup(args) => ops::backup(args),
+        Command::Restore(args) => ops::restore(args),
+        Command::Archive(command) => ops::archive(command),
         Command::Definitions(DefinitionsCommand::Apply { files, server }) => client::apply(&server, &files).await,
         Command::Definitions(DefinitionsCommand::Validate { files }) => client::validate(&files),
         Command::Definitions(DefinitionsCommand::List { server }) => client::list_definitions(&server).await,

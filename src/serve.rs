@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use coordinator::api::{ApiState, app};
+use coordinator::retention::{self, Retention, RetentionOptions};
 use coordinator::runner::region::RegionDirectory;
 use coordinator::store::postgres::PostgresStore;
 use coordinator::store::sqlite::SqliteStore;
@@ -85,10 +86,31 @@ pub struct ServeArgs {
     #[arg(long, env = "GEOSAGA_JAEGER_UI")]
     jaeger_ui: Option<String>,
     #[command(flatten)]
+    retention: RetentionArgs,
+    #[command(flatten)]
     otlp: OtlpArgs,
     /// Log format: text or json.
     #[arg(long, env = "GEOSAGA_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+}
+
+/// Retention of finished sagas (off unless an age is given; docs/operations.md).
+#[derive(Args, Debug)]
+pub struct RetentionArgs {
+    /// Delete completed and compensated sagas whose last change is older than this (`30d`,
+    /// `12h`, `90m`); never running or stuck ones.
+    #[arg(long, env = "GEOSAGA_RETENTION_AGE")]
+    retention_age: Option<String>,
+    /// Archive sagas to this directory (JSON lines, synced) before deleting them.
+    #[arg(long, env = "GEOSAGA_RETENTION_ARCHIVE")]
+    retention_archive: Option<PathBuf>,
+    /// Sagas deleted per batch (default 100): each batch is one short write.
+    #[arg(long, env = "GEOSAGA_RETENTION_BATCH")]
+    retention_batch: Option<u32>,
+    /// How long a saga started with an idempotency key is kept at least, so that a repeated
+    /// start finds it (default 24h, at most the retention age).
+    #[arg(long, env = "GEOSAGA_IDEMPOTENCY_WINDOW")]
+    idempotency_window: Option<String>,
 }
 
 /// Where traces go. Without an endpoint here or in the `OTEL_EXPORTER_OTLP_*` variables,
@@ -129,6 +151,10 @@ struct ConfigFile {
     jaeger_ui: Option<String>,
     otlp_endpoint: Option<String>,
     otlp_protocol: Option<String>,
+    retention_age: Option<String>,
+    retention_archive: Option<PathBuf>,
+    retention_batch: Option<u32>,
+    idempotency_window: Option<String>,
 }
 
 /// Options of `geosaga dev`.
@@ -172,6 +198,7 @@ struct Settings {
     max_running: usize,
     jaeger_ui: Option<String>,
     otlp: OtlpOptions,
+    retention: Option<RetentionOptions>,
 }
 
 /// The regions region steps may use: `--region NAME=URL` flags, else the config file's
@@ -196,6 +223,28 @@ fn region_directory(flags: &[String], file: &toml::Table, via: Option<String>) -
     RegionDirectory::new(regions, via).map_err(anyhow::Error::msg)
 }
 
+/// Retention from the flags, else the config file: `None` without an age.
+fn retention_options(args: RetentionArgs, file: &ConfigFile) -> anyhow::Result<Option<RetentionOptions>> {
+    let Some(age) = args.retention_age.or(file.retention_age.clone()) else {
+        return Ok(None);
+    };
+    let age = retention::parse_duration(&age)
+        .map_err(anyhow::Error::msg)
+        .context("--retention-age")?;
+    let mut options = RetentionOptions::new(age);
+    if let Some(window) = args.idempotency_window.or(file.idempotency_window.clone()) {
+        options.idempotency_window = retention::parse_duration(&window)
+            .map_err(anyhow::Error::msg)
+            .context("--idempotency-window")?;
+    }
+    if let Some(batch) = args.retention_batch.or(file.retention_batch) {
+        options.batch = batch;
+    }
+    options.archive = args.retention_archive.or(file.retention_archive.clone());
+    options.check().map_err(anyhow::Error::msg).context("retention")?;
+    Ok(Some(options))
+}
+
 fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let file: ConfigFile = match &args.config {
         Some(path) => {
@@ -204,6 +253,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         }
         None => ConfigFile::default(),
     };
+    let retention = retention_options(args.retention, &file)?;
     let tokens = if args.tokens.is_empty() {
         file.tokens
     } else {
@@ -230,6 +280,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let regions = region_directory(&args.regions, &file.regions, args.region_via.or(file.region_via))
         .context("the regions of region steps")?;
     Ok(Settings {
+        retention,
         regions,
         listen: args
             .listen
@@ -276,6 +327,7 @@ struct Running {
     listener: tokio::net::TcpListener,
     state: ApiState,
     telemetry: Option<Telemetry>,
+    retention: Option<Retention>,
 }
 
 async fn run(settings: Settings, registry: HandlerRegistry) -> anyhow::Result<Running> {
@@ -315,7 +367,24 @@ async fn run(settings: Settings, registry: HandlerRegistry) -> anyhow::Result<Ru
         max_running: settings.max_running,
         ..Options::default()
     };
-    let coordinator = Coordinator::start(store, runners, options).await?;
+    let coordinator = Coordinator::start(store.clone(), runners, options).await?;
+    let retention = match settings.retention {
+        Some(options) => {
+            tracing::info!(
+                age = %retention::show(options.age),
+                idempotency_window = %retention::show(options.idempotency_window),
+                archive = ?options.archive,
+                "retention on"
+            );
+            Some(Retention::start(
+                store,
+                options,
+                &node_id,
+                coordinator.metrics().clone(),
+            )?)
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
@@ -331,6 +400,7 @@ async fn run(settings: Settings, registry: HandlerRegistry) -> anyhow::Result<Ru
         listener,
         state,
         telemetry,
+        retention,
     })
 }
 
@@ -355,10 +425,12 @@ async fn serve_until_signal(running: Running) -> anyhow::Result<()> {
         listener,
         state,
         telemetry,
+        retention,
     } = running;
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    drop(retention);
     tracing::info!("shutting down; handing over running sagas");
     let handed_over = coordinator.shutdown().await;
     if let Some(telemetry) = telemetry {
@@ -424,6 +496,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             protocol: args.otlp.otlp_protocol,
             instance_id: None,
         },
+        retention: None,
     };
     let running = run(settings, HandlerRegistry::new()).await?;
     let coordinator = running.coordinator.clone();
