@@ -75,8 +75,11 @@ pub fn build(events: &[StoredEvent]) -> Vec<Entry> {
             SagaEvent::StepAttemptFailed {
                 step, attempt, error, ..
             } => (step, Phase::Action, *attempt, AttemptOutcome::WillRetry, Some(error)),
-            SagaEvent::StepFailed { step, attempt, error } | SagaEvent::StepOutcomeUnknown { step, attempt, error } => {
+            SagaEvent::StepFailed { step, attempt, error } => {
                 (step, Phase::Action, *attempt, AttemptOutcome::Failed, Some(error))
+            }
+            SagaEvent::StepOutcomeUnknown { step, attempt, error } => {
+                (step, Phase::Action, *attempt, AttemptOutcome::Unknown, Some(error))
             }
             SagaEvent::CompensationSucceeded { step, attempt } => {
                 (step, Phase::Compensation, *attempt, AttemptOutcome::Succeeded, None)
