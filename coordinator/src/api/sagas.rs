@@ -78,7 +78,8 @@ pub(crate) struct WaitQuery {
     tag = "sagas",
     request_body = StartSagaRequest,
     params(
-        ("wait_ms" = Option<u64>, Query, description = "Answer once the saga is settled or after this many ms (at most 60000)"),
+        ("wait_ms" = Option<u64>, Query, minimum = 0, maximum = 60000,
+            description = "Answer once the saga is settled or after this many ms, 0 to 60000 (a larger wait is refused)"),
         ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]*[!-~])?$",
             description = "Starting twice with one key starts one saga: 1 to 255 visible ASCII characters (spaces inside). \
                 When the body's `idempotency_key` is given too, both must be equal."),
@@ -112,6 +113,12 @@ pub(crate) async fn start(
     ApiJson(body): ApiJson<StartSagaRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let wait = param::<u64>("wait_ms", query.wait_ms.as_deref(), "a number of milliseconds")?.unwrap_or(0);
+    if wait > MAX_WAIT_MS {
+        return Err(ApiError::parameter(
+            "/query/wait_ms",
+            format!("`{wait}` is longer than the longest wait, {MAX_WAIT_MS} ms"),
+        ));
+    }
     let idempotency_key = idempotency_key(&headers, body.idempotency_key)?;
     if let Some(v) = body.version
         && v < 1
@@ -135,7 +142,7 @@ pub(crate) async fn start(
     };
     let (view, created) = if wait > 0 {
         // A saga that settles here answers from memory, without reading it back.
-        let timeout = Duration::from_millis(wait.min(MAX_WAIT_MS));
+        let timeout = Duration::from_millis(wait);
         state
             .coordinator
             .start_and_wait(request, timeout)
