@@ -39,6 +39,7 @@ pub fn router(region: Arc<Region>) -> Router {
         .route("/v1/regions", get(regions))
         .route("/readyz", get(ready))
         .route("/internal/v1/write/{*key}", post(forwarded_write))
+        .route("/internal/v1/undo/{*key}", post(forwarded_write))
         .route("/internal/v1/intents", post(intent))
         .route("/internal/v1/replicate", post(replicate))
         .merge(crate::convergence_api::routes())
@@ -235,7 +236,10 @@ async fn write(region: Arc<Region>, key: String, headers: HeaderMap, cmd: WriteC
     }
     refuse_loop(&region, &headers, &key, &home)?;
     let peer = region.peer(&home)?;
-    let url = key_url(&peer.address, &["internal", "v1", "write"], &key)?;
+    // An undo goes on a route of its own: a home that does not know undos answers 404
+    // rather than taking it for a deletion.
+    let route = if cmd.undo.is_some() { "undo" } else { "write" };
+    let url = key_url(&peer.address, &["internal", "v1", route], &key)?;
     relay(&region, &home, region.http.post(url).json(&cmd))
         .await
         .map_err(|reason| {
@@ -263,11 +267,14 @@ async fn put(
         if_version: parse_version("/if_version", body.if_version.as_deref())?,
         op_id: checked_op_id("/op_id", body.op_id)?,
         add: None,
+        undo: None,
     };
     write(region, key, headers, cmd).await
 }
 
-/// `PATCH /v1/kv/{key}` with `{"add": {"path", "delta", "min", "max"}}`: the home adds.
+/// `PATCH /v1/kv/{key}` with `{"add": {"path", "delta", "min", "max"}}`: the home adds; with
+/// `{"undo": {"op_id", "add"?}, "op_id"}`: the home undoes or cancels a write
+/// ([`crate::undo`]).
 async fn patch(
     State(region): Shared,
     Path(key): Path<String>,
@@ -278,15 +285,37 @@ async fn patch(
         JsonRejection::JsonDataError(e) => ApiError::new(ProblemType::InvalidBody, e.body_text()),
         other => ApiError::new(ProblemType::MalformedJson, other.body_text()),
     })?;
-    body.add
-        .check()
-        .map_err(|e| ApiError::new(ProblemType::InvalidBody, format!("/add/path: {e}")))?;
+    match (&body.add, &body.undo) {
+        (Some(add), None) => add
+            .check()
+            .map_err(|e| ApiError::new(ProblemType::InvalidBody, format!("/add/path: {e}")))?,
+        (None, Some(undo)) => {
+            checked_op_id("/undo/op_id", Some(undo.op_id.clone()))?;
+            if let Some(add) = &undo.add {
+                add.check()
+                    .map_err(|e| ApiError::new(ProblemType::InvalidBody, format!("/undo/add/path: {e}")))?;
+            }
+            if body.op_id.is_none() || body.if_version.is_some() {
+                return Err(ApiError::new(
+                    ProblemType::InvalidBody,
+                    "/op_id: an undo needs an op_id of its own, and takes no if_version",
+                ));
+            }
+        }
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(ApiError::new(
+                ProblemType::InvalidBody,
+                "give exactly one of `add` and `undo`",
+            ));
+        }
+    }
     let cmd = WriteCommand {
         value: None,
         consistency: body.consistency,
         if_version: parse_version("/if_version", body.if_version.as_deref())?,
         op_id: checked_op_id("/op_id", body.op_id)?,
-        add: Some(body.add),
+        add: body.add,
+        undo: body.undo,
     };
     write(region, key, headers, cmd).await
 }
@@ -313,6 +342,7 @@ async fn delete(
         if_version: parse_version("/query/if_version", q.if_version.as_deref())?,
         op_id: checked_op_id("/query/op_id", q.op_id)?,
         add: None,
+        undo: None,
     };
     write(region, key, headers, cmd).await
 }
@@ -381,11 +411,15 @@ async fn regions(State(region): Shared) -> Result<Json<Vec<RegionStatus>>, ApiEr
             .get(&peer.name)
             .copied()
             .unwrap_or(0);
+        let clock_skew = region.clock_skew.of(&peer.name);
+        // A peer whose timestamps were refused lately is not healthy, whatever the contact.
+        let skewed = clock_skew.iter().any(|s| s.last_ms_ago <= healthy_within);
         out.push(RegionStatus {
             name: peer.name.clone(),
             address: peer.address.clone(),
             is_self: false,
-            healthy: ago.is_some_and(|a| a <= healthy_within),
+            healthy: ago.is_some_and(|a| a <= healthy_within) && !skewed,
+            clock_skew,
             last_contact_ms_ago: ago,
             closed_ts: closed.map(|c| c.to_string()),
             replication_lag_ms: closed.map(|c| now_ms.saturating_sub(c.wall_ms)),

@@ -24,6 +24,9 @@
 //! - [`replication`]: intents of strong writes, log shipping with closed timestamps, GC.
 //! - [`api`] and [`problem`]: the HTTP API (axum) and its problem details;
 //!   [`convergence_api`]: counters, conflicts, re-homing and the anti-entropy route.
+//! - [`op_ids`]: idempotent writes (a repeat of an op id is answered, not applied);
+//!   [`undo`]: undoing a write by its op id whatever became of it, and cancelling one that
+//!   never applied so that it never will (saga compensations of uncertain writes).
 //! - [`antientropy`]: digest comparison with each peer, repairing what the log missed;
 //!   [`rehome`]: moving a rule's keys to another home online; [`store_convergence`]: the
 //!   store's side of both.
@@ -124,9 +127,11 @@ pub mod protocol;
 pub mod rehome;
 pub mod replication;
 pub mod shipper;
+pub mod skew;
 pub mod store;
 pub mod store_convergence;
 pub mod tls;
+pub mod undo;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -141,9 +146,17 @@ pub use node::Region;
 pub async fn serve(mut config: Config, name: &str, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     config.tls = config.tls.map(|t| t.for_region(name));
     let config = membership::prepare(config, name).await?;
-    let listen = config.region(name)?.listen_addr();
+    let own = config.region(name)?;
+    let listen = own.listen_addr();
+    if own.clock_offset_ms != 0 {
+        tracing::warn!(
+            region = name,
+            clock_offset_ms = own.clock_offset_ms,
+            "this region's clock is moved by clock_offset_ms (a setting for tests only)"
+        );
+    }
+    let clock = Clock::system_skewed(config.max_clock_offset_ms, own.clock_offset_ms);
     let listener = tokio::net::TcpListener::bind(&listen).await?;
-    let clock = Clock::system(config.max_clock_offset_ms);
     serve_on(listener, config, name, clock, shutdown).await
 }
 

@@ -64,6 +64,8 @@ pub struct Region {
     pub membership: crate::membership::Membership,
     /// What anti-entropy repaired.
     pub anti_entropy: crate::antientropy::Stats,
+    /// Peers' timestamps refused for clock skew, and ours refused by peers.
+    pub clock_skew: crate::skew::Refusals,
 }
 
 /// Keeps a write's timestamp among the pending ones until dropped.
@@ -138,6 +140,7 @@ impl Region {
             log_changed: Arc::new(tokio::sync::watch::Sender::new(0)),
             membership,
             anti_entropy: crate::antientropy::Stats::default(),
+            clock_skew: crate::skew::Refusals::default(),
         })
     }
 
@@ -228,8 +231,16 @@ impl Region {
                 reason: "the key's range was re-homed while this write waited; it was not applied, retry".into(),
             });
         }
+        if let Some(undo) = &cmd.undo {
+            return crate::undo::undo_locked(self, key, &home, cmd, undo).await;
+        }
+        self.write_locked(key, &home, cmd).await
+    }
+
+    /// Executes a write of a key homed here (or written anywhere), its write lock held.
+    pub(crate) async fn write_locked(&self, key: &str, home: &str, cmd: &WriteCommand) -> Result<WriteResponse> {
         if let Some(prefix) = self.placement().writes_anywhere(key).map(str::to_owned) {
-            return self.write_anywhere(key, &home, &prefix, cmd).await;
+            return self.write_anywhere(key, home, &prefix, cmd).await;
         }
         // An op id seen before: answer with the first write's result (crate::op_ids).
         let op = crate::op_ids::before_write(self, key, cmd).await?;
@@ -313,6 +324,7 @@ impl Region {
             previous,
             value: added,
             replayed: false,
+            undo: None,
         })
     }
 
@@ -368,6 +380,7 @@ impl Region {
             previous,
             value: None,
             replayed: false,
+            undo: None,
         })
     }
 }

@@ -9,6 +9,9 @@
 //! and its PostgreSQL twin in `migrations/regions-postgres`).
 //! A write that aborted, or that a crash cut off, leaves its row unapplied: a repeat then
 //! writes afresh and prepares the row again. Rows are kept for [`RETENTION_MS`].
+//!
+//! An op id can also be *cancelled*: the undo of a write that was not applied records it
+//! ([`crate::undo`]), and a write carrying it is refused from then on (`op-cancelled`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -126,7 +129,7 @@ pub(crate) struct BeforeWrite {
 }
 
 /// Under the key's write lock at its home, before the write's checks: a repeat of an
-/// applied op id gets the first write's answer.
+/// applied op id gets the first write's answer; a cancelled op id is refused.
 pub(crate) async fn before_write(region: &Region, key: &str, cmd: &WriteCommand) -> Result<BeforeWrite> {
     let Some(op_id) = &cmd.op_id else {
         return Ok(BeforeWrite {
@@ -145,8 +148,15 @@ pub(crate) async fn before_write(region: &Region, key: &str, cmd: &WriteCommand)
                 previous: done.previous,
                 value: None,
                 replayed: true,
+                undo: None,
             }),
             current: None,
+        });
+    }
+    if region.store.op_cancelled(key, op_id).await? {
+        return Err(Error::OpCancelled {
+            key: key.to_owned(),
+            op_id: op_id.clone(),
         });
     }
     Ok(BeforeWrite {

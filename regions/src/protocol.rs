@@ -177,12 +177,17 @@ pub struct PutRequest {
     pub op_id: Option<String>,
 }
 
-/// `PATCH /v1/kv/{key}`: an addition applied by the key's home (see [`crate::add`]).
+/// `PATCH /v1/kv/{key}`: an addition applied by the key's home (see [`crate::add`]), or
+/// the undo of an earlier write by its op id (see [`crate::undo`]): exactly one of the two.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PatchRequest {
     /// The addition.
-    pub add: crate::add::Add,
+    #[serde(default)]
+    pub add: Option<crate::add::Add>,
+    /// The undo.
+    #[serde(default)]
+    pub undo: Option<crate::undo::Undo>,
     /// Strong (default) or async.
     #[serde(default)]
     pub consistency: WriteConsistency,
@@ -209,6 +214,10 @@ pub struct WriteCommand {
     /// An addition computed by the home from the live value (`value` is then ignored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub add: Option<crate::add::Add>,
+    /// The undo of an earlier write (`value` and `add` are then ignored); forwarded on a
+    /// route of its own, so that a home that does not know it refuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<crate::undo::Undo>,
 }
 
 /// The answer to a write.
@@ -233,6 +242,9 @@ pub struct WriteResponse {
     /// True when this answers a repeat of a write already applied (same op id).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+    /// For an undo: what it found of the write it undoes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<crate::undo::Undone>,
 }
 
 /// The answer to a read.
@@ -316,4 +328,9 @@ pub struct RegionStatus {
     /// anti-entropy has not repaired them yet (our closed timestamp for it is frozen).
     #[serde(default)]
     pub anti_entropy_gap: Option<bool>,
+    /// For a peer: the exchanges refused because the two clocks are further apart than
+    /// `max_clock_offset_ms` (`peer_ahead`: refused here; `ours_ahead`: refused by it),
+    /// the last of each side (see [`crate::skew`]). Empty when there were none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clock_skew: Vec<crate::skew::ClockSkew>,
 }

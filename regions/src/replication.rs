@@ -28,7 +28,10 @@ async fn post<T: serde::Serialize>(region: &Region, peer: &Peer, path: &str, bod
         .await
         .map_err(|e| e.to_string())?;
     if !response.status().is_success() {
-        return Err(format!("{} answered {}", peer.name, response.status()));
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        region.note_refusal(&peer.name, &body);
+        return Err(format!("{} answered {status}: {body}", peer.name));
     }
     response.json().await.map_err(|e| e.to_string())
 }
@@ -110,7 +113,9 @@ impl Region {
     /// Stores an intent a peer sent.
     pub async fn accept_intent(&self, intent: &Intent) -> Result<ReplicateAck> {
         self.peer(&intent.from)?;
-        self.clock.update(intent.entry.ts)?;
+        self.clock
+            .update(intent.entry.ts)
+            .map_err(|e| self.refuse_clock(&intent.from, e))?;
         self.store.put_intent(&intent.from, &intent.entry).await?;
         self.touch(&intent.from);
         Ok(ReplicateAck {
@@ -144,7 +149,9 @@ impl Region {
             .max()
             .unwrap_or_default()
             .max(batch.closed);
-        self.clock.update(newest)?;
+        self.clock
+            .update(newest)
+            .map_err(|e| self.refuse_clock(&batch.from, e))?;
         let incoming = Incoming {
             entries: &batch.entries,
             closed: batch.closed,

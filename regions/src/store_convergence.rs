@@ -171,7 +171,18 @@ impl Store {
         dispatch!(self, db => db.op_prepare(key, op_id, at, previous, now_ms))
     }
 
-    /// Drops the op ids prepared before `horizon_ms`.
+    /// Records `op_id` on `key` as cancelled (a compensation found it not applied): a write
+    /// carrying it is refused from then on; durable when this returns.
+    pub async fn op_cancel(&self, key: &str, op_id: &str, now_ms: i64) -> Result<()> {
+        dispatch!(self, db => db.op_cancel(key, op_id, now_ms))
+    }
+
+    /// Whether `op_id` on `key` was cancelled.
+    pub async fn op_cancelled(&self, key: &str, op_id: &str) -> Result<bool> {
+        dispatch!(self, db => db.op_cancelled(key, op_id))
+    }
+
+    /// Drops the op ids prepared, and the cancellations recorded, before `horizon_ms`.
     pub async fn op_prune(&self, horizon_ms: i64) -> Result<u64> {
         dispatch!(self, db => db.op_prune(horizon_ms))
     }

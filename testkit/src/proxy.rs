@@ -1,7 +1,8 @@
 //! A TCP proxy for one directed link between two processes on loopback: bytes in both
-//! directions are delayed by a settable latency (one way), and a cut drops every
-//! connection, open or new. Tests put one on every link between regions, so that latency
-//! and partitions come from the network path, never from sleeps in the code under test.
+//! directions are delayed by a settable latency (one way), a cut drops every connection,
+//! open or new, and a hold keeps one direction's bytes back until it is lifted. Tests put
+//! one on every link between regions, so that latency and partitions come from the network
+//! path, never from sleeps in the code under test.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,27 +13,34 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// A TCP proxy for one directed link: bytes in both directions are delayed by `latency`
-/// (one way), and `cut` drops every connection, open or new.
+/// (one way), `cut` drops every connection, open or new, and a hold keeps the bytes of one
+/// direction (requests, or answers) until it is lifted, even after their sender gave up.
 pub struct Proxy {
     /// Where the proxy listens.
     pub port: u16,
     latency_ms: Arc<AtomicU64>,
     cut: watch::Sender<bool>,
     cut_now: Arc<AtomicBool>,
+    hold_requests: watch::Sender<bool>,
+    hold_answers: watch::Sender<bool>,
 }
 
-/// Copies `from` to `to`, each chunk delivered `latency` after it was read, until either
-/// side closes or the link is cut.
+/// Copies `from` to `to`, each chunk delivered `latency` after it was read and not while
+/// `hold` is on, until either side closes or the link is cut.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     latency: Arc<AtomicU64>,
     mut cut: watch::Receiver<bool>,
+    mut hold: watch::Receiver<bool>,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
     let writer = async move {
         while let Some((due, bytes)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
+            if hold.wait_for(|held| !*held).await.is_err() {
+                break;
+            }
             if to.write_all(&bytes).await.is_err() {
                 break;
             }
@@ -66,8 +74,11 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let latency_ms = Arc::new(AtomicU64::new(0));
         let (cut, _) = watch::channel(false);
+        let (hold_requests, _) = watch::channel(false);
+        let (hold_answers, _) = watch::channel(false);
         let cut_now = Arc::new(AtomicBool::new(false));
         let (lat, cut_rx, cut_flag) = (latency_ms.clone(), cut.subscribe(), cut_now.clone());
+        let (up_rx, down_rx) = (hold_requests.subscribe(), hold_answers.subscribe());
         tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -77,7 +88,7 @@ impl Proxy {
                     drop(client);
                     continue;
                 }
-                let (lat, cut_rx) = (lat.clone(), cut_rx.clone());
+                let (lat, cut_rx, up_rx, down_rx) = (lat.clone(), cut_rx.clone(), up_rx.clone(), down_rx.clone());
                 tokio::spawn(async move {
                     let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)).await else {
                         return;
@@ -86,7 +97,10 @@ impl Proxy {
                     let _ = upstream.set_nodelay(true);
                     let (cr, cw) = client.into_split();
                     let (ur, uw) = upstream.into_split();
-                    tokio::join!(pump(cr, uw, lat.clone(), cut_rx.clone()), pump(ur, cw, lat, cut_rx));
+                    tokio::join!(
+                        pump(cr, uw, lat.clone(), cut_rx.clone(), up_rx),
+                        pump(ur, cw, lat, cut_rx, down_rx)
+                    );
                 });
             }
         });
@@ -95,7 +109,19 @@ impl Proxy {
             latency_ms,
             cut,
             cut_now,
+            hold_requests,
+            hold_answers,
         }
+    }
+
+    /// Holds (`true`) or releases (`false`) the requests: bytes from the client.
+    pub fn hold_requests(&self, hold: bool) {
+        self.hold_requests.send_replace(hold);
+    }
+
+    /// Holds (`true`) or releases (`false`) the answers: bytes to the client.
+    pub fn hold_answers(&self, hold: bool) {
+        self.hold_answers.send_replace(hold);
     }
 
     /// Sets the one-way latency.

@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod controlled;
+pub mod flawed;
 pub mod regions;
 pub mod regions_faults;
 pub mod workload;

@@ -118,6 +118,7 @@ fn config_text(
     data: &Path,
     rules: &str,
     stores: &[RegionStore],
+    clock_offsets: &[i64],
 ) -> String {
     let mut text = format!("{settings}\n");
     for (i, name) in NAMES.iter().enumerate() {
@@ -129,6 +130,9 @@ fn config_text(
         ));
         if let RegionStore::PostgresInFile(url) = &stores[i] {
             text.push_str(&format!("database = \"{url}\"\n"));
+        }
+        if clock_offsets[i] != 0 {
+            text.push_str(&format!("clock_offset_ms = {}\n", clock_offsets[i]));
         }
         text.push('\n');
     }
@@ -148,20 +152,26 @@ impl Cluster {
 
     /// [`Cluster::start`] with `rules` (TOML `[[rules]]` tables) after the three prefix rules.
     pub async fn start_with_rules(dir: &Path, settings: &str, rules: &str, latency_ms: u64) -> Cluster {
-        Cluster::launch(dir, settings, rules, latency_ms, None, &ALL_SQLITE).await
+        Cluster::launch(dir, settings, rules, latency_ms, None, &ALL_SQLITE, &[0; 3]).await
+    }
+
+    /// [`Cluster::start`] with each region's clock moved by `clock_offsets` (in the order of
+    /// [`NAMES`]; the test-only `clock_offset_ms` of a region's configuration).
+    pub async fn start_skewed(dir: &Path, settings: &str, latency_ms: u64, clock_offsets: [i64; 3]) -> Cluster {
+        Cluster::launch(dir, settings, "", latency_ms, None, &ALL_SQLITE, &clock_offsets).await
     }
 
     /// [`Cluster::start`] with each region's store as `stores` says (in the order of
     /// [`NAMES`]).
     pub async fn start_with_stores(dir: &Path, settings: &str, latency_ms: u64, stores: &[RegionStore; 3]) -> Cluster {
-        Cluster::launch(dir, settings, "", latency_ms, None, stores).await
+        Cluster::launch(dir, settings, "", latency_ms, None, stores, &[0; 3]).await
     }
 
     /// [`Cluster::start`] with mutual TLS between the regions: `certs` holds `ca.pem` and
     /// `NAME.pem`/`NAME.key` per region (as `geosaga region certs` writes them); the
     /// regions' URLs are `https://`.
     pub async fn start_tls(dir: &Path, settings: &str, latency_ms: u64, certs: &Path) -> Cluster {
-        Cluster::launch(dir, settings, "", latency_ms, Some(certs), &ALL_SQLITE).await
+        Cluster::launch(dir, settings, "", latency_ms, Some(certs), &ALL_SQLITE, &[0; 3]).await
     }
 
     async fn launch(
@@ -171,6 +181,7 @@ impl Cluster {
         latency_ms: u64,
         certs: Option<&Path>,
         stores: &[RegionStore],
+        clock_offsets: &[i64],
     ) -> Cluster {
         let scheme = if certs.is_some() { "https" } else { "http" };
         let listens: Vec<u16> = NAMES.iter().map(|_| free_port()).collect();
@@ -208,7 +219,7 @@ impl Cluster {
                 ),
                 None => settings.to_owned(),
             };
-            let text = config_text(&settings, &addresses, &listens, dir, rules, stores);
+            let text = config_text(&settings, &addresses, &listens, dir, rules, stores, clock_offsets);
             std::fs::write(&config, text).unwrap();
             let mut args = ["region", "--config", config.to_str().unwrap(), "--name", name]
                 .map(String::from)

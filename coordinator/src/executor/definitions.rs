@@ -113,7 +113,7 @@ pub(crate) fn check_runnable(definition: &SagaDefinition, runners: &Runners) -> 
                     )
                 }),
                 // The automatic undo goes where its action does: checked once, there.
-                StepAction::Region(region) if matches!(region.operation, RegionOperation::Undo) => None,
+                StepAction::Region(region) if matches!(region.operation, RegionOperation::Undo { .. }) => None,
                 StepAction::Region(region) => {
                     let at = if region.via.is_some() { "/region/via" } else { "/region" };
                     let regions = runners.http.regions().directory();

@@ -400,12 +400,39 @@ impl Postgres {
         Ok(())
     }
 
+    /// See [`Store::op_cancel`](crate::store::Store::op_cancel).
+    pub async fn op_cancel(&self, key: &str, op_id: &str, now_ms: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO op_cancelled (key, op_id, created_ms) VALUES ($1, $2, $3) ON CONFLICT (key, op_id) DO NOTHING",
+        )
+        .bind(key)
+        .bind(op_id)
+        .bind(now_ms)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// See [`Store::op_cancelled`](crate::store::Store::op_cancelled).
+    pub async fn op_cancelled(&self, key: &str, op_id: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM op_cancelled WHERE key = $1 AND op_id = $2")
+            .bind(key)
+            .bind(op_id)
+            .fetch_optional(&self.writer)
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// See [`Store::op_prune`](crate::store::Store::op_prune).
     pub async fn op_prune(&self, horizon_ms: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM op_ids WHERE created_ms < $1")
-            .bind(horizon_ms)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected())
+        let mut pruned = 0;
+        for table in ["op_ids", "op_cancelled"] {
+            let done = sqlx::query(&format!("DELETE FROM {table} WHERE created_ms < $1"))
+                .bind(horizon_ms)
+                .execute(&self.writer)
+                .await?;
+            pruned += done.rows_affected();
+        }
+        Ok(pruned)
     }
 }
