@@ -1,14 +1,12 @@
-//! The region API's errors as RFC 9457 problem details, in the style of the saga API: a
-//! stable `type` URI per kind, one status per kind, and only 5xx cases logged.
+//! The region API's errors, rendered as the workspace's RFC 9457 problem details document
+//! ([`Problem`], from the `problem` crate, which the saga API answers with too): a stable
+//! `type` URI per kind, one status per kind, and only 5xx cases logged.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+pub use problem::{Kind, PROBLEM_BASE, Problem};
 
 use crate::Error;
-
-/// The prefix of every problem `type` URI.
-pub const PROBLEM_BASE: &str = "https://geosaga.dev/problems/";
 
 /// Every kind of problem the region API reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,9 +48,8 @@ pub enum ProblemType {
     StoreUnavailable,
 }
 
-impl ProblemType {
-    /// The last segment of the `type` URI.
-    pub fn slug(self) -> &'static str {
+impl Kind for ProblemType {
+    fn slug(self) -> &'static str {
         match self {
             ProblemType::MalformedJson => "malformed-json",
             ProblemType::InvalidParameter => "invalid-parameter",
@@ -74,8 +71,7 @@ impl ProblemType {
         }
     }
 
-    /// The HTTP status.
-    pub fn status(self) -> StatusCode {
+    fn status(self) -> StatusCode {
         match self {
             ProblemType::MalformedJson
             | ProblemType::InvalidParameter
@@ -95,8 +91,7 @@ impl ProblemType {
         }
     }
 
-    /// A short summary that does not change from one occurrence to the next.
-    pub fn title(self) -> &'static str {
+    fn title(self) -> &'static str {
         match self {
             ProblemType::MalformedJson => "The request body is not valid JSON",
             ProblemType::InvalidParameter => "A request parameter is invalid",
@@ -117,26 +112,6 @@ impl ProblemType {
             ProblemType::StoreUnavailable => "The region's store does not answer",
         }
     }
-}
-
-/// An RFC 9457 problem details document.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Problem {
-    /// Stable URI identifying the kind of problem.
-    #[serde(rename = "type")]
-    pub r#type: String,
-    /// Short summary of the kind of problem.
-    pub title: String,
-    /// The HTTP status.
-    pub status: u16,
-    /// What happened this time.
-    pub detail: String,
-    /// The region that answered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    /// For `key-not-found`: how stale the answering copy may be (0: the home's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub staleness_bound_ms: Option<u64>,
 }
 
 /// An error answer of the region API.
@@ -204,39 +179,11 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.kind.status();
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(
-                status = status.as_u16(),
-                problem = self.kind.slug(),
-                cause = self.detail,
-                "request failed"
-            );
-        } else if status.is_server_error() {
-            tracing::warn!(
-                status = status.as_u16(),
-                problem = self.kind.slug(),
-                cause = self.detail,
-                "request refused"
-            );
-        }
         let problem = Problem {
-            r#type: format!("{PROBLEM_BASE}{}", self.kind.slug()),
-            title: self.kind.title().to_owned(),
-            status: status.as_u16(),
-            detail: self.detail,
             region: self.region,
             staleness_bound_ms: self.staleness_bound_ms,
+            ..Problem::new(self.kind, self.detail)
         };
-        let body = serde_json::to_vec(&problem).expect("a problem is JSON");
-        (
-            status,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/problem+json"),
-            )],
-            body,
-        )
-            .into_response()
+        problem::respond(self.kind, &problem, None, Vec::new())
     }
 }

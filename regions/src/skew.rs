@@ -107,7 +107,7 @@ impl Region {
         let Ok(problem) = serde_json::from_str::<crate::problem::Problem>(body) else {
             return;
         };
-        if problem.r#type.ends_with(crate::problem::ProblemType::ClockSkew.slug())
+        if problem.is(crate::problem::ProblemType::ClockSkew)
             && self.clock_skew.record(peer, Side::OursAhead, &problem.detail)
         {
             tracing::warn!(
