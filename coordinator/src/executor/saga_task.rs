@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use opentelemetry::context::FutureExt as _;
-use sagas::template::RenderContext;
+use sagas::template::{Budget, RenderContext};
 use sagas::{Phase, SagaDefinition, SagaEvent, SagaState, SagaStatus, StepAction, StepError, Work, planner};
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
@@ -345,7 +345,8 @@ impl Driver {
     }
 
     /// Renders the step's templates into a call that runs under `traceparent`; a template
-    /// that does not resolve is a business failure of the step.
+    /// that does not resolve, or that would render more than an attempt's budget
+    /// ([`sagas::template::MAX_RENDERED_BYTES`]), is a business failure of the step.
     fn call(&self, work: Work, traceparent: String) -> Result<StepCall, StepError> {
         let def = self.state.definition();
         let step = &def.steps[work.step];
@@ -362,6 +363,7 @@ impl Driver {
             input: &self.input,
             saga_id: &self.id_text,
             output_of: &lookup,
+            budget: Budget::attempt(),
         };
         let fail = |e: sagas::template::RenderError| StepError::permanent(e.to_string());
         let request = match action {
