@@ -211,10 +211,10 @@ impl Coordinator {
         })
     }
 
-    /// Validates a definition document, checks it against this coordinator (Rust handlers
-    /// registered, HTTP hosts allowed) and stores it.
+    /// Validates a new definition document (`sagas::validate::validate_new`), checks it
+    /// against this coordinator (Rust handlers registered, HTTP hosts allowed) and stores it.
     pub async fn register_definition(&self, document: &Value) -> Result<PutDefinition> {
-        let definition = sagas::validate::validate_value(document)?;
+        let definition = sagas::validate::validate_new(document)?;
         self.register(&definition).await
     }
 
