@@ -11,6 +11,7 @@ pub mod http;
 pub mod region;
 pub mod rust;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,7 +123,8 @@ impl Runners {
 
 /// Makes an outcome fit every store: an output holding a NUL character cannot be kept
 /// (PostgreSQL refuses it), so it fails the step for good instead of wedging the saga's log;
-/// NUL in an error message is replaced.
+/// NUL in an error message is replaced. And keeps credentials out of it: the user
+/// information of a URL in an error message is redacted ([`crate::redact`]).
 fn storable(outcome: Result<Value, StepError>) -> Result<Value, StepError> {
     match outcome {
         Ok(output) => match sagas::validate::find_nul(&output) {
@@ -135,6 +137,9 @@ fn storable(outcome: Result<Value, StepError>) -> Result<Value, StepError> {
         Err(mut error) => {
             if error.message.contains('\0') {
                 error.message = error.message.replace('\0', "\u{FFFD}");
+            }
+            if let Cow::Owned(redacted) = crate::redact::url_credentials(&error.message) {
+                error.message = redacted;
             }
             Err(error)
         }
