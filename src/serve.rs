@@ -82,6 +82,8 @@ pub struct ServeArgs {
     /// Most sagas running at once on this node.
     #[arg(long, env = "GEOSAGA_MAX_RUNNING")]
     max_running: Option<usize>,
+    #[command(flatten)]
+    connections: ConnectionArgs,
     /// Base URL of a Jaeger UI, to link sagas to their traces.
     #[arg(long, env = "GEOSAGA_JAEGER_UI")]
     jaeger_ui: Option<String>,
@@ -92,6 +94,47 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "GEOSAGA_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+}
+
+/// What one client may hold of the API's server (docs/security.md).
+#[derive(Args, Debug)]
+pub struct ConnectionArgs {
+    /// Most connections open at once (default 1024); past it, new ones wait to be accepted.
+    #[arg(long, env = "GEOSAGA_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Milliseconds a client has to send a request's headers, from connecting or from the
+    /// previous answer (default 30000); an idle keep-alive connection is closed after it.
+    #[arg(long, env = "GEOSAGA_HEADER_TIMEOUT_MS")]
+    header_timeout_ms: Option<u64>,
+    /// Milliseconds a connection may move no byte either way before it is closed (default
+    /// 120000; keep it above the longest `wait_ms`, 60000).
+    #[arg(long, env = "GEOSAGA_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: Option<u64>,
+}
+
+impl ConnectionArgs {
+    /// The limits from these flags, else the config file's, else the defaults.
+    fn limits(&self, file: &ConfigFile) -> anyhow::Result<server::Limits> {
+        let defaults = server::Limits::default();
+        let limits = server::Limits {
+            max_connections: self
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(defaults.max_connections),
+            header_timeout: self
+                .header_timeout_ms
+                .or(file.header_timeout_ms)
+                .map_or(defaults.header_timeout, Duration::from_millis),
+            idle_timeout: self
+                .idle_timeout_ms
+                .or(file.idle_timeout_ms)
+                .map_or(defaults.idle_timeout, Duration::from_millis),
+        };
+        if limits.max_connections == 0 || limits.header_timeout.is_zero() || limits.idle_timeout.is_zero() {
+            bail!("--max-connections, --header-timeout-ms and --idle-timeout-ms must be above 0");
+        }
+        Ok(limits)
+    }
 }
 
 /// Retention of finished sagas (off unless an age is given; docs/operations.md).
@@ -148,6 +191,9 @@ struct ConfigFile {
     region_via: Option<String>,
     body_limit: Option<usize>,
     max_running: Option<usize>,
+    max_connections: Option<usize>,
+    header_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
     jaeger_ui: Option<String>,
     otlp_endpoint: Option<String>,
     otlp_protocol: Option<String>,
@@ -196,6 +242,7 @@ struct Settings {
     regions: RegionDirectory,
     body_limit: usize,
     max_running: usize,
+    limits: server::Limits,
     jaeger_ui: Option<String>,
     otlp: OtlpOptions,
     retention: Option<RetentionOptions>,
@@ -254,6 +301,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         None => ConfigFile::default(),
     };
     let retention = retention_options(args.retention, &file)?;
+    let limits = args.connections.limits(&file)?;
     let tokens = if args.tokens.is_empty() {
         file.tokens
     } else {
@@ -282,6 +330,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     Ok(Settings {
         retention,
         regions,
+        limits,
         listen: args
             .listen
             .or(file.listen)
@@ -325,6 +374,7 @@ async fn open_store(database: &str) -> anyhow::Result<(Arc<dyn Store>, bool)> {
 struct Running {
     coordinator: Coordinator,
     listener: tokio::net::TcpListener,
+    limits: server::Limits,
     state: ApiState,
     telemetry: Option<Telemetry>,
     retention: Option<Retention>,
@@ -398,6 +448,7 @@ async fn run(settings: Settings, registry: HandlerRegistry) -> anyhow::Result<Ru
     Ok(Running {
         coordinator,
         listener,
+        limits: settings.limits,
         state,
         telemetry,
         retention,
@@ -423,13 +474,12 @@ async fn serve_until_signal(running: Running) -> anyhow::Result<()> {
     let Running {
         coordinator,
         listener,
+        limits,
         state,
         telemetry,
         retention,
     } = running;
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    server::serve(listener, app(state), limits, None, shutdown_signal()).await?;
     drop(retention);
     tracing::info!("shutting down; handing over running sagas");
     let handed_over = coordinator.shutdown().await;
@@ -490,6 +540,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         hosts: HostPolicy::Any,
         body_limit: 1024 * 1024,
         max_running: 10_000,
+        limits: server::Limits::default(),
         jaeger_ui: args.jaeger_ui,
         otlp: OtlpOptions {
             endpoint: args.otlp.otlp_endpoint,
