@@ -20,10 +20,14 @@ use reqwest::header::{HeaderName, HeaderValue};
 use sagas::{FailureKind, StepError};
 use serde_json::Value;
 
+use super::body::{self, Capped};
 use super::{RenderedAction, StepCall};
 
-/// Largest response body kept as a step's output.
+/// Largest response body kept as a step's output; reading stops past it.
 pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
+
+/// How much of a failed call's body is read, to quote in the step's error.
+const MAX_QUOTED_BYTES: usize = 4 * 1024;
 
 /// Which hosts HTTP steps may call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,17 +173,25 @@ impl HttpRunner {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|secs| secs.saturating_mul(1000));
-        let bytes = response
-            .bytes()
+        // A failure's body is only quoted (its first 500 characters): a few KiB of it do.
+        let cap = if status.is_success() {
+            MAX_OUTPUT_BYTES
+        } else {
+            MAX_QUOTED_BYTES
+        };
+        let read = body::read(response, cap)
             .await
             .map_err(|e| StepError::transient(format!("reading the response: {}", error_chain(&e))))?;
-        if status.is_success() {
-            if bytes.len() > MAX_OUTPUT_BYTES {
+        let bytes = match read {
+            Capped::Whole(bytes) => bytes,
+            Capped::Over(_) if status.is_success() => {
                 return Err(StepError::permanent(format!(
-                    "response body of {} bytes is larger than the {MAX_OUTPUT_BYTES} bytes a step may output",
-                    bytes.len()
+                    "response body is larger than the {MAX_OUTPUT_BYTES} bytes a step may output"
                 )));
             }
+            Capped::Over(quoted) => quoted,
+        };
+        if status.is_success() {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(Value::Null);
             }

@@ -4,8 +4,10 @@
 //! [`Runners::run`], which applies fault injection, enforces the step's time limit and
 //! dispatches on the step kind: [`http::HttpRunner`], a Rust handler from the
 //! [`rust::HandlerRegistry`], or a region read or write ([`region::RegionRunner`], which
-//! the HTTP runner holds: it shares its connection pool).
+//! the HTTP runner holds: it shares its connection pool). Both read answers through
+//! [`body::read`], which stops at a cap while the body streams.
 
+pub mod body;
 pub mod faults;
 pub mod http;
 pub mod region;

@@ -28,6 +28,8 @@ use sagas::template::{RenderContext, RenderError};
 use sagas::{Phase, RegionCall, RegionConsistency, RegionOperation, StepError};
 use serde_json::{Map, Value, json};
 
+use super::body::{self, Capped};
+use super::http::MAX_OUTPUT_BYTES;
 use super::{RenderedAction, StepCall};
 
 mod add;
@@ -306,10 +308,17 @@ impl RegionRunner {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     span.set_attribute(KeyValue::new(semconv::HTTP_RESPONSE_STATUS_CODE, i64::from(status)));
-                    let bytes = response
-                        .bytes()
+                    let read = body::read(response, MAX_OUTPUT_BYTES)
                         .await
                         .map_err(|e| StepError::transient(format!("reading the answer of {base}: {e}")))?;
+                    let bytes = match read {
+                        Capped::Whole(bytes) => bytes,
+                        Capped::Over(_) => {
+                            return Err(StepError::permanent(format!(
+                                "the answer of {base} is larger than the {MAX_OUTPUT_BYTES} bytes a step may output"
+                            )));
+                        }
+                    };
                     let body = serde_json::from_slice(&bytes)
                         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
                     return Ok(Answer { status, body });
