@@ -21,6 +21,7 @@ mod dev_regions;
 mod netem;
 mod ops;
 mod region;
+mod region_access;
 mod serve;
 
 use std::path::PathBuf;

@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::region_access::{RegionAccessArgs, RegionAccessFile};
 use anyhow::{Context, bail};
 use clap::Args;
 use coordinator::api::{ApiState, app};
 use coordinator::retention::{self, Retention, RetentionOptions};
-use coordinator::runner::region::RegionDirectory;
+use coordinator::runner::region::{RegionAccess, RegionDirectory};
 use coordinator::store::postgres::PostgresStore;
 use coordinator::store::sqlite::SqliteStore;
 use coordinator::{Coordinator, Faults, HandlerRegistry, HostPolicy, HttpRunner, Options, Runners, Store};
@@ -76,6 +77,8 @@ pub struct ServeArgs {
     /// The region steps go through unless they name one (`via`); default: the first.
     #[arg(long, env = "GEOSAGA_REGION_VIA")]
     region_via: Option<String>,
+    #[command(flatten)]
+    region_access: RegionAccessArgs,
     /// Largest request body, in bytes.
     #[arg(long, env = "GEOSAGA_BODY_LIMIT")]
     body_limit: Option<usize>,
@@ -189,6 +192,10 @@ struct ConfigFile {
     #[serde(default)]
     regions: toml::Table,
     region_via: Option<String>,
+    region_ca: Option<PathBuf>,
+    region_cert: Option<PathBuf>,
+    region_key: Option<PathBuf>,
+    region_token: Option<String>,
     body_limit: Option<usize>,
     max_running: Option<usize>,
     max_connections: Option<usize>,
@@ -240,6 +247,7 @@ struct Settings {
     insecure: bool,
     hosts: HostPolicy,
     regions: RegionDirectory,
+    region_access: RegionAccess,
     body_limit: usize,
     max_running: usize,
     limits: server::Limits,
@@ -327,9 +335,16 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     };
     let regions = region_directory(&args.regions, &file.regions, args.region_via.or(file.region_via))
         .context("the regions of region steps")?;
+    let region_access = args.region_access.access(RegionAccessFile {
+        region_ca: file.region_ca,
+        region_cert: file.region_cert,
+        region_key: file.region_key,
+        region_token: file.region_token,
+    })?;
     Ok(Settings {
         retention,
         regions,
+        region_access,
         limits,
         listen: args
             .listen
@@ -407,7 +422,10 @@ async fn run(settings: Settings, registry: HandlerRegistry) -> anyhow::Result<Ru
         tracing::info!(endpoint = %t.endpoint, protocol = %t.protocol, "exporting traces over OTLP");
     }
     let runners = Runners {
-        http: HttpRunner::new(settings.hosts.clone()).with_regions(settings.regions.clone()),
+        http: HttpRunner::new(settings.hosts.clone())
+            .with_regions(settings.regions.clone())
+            .with_region_access(&settings.region_access)
+            .map_err(anyhow::Error::msg)?,
         rust: registry,
         faults: Arc::new(Faults::new()),
     };
@@ -531,6 +549,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let settings = Settings {
         regions: directory,
+        region_access: RegionAccess::default(),
         listen: args.listen,
         database: args.data_dir.join("geosaga.db").display().to_string(),
         node_id: Some("local".to_owned()),

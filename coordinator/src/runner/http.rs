@@ -96,6 +96,13 @@ impl HttpRunner {
         self
     }
 
+    /// This runner, reaching its regions with `access` (a cluster CA, a client
+    /// certificate, a token); `Err` says which setting does not read.
+    pub fn with_region_access(mut self, access: &super::region::RegionAccess) -> Result<HttpRunner, String> {
+        self.regions = self.regions.with_access(access)?;
+        Ok(self)
+    }
+
     /// The runner of region steps.
     pub fn regions(&self) -> &super::region::RegionRunner {
         &self.regions

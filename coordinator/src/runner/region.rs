@@ -32,7 +32,10 @@ use super::body::{self, Capped};
 use super::http::MAX_OUTPUT_BYTES;
 use super::{RenderedAction, StepCall};
 
+mod access;
 mod add;
+
+pub use access::RegionAccess;
 
 /// The regions a coordinator may send region steps to, by name, and the default one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -188,6 +191,7 @@ pub fn render(call: &RegionCall, cx: &RenderContext<'_>) -> Result<RenderedActio
 pub struct RegionRunner {
     client: reqwest::Client,
     directory: Arc<RegionDirectory>,
+    token: Option<Arc<str>>,
 }
 
 /// What a region answered.
@@ -236,6 +240,25 @@ impl RegionRunner {
         RegionRunner {
             client,
             directory: Arc::new(directory),
+            token: None,
+        }
+    }
+
+    /// This runner, reaching the regions with `access`'s TLS settings and token.
+    pub fn with_access(mut self, access: &RegionAccess) -> Result<RegionRunner, String> {
+        if access.has_tls() {
+            self.client = access.client()?;
+        }
+        self.token = access.token.as_deref().map(Arc::from);
+        Ok(self)
+    }
+
+    /// A request to a region (`url` under one of the directory's bases), with the token.
+    pub fn request(&self, method: reqwest::Method, url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
+        let builder = self.client.request(method, url);
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
         }
     }
 
@@ -290,7 +313,11 @@ impl RegionRunner {
         let cx = Context::current();
         let span = cx.span();
         for base in order {
-            let request = build(&self.client, base)
+            let mut request = build(&self.client, base);
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            let request = request
                 .build()
                 .map_err(|e| StepError::permanent(format!("a request to {base}: {e}")))?;
             span.set_attribute(KeyValue::new(
