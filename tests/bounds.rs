@@ -191,7 +191,10 @@ fn twenty_thousand_faulty_steps_are_refused_at_once() {
     let file = dir.path().join("huge.json");
     std::fs::write(&file, json!({"name": "huge", "steps": steps}).to_string()).unwrap();
 
-    #[expect(clippy::zombie_processes, reason = "reaped by wait4 below, which also reports its CPU time")]
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped by wait4 below, which also reports its CPU time"
+    )]
     let child = Command::new(env!("CARGO_BIN_EXE_geosaga"))
         .args(["definitions", "validate", file.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
@@ -261,7 +264,10 @@ async fn credentials_in_a_step_url_are_not_stored_or_shown() {
         let text = shown.to_string();
         assert!(!text.contains("hunter2"), "{text}");
     }
-    assert!(saga.to_string().contains("HTTP 400 from http://***@127.0.0.1"), "{saga}");
+    assert!(
+        saga.to_string().contains("HTTP 400 from http://***@127.0.0.1"),
+        "{saga}"
+    );
     // And the store holds no copy outside the definition, as its author wrote it.
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
         .await
