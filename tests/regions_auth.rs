@@ -1,6 +1,7 @@
 //! Who may call a region, black-box over real TLS: three `geosaga region` processes with
-//! certificates from `geosaga region certs`, and a `geosaga serve` coordinator whose region
-//! steps reach them with the cluster CA and a client certificate of its own.
+//! certificates from `geosaga region certs` and tokens of each role, and a `geosaga serve`
+//! coordinator whose region steps reach them with the cluster CA, a client certificate of
+//! its own and a `write` token.
 
 mod support;
 
@@ -11,8 +12,17 @@ use support::http::{get, post};
 use support::process::GeosagaProcess;
 use support::regions::{Cluster, NAMES, tls_client};
 
-const SETTINGS: &str = "quorum = \"quorum\"\nstrong_timeout_ms = 3000\nclosed_ts_interval_ms = 50\n\
-                        max_clock_offset_ms = 10\n";
+const READ: &str = "read-token-0123456789";
+const WRITE: &str = "write-token-0123456789";
+const ADMIN: &str = "admin-token-0123456789";
+
+/// The cluster's settings, with a token of each role.
+fn settings() -> String {
+    format!(
+        "quorum = \"quorum\"\nstrong_timeout_ms = 3000\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n\
+         tokens = [\"read:{READ}\", \"write:{WRITE}\", \"admin:{ADMIN}\"]\n"
+    )
+}
 
 fn certs(out: &Path, names: &str) {
     let done = std::process::Command::new(env!("CARGO_BIN_EXE_geosaga"))
@@ -32,6 +42,8 @@ async fn coordinator(dir: &Path, cluster: &Cluster, certs: &Path, extra: &[&str]
         certs.join("coordinator.pem").display().to_string(),
         "--region-key".into(),
         certs.join("coordinator.key").display().to_string(),
+        "--region-token".into(),
+        WRITE.into(),
     ];
     for (name, region) in NAMES.iter().zip(&cluster.regions) {
         args.push("--region".into());
@@ -63,7 +75,12 @@ fn transfer() -> Value {
 
 /// A strong read of `key` through `url`, with `client`.
 async fn balance(client: &reqwest::Client, url: &str, key: &str) -> Value {
-    let r = client.get(format!("{url}/v1/kv/{key}")).send().await.unwrap();
+    let r = client
+        .get(format!("{url}/v1/kv/{key}"))
+        .bearer_auth(READ)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     body["value"]["balance"].clone()
@@ -74,12 +91,13 @@ async fn region_sagas_run_through_a_tls_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let ours = dir.path().join("certs");
     certs(&ours, "us-east,eu-west,ap-south,coordinator");
-    let cluster = Cluster::start_tls(dir.path(), SETTINGS, 2, &ours).await;
+    let cluster = Cluster::start_tls(dir.path(), &settings(), 2, &ours).await;
     let client = tls_client(&ours, Some("coordinator"));
     let us = cluster.regions[0].url.clone();
     for (key, balance) in [("us/alice", 100), ("eu/bob", 0)] {
         let r = client
             .put(format!("{us}/v1/kv/{key}"))
+            .bearer_auth(WRITE)
             .json(&json!({"value": {"balance": balance}}))
             .send()
             .await
@@ -110,4 +128,189 @@ async fn region_sagas_run_through_a_tls_cluster() {
     assert_eq!(balance(&client, &us, "eu/bob").await, 30);
     let (_, page) = get(&coordinator.url, "/v1/sagas").await;
     assert!(page.to_string().contains("completed"), "{page}");
+}
+
+/// Sends `method path` with `token` (none: anonymous) and `body`; the status and problem.
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = client.request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let r = request.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Every class of public route, anonymous and with each role: 401 without a token (or with
+/// an unknown one), 403 with a role too low, served with one high enough; `/readyz` open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_public_route_needs_a_token_of_its_role() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("certs");
+    certs(&ours, "us-east,eu-west,ap-south");
+    let cluster = Cluster::start_tls(dir.path(), &settings(), 0, &ours).await;
+    let client = tls_client(&ours, None);
+    let us = cluster.regions[0].url.clone();
+    let eu = cluster.regions[1].url.clone();
+    let put = json!({"value": {"n": 1}});
+    let routes: Vec<(Method, String, Option<Value>, &str)> = vec![
+        (Method::GET, format!("{us}/v1/kv/us/k"), None, "read"),
+        (Method::GET, format!("{us}/v1/regions"), None, "read"),
+        (Method::GET, format!("{us}/v1/conflicts"), None, "read"),
+        (Method::GET, format!("{us}/v1/counters/c"), None, "read"),
+        (Method::PUT, format!("{us}/v1/kv/us/k"), Some(put.clone()), "write"),
+        // Through a region that is not the key's home: forwarded with the client's token.
+        (Method::PUT, format!("{eu}/v1/kv/us/k"), Some(put.clone()), "write"),
+        (
+            Method::PATCH,
+            format!("{us}/v1/kv/us/n"),
+            Some(json!({"add": {"delta": 1}})),
+            "write",
+        ),
+        (
+            Method::POST,
+            format!("{us}/v1/counters/c"),
+            Some(json!({"increment": 1})),
+            "write",
+        ),
+        (Method::DELETE, format!("{us}/v1/kv/us/k"), None, "write"),
+        (
+            Method::POST,
+            format!("{us}/v1/admin/rehome"),
+            Some(json!({"prefix": "nope/", "to": "eu-west"})),
+            "admin",
+        ),
+    ];
+    let rank = |role: &str| ["read", "write", "admin"].iter().position(|r| *r == role).unwrap();
+    for (method, url, body, needed) in &routes {
+        let what = format!("{method} {url}");
+        let (status, problem) = call(&client, method.clone(), url, None, body.clone()).await;
+        assert_eq!(status, 401, "{what} anonymous: {problem}");
+        assert_eq!(
+            problem["type"], "https://geosaga.dev/problems/unauthenticated",
+            "{what}: {problem}"
+        );
+        let (status, _) = call(
+            &client,
+            method.clone(),
+            url,
+            Some("not-a-token-of-this-cluster"),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(status, 401, "{what} with an unknown token");
+        for (role, token) in [("read", READ), ("write", WRITE), ("admin", ADMIN)] {
+            let (status, answer) = call(&client, method.clone(), url, Some(token), body.clone()).await;
+            if rank(role) < rank(needed) {
+                assert_eq!(status, 403, "{what} as {role}: {answer}");
+                assert_eq!(
+                    answer["type"], "https://geosaga.dev/problems/forbidden",
+                    "{what}: {answer}"
+                );
+                assert!(answer["detail"].as_str().unwrap().contains(needed), "{answer}");
+            } else {
+                // Served: whatever the route answers, it is not a refusal of the caller.
+                assert!(![401, 403].contains(&status), "{what} as {role}: {status} {answer}");
+            }
+        }
+    }
+    let (status, _) = call(&client, Method::GET, &format!("{us}/readyz"), None, None).await;
+    assert_eq!(status, 200);
+    let log = cluster.regions[0].log_text();
+    assert!(log.contains("request refused"), "{log}");
+    for secret in [READ, WRITE, ADMIN] {
+        assert!(!log.contains(secret), "a token in the log");
+    }
+}
+
+/// `geosaga region` on a non-loopback address: refused without TLS and tokens, and says
+/// how to go on; `--insecure` lets it start.
+#[tokio::test]
+async fn a_region_refuses_an_open_address_without_tls_and_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::regions::free_port();
+    let config = dir.path().join("open.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[regions]]\nname = \"solo\"\naddress = \"http://127.0.0.1:{port}\"\nlisten = \"0.0.0.0:{port}\"\ndata = \"{}\"\n",
+            dir.path().join("solo.db").display()
+        ),
+    )
+    .unwrap();
+    let done = std::process::Command::new(env!("CARGO_BIN_EXE_geosaga"))
+        .args(["region", "--config", config.to_str().unwrap(), "--name", "solo"])
+        .output()
+        .unwrap();
+    assert!(!done.status.success());
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "refusing to listen on 0.0.0.0:{port} without [tls] and without tokens"
+        )) && stderr.contains("--insecure"),
+        "{stderr}"
+    );
+    // Tokens alone are not enough: the internal routes would still trust anyone.
+    let done = std::process::Command::new(env!("CARGO_BIN_EXE_geosaga"))
+        .args([
+            "region",
+            "--config",
+            config.to_str().unwrap(),
+            "--name",
+            "solo",
+            "--token",
+        ])
+        .arg(format!("admin:{ADMIN}"))
+        .output()
+        .unwrap();
+    assert!(!done.status.success());
+    assert!(String::from_utf8_lossy(&done.stderr).contains("without [tls]"));
+    // A malformed token is refused at once, without its secret in the message.
+    let done = std::process::Command::new(env!("CARGO_BIN_EXE_geosaga"))
+        .args([
+            "region",
+            "--config",
+            config.to_str().unwrap(),
+            "--name",
+            "solo",
+            "--token",
+            "root:0123456789abcdefXYZ",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(
+        !done.status.success() && stderr.contains("unknown role \"root\"") && !stderr.contains("XYZ"),
+        "{stderr}"
+    );
+
+    let args = [
+        "region",
+        "--config",
+        config.to_str().unwrap(),
+        "--name",
+        "solo",
+        "--insecure",
+    ]
+    .map(String::from)
+    .to_vec();
+    let region = GeosagaProcess::launch(
+        args,
+        Vec::new(),
+        dir.path().join("solo.log"),
+        format!("http://127.0.0.1:{port}"),
+    );
+    region.wait_ready().await;
+    let (status, _) = get(&region.url, "/v1/regions").await;
+    assert_eq!(status, 200, "no tokens configured: the public routes are open");
 }

@@ -45,6 +45,40 @@ pub fn router(region: Arc<Region>) -> Router {
         .with_state(region)
 }
 
+/// Refuses (413) a value past the region's `max_value_bytes`, naming the limit.
+pub(crate) fn check_value(region: &Region, path: &str, json: &str) -> Result<(), ApiError> {
+    let limit = region.config.max_value_bytes;
+    if json.len() > limit {
+        return Err(ApiError::new(
+            ProblemType::TooLarge,
+            format!(
+                "{path}: {} bytes of JSON, past this region's max_value_bytes ({limit})",
+                json.len()
+            ),
+        )
+        .at(&region.name));
+    }
+    Ok(())
+}
+
+/// A client's body that could not be read as JSON: too large (413, with the limit), not
+/// JSON (400), or JSON of the wrong shape (422).
+pub(crate) fn rejected(region: &Region, e: JsonRejection) -> ApiError {
+    match e {
+        JsonRejection::JsonDataError(e) => ApiError::new(ProblemType::InvalidBody, e.body_text()),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            ProblemType::TooLarge,
+            format!(
+                "the body is past this region's limit of {} bytes (max_value_bytes {})",
+                region.config.body_limit(),
+                region.config.max_value_bytes
+            ),
+        )
+        .at(&region.name),
+        other => ApiError::new(ProblemType::MalformedJson, other.body_text()),
+    }
+}
+
 /// Longest a readiness check waits for the store.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -96,8 +130,17 @@ fn key_url(base: &str, route: &[&str], key: &str) -> Result<reqwest::Url> {
     Ok(url)
 }
 
-/// Sends `request` to the home region and relays its answer as is.
-async fn relay(region: &Region, home: &str, request: reqwest::RequestBuilder) -> Result<Response, String> {
+/// Sends `request` to the home region and relays its answer as is. The client's token goes
+/// along (`headers`), so that the home checks it too (`crate::auth`).
+async fn relay(
+    region: &Region,
+    home: &str,
+    headers: &HeaderMap,
+    mut request: reqwest::RequestBuilder,
+) -> Result<Response, String> {
+    if let Some(token) = headers.get(header::AUTHORIZATION) {
+        request = request.header(header::AUTHORIZATION, token);
+    }
     let response = request
         .header(FORWARDED_BY, &region.name)
         .send()
@@ -192,7 +235,7 @@ async fn read(
         params.push(("op_id", op_id));
     }
     let url = key_url(&peer.address, &["v1", "kv"], &key)?;
-    match relay(&region, &home, region.http.get(url).query(&params)).await {
+    match relay(&region, &home, &headers, region.http.get(url).query(&params)).await {
         Ok(response) => Ok(response),
         Err(reason) => match region.read_unreachable_home(&key, req, reason).await {
             Ok(answer) => Ok(Json(answer).into_response()),
@@ -236,7 +279,7 @@ async fn write(region: Arc<Region>, key: String, headers: HeaderMap, cmd: WriteC
     refuse_loop(&region, &headers, &key, &home)?;
     let peer = region.peer(&home)?;
     let url = key_url(&peer.address, &["internal", "v1", "write"], &key)?;
-    relay(&region, &home, region.http.post(url).json(&cmd))
+    relay(&region, &home, &headers, region.http.post(url).json(&cmd))
         .await
         .map_err(|reason| {
             ApiError::from(Error::HomeUnreachable {
@@ -253,12 +296,11 @@ async fn put(
     headers: HeaderMap,
     body: Result<Json<PutRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| match e {
-        JsonRejection::JsonDataError(e) => ApiError::new(ProblemType::InvalidBody, e.body_text()),
-        other => ApiError::new(ProblemType::MalformedJson, other.body_text()),
-    })?;
+    let Json(body) = body.map_err(|e| rejected(&region, e))?;
+    let value = body.value.to_string();
+    check_value(&region, "/value", &value)?;
     let cmd = WriteCommand {
-        value: Some(body.value.to_string()),
+        value: Some(value),
         consistency: body.consistency,
         if_version: parse_version("/if_version", body.if_version.as_deref())?,
         op_id: checked_op_id("/op_id", body.op_id)?,
@@ -274,10 +316,7 @@ async fn patch(
     headers: HeaderMap,
     body: Result<Json<PatchRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| match e {
-        JsonRejection::JsonDataError(e) => ApiError::new(ProblemType::InvalidBody, e.body_text()),
-        other => ApiError::new(ProblemType::MalformedJson, other.body_text()),
-    })?;
+    let Json(body) = body.map_err(|e| rejected(&region, e))?;
     body.add
         .check()
         .map_err(|e| ApiError::new(ProblemType::InvalidBody, format!("/add/path: {e}")))?;
@@ -328,6 +367,9 @@ async fn forwarded_write(State(region): Shared, Path(key): Path<String>, body: B
     let cmd: WriteCommand =
         serde_json::from_slice(&body).map_err(|e| ApiError::new(ProblemType::PeerRefused, e.to_string()))?;
     check_key(&key)?;
+    if let Some(value) = &cmd.value {
+        check_value(&region, "/value", value)?;
+    }
     Ok(Json(
         region
             .write_at_home(&key, &cmd)

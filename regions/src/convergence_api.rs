@@ -42,11 +42,8 @@ fn check_key(key: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    b.map(|Json(b)| b).map_err(|e| match e {
-        JsonRejection::JsonDataError(e) => ApiError::new(ProblemType::InvalidBody, e.body_text()),
-        other => ApiError::new(ProblemType::MalformedJson, other.body_text()),
-    })
+fn body<T>(region: &Region, b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    b.map(|Json(b)| b).map_err(|e| crate::api::rejected(region, e))
 }
 
 fn peer_body<T: serde::de::DeserializeOwned>(b: &Bytes) -> Result<T, ApiError> {
@@ -59,7 +56,7 @@ async fn increment(
     req: Result<Json<IncrementRequest>, JsonRejection>,
 ) -> Result<Json<CounterResponse>, ApiError> {
     check_key(&key)?;
-    let req = body(req)?;
+    let req = body(&region, req)?;
     Ok(Json(
         region
             .increment(&key, req.increment, req.op_id.as_deref())
@@ -114,7 +111,7 @@ async fn rehome(
     State(region): Shared,
     req: Result<Json<RehomeRequest>, JsonRejection>,
 ) -> Result<Json<RehomeResponse>, ApiError> {
-    let req = body(req)?;
+    let req = body(&region, req)?;
     Ok(Json(
         region
             .rehome(&req)

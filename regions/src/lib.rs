@@ -108,6 +108,7 @@
 pub mod add;
 pub mod antientropy;
 pub mod api;
+pub mod auth;
 pub mod closed;
 pub mod config;
 pub mod conflict;
@@ -145,6 +146,7 @@ pub async fn serve(mut config: Config, name: &str, shutdown: impl Future<Output 
     let config = membership::prepare(config, name).await?;
     let listen = config.region(name)?.listen_addr();
     let listener = tokio::net::TcpListener::bind(&listen).await?;
+    refuse_open_address(&config, listener.local_addr()?)?;
     let clock = Clock::system(config.max_clock_offset_ms);
     serve_on(listener, config, name, clock, shutdown).await
 }
@@ -170,19 +172,53 @@ pub async fn serve_on(
     tasks.spawn(replication::gc_loop(region.clone()));
     tasks.spawn(antientropy::anti_entropy_loop(region.clone()));
     tracing::info!(region = name, address = %listener.local_addr()?, "region serving");
+    let gate = auth::Gate {
+        region: region.clone(),
+        tokens: Arc::new(auth::Tokens::parse(&region.config.tokens).map_err(Error::Config)?),
+    };
     let app = api::router(region.clone())
         .merge(membership::router(region.clone()))
-        .layer(axum::middleware::from_fn_with_state(region.clone(), tls::authorize));
-    let served = match &region.config.tls {
-        Some(tls) => {
-            let server = tls::server_config(tls)?;
-            tls::serve(listener, app, server, region.name.clone(), shutdown).await
-        }
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(Error::from),
+        .layer(axum::middleware::from_fn_with_state(region.clone(), tls::authorize))
+        .layer(axum::extract::DefaultBodyLimit::max(region.config.body_limit()))
+        .layer(axum::middleware::from_fn_with_state(gate, auth::authenticate))
+        .layer(axum::middleware::from_fn(tls::identify));
+    let tls = match &region.config.tls {
+        Some(tls) => Some(Arc::new(tls::server_config(tls)?)),
+        None => None,
     };
+    let served = server::serve(listener, app, server_limits(&region.config), tls, shutdown)
+        .await
+        .map_err(Error::from);
     tasks.abort_all();
     served
+}
+
+/// A region on a non-loopback address needs TLS between regions and tokens on its public
+/// routes, unless the configuration says `insecure = true` (`geosaga region --insecure`).
+fn refuse_open_address(config: &Config, address: std::net::SocketAddr) -> Result<()> {
+    if address.ip().is_loopback() || config.insecure || (config.tls.is_some() && !config.tokens.is_empty()) {
+        return Ok(());
+    }
+    let missing = match (config.tls.is_some(), config.tokens.is_empty()) {
+        (false, true) => "without [tls] and without tokens",
+        (false, false) => "without [tls] (its internal routes would trust anyone)",
+        (true, _) => "without tokens (its public routes would be open)",
+    };
+    Err(Error::Config(format!(
+        "refusing to listen on {address} {missing}: configure them (docs/security.md), or --insecure to accept the risk"
+    )))
+}
+
+/// The server limits of `config`, the server crate's defaults where it sets none.
+fn server_limits(config: &Config) -> server::Limits {
+    let defaults = server::Limits::default();
+    server::Limits {
+        max_connections: config.max_connections.unwrap_or(defaults.max_connections),
+        header_timeout: config
+            .header_timeout_ms
+            .map_or(defaults.header_timeout, std::time::Duration::from_millis),
+        idle_timeout: config
+            .idle_timeout_ms
+            .map_or(defaults.idle_timeout, std::time::Duration::from_millis),
+    }
 }
