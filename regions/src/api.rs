@@ -9,7 +9,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,6 +22,7 @@ use crate::problem::{ApiError, ProblemType};
 use crate::protocol::{
     Intent, PatchRequest, PlacementResponse, PutRequest, RegionStatus, ReplicateBatch, WriteCommand, WriteConsistency,
 };
+use crate::tls::{self, PeerIdentity};
 use crate::{Error, Result};
 
 /// Set on requests one region forwards to another.
@@ -363,7 +364,23 @@ fn checked_op_id(path: &str, op_id: Option<String>) -> Result<Option<String>, Ap
     Ok(op_id)
 }
 
-async fn forwarded_write(State(region): Shared, Path(key): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+/// The client certificate of a request's connection, over TLS.
+type Identity = Option<Extension<PeerIdentity>>;
+
+async fn forwarded_write(
+    State(region): Shared,
+    Path(key): Path<String>,
+    identity: Identity,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if identity.is_some() {
+        let by = headers
+            .get(FORWARDED_BY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        tls::check_sender(&region, identity.as_deref(), FORWARDED_BY, by)?;
+    }
     let cmd: WriteCommand =
         serde_json::from_slice(&body).map_err(|e| ApiError::new(ProblemType::PeerRefused, e.to_string()))?;
     check_key(&key)?;
@@ -441,14 +458,16 @@ async fn regions(State(region): Shared) -> Result<Json<Vec<RegionStatus>>, ApiEr
     Ok(Json(out))
 }
 
-async fn intent(State(region): Shared, body: Bytes) -> Result<Response, ApiError> {
+async fn intent(State(region): Shared, identity: Identity, body: Bytes) -> Result<Response, ApiError> {
     let intent: Intent =
         serde_json::from_slice(&body).map_err(|e| ApiError::new(ProblemType::PeerRefused, e.to_string()))?;
+    tls::check_sender(&region, identity.as_deref(), "/from", &intent.from)?;
     Ok(Json(region.accept_intent(&intent).await?).into_response())
 }
 
-async fn replicate(State(region): Shared, body: Bytes) -> Result<Response, ApiError> {
+async fn replicate(State(region): Shared, identity: Identity, body: Bytes) -> Result<Response, ApiError> {
     let batch: ReplicateBatch =
         serde_json::from_slice(&body).map_err(|e| ApiError::new(ProblemType::PeerRefused, e.to_string()))?;
+    tls::check_sender(&region, identity.as_deref(), "/from", &batch.from)?;
     Ok(Json(region.accept_batch(&batch).await?).into_response())
 }

@@ -16,7 +16,10 @@
 //! (the time it joined, raised when it joins again with a new address); two lists merge by
 //! keeping, per name, the entry with the highest version, so lists converge whatever the
 //! order of messages. Each member sends a heartbeat carrying its list to every other member
-//! every `heartbeat_interval_ms` and merges the list in the answer. Each region keeps its
+//! every `heartbeat_interval_ms`; a heartbeat (or its answer) changes only its sender's own
+//! entry (which its certificate vouches for over TLS), so a region that joined through one
+//! member makes itself known to the others with its heartbeats, and no heartbeat admits a
+//! third region or redirects another's log shipping. Each region keeps its
 //! list in a JSON file beside its database (`NAME.members.json`, written atomically), so a
 //! restarted region knows every member at once; a joined region also keeps the cluster's
 //! configuration there and needs no bootstrap to restart.

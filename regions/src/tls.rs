@@ -163,6 +163,20 @@ pub async fn authorize(State(region): State<Arc<Region>>, request: Request, next
     }
 }
 
+/// Refuses (403) a peer's message in the name of `sender` (found at `at` in the message)
+/// unless the connection's certificate names that region: a member's certificate cannot
+/// speak for another member. Without TLS (no identity) the network is trusted.
+pub fn check_sender(region: &Region, identity: Option<&PeerIdentity>, at: &str, sender: &str) -> Result<(), ApiError> {
+    match identity {
+        Some(identity) if !identity.names(sender) => {
+            let detail = format!("{at}: the client certificate does not name {sender:?}");
+            tracing::warn!(region = region.name, detail, "internal request refused");
+            Err(ApiError::new(ProblemType::PeerForbidden, detail).at(&region.name))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Middleware: the certificate the server crate put on a request
 /// ([`server::ClientCertificate`]), as the [`PeerIdentity`] the handlers check.
 pub async fn identify(mut request: Request, next: Next) -> Response {

@@ -82,6 +82,14 @@ async fn join(
     }))
 }
 
+/// What a heartbeat (or its answer) from `sender` may change: `sender`'s own entry (its
+/// address and version, after a restart elsewhere), which its certificate vouches for over
+/// TLS. Entries about other regions are ignored: a heartbeat cannot add a member, nor
+/// point the log shipper at an address of its sender's choosing.
+fn own_entry(members: &[Member], sender: &str) -> Vec<Member> {
+    members.iter().filter(|m| m.name == sender).cloned().collect()
+}
+
 fn merge_logged(region: &Region, members: &[Member]) {
     match region.membership.merge(members) {
         Ok(new) => {
@@ -112,7 +120,7 @@ async fn heartbeat(
             format!("/from: the client certificate does not name {:?}", beat.from),
         ));
     }
-    merge_logged(&region, &beat.members);
+    merge_logged(&region, &own_entry(&beat.members, &beat.from));
     region.membership.heard(&beat.from);
     Ok(Json(Heartbeat {
         from: region.name.clone(),
@@ -146,7 +154,7 @@ async fn heartbeat_loop(region: Arc<Region>, name: String) {
                 Ok(r) if r.status().is_success() => {
                     if let Ok(ack) = r.json::<Heartbeat>().await {
                         region.membership.heard(&name);
-                        merge_logged(&region, &ack.members);
+                        merge_logged(&region, &own_entry(&ack.members, &name));
                     }
                 }
                 Ok(r) => tracing::debug!(region = region.name, peer = name, status = %r.status(), "heartbeat refused"),
