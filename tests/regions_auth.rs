@@ -314,3 +314,159 @@ async fn a_region_refuses_an_open_address_without_tls_and_tokens() {
     let (status, _) = get(&region.url, "/v1/regions").await;
     assert_eq!(status, 200, "no tokens configured: the public routes are open");
 }
+
+/// A member's certificate cannot speak for another member: an intent, a batch of the log
+/// and a forwarded write in ap-south's name, sent with eu-west's certificate, are refused
+/// (403); a heartbeat listing a member nobody admitted is answered, and the member is not
+/// learned (so no log shipper starts towards its address).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_members_certificate_speaks_only_for_that_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("certs");
+    certs(&ours, "us-east,eu-west,ap-south");
+    let cluster = Cluster::start_tls(dir.path(), &settings(), 0, &ours).await;
+    let us = cluster.regions[0].url.clone();
+    let eu = tls_client(&ours, Some("eu-west"));
+    let entry = json!({"seq": 1, "key": "ap/x", "ts": {"wall_ms": 1, "logical": 0}, "value": "1", "state": "pending"});
+    let forged = [
+        ("/internal/v1/intents", json!({"from": "ap-south", "entry": entry})),
+        (
+            "/internal/v1/replicate",
+            json!({"from": "ap-south", "entries": [], "closed": {"wall_ms": 1, "logical": 0}}),
+        ),
+    ];
+    for (path, body) in forged {
+        let r = eu.post(format!("{us}{path}")).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        let problem: Value = r.json().await.unwrap();
+        assert_eq!(
+            problem["type"], "https://geosaga.dev/problems/peer-forbidden",
+            "{problem}"
+        );
+        assert!(
+            problem["detail"].as_str().unwrap().contains("\"ap-south\""),
+            "{problem}"
+        );
+    }
+    let r = eu
+        .post(format!("{us}/internal/v1/write/us/forged"))
+        .header("x-geosaga-forwarded-by", "ap-south")
+        .json(&json!({"value": "1", "consistency": "async"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // In its own name it passes the check (and the write is applied at the home).
+    let r = eu
+        .post(format!("{us}/internal/v1/write/us/fine"))
+        .header("x-geosaga-forwarded-by", "eu-west")
+        .json(&json!({"value": "1", "consistency": "async"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    // A re-homing step with a member's certificate but no admin token: 403.
+    let r = eu
+        .post(format!("{us}/internal/v1/rehome/apply"))
+        .json(&json!({"prefix": "us/", "to": "eu-west", "from": "us-east"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let problem: Value = r.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("admin token"), "{problem}");
+
+    let mallory = json!({"name": "mallory", "address": "https://127.0.0.1:9", "role": "replica", "version": 1});
+    let r = eu
+        .post(format!("{us}/internal/v1/heartbeat"))
+        .json(&json!({"from": "eu-west", "members": [mallory]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Heartbeats go on between the regions; none brings mallory in.
+    for _ in 0..3 {
+        let r = tls_client(&ours, None)
+            .get(format!("{us}/v1/regions"))
+            .bearer_auth(READ)
+            .send()
+            .await
+            .unwrap();
+        let regions: Value = r.json().await.unwrap();
+        assert!(!regions.to_string().contains("mallory"), "{regions}");
+        assert_eq!(regions.as_array().unwrap().len(), 3, "{regions}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        !cluster.regions[0].log_text().contains("learned a member"),
+        "{}",
+        cluster.logs()
+    );
+}
+
+/// A value at the limit replicates to every region; one past it is refused with 413 naming
+/// the limit, and shipping goes on (a small write after it arrives everywhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_value_at_the_limit_replicates_and_one_past_it_is_413() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("certs");
+    certs(&ours, "us-east,eu-west,ap-south");
+    let limit = 1 << 20;
+    let settings = format!("{}max_value_bytes = {limit}\n", settings());
+    let cluster = Cluster::start_tls(dir.path(), &settings, 0, &ours).await;
+    let client = tls_client(&ours, None);
+    let us = cluster.regions[0].url.clone();
+    // A JSON string of exactly `limit` bytes: its quotes and its text.
+    let at_limit = "a".repeat(limit - 2);
+    let put = |key: &str, value: Value| {
+        client
+            .put(format!("{us}/v1/kv/{key}"))
+            .bearer_auth(WRITE)
+            .json(&json!({"value": value, "consistency": "async"}))
+            .send()
+    };
+    let r = put("us/big", json!(at_limit)).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = put("us/bigger", json!(format!("{at_limit}a"))).await.unwrap();
+    assert_eq!(r.status(), 413);
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(problem["type"], "https://geosaga.dev/problems/too-large", "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("max_value_bytes ({limit})")),
+        "{problem}"
+    );
+    // 3 MiB: past the body limit of a public write too: 413, not 400.
+    let r = put("us/huge", json!("h".repeat(3 << 20))).await.unwrap();
+    assert_eq!(r.status(), 413);
+    let r = put("us/after", json!("small")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    for region in &cluster.regions[1..] {
+        for (key, expected) in [("us/big", json!(at_limit)), ("us/after", json!("small"))] {
+            let url = format!(
+                "{}/v1/kv/{key}?consistency=bounded_staleness&max_staleness_ms=60000&allow_stale=true",
+                region.url
+            );
+            let start = std::time::Instant::now();
+            loop {
+                let r = client.get(&url).bearer_auth(READ).send().await.unwrap();
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                if status == 200 && body["served_by"] == region.name.as_str() {
+                    assert!(body["value"] == expected, "{key} at {}", region.name);
+                    break;
+                }
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(30),
+                    "{key} never reached {}: {status}\n{}",
+                    region.name,
+                    cluster.logs()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -8,9 +8,11 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, header};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
 use crate::antientropy::{DigestRequest, DigestResponse};
 use crate::counter::{CounterResponse, IncrementRequest};
 use crate::node::Region;
@@ -109,18 +111,44 @@ async fn conflicts(State(region): Shared) -> Result<Json<ConflictsResponse>, Api
 
 async fn rehome(
     State(region): Shared,
+    headers: HeaderMap,
     req: Result<Json<RehomeRequest>, JsonRejection>,
 ) -> Result<Json<RehomeResponse>, ApiError> {
     let req = body(&region, req)?;
     Ok(Json(
         region
-            .rehome(&req)
+            .rehome(&req, bearer(&headers))
             .await
             .map_err(|e| ApiError::from(e).at(&region.name))?,
     ))
 }
 
-async fn rehome_step(State(region): Shared, Path(step): Path<String>, b: Bytes) -> Result<Json<StepAck>, ApiError> {
+/// The token of `Authorization: Bearer TOKEN`, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// A re-homing step. With tokens configured it needs an `admin` token (the one the
+/// `/v1/admin/rehome` call came with, which the driving region passes on): a member's
+/// certificate alone cannot move a range.
+async fn rehome_step(
+    State(region): Shared,
+    Path(step): Path<String>,
+    headers: HeaderMap,
+    b: Bytes,
+) -> Result<Json<StepAck>, ApiError> {
+    if !region.config.tokens.is_empty() {
+        let tokens = crate::auth::Tokens::parse(&region.config.tokens).map_err(|e| ApiError::from(Error::Config(e)))?;
+        if bearer(&headers).and_then(|t| tokens.role_of(t)) != Some(crate::auth::Role::Admin) {
+            let detail = "a re-homing step needs the admin token of the /v1/admin/rehome call";
+            tracing::warn!(region = region.name, step, detail, "internal request refused");
+            return Err(ApiError::new(ProblemType::Forbidden, detail).at(&region.name));
+        }
+    }
     let s: RehomeStep = peer_body(&b)?;
     Ok(Json(region.rehome_step(&step, &s).await.map_err(ApiError::from)?))
 }

@@ -162,7 +162,7 @@ impl Region {
         }
     }
 
-    async fn step_at(&self, region: &str, step: &str, s: &RehomeStep) -> Result<StepAck> {
+    async fn step_at(&self, region: &str, step: &str, s: &RehomeStep, token: Option<&str>) -> Result<StepAck> {
         if region == self.name {
             return self.rehome_step(step, s).await;
         }
@@ -171,9 +171,13 @@ impl Region {
             region: region.to_owned(),
             reason,
         };
-        let response = self
-            .http
-            .post(format!("{}/internal/v1/rehome/{step}", peer.address))
+        let mut request = self.http.post(format!("{}/internal/v1/rehome/{step}", peer.address));
+        // The admin's token goes along: with tokens configured, a member's certificate
+        // alone cannot re-home a range (`crate::convergence_api`).
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
             // Adopting waits for the new home to catch up.
             .timeout(CATCH_UP + Duration::from_secs(5))
             .json(s)
@@ -188,8 +192,9 @@ impl Region {
         response.json().await.map_err(|e| unreachable(e.to_string()))
     }
 
-    /// Re-homes the keys of rule `prefix` to `to` (see the module documentation).
-    pub async fn rehome(&self, req: &RehomeRequest) -> Result<RehomeResponse> {
+    /// Re-homes the keys of rule `prefix` to `to` (see the module documentation), the steps
+    /// carrying the caller's `token`.
+    pub async fn rehome(&self, req: &RehomeRequest, token: Option<&str>) -> Result<RehomeResponse> {
         let placement = self.placement();
         let current = placement
             .rules()
@@ -225,12 +230,12 @@ impl Region {
         let mut moved_keys = 0;
         let mut updated = Vec::new();
         if from != req.to {
-            step.switch_ts = self.step_at(&from, "freeze", &step).await?.switch_ts;
+            step.switch_ts = self.step_at(&from, "freeze", &step, token).await?.switch_ts;
             updated.push(from.clone());
-            moved_keys = self.step_at(&req.to, "adopt", &step).await?.moved_keys;
+            moved_keys = self.step_at(&req.to, "adopt", &step, token).await?.moved_keys;
             updated.push(req.to.clone());
         } else {
-            self.step_at(&req.to, "apply", &step).await?;
+            self.step_at(&req.to, "apply", &step, token).await?;
             updated.push(req.to.clone());
         }
         let mut missed = Vec::new();
@@ -242,7 +247,7 @@ impl Region {
             .filter(|r| !updated.contains(r))
             .collect();
         for region in others {
-            match self.step_at(&region, "apply", &step).await {
+            match self.step_at(&region, "apply", &step, token).await {
                 Ok(_) => updated.push(region),
                 Err(e) => {
                     tracing::warn!(region, error = %e, "re-homing not installed there yet");
