@@ -4,7 +4,7 @@
 //! (`"{{input.amount}}"` renders as the number 5); a template inside a longer string is
 //! rendered as text. Templates are parsed once, when a definition is validated; rendering
 //! is a pure function of the saga input, its id and the outputs of earlier steps, bounded
-//! by a [`Budget`] that the templates of one attempt share ([`budget`]).
+//! by a [`Budget`] that the templates of one attempt share (`budget.rs`).
 
 mod budget;
 
