@@ -29,13 +29,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::counter::Component;
 use crate::hlc::Timestamp;
 use crate::node::{Peer, Region};
 use crate::placement::hash;
-use crate::store_convergence::{CounterRow, VersionRow};
+use crate::protocol::{CounterRow, DigestRequest, DigestResponse};
 use crate::{Error, Result};
 
 /// Buckets of a digest.
@@ -95,35 +93,6 @@ pub fn digest<'a>(
 /// The buckets whose digests differ.
 pub fn differing(ours: &[u64], theirs: &[u64]) -> Vec<usize> {
     (0..BUCKETS).filter(|&i| ours.get(i) != theirs.get(i)).collect()
-}
-
-/// `POST /internal/v1/anti-entropy/digest`: the digests of the answering region's own
-/// writes that `from` holds replicas of, over a window.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DigestRequest {
-    /// The asking region.
-    pub from: String,
-    /// The window's lower end.
-    pub since: Timestamp,
-    /// The window's upper end.
-    pub upto: Timestamp,
-    /// `None`: the digests; a list: the items of these buckets.
-    #[serde(default)]
-    pub buckets: Option<Vec<usize>>,
-}
-
-/// The answer: digests, or the items of the buckets asked for.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct DigestResponse {
-    /// Per bucket (when digests were asked for).
-    #[serde(default)]
-    pub digests: Vec<u64>,
-    /// Versions in the window of the keys of the buckets asked for.
-    #[serde(default)]
-    pub versions: Vec<VersionRow>,
-    /// Counter components of the buckets asked for.
-    #[serde(default)]
-    pub counters: Vec<CounterRow>,
 }
 
 /// What anti-entropy did, per peer, since this region started.

@@ -3,20 +3,19 @@
 
 use std::sync::Arc;
 
+use crate::node::Region;
+use crate::problem::{ApiError, ProblemType};
+use crate::protocol::{
+    ConflictsResponse, CounterResponse, DigestRequest, DigestResponse, IncrementRequest, PrefixConflicts,
+    RehomeRequest, RehomeResponse, RehomeStep, StepAck,
+};
+use crate::tls::PeerIdentity;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, Path, State};
 use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
-
-use crate::antientropy::{DigestRequest, DigestResponse};
-use crate::counter::{CounterResponse, IncrementRequest};
-use crate::node::Region;
-use crate::problem::{ApiError, ProblemType};
-use crate::rehome::{RehomeRequest, RehomeResponse, RehomeStep, StepAck};
-use crate::tls::PeerIdentity;
 
 type Shared = State<Arc<Region>>;
 
@@ -71,25 +70,6 @@ async fn increment(
 async fn counter(State(region): Shared, Path(key): Path<String>) -> Result<Json<CounterResponse>, ApiError> {
     check_key(&key)?;
     Ok(Json(region.counter(&key).await.map_err(ApiError::from)?))
-}
-
-/// `GET /v1/conflicts`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ConflictsResponse {
-    /// The answering region.
-    pub region: String,
-    /// Per rule whose keys are written anywhere: concurrent writes that lost.
-    pub prefixes: Vec<PrefixConflicts>,
-}
-
-/// Overwritten concurrent writes under one rule prefix.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PrefixConflicts {
-    /// The rule's prefix.
-    pub prefix: String,
-    /// Concurrent writes (of keys under it) overwritten by last-writer-wins, as counted
-    /// from the versions this region holds.
-    pub overwritten: i64,
 }
 
 async fn conflicts(State(region): Shared) -> Result<Json<ConflictsResponse>, ApiError> {

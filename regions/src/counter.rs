@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::node::Region;
+use crate::protocol::CounterResponse;
 use crate::{Error, Result};
 
 /// One region's component of a counter.
@@ -64,33 +65,6 @@ impl Component {
         text.and_then(|t| serde_json::from_str(t).ok())
             .ok_or_else(|| Error::Corrupt(format!("counter component {text:?}")))
     }
-}
-
-/// `POST /v1/counters/{key}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IncrementRequest {
-    /// How much to add (negative: subtract).
-    pub increment: i64,
-    /// An idempotency key: a repeat of this increment at the same region changes nothing.
-    #[serde(default)]
-    pub op_id: Option<String>,
-}
-
-/// A counter as one region holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CounterResponse {
-    /// The counter's key.
-    pub key: String,
-    /// The sum of every component held here.
-    pub value: i64,
-    /// Each region's component.
-    pub components: BTreeMap<String, Component>,
-    /// The region that answered (counters are read locally).
-    pub served_by: String,
-    /// True when this answers a repeat of an increment already applied (same op id).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub replayed: bool,
 }
 
 impl Region {

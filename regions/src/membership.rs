@@ -35,73 +35,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, RegionConfig};
+use crate::protocol::{Health, JoinRequest, JoinResponse, Member, Role};
 use crate::{Error, Result};
 
 mod gossip;
 
 pub use gossip::{annotate, router, run};
-
-/// A member's part in the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// In the configuration file: homes keys, counts toward quorums.
-    Voter,
-    /// Joined: holds a replica of every home's keys, homes none.
-    Replica,
-}
-
-/// What the failure detector thinks of a member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Health {
-    /// Heard from within `suspect_after_ms`.
-    Up,
-    /// Not heard from for `suspect_after_ms`, or not yet heard from.
-    Suspect,
-    /// Not heard from for `down_after_ms`.
-    Down,
-}
-
-/// One member.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    /// Its name.
-    pub name: String,
-    /// Its base URL.
-    pub address: String,
-    /// Voter or replica-only.
-    pub role: Role,
-    /// The entry's version: the wall-clock millisecond it joined (voters: 0).
-    pub version: u64,
-}
-
-/// `POST /internal/v1/join`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JoinRequest {
-    /// The joining region's name.
-    pub name: String,
-    /// Its base URL.
-    pub address: String,
-}
-
-/// The answer to a join.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JoinResponse {
-    /// The cluster's configuration file, as the answering member has it.
-    pub cluster_config: String,
-    /// The replica-only members known there (the joining one among them).
-    pub members: Vec<Member>,
-}
-
-/// `POST /internal/v1/heartbeat`, and its answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Heartbeat {
-    /// The sender.
-    pub from: String,
-    /// The replica-only members the sender knows.
-    pub members: Vec<Member>,
-}
 
 /// The file a region keeps its membership in.
 #[derive(Debug, Default, Serialize, Deserialize)]

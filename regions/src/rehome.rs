@@ -22,69 +22,13 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use crate::hlc::Timestamp;
 use crate::node::Region;
 use crate::placement::Placement;
+use crate::protocol::{RehomeRequest, RehomeResponse, RehomeStep, StepAck};
 use crate::{Error, Result};
 
 /// How long the new home waits to catch up with the old one.
 const CATCH_UP: Duration = Duration::from_secs(30);
-
-/// `POST /v1/admin/rehome`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RehomeRequest {
-    /// The prefix of an existing placement rule.
-    pub prefix: String,
-    /// Its new home (one of the rule's replicas).
-    pub to: String,
-}
-
-/// The answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RehomeResponse {
-    /// The rule's prefix.
-    pub prefix: String,
-    /// The old home.
-    pub from: String,
-    /// The new home.
-    pub to: String,
-    /// The old home's clock when it stopped executing writes of the range.
-    pub switch_ts: Option<String>,
-    /// Keys stored under the prefix (at the new home) whose home changed.
-    pub moved_keys: usize,
-    /// Regions that installed the new placement.
-    pub updated: Vec<String>,
-    /// Regions that could not be reached (run the call again).
-    pub missed: Vec<String>,
-}
-
-/// One step, as sent between regions.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RehomeStep {
-    /// The rule's prefix.
-    pub prefix: String,
-    /// The new home.
-    pub to: String,
-    /// The old home.
-    pub from: String,
-    /// The switch point (adopt only).
-    #[serde(default)]
-    pub switch_ts: Option<Timestamp>,
-}
-
-/// A step's answer.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct StepAck {
-    /// freeze: the switch point.
-    #[serde(default)]
-    pub switch_ts: Option<Timestamp>,
-    /// adopt: the keys moved.
-    #[serde(default)]
-    pub moved_keys: usize,
-}
 
 /// `placement` with the stored overrides applied (an override whose rule is gone from the
 /// configuration is ignored, with a warning).

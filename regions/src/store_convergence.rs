@@ -4,52 +4,13 @@
 //! ids of idempotent writes ([`crate::op_ids`]). Each backend runs them in its own SQL
 //! (`store/sqlite_convergence.rs`, `store/postgres_convergence.rs`).
 
-use serde::{Deserialize, Serialize};
-
 use crate::Result;
 use crate::counter::Component;
 use crate::hlc::Timestamp;
 use crate::mvcc::Version;
 use crate::op_ids::Applied;
-use crate::protocol::VersionId;
+use crate::protocol::{CounterRow, VersionRow};
 use crate::store::{Store, dispatch};
-
-/// One stored version with its identity and ancestry, as anti-entropy ships it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VersionRow {
-    /// The key.
-    pub key: String,
-    /// Its timestamp.
-    pub ts: Timestamp,
-    /// The value as JSON text; `None` for a deletion.
-    pub value: Option<String>,
-    /// The region that executed the write.
-    pub origin: String,
-    /// The version it replaced at its origin (tracked for keys written anywhere).
-    pub prev: Option<VersionId>,
-}
-
-impl VersionRow {
-    /// Its identity.
-    pub fn id(&self) -> VersionId {
-        VersionId {
-            ts: self.ts,
-            origin: self.origin.clone(),
-        }
-    }
-}
-
-/// One region's component of a counter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CounterRow {
-    /// The counter's key.
-    pub key: String,
-    /// The region whose component this is.
-    pub region: String,
-    /// Its component.
-    #[serde(flatten)]
-    pub component: Component,
-}
 
 impl Store {
     /// Commits an async write of a key written anywhere, executed here (`origin`): records

@@ -9,10 +9,10 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 
-use super::{Health, Heartbeat, JoinRequest, JoinResponse, Member, Role, now_ms};
+use super::now_ms;
 use crate::node::{Peer, Region};
 use crate::problem::{ApiError, ProblemType};
-use crate::protocol::RegionStatus;
+use crate::protocol::{Health, Heartbeat, JoinRequest, JoinResponse, Member, RegionStatus, Role};
 use crate::tls::PeerIdentity;
 
 /// The membership routes (internal).

@@ -14,8 +14,8 @@ use super::rows::{STATE_COLUMNS, entry_of, next_state, state_of, ts_of, wall};
 use super::{Incoming, ReplicaState};
 use crate::hlc::Timestamp;
 use crate::mvcc::Version;
+use crate::protocol::VersionRow;
 use crate::protocol::{EntryKind, EntryState, LogEntry, VersionId};
-use crate::store_convergence::VersionRow;
 use crate::{Error, Result};
 
 /// Appends an entry to the replication log with the next sequence number, which it returns.

@@ -10,8 +10,8 @@ use crate::counter::Component;
 use crate::hlc::Timestamp;
 use crate::mvcc::Version;
 use crate::op_ids::{Applied, applied_of};
+use crate::protocol::{CounterRow, VersionRow};
 use crate::protocol::{EntryKind, EntryState, VersionId};
-use crate::store_convergence::{CounterRow, VersionRow};
 use crate::{Error, Result};
 
 async fn exists(conn: &mut PgConnection, sql: &str, key: &str, id: Option<&VersionId>) -> Result<i64> {

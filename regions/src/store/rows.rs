@@ -8,8 +8,8 @@ use sqlx::sqlite::SqliteRow;
 use super::{Incoming, ReplicaState};
 use crate::counter::Component;
 use crate::hlc::Timestamp;
+use crate::protocol::{CounterRow, VersionRow};
 use crate::protocol::{EntryKind, EntryState, Gap, LogEntry, VersionId};
-use crate::store_convergence::{CounterRow, VersionRow};
 use crate::{Error, Result};
 
 /// The columns of a row, by name, in the types both schemas store.

@@ -15,8 +15,8 @@ use super::sqlite_convergence::{insert_row, merge_counter};
 use super::{Incoming, ReplicaState};
 use crate::hlc::Timestamp;
 use crate::mvcc::Version;
+use crate::protocol::VersionRow;
 use crate::protocol::{EntryKind, EntryState, LogEntry};
-use crate::store_convergence::VersionRow;
 use crate::{Error, Result};
 
 /// The migrations of the SQLite schema, applied at start-up.

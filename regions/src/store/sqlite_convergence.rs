@@ -11,7 +11,7 @@ use crate::hlc::Timestamp;
 use crate::mvcc::Version;
 use crate::op_ids::{Applied, applied_of};
 use crate::protocol::VersionId;
-use crate::store_convergence::{CounterRow, VersionRow};
+use crate::protocol::{CounterRow, VersionRow};
 use crate::{Error, Result};
 
 async fn exists(conn: &mut sqlx::SqliteConnection, sql: &str, key: &str, id: Option<&VersionId>) -> Result<i64> {

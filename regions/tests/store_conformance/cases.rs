@@ -4,9 +4,9 @@ use regions::counter::Component;
 use regions::hlc::Timestamp;
 use regions::node::LATEST;
 use regions::op_ids::{Previous, applied, check, prepare};
+use regions::protocol::VersionRow;
 use regions::protocol::{EntryState, Gap, VersionId};
 use regions::store::{Incoming, ReplicaState};
-use regions::store_convergence::VersionRow;
 
 use crate::{Backend, Db, store};
 
@@ -223,7 +223,7 @@ pub async fn an_increment_with_an_op_id_seen_before_changes_nothing(b: Backend) 
     // A replica merges components by maximum, and an older one changes nothing.
     let (replica, _d2) = store(b).await;
     replica.apply("r", &logged, ts(5)).await.unwrap();
-    let stale = regions::store_convergence::CounterRow {
+    let stale = regions::protocol::CounterRow {
         key: "c".into(),
         region: "r".into(),
         component: Component { p: 1, n: 0 },

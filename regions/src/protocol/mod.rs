@@ -1,0 +1,11 @@
+//! What travels on the wire: the public API's bodies ([`kv`]), the messages between regions
+//! ([`replication`]) and about the cluster ([`cluster`]). Every field is typed here;
+//! handlers never see raw JSON they must distrust.
+
+pub mod cluster;
+pub mod kv;
+pub mod replication;
+
+pub use cluster::*;
+pub use kv::*;
+pub use replication::*;
