@@ -36,7 +36,7 @@
 //! # replicas = ["eu-west", "us-east"] # only these regions hold a copy (default: all)
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -243,13 +243,6 @@ impl Config {
         config.source = text.to_owned();
         config.check()?;
         Ok(config)
-    }
-
-    /// Reads, parses and checks a configuration file.
-    pub fn load(path: &Path) -> Result<Config> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
-        Config::parse(&text)
     }
 
     fn check(&self) -> Result<()> {

@@ -5,12 +5,8 @@
 //! order (through the log or anti-entropy) lose nothing: once every component reached every
 //! region, all of them read the same value, the sum of every increment ever acknowledged.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-use crate::node::Region;
-use crate::protocol::CounterResponse;
 use crate::{Error, Result};
 
 /// One region's component of a counter.
@@ -64,47 +60,6 @@ impl Component {
     pub fn parse(text: Option<&str>) -> Result<Component> {
         text.and_then(|t| serde_json::from_str(t).ok())
             .ok_or_else(|| Error::Corrupt(format!("counter component {text:?}")))
-    }
-}
-
-impl Region {
-    /// Adds `delta` to this region's component of counter `key`; the log ships it. A repeat
-    /// of `op_id` here changes nothing and says `replayed`.
-    pub async fn increment(&self, key: &str, delta: i64, op_id: Option<&str>) -> Result<CounterResponse> {
-        if let Some(op_id) = op_id {
-            crate::op_ids::check(op_id).map_err(|e| Error::BadRequest(format!("/op_id: {e}")))?;
-        }
-        if !self.membership.is_voter() {
-            return Err(Error::BadRequest(format!(
-                "{} is a replica-only member (it ships no log): send increments to another region",
-                self.name
-            )));
-        }
-        let guard = self.begin_write();
-        let applied = self.store.increment(key, &self.name, guard.ts, delta, op_id).await?;
-        drop(guard);
-        Ok(CounterResponse {
-            replayed: applied.is_none(),
-            ..self.counter(key).await?
-        })
-    }
-
-    /// Counter `key` as held here: the sum of every region's component.
-    pub async fn counter(&self, key: &str) -> Result<CounterResponse> {
-        let components: BTreeMap<String, Component> = self
-            .store
-            .counter(key)
-            .await?
-            .into_iter()
-            .map(|c| (c.region, c.component))
-            .collect();
-        Ok(CounterResponse {
-            key: key.to_owned(),
-            value: components.values().map(|c| c.value()).fold(0i64, i64::saturating_add),
-            components,
-            served_by: self.name.clone(),
-            replayed: false,
-        })
     }
 }
 

@@ -113,6 +113,7 @@ pub mod config;
 pub mod conflict;
 pub mod convergence_api;
 pub mod counter;
+pub mod digest;
 mod error;
 pub mod history;
 pub mod hlc;
@@ -124,6 +125,7 @@ pub mod placement;
 pub mod problem;
 pub mod protocol;
 pub mod rehome;
+pub mod replica;
 pub mod replication;
 pub mod shipper;
 pub mod store;
@@ -137,6 +139,12 @@ pub use config::{Config, Quorum};
 pub use error::{Error, Result};
 pub use hlc::{Clock, ClockError, Timestamp};
 pub use node::Region;
+
+/// Reads, parses and checks a configuration file.
+pub fn load_config(path: &std::path::Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
+    Config::parse(&text)
+}
 
 /// Runs region `name` of `config` on its configured listen address until `shutdown`
 /// completes: the HTTP API, one log shipper per peer, and garbage collection.

@@ -14,6 +14,8 @@ use crate::protocol::{WriteCommand, WriteConsistency, WriteResponse};
 use crate::store::Store;
 use crate::{Error, Result};
 
+mod counter;
+pub mod op_ids;
 mod read;
 
 pub use read::ReadRequest;
@@ -232,7 +234,7 @@ impl Region {
             return self.write_anywhere(key, &home, &prefix, cmd).await;
         }
         // An op id seen before: answer with the first write's result (crate::op_ids).
-        let op = crate::op_ids::before_write(self, key, cmd).await?;
+        let op = op_ids::before_write(self, key, cmd).await?;
         if let Some(mut replay) = op.replay {
             if let Some(add) = &cmd.add {
                 replay.value = add.result_from(replay.previous.as_ref().map(|p| &p.value));
@@ -276,7 +278,7 @@ impl Region {
         };
         let guard = self.begin_write();
         let ts = guard.ts;
-        let previous = crate::op_ids::prepare_write(self, key, cmd, ts, current.as_ref()).await?;
+        let previous = op_ids::prepare_write(self, key, cmd, ts, current.as_ref()).await?;
         match cmd.consistency {
             WriteConsistency::Async => {
                 self.store
@@ -345,7 +347,7 @@ impl Region {
         }
         // An op id is remembered by the region that executed the write: a retry sent there
         // is answered with the first result (one sent elsewhere writes again).
-        let op = crate::op_ids::before_write(self, key, cmd).await?;
+        let op = op_ids::before_write(self, key, cmd).await?;
         if let Some(replay) = op.replay {
             return Ok(WriteResponse {
                 home_region: home.to_owned(),
@@ -354,7 +356,7 @@ impl Region {
         }
         let guard = self.begin_write();
         let ts = guard.ts;
-        let previous = crate::op_ids::prepare_write(self, key, cmd, ts, op.current.as_ref()).await?;
+        let previous = op_ids::prepare_write(self, key, cmd, ts, op.current.as_ref()).await?;
         self.store
             .write_anywhere(key, ts, cmd.value.as_deref(), &self.name, prefix)
             .await?;

@@ -26,7 +26,8 @@ use crate::Result;
 use crate::config::Storage;
 use crate::hlc::Timestamp;
 use crate::mvcc::{self, Version};
-use crate::protocol::{Gap, LogEntry};
+use crate::protocol::LogEntry;
+pub use crate::replica::{Incoming, ReplicaState};
 
 /// One region's database.
 #[derive(Clone)]
@@ -52,39 +53,6 @@ macro_rules! dispatch {
     };
 }
 pub(crate) use dispatch;
-
-/// What this region applied from another home.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplicaState {
-    /// The last entry applied.
-    pub applied_seq: i64,
-    /// The closed timestamp that came with it.
-    pub closed: Timestamp,
-    /// Entries truncated before they reached us and not repaired yet by anti-entropy.
-    pub gap: Option<Gap>,
-    /// While a gap is open: the closed timestamp held before it, the one reads may trust.
-    pub frozen: Option<Timestamp>,
-}
-
-impl ReplicaState {
-    /// The closed timestamp reads may rely on: the frozen one while a gap is open.
-    pub fn readable_closed(&self) -> Timestamp {
-        self.frozen.unwrap_or(self.closed)
-    }
-}
-
-/// A batch of a home's log as a replica applies it.
-#[derive(Debug, Clone, Copy)]
-pub struct Incoming<'a> {
-    /// The entries, in log order.
-    pub entries: &'a [LogEntry],
-    /// The closed timestamp that came with them.
-    pub closed: Timestamp,
-    /// Every entry up to here that concerns this region was shipped.
-    pub skip_to: Option<i64>,
-    /// Entries that were truncated before they reached this region.
-    pub gap: Option<Gap>,
-}
 
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and migrates it.

@@ -10,12 +10,13 @@ use std::collections::HashMap;
 use sqlx::{PgConnection, PgPool, Row};
 
 use super::postgres_convergence::{insert_row, merge_counter};
-use super::rows::{STATE_COLUMNS, entry_of, next_state, state_of, ts_of, wall};
+use super::rows::{STATE_COLUMNS, entry_of, state_of, ts_of, wall};
 use super::{Incoming, ReplicaState};
 use crate::hlc::Timestamp;
 use crate::mvcc::Version;
 use crate::protocol::VersionRow;
 use crate::protocol::{EntryKind, EntryState, LogEntry, VersionId};
+use crate::replica::next_state;
 use crate::{Error, Result};
 
 /// Appends an entry to the replication log with the next sequence number, which it returns.

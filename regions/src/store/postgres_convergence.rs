@@ -4,12 +4,13 @@
 use sqlx::{PgConnection, Row};
 
 use super::postgres::{Append, Postgres, append};
+use super::rows::applied_of;
 use super::rows::{counter_row, ts_of, version_row_of, wall};
 use crate::conflict;
 use crate::counter::Component;
 use crate::hlc::Timestamp;
 use crate::mvcc::Version;
-use crate::op_ids::{Applied, applied_of};
+use crate::op_ids::Applied;
 use crate::protocol::{CounterRow, VersionRow};
 use crate::protocol::{EntryKind, EntryState, VersionId};
 use crate::{Error, Result};

@@ -1,13 +1,15 @@
 //! What both backends share: reading rows into the store's types (the column names are the
-//! same in both schemas), and the replica state a batch of a home's log leads to.
+//! same in both schemas).
 
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
-use super::{Incoming, ReplicaState};
+use super::ReplicaState;
 use crate::counter::Component;
 use crate::hlc::Timestamp;
+use crate::mvcc::Version;
+use crate::op_ids::{Applied, previous_of};
 use crate::protocol::{CounterRow, VersionRow};
 use crate::protocol::{EntryKind, EntryState, Gap, LogEntry, VersionId};
 use crate::{Error, Result};
@@ -142,31 +144,26 @@ pub(crate) fn counter_row(r: &impl Cols) -> Result<CounterRow> {
     })
 }
 
-/// The state a replica records after applying `incoming` from a home whose state was
-/// `before`, having applied its entries up to `applied_seq` (entries at or below `skip`,
-/// the position before, were skipped as applied already).
-pub(crate) fn next_state(before: Option<ReplicaState>, incoming: &Incoming<'_>, applied_seq: i64) -> ReplicaState {
-    let skip = before.map_or(0, |s| s.applied_seq);
-    let mut applied_seq = applied_seq;
-    let closed = before.map_or(incoming.closed, |s| s.closed.max(incoming.closed));
-    let (mut open_gap, mut frozen) = (before.and_then(|s| s.gap), before.and_then(|s| s.frozen));
-    if let Some(g) = incoming.gap.filter(|g| g.upto_seq > skip) {
-        // Entries we never applied are gone: what we held before is all reads may trust.
-        frozen = Some(frozen.unwrap_or_else(|| before.map_or(Timestamp::default(), |s| s.closed)));
-        open_gap = Some(match open_gap {
-            Some(o) => Gap {
-                upto_seq: o.upto_seq.max(g.upto_seq),
-                upto_ts: o.upto_ts.max(g.upto_ts),
-            },
-            None => g,
-        });
-        applied_seq = applied_seq.max(g.upto_seq);
-    }
-    applied_seq = applied_seq.max(incoming.skip_to.unwrap_or(0));
-    ReplicaState {
-        applied_seq,
-        closed,
-        gap: open_gap,
-        frozen,
-    }
+fn ts(wall: i64, logical: i64) -> Result<Timestamp> {
+    Ok(Timestamp {
+        wall_ms: u64::try_from(wall).map_err(|_| Error::Corrupt(format!("op timestamp {wall}")))?,
+        logical: u32::try_from(logical).map_err(|_| Error::Corrupt(format!("op logical {logical}")))?,
+    })
+}
+
+/// Reads a row of `op_ids` (its `ts_*`, `prev_*` and `prev_value` columns) as [`Applied`].
+pub(crate) fn applied_of(row: &impl Cols) -> Result<Applied> {
+    let version = ts(row.int("ts_wall")?, row.int("ts_logical")?)?;
+    let prev_value = row.opt_text("prev_value")?;
+    let previous = match (row.opt_int("prev_wall")?, row.opt_int("prev_logical")?) {
+        (Some(w), Some(l)) => previous_of(Some(&Version {
+            ts: ts(w, l)?,
+            value: Some(prev_value.unwrap_or_else(|| "null".to_owned())),
+        }))?,
+        _ => None,
+    };
+    Ok(Applied {
+        version: version.to_string(),
+        previous,
+    })
 }

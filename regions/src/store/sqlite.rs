@@ -10,13 +10,14 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::rows::{STATE_COLUMNS, entry_of, next_state, state_of, ts_of, wall};
+use super::rows::{STATE_COLUMNS, entry_of, state_of, ts_of, wall};
 use super::sqlite_convergence::{insert_row, merge_counter};
 use super::{Incoming, ReplicaState};
 use crate::hlc::Timestamp;
 use crate::mvcc::Version;
 use crate::protocol::VersionRow;
 use crate::protocol::{EntryKind, EntryState, LogEntry};
+use crate::replica::next_state;
 use crate::{Error, Result};
 
 /// The migrations of the SQLite schema, applied at start-up.

@@ -3,13 +3,14 @@
 
 use sqlx::Row;
 
+use super::rows::applied_of;
 use super::rows::{counter_row, ts_of, version_row_of, wall};
 use super::sqlite::Sqlite;
 use crate::conflict;
 use crate::counter::Component;
 use crate::hlc::Timestamp;
 use crate::mvcc::Version;
-use crate::op_ids::{Applied, applied_of};
+use crate::op_ids::Applied;
 use crate::protocol::VersionId;
 use crate::protocol::{CounterRow, VersionRow};
 use crate::{Error, Result};

@@ -3,7 +3,8 @@
 use regions::counter::Component;
 use regions::hlc::Timestamp;
 use regions::node::LATEST;
-use regions::op_ids::{Previous, applied, check, prepare};
+use regions::node::op_ids::{applied, prepare};
+use regions::op_ids::{Previous, check};
 use regions::protocol::VersionRow;
 use regions::protocol::{EntryState, Gap, VersionId};
 use regions::store::{Incoming, ReplicaState};
