@@ -183,7 +183,7 @@ pub struct Config {
     pub down_after_ms: u64,
     /// Regions to join through (any member's address): set for a region that is not in
     /// the cluster's static list; it learns the cluster's configuration and members there
-    /// and joins as a replica-only member (see `crate::membership`).
+    /// and joins as a replica-only member (see the regions crate's `membership`).
     #[serde(default)]
     pub bootstrap: Vec<String>,
     /// Mutual TLS between regions (and TLS for clients); none: plain HTTP.

@@ -1,6 +1,6 @@
 //! Anti-entropy's digests: which items a round compares, and how two regions find the
 //! buckets where they differ without sending the items. Pure: the rounds are in
-//! `crate::antientropy`.
+//! the regions crate's `antientropy`.
 //!
 //! Items (a key's versions in a window, a counter's component) are grouped into [`BUCKETS`]
 //! buckets by key hash; each bucket's digest is the wrapping sum of its items' hashes, so it
