@@ -5,7 +5,7 @@
 //!
 //! A round of region `R` with peer `P` covers the writes whose *origin* is `P` (the
 //! versions `P` executed and `P`'s counter components): `P` is authoritative for them.
-//! Items are grouped into buckets by key hash ([`crate::digest`]); each bucket's digest is
+//! Items are grouped into buckets by key hash ([`regions_core::digest`]); each bucket's digest is
 //! the wrapping sum of its items' hashes (order-free). `R` asks `P` for its bucket digests,
 //! computes its own, and fetches the items of the differing buckets only.
 //!
@@ -29,11 +29,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::digest::{bucket_of, differing, digest, window};
-use crate::hlc::Timestamp;
 use crate::node::{Peer, Region};
-use crate::protocol::{CounterRow, DigestRequest, DigestResponse};
 use crate::{Error, Result};
+use regions_core::digest::{bucket_of, differing, digest, window};
+use regions_core::hlc::Timestamp;
+use regions_core::protocol::{CounterRow, DigestRequest, DigestResponse};
 
 /// What anti-entropy did, per peer, since this region started.
 #[derive(Default)]

@@ -15,14 +15,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use crate::closed::{self, ReadConsistency};
-use crate::hlc::Timestamp;
 use crate::node::{ReadRequest, Region};
 use crate::problem::{ApiError, ProblemType};
-use crate::protocol::{
+use crate::{Error, Result};
+use regions_core::closed::{self, ReadConsistency};
+use regions_core::hlc::Timestamp;
+use regions_core::protocol::{
     Intent, PatchRequest, PlacementResponse, PutRequest, RegionStatus, ReplicateBatch, WriteCommand, WriteConsistency,
 };
-use crate::{Error, Result};
 
 /// Set on requests one region forwards to another.
 pub const FORWARDED_BY: &str = "x-geosaga-forwarded-by";
@@ -208,7 +208,7 @@ async fn answer_with_op(
     region: &Region,
     key: &str,
     op_id: Option<&str>,
-    answer: crate::protocol::ReadResponse,
+    answer: regions_core::protocol::ReadResponse,
 ) -> Result<Response, ApiError> {
     let Some(op_id) = op_id else {
         return Ok(Json(answer).into_response());
@@ -319,7 +319,8 @@ async fn delete(
 
 fn checked_op_id(path: &str, op_id: Option<String>) -> Result<Option<String>, ApiError> {
     if let Some(id) = &op_id {
-        crate::op_ids::check(id).map_err(|e| ApiError::new(ProblemType::InvalidParameter, format!("{path}: {e}")))?;
+        regions_core::op_ids::check(id)
+            .map_err(|e| ApiError::new(ProblemType::InvalidParameter, format!("{path}: {e}")))?;
     }
     Ok(op_id)
 }

@@ -5,10 +5,6 @@ use std::sync::Arc;
 
 use crate::node::Region;
 use crate::problem::{ApiError, ProblemType};
-use crate::protocol::{
-    ConflictsResponse, CounterResponse, DigestRequest, DigestResponse, IncrementRequest, PrefixConflicts,
-    RehomeRequest, RehomeResponse, RehomeStep, StepAck,
-};
 use crate::tls::PeerIdentity;
 use axum::Json;
 use axum::Router;
@@ -16,6 +12,10 @@ use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, Path, State};
 use axum::routing::{get, post};
+use regions_core::protocol::{
+    ConflictsResponse, CounterResponse, DigestRequest, DigestResponse, IncrementRequest, PrefixConflicts,
+    RehomeRequest, RehomeResponse, RehomeStep, StepAck,
+};
 
 type Shared = State<Arc<Region>>;
 

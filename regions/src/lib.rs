@@ -105,27 +105,15 @@
 //! go only there (the quorum is counted over them), and other regions forward every read to
 //! the home (never a stale answer from a copy they do not have).
 
-pub mod add;
 pub mod antientropy;
 pub mod api;
-pub mod closed;
-pub mod config;
-pub mod conflict;
 pub mod convergence_api;
-pub mod counter;
-pub mod digest;
 mod error;
 pub mod history;
-pub mod hlc;
 pub mod membership;
-pub mod mvcc;
 pub mod node;
-pub mod op_ids;
-pub mod placement;
 pub mod problem;
-pub mod protocol;
 pub mod rehome;
-pub mod replica;
 pub mod replication;
 pub mod shipper;
 pub mod store;
@@ -135,15 +123,18 @@ pub mod tls;
 use std::future::Future;
 use std::sync::Arc;
 
-pub use config::{Config, Quorum};
 pub use error::{Error, Result};
-pub use hlc::{Clock, ClockError, Timestamp};
 pub use node::Region;
+pub use regions_core::{Clock, ClockError, Config, Quorum, Timestamp};
+/// The pure core (the `geosaga-regions-core` crate), under the names it has there.
+pub use regions_core::{
+    add, closed, config, conflict, counter, digest, hlc, mvcc, op_ids, placement, protocol, replica,
+};
 
 /// Reads, parses and checks a configuration file.
 pub fn load_config(path: &std::path::Path) -> Result<Config> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
-    Config::parse(&text)
+    Ok(Config::parse(&text)?)
 }
 
 /// Runs region `name` of `config` on its configured listen address until `shutdown`

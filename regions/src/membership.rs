@@ -34,9 +34,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, RegionConfig};
-use crate::protocol::{Health, JoinRequest, JoinResponse, Member, Role};
 use crate::{Error, Result};
+use regions_core::config::{Config, RegionConfig};
+use regions_core::protocol::{Health, JoinRequest, JoinResponse, Member, Role};
 
 mod gossip;
 

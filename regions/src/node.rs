@@ -7,12 +7,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use crate::config::Config;
-use crate::hlc::{Clock, Timestamp};
-use crate::placement::{Home, Placement};
-use crate::protocol::{WriteCommand, WriteConsistency, WriteResponse};
 use crate::store::Store;
 use crate::{Error, Result};
+use regions_core::config::Config;
+use regions_core::hlc::{Clock, Timestamp};
+use regions_core::placement::{Home, Placement};
+use regions_core::protocol::{WriteCommand, WriteConsistency, WriteResponse};
 
 mod counter;
 pub mod op_ids;
@@ -233,7 +233,7 @@ impl Region {
         if let Some(prefix) = self.placement().writes_anywhere(key).map(str::to_owned) {
             return self.write_anywhere(key, &home, &prefix, cmd).await;
         }
-        // An op id seen before: answer with the first write's result (crate::op_ids).
+        // An op id seen before: answer with the first write's result (regions_core::op_ids).
         let op = op_ids::before_write(self, key, cmd).await?;
         if let Some(mut replay) = op.replay {
             if let Some(add) = &cmd.add {
@@ -320,7 +320,7 @@ impl Region {
 
     /// The lock a write of `key` holds from its checks to its commit or abort.
     pub(crate) fn key_lock(&self, key: &str) -> &tokio::sync::Mutex<()> {
-        &self.key_locks[(crate::placement::hash(key.as_bytes()) % KEY_LOCKS as u64) as usize]
+        &self.key_locks[(regions_core::placement::hash(key.as_bytes()) % KEY_LOCKS as u64) as usize]
     }
 
     /// Waits for every write in progress to finish (re-homing: after the placement changed,
@@ -331,7 +331,7 @@ impl Region {
         }
     }
 
-    /// An async write of a key written anywhere, executed here (see [`crate::conflict`]).
+    /// An async write of a key written anywhere, executed here (see [`regions_core::conflict`]).
     async fn write_anywhere(&self, key: &str, home: &str, prefix: &str, cmd: &WriteCommand) -> Result<WriteResponse> {
         if cmd.add.is_some() {
             return Err(Error::BadRequest(format!(

@@ -23,9 +23,9 @@
 use std::time::Duration;
 
 use crate::node::Region;
-use crate::placement::Placement;
-use crate::protocol::{RehomeRequest, RehomeResponse, RehomeStep, StepAck};
 use crate::{Error, Result};
+use regions_core::placement::Placement;
+use regions_core::protocol::{RehomeRequest, RehomeResponse, RehomeStep, StepAck};
 
 /// How long the new home waits to catch up with the old one.
 const CATCH_UP: Duration = Duration::from_secs(30);

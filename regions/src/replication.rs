@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-use crate::closed;
-use crate::hlc::Timestamp;
 use crate::node::{Peer, Region};
-use crate::protocol::{EntryKind, EntryState, Gap, Intent, LogEntry, ReplicateAck, ReplicateBatch};
 use crate::store::Incoming;
 use crate::{Error, Result};
+use regions_core::closed;
+use regions_core::hlc::Timestamp;
+use regions_core::protocol::{EntryKind, EntryState, Gap, Intent, LogEntry, ReplicateAck, ReplicateBatch};
 
 /// The pause before a failed intent is sent again (within the write's deadline).
 const INTENT_RETRY: Duration = Duration::from_millis(50);

@@ -16,7 +16,7 @@ use futures::stream::FuturesOrdered;
 use tokio::time::Instant;
 
 use crate::node::{Peer, Region};
-use crate::protocol::{ReplicateAck, ReplicateBatch};
+use regions_core::protocol::{ReplicateAck, ReplicateBatch};
 
 /// Batches in flight to one peer at most.
 pub const MAX_IN_FLIGHT: usize = 8;
@@ -152,7 +152,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::hlc::{Clock, Timestamp};
+    use regions_core::hlc::{Clock, Timestamp};
 
     fn batch(after: i64, seqs: &[i64]) -> ReplicateBatch {
         let ts = |wall_ms: u64| serde_json::to_value(Timestamp { wall_ms, logical: 0 }).unwrap();

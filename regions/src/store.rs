@@ -23,11 +23,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::Result;
-use crate::config::Storage;
-use crate::hlc::Timestamp;
-use crate::mvcc::{self, Version};
-use crate::protocol::LogEntry;
-pub use crate::replica::{Incoming, ReplicaState};
+use regions_core::config::Storage;
+use regions_core::hlc::Timestamp;
+use regions_core::mvcc::{self, Version};
+use regions_core::protocol::LogEntry;
+pub use regions_core::replica::{Incoming, ReplicaState};
 
 /// One region's database.
 #[derive(Clone)]

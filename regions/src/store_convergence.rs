@@ -1,16 +1,16 @@
 //! The store's side of convergence under faults: versions as anti-entropy moves them
 //! (with their origin and the version they replaced), conflict counting for keys written
 //! anywhere, counter components, log retention and gaps, placement overrides, and the op
-//! ids of idempotent writes ([`crate::op_ids`]). Each backend runs them in its own SQL
+//! ids of idempotent writes ([`regions_core::op_ids`]). Each backend runs them in its own SQL
 //! (`store/sqlite_convergence.rs`, `store/postgres_convergence.rs`).
 
 use crate::Result;
-use crate::counter::Component;
-use crate::hlc::Timestamp;
-use crate::mvcc::Version;
-use crate::op_ids::Applied;
-use crate::protocol::{CounterRow, VersionRow};
 use crate::store::{Store, dispatch};
+use regions_core::counter::Component;
+use regions_core::hlc::Timestamp;
+use regions_core::mvcc::Version;
+use regions_core::op_ids::Applied;
+use regions_core::protocol::{CounterRow, VersionRow};
 
 impl Store {
     /// Commits an async write of a key written anywhere, executed here (`origin`): records

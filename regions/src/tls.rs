@@ -29,10 +29,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use tokio::net::TcpListener;
 
-use crate::config::{Config, TlsConfig};
 use crate::node::Region;
 use crate::problem::{ApiError, ProblemType};
 use crate::{Error, Result};
+use regions_core::config::{Config, TlsConfig};
 
 /// Internal routes whose message names its sender, which may not be a member here yet (a
 /// join; the heartbeats of a region that joined elsewhere, which carry the news): they take

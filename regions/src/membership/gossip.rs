@@ -12,8 +12,8 @@ use axum::{Extension, Json, Router};
 use super::now_ms;
 use crate::node::{Peer, Region};
 use crate::problem::{ApiError, ProblemType};
-use crate::protocol::{Health, Heartbeat, JoinRequest, JoinResponse, Member, RegionStatus, Role};
 use crate::tls::PeerIdentity;
+use regions_core::protocol::{Health, Heartbeat, JoinRequest, JoinResponse, Member, RegionStatus, Role};
 
 /// The membership routes (internal).
 pub fn router(region: Arc<Region>) -> Router {

@@ -1,11 +1,11 @@
 //! Counters at this region: an increment changes this region's component (the log ships
-//! it), a read sums every component held here (see [`crate::counter`] for the merge).
+//! it), a read sums every component held here (see [`regions_core::counter`] for the merge).
 
 use std::collections::BTreeMap;
 
-use crate::counter::Component;
-use crate::protocol::CounterResponse;
 use crate::{Error, Result};
+use regions_core::counter::Component;
+use regions_core::protocol::CounterResponse;
 
 use super::Region;
 
@@ -14,7 +14,7 @@ impl Region {
     /// of `op_id` here changes nothing and says `replayed`.
     pub async fn increment(&self, key: &str, delta: i64, op_id: Option<&str>) -> Result<CounterResponse> {
         if let Some(op_id) = op_id {
-            crate::op_ids::check(op_id).map_err(|e| Error::BadRequest(format!("/op_id: {e}")))?;
+            regions_core::op_ids::check(op_id).map_err(|e| Error::BadRequest(format!("/op_id: {e}")))?;
         }
         if !self.membership.is_voter() {
             return Err(Error::BadRequest(format!(

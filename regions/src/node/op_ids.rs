@@ -1,15 +1,15 @@
-//! Idempotent writes at the home (see [`crate::op_ids`]): before a write with an op id,
+//! Idempotent writes at the home (see [`regions_core::op_ids`]): before a write with an op id,
 //! a repeat of an applied one is answered with the first write's result; just before the
 //! write, the op id's row is prepared with the version it will make.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::Result;
-use crate::hlc::Timestamp;
-use crate::mvcc::Version;
-use crate::op_ids::{Applied, Previous, RETENTION_MS, previous_of};
-use crate::protocol::{WriteCommand, WriteResponse};
 use crate::store::Store;
+use regions_core::hlc::Timestamp;
+use regions_core::mvcc::Version;
+use regions_core::op_ids::{Applied, Previous, RETENTION_MS, previous_of};
+use regions_core::protocol::{WriteCommand, WriteResponse};
 
 use super::{LATEST, Region};
 
@@ -92,5 +92,5 @@ pub(crate) async fn prepare_write(
 ) -> Result<Option<Previous>> {
     let Some(op_id) = &cmd.op_id else { return Ok(None) };
     prepare(&region.store, key, op_id, at, current, region.clock.physical_ms()).await?;
-    previous_of(current)
+    Ok(previous_of(current)?)
 }

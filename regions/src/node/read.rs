@@ -1,11 +1,11 @@
 //! Reads: where one is served (here, at the home, or refused as too stale) and the local
 //! answer with its staleness bound.
 
-use crate::closed::{self, ReadConsistency, ReadPlan};
-use crate::hlc::Timestamp;
-use crate::mvcc::Version;
-use crate::protocol::ReadResponse;
 use crate::{Error, Result};
+use regions_core::closed::{self, ReadConsistency, ReadPlan};
+use regions_core::hlc::Timestamp;
+use regions_core::mvcc::Version;
+use regions_core::protocol::ReadResponse;
 
 use super::{LATEST, Region};
 

@@ -12,12 +12,12 @@ use sqlx::{PgConnection, PgPool, Row};
 use super::postgres_convergence::{insert_row, merge_counter};
 use super::rows::{STATE_COLUMNS, entry_of, state_of, ts_of, wall};
 use super::{Incoming, ReplicaState};
-use crate::hlc::Timestamp;
-use crate::mvcc::Version;
-use crate::protocol::VersionRow;
-use crate::protocol::{EntryKind, EntryState, LogEntry, VersionId};
-use crate::replica::next_state;
 use crate::{Error, Result};
+use regions_core::hlc::Timestamp;
+use regions_core::mvcc::Version;
+use regions_core::protocol::VersionRow;
+use regions_core::protocol::{EntryKind, EntryState, LogEntry, VersionId};
+use regions_core::replica::next_state;
 
 /// Appends an entry to the replication log with the next sequence number, which it returns.
 const APPEND: &str = "WITH s AS (UPDATE repl_seq SET seq = seq + 1 RETURNING seq) \
@@ -269,7 +269,7 @@ impl Postgres {
                     insert_row(&mut tx, &row, tracked(&e.key).as_deref()).await?;
                 }
                 (EntryState::Committed, EntryKind::Counter) => {
-                    let c = crate::counter::Component::parse(e.value.as_deref())?;
+                    let c = regions_core::counter::Component::parse(e.value.as_deref())?;
                     merge_counter(&mut tx, &e.key, home, c).await?;
                 }
                 (EntryState::Aborted, _) => {}

@@ -1,19 +1,19 @@
 //! The PostgreSQL side of [`crate::store_convergence`] and of the op ids of idempotent writes
-//! ([`crate::op_ids`]).
+//! ([`regions_core::op_ids`]).
 
 use sqlx::{PgConnection, Row};
 
 use super::postgres::{Append, Postgres, append};
 use super::rows::applied_of;
 use super::rows::{counter_row, ts_of, version_row_of, wall};
-use crate::conflict;
-use crate::counter::Component;
-use crate::hlc::Timestamp;
-use crate::mvcc::Version;
-use crate::op_ids::Applied;
-use crate::protocol::{CounterRow, VersionRow};
-use crate::protocol::{EntryKind, EntryState, VersionId};
 use crate::{Error, Result};
+use regions_core::conflict;
+use regions_core::counter::Component;
+use regions_core::hlc::Timestamp;
+use regions_core::mvcc::Version;
+use regions_core::op_ids::Applied;
+use regions_core::protocol::{CounterRow, VersionRow};
+use regions_core::protocol::{EntryKind, EntryState, VersionId};
 
 async fn exists(conn: &mut PgConnection, sql: &str, key: &str, id: Option<&VersionId>) -> Result<i64> {
     let mut q = sqlx::query(sql).bind(key);
@@ -171,7 +171,8 @@ impl Postgres {
     ) -> Result<Option<Component>> {
         let mut tx = self.writer.begin().await?;
         if let Some(op_id) = op_id {
-            let week_ago = wall(ts).saturating_sub(i64::try_from(crate::op_ids::RETENTION_MS).unwrap_or(i64::MAX));
+            let week_ago =
+                wall(ts).saturating_sub(i64::try_from(regions_core::op_ids::RETENTION_MS).unwrap_or(i64::MAX));
             sqlx::query("DELETE FROM counter_ops WHERE created_ms < $1")
                 .bind(week_ago)
                 .execute(&mut *tx)

@@ -6,13 +6,13 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
 use super::ReplicaState;
-use crate::counter::Component;
-use crate::hlc::Timestamp;
-use crate::mvcc::Version;
-use crate::op_ids::{Applied, previous_of};
-use crate::protocol::{CounterRow, VersionRow};
-use crate::protocol::{EntryKind, EntryState, Gap, LogEntry, VersionId};
 use crate::{Error, Result};
+use regions_core::counter::Component;
+use regions_core::hlc::Timestamp;
+use regions_core::mvcc::Version;
+use regions_core::op_ids::{Applied, previous_of};
+use regions_core::protocol::{CounterRow, VersionRow};
+use regions_core::protocol::{EntryKind, EntryState, Gap, LogEntry, VersionId};
 
 /// The columns of a row, by name, in the types both schemas store.
 pub(crate) trait Cols {

@@ -13,12 +13,12 @@ use sqlx::{Row, SqlitePool};
 use super::rows::{STATE_COLUMNS, entry_of, state_of, ts_of, wall};
 use super::sqlite_convergence::{insert_row, merge_counter};
 use super::{Incoming, ReplicaState};
-use crate::hlc::Timestamp;
-use crate::mvcc::Version;
-use crate::protocol::VersionRow;
-use crate::protocol::{EntryKind, EntryState, LogEntry};
-use crate::replica::next_state;
 use crate::{Error, Result};
+use regions_core::hlc::Timestamp;
+use regions_core::mvcc::Version;
+use regions_core::protocol::VersionRow;
+use regions_core::protocol::{EntryKind, EntryState, LogEntry};
+use regions_core::replica::next_state;
 
 /// The migrations of the SQLite schema, applied at start-up.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/regions");
@@ -263,7 +263,7 @@ impl Sqlite {
                     insert_row(&mut tx, &row, tracked(&e.key).as_deref()).await?;
                 }
                 (EntryState::Committed, EntryKind::Counter) => {
-                    let c = crate::counter::Component::parse(e.value.as_deref())?;
+                    let c = regions_core::counter::Component::parse(e.value.as_deref())?;
                     merge_counter(&mut tx, &e.key, home, c).await?;
                 }
                 (EntryState::Aborted, _) => {}
