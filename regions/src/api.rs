@@ -213,7 +213,9 @@ async fn answer_with_op(
     let Some(op_id) = op_id else {
         return Ok(Json(answer).into_response());
     };
-    let applied = crate::node::op_ids::applied(&region.store, key, op_id)
+    let applied = region
+        .store
+        .op_applied(key, op_id)
         .await
         .map_err(|e| ApiError::from(e).at(&region.name))?;
     let mut body = serde_json::to_value(&answer).unwrap_or_default();

@@ -115,6 +115,7 @@ impl From<regions_core::Error> for Error {
             regions_core::Error::Config(e) => Error::Config(e),
             regions_core::Error::BadRequest(e) => Error::BadRequest(e),
             regions_core::Error::OutOfBounds(e) => Error::OutOfBounds(e),
+            regions_core::Error::Peer(e) => Error::Peer(e),
             regions_core::Error::Corrupt(e) => Error::Corrupt(e),
         }
     }

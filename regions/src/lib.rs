@@ -19,15 +19,15 @@
 //!   [`counter`]: counter components merged by maximum; the digests of [`antientropy`].
 //!
 //! The I/O around it:
-//! - [`store`]: SQLite or PostgreSQL (sqlx): versions, the replication log, cursors,
-//!   intents.
+//! - [`store`]: the store port ([`store::Store`]) and its implementations: in memory (for
+//!   tests), SQLite and PostgreSQL (one SQL text for both): versions, the replication log,
+//!   cursors, intents, counters, op ids.
 //! - [`node`]: [`node::Region`], which executes writes at the home and serves reads.
 //! - [`replication`]: intents of strong writes, log shipping with closed timestamps, GC.
 //! - [`api`] and [`problem`]: the HTTP API (axum) and its problem details;
 //!   [`convergence_api`]: counters, conflicts, re-homing and the anti-entropy route.
 //! - [`antientropy`]: digest comparison with each peer, repairing what the log missed;
-//!   [`rehome`]: moving a rule's keys to another home online; [`store_convergence`]: the
-//!   store's side of both.
+//!   [`rehome`]: moving a rule's keys to another home online.
 //!
 //! ## The consistency argument
 //!
@@ -117,7 +117,6 @@ pub mod rehome;
 pub mod replication;
 pub mod shipper;
 pub mod store;
-pub mod store_convergence;
 pub mod tls;
 
 use std::future::Future;

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use crate::store::Store;
+use crate::store::{self, Store};
 use crate::{Error, Result};
 use regions_core::config::Config;
 use regions_core::hlc::{Clock, Timestamp};
@@ -48,7 +48,7 @@ pub struct Region {
     /// Its hybrid logical clock.
     pub clock: Clock,
     /// Its storage.
-    pub store: Store,
+    pub store: Arc<dyn Store>,
     /// The other regions.
     pub peers: Vec<Peer>,
     pub(crate) http: reqwest::Client,
@@ -88,7 +88,7 @@ impl Region {
     pub async fn open(config: Config, name: &str, clock: Clock) -> Result<Region> {
         let me = config.region(name)?.clone();
         let storage = me.storage()?;
-        let opened = match Store::open_storage(&storage).await {
+        let opened = match store::open(&storage).await {
             Ok(store) => store.claim(name).await.map(|()| store),
             Err(e) => Err(e),
         };

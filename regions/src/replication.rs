@@ -10,11 +10,11 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use crate::node::{Peer, Region};
-use crate::store::Incoming;
 use crate::{Error, Result};
 use regions_core::closed;
 use regions_core::hlc::Timestamp;
 use regions_core::protocol::{EntryKind, EntryState, Gap, Intent, LogEntry, ReplicateAck, ReplicateBatch};
+use regions_core::replica::Incoming;
 
 /// The pause before a failed intent is sent again (within the write's deadline).
 const INTENT_RETRY: Duration = Duration::from_millis(50);

@@ -13,6 +13,9 @@ pub enum Error {
     /// An `add` whose result would be outside its bounds.
     #[error("{0}")]
     OutOfBounds(String),
+    /// A peer sent something this region refuses.
+    #[error("refused peer message: {0}")]
+    Peer(String),
     /// Stored data did not decode.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),

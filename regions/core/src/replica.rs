@@ -6,8 +6,10 @@
 //! batch says so (a [`Gap`]): the replica then *freezes* the closed timestamp reads may trust
 //! at the one it held before, until anti-entropy repaired the gap.
 
+use crate::counter::Component;
 use crate::hlc::Timestamp;
-use crate::protocol::{Gap, LogEntry};
+use crate::protocol::{EntryKind, EntryState, Gap, LogEntry, VersionRow};
+use crate::{Error, Result};
 
 /// What this region applied from another home.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +42,50 @@ pub struct Incoming<'a> {
     pub skip_to: Option<i64>,
     /// Entries that were truncated before they reached this region.
     pub gap: Option<Gap>,
+}
+
+impl<'a> Incoming<'a> {
+    /// The entries not applied yet by a replica that applied `home`'s log up to `applied_seq`
+    /// (a batch sent again after a reset overlaps what was applied).
+    pub fn fresh(&self, applied_seq: i64) -> impl Iterator<Item = &'a LogEntry> {
+        self.entries.iter().filter(move |e| e.seq > applied_seq)
+    }
+}
+
+/// What applying one shipped entry does at a replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Apply {
+    /// Store this version (if not held already).
+    Version(VersionRow),
+    /// Merge this component of the counter `key` written at the home.
+    Counter {
+        /// The counter's key.
+        key: String,
+        /// The home's component.
+        component: Component,
+    },
+    /// Nothing (an aborted strong write: its intent is dropped).
+    Nothing,
+}
+
+/// What applying entry `e` of `home`'s log does; a pending entry is refused (a home ships
+/// only resolved ones).
+pub fn apply_entry(home: &str, e: &LogEntry) -> Result<Apply> {
+    Ok(match (e.state, e.kind) {
+        (EntryState::Committed, EntryKind::Version) => Apply::Version(VersionRow {
+            key: e.key.clone(),
+            ts: e.ts,
+            value: e.value.clone(),
+            origin: home.to_owned(),
+            prev: e.prev.clone(),
+        }),
+        (EntryState::Committed, EntryKind::Counter) => Apply::Counter {
+            key: e.key.clone(),
+            component: Component::parse(e.value.as_deref())?,
+        },
+        (EntryState::Aborted, _) => Apply::Nothing,
+        (EntryState::Pending, _) => return Err(Error::Peer(format!("{home} shipped pending entry {}", e.seq))),
+    })
 }
 
 /// The state a replica records after applying `incoming` from a home whose state was

@@ -8,7 +8,7 @@ use crate::Result;
 use crate::store::Store;
 use regions_core::hlc::Timestamp;
 use regions_core::mvcc::Version;
-use regions_core::op_ids::{Applied, Previous, RETENTION_MS, previous_of};
+use regions_core::op_ids::{Previous, RETENTION_MS, previous_of};
 use regions_core::protocol::{WriteCommand, WriteResponse};
 
 use super::{LATEST, Region};
@@ -18,15 +18,10 @@ const PRUNE_EVERY: u64 = 1_000;
 
 static PREPARED: AtomicU64 = AtomicU64::new(0);
 
-/// The recorded result of `op_id` on `key`, if a write with it was applied.
-pub async fn applied(store: &Store, key: &str, op_id: &str) -> Result<Option<Applied>> {
-    store.op_applied(key, op_id).await
-}
-
 /// Prepares the row of a write with `op_id` about to make version `at` of `key`,
 /// replacing `previous`; durable when this returns.
 pub async fn prepare(
-    store: &Store,
+    store: &dyn Store,
     key: &str,
     op_id: &str,
     at: Timestamp,
@@ -60,7 +55,7 @@ pub(crate) async fn before_write(region: &Region, key: &str, cmd: &WriteCommand)
             current: None,
         });
     };
-    if let Some(done) = applied(&region.store, key, op_id).await? {
+    if let Some(done) = region.store.op_applied(key, op_id).await? {
         return Ok(BeforeWrite {
             replay: Some(WriteResponse {
                 key: key.to_owned(),
@@ -91,6 +86,6 @@ pub(crate) async fn prepare_write(
     current: Option<&Version>,
 ) -> Result<Option<Previous>> {
     let Some(op_id) = &cmd.op_id else { return Ok(None) };
-    prepare(&region.store, key, op_id, at, current, region.clock.physical_ms()).await?;
+    prepare(&*region.store, key, op_id, at, current, region.clock.physical_ms()).await?;
     Ok(previous_of(current)?)
 }
