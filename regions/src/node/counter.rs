@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Error, Result};
 use regions_core::counter::Component;
 use regions_core::protocol::CounterResponse;
+
+use crate::{Error, Result};
 
 use super::Region;
 

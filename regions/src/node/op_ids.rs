@@ -4,12 +4,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::Result;
-use crate::store::Store;
 use regions_core::hlc::Timestamp;
 use regions_core::mvcc::Version;
 use regions_core::op_ids::{Previous, RETENTION_MS, previous_of};
 use regions_core::protocol::{WriteCommand, WriteResponse};
+
+use crate::Result;
+use crate::store::Store;
 
 use super::{LATEST, Region};
 

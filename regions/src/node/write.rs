@@ -1,72 +1,16 @@
-//! A region node: the decisions of the pure core applied to its store and its peers.
-//! [`Region`] executes writes for the keys homed here, serves reads (`node/read.rs`), and
-//! holds what the replication tasks ([`crate::replication`]) and the HTTP API
-//! ([`crate::api`]) share.
+//! Writes at this region: a write of a key homed here (or written anywhere) runs under the
+//! key's lock, takes a timestamp registered as pending until it committed or aborted (no
+//! closed timestamp passes a pending write), and becomes visible only once its quorum
+//! stored it, if strong (`quorum.rs`).
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
-use crate::store::{self, Store};
-use crate::{Error, Result};
-use regions_core::config::Config;
-use regions_core::hlc::{Clock, Timestamp};
-use regions_core::placement::{Home, Placement};
+use regions_core::hlc::Timestamp;
 use regions_core::protocol::{WriteCommand, WriteConsistency, WriteResponse};
 
-mod counter;
-pub mod op_ids;
-mod read;
-
-pub use read::ReadRequest;
-
-/// The newest possible timestamp: reads "now" as of it.
-pub const LATEST: Timestamp = Timestamp {
-    wall_ms: u64::MAX,
-    logical: u32::MAX,
-};
-
-const KEY_LOCKS: usize = 64;
-
-/// Another region as this one reaches it.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    /// Its name.
-    pub name: String,
-    /// Its base URL.
-    pub address: String,
-}
-
-/// One region.
-pub struct Region {
-    /// Its name.
-    pub name: String,
-    /// The cluster's configuration.
-    pub config: Config,
-    /// The placement function (re-homing replaces it).
-    placement: RwLock<Arc<Placement>>,
-    /// Its hybrid logical clock.
-    pub clock: Clock,
-    /// Its storage.
-    pub store: Arc<dyn Store>,
-    /// The other regions.
-    pub peers: Vec<Peer>,
-    pub(crate) http: reqwest::Client,
-    pending: Arc<Mutex<BTreeSet<Timestamp>>>,
-    key_locks: Vec<tokio::sync::Mutex<()>>,
-    /// Per home: the closed timestamp applied here.
-    pub(crate) closed: Mutex<HashMap<String, Timestamp>>,
-    /// Per peer: the last successful exchange.
-    pub(crate) contact: Mutex<HashMap<String, Instant>>,
-    /// Per peer: the log position it acknowledged.
-    pub(crate) acked: Mutex<HashMap<String, i64>>,
-    /// Bumped whenever a write was logged and resolved: wakes the log shippers.
-    pub(crate) log_changed: Arc<tokio::sync::watch::Sender<u64>>,
-    /// The members and what the failure detector thinks of them.
-    pub membership: crate::membership::Membership,
-    /// What anti-entropy repaired.
-    pub anti_entropy: crate::antientropy::Stats,
-}
+use super::{KEY_LOCKS, LATEST, Region, op_ids, quorum};
+use crate::{Error, Result};
 
 /// Keeps a write's timestamp among the pending ones until dropped.
 pub(crate) struct PendingGuard {
@@ -83,100 +27,6 @@ impl Drop for PendingGuard {
 }
 
 impl Region {
-    /// Opens region `name` of `config` with its own clock: migrates its store, aborts the
-    /// strong writes a crash left pending, and loads what it had applied and shipped.
-    pub async fn open(config: Config, name: &str, clock: Clock) -> Result<Region> {
-        let me = config.region(name)?.clone();
-        let storage = me.storage()?;
-        let opened = match store::open(&storage).await {
-            Ok(store) => store.claim(name).await.map(|()| store),
-            Err(e) => Err(e),
-        };
-        let store = opened.map_err(|e| Error::StoreOpen {
-            store: storage.describe(),
-            source: Box::new(e),
-        })?;
-        tracing::info!(region = name, store = %storage.describe(), "store opened");
-        let aborted = store.abort_all_pending().await?;
-        if aborted > 0 {
-            tracing::info!(
-                region = name,
-                aborted,
-                "aborted strong writes left pending by a restart"
-            );
-        }
-        let closed = store
-            .replica_states()
-            .await?
-            .into_iter()
-            .map(|(h, s)| (h, s.readable_closed()))
-            .collect();
-        let placement = crate::rehome::with_overrides(config.placement()?, &store.placement_overrides().await?);
-        let acked = store.cursors().await?;
-        let peers = config
-            .regions
-            .iter()
-            .filter(|r| r.name != name)
-            .map(|r| Peer {
-                name: r.name.clone(),
-                address: r.address.trim_end_matches('/').to_owned(),
-            })
-            .collect();
-        let http = crate::tls::http_client(&config)?;
-        let membership = crate::membership::Membership::open(&config, name)?;
-        Ok(Region {
-            name: name.to_owned(),
-            placement: RwLock::new(Arc::new(placement)),
-            config,
-            clock,
-            store,
-            peers,
-            http,
-            pending: Arc::default(),
-            key_locks: (0..KEY_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
-            closed: Mutex::new(closed),
-            contact: Mutex::default(),
-            acked: Mutex::new(acked),
-            log_changed: Arc::new(tokio::sync::watch::Sender::new(0)),
-            membership,
-            anti_entropy: crate::antientropy::Stats::default(),
-        })
-    }
-
-    /// The home of `key`.
-    pub fn home(&self, key: &str) -> Home {
-        self.placement().home(key)
-    }
-
-    /// The placement function in force.
-    pub fn placement(&self) -> Arc<Placement> {
-        self.placement.read().expect("placement lock").clone()
-    }
-
-    /// Replaces the placement function (re-homing).
-    pub(crate) fn set_placement(&self, placement: Placement) {
-        *self.placement.write().expect("placement lock") = Arc::new(placement);
-    }
-
-    /// Whether this region executes writes of `key`: it is its home, or the key may be
-    /// written anywhere and this region holds a replica.
-    pub fn executes_writes(&self, key: &str) -> bool {
-        let placement = self.placement();
-        // A replica-only member ships no log: its writes would never leave it.
-        placement.home(key).region == self.name
-            || (placement.writes_anywhere(key).is_some()
-                && placement.replicates_to(key, &self.name)
-                && self.membership.is_voter())
-    }
-
-    /// The peer called `name`.
-    pub fn peer(&self, name: &str) -> Result<&Peer> {
-        self.peers
-            .iter()
-            .find(|p| p.name == name)
-            .ok_or_else(|| Error::Peer(format!("unknown region {name:?}")))
-    }
-
     /// A timestamp for a new write, registered as pending so that no closed timestamp
     /// passes it until the guard drops (the write committed or aborted).
     pub(crate) fn begin_write(&self) -> PendingGuard {
@@ -190,17 +40,28 @@ impl Region {
         }
     }
 
+    /// A receiver woken whenever a write was logged and resolved (the log shippers wait on
+    /// it).
+    pub(crate) fn log_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.log_changed.subscribe()
+    }
+
     /// The clock's `now` and the earliest pending write, read together.
     pub(crate) fn now_and_earliest_pending(&self) -> (Timestamp, Option<Timestamp>) {
         let pending = self.pending.lock().expect("pending lock");
         (self.clock.now(), pending.first().copied())
     }
 
-    /// The oldest timestamp reads may still ask for.
-    pub fn gc_horizon(&self) -> Timestamp {
-        Timestamp {
-            wall_ms: self.clock.physical_ms().saturating_sub(self.config.retention_ms),
-            logical: 0,
+    /// The lock a write of `key` holds from its checks to its commit or abort.
+    pub(crate) fn key_lock(&self, key: &str) -> &tokio::sync::Mutex<()> {
+        &self.key_locks[(regions_core::placement::hash(key.as_bytes()) % KEY_LOCKS as u64) as usize]
+    }
+
+    /// Waits for every write in progress to finish (re-homing: after the placement changed,
+    /// none of the moved keys can start another here).
+    pub(crate) async fn drain_writes(&self) {
+        for lock in &self.key_locks {
+            drop(lock.lock().await);
         }
     }
 
@@ -287,7 +148,7 @@ impl Region {
             }
             WriteConsistency::Strong => {
                 let seq = self.store.log_pending(key, ts, cmd.value.as_deref()).await?;
-                let outcome = match crate::replication::store_intents(self, key, seq, ts, cmd.value.as_deref()).await {
+                let outcome = match quorum::store_intents(self, key, seq, ts, cmd.value.as_deref()).await {
                     Ok(()) => {
                         self.store
                             .commit_pending(seq, key, ts, cmd.value.as_deref(), &self.name)
@@ -316,19 +177,6 @@ impl Region {
             value: added,
             replayed: false,
         })
-    }
-
-    /// The lock a write of `key` holds from its checks to its commit or abort.
-    pub(crate) fn key_lock(&self, key: &str) -> &tokio::sync::Mutex<()> {
-        &self.key_locks[(regions_core::placement::hash(key.as_bytes()) % KEY_LOCKS as u64) as usize]
-    }
-
-    /// Waits for every write in progress to finish (re-homing: after the placement changed,
-    /// none of the moved keys can start another here).
-    pub(crate) async fn drain_writes(&self) {
-        for lock in &self.key_locks {
-            drop(lock.lock().await);
-        }
     }
 
     /// An async write of a key written anywhere, executed here (see [`regions_core::conflict`]).

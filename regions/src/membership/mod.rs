@@ -27,20 +27,20 @@
 //! start). State changes are logged. The states inform operators (`GET /v1/regions`);
 //! replication does not depend on them (a down peer's shipping simply fails and resumes).
 
+mod join;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use regions_core::config::{Config, RegionConfig};
+use regions_core::protocol::{Health, Member, Role};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
-use regions_core::config::{Config, RegionConfig};
-use regions_core::protocol::{Health, JoinRequest, JoinResponse, Member, Role};
 
-mod gossip;
-
-pub use gossip::{annotate, router, run};
+pub use join::prepare;
 
 /// The file a region keeps its membership in.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -141,6 +141,16 @@ impl Membership {
         })
     }
 
+    /// Whether `name` is a voter (a region of the configuration file).
+    pub fn is_configured(&self, name: &str) -> bool {
+        self.voters.iter().any(|v| v.name == name)
+    }
+
+    /// The cluster's configuration text, as handed to joining regions.
+    pub fn cluster_config(&self) -> &str {
+        &self.cluster_config
+    }
+
     /// Whether this region is a voter (it ships its log and homes keys).
     pub fn is_voter(&self) -> bool {
         self.voters.iter().any(|v| v.name == self.me)
@@ -195,6 +205,19 @@ impl Membership {
         Ok(changed)
     }
 
+    /// [`Membership::merge`], logging what it learned (region `me`'s view) or why it could
+    /// not keep the list.
+    pub fn merge_logged(&self, me: &str, members: &[Member]) {
+        match self.merge(members) {
+            Ok(new) => {
+                for m in new {
+                    tracing::info!(region = me, member = m.name, address = m.address, "learned a member");
+                }
+            }
+            Err(e) => tracing::error!(region = me, error = %e, "could not keep the membership"),
+        }
+    }
+
     /// Notes that `name` was heard from just now.
     pub fn heard(&self, name: &str) {
         self.inner
@@ -215,7 +238,7 @@ impl Membership {
     }
 
     /// Re-evaluates every member's state; returns the changes (name, before, after).
-    fn evaluate(
+    pub(crate) fn evaluate(
         &self,
         now: Instant,
         suspect_after: Duration,
@@ -238,100 +261,6 @@ impl Membership {
             }
         }
         changes
-    }
-}
-
-/// For a region that joins (`bootstrap` set): the cluster's configuration with this region
-/// added as a replica-only member (weight 0), from its membership file after a restart,
-/// otherwise from the first bootstrap member that accepts the join. Other regions' files
-/// are returned as they are.
-pub async fn prepare(config: Config, name: &str) -> Result<Config> {
-    if config.bootstrap.is_empty() {
-        return Ok(config);
-    }
-    let own = config.region(name)?.clone();
-    let path = members_path(&own);
-    let address = own.address.trim_end_matches('/');
-    let text = match load(&path)? {
-        // Joined before, at the same address: the cluster's configuration is kept here.
-        Some(saved)
-            if !saved.cluster_config.is_empty()
-                && saved.members.iter().any(|m| m.name == own.name && m.address == address) =>
-        {
-            saved.cluster_config
-        }
-        // Never joined, or its address changed: join (again; a new version spreads it).
-        _ => {
-            let answer = join_through(&config, &own).await?;
-            save(
-                &path,
-                &Saved {
-                    cluster_config: answer.cluster_config.clone(),
-                    members: answer.members,
-                },
-            )?;
-            answer.cluster_config
-        }
-    };
-    let mut cluster = Config::parse(&text)?;
-    if cluster.regions.iter().any(|r| r.name == name) {
-        return Err(Error::Config(format!(
-            "{name} is in the cluster's own list of regions: start it without bootstrap"
-        )));
-    }
-    cluster.regions.push(RegionConfig { weight: 0, ..own });
-    cluster.tls = config.tls;
-    cluster.bootstrap = config.bootstrap;
-    cluster.source = text;
-    Ok(cluster)
-}
-
-async fn join_through(config: &Config, own: &RegionConfig) -> Result<JoinResponse> {
-    let http = crate::tls::http_client(config)?;
-    let request = JoinRequest {
-        name: own.name.clone(),
-        address: own.address.trim_end_matches('/').to_owned(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut failures = Vec::new();
-        for url in &config.bootstrap {
-            let sent = http
-                .post(format!("{}/internal/v1/join", url.trim_end_matches('/')))
-                .json(&request)
-                .send()
-                .await;
-            match sent {
-                Ok(r) if r.status().is_success() => match r.json::<JoinResponse>().await {
-                    Ok(answer) => {
-                        tracing::info!(region = own.name, bootstrap = url, "joined the cluster");
-                        return Ok(answer);
-                    }
-                    Err(e) => failures.push(format!("{url}: {e}")),
-                },
-                Ok(r) => {
-                    let status = r.status();
-                    let detail = r.text().await.unwrap_or_default();
-                    if status.is_client_error() {
-                        return Err(Error::Config(format!("{url} refused the join ({status}): {detail}")));
-                    }
-                    failures.push(format!("{url}: {status} {detail}"));
-                }
-                Err(e) => failures.push(format!("{url}: {e}")),
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::Config(format!(
-                "could not join through any bootstrap region within 60 s: {}",
-                failures.join("; ")
-            )));
-        }
-        tracing::warn!(
-            region = own.name,
-            failures = failures.join("; "),
-            "join failed; retrying"
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -1,9 +1,9 @@
-//! The HTTP API every region serves (axum): the key-value routes, placement, the regions'
-//! status, and the internal routes peers call. Requests for keys homed elsewhere are
-//! forwarded to the home region, marked so that a disagreement on placement cannot loop.
+//! The key-value routes: reads, writes (`PUT`, `PATCH` with an addition, `DELETE`) and the
+//! internal route a forwarded write arrives on. A request for a key homed elsewhere is
+//! forwarded to its home, marked so that a disagreement on placement cannot loop; a read
+//! may be answered here when the local copy is fresh enough (see [`crate::node`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -13,78 +13,24 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use regions_core::closed::ReadConsistency;
+use regions_core::protocol::{PatchRequest, PutRequest, ReadResponse, WriteCommand, WriteConsistency};
 use serde::Deserialize;
 
+use super::problem::{ApiError, ProblemType};
+use super::{Shared, body_of, check_key, checked_op_id, parse_version, peer_body, query};
 use crate::node::{ReadRequest, Region};
-use crate::problem::{ApiError, ProblemType};
 use crate::{Error, Result};
-use regions_core::closed::{self, ReadConsistency};
-use regions_core::hlc::Timestamp;
-use regions_core::protocol::{
-    Intent, PatchRequest, PlacementResponse, PutRequest, RegionStatus, ReplicateBatch, WriteCommand, WriteConsistency,
-};
+
+/// The key-value routes.
+pub(super) fn routes() -> Router<Arc<Region>> {
+    Router::new()
+        .route("/v1/kv/{*key}", get(read).put(put).patch(patch).delete(delete))
+        .route("/internal/v1/write/{*key}", post(forwarded_write))
+}
 
 /// Set on requests one region forwards to another.
 pub const FORWARDED_BY: &str = "x-geosaga-forwarded-by";
-
-const MAX_KEY_BYTES: usize = 1024;
-
-type Shared = State<Arc<Region>>;
-
-/// The region's routes.
-pub fn router(region: Arc<Region>) -> Router {
-    Router::new()
-        .route("/v1/kv/{*key}", get(read).put(put).patch(patch).delete(delete))
-        .route("/v1/placement/{*key}", get(placement))
-        .route("/v1/regions", get(regions))
-        .route("/readyz", get(ready))
-        .route("/internal/v1/write/{*key}", post(forwarded_write))
-        .route("/internal/v1/intents", post(intent))
-        .route("/internal/v1/replicate", post(replicate))
-        .merge(crate::convergence_api::routes())
-        .with_state(region)
-}
-
-/// Longest a readiness check waits for the store.
-const READY_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Ready when the region's store answers a query (within [`READY_TIMEOUT`]): a region whose
-/// database is down is up but cannot serve, and a load balancer should send elsewhere.
-async fn ready(State(region): Shared) -> Result<&'static str, ApiError> {
-    let detail = match tokio::time::timeout(READY_TIMEOUT, region.store.last_seq()).await {
-        Ok(Ok(_)) => return Ok("ready"),
-        Ok(Err(e)) => format!("the region's {} store: {e}", region.store.backend_name()),
-        Err(_) => format!(
-            "the region's {} store did not answer within {} s",
-            region.store.backend_name(),
-            READY_TIMEOUT.as_secs()
-        ),
-    };
-    Err(ApiError::new(ProblemType::StoreUnavailable, detail).at(&region.name))
-}
-
-fn check_key(key: &str) -> Result<(), ApiError> {
-    if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(ApiError::new(
-            ProblemType::InvalidParameter,
-            format!("/path/key: a key has 1 to {MAX_KEY_BYTES} bytes"),
-        ));
-    }
-    Ok(())
-}
-
-fn parse_version(path: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
-    text.map(|t| {
-        t.parse()
-            .map_err(|e: String| ApiError::new(ProblemType::InvalidParameter, format!("{path}: {e}")))
-    })
-    .transpose()
-}
-
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::new(ProblemType::InvalidParameter, format!("/query: {}", e.body_text())))
-}
 
 fn key_url(base: &str, route: &[&str], key: &str) -> Result<reqwest::Url> {
     let mut url = reqwest::Url::parse(base).map_err(|e| Error::Config(format!("address {base:?}: {e}")))?;
@@ -208,7 +154,7 @@ async fn answer_with_op(
     region: &Region,
     key: &str,
     op_id: Option<&str>,
-    answer: regions_core::protocol::ReadResponse,
+    answer: ReadResponse,
 ) -> Result<Response, ApiError> {
     let Some(op_id) = op_id else {
         return Ok(Json(answer).into_response());
@@ -255,10 +201,7 @@ async fn put(
     headers: HeaderMap,
     body: Result<Json<PutRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| match e {
-        JsonRejection::JsonDataError(e) => ApiError::new(ProblemType::InvalidBody, e.body_text()),
-        other => ApiError::new(ProblemType::MalformedJson, other.body_text()),
-    })?;
+    let body = body_of(body)?;
     let cmd = WriteCommand {
         value: Some(body.value.to_string()),
         consistency: body.consistency,
@@ -276,10 +219,7 @@ async fn patch(
     headers: HeaderMap,
     body: Result<Json<PatchRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| match e {
-        JsonRejection::JsonDataError(e) => ApiError::new(ProblemType::InvalidBody, e.body_text()),
-        other => ApiError::new(ProblemType::MalformedJson, other.body_text()),
-    })?;
+    let body = body_of(body)?;
     body.add
         .check()
         .map_err(|e| ApiError::new(ProblemType::InvalidBody, format!("/add/path: {e}")))?;
@@ -319,17 +259,8 @@ async fn delete(
     write(region, key, headers, cmd).await
 }
 
-fn checked_op_id(path: &str, op_id: Option<String>) -> Result<Option<String>, ApiError> {
-    if let Some(id) = &op_id {
-        regions_core::op_ids::check(id)
-            .map_err(|e| ApiError::new(ProblemType::InvalidParameter, format!("{path}: {e}")))?;
-    }
-    Ok(op_id)
-}
-
 async fn forwarded_write(State(region): Shared, Path(key): Path<String>, body: Bytes) -> Result<Response, ApiError> {
-    let cmd: WriteCommand =
-        serde_json::from_slice(&body).map_err(|e| ApiError::new(ProblemType::PeerRefused, e.to_string()))?;
+    let cmd: WriteCommand = peer_body(&body)?;
     check_key(&key)?;
     Ok(Json(
         region
@@ -338,78 +269,4 @@ async fn forwarded_write(State(region): Shared, Path(key): Path<String>, body: B
             .map_err(|e| ApiError::from(e).at(&region.name))?,
     )
     .into_response())
-}
-
-async fn placement(State(region): Shared, Path(key): Path<String>) -> Result<Json<PlacementResponse>, ApiError> {
-    check_key(&key)?;
-    let home = region.home(&key);
-    Ok(Json(PlacementResponse::new(&key, home.region, &home.reason)))
-}
-
-async fn regions(State(region): Shared) -> Result<Json<Vec<RegionStatus>>, ApiError> {
-    let now_ms = region.clock.physical_ms();
-    let last_seq = region.store.last_seq().await.map_err(ApiError::from)?;
-    let healthy_within = (region.config.closed_ts_interval_ms * 5).max(1_000);
-    let (now, pending) = region.now_and_earliest_pending();
-    let mut out = vec![RegionStatus {
-        name: region.name.clone(),
-        address: region
-            .config
-            .region(&region.name)
-            .map(|r| r.address.clone())
-            .unwrap_or_default(),
-        is_self: true,
-        healthy: true,
-        last_contact_ms_ago: None,
-        closed_ts: Some(closed::closed_timestamp(now, pending, None).to_string()),
-        replication_lag_ms: Some(0),
-        unacked_entries: None,
-        anti_entropy_repaired: None,
-        anti_entropy_gap: None,
-        ..RegionStatus::default()
-    }];
-    let states = region.store.replica_states().await.map_err(ApiError::from)?;
-    for peer in &region.peers {
-        let ago = region
-            .contact
-            .lock()
-            .expect("contact lock")
-            .get(&peer.name)
-            .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX));
-        let closed = region.closed_for(&peer.name);
-        let acked = region
-            .acked
-            .lock()
-            .expect("acked lock")
-            .get(&peer.name)
-            .copied()
-            .unwrap_or(0);
-        out.push(RegionStatus {
-            name: peer.name.clone(),
-            address: peer.address.clone(),
-            is_self: false,
-            healthy: ago.is_some_and(|a| a <= healthy_within),
-            last_contact_ms_ago: ago,
-            closed_ts: closed.map(|c| c.to_string()),
-            replication_lag_ms: closed.map(|c| now_ms.saturating_sub(c.wall_ms)),
-            unacked_entries: Some(last_seq - acked),
-            anti_entropy_repaired: Some(region.anti_entropy.repaired(&peer.name)),
-            anti_entropy_gap: Some(states.get(&peer.name).is_some_and(|s| s.gap.is_some())),
-            ..RegionStatus::default()
-        });
-    }
-    crate::membership::annotate(&region, &mut out, last_seq);
-    Ok(Json(out))
-}
-
-async fn intent(State(region): Shared, body: Bytes) -> Result<Response, ApiError> {
-    let intent: Intent =
-        serde_json::from_slice(&body).map_err(|e| ApiError::new(ProblemType::PeerRefused, e.to_string()))?;
-    Ok(Json(region.accept_intent(&intent).await?).into_response())
-}
-
-async fn replicate(State(region): Shared, body: Bytes) -> Result<Response, ApiError> {
-    let batch: ReplicateBatch =
-        serde_json::from_slice(&body).map_err(|e| ApiError::new(ProblemType::PeerRefused, e.to_string()))?;
-    Ok(Json(region.accept_batch(&batch).await?).into_response())
 }
