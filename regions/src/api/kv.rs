@@ -204,10 +204,7 @@ async fn put(
     let body = body_of(body)?;
     let cmd = WriteCommand {
         value: Some(body.value.to_string()),
-        consistency: body.consistency,
-        if_version: parse_version("/if_version", body.if_version.as_deref())?,
-        op_id: checked_op_id("/op_id", body.op_id)?,
-        add: None,
+        ..command("/", body.consistency, body.if_version, body.op_id)?
     };
     write(region, key, headers, cmd).await
 }
@@ -224,11 +221,8 @@ async fn patch(
         .check()
         .map_err(|e| ApiError::new(ProblemType::InvalidBody, format!("/add/path: {e}")))?;
     let cmd = WriteCommand {
-        value: None,
-        consistency: body.consistency,
-        if_version: parse_version("/if_version", body.if_version.as_deref())?,
-        op_id: checked_op_id("/op_id", body.op_id)?,
         add: Some(body.add),
+        ..command("/", body.consistency, body.if_version, body.op_id)?
     };
     write(region, key, headers, cmd).await
 }
@@ -249,14 +243,30 @@ async fn delete(
     q: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
-    let cmd = WriteCommand {
+    write(
+        region,
+        key,
+        headers,
+        command("/query/", q.consistency, q.if_version, q.op_id)?,
+    )
+    .await
+}
+
+/// A write of no value (a deletion, unless the caller sets one) from what every write
+/// request carries; `at` is where those fields are (`/` in a body, `/query/` in the URL).
+fn command(
+    at: &str,
+    consistency: WriteConsistency,
+    if_version: Option<String>,
+    op_id: Option<String>,
+) -> Result<WriteCommand, ApiError> {
+    Ok(WriteCommand {
         value: None,
-        consistency: q.consistency,
-        if_version: parse_version("/query/if_version", q.if_version.as_deref())?,
-        op_id: checked_op_id("/query/op_id", q.op_id)?,
+        consistency,
+        if_version: parse_version(&format!("{at}if_version"), if_version.as_deref())?,
+        op_id: checked_op_id(&format!("{at}op_id"), op_id)?,
         add: None,
-    };
-    write(region, key, headers, cmd).await
+    })
 }
 
 async fn forwarded_write(State(region): Shared, Path(key): Path<String>, body: Bytes) -> Result<Response, ApiError> {

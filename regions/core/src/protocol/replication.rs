@@ -163,6 +163,18 @@ pub struct VersionRow {
 }
 
 impl VersionRow {
+    /// A version of `key` executed at `origin`, its ancestry not tracked (a key written at
+    /// its home only).
+    pub fn untracked(key: &str, ts: Timestamp, value: Option<&str>, origin: &str) -> VersionRow {
+        VersionRow {
+            key: key.to_owned(),
+            ts,
+            value: value.map(str::to_owned),
+            origin: origin.to_owned(),
+            prev: None,
+        }
+    }
+
     /// Its identity.
     pub fn id(&self) -> VersionId {
         VersionId {

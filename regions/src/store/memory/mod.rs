@@ -104,7 +104,7 @@ impl Store for MemoryStore {
 
     async fn commit_pending(&self, seq: i64, key: &str, ts: Timestamp, value: Option<&str>, home: &str) -> Result<()> {
         let mut s = self.lock();
-        s.insert_version(key, ts, value, home);
+        s.insert_row(&VersionRow::untracked(key, ts, value, home), None);
         if let Some(entry) = s.log.get_mut(&seq) {
             entry.state = EntryState::Committed;
         }
@@ -129,7 +129,7 @@ impl Store for MemoryStore {
 
     async fn write_committed(&self, key: &str, ts: Timestamp, value: Option<&str>, home: &str) -> Result<i64> {
         let mut s = self.lock();
-        s.insert_version(key, ts, value, home);
+        s.insert_row(&VersionRow::untracked(key, ts, value, home), None);
         Ok(s.append(key, ts, value, EntryState::Committed).seq)
     }
 

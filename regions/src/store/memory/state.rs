@@ -83,17 +83,6 @@ impl State {
         true
     }
 
-    pub(super) fn insert_version(&mut self, key: &str, ts: Timestamp, value: Option<&str>, home: &str) {
-        let row = VersionRow {
-            key: key.to_owned(),
-            ts,
-            value: value.map(str::to_owned),
-            origin: home.to_owned(),
-            prev: None,
-        };
-        self.insert_row(&row, None);
-    }
-
     /// Merges a counter component (per-field maximum). Returns whether it changed anything.
     pub(super) fn merge_counter(&mut self, key: &str, region: &str, c: Component) -> bool {
         match self.counters.get_mut(&(key.to_owned(), region.to_owned())) {

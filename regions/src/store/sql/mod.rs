@@ -145,7 +145,7 @@ impl<DB: Dialect> Store for SqlStore<DB> {
 
     async fn commit_pending(&self, seq: i64, key: &str, ts: Timestamp, value: Option<&str>, home: &str) -> Result<()> {
         let mut tx = self.writer.begin().await?;
-        writes::insert_version(&mut *tx, key, ts, value, home).await?;
+        writes::insert_row(&mut *tx, &VersionRow::untracked(key, ts, value, home), None).await?;
         tx.execute(stmt("UPDATE repl_log SET state = 'committed' WHERE seq = $1").int(seq))
             .await?;
         tx.commit().await?;
@@ -165,7 +165,7 @@ impl<DB: Dialect> Store for SqlStore<DB> {
 
     async fn write_committed(&self, key: &str, ts: Timestamp, value: Option<&str>, home: &str) -> Result<i64> {
         let mut tx = self.writer.begin().await?;
-        writes::insert_version(&mut *tx, key, ts, value, home).await?;
+        writes::insert_row(&mut *tx, &VersionRow::untracked(key, ts, value, home), None).await?;
         let seq = writes::append::<DB>(&mut *tx, Append::version(key, ts, value, EntryState::Committed)).await?;
         tx.commit().await?;
         Ok(seq)

@@ -53,24 +53,6 @@ pub(super) async fn append<DB: Dialect>(conn: &mut DB::Connection, entry: Append
     conn.fetch_one(s).await?.int("seq")
 }
 
-/// Inserts a version executed at `home`, not tracked for conflicts.
-pub(super) async fn insert_version(
-    conn: &mut impl Conn,
-    key: &str,
-    ts: Timestamp,
-    value: Option<&str>,
-    home: &str,
-) -> Result<()> {
-    let row = VersionRow {
-        key: key.to_owned(),
-        ts,
-        value: value.map(str::to_owned),
-        origin: home.to_owned(),
-        prev: None,
-    };
-    insert_row(conn, &row, None).await.map(|_| ())
-}
-
 /// How many versions of `key` match `sql` (which binds the key, then `id` if given).
 async fn count(conn: &mut impl Conn, sql: &str, key: &str, id: Option<&VersionId>) -> Result<i64> {
     let mut s = stmt(sql).text(key);
