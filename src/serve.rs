@@ -441,7 +441,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         crate::dev_regions::seed_accounts(us_east).await;
     }
     let api = running.listener.local_addr()?;
-    println!("{}", welcome(api, &regions));
+    println!("{}", welcome(api, &args.data_dir, &regions));
     serve_until_signal(running).await
 }
 
@@ -457,8 +457,8 @@ fn rebase_urls(doc: &mut serde_json::Value, demo: SocketAddr) {
     }
 }
 
-fn welcome(api: SocketAddr, regions: &[(String, String)]) -> String {
-    let mut text = welcome_sagas(api);
+fn welcome(api: SocketAddr, data_dir: &Path, regions: &[(String, String)]) -> String {
+    let mut text = welcome_sagas(api, data_dir);
     if let Some((_, first)) = regions.first() {
         text.push_str("\nRegions (geo-distributed key-value layer, see docs/regions.md):\n");
         for (name, address) in regions {
@@ -471,10 +471,12 @@ fn welcome(api: SocketAddr, regions: &[(String, String)]) -> String {
     text
 }
 
-fn welcome_sagas(api: SocketAddr) -> String {
+fn welcome_sagas(api: SocketAddr, data_dir: &Path) -> String {
+    let data_dir = data_dir.display();
     format!(
         r#"
-geosaga dev is running: API on http://{api}, data in ./geosaga-data (SQLite).
+geosaga dev is running: API on http://{api}, data in {data_dir} (SQLite).
+Web console: http://{api}/ui
 Examples registered: transfer, book_trip. Try, in another terminal:
 
   geosaga saga start transfer --input '{{"from":"alice","to":"bob","amount":50}}' --wait

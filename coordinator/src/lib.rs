@@ -12,6 +12,8 @@
 //!   (the embedded default) and PostgreSQL, with group commit.
 //! - [`rust_saga`]: [`RustSaga`], the builder for sagas written in Rust.
 //! - [`conformance`]: checks every saga should pass (idempotent actions, clean unwinds).
+//! - [`console`]: the web console at `/ui`: server-rendered pages of sagas, definitions
+//!   and regions, mounted beside the REST API and behind the same tokens.
 //! - [`trace`]: one trace per saga, stored with it so that it survives restarts;
 //!   [`metrics`]: the Prometheus metrics behind `GET /metrics`.
 //!
@@ -22,6 +24,7 @@
 pub mod api;
 pub mod clock;
 pub mod conformance;
+pub mod console;
 mod error;
 pub mod executor;
 pub mod metrics;

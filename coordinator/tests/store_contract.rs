@@ -119,6 +119,7 @@ contract!(
     take_over_stuck,
     release_frees_leases,
     list_sagas_filters_and_paginates,
+    list_sagas_finds_an_idempotency_key,
     group_commit_batches,
     two_coordinators_claim_disjoint_sagas,
     two_coordinators_race_on_idempotency_keys,
@@ -250,6 +251,7 @@ fn newest(limit: u32) -> ListFilter {
     ListFilter {
         status: None,
         definition: None,
+        idempotency_key: None,
         limit,
         before,
     }
@@ -646,6 +648,25 @@ async fn list_sagas_filters_and_paginates(f: Fixture) {
     assert_eq!(list(s, None, Some("even"), 4).await, even);
     assert_eq!(list(s, Some(Completed), Some("even"), 10).await.len(), 3);
     assert!(list(s, Some(Stuck), None, 10).await.is_empty());
+}
+
+async fn list_sagas_finds_an_idempotency_key(f: Fixture) {
+    let s = &*f.store;
+    let keyed = create(s, saga("node-a").with(|n| n.idempotency_key = Some("order-7".into()))).await;
+    create(s, saga("node-a").with(|n| n.idempotency_key = Some("order-8".into()))).await;
+    create(s, saga("node-a")).await;
+    let find = |key: &str, status: Option<SagaStatus>| ListFilter {
+        idempotency_key: Some(key.into()),
+        status,
+        ..newest(10)
+    };
+    let found = s.list_sagas(&find("order-7", None)).await.unwrap();
+    assert_eq!(ids(&found), HashSet::from([keyed.id]));
+    assert!(s.list_sagas(&find("order-9", None)).await.unwrap().is_empty());
+    assert!(
+        s.list_sagas(&find("order-7", Some(Stuck))).await.unwrap().is_empty(),
+        "filters combine"
+    );
 }
 
 async fn group_commit_batches(f: Fixture) {

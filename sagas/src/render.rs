@@ -5,7 +5,8 @@ use std::fmt::Write;
 use crate::definition::{SagaDefinition, StepAction};
 use crate::graph;
 
-fn describe(action: &StepAction) -> String {
+/// What an action does, in a few words (`POST http://...`, a handler, a region operation).
+pub fn describe(action: &StepAction) -> String {
     match action {
         StepAction::Http(h) => {
             let url = match &h.url {
@@ -19,7 +20,9 @@ fn describe(action: &StepAction) -> String {
     }
 }
 
-fn stages(def: &SagaDefinition) -> Vec<Vec<usize>> {
+/// The forward stages: each step at its depth in the DAG (steps of one stage may run in
+/// parallel), by index; unwinding visits them in reverse.
+pub fn stages(def: &SagaDefinition) -> Vec<Vec<usize>> {
     let deps: Vec<Vec<usize>> = def.steps.iter().map(|s| s.depends_on.clone()).collect();
     let levels = graph::levels(&deps, def.topological_order());
     let depth = levels.iter().copied().max().map_or(0, |m| m + 1);

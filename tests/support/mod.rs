@@ -1,8 +1,10 @@
-//! Helpers shared by the black-box tests: a participant service, coordinator processes,
-//! and the crash-test workload.
+//! Helpers shared by the black-box tests: participant services, coordinator processes,
+//! the crash-test workload, and a browser for the console.
 
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod browser;
+pub mod controlled;
 pub mod http;
 pub mod participant;
 pub mod process;

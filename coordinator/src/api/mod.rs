@@ -8,7 +8,7 @@
 //! | Route | |
 //! |---|---|
 //! | `POST /v1/definitions`, `GET /v1/definitions`, `GET /v1/definitions/{name}?version=` | definitions |
-//! | `POST /v1/sagas?wait_ms=`, `GET /v1/sagas?status=&definition=&limit=&cursor=` | sagas |
+//! | `POST /v1/sagas?wait_ms=`, `GET /v1/sagas?status=&definition=&idempotency_key=&limit=&cursor=` | sagas |
 //! | `GET /v1/sagas/{id}`, `GET /v1/sagas/{id}/events` | one saga |
 //! | `POST /v1/sagas/{id}/cancel`, `POST /v1/sagas/{id}/retry` | operator actions |
 //! | `GET /v1/schema/definition` | the definition JSON Schema |
@@ -16,14 +16,15 @@
 //!
 //! When [`ApiState::tokens`] is not empty, every `/v1` route needs
 //! `Authorization: Bearer <token>`; the probes, the metrics and the OpenAPI document stay
-//! open.
+//! open. The web console ([`crate::console`], at `/ui`) checks the token its session cookie
+//! holds with the same [`ApiState::accepts`].
 
 mod definitions;
 pub mod error;
-mod extract;
+pub(crate) mod extract;
 mod meta;
 mod openapi;
-mod sagas;
+pub(crate) mod sagas;
 pub mod views;
 
 use axum::Router;
@@ -64,14 +65,20 @@ impl ApiState {
             jaeger_ui: None,
         }
     }
+
+    /// Whether `token` opens the `/v1` routes: the one check of the API and the console.
+    pub fn accepts(&self, token: &str) -> bool {
+        self.tokens.is_empty() || self.tokens.iter().any(|t| same(t.as_bytes(), token.as_bytes()))
+    }
 }
 
-/// The whole API as one router.
+/// The whole API as one router, with the web console at `/ui` ([`crate::console`]).
 pub fn app(state: ApiState) -> Router {
     Router::new()
         .merge(definitions::router())
         .merge(sagas::router())
         .merge(meta::router())
+        .merge(crate::console::router(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -102,7 +109,7 @@ async fn authenticate(State(state): State<ApiState>, request: Request, next: Nex
         return next.run(request).await;
     }
     match bearer(request.headers()) {
-        Some(token) if state.tokens.iter().any(|t| same(t.as_bytes(), token.as_bytes())) => next.run(request).await,
+        Some(token) if state.accepts(token) => next.run(request).await,
         Some(_) => ApiError::new(ProblemType::Unauthorized, "the bearer token is not valid")
             .with_header(header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#)
             .into_response(),

@@ -187,13 +187,14 @@ fn start_error(error: Error) -> ApiError {
     }
 }
 
-/// The query of `GET /v1/sagas`.
-#[derive(Debug, Deserialize)]
+/// The query of `GET /v1/sagas` (the console's list takes the same).
+#[derive(Debug, Default, Deserialize)]
 pub(crate) struct ListQuery {
-    status: Option<String>,
-    definition: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
+    pub(crate) status: Option<String>,
+    pub(crate) definition: Option<String>,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) limit: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// Lists sagas, newest first, a page at a time.
@@ -205,6 +206,7 @@ pub(crate) struct ListQuery {
     params(
         ("status" = Option<String>, Query, description = "running, compensating, completed, compensated or stuck"),
         ("definition" = Option<String>, Query, description = "Only sagas of this definition"),
+        ("idempotency_key" = Option<String>, Query, description = "Only the saga this idempotency key started"),
         ("limit" = Option<u32>, Query, description = "Page size, 1 to 500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
     ),
@@ -218,6 +220,19 @@ pub(crate) async fn list(
     State(state): State<ApiState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<SagaPage>, ApiError> {
+    let (rows, next_cursor) = list_page(&state, query).await?;
+    let ui = state.jaeger_ui.as_deref();
+    Ok(Json(SagaPage {
+        sagas: rows.iter().map(|r| SagaSummary::new(r, ui)).collect(),
+        next_cursor,
+    }))
+}
+
+/// The rows of one page of `GET /v1/sagas` and the cursor of the next, if any.
+pub(crate) async fn list_page(
+    state: &ApiState,
+    query: ListQuery,
+) -> Result<(Vec<SagaRecord>, Option<String>), ApiError> {
     let status = match query.status.as_deref() {
         None | Some("") => None,
         Some(raw) => Some(SagaStatus::parse(raw).ok_or_else(|| {
@@ -244,6 +259,7 @@ pub(crate) async fn list(
     let filter = ListFilter {
         status,
         definition: query.definition.filter(|d| !d.is_empty()),
+        idempotency_key: query.idempotency_key.filter(|k| !k.is_empty()),
         limit: limit + 1,
         before,
     };
@@ -251,11 +267,7 @@ pub(crate) async fn list(
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let next_cursor = if more { rows.last().map(encode_cursor) } else { None };
-    let ui = state.jaeger_ui.as_deref();
-    Ok(Json(SagaPage {
-        sagas: rows.iter().map(|r| SagaSummary::new(r, ui)).collect(),
-        next_cursor,
-    }))
+    Ok((rows, next_cursor))
 }
 
 /// A cursor: the hex of `created_at_ms:id` of the last saga of a page.
@@ -329,7 +341,7 @@ pub(crate) async fn events(State(state): State<ApiState>, SagaId(id): SagaId) ->
 pub(crate) struct CancelRequest {
     /// Why, recorded in the log (default: "cancelled through the API").
     #[serde(default)]
-    reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 /// Cancels a running saga: it starts no more steps and compensates.

@@ -215,6 +215,7 @@ impl Store for MemoryStore {
             .values()
             .filter(|s| filter.status.is_none_or(|st| s.status == st))
             .filter(|s| filter.definition.as_ref().is_none_or(|d| &s.definition == d))
+            .filter(|s| filter.idempotency_key.is_none() || s.idempotency_key == filter.idempotency_key)
             .filter(|s| filter.before.is_none_or(|b| (s.created_at_ms, s.id) < b))
             .cloned()
             .collect();

@@ -224,6 +224,8 @@ pub struct ListFilter {
     pub status: Option<SagaStatus>,
     /// Only sagas of this definition.
     pub definition: Option<String>,
+    /// Only the saga this idempotency key started (at most one: keys are unique).
+    pub idempotency_key: Option<String>,
     /// Most rows to return.
     pub limit: u32,
     /// Only sagas strictly older than this `(created_at_ms, id)` position.

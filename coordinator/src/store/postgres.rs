@@ -283,6 +283,9 @@ impl Store for PostgresStore {
         if let Some(definition) = &filter.definition {
             query.push(" AND definition = ").push_bind(definition.clone());
         }
+        if let Some(key) = &filter.idempotency_key {
+            query.push(" AND idempotency_key = ").push_bind(key.clone());
+        }
         if let Some((at, id)) = filter.before {
             query.push(" AND (created_at_ms, id) < (").push_bind(at);
             query.push(", ").push_bind(id).push(")");

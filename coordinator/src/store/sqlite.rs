@@ -252,13 +252,15 @@ impl Store for SqliteStore {
             .map_or((i64::MAX, String::new()), |(t, id)| (t, id.to_string()));
         let rows = sqlx::query(&format!(
             "SELECT {SAGA_COLUMNS} FROM sagas WHERE (? IS NULL OR status = ?) AND (? IS NULL OR definition = ?) \
-             AND (created_at_ms < ? OR (created_at_ms = ? AND (? = '' OR id < ?))) \
+             AND (? IS NULL OR idempotency_key = ?) AND (created_at_ms < ? OR (created_at_ms = ? AND (? = '' OR id < ?))) \
              ORDER BY created_at_ms DESC, id DESC LIMIT ?"
         ))
         .bind(filter.status.map(|s| s.as_str()))
         .bind(filter.status.map(|s| s.as_str()))
         .bind(&filter.definition)
         .bind(&filter.definition)
+        .bind(&filter.idempotency_key)
+        .bind(&filter.idempotency_key)
         .bind(before_ms)
         .bind(before_ms)
         .bind(&before_id)

@@ -268,6 +268,7 @@ fn json_trip(description: &str) -> Value {
     })
 }
 
+mod console;
 mod definitions;
 mod operations;
 mod starts;

@@ -141,6 +141,17 @@ async fn idempotency_keys_start_one_saga() {
         .await;
     differ.problem(400, "invalid-parameter");
     assert_eq!(differ.paths(), ["/header/idempotency-key"]);
+
+    let found = f.get("/v1/sagas?idempotency_key=k1").await;
+    let ids: Vec<&Value> = found.body["sagas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["id"])
+        .collect();
+    assert_eq!(ids, [&first.body["id"]], "the key finds its saga");
+    let none = f.get("/v1/sagas?idempotency_key=k9").await;
+    assert_eq!(none.body["sagas"], json!([]));
 }
 
 #[tokio::test]
