@@ -3,12 +3,10 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-/// The prefix of every problem `type` URI.
-pub const PROBLEM_BASE: &str = "https://geosaga.dev/problems/";
+pub use regions_core::protocol::{PROBLEM_BASE, Problem};
 
 /// Every kind of problem the region API reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +17,9 @@ pub enum ProblemType {
     InvalidParameter,
     /// 400: a peer sent a message this region refuses.
     PeerRefused,
+    /// 400: a peer's timestamp is further ahead of this region's clock than
+    /// `max_clock_offset_ms`.
+    ClockSkew,
     /// 401: an internal route was called without a client certificate from the cluster CA.
     PeerUnauthenticated,
     /// 403: an internal route was called with a certificate naming no member region.
@@ -29,6 +30,8 @@ pub enum ProblemType {
     VersionMismatch,
     /// 409: an `add` would take the number outside its bounds; nothing was written.
     OutOfBounds,
+    /// 409: the write's op id was cancelled by its compensation; nothing was written.
+    OpCancelled,
     /// 410: the versions asked for were garbage-collected.
     BeyondRetention,
     /// 422: the body is JSON of the wrong shape.
@@ -52,11 +55,13 @@ impl ProblemType {
             ProblemType::MalformedJson => "malformed-json",
             ProblemType::InvalidParameter => "invalid-parameter",
             ProblemType::PeerRefused => "peer-refused",
+            ProblemType::ClockSkew => regions_core::protocol::problem::CLOCK_SKEW,
             ProblemType::PeerUnauthenticated => "peer-unauthenticated",
             ProblemType::PeerForbidden => "peer-forbidden",
             ProblemType::KeyNotFound => "key-not-found",
             ProblemType::VersionMismatch => "version-mismatch",
             ProblemType::OutOfBounds => "out-of-bounds",
+            ProblemType::OpCancelled => "op-cancelled",
             ProblemType::BeyondRetention => "beyond-retention",
             ProblemType::InvalidBody => "invalid-body",
             ProblemType::Internal => "internal",
@@ -70,13 +75,14 @@ impl ProblemType {
     /// The HTTP status.
     pub fn status(self) -> StatusCode {
         match self {
-            ProblemType::MalformedJson | ProblemType::InvalidParameter | ProblemType::PeerRefused => {
-                StatusCode::BAD_REQUEST
-            }
+            ProblemType::MalformedJson
+            | ProblemType::InvalidParameter
+            | ProblemType::PeerRefused
+            | ProblemType::ClockSkew => StatusCode::BAD_REQUEST,
             ProblemType::PeerUnauthenticated => StatusCode::UNAUTHORIZED,
             ProblemType::PeerForbidden => StatusCode::FORBIDDEN,
             ProblemType::KeyNotFound => StatusCode::NOT_FOUND,
-            ProblemType::VersionMismatch | ProblemType::OutOfBounds => StatusCode::CONFLICT,
+            ProblemType::VersionMismatch | ProblemType::OutOfBounds | ProblemType::OpCancelled => StatusCode::CONFLICT,
             ProblemType::BeyondRetention => StatusCode::GONE,
             ProblemType::InvalidBody => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -93,11 +99,13 @@ impl ProblemType {
             ProblemType::MalformedJson => "The request body is not valid JSON",
             ProblemType::InvalidParameter => "A request parameter is invalid",
             ProblemType::PeerRefused => "Peer message refused",
+            ProblemType::ClockSkew => "Peer's clock too far ahead; message refused",
             ProblemType::PeerUnauthenticated => "Client certificate required",
             ProblemType::PeerForbidden => "Client certificate names no member region",
             ProblemType::KeyNotFound => "Key not found",
             ProblemType::VersionMismatch => "The key is at another version",
             ProblemType::OutOfBounds => "The addition would leave its bounds; not applied",
+            ProblemType::OpCancelled => "The write was cancelled by its compensation; not applied",
             ProblemType::BeyondRetention => "Version garbage-collected",
             ProblemType::InvalidBody => "The request body has the wrong shape",
             ProblemType::Internal => "Internal server error",
@@ -107,26 +115,6 @@ impl ProblemType {
             ProblemType::StoreUnavailable => "The region's store does not answer",
         }
     }
-}
-
-/// An RFC 9457 problem details document.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Problem {
-    /// Stable URI identifying the kind of problem.
-    #[serde(rename = "type")]
-    pub r#type: String,
-    /// Short summary of the kind of problem.
-    pub title: String,
-    /// The HTTP status.
-    pub status: u16,
-    /// What happened this time.
-    pub detail: String,
-    /// The region that answered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    /// For `key-not-found`: how stale the answering copy may be (0: the home's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub staleness_bound_ms: Option<u64>,
 }
 
 /// An error answer of the region API.
@@ -173,11 +161,13 @@ impl From<Error> for ApiError {
             }
             Error::VersionMismatch { .. } => ProblemType::VersionMismatch,
             Error::OutOfBounds(_) => ProblemType::OutOfBounds,
+            Error::OpCancelled { .. } => ProblemType::OpCancelled,
             Error::QuorumNotReached { .. } => ProblemType::QuorumNotReached,
             Error::HomeUnreachable { .. } => ProblemType::HomeUnreachable,
             Error::TooStale { .. } => ProblemType::TooStale,
             Error::BeyondRetention { .. } => ProblemType::BeyondRetention,
-            Error::Peer(_) | Error::Clock(_) => ProblemType::PeerRefused,
+            Error::Peer(_) => ProblemType::PeerRefused,
+            Error::Clock(_) => ProblemType::ClockSkew,
             Error::Config(_)
             | Error::Store(_)
             | Error::StoreOpen { .. }

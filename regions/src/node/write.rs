@@ -91,8 +91,16 @@ impl Region {
                 reason: "the key's range was re-homed while this write waited; it was not applied, retry".into(),
             });
         }
+        if let Some(undo) = &cmd.undo {
+            return super::undo::undo_locked(self, key, &home, cmd, undo).await;
+        }
+        self.write_locked(key, &home, cmd).await
+    }
+
+    /// Executes a write of a key homed here (or written anywhere), its write lock held.
+    pub(super) async fn write_locked(&self, key: &str, home: &str, cmd: &WriteCommand) -> Result<WriteResponse> {
         if let Some(prefix) = self.placement().writes_anywhere(key).map(str::to_owned) {
-            return self.write_anywhere(key, &home, &prefix, cmd).await;
+            return self.write_anywhere(key, home, &prefix, cmd).await;
         }
         // An op id seen before: answer with the first write's result (regions_core::op_ids).
         let op = op_ids::before_write(self, key, cmd).await?;
@@ -176,6 +184,7 @@ impl Region {
             previous,
             value: added,
             replayed: false,
+            undo: None,
         })
     }
 
@@ -218,6 +227,7 @@ impl Region {
             previous,
             value: None,
             replayed: false,
+            undo: None,
         })
     }
 }

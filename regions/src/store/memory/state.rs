@@ -33,6 +33,8 @@ pub(super) struct State {
     pub(super) conflicts: BTreeMap<String, i64>,
     pub(super) overrides: BTreeMap<String, String>,
     pub(super) ops: HashMap<(String, String), Op>,
+    /// Cancelled op ids, with when they were cancelled.
+    pub(super) cancelled: HashMap<(String, String), i64>,
 }
 
 /// Timestamps compared as the SQL stores compare them: wall time as a signed integer.
