@@ -87,11 +87,11 @@ pub async fn run(args: RegionArgs) -> anyhow::Result<()> {
         anyhow::bail!("geosaga region needs --config and --name");
     };
     observability::init_logging(args.log_format, "info");
-    let mut config = regions::Config::load(&config_path)?;
+    let mut config = regions::load_config(&config_path)?;
     config.bootstrap.extend(args.join);
     let tokens: Vec<String> = args.tokens.into_iter().filter(|t| !t.is_empty()).collect();
     if !tokens.is_empty() {
-        regions::auth::Tokens::parse(&tokens).map_err(|e| anyhow::anyhow!("--token: {e}"))?;
+        regions::api::auth::Tokens::parse(&tokens).map_err(|e| anyhow::anyhow!("--token: {e}"))?;
         config.tokens = tokens;
     }
     config.insecure |= args.insecure;
@@ -109,7 +109,7 @@ pub async fn run(args: RegionArgs) -> anyhow::Result<()> {
     {
         anyhow::bail!("--join {bad:?}: not an http(s) URL");
     }
-    regions::serve(config, &name, crate::serve::shutdown_signal())
+    regions::serve(config, &name, geosaga::server::shutdown_signal())
         .await
         .with_context(|| format!("running region {name}"))
 }

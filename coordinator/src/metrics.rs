@@ -18,6 +18,10 @@
 //! | `geosaga_store_appends_per_commit`, `geosaga_store_max_batch` | | group commit at work |
 //! | `geosaga_retention_deleted_sagas_total`, `_archived_sagas_total` | | retention's work |
 //! | `geosaga_retention_reclaimed_pages_total` | | SQLite pages given back to the file system |
+//!
+//! An attempt's `outcome` is `succeeded`, `retry`, `failed` (for good, known not applied)
+//! or `possibly_applied` (an action that failed for good without a certain outcome: the
+//! saga compensates it); alert on the last.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -204,7 +208,8 @@ impl Metrics {
             .inc();
     }
 
-    /// One attempt ended with `outcome` (`succeeded`, `retry` or `failed`) after `took`.
+    /// One attempt ended with `outcome` (`succeeded`, `retry`, `failed` or
+    /// `possibly_applied`) after `took`.
     pub fn attempt(&self, definition: &str, step: &str, phase: Phase, outcome: &'static str, took: Duration) {
         let labels = AttemptLabels {
             definition: definition.to_owned(),

@@ -5,12 +5,13 @@
 //! region (and the hosts it is reached at) in its subject alternative names
 //! ([`generate`] writes them; `geosaga region certs` calls it). A region serves one TLS
 //! port: a client certificate is optional at the TLS layer, but one that is presented must
-//! chain to the cluster CA, or the handshake fails. The server crate (`server::serve`)
-//! hands the certificate a connection presented to every request, [`identify`] turns it
-//! into a [`PeerIdentity`], and [`authorize`] lets a
-//! request reach `/internal/...` only if that certificate names a member region
-//! (401 without a certificate, 403 with one naming no member). Public routes take clients
-//! without certificates (they need tokens: `crate::auth`). Every refusal is logged. Regions call each other with their own
+//! chain to the cluster CA, or the handshake fails. The server crate (`http_server::serve`)
+//! hands the certificate a connection presented to every request, the API turns it into a
+//! [`PeerIdentity`], and its gate (`crate::api::tls`) lets a request reach `/internal/...`
+//! only if that certificate names a member region (401 without a certificate, 403 with one
+//! naming no member); a message in a member's name must come with that member's
+//! certificate. Public routes take clients without certificates (they need tokens:
+//! `crate::api::auth`). Every refusal is logged. Regions call each other with their own
 //! certificate as the client certificate and trust only the cluster CA.
 //!
 //! Without a `[tls]` section the region serves plain HTTP and checks nothing (dev mode).
@@ -19,22 +20,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use regions_core::config::{Config, TlsConfig};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 
-use crate::config::{Config, TlsConfig};
-use crate::node::Region;
-use crate::problem::{ApiError, ProblemType};
 use crate::{Error, Result};
-
-/// Internal routes whose message names its sender, which may not be a member here yet (a
-/// join; the heartbeats of a region that joined elsewhere, which carry the news): they take
-/// any certificate of the cluster CA, and the handler checks that it names the sender.
-const SELF_NAMING: [&str; 2] = ["/internal/v1/join", "/internal/v1/heartbeat"];
 
 /// The certificate the client of a connection presented (`None`: it presented none).
 /// Present in every request's extensions when the region serves TLS.
@@ -128,62 +119,6 @@ pub fn http_client(config: &Config) -> Result<reqwest::Client> {
         builder = builder.use_preconfigured_tls(client_config(tls)?);
     }
     builder.build().map_err(|e| Error::Config(format!("HTTP client: {e}")))
-}
-
-/// Middleware: requests for `/internal/...` need a certificate naming a member region
-/// (the `SELF_NAMING` routes only one from the cluster CA: their handlers check that it
-/// names the sender). Passes everything when the region serves plain HTTP.
-pub async fn authorize(State(region): State<Arc<Region>>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    if !path.starts_with("/internal/") {
-        return next.run(request).await;
-    }
-    let Some(identity) = request.extensions().get::<PeerIdentity>() else {
-        return next.run(request).await;
-    };
-    let refusal = if identity.0.is_none() {
-        Some((
-            ProblemType::PeerUnauthenticated,
-            format!("{path} is for member regions: present a client certificate from the cluster CA"),
-        ))
-    } else if SELF_NAMING.contains(&path) || region.membership.names().iter().any(|n| identity.names(n)) {
-        None
-    } else {
-        Some((
-            ProblemType::PeerForbidden,
-            format!("{path}: the client certificate names no member region"),
-        ))
-    };
-    match refusal {
-        None => next.run(request).await,
-        Some((kind, detail)) => {
-            tracing::warn!(region = region.name, path, detail, "internal request refused");
-            ApiError::new(kind, detail).at(&region.name).into_response()
-        }
-    }
-}
-
-/// Refuses (403) a peer's message in the name of `sender` (found at `at` in the message)
-/// unless the connection's certificate names that region: a member's certificate cannot
-/// speak for another member. Without TLS (no identity) the network is trusted.
-pub fn check_sender(region: &Region, identity: Option<&PeerIdentity>, at: &str, sender: &str) -> Result<(), ApiError> {
-    match identity {
-        Some(identity) if !identity.names(sender) => {
-            let detail = format!("{at}: the client certificate does not name {sender:?}");
-            tracing::warn!(region = region.name, detail, "internal request refused");
-            Err(ApiError::new(ProblemType::PeerForbidden, detail).at(&region.name))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Middleware: the certificate the server crate put on a request
-/// ([`server::ClientCertificate`]), as the [`PeerIdentity`] the handlers check.
-pub async fn identify(mut request: Request, next: Next) -> Response {
-    if let Some(server::ClientCertificate(cert)) = request.extensions_mut().remove() {
-        request.extensions_mut().insert(PeerIdentity(cert));
-    }
-    next.run(request).await
 }
 
 /// What [`generate`] wrote.

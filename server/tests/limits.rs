@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
-use server::Limits;
+use http_server::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -16,7 +16,7 @@ async fn start(limits: Limits) -> std::net::SocketAddr {
         .route("/echo", post(|body: String| async move { body }));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(server::serve(listener, app, limits, None, std::future::pending()));
+    tokio::spawn(http_server::serve(listener, app, limits, None, std::future::pending()));
     addr
 }
 
