@@ -315,8 +315,8 @@ async fn a_region_refuses_an_open_address_without_tls_and_tokens() {
     assert_eq!(status, 200, "no tokens configured: the public routes are open");
 }
 
-/// A member's certificate cannot speak for another member: an intent, a batch of the log
-/// and a forwarded write in ap-south's name, sent with eu-west's certificate, are refused
+/// A member's certificate cannot speak for another member: an intent, a batch of the log,
+/// a forwarded write and a forwarded undo in ap-south's name, sent with eu-west's certificate, are refused
 /// (403); a heartbeat listing a member nobody admitted is answered, and the member is not
 /// learned (so no log shipper starts towards its address).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -356,6 +356,20 @@ async fn a_members_certificate_speaks_only_for_that_member() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // An undo (a saga compensation's, forwarded) is checked the same way.
+    let r = eu
+        .post(format!("{us}/internal/v1/undo/us/forged"))
+        .header("x-geosaga-forwarded-by", "ap-south")
+        .json(&json!({"consistency": "async", "op_id": "undo-1", "undo": {"op_id": "op-1"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let problem: Value = r.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("\"ap-south\""),
+        "{problem}"
+    );
     // In its own name it passes the check (and the write is applied at the home).
     let r = eu
         .post(format!("{us}/internal/v1/write/us/fine"))
