@@ -551,15 +551,17 @@ async fn renew_extends_leases_and_reports_cancels(f: Fixture) {
     let b1 = create(s, saga("node-b")).await;
     let a3 = settle(s, &create(s, saga("node-a")).await, Completed).await;
     s.request_cancel(a2.id).await.unwrap();
-    assert_eq!(s.renew_leases("node-a", NOW + 9000).await.unwrap(), [a2.id]);
+    let renewed = s.renew_leases("node-a", NOW + 9000).await.unwrap();
+    assert_eq!(renewed.cancels, [a2.id]);
+    assert_eq!(ids_of(&renewed.owned), HashSet::from([a1.id, a2.id]));
     for id in [a1.id, a2.id] {
         assert_eq!(row(s, id).await.lease_until_ms, NOW + 9000);
     }
     for id in [a3.id, b1.id] {
         assert_eq!(row(s, id).await.lease_until_ms, NOW + LEASE);
     }
-    let none = s.renew_leases("node-b", NOW + 9000).await.unwrap();
-    assert!(none.is_empty());
+    let b = s.renew_leases("node-b", NOW + 9000).await.unwrap();
+    assert_eq!((b.owned, b.cancels), (vec![b1.id], vec![]));
 }
 
 async fn request_cancel(f: Fixture) {

@@ -173,7 +173,10 @@ mod tests {
         let window = Duration::from_millis(50);
         assert!(!r.peer_ahead_within("eu", window), "never refused");
         r.record("eu", Side::OursAhead, "they refuse us");
-        assert!(!r.peer_ahead_within("eu", window), "our clock ahead says nothing of theirs");
+        assert!(
+            !r.peer_ahead_within("eu", window),
+            "our clock ahead says nothing of theirs"
+        );
         r.record("eu", Side::PeerAhead, "ahead");
         assert!(r.peer_ahead_within("eu", window));
         assert!(!r.peer_ahead_within("us", window));
