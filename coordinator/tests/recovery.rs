@@ -11,7 +11,7 @@
 //! alive with nobody running them. Each case takes well under a second.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -158,6 +158,8 @@ impl Store for FailingStore {
 struct Gates {
     open: Semaphore,
     undo_fails: AtomicBool,
+    /// Attempts of `act` launched.
+    launched: AtomicUsize,
 }
 
 const LEASE: Duration = Duration::from_millis(300);
@@ -169,6 +171,7 @@ async fn coordinator(node: &str, store: Arc<FailingStore>, gates: Arc<Gates>) ->
     let registry = HandlerRegistry::new();
     let saga = RustSaga::new("work", gates)
         .step("act", |g: Arc<Gates>, _| async move {
+            g.launched.fetch_add(1, Ordering::SeqCst);
             let _pass = g.open.acquire().await.map_err(|_| StepError::transient("closed"))?;
             Ok(json!({}))
         })
@@ -210,6 +213,7 @@ fn gates(open: usize) -> Arc<Gates> {
     Arc::new(Gates {
         open: Semaphore::new(open),
         undo_fails: AtomicBool::new(false),
+        launched: AtomicUsize::new(0),
     })
 }
 
@@ -312,4 +316,27 @@ async fn store_failures_at_each_retry_step_strand_nothing() {
         assert_eq!(record.status, SagaStatus::Compensated, "{call:?}");
         assert_eq!(store.pending(call), 0, "{call:?} was called and failed");
     }
+}
+
+/// A coordinator that cannot renew launches no attempt once the lease its last renewal set
+/// could have ended (less a margin), and goes on once a renewal succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_that_cannot_renew_launches_nothing() {
+    let store = Arc::new(FailingStore::default());
+    let g = gates(1_000);
+    let a = coordinator("a", store.clone(), g.clone()).await;
+    store.renewals_down.store(true, Ordering::SeqCst);
+    // Past the lease (on the store's clock, which is this host's here).
+    tokio::time::sleep(LEASE * 2).await;
+    let id = start(&a, json!({})).await;
+    tokio::time::sleep(LEASE * 2).await;
+    assert_eq!(
+        g.launched.load(Ordering::SeqCst),
+        0,
+        "an attempt was launched without a lease"
+    );
+    assert_eq!(a.saga(id).await.unwrap().record.status, SagaStatus::Running);
+    store.renewals_down.store(false, Ordering::SeqCst);
+    assert_eq!(settle(&a, &[id]).await, [SagaStatus::Completed]);
+    assert_eq!(g.launched.load(Ordering::SeqCst), 1);
 }
