@@ -52,7 +52,12 @@ impl std::error::Error for Invalid {}
 
 /// The exit code for an error (see the binary's documentation).
 pub fn exit_code_of(error: &anyhow::Error) -> u8 {
-    if error.downcast_ref::<Invalid>().is_some() {
+    if error.downcast_ref::<Invalid>().is_some()
+        || matches!(
+            error.downcast_ref::<geosaga::check::Error>(),
+            Some(geosaga::check::Error::Invalid(_))
+        )
+    {
         return 5;
     }
     match error.downcast_ref::<ApiFailure>().map(|f| f.status) {

@@ -16,7 +16,7 @@
 //!    with `version-mismatch` rather than losing their write. The undo write carries C.
 //! 4. A not applied (never arrived, aborted, or cut off by a crash): A is recorded as
 //!    cancelled (`op_cancelled`, durable before the answer), and from then on a write
-//!    carrying A is refused with `op-cancelled` (see [`crate::op_ids`]): an
+//!    carrying A is refused with `op-cancelled` (`op_ids::before_write`): an
 //!    original that arrives after its compensation never applies.
 //!
 //! The answer is a write's answer with `"undo": {"op_id": A, "applied": bool}`: whether A

@@ -58,6 +58,9 @@ pub struct Step {
     pub compensation_retry: RetryPolicy,
     /// Time limit of one attempt.
     pub timeout: Duration,
+    /// The read `geosaga check` uses to observe the action's effect (never sent by the
+    /// coordinator).
+    pub verify: Option<HttpTemplate>,
 }
 
 /// What an action or a compensation does.

@@ -76,6 +76,12 @@ pub struct StepDoc {
     /// Time limit of one attempt, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// A read that observes what the action did (a balance, a reservation), used by
+    /// `geosaga check` only: its answer must not change when the action or the
+    /// compensation is delivered again under the same idempotency key. It may use the
+    /// templates the action may use. The coordinator never sends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<HttpDoc>,
 }
 
 /// An action or a compensation: exactly one of the kinds below.

@@ -21,7 +21,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::definition::{HttpTemplate, RustCall, SagaDefinition, Step, StepAction};
-use crate::document::{ActionDoc, DefinitionDoc, RetryDoc, StepDoc, definition_schema};
+use crate::document::{ActionDoc, DefinitionDoc, HttpDoc, RetryDoc, StepDoc, definition_schema};
 use crate::graph;
 use crate::retry::RetryPolicy;
 use crate::template::{Reference, Template, escape_pointer};
@@ -344,6 +344,10 @@ pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> 
             &format!("{base}/timeout_ms"),
             &mut errors,
         );
+        let verify = step
+            .verify
+            .as_ref()
+            .and_then(|v| http_template(v, &format!("{base}/verify"), &refs, false, &mut errors));
         if let Some(action) = action {
             steps.push(Step {
                 name: step.name.clone(),
@@ -354,6 +358,7 @@ pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> 
                 retry,
                 compensation_retry,
                 timeout,
+                verify,
             });
         }
     }
@@ -468,6 +473,60 @@ impl RefCheck<'_> {
     }
 }
 
+/// An HTTP request of a step (its action, compensation or `verify`) at `base`.
+fn http_template(
+    http: &HttpDoc,
+    base: &str,
+    refs: &RefCheck<'_>,
+    is_compensation: bool,
+    errors: &mut Collector,
+) -> Option<HttpTemplate> {
+    let parse = |value: &Value, path: String, errors: &mut Collector| -> Option<Template> {
+        match Template::parse(value) {
+            Ok(t) => {
+                refs.check(&t, &path, is_compensation, errors);
+                Some(t)
+            }
+            Err(faults) => {
+                for f in faults {
+                    errors.push(format!("{path}{}", f.path), f.message);
+                }
+                None
+            }
+        }
+    };
+    let url = parse(&Value::String(http.url.clone()), format!("{base}/url"), errors);
+    let starts_with_template = http.url.trim_start().starts_with("{{");
+    let absolute = http.url.starts_with("http://") || http.url.starts_with("https://");
+    if url.is_some() && !starts_with_template && !absolute {
+        errors.push(format!("{base}/url"), "the URL must start with http:// or https://");
+    }
+    let mut headers = Vec::new();
+    for (name, value) in &http.headers {
+        let path = format!("{base}/headers/{}", escape_pointer(name));
+        let valid_name = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !valid_name {
+            errors.push(path.clone(), format!("`{name}` is not a valid header name"));
+        }
+        if let Some(t) = parse(&Value::String(value.clone()), path, errors) {
+            headers.push((name.clone(), t));
+        }
+    }
+    let body = http
+        .body
+        .as_ref()
+        .and_then(|b| parse(b, format!("{base}/body"), errors));
+    Some(HttpTemplate {
+        method: http.method,
+        url: url?,
+        headers,
+        body,
+    })
+}
+
 fn step_action(
     doc: &ActionDoc,
     base: &str,
@@ -491,37 +550,7 @@ fn step_action(
     };
     match (&doc.http, &doc.rust) {
         (Some(http), None) if doc.region.is_none() => {
-            let base = format!("{base}/http");
-            let url = parse(&Value::String(http.url.clone()), format!("{base}/url"), errors);
-            let starts_with_template = http.url.trim_start().starts_with("{{");
-            let absolute = http.url.starts_with("http://") || http.url.starts_with("https://");
-            if url.is_some() && !starts_with_template && !absolute {
-                errors.push(format!("{base}/url"), "the URL must start with http:// or https://");
-            }
-            let mut headers = Vec::new();
-            for (name, value) in &http.headers {
-                let path = format!("{base}/headers/{}", escape_pointer(name));
-                let valid_name = !name.is_empty()
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-                if !valid_name {
-                    errors.push(path.clone(), format!("`{name}` is not a valid header name"));
-                }
-                if let Some(t) = parse(&Value::String(value.clone()), path, errors) {
-                    headers.push((name.clone(), t));
-                }
-            }
-            let body = http
-                .body
-                .as_ref()
-                .and_then(|b| parse(b, format!("{base}/body"), errors));
-            Some(StepAction::Http(HttpTemplate {
-                method: http.method,
-                url: url?,
-                headers,
-                body,
-            }))
+            http_template(http, &format!("{base}/http"), refs, is_compensation, errors).map(StepAction::Http)
         }
         (None, Some(rust)) if doc.region.is_none() => {
             let base = format!("{base}/rust");

@@ -27,10 +27,20 @@ pub(crate) fn router() -> Router<ApiState> {
     path = "/v1/definitions",
     operation_id = "registerDefinition",
     tag = "definitions",
-    request_body(content = Object, description = "A definition document; its JSON Schema is served at `/v1/schema/definition`."),
+    request_body(
+        content = ref("#/components/schemas/Definition"),
+        description = "A definition document (its JSON Schema is also served at `/v1/schema/definition`). \
+            A document the schema accepts may still be refused with a 422: validation also checks what a schema \
+            cannot say (dependencies that exist and form no cycle, templates that resolve)."
+    ),
     responses(
-        (status = 201, description = "A new version was stored", body = DefinitionCreated),
-        (status = 200, description = "The same content was already stored", body = DefinitionCreated),
+        (status = 201, description = "A new version was stored", body = DefinitionCreated, links(
+            ("getDefinition" = (operation_id = "getDefinition", parameters(("name" = "$response.body#/name"), ("version" = "$response.body#/version")))),
+            ("startSaga" = (operation_id = "startSaga", request_body = json!({"definition": "$response.body#/name", "version": "$response.body#/version"}))),
+        )),
+        (status = 200, description = "The same content was already stored", body = DefinitionCreated, links(
+            ("getDefinition" = (operation_id = "getDefinition", parameters(("name" = "$response.body#/name")))),
+        )),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
@@ -90,7 +100,7 @@ pub(crate) struct VersionQuery {
     tag = "definitions",
     params(
         ("name" = String, Path, description = "The definition's name"),
-        ("version" = Option<i64>, Query, description = "A version (default: the latest)"),
+        ("version" = Option<i64>, Query, minimum = 1, description = "A version (default: the latest)"),
     ),
     responses(
         (status = 200, description = "The definition", body = DefinitionResponse),

@@ -131,6 +131,27 @@ pub struct StepView {
     pub compensation: CompensationView,
 }
 
+/// The schema of a saga status as the API writes it: one of [`SagaStatus::ALL`], by
+/// [`SagaStatus::as_str`], so that the document follows the state machine.
+pub struct SagaStatusName;
+
+impl utoipa::PartialSchema for SagaStatusName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .enum_values(Some(SagaStatus::ALL.iter().map(|s| s.as_str())))
+            .description(Some("A saga's status"))
+            .into()
+    }
+}
+
+impl ToSchema for SagaStatusName {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "SagaStatus".into()
+    }
+}
+
 /// A saga as listed.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct SagaSummary {
@@ -141,6 +162,7 @@ pub struct SagaSummary {
     /// Definition version.
     pub version: i64,
     /// `running`, `compensating`, `completed`, `compensated` or `stuck`.
+    #[schema(value_type = SagaStatusName)]
     pub status: String,
     /// Why it unwound, if it did.
     pub error: Option<String>,

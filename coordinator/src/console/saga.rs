@@ -319,7 +319,7 @@ pub async fn cancel(
         Err(e) => return page::refusal(&ctx, &e),
     };
     let reason = form.reason.filter(|r| !r.trim().is_empty());
-    let body = MaybeJson(Some(CancelRequest { reason }));
+    let body = MaybeJson(Some(Some(CancelRequest { reason })));
     match api::cancel(State(state), SagaId(id), body).await {
         Ok(_) => Redirect::to(&format!("/ui/sagas/{id}?done=cancel")).into_response(),
         Err(e) => page::refusal(&ctx, &e),

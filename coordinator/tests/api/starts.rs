@@ -100,6 +100,14 @@ async fn bad_starts_are_refused() {
         .await;
     wait.problem(400, "invalid-parameter");
     assert_eq!(wait.paths(), ["/query/wait_ms"]);
+    let long = f
+        .post(
+            "/v1/sagas?wait_ms=60001",
+            json!({"definition": "trip", "input": {"amount": 1}}),
+        )
+        .await;
+    long.problem(400, "invalid-parameter");
+    assert_eq!(long.paths(), ["/query/wait_ms"]);
 }
 
 #[tokio::test]

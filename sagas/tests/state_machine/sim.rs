@@ -86,6 +86,7 @@ pub fn definition(dag: &Dag) -> Arc<SagaDefinition> {
                 retry: None,
                 compensation_retry: None,
                 timeout_ms: None,
+                verify: None,
             }
         })
         .collect();
