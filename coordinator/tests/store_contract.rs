@@ -117,6 +117,7 @@ contract!(
     claim_takes_expired_unsettled_sagas,
     claim_includes_own_sagas_on_request,
     renew_extends_leases_and_reports_cancels,
+    the_lease_clock_is_the_database_clock,
     request_cancel,
     take_over_stuck,
     release_frees_leases,
@@ -562,6 +563,20 @@ async fn renew_extends_leases_and_reports_cancels(f: Fixture) {
     }
     let b = s.renew_leases("node-b", NOW + 9000).await.unwrap();
     assert_eq!((b.owned, b.cancels), (vec![b1.id], vec![]));
+}
+
+/// The clock leases are judged by: PostgreSQL's own (`clock_timestamp()`, so that every
+/// coordinator of a database agrees), this host's for the embedded stores. One host runs
+/// both here, so they agree within a generous margin; the PostgreSQL one moves with the
+/// database's clock, not with a transaction's start.
+async fn the_lease_clock_is_the_database_clock(f: Fixture) {
+    let s = &*f.store;
+    let first = s.clock_ms().await.unwrap();
+    let local = coordinator::clock::now_ms();
+    assert!((first - local).abs() < 60_000, "{first} vs {local}");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let second = s.clock_ms().await.unwrap();
+    assert!(second >= first + 20, "{first} then {second}");
 }
 
 async fn request_cancel(f: Fixture) {
