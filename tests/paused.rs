@@ -32,7 +32,7 @@ async fn a_coordinator_paused_past_its_lease_writes_nothing() {
     }
     let adopter = started.pop().unwrap();
     let paused = started.pop().unwrap();
-    workload::register(&[paused.url.clone()], &participant::definition(&base)).await;
+    workload::register(std::slice::from_ref(&paused.url), &participant::definition(&base)).await;
 
     // Sagas start on both; the paused one stops while it runs its share.
     let urls = vec![paused.url.clone(), adopter.url.clone()];
