@@ -145,16 +145,6 @@ impl GeosagaProcess {
         }
     }
 
-    /// Sends `signal` (`STOP`, `CONT`, ...) to the process.
-    pub fn signal(&self, signal: &str) {
-        let child = self.child.as_ref().expect("the process runs");
-        let sent = Command::new("kill")
-            .args([format!("-{signal}"), child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success(), "kill -{signal}");
-    }
-
     /// Starts the process again with the same arguments.
     pub async fn restart(&mut self) {
         self.kill();
