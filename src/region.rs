@@ -75,7 +75,7 @@ pub async fn run(args: RegionArgs) -> anyhow::Result<()> {
         anyhow::bail!("geosaga region needs --config and --name");
     };
     observability::init_logging(args.log_format, "info");
-    let mut config = regions::Config::load(&config_path)?;
+    let mut config = regions::load_config(&config_path)?;
     config.bootstrap.extend(args.join);
     if let Some(database) = args.database {
         regions::config::Storage::parse(&database).map_err(|e| anyhow::anyhow!("--database: {e}"))?;

@@ -1,7 +1,7 @@
 //! How a run is judged: pure functions of what the proxy recorded, the `verify` reads it
 //! made, and what the coordinator logged, so that every verdict can be shown with its
-//! evidence. The unwind checks are in [`super::unwind`], those of repeated and late
-//! deliveries in [`super::repeats`].
+//! evidence. The unwind checks are in `unwind.rs`, those of repeated and late
+//! deliveries in `repeats.rs`.
 
 use std::collections::BTreeSet;
 

@@ -41,7 +41,7 @@ struct RegionRow {
     unacked_entries: Option<i64>,
     last_contact_ms_ago: Option<u64>,
     anti_entropy_gap: Option<bool>,
-    /// Exchanges refused for clock skew (`regions::skew::ClockSkew`, its `error` shown).
+    /// Exchanges refused for clock skew (`regions::protocol::ClockSkew`, its `error` shown).
     #[serde(default)]
     clock_skew: Vec<ClockSkew>,
 }

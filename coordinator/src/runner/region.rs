@@ -20,7 +20,7 @@
 //!   same way. Additions commute, so the undo is right whatever others added since.
 //! - A write whose outcome is unknown (its attempts timed out, or a region answered 5xx:
 //!   the step is possibly applied and has no output) is undone by its op id (`PATCH` with
-//!   `undo`, `regions::undo`): the key's home undoes it as above if it was applied, and
+//!   `undo`, `regions/src/node/undo.rs`): the key's home undoes it as above if it was applied, and
 //!   otherwise records it cancelled, so that the original, should it still arrive, is
 //!   refused and never applies.
 //!

@@ -1,10 +1,11 @@
 //! Reads: where one is served (here, at the home, or refused as too stale) and the local
 //! answer with its staleness bound.
 
-use crate::closed::{self, ReadConsistency, ReadPlan};
-use crate::hlc::Timestamp;
-use crate::mvcc::Version;
-use crate::protocol::ReadResponse;
+use regions_core::closed::{self, ReadConsistency, ReadPlan};
+use regions_core::hlc::Timestamp;
+use regions_core::mvcc::Version;
+use regions_core::protocol::ReadResponse;
+
 use crate::{Error, Result};
 
 use super::{LATEST, Region};
@@ -48,11 +49,6 @@ impl Region {
             return None;
         }
         self.closed_for(home)
-    }
-
-    /// The closed timestamp this region holds for `home` (`None`: never heard from it).
-    pub fn closed_for(&self, home: &str) -> Option<Timestamp> {
-        self.closed.lock().expect("closed lock").get(home).copied()
     }
 
     /// Decides where a read is served: here (`Ok(Some)`), or at the home (`Ok(None)`).

@@ -27,81 +27,20 @@
 //! start). State changes are logged. The states inform operators (`GET /v1/regions`);
 //! replication does not depend on them (a down peer's shipping simply fails and resumes).
 
+mod join;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use regions_core::config::{Config, RegionConfig};
+use regions_core::protocol::{Health, Member, Role};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, RegionConfig};
 use crate::{Error, Result};
 
-mod gossip;
-
-pub use gossip::{annotate, router, run};
-
-/// A member's part in the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// In the configuration file: homes keys, counts toward quorums.
-    Voter,
-    /// Joined: holds a replica of every home's keys, homes none.
-    Replica,
-}
-
-/// What the failure detector thinks of a member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Health {
-    /// Heard from within `suspect_after_ms`.
-    Up,
-    /// Not heard from for `suspect_after_ms`, or not yet heard from.
-    Suspect,
-    /// Not heard from for `down_after_ms`.
-    Down,
-}
-
-/// One member.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    /// Its name.
-    pub name: String,
-    /// Its base URL.
-    pub address: String,
-    /// Voter or replica-only.
-    pub role: Role,
-    /// The entry's version: the wall-clock millisecond it joined (voters: 0).
-    pub version: u64,
-}
-
-/// `POST /internal/v1/join`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JoinRequest {
-    /// The joining region's name.
-    pub name: String,
-    /// Its base URL.
-    pub address: String,
-}
-
-/// The answer to a join.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JoinResponse {
-    /// The cluster's configuration file, as the answering member has it.
-    pub cluster_config: String,
-    /// The replica-only members known there (the joining one among them).
-    pub members: Vec<Member>,
-}
-
-/// `POST /internal/v1/heartbeat`, and its answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Heartbeat {
-    /// The sender.
-    pub from: String,
-    /// The replica-only members the sender knows.
-    pub members: Vec<Member>,
-}
+pub use join::prepare;
 
 /// The file a region keeps its membership in.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -202,6 +141,16 @@ impl Membership {
         })
     }
 
+    /// Whether `name` is a voter (a region of the configuration file).
+    pub fn is_configured(&self, name: &str) -> bool {
+        self.voters.iter().any(|v| v.name == name)
+    }
+
+    /// The cluster's configuration text, as handed to joining regions.
+    pub fn cluster_config(&self) -> &str {
+        &self.cluster_config
+    }
+
     /// Whether this region is a voter (it ships its log and homes keys).
     pub fn is_voter(&self) -> bool {
         self.voters.iter().any(|v| v.name == self.me)
@@ -256,6 +205,19 @@ impl Membership {
         Ok(changed)
     }
 
+    /// [`Membership::merge`], logging what it learned (region `me`'s view) or why it could
+    /// not keep the list.
+    pub fn merge_logged(&self, me: &str, members: &[Member]) {
+        match self.merge(members) {
+            Ok(new) => {
+                for m in new {
+                    tracing::info!(region = me, member = m.name, address = m.address, "learned a member");
+                }
+            }
+            Err(e) => tracing::error!(region = me, error = %e, "could not keep the membership"),
+        }
+    }
+
     /// Notes that `name` was heard from just now.
     pub fn heard(&self, name: &str) {
         self.inner
@@ -276,7 +238,7 @@ impl Membership {
     }
 
     /// Re-evaluates every member's state; returns the changes (name, before, after).
-    fn evaluate(
+    pub(crate) fn evaluate(
         &self,
         now: Instant,
         suspect_after: Duration,
@@ -299,100 +261,6 @@ impl Membership {
             }
         }
         changes
-    }
-}
-
-/// For a region that joins (`bootstrap` set): the cluster's configuration with this region
-/// added as a replica-only member (weight 0), from its membership file after a restart,
-/// otherwise from the first bootstrap member that accepts the join. Other regions' files
-/// are returned as they are.
-pub async fn prepare(config: Config, name: &str) -> Result<Config> {
-    if config.bootstrap.is_empty() {
-        return Ok(config);
-    }
-    let own = config.region(name)?.clone();
-    let path = members_path(&own);
-    let address = own.address.trim_end_matches('/');
-    let text = match load(&path)? {
-        // Joined before, at the same address: the cluster's configuration is kept here.
-        Some(saved)
-            if !saved.cluster_config.is_empty()
-                && saved.members.iter().any(|m| m.name == own.name && m.address == address) =>
-        {
-            saved.cluster_config
-        }
-        // Never joined, or its address changed: join (again; a new version spreads it).
-        _ => {
-            let answer = join_through(&config, &own).await?;
-            save(
-                &path,
-                &Saved {
-                    cluster_config: answer.cluster_config.clone(),
-                    members: answer.members,
-                },
-            )?;
-            answer.cluster_config
-        }
-    };
-    let mut cluster = Config::parse(&text)?;
-    if cluster.regions.iter().any(|r| r.name == name) {
-        return Err(Error::Config(format!(
-            "{name} is in the cluster's own list of regions: start it without bootstrap"
-        )));
-    }
-    cluster.regions.push(RegionConfig { weight: 0, ..own });
-    cluster.tls = config.tls;
-    cluster.bootstrap = config.bootstrap;
-    cluster.source = text;
-    Ok(cluster)
-}
-
-async fn join_through(config: &Config, own: &RegionConfig) -> Result<JoinResponse> {
-    let http = crate::tls::http_client(config)?;
-    let request = JoinRequest {
-        name: own.name.clone(),
-        address: own.address.trim_end_matches('/').to_owned(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut failures = Vec::new();
-        for url in &config.bootstrap {
-            let sent = http
-                .post(format!("{}/internal/v1/join", url.trim_end_matches('/')))
-                .json(&request)
-                .send()
-                .await;
-            match sent {
-                Ok(r) if r.status().is_success() => match r.json::<JoinResponse>().await {
-                    Ok(answer) => {
-                        tracing::info!(region = own.name, bootstrap = url, "joined the cluster");
-                        return Ok(answer);
-                    }
-                    Err(e) => failures.push(format!("{url}: {e}")),
-                },
-                Ok(r) => {
-                    let status = r.status();
-                    let detail = r.text().await.unwrap_or_default();
-                    if status.is_client_error() {
-                        return Err(Error::Config(format!("{url} refused the join ({status}): {detail}")));
-                    }
-                    failures.push(format!("{url}: {status} {detail}"));
-                }
-                Err(e) => failures.push(format!("{url}: {e}")),
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::Config(format!(
-                "could not join through any bootstrap region within 60 s: {}",
-                failures.join("; ")
-            )));
-        }
-        tracing::warn!(
-            region = own.name,
-            failures = failures.join("; "),
-            "join failed; retrying"
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

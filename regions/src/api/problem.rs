@@ -3,12 +3,10 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-/// The prefix of every problem `type` URI.
-pub const PROBLEM_BASE: &str = "https://geosaga.dev/problems/";
+pub use regions_core::protocol::{PROBLEM_BASE, Problem};
 
 /// Every kind of problem the region API reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +55,7 @@ impl ProblemType {
             ProblemType::MalformedJson => "malformed-json",
             ProblemType::InvalidParameter => "invalid-parameter",
             ProblemType::PeerRefused => "peer-refused",
-            ProblemType::ClockSkew => "clock-skew",
+            ProblemType::ClockSkew => regions_core::protocol::problem::CLOCK_SKEW,
             ProblemType::PeerUnauthenticated => "peer-unauthenticated",
             ProblemType::PeerForbidden => "peer-forbidden",
             ProblemType::KeyNotFound => "key-not-found",
@@ -117,26 +115,6 @@ impl ProblemType {
             ProblemType::StoreUnavailable => "The region's store does not answer",
         }
     }
-}
-
-/// An RFC 9457 problem details document.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Problem {
-    /// Stable URI identifying the kind of problem.
-    #[serde(rename = "type")]
-    pub r#type: String,
-    /// Short summary of the kind of problem.
-    pub title: String,
-    /// The HTTP status.
-    pub status: u16,
-    /// What happened this time.
-    pub detail: String,
-    /// The region that answered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    /// For `key-not-found`: how stale the answering copy may be (0: the home's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub staleness_bound_ms: Option<u64>,
 }
 
 /// An error answer of the region API.

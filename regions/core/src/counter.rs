@@ -5,11 +5,8 @@
 //! order (through the log or anti-entropy) lose nothing: once every component reached every
 //! region, all of them read the same value, the sum of every increment ever acknowledged.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-use crate::node::Region;
 use crate::{Error, Result};
 
 /// One region's component of a counter.
@@ -63,74 +60,6 @@ impl Component {
     pub fn parse(text: Option<&str>) -> Result<Component> {
         text.and_then(|t| serde_json::from_str(t).ok())
             .ok_or_else(|| Error::Corrupt(format!("counter component {text:?}")))
-    }
-}
-
-/// `POST /v1/counters/{key}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IncrementRequest {
-    /// How much to add (negative: subtract).
-    pub increment: i64,
-    /// An idempotency key: a repeat of this increment at the same region changes nothing.
-    #[serde(default)]
-    pub op_id: Option<String>,
-}
-
-/// A counter as one region holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CounterResponse {
-    /// The counter's key.
-    pub key: String,
-    /// The sum of every component held here.
-    pub value: i64,
-    /// Each region's component.
-    pub components: BTreeMap<String, Component>,
-    /// The region that answered (counters are read locally).
-    pub served_by: String,
-    /// True when this answers a repeat of an increment already applied (same op id).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub replayed: bool,
-}
-
-impl Region {
-    /// Adds `delta` to this region's component of counter `key`; the log ships it. A repeat
-    /// of `op_id` here changes nothing and says `replayed`.
-    pub async fn increment(&self, key: &str, delta: i64, op_id: Option<&str>) -> Result<CounterResponse> {
-        if let Some(op_id) = op_id {
-            crate::op_ids::check(op_id).map_err(|e| Error::BadRequest(format!("/op_id: {e}")))?;
-        }
-        if !self.membership.is_voter() {
-            return Err(Error::BadRequest(format!(
-                "{} is a replica-only member (it ships no log): send increments to another region",
-                self.name
-            )));
-        }
-        let guard = self.begin_write();
-        let applied = self.store.increment(key, &self.name, guard.ts, delta, op_id).await?;
-        drop(guard);
-        Ok(CounterResponse {
-            replayed: applied.is_none(),
-            ..self.counter(key).await?
-        })
-    }
-
-    /// Counter `key` as held here: the sum of every region's component.
-    pub async fn counter(&self, key: &str) -> Result<CounterResponse> {
-        let components: BTreeMap<String, Component> = self
-            .store
-            .counter(key)
-            .await?
-            .into_iter()
-            .map(|c| (c.region, c.component))
-            .collect();
-        Ok(CounterResponse {
-            key: key.to_owned(),
-            value: components.values().map(|c| c.value()).fold(0i64, i64::saturating_add),
-            components,
-            served_by: self.name.clone(),
-            replayed: false,
-        })
     }
 }
 

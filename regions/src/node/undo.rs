@@ -22,38 +22,16 @@
 //! The answer is a write's answer with `"undo": {"op_id": A, "applied": bool}`: whether A
 //! had been applied (and is now undone) or was cancelled. Keys written anywhere keep op
 //! ids per region, so no region can tell whether A applied elsewhere: their undo is
-//! refused. Op ids and cancellations are kept for [`crate::op_ids::RETENTION_MS`].
+//! refused. Op ids and cancellations are kept for [`regions_core::op_ids::RETENTION_MS`].
 
-use serde::{Deserialize, Serialize};
+use regions_core::hlc::Timestamp;
+use regions_core::protocol::{Undo, Undone, WriteCommand, WriteResponse};
 
-use crate::hlc::Timestamp;
-use crate::node::{LATEST, Region};
-use crate::protocol::{WriteCommand, WriteResponse};
+use super::{LATEST, Region};
 use crate::{Error, Result};
 
-/// The undo of the write whose op id is `op_id`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Undo {
-    /// The op id of the write to undo.
-    pub op_id: String,
-    /// For an `add`: the inverse addition (bounds are not checked).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub add: Option<crate::add::Add>,
-}
-
-/// What an undo found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Undone {
-    /// The op id of the write it undid or cancelled.
-    pub op_id: String,
-    /// Whether that write had been applied (and is now undone); `false`: it was not, and is
-    /// now cancelled.
-    pub applied: bool,
-}
-
 /// Executes `cmd` (which carries `undo`) at `key`'s home, the key's write lock held.
-pub(crate) async fn undo_locked(
+pub(super) async fn undo_locked(
     region: &Region,
     key: &str,
     home: &str,
@@ -75,7 +53,7 @@ pub(crate) async fn undo_locked(
         applied,
     };
     // 1. A repeat of an undo that wrote.
-    if let Some(done) = crate::op_ids::applied(&region.store, key, own).await? {
+    if let Some(done) = region.store.op_applied(key, own).await? {
         return Ok(WriteResponse {
             key: key.to_owned(),
             version: done.version,
@@ -93,11 +71,11 @@ pub(crate) async fn undo_locked(
         return unchanged(region, key, home, cmd, undone(false), true).await;
     }
     // 3. The write was applied: undo it.
-    if let Some(applied) = crate::op_ids::applied(&region.store, key, &undo.op_id).await? {
+    if let Some(applied) = region.store.op_applied(key, &undo.op_id).await? {
         let inverse = match &undo.add {
             Some(add) => WriteCommand {
                 value: None,
-                add: Some(crate::add::Add {
+                add: Some(regions_core::add::Add {
                     min: None,
                     max: None,
                     ..add.clone()

@@ -37,7 +37,7 @@
 //! # replicas = ["eu-west", "us-east"] # only these regions hold a copy (default: all)
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -189,7 +189,7 @@ pub struct Config {
     pub down_after_ms: u64,
     /// Regions to join through (any member's address): set for a region that is not in
     /// the cluster's static list; it learns the cluster's configuration and members there
-    /// and joins as a replica-only member (see `crate::membership`).
+    /// and joins as a replica-only member (see the regions crate's `membership`).
     #[serde(default)]
     pub bootstrap: Vec<String>,
     /// Mutual TLS between regions (and TLS for clients); none: plain HTTP.
@@ -249,13 +249,6 @@ impl Config {
         config.source = text.to_owned();
         config.check()?;
         Ok(config)
-    }
-
-    /// Reads, parses and checks a configuration file.
-    pub fn load(path: &Path) -> Result<Config> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
-        Config::parse(&text)
     }
 
     fn check(&self) -> Result<()> {

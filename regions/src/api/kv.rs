@@ -1,9 +1,9 @@
-//! The HTTP API every region serves (axum): the key-value routes, placement, the regions'
-//! status, and the internal routes peers call. Requests for keys homed elsewhere are
-//! forwarded to the home region, marked so that a disagreement on placement cannot loop.
+//! The key-value routes: reads, writes (`PUT`, `PATCH` with an addition or an undo,
+//! `DELETE`) and the internal routes a forwarded write or undo arrives on. A request for a key homed elsewhere is
+//! forwarded to its home, marked so that a disagreement on placement cannot loop; a read
+//! may be answered here when the local copy is fresh enough (see [`crate::node`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -13,79 +13,25 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use regions_core::closed::ReadConsistency;
+use regions_core::protocol::{PatchRequest, PutRequest, ReadResponse, WriteCommand, WriteConsistency};
 use serde::Deserialize;
 
-use crate::closed::{self, ReadConsistency};
-use crate::hlc::Timestamp;
+use super::problem::{ApiError, ProblemType};
+use super::{Shared, body_of, check_key, checked_op_id, parse_version, peer_body, query};
 use crate::node::{ReadRequest, Region};
-use crate::problem::{ApiError, ProblemType};
-use crate::protocol::{
-    Intent, PatchRequest, PlacementResponse, PutRequest, RegionStatus, ReplicateBatch, WriteCommand, WriteConsistency,
-};
 use crate::{Error, Result};
+
+/// The key-value routes.
+pub(super) fn routes() -> Router<Arc<Region>> {
+    Router::new()
+        .route("/v1/kv/{*key}", get(read).put(put).patch(patch).delete(delete))
+        .route("/internal/v1/write/{*key}", post(forwarded_write))
+        .route("/internal/v1/undo/{*key}", post(forwarded_write))
+}
 
 /// Set on requests one region forwards to another.
 pub const FORWARDED_BY: &str = "x-geosaga-forwarded-by";
-
-const MAX_KEY_BYTES: usize = 1024;
-
-type Shared = State<Arc<Region>>;
-
-/// The region's routes.
-pub fn router(region: Arc<Region>) -> Router {
-    Router::new()
-        .route("/v1/kv/{*key}", get(read).put(put).patch(patch).delete(delete))
-        .route("/v1/placement/{*key}", get(placement))
-        .route("/v1/regions", get(regions))
-        .route("/readyz", get(ready))
-        .route("/internal/v1/write/{*key}", post(forwarded_write))
-        .route("/internal/v1/undo/{*key}", post(forwarded_write))
-        .route("/internal/v1/intents", post(intent))
-        .route("/internal/v1/replicate", post(replicate))
-        .merge(crate::convergence_api::routes())
-        .with_state(region)
-}
-
-/// Longest a readiness check waits for the store.
-const READY_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Ready when the region's store answers a query (within [`READY_TIMEOUT`]): a region whose
-/// database is down is up but cannot serve, and a load balancer should send elsewhere.
-async fn ready(State(region): Shared) -> Result<&'static str, ApiError> {
-    let detail = match tokio::time::timeout(READY_TIMEOUT, region.store.last_seq()).await {
-        Ok(Ok(_)) => return Ok("ready"),
-        Ok(Err(e)) => format!("the region's {} store: {e}", region.store.backend_name()),
-        Err(_) => format!(
-            "the region's {} store did not answer within {} s",
-            region.store.backend_name(),
-            READY_TIMEOUT.as_secs()
-        ),
-    };
-    Err(ApiError::new(ProblemType::StoreUnavailable, detail).at(&region.name))
-}
-
-fn check_key(key: &str) -> Result<(), ApiError> {
-    if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(ApiError::new(
-            ProblemType::InvalidParameter,
-            format!("/path/key: a key has 1 to {MAX_KEY_BYTES} bytes"),
-        ));
-    }
-    Ok(())
-}
-
-fn parse_version(path: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
-    text.map(|t| {
-        t.parse()
-            .map_err(|e: String| ApiError::new(ProblemType::InvalidParameter, format!("{path}: {e}")))
-    })
-    .transpose()
-}
-
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::new(ProblemType::InvalidParameter, format!("/query: {}", e.body_text())))
-}
 
 fn key_url(base: &str, route: &[&str], key: &str) -> Result<reqwest::Url> {
     let mut url = reqwest::Url::parse(base).map_err(|e| Error::Config(format!("address {base:?}: {e}")))?;
@@ -209,12 +155,14 @@ async fn answer_with_op(
     region: &Region,
     key: &str,
     op_id: Option<&str>,
-    answer: crate::protocol::ReadResponse,
+    answer: ReadResponse,
 ) -> Result<Response, ApiError> {
     let Some(op_id) = op_id else {
         return Ok(Json(answer).into_response());
     };
-    let applied = crate::op_ids::applied(&region.store, key, op_id)
+    let applied = region
+        .store
+        .op_applied(key, op_id)
         .await
         .map_err(|e| ApiError::from(e).at(&region.name))?;
     let mut body = serde_json::to_value(&answer).unwrap_or_default();
@@ -257,34 +205,24 @@ async fn put(
     headers: HeaderMap,
     body: Result<Json<PutRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| match e {
-        JsonRejection::JsonDataError(e) => ApiError::new(ProblemType::InvalidBody, e.body_text()),
-        other => ApiError::new(ProblemType::MalformedJson, other.body_text()),
-    })?;
+    let body = body_of(body)?;
     let cmd = WriteCommand {
         value: Some(body.value.to_string()),
-        consistency: body.consistency,
-        if_version: parse_version("/if_version", body.if_version.as_deref())?,
-        op_id: checked_op_id("/op_id", body.op_id)?,
-        add: None,
-        undo: None,
+        ..command("/", body.consistency, body.if_version, body.op_id)?
     };
     write(region, key, headers, cmd).await
 }
 
 /// `PATCH /v1/kv/{key}` with `{"add": {"path", "delta", "min", "max"}}`: the home adds; with
-/// `{"undo": {"op_id", "add"?}, "op_id"}`: the home undoes or cancels a write
-/// ([`crate::undo`]).
+/// `{"undo": {"op_id", "add"?}, "op_id"}`: the home undoes or cancels a write (see the
+/// node's `undo.rs`).
 async fn patch(
     State(region): Shared,
     Path(key): Path<String>,
     headers: HeaderMap,
     body: Result<Json<PatchRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| match e {
-        JsonRejection::JsonDataError(e) => ApiError::new(ProblemType::InvalidBody, e.body_text()),
-        other => ApiError::new(ProblemType::MalformedJson, other.body_text()),
-    })?;
+    let body = body_of(body)?;
     match (&body.add, &body.undo) {
         (Some(add), None) => add
             .check()
@@ -310,12 +248,9 @@ async fn patch(
         }
     }
     let cmd = WriteCommand {
-        value: None,
-        consistency: body.consistency,
-        if_version: parse_version("/if_version", body.if_version.as_deref())?,
-        op_id: checked_op_id("/op_id", body.op_id)?,
         add: body.add,
         undo: body.undo,
+        ..command("/", body.consistency, body.if_version, body.op_id)?
     };
     write(region, key, headers, cmd).await
 }
@@ -336,27 +271,35 @@ async fn delete(
     q: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
-    let cmd = WriteCommand {
-        value: None,
-        consistency: q.consistency,
-        if_version: parse_version("/query/if_version", q.if_version.as_deref())?,
-        op_id: checked_op_id("/query/op_id", q.op_id)?,
-        add: None,
-        undo: None,
-    };
-    write(region, key, headers, cmd).await
+    write(
+        region,
+        key,
+        headers,
+        command("/query/", q.consistency, q.if_version, q.op_id)?,
+    )
+    .await
 }
 
-fn checked_op_id(path: &str, op_id: Option<String>) -> Result<Option<String>, ApiError> {
-    if let Some(id) = &op_id {
-        crate::op_ids::check(id).map_err(|e| ApiError::new(ProblemType::InvalidParameter, format!("{path}: {e}")))?;
-    }
-    Ok(op_id)
+/// A write of no value (a deletion, unless the caller sets one) from what every write
+/// request carries; `at` is where those fields are (`/` in a body, `/query/` in the URL).
+fn command(
+    at: &str,
+    consistency: WriteConsistency,
+    if_version: Option<String>,
+    op_id: Option<String>,
+) -> Result<WriteCommand, ApiError> {
+    Ok(WriteCommand {
+        value: None,
+        consistency,
+        if_version: parse_version(&format!("{at}if_version"), if_version.as_deref())?,
+        op_id: checked_op_id(&format!("{at}op_id"), op_id)?,
+        add: None,
+        undo: None,
+    })
 }
 
 async fn forwarded_write(State(region): Shared, Path(key): Path<String>, body: Bytes) -> Result<Response, ApiError> {
-    let cmd: WriteCommand =
-        serde_json::from_slice(&body).map_err(|e| ApiError::new(ProblemType::PeerRefused, e.to_string()))?;
+    let cmd: WriteCommand = peer_body(&body)?;
     check_key(&key)?;
     Ok(Json(
         region
@@ -365,82 +308,4 @@ async fn forwarded_write(State(region): Shared, Path(key): Path<String>, body: B
             .map_err(|e| ApiError::from(e).at(&region.name))?,
     )
     .into_response())
-}
-
-async fn placement(State(region): Shared, Path(key): Path<String>) -> Result<Json<PlacementResponse>, ApiError> {
-    check_key(&key)?;
-    let home = region.home(&key);
-    Ok(Json(PlacementResponse::new(&key, home.region, &home.reason)))
-}
-
-async fn regions(State(region): Shared) -> Result<Json<Vec<RegionStatus>>, ApiError> {
-    let now_ms = region.clock.physical_ms();
-    let last_seq = region.store.last_seq().await.map_err(ApiError::from)?;
-    let healthy_within = u64::try_from(region.skew_window().as_millis()).unwrap_or(u64::MAX);
-    let (now, pending) = region.now_and_earliest_pending();
-    let mut out = vec![RegionStatus {
-        name: region.name.clone(),
-        address: region
-            .config
-            .region(&region.name)
-            .map(|r| r.address.clone())
-            .unwrap_or_default(),
-        is_self: true,
-        healthy: true,
-        last_contact_ms_ago: None,
-        closed_ts: Some(closed::closed_timestamp(now, pending, None).to_string()),
-        replication_lag_ms: Some(0),
-        unacked_entries: None,
-        anti_entropy_repaired: None,
-        anti_entropy_gap: None,
-        ..RegionStatus::default()
-    }];
-    let states = region.store.replica_states().await.map_err(ApiError::from)?;
-    for peer in &region.peers {
-        let ago = region
-            .contact
-            .lock()
-            .expect("contact lock")
-            .get(&peer.name)
-            .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX));
-        let closed = region.closed_for(&peer.name);
-        let acked = region
-            .acked
-            .lock()
-            .expect("acked lock")
-            .get(&peer.name)
-            .copied()
-            .unwrap_or(0);
-        let clock_skew = region.clock_skew.of(&peer.name);
-        // A peer whose timestamps were refused lately is not healthy, whatever the contact.
-        let skewed = clock_skew.iter().any(|s| s.last_ms_ago <= healthy_within);
-        out.push(RegionStatus {
-            name: peer.name.clone(),
-            address: peer.address.clone(),
-            is_self: false,
-            healthy: ago.is_some_and(|a| a <= healthy_within) && !skewed,
-            clock_skew,
-            last_contact_ms_ago: ago,
-            closed_ts: closed.map(|c| c.to_string()),
-            replication_lag_ms: closed.map(|c| now_ms.saturating_sub(c.wall_ms)),
-            unacked_entries: Some(last_seq - acked),
-            anti_entropy_repaired: Some(region.anti_entropy.repaired(&peer.name)),
-            anti_entropy_gap: Some(states.get(&peer.name).is_some_and(|s| s.gap.is_some())),
-            ..RegionStatus::default()
-        });
-    }
-    crate::membership::annotate(&region, &mut out, last_seq);
-    Ok(Json(out))
-}
-
-async fn intent(State(region): Shared, body: Bytes) -> Result<Response, ApiError> {
-    let intent: Intent =
-        serde_json::from_slice(&body).map_err(|e| ApiError::new(ProblemType::PeerRefused, e.to_string()))?;
-    Ok(Json(region.accept_intent(&intent).await?).into_response())
-}
-
-async fn replicate(State(region): Shared, body: Bytes) -> Result<Response, ApiError> {
-    let batch: ReplicateBatch =
-        serde_json::from_slice(&body).map_err(|e| ApiError::new(ProblemType::PeerRefused, e.to_string()))?;
-    Ok(Json(region.accept_batch(&batch).await?).into_response())
 }

@@ -1,72 +1,16 @@
-//! A region node: the decisions of the pure core applied to its store and its peers.
-//! [`Region`] executes writes for the keys homed here, serves reads (`node/read.rs`), and
-//! holds what the replication tasks ([`crate::replication`]) and the HTTP API
-//! ([`crate::api`]) share.
+//! Writes at this region: a write of a key homed here (or written anywhere) runs under the
+//! key's lock, takes a timestamp registered as pending until it committed or aborted (no
+//! closed timestamp passes a pending write), and becomes visible only once its quorum
+//! stored it, if strong (`quorum.rs`).
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
-use crate::config::Config;
-use crate::hlc::{Clock, Timestamp};
-use crate::placement::{Home, Placement};
-use crate::protocol::{WriteCommand, WriteConsistency, WriteResponse};
-use crate::store::Store;
+use regions_core::hlc::Timestamp;
+use regions_core::protocol::{WriteCommand, WriteConsistency, WriteResponse};
+
+use super::{KEY_LOCKS, LATEST, Region, op_ids, quorum};
 use crate::{Error, Result};
-
-mod read;
-
-pub use read::ReadRequest;
-
-/// The newest possible timestamp: reads "now" as of it.
-pub const LATEST: Timestamp = Timestamp {
-    wall_ms: u64::MAX,
-    logical: u32::MAX,
-};
-
-const KEY_LOCKS: usize = 64;
-
-/// Another region as this one reaches it.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    /// Its name.
-    pub name: String,
-    /// Its base URL.
-    pub address: String,
-}
-
-/// One region.
-pub struct Region {
-    /// Its name.
-    pub name: String,
-    /// The cluster's configuration.
-    pub config: Config,
-    /// The placement function (re-homing replaces it).
-    placement: RwLock<Arc<Placement>>,
-    /// Its hybrid logical clock.
-    pub clock: Clock,
-    /// Its storage.
-    pub store: Store,
-    /// The other regions.
-    pub peers: Vec<Peer>,
-    pub(crate) http: reqwest::Client,
-    pending: Arc<Mutex<BTreeSet<Timestamp>>>,
-    key_locks: Vec<tokio::sync::Mutex<()>>,
-    /// Per home: the closed timestamp applied here.
-    pub(crate) closed: Mutex<HashMap<String, Timestamp>>,
-    /// Per peer: the last successful exchange.
-    pub(crate) contact: Mutex<HashMap<String, Instant>>,
-    /// Per peer: the log position it acknowledged.
-    pub(crate) acked: Mutex<HashMap<String, i64>>,
-    /// Bumped whenever a write was logged and resolved: wakes the log shippers.
-    pub(crate) log_changed: Arc<tokio::sync::watch::Sender<u64>>,
-    /// The members and what the failure detector thinks of them.
-    pub membership: crate::membership::Membership,
-    /// What anti-entropy repaired.
-    pub anti_entropy: crate::antientropy::Stats,
-    /// Peers' timestamps refused for clock skew, and ours refused by peers.
-    pub clock_skew: crate::skew::Refusals,
-}
 
 /// Keeps a write's timestamp among the pending ones until dropped.
 pub(crate) struct PendingGuard {
@@ -83,101 +27,6 @@ impl Drop for PendingGuard {
 }
 
 impl Region {
-    /// Opens region `name` of `config` with its own clock: migrates its store, aborts the
-    /// strong writes a crash left pending, and loads what it had applied and shipped.
-    pub async fn open(config: Config, name: &str, clock: Clock) -> Result<Region> {
-        let me = config.region(name)?.clone();
-        let storage = me.storage()?;
-        let opened = match Store::open_storage(&storage).await {
-            Ok(store) => store.claim(name).await.map(|()| store),
-            Err(e) => Err(e),
-        };
-        let store = opened.map_err(|e| Error::StoreOpen {
-            store: storage.describe(),
-            source: Box::new(e),
-        })?;
-        tracing::info!(region = name, store = %storage.describe(), "store opened");
-        let aborted = store.abort_all_pending().await?;
-        if aborted > 0 {
-            tracing::info!(
-                region = name,
-                aborted,
-                "aborted strong writes left pending by a restart"
-            );
-        }
-        let closed = store
-            .replica_states()
-            .await?
-            .into_iter()
-            .map(|(h, s)| (h, s.readable_closed()))
-            .collect();
-        let placement = crate::rehome::with_overrides(config.placement()?, &store.placement_overrides().await?);
-        let acked = store.cursors().await?;
-        let peers = config
-            .regions
-            .iter()
-            .filter(|r| r.name != name)
-            .map(|r| Peer {
-                name: r.name.clone(),
-                address: r.address.trim_end_matches('/').to_owned(),
-            })
-            .collect();
-        let http = crate::tls::http_client(&config)?;
-        let membership = crate::membership::Membership::open(&config, name)?;
-        Ok(Region {
-            name: name.to_owned(),
-            placement: RwLock::new(Arc::new(placement)),
-            config,
-            clock,
-            store,
-            peers,
-            http,
-            pending: Arc::default(),
-            key_locks: (0..KEY_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
-            closed: Mutex::new(closed),
-            contact: Mutex::default(),
-            acked: Mutex::new(acked),
-            log_changed: Arc::new(tokio::sync::watch::Sender::new(0)),
-            membership,
-            anti_entropy: crate::antientropy::Stats::default(),
-            clock_skew: crate::skew::Refusals::default(),
-        })
-    }
-
-    /// The home of `key`.
-    pub fn home(&self, key: &str) -> Home {
-        self.placement().home(key)
-    }
-
-    /// The placement function in force.
-    pub fn placement(&self) -> Arc<Placement> {
-        self.placement.read().expect("placement lock").clone()
-    }
-
-    /// Replaces the placement function (re-homing).
-    pub(crate) fn set_placement(&self, placement: Placement) {
-        *self.placement.write().expect("placement lock") = Arc::new(placement);
-    }
-
-    /// Whether this region executes writes of `key`: it is its home, or the key may be
-    /// written anywhere and this region holds a replica.
-    pub fn executes_writes(&self, key: &str) -> bool {
-        let placement = self.placement();
-        // A replica-only member ships no log: its writes would never leave it.
-        placement.home(key).region == self.name
-            || (placement.writes_anywhere(key).is_some()
-                && placement.replicates_to(key, &self.name)
-                && self.membership.is_voter())
-    }
-
-    /// The peer called `name`.
-    pub fn peer(&self, name: &str) -> Result<&Peer> {
-        self.peers
-            .iter()
-            .find(|p| p.name == name)
-            .ok_or_else(|| Error::Peer(format!("unknown region {name:?}")))
-    }
-
     /// A timestamp for a new write, registered as pending so that no closed timestamp
     /// passes it until the guard drops (the write committed or aborted).
     pub(crate) fn begin_write(&self) -> PendingGuard {
@@ -191,17 +40,28 @@ impl Region {
         }
     }
 
+    /// A receiver woken whenever a write was logged and resolved (the log shippers wait on
+    /// it).
+    pub(crate) fn log_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.log_changed.subscribe()
+    }
+
     /// The clock's `now` and the earliest pending write, read together.
     pub(crate) fn now_and_earliest_pending(&self) -> (Timestamp, Option<Timestamp>) {
         let pending = self.pending.lock().expect("pending lock");
         (self.clock.now(), pending.first().copied())
     }
 
-    /// The oldest timestamp reads may still ask for.
-    pub fn gc_horizon(&self) -> Timestamp {
-        Timestamp {
-            wall_ms: self.clock.physical_ms().saturating_sub(self.config.retention_ms),
-            logical: 0,
+    /// The lock a write of `key` holds from its checks to its commit or abort.
+    pub(crate) fn key_lock(&self, key: &str) -> &tokio::sync::Mutex<()> {
+        &self.key_locks[(regions_core::placement::hash(key.as_bytes()) % KEY_LOCKS as u64) as usize]
+    }
+
+    /// Waits for every write in progress to finish (re-homing: after the placement changed,
+    /// none of the moved keys can start another here).
+    pub(crate) async fn drain_writes(&self) {
+        for lock in &self.key_locks {
+            drop(lock.lock().await);
         }
     }
 
@@ -232,18 +92,18 @@ impl Region {
             });
         }
         if let Some(undo) = &cmd.undo {
-            return crate::undo::undo_locked(self, key, &home, cmd, undo).await;
+            return super::undo::undo_locked(self, key, &home, cmd, undo).await;
         }
         self.write_locked(key, &home, cmd).await
     }
 
     /// Executes a write of a key homed here (or written anywhere), its write lock held.
-    pub(crate) async fn write_locked(&self, key: &str, home: &str, cmd: &WriteCommand) -> Result<WriteResponse> {
+    pub(super) async fn write_locked(&self, key: &str, home: &str, cmd: &WriteCommand) -> Result<WriteResponse> {
         if let Some(prefix) = self.placement().writes_anywhere(key).map(str::to_owned) {
             return self.write_anywhere(key, home, &prefix, cmd).await;
         }
-        // An op id seen before: answer with the first write's result (crate::op_ids).
-        let op = crate::op_ids::before_write(self, key, cmd).await?;
+        // An op id seen before: answer with the first write's result (regions_core::op_ids).
+        let op = op_ids::before_write(self, key, cmd).await?;
         if let Some(mut replay) = op.replay {
             if let Some(add) = &cmd.add {
                 replay.value = add.result_from(replay.previous.as_ref().map(|p| &p.value));
@@ -287,7 +147,7 @@ impl Region {
         };
         let guard = self.begin_write();
         let ts = guard.ts;
-        let previous = crate::op_ids::prepare_write(self, key, cmd, ts, current.as_ref()).await?;
+        let previous = op_ids::prepare_write(self, key, cmd, ts, current.as_ref()).await?;
         match cmd.consistency {
             WriteConsistency::Async => {
                 self.store
@@ -296,7 +156,7 @@ impl Region {
             }
             WriteConsistency::Strong => {
                 let seq = self.store.log_pending(key, ts, cmd.value.as_deref()).await?;
-                let outcome = match crate::replication::store_intents(self, key, seq, ts, cmd.value.as_deref()).await {
+                let outcome = match quorum::store_intents(self, key, seq, ts, cmd.value.as_deref()).await {
                     Ok(()) => {
                         self.store
                             .commit_pending(seq, key, ts, cmd.value.as_deref(), &self.name)
@@ -328,20 +188,7 @@ impl Region {
         })
     }
 
-    /// The lock a write of `key` holds from its checks to its commit or abort.
-    pub(crate) fn key_lock(&self, key: &str) -> &tokio::sync::Mutex<()> {
-        &self.key_locks[(crate::placement::hash(key.as_bytes()) % KEY_LOCKS as u64) as usize]
-    }
-
-    /// Waits for every write in progress to finish (re-homing: after the placement changed,
-    /// none of the moved keys can start another here).
-    pub(crate) async fn drain_writes(&self) {
-        for lock in &self.key_locks {
-            drop(lock.lock().await);
-        }
-    }
-
-    /// An async write of a key written anywhere, executed here (see [`crate::conflict`]).
+    /// An async write of a key written anywhere, executed here (see [`regions_core::conflict`]).
     async fn write_anywhere(&self, key: &str, home: &str, prefix: &str, cmd: &WriteCommand) -> Result<WriteResponse> {
         if cmd.add.is_some() {
             return Err(Error::BadRequest(format!(
@@ -357,7 +204,7 @@ impl Region {
         }
         // An op id is remembered by the region that executed the write: a retry sent there
         // is answered with the first result (one sent elsewhere writes again).
-        let op = crate::op_ids::before_write(self, key, cmd).await?;
+        let op = op_ids::before_write(self, key, cmd).await?;
         if let Some(replay) = op.replay {
             return Ok(WriteResponse {
                 home_region: home.to_owned(),
@@ -366,7 +213,7 @@ impl Region {
         }
         let guard = self.begin_write();
         let ts = guard.ts;
-        let previous = crate::op_ids::prepare_write(self, key, cmd, ts, op.current.as_ref()).await?;
+        let previous = op_ids::prepare_write(self, key, cmd, ts, op.current.as_ref()).await?;
         self.store
             .write_anywhere(key, ts, cmd.value.as_deref(), &self.name, prefix)
             .await?;

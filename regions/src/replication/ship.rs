@@ -1,4 +1,4 @@
-//! Log shipping, pipelined: one task per peer pushes the home's log as soon as a write is
+//! A home's log shipping, pipelined: one task per peer pushes the home's log as soon as a write is
 //! logged (the write path signals it), keeps up to [`MAX_IN_FLIGHT`] batches in flight over
 //! the client's kept-alive connections, and sends an empty batch (a closed timestamp only)
 //! when nothing was sent for `closed_ts_interval_ms` and fewer than [`MAX_EMPTY_IN_FLIGHT`]
@@ -15,8 +15,12 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use tokio::time::Instant;
 
+use regions_core::closed;
+use regions_core::protocol::{EntryKind, EntryState, Gap, LogEntry, ReplicateAck, ReplicateBatch};
+
+use super::OUT_OF_ORDER;
+use crate::Result;
 use crate::node::{Peer, Region};
-use crate::protocol::{ReplicateAck, ReplicateBatch};
 
 /// Batches in flight to one peer at most.
 pub const MAX_IN_FLIGHT: usize = 8;
@@ -24,24 +28,115 @@ pub const MAX_IN_FLIGHT: usize = 8;
 /// An empty batch is sent only while fewer batches than this are in flight.
 pub const MAX_EMPTY_IN_FLIGHT: usize = 4;
 
-/// How a replica's refusal of a batch that overtook its predecessor starts.
-pub(crate) const OUT_OF_ORDER: &str = "out-of-order batch";
-
-impl Region {
-    /// Every region this one ships its log to: its configured peers and the replica-only
-    /// members that joined since.
-    pub(crate) fn shipping_targets(&self) -> Vec<Peer> {
-        let mut targets = self.peers.clone();
-        for m in self.membership.learners() {
-            if m.name != self.name && !targets.iter().any(|p| p.name == m.name) {
-                targets.push(Peer {
-                    name: m.name,
-                    address: m.address,
-                });
-            }
+/// Every region this one ships its log to: its configured peers and the replica-only
+/// members that joined since.
+fn shipping_targets(region: &Region) -> Vec<Peer> {
+    let mut targets = region.peers.clone();
+    for m in region.membership.learners() {
+        if m.name != region.name && !targets.iter().any(|p| p.name == m.name) {
+            targets.push(Peer {
+                name: m.name,
+                address: m.address,
+            });
         }
-        targets
     }
+    targets
+}
+
+/// The next batch of the log for `peer`, holding the entries after `after` (the position
+/// the previous batch in flight ended at), with the timestamp it closes. Returns the batch
+/// and whether it was full (more entries are waiting).
+async fn next_batch(region: &Region, peer: &Peer, after: i64) -> Result<(ReplicateBatch, bool)> {
+    // Read the clock and the pending writes before the log: every write at or below the
+    // closed timestamp is then either in the log already or accounted for.
+    let (now, earliest_pending) = region.now_and_earliest_pending();
+    let mut entries = region.store.log_after(after, region.config.ship_batch).await?;
+    let gap = gap_after(region, after, entries.first().map(|e| e.seq)).await?;
+    let full = entries.len() == region.config.ship_batch as usize;
+    if let Some(i) = entries.iter().position(|e| e.state == EntryState::Pending) {
+        entries.truncate(i);
+    }
+    let last = entries.last().map_or(after, |e| e.seq);
+    let earliest_unshipped = region.store.earliest_after(last).await?;
+    let full = full && !entries.is_empty();
+    let (entries, skip_to) = for_peer(region, peer, entries, last);
+    let batch = ReplicateBatch {
+        from: region.name.clone(),
+        entries,
+        closed: closed::closed_timestamp(now, earliest_pending, earliest_unshipped),
+        skip_to,
+        gap,
+        after: Some(after),
+    };
+    Ok((batch, full))
+}
+
+/// Records `peer`'s acknowledgement (cumulative: everything up to `applied_seq`) and
+/// truncates what every peer acknowledged.
+async fn record_ack(region: &Region, peer: &Peer, ack: ReplicateAck) -> Result<()> {
+    region.touch(&peer.name);
+    if ack.applied_seq > region.acked_by(&peer.name) {
+        region.store.set_cursor(&peer.name, ack.applied_seq).await?;
+        region.set_acked(&peer.name, ack.applied_seq);
+        truncate(region).await?;
+    }
+    Ok(())
+}
+
+/// Drops from a batch for `peer` the entries of keys it holds no replica of; returns what
+/// is left and, if anything was dropped, how far the batch covers the log.
+fn for_peer(region: &Region, peer: &Peer, mut entries: Vec<LogEntry>, last: i64) -> (Vec<LogEntry>, Option<i64>) {
+    let placement = region.placement();
+    let before = entries.len();
+    entries.retain(|e| e.kind == EntryKind::Counter || placement.replicates_to(&e.key, &peer.name));
+    let skip_to = (entries.len() < before).then_some(last);
+    (entries, skip_to)
+}
+
+/// The entries after `after` that are gone from the log (truncated past the retention
+/// before the peer got them), given the first entry read after `after`. Sequence numbers
+/// have no holes, so that entry (or, with none, the truncation point) says where the gap
+/// ends; the clock read now, after the log, is above every truncated entry's timestamp.
+/// Anti-entropy repairs the gap; the peer's position moves past it.
+async fn gap_after(region: &Region, after: i64, first: Option<i64>) -> Result<Option<Gap>> {
+    let missing_upto = match first {
+        Some(seq) => seq - 1,
+        None => region.store.truncated_upto().await?,
+    };
+    Ok((missing_upto > after).then(|| Gap {
+        upto_seq: missing_upto,
+        upto_ts: region.clock.now(),
+    }))
+}
+
+/// Drops the log entries every peer acknowledged, and those beyond the log's retention.
+async fn truncate(region: &Region) -> Result<()> {
+    let floor = shipping_targets(region)
+        .iter()
+        .map(|p| region.acked_by(&p.name))
+        .min()
+        .unwrap_or(0);
+    if floor > 0 {
+        let dropped = region.store.truncate_log(floor).await?;
+        if dropped > 0 {
+            tracing::debug!(region = region.name, upto = floor, dropped, "replication log truncated");
+        }
+    }
+    if region.config.log_retention_entries > 0 {
+        let dropped = region
+            .store
+            .truncate_to_retention(region.config.log_retention_entries)
+            .await?;
+        if dropped > 0 {
+            tracing::info!(
+                region = region.name,
+                dropped,
+                "replication log past its retention: entries a peer had not acknowledged were dropped; \
+                 anti-entropy will repair that peer"
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn send(region: Arc<Region>, peer: Peer, batch: ReplicateBatch) -> Result<ReplicateAck, String> {
@@ -82,7 +177,7 @@ fn empty_due(in_flight: usize, next_due: Instant) -> bool {
 /// Ships the log to `peer` for ever (see the module's documentation).
 pub async fn ship_loop(region: Arc<Region>, peer: Peer) {
     let interval = Duration::from_millis(region.config.closed_ts_interval_ms);
-    let mut logged = region.log_changed.subscribe();
+    let mut logged = region.log_changes();
     let mut sent = region.acked_by(&peer.name);
     let mut in_flight = FuturesOrdered::new();
     let mut next_due = Instant::now();
@@ -94,7 +189,7 @@ pub async fn ship_loop(region: Arc<Region>, peer: Peer) {
             retry_at = None;
         }
         while retry_at.is_none() && in_flight.len() < MAX_IN_FLIGHT && (more || empty_due(in_flight.len(), next_due)) {
-            match region.next_batch(&peer, sent).await {
+            match next_batch(&region, &peer, sent).await {
                 Ok((batch, full)) => {
                     if batch.entries.is_empty() && !empty_due(in_flight.len(), next_due) {
                         more = false;
@@ -120,7 +215,7 @@ pub async fn ship_loop(region: Arc<Region>, peer: Peer) {
             _ = logged.changed() => more = true,
             Some(result) = in_flight.next(), if !in_flight.is_empty() => match result {
                 Ok(ack) => {
-                    if let Err(e) = region.record_ack(&peer, ack).await {
+                    if let Err(e) = record_ack(&region, &peer, ack).await {
                         tracing::warn!(region = region.name, peer = peer.name, error = %e, "recording an acknowledgement failed");
                     }
                     if failing {
@@ -152,8 +247,11 @@ pub async fn ship_loop(region: Arc<Region>, peer: Peer) {
 mod tests {
     use serde_json::json;
 
+    use regions_core::hlc::{Clock, Timestamp};
+
     use super::*;
-    use crate::hlc::{Clock, Timestamp};
+    use crate::replication::accept_batch;
+    use crate::store::MemoryStore;
 
     fn batch(after: i64, seqs: &[i64]) -> ReplicateBatch {
         let ts = |wall_ms: u64| serde_json::to_value(Timestamp { wall_ms, logical: 0 }).unwrap();
@@ -173,16 +271,18 @@ mod tests {
             dir.path().join("a.db").display()
         ))
         .unwrap();
-        let region = Region::open(config, "a", Clock::system(250)).await.unwrap();
+        let store = Arc::new(MemoryStore::new());
+        let region = Region::with_store(config, "a", Clock::system(250), store)
+            .await
+            .unwrap();
         // The second batch overtook the first: refused, nothing applied.
-        let refused = region.accept_batch(&batch(2, &[3, 4])).await.unwrap_err();
+        let refused = accept_batch(&region, &batch(2, &[3, 4])).await.unwrap_err();
         assert!(refused.to_string().contains(OUT_OF_ORDER), "{refused}");
-        assert_eq!(region.accept_batch(&batch(0, &[1, 2])).await.unwrap().applied_seq, 2);
-        assert_eq!(region.accept_batch(&batch(2, &[3, 4])).await.unwrap().applied_seq, 4);
+        assert_eq!(accept_batch(&region, &batch(0, &[1, 2])).await.unwrap().applied_seq, 2);
+        assert_eq!(accept_batch(&region, &batch(2, &[3, 4])).await.unwrap().applied_seq, 4);
         // A batch sent again after a reset overlaps what was applied: accepted, idempotent.
         assert_eq!(
-            region
-                .accept_batch(&batch(0, &[1, 2, 3, 4, 5]))
+            accept_batch(&region, &batch(0, &[1, 2, 3, 4, 5]))
                 .await
                 .unwrap()
                 .applied_seq,

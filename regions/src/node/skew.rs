@@ -1,7 +1,7 @@
 //! Clock skew between regions as this region sees it, for `/v1/regions`.
 //!
 //! A region refuses a peer's message whose timestamp is further ahead of its own clock than
-//! `max_clock_offset_ms` ([`crate::hlc::ClockError`]): the bounded-staleness promise rests
+//! `max_clock_offset_ms` ([`ClockError`]): the bounded-staleness promise rests
 //! on that bound, and a peer with a broken clock must not drag the cluster's clocks into
 //! the future. The refusal is a `clock-skew` problem (400). Both ends record it per peer:
 //! the receiver ("this peer's clock is ahead of ours") and the sender, from the problem it
@@ -19,34 +19,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use regions_core::hlc::ClockError;
+use regions_core::protocol::{ClockSkew, Problem, SkewSide as Side};
 
+use super::Region;
 use crate::Error;
-use crate::hlc::ClockError;
-use crate::node::Region;
-
-/// Which end of a refused exchange this region was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Side {
-    /// The peer's timestamps were too far ahead of this region's clock: refused here.
-    PeerAhead,
-    /// This region's timestamps were too far ahead of the peer's clock: refused there.
-    OursAhead,
-}
-
-/// The last refusal of one side for one peer, as `/v1/regions` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClockSkew {
-    /// Which side refused.
-    pub side: Side,
-    /// Why, as the refusing clock said it (how far ahead, the maximum offset).
-    pub error: String,
-    /// Refusals so far, since this region started.
-    pub count: u64,
-    /// Milliseconds since the last one.
-    pub last_ms_ago: u64,
-}
 
 struct Seen {
     error: String,
@@ -130,12 +107,10 @@ impl Region {
     /// Looks at a peer's refusal (`body`, a problem document); notes it if it was a
     /// `clock-skew` one, that is, our timestamps too far ahead of the peer's clock.
     pub(crate) fn note_refusal(&self, peer: &str, body: &str) {
-        let Ok(problem) = serde_json::from_str::<crate::problem::Problem>(body) else {
+        let Ok(problem) = serde_json::from_str::<Problem>(body) else {
             return;
         };
-        if problem.r#type.ends_with(crate::problem::ProblemType::ClockSkew.slug())
-            && self.clock_skew.record(peer, Side::OursAhead, &problem.detail)
-        {
+        if problem.is_clock_skew() && self.clock_skew.record(peer, Side::OursAhead, &problem.detail) {
             tracing::warn!(
                 region = self.name,
                 peer,
