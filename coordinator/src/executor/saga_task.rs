@@ -218,6 +218,9 @@ impl Driver {
                     cancel = Some("cancel requested".to_owned());
                 }
             }
+            if !launch.is_empty() && !self.inner.lease_held() {
+                Box::pin(self.await_lease()).await?;
+            }
             for work in launch.drain(..) {
                 let runners = self.inner.runners.clone();
                 let span = self.attempt_span(work);
@@ -320,6 +323,33 @@ impl Driver {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_STORE_BACKOFF);
                     append.now_ms = now_ms();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// This node's renewals failed for longer than its lease allows: launch nothing until
+    /// one succeeds, and then only if the saga is still this task's (another coordinator
+    /// may have adopted it meanwhile; a paused process finds out here, before it sends
+    /// anything).
+    async fn await_lease(&mut self) -> Result<()> {
+        tracing::warn!("the lease was not renewed in time; holding attempts until it is");
+        let mut deadline = self.inner.lease_deadline.subscribe();
+        while !self.inner.lease_held() {
+            if deadline.changed().await.is_err() {
+                return Err(Error::Fenced(self.id));
+            }
+        }
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.inner.store.get_saga(self.id).await {
+                Ok(Some(row)) if row.fence().as_ref() == Some(&self.fence) => return Ok(()),
+                Ok(_) => return Err(Error::Fenced(self.id)),
+                Err(Error::Store(message)) => {
+                    tracing::warn!(error = %message, "reading the saga's owner failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_STORE_BACKOFF);
                 }
                 Err(e) => return Err(e),
             }

@@ -56,7 +56,7 @@ async fn placement(State(region): Shared, Path(key): Path<String>) -> Result<Jso
 async fn regions(State(region): Shared) -> Result<Json<Vec<RegionStatus>>, ApiError> {
     let now_ms = region.clock.physical_ms();
     let last_seq = region.store.last_seq().await.map_err(ApiError::from)?;
-    let healthy_within = (region.config.closed_ts_interval_ms * 5).max(1_000);
+    let healthy_within = u64::try_from(region.skew_window().as_millis()).unwrap_or(u64::MAX);
     let (now, pending) = region.now_and_earliest_pending();
     let mut out = vec![RegionStatus {
         name: region.name.clone(),
