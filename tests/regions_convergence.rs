@@ -432,8 +432,8 @@ async fn a_rule_replica_set_keeps_its_keys_off_other_regions() {
     let versions = |name: &str| {
         let path = dir.path().join(format!("{name}.db"));
         async move {
-            let store = regions::store::Store::open(&path).await.unwrap();
-            store.versions("p/secret").await.unwrap().len()
+            let store = regions::store::SqliteStore::open(&path).await.unwrap();
+            regions::store::Store::versions(&store, "p/secret").await.unwrap().len()
         }
     };
     assert_eq!(versions("ap-south").await, 0);

@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! - [`Kind`]: what an API's own vocabulary of problems (an exhaustive enum per API:
-//!   `coordinator::api::error::ProblemType`, `regions::problem::ProblemType`) says of each
+//!   `coordinator::api::error::ProblemType`, `regions::api::problem::ProblemType`) says of each
 //!   kind: the last segment of its stable `type` URI under [`PROBLEM_BASE`], its one status
 //!   and its title. Clients branch on the `type`, never on the wording of `detail`.
 //! - [`Problem`]: the document (`application/problem+json`), with the members both APIs use
@@ -98,6 +98,13 @@ impl Problem {
     pub fn is(&self, kind: impl Kind) -> bool {
         self.r#type == kind.uri()
     }
+
+    /// The last segment of the `type` URI, if it is one of geosaga's (under
+    /// [`PROBLEM_BASE`]): how a client that does not link the answering API's kinds
+    /// branches on a problem.
+    pub fn slug(&self) -> Option<&str> {
+        self.r#type.strip_prefix(PROBLEM_BASE)
+    }
 }
 
 /// The response carrying `problem` (of `kind`), with extra `headers` (`Retry-After`,
@@ -158,6 +165,7 @@ mod tests {
     fn a_problem_names_its_kind_and_leaves_out_empty_members() {
         let problem = Problem::new(Gone, "it went");
         assert!(problem.is(Gone));
+        assert_eq!(problem.slug(), Some("gone"));
         let json = serde_json::to_value(&problem).unwrap();
         assert_eq!(
             json,

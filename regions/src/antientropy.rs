@@ -5,8 +5,8 @@
 //!
 //! A round of region `R` with peer `P` covers the writes whose *origin* is `P` (the
 //! versions `P` executed and `P`'s counter components): `P` is authoritative for them.
-//! Items are grouped into [`BUCKETS`] buckets by key hash; each bucket's digest is the
-//! wrapping sum of its items' hashes (order-free). `R` asks `P` for its bucket digests,
+//! Items are grouped into buckets by key hash ([`regions_core::digest`]); each bucket's digest is
+//! the wrapping sum of its items' hashes (order-free). `R` asks `P` for its bucket digests,
 //! computes its own, and fetches the items of the differing buckets only.
 //!
 //! The window compared per key: the newest version at or below `since`, and every version
@@ -25,136 +25,16 @@
 //! and the gap closes: reads trust the batch's closed timestamp again. A gap that opened
 //! during the round is newer (a greater `g`) and stays open.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use regions_core::digest::{bucket_of, differing, digest, window};
+use regions_core::hlc::Timestamp;
+use regions_core::protocol::{CounterRow, DigestRequest, DigestResponse};
 
-use crate::counter::Component;
-use crate::hlc::Timestamp;
 use crate::node::{Peer, Region};
-use crate::placement::hash;
-use crate::store_convergence::{CounterRow, VersionRow};
 use crate::{Error, Result};
-
-/// Buckets of a digest.
-pub const BUCKETS: usize = 64;
-
-/// The bucket of `key`.
-pub fn bucket_of(key: &str) -> usize {
-    (hash(key.as_bytes()) % BUCKETS as u64) as usize
-}
-
-/// Of a key's version timestamps (newest first), those a round compares: the newest at or
-/// below `since`, and every one in `(since, upto]`.
-pub fn window(newest_first: &[Timestamp], since: Timestamp, upto: Timestamp) -> Vec<Timestamp> {
-    let mut out: Vec<Timestamp> = newest_first
-        .iter()
-        .copied()
-        .filter(|t| *t > since && *t <= upto)
-        .collect();
-    if let Some(base) = newest_first.iter().copied().find(|t| *t <= since) {
-        out.push(base);
-    }
-    out
-}
-
-fn version_item(key: &str, ts: &[Timestamp]) -> u64 {
-    let mut text = format!("v\0{key}");
-    for t in ts {
-        text.push_str(&format!("\0{t}"));
-    }
-    hash(text.as_bytes())
-}
-
-fn counter_item(key: &str, c: Component) -> u64 {
-    hash(format!("c\0{key}\0{}\0{}", c.p, c.n).as_bytes())
-}
-
-/// The digest of a set of items: per bucket, the wrapping sum of its items' hashes.
-/// `versions`: per key, the compared timestamps (see [`window`]); `counters`: components.
-pub fn digest<'a>(
-    versions: impl IntoIterator<Item = (&'a str, &'a [Timestamp])>,
-    counters: impl IntoIterator<Item = (&'a str, Component)>,
-) -> Vec<u64> {
-    let mut buckets = vec![0u64; BUCKETS];
-    for (key, ts) in versions {
-        if !ts.is_empty() {
-            let b = &mut buckets[bucket_of(key)];
-            *b = b.wrapping_add(version_item(key, ts));
-        }
-    }
-    for (key, c) in counters {
-        let b = &mut buckets[bucket_of(key)];
-        *b = b.wrapping_add(counter_item(key, c));
-    }
-    buckets
-}
-
-/// The buckets whose digests differ.
-pub fn differing(ours: &[u64], theirs: &[u64]) -> Vec<usize> {
-    (0..BUCKETS).filter(|&i| ours.get(i) != theirs.get(i)).collect()
-}
-
-/// `POST /internal/v1/anti-entropy/digest`: the digests of the answering region's own
-/// writes that `from` holds replicas of, over a window.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DigestRequest {
-    /// The asking region.
-    pub from: String,
-    /// The window's lower end.
-    pub since: Timestamp,
-    /// The window's upper end.
-    pub upto: Timestamp,
-    /// `None`: the digests; a list: the items of these buckets.
-    #[serde(default)]
-    pub buckets: Option<Vec<usize>>,
-}
-
-/// The answer: digests, or the items of the buckets asked for.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct DigestResponse {
-    /// Per bucket (when digests were asked for).
-    #[serde(default)]
-    pub digests: Vec<u64>,
-    /// Versions in the window of the keys of the buckets asked for.
-    #[serde(default)]
-    pub versions: Vec<VersionRow>,
-    /// Counter components of the buckets asked for.
-    #[serde(default)]
-    pub counters: Vec<CounterRow>,
-}
-
-/// What anti-entropy did, per peer, since this region started.
-#[derive(Default)]
-pub struct Stats {
-    repaired: Mutex<HashMap<String, u64>>,
-    /// Held while a replica state is written and the closed timestamp reads use is set
-    /// from it, so the two never disagree.
-    pub(crate) apply_lock: tokio::sync::Mutex<()>,
-}
-
-impl Stats {
-    /// Items fetched from `peer` that were new here.
-    pub fn repaired(&self, peer: &str) -> u64 {
-        self.repaired
-            .lock()
-            .expect("stats lock")
-            .get(peer)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    fn add(&self, peer: &str, n: u64) {
-        *self
-            .repaired
-            .lock()
-            .expect("stats lock")
-            .entry(peer.to_owned())
-            .or_default() += n;
-    }
-}
 
 /// What one round did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,138 +47,131 @@ pub struct Round {
     pub closed_gap: bool,
 }
 
-impl Region {
-    /// This region's items of `origin`'s writes that `requester` replicates, by key.
-    async fn items(
-        &self,
-        origin: &str,
-        requester: &str,
-        since: Timestamp,
-        upto: Timestamp,
-    ) -> Result<(BTreeMap<String, Vec<Timestamp>>, Vec<CounterRow>)> {
-        let placement = self.placement();
-        let mut versions: BTreeMap<String, Vec<Timestamp>> = BTreeMap::new();
-        for (key, ts) in self.store.version_ids_of(origin).await? {
-            if placement.replicates_to(&key, requester) {
-                versions.entry(key).or_default().push(ts);
-            }
+/// This region's items of `origin`'s writes that `requester` replicates, by key.
+async fn items(
+    region: &Region,
+    origin: &str,
+    requester: &str,
+    since: Timestamp,
+    upto: Timestamp,
+) -> Result<(BTreeMap<String, Vec<Timestamp>>, Vec<CounterRow>)> {
+    let placement = region.placement();
+    let mut versions: BTreeMap<String, Vec<Timestamp>> = BTreeMap::new();
+    for (key, ts) in region.store.version_ids_of(origin).await? {
+        if placement.replicates_to(&key, requester) {
+            versions.entry(key).or_default().push(ts);
         }
-        for ts in versions.values_mut() {
-            *ts = window(ts, since, upto);
-        }
-        versions.retain(|_, ts| !ts.is_empty());
-        Ok((versions, self.store.counters_of(origin).await?))
     }
-
-    /// Answers a peer's digest request about this region's own writes.
-    pub async fn anti_entropy_answer(&self, req: &DigestRequest) -> Result<DigestResponse> {
-        // Configured peers and members that joined later (which need it most: they start
-        // with a gap as long as the truncated log).
-        if self.peer(&req.from).is_err() && !self.membership.names().contains(&req.from) {
-            return Err(Error::Peer(format!("unknown region {:?}", req.from)));
-        }
-        let (versions, counters) = self.items(&self.name, &req.from, req.since, req.upto).await?;
-        let Some(buckets) = &req.buckets else {
-            let digests = digest(
-                versions.iter().map(|(k, ts)| (k.as_str(), ts.as_slice())),
-                counters.iter().map(|c| (c.key.as_str(), c.component)),
-            );
-            return Ok(DigestResponse {
-                digests,
-                ..DigestResponse::default()
-            });
-        };
-        let wanted = |key: &str| buckets.contains(&bucket_of(key));
-        let keys: Vec<String> = versions.keys().filter(|k| wanted(k)).cloned().collect();
-        let rows = self
-            .store
-            .versions_of(&self.name, &keys)
-            .await?
-            .into_iter()
-            .filter(|r| versions.get(&r.key).is_some_and(|ts| ts.contains(&r.ts)))
-            .collect();
-        Ok(DigestResponse {
-            versions: rows,
-            counters: counters.into_iter().filter(|c| wanted(&c.key)).collect(),
-            ..DigestResponse::default()
-        })
+    for ts in versions.values_mut() {
+        *ts = window(ts, since, upto);
     }
+    versions.retain(|_, ts| !ts.is_empty());
+    Ok((versions, region.store.counters_of(origin).await?))
+}
 
-    async fn ask(&self, peer: &Peer, req: &DigestRequest) -> Result<DigestResponse> {
-        let response = self
-            .http
-            .post(format!("{}/internal/v1/anti-entropy", peer.address))
-            .json(req)
-            .send()
-            .await
-            .map_err(|e| Error::Peer(format!("{}: {e}", peer.name)))?;
-        if !response.status().is_success() {
-            return Err(Error::Peer(format!("{} answered {}", peer.name, response.status())));
-        }
-        response
-            .json()
-            .await
-            .map_err(|e| Error::Peer(format!("{}: {e}", peer.name)))
+/// Answers a peer's digest request about this region's own writes.
+pub async fn answer(region: &Region, req: &DigestRequest) -> Result<DigestResponse> {
+    // Configured peers and members that joined later (which need it most: they start
+    // with a gap as long as the truncated log).
+    if region.peer(&req.from).is_err() && !region.membership.names().contains(&req.from) {
+        return Err(Error::Peer(format!("unknown region {:?}", req.from)));
     }
-
-    /// One anti-entropy round with `peer` (see the module documentation).
-    pub async fn anti_entropy_round(&self, peer: &Peer) -> Result<Round> {
-        let Some(state) = self.store.replica_states().await?.remove(&peer.name) else {
-            return Ok(Round {
-                differing: 0,
-                repaired: 0,
-                closed_gap: false,
-            });
-        };
-        let upto = state.closed;
-        let since = state.readable_closed().max(self.gc_horizon()).min(upto);
-        let mut req = DigestRequest {
-            from: self.name.clone(),
-            since,
-            upto,
-            buckets: None,
-        };
-        let theirs = self.ask(peer, &req).await?.digests;
-        let (versions, counters) = self.items(&peer.name, &self.name, since, upto).await?;
-        let ours = digest(
+    let (versions, counters) = items(region, &region.name, &req.from, req.since, req.upto).await?;
+    let Some(buckets) = &req.buckets else {
+        let digests = digest(
             versions.iter().map(|(k, ts)| (k.as_str(), ts.as_slice())),
             counters.iter().map(|c| (c.key.as_str(), c.component)),
         );
-        let diff = differing(&ours, &theirs);
-        let mut repaired = 0;
-        if !diff.is_empty() {
-            req.buckets = Some(diff.clone());
-            let items = self.ask(peer, &req).await?;
-            let placement = self.placement();
-            let tracked = |key: &str| placement.writes_anywhere(key).map(str::to_owned);
-            repaired = self.store.repair(&items.versions, &items.counters, &tracked).await?;
-            self.anti_entropy.add(&peer.name, repaired);
-        }
-        let mut closed_gap = false;
-        if let Some(gap) = state.gap.filter(|g| upto >= g.upto_ts) {
-            let _applying = self.anti_entropy.apply_lock.lock().await;
-            closed_gap = self.store.close_gap(&peer.name, gap.upto_seq).await?;
-            if let Some(now) = self.store.replica_states().await?.remove(&peer.name) {
-                self.set_closed(&peer.name, now.readable_closed());
-            }
-        }
-        Ok(Round {
-            differing: diff.len(),
-            repaired,
-            closed_gap,
-        })
-    }
+        return Ok(DigestResponse {
+            digests,
+            ..DigestResponse::default()
+        });
+    };
+    let wanted = |key: &str| buckets.contains(&bucket_of(key));
+    let keys: Vec<String> = versions.keys().filter(|k| wanted(k)).cloned().collect();
+    let rows = region
+        .store
+        .versions_of(&region.name, &keys)
+        .await?
+        .into_iter()
+        .filter(|r| versions.get(&r.key).is_some_and(|ts| ts.contains(&r.ts)))
+        .collect();
+    Ok(DigestResponse {
+        versions: rows,
+        counters: counters.into_iter().filter(|c| wanted(&c.key)).collect(),
+        ..DigestResponse::default()
+    })
+}
 
-    /// Sets the closed timestamp reads use for `home`.
-    pub(crate) fn set_closed(&self, home: &str, closed: Timestamp) {
-        self.closed.lock().expect("closed lock").insert(home.to_owned(), closed);
+async fn ask(region: &Region, peer: &Peer, req: &DigestRequest) -> Result<DigestResponse> {
+    let response = region
+        .http
+        .post(format!("{}/internal/v1/anti-entropy", peer.address))
+        .json(req)
+        .send()
+        .await
+        .map_err(|e| Error::Peer(format!("{}: {e}", peer.name)))?;
+    if !response.status().is_success() {
+        return Err(Error::Peer(format!("{} answered {}", peer.name, response.status())));
     }
+    response
+        .json()
+        .await
+        .map_err(|e| Error::Peer(format!("{}: {e}", peer.name)))
+}
+
+/// One anti-entropy round with `peer` (see the module documentation).
+pub async fn round(region: &Region, peer: &Peer) -> Result<Round> {
+    let Some(state) = region.store.replica_states().await?.remove(&peer.name) else {
+        return Ok(Round {
+            differing: 0,
+            repaired: 0,
+            closed_gap: false,
+        });
+    };
+    let upto = state.closed;
+    let since = state.readable_closed().max(region.gc_horizon()).min(upto);
+    let mut req = DigestRequest {
+        from: region.name.clone(),
+        since,
+        upto,
+        buckets: None,
+    };
+    let theirs = ask(region, peer, &req).await?.digests;
+    let (versions, counters) = items(region, &peer.name, &region.name, since, upto).await?;
+    let ours = digest(
+        versions.iter().map(|(k, ts)| (k.as_str(), ts.as_slice())),
+        counters.iter().map(|c| (c.key.as_str(), c.component)),
+    );
+    let diff = differing(&ours, &theirs);
+    let mut repaired = 0;
+    if !diff.is_empty() {
+        req.buckets = Some(diff.clone());
+        let items = ask(region, peer, &req).await?;
+        let placement = region.placement();
+        let tracked = |key: &str| placement.writes_anywhere(key).map(str::to_owned);
+        repaired = region.store.repair(&items.versions, &items.counters, &tracked).await?;
+        region.add_repaired(&peer.name, repaired);
+    }
+    let mut closed_gap = false;
+    if let Some(gap) = state.gap.filter(|g| upto >= g.upto_ts) {
+        let _applying = region.lock_replica_states().await;
+        closed_gap = region.store.close_gap(&peer.name, gap.upto_seq).await?;
+        if let Some(now) = region.store.replica_states().await?.remove(&peer.name) {
+            region.set_closed(&peer.name, now.readable_closed());
+        }
+    }
+    Ok(Round {
+        differing: diff.len(),
+        repaired,
+        closed_gap,
+    })
 }
 
 /// Runs an anti-entropy round with every peer each `anti_entropy_interval_ms` (0: no
 /// periodic rounds), and with a peer whose gap is open every second or so whatever the
 /// interval: nothing else closes a gap, and until then reads of that peer's keys go to it.
-pub async fn anti_entropy_loop(region: Arc<Region>) {
+pub async fn run(region: Arc<Region>) {
     let every = region.config.anti_entropy_interval_ms;
     let gap_pause = (region.config.closed_ts_interval_ms * 10).max(1_000);
     let tick = Duration::from_millis(if every == 0 { gap_pause } else { every.min(gap_pause) });
@@ -324,7 +197,7 @@ pub async fn anti_entropy_loop(region: Arc<Region>) {
             if !full && !gaps.contains(&peer.name) {
                 continue;
             }
-            match region.anti_entropy_round(&peer).await {
+            match round(&region, &peer).await {
                 Ok(round) if round.repaired > 0 || round.closed_gap => tracing::info!(
                     region = region.name,
                     peer = peer.name,
@@ -339,44 +212,5 @@ pub async fn anti_entropy_loop(region: Arc<Region>) {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ts(wall_ms: u64) -> Timestamp {
-        Timestamp { wall_ms, logical: 0 }
-    }
-
-    #[test]
-    fn the_window_is_the_base_version_and_everything_up_to_the_closed_timestamp() {
-        let versions = [ts(50), ts(40), ts(30), ts(10)];
-        assert_eq!(window(&versions, ts(35), ts(45)), vec![ts(40), ts(30)]);
-        assert_eq!(
-            window(&versions, ts(45), ts(45)),
-            vec![ts(40)],
-            "steady state: the latest"
-        );
-        assert_eq!(window(&versions, ts(5), ts(5)), Vec::<Timestamp>::new());
-    }
-
-    #[test]
-    fn digests_find_exactly_the_buckets_that_differ() {
-        let a = [ts(1), ts(2)];
-        let b = [ts(1)];
-        let same = digest([("x", &a[..]), ("y", &b[..])], [("c", Component { p: 3, n: 1 })]);
-        let reordered = digest([("y", &b[..]), ("x", &a[..])], [("c", Component { p: 3, n: 1 })]);
-        assert_eq!(differing(&same, &reordered), Vec::<usize>::new(), "order-free");
-        let missing = digest([("x", &b[..]), ("y", &b[..])], [("c", Component { p: 3, n: 1 })]);
-        assert_eq!(differing(&same, &missing), vec![bucket_of("x")]);
-        let counter = digest([("x", &a[..]), ("y", &b[..])], [("c", Component { p: 4, n: 1 })]);
-        assert_eq!(differing(&same, &counter), vec![bucket_of("c")]);
-        assert_eq!(
-            differing(&same, &[]).len(),
-            BUCKETS,
-            "an empty answer differs everywhere"
-        );
     }
 }

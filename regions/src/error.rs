@@ -1,6 +1,6 @@
 //! The crate's one error type.
 
-use crate::hlc::{ClockError, Timestamp};
+use regions_core::hlc::{ClockError, Timestamp};
 
 /// Everything that can go wrong in a region.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +34,7 @@ pub enum Error {
         current: Timestamp,
     },
     /// A write whose op id its compensation cancelled before it arrived (see
-    /// [`crate::undo`]); it was not applied.
+    /// the node's `undo.rs`); it was not applied.
     #[error(
         "the write to {key:?} with op_id {op_id:?} was cancelled by its compensation (an undo that found it not applied); it was not applied"
     )]
@@ -102,7 +102,7 @@ pub enum Error {
     /// The store could not be opened (its database unreachable, refused, or not migrated).
     #[error("opening the store ({store})")]
     StoreOpen {
-        /// The store, as [`crate::config::Storage::describe`] names it (no password).
+        /// The store, as [`regions_core::config::Storage::describe`] names it (no password).
         store: String,
         /// Why.
         #[source]
@@ -117,6 +117,19 @@ pub enum Error {
     /// I/O outside the database (binding a socket, reading the config).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<regions_core::Error> for Error {
+    /// A refusal of the pure core, as the error of the same name.
+    fn from(error: regions_core::Error) -> Error {
+        match error {
+            regions_core::Error::Config(e) => Error::Config(e),
+            regions_core::Error::BadRequest(e) => Error::BadRequest(e),
+            regions_core::Error::OutOfBounds(e) => Error::OutOfBounds(e),
+            regions_core::Error::Peer(e) => Error::Peer(e),
+            regions_core::Error::Corrupt(e) => Error::Corrupt(e),
+        }
+    }
 }
 
 /// The crate's result type.

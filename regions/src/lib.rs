@@ -6,30 +6,31 @@
 //!
 //! ## Layout
 //!
-//! The pure core (no I/O, no clock of its own):
-//! - [`hlc`]: hybrid logical clocks; every version and closed timestamp is one.
-//! - [`placement`]: a key's home: prefix rules first, then consistent hashing with virtual
-//!   nodes and weights.
-//! - [`mvcc`]: which version a read at a timestamp sees; what garbage collection may drop.
-//! - [`closed`]: what a home may promise as closed, how stale a replica may be, and where a
-//!   read is served.
-//! - [`config`]: the cluster's TOML file, checked into typed values.
-//! - [`conflict`]: last-writer-wins and the count of concurrent writes that lost;
-//!   [`counter`]: counter components merged by maximum; the digests of [`antientropy`].
+//! In layers; each uses only those below it (`regions/tests/layers.rs` checks the imports):
 //!
-//! The I/O around it:
-//! - [`store`]: SQLite or PostgreSQL (sqlx): versions, the replication log, cursors,
-//!   intents.
-//! - [`node`]: [`node::Region`], which executes writes at the home and serves reads.
-//! - [`replication`]: intents of strong writes, log shipping with closed timestamps, GC.
-//! - [`api`] and [`problem`]: the HTTP API (axum) and its problem details;
-//!   [`convergence_api`]: counters, conflicts, re-homing and the anti-entropy route.
-//! - [`op_ids`]: idempotent writes (a repeat of an op id is answered, not applied);
-//!   [`undo`]: undoing a write by its op id whatever became of it, and cancelling one that
-//!   never applied so that it never will (saga compensations of uncertain writes).
-//! - [`antientropy`]: digest comparison with each peer, repairing what the log missed;
-//!   [`rehome`]: moving a rule's keys to another home online; [`store_convergence`]: the
-//!   store's side of both.
+//! 0. The pure core, the crate `geosaga-regions-core` (re-exported here under the same
+//!    module names): [`hlc`] (hybrid logical clocks), [`placement`] (a key's home),
+//!    [`mvcc`] (which version a read sees), [`closed`] and [`replica`] (closed timestamps,
+//!    what a replica may trust), [`conflict`], [`counter`] and [`digest`] (last-writer-wins,
+//!    PN-counters, anti-entropy's digests), [`add`], [`op_ids`], [`config`] (parsing only)
+//!    and [`protocol`] (what travels on the wire). No I/O: it depends on no runtime,
+//!    database or HTTP crate.
+//! 1. [`store`]: the store port ([`store::Store`]) and its implementations: in memory (for
+//!    tests), SQLite and PostgreSQL (one SQL text for both).
+//! 2. What a region needs before it runs: [`tls`] (certificates, TLS configurations, the
+//!    HTTP client to peers) and [`membership`] (the member list and its file, the failure
+//!    detector's state, joining a cluster).
+//! 3. [`node`]: [`Region`], the node: its shared state, writes at the home (with a strong
+//!    write's quorum and op ids), undoing a write by its op id (or cancelling one that never
+//!    applied, so that it never will: saga compensations of uncertain writes), reads,
+//!    counters, what it knows of each peer, the clock-skew refusals it saw.
+//! 4. The loops between regions, each over a [`Region`]: [`replication`] (applying what
+//!    peers ship; `replication::ship`, the home's pipelined log shipping; GC),
+//!    [`antientropy`] (digest rounds repairing what the log missed), [`rehome`] (moving a
+//!    rule's keys to another home online), [`gossip`] (heartbeats, the failure detector).
+//! 5. [`api`]: the HTTP API (axum) with its problem details, the mutual-TLS gate and the
+//!    tokens of the public routes; [`serve`] starts a region: the API (served by the
+//!    `geosaga-server` crate, with its connection limits) and the loops.
 //!
 //! ## The consistency argument
 //!
@@ -107,42 +108,37 @@
 //! go only there (the quorum is counted over them), and other regions forward every read to
 //! the home (never a stale answer from a copy they do not have).
 
-pub mod add;
 pub mod antientropy;
 pub mod api;
-pub mod closed;
-pub mod config;
-pub mod conflict;
-pub mod convergence_api;
-pub mod counter;
 mod error;
-pub mod hlc;
+pub mod gossip;
 pub mod membership;
-pub mod mvcc;
 pub mod node;
-pub mod op_ids;
-pub mod placement;
-pub mod problem;
-pub mod protocol;
 pub mod rehome;
 pub mod replication;
-pub mod shipper;
-pub mod skew;
 pub mod store;
-pub mod store_convergence;
 pub mod tls;
-pub mod undo;
 
 use std::future::Future;
 use std::sync::Arc;
 
-pub use config::{Config, Quorum};
 pub use error::{Error, Result};
-pub use hlc::{Clock, ClockError, Timestamp};
 pub use node::Region;
+pub use regions_core::{Clock, ClockError, Config, Quorum, Timestamp};
+/// The pure core (the `geosaga-regions-core` crate), under the names it has there.
+pub use regions_core::{
+    add, closed, config, conflict, counter, digest, hlc, mvcc, op_ids, placement, protocol, replica,
+};
+
+/// Reads, parses and checks a configuration file.
+pub fn load_config(path: &std::path::Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
+    Ok(Config::parse(&text)?)
+}
 
 /// Runs region `name` of `config` on its configured listen address until `shutdown`
-/// completes: the HTTP API, one log shipper per peer, and garbage collection.
+/// completes: the HTTP API, one log shipper per peer, membership, anti-entropy and garbage
+/// collection.
 pub async fn serve(mut config: Config, name: &str, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     config.tls = config.tls.map(|t| t.for_region(name));
     let config = membership::prepare(config, name).await?;
@@ -157,6 +153,7 @@ pub async fn serve(mut config: Config, name: &str, shutdown: impl Future<Output 
     }
     let clock = Clock::system_skewed(config.max_clock_offset_ms, own.clock_offset_ms);
     let listener = tokio::net::TcpListener::bind(&listen).await?;
+    refuse_open_address(&config, listener.local_addr()?)?;
     serve_on(listener, config, name, clock, shutdown).await
 }
 
@@ -174,26 +171,51 @@ pub async fn serve_on(
     let mut tasks = tokio::task::JoinSet::new();
     if region.membership.is_voter() {
         for peer in region.peers.clone() {
-            tasks.spawn(shipper::ship_loop(region.clone(), peer));
+            tasks.spawn(replication::ship::ship_loop(region.clone(), peer));
         }
     }
-    tasks.spawn(membership::run(region.clone()));
+    tasks.spawn(gossip::run(region.clone()));
     tasks.spawn(replication::gc_loop(region.clone()));
-    tasks.spawn(antientropy::anti_entropy_loop(region.clone()));
+    tasks.spawn(antientropy::run(region.clone()));
     tracing::info!(region = name, address = %listener.local_addr()?, "region serving");
-    let app = api::router(region.clone())
-        .merge(membership::router(region.clone()))
-        .layer(axum::middleware::from_fn_with_state(region.clone(), tls::authorize));
-    let served = match &region.config.tls {
-        Some(tls) => {
-            let server = tls::server_config(tls)?;
-            tls::serve(listener, app, server, region.name.clone(), shutdown).await
-        }
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(Error::from),
+    let app = api::router(region.clone())?;
+    let tls = match &region.config.tls {
+        Some(tls) => Some(Arc::new(tls::server_config(tls)?)),
+        None => None,
     };
+    let served = http_server::serve(listener, app, server_limits(&region.config), tls, shutdown)
+        .await
+        .map_err(Error::from);
     tasks.abort_all();
     served
+}
+
+/// A region on a non-loopback address needs TLS between regions and tokens on its public
+/// routes, unless the configuration says `insecure = true` (`geosaga region --insecure`).
+fn refuse_open_address(config: &Config, address: std::net::SocketAddr) -> Result<()> {
+    if address.ip().is_loopback() || config.insecure || (config.tls.is_some() && !config.tokens.is_empty()) {
+        return Ok(());
+    }
+    let missing = match (config.tls.is_some(), config.tokens.is_empty()) {
+        (false, true) => "without [tls] and without tokens",
+        (false, false) => "without [tls] (its internal routes would trust anyone)",
+        (true, _) => "without tokens (its public routes would be open)",
+    };
+    Err(Error::Config(format!(
+        "refusing to listen on {address} {missing}: configure them (docs/security.md), or --insecure to accept the risk"
+    )))
+}
+
+/// The server limits of `config`, the server crate's defaults where it sets none.
+fn server_limits(config: &Config) -> http_server::Limits {
+    let defaults = http_server::Limits::default();
+    http_server::Limits {
+        max_connections: config.max_connections.unwrap_or(defaults.max_connections),
+        header_timeout: config
+            .header_timeout_ms
+            .map_or(defaults.header_timeout, std::time::Duration::from_millis),
+        idle_timeout: config
+            .idle_timeout_ms
+            .map_or(defaults.idle_timeout, std::time::Duration::from_millis),
+    }
 }

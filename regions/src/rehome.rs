@@ -22,250 +22,184 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use regions_core::placement::Placement;
+use regions_core::protocol::{RehomeRequest, RehomeResponse, RehomeStep, StepAck};
 
-use crate::hlc::Timestamp;
 use crate::node::Region;
-use crate::placement::Placement;
 use crate::{Error, Result};
 
 /// How long the new home waits to catch up with the old one.
 const CATCH_UP: Duration = Duration::from_secs(30);
 
-/// `POST /v1/admin/rehome`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RehomeRequest {
-    /// The prefix of an existing placement rule.
-    pub prefix: String,
-    /// Its new home (one of the rule's replicas).
-    pub to: String,
+/// Installs `prefix → to` here; returns the placement it replaced.
+async fn install_home(region: &Region, prefix: &str, to: &str) -> Result<Placement> {
+    let old = region.placement();
+    let next = old.with_home(prefix, to).map_err(Error::BadRequest)?;
+    region.store.set_placement_override(prefix, to).await?;
+    region.set_placement(next);
+    Ok((*old).clone())
 }
 
-/// The answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RehomeResponse {
-    /// The rule's prefix.
-    pub prefix: String,
-    /// The old home.
-    pub from: String,
-    /// The new home.
-    pub to: String,
-    /// The old home's clock when it stopped executing writes of the range.
-    pub switch_ts: Option<String>,
-    /// Keys stored under the prefix (at the new home) whose home changed.
-    pub moved_keys: usize,
-    /// Regions that installed the new placement.
-    pub updated: Vec<String>,
-    /// Regions that could not be reached (run the call again).
-    pub missed: Vec<String>,
-}
-
-/// One step, as sent between regions.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RehomeStep {
-    /// The rule's prefix.
-    pub prefix: String,
-    /// The new home.
-    pub to: String,
-    /// The old home.
-    pub from: String,
-    /// The switch point (adopt only).
-    #[serde(default)]
-    pub switch_ts: Option<Timestamp>,
-}
-
-/// A step's answer.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct StepAck {
-    /// freeze: the switch point.
-    #[serde(default)]
-    pub switch_ts: Option<Timestamp>,
-    /// adopt: the keys moved.
-    #[serde(default)]
-    pub moved_keys: usize,
-}
-
-/// `placement` with the stored overrides applied (an override whose rule is gone from the
-/// configuration is ignored, with a warning).
-pub fn with_overrides(placement: Placement, overrides: &[(String, String)]) -> Placement {
-    overrides
-        .iter()
-        .fold(placement, |p, (prefix, region)| match p.with_home(prefix, region) {
-            Ok(next) => next,
-            Err(e) => {
-                tracing::warn!(prefix, region, error = e, "stored re-homing ignored");
-                p
-            }
-        })
-}
-
-impl Region {
-    /// Installs `prefix → to` here; returns the placement it replaced.
-    async fn install_home(&self, prefix: &str, to: &str) -> Result<Placement> {
-        let old = self.placement();
-        let next = old.with_home(prefix, to).map_err(Error::BadRequest)?;
-        self.store.set_placement_override(prefix, to).await?;
-        self.set_placement(next);
-        Ok((*old).clone())
-    }
-
-    /// Runs one step here.
-    pub async fn rehome_step(&self, step: &str, s: &RehomeStep) -> Result<StepAck> {
-        match step {
-            "freeze" => {
-                self.install_home(&s.prefix, &s.to).await?;
-                self.drain_writes().await;
-                Ok(StepAck {
-                    switch_ts: Some(self.clock.now()),
-                    moved_keys: 0,
-                })
-            }
-            "adopt" => {
-                let switch = s
-                    .switch_ts
-                    .ok_or_else(|| Error::BadRequest("/switch_ts: required to adopt a range".into()))?;
-                let started = tokio::time::Instant::now();
-                let deadline = started + CATCH_UP;
-                while s.from != self.name && self.closed_for(&s.from).is_none_or(|c| c < switch) {
-                    if tokio::time::Instant::now() > deadline {
-                        return Err(Error::HomeUnreachable {
-                            region: s.from.clone(),
-                            reason: format!(
-                                "{} did not catch up with {} to {switch} within {} s; nothing changed here, retry",
-                                self.name,
-                                s.from,
-                                CATCH_UP.as_secs()
-                            ),
-                        });
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+/// Runs one step here.
+pub async fn step(region: &Region, step: &str, s: &RehomeStep) -> Result<StepAck> {
+    match step {
+        "freeze" => {
+            install_home(region, &s.prefix, &s.to).await?;
+            region.drain_writes().await;
+            Ok(StepAck {
+                switch_ts: Some(region.clock.now()),
+                moved_keys: 0,
+            })
+        }
+        "adopt" => {
+            let switch = s
+                .switch_ts
+                .ok_or_else(|| Error::BadRequest("/switch_ts: required to adopt a range".into()))?;
+            let started = tokio::time::Instant::now();
+            let deadline = started + CATCH_UP;
+            while s.from != region.name && region.closed_for(&s.from).is_none_or(|c| c < switch) {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(Error::HomeUnreachable {
+                        region: s.from.clone(),
+                        reason: format!(
+                            "{} did not catch up with {} to {switch} within {} s; nothing changed here, retry",
+                            region.name,
+                            s.from,
+                            CATCH_UP.as_secs()
+                        ),
+                    });
                 }
-                tracing::info!(
-                    prefix = s.prefix,
-                    from = s.from,
-                    waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    "caught up with the old home; executing the range's writes from now on"
-                );
-                let old = self.install_home(&s.prefix, &s.to).await?;
-                let keys = self.store.keys_with_prefix(&s.prefix).await?;
-                Ok(StepAck {
-                    switch_ts: None,
-                    moved_keys: old.moved(&self.placement(), keys.iter().map(String::as_str)),
-                })
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            "apply" => {
-                self.install_home(&s.prefix, &s.to).await?;
-                Ok(StepAck::default())
-            }
-            other => Err(Error::BadRequest(format!("/path/step: no re-homing step {other:?}"))),
+            tracing::info!(
+                prefix = s.prefix,
+                from = s.from,
+                waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "caught up with the old home; executing the range's writes from now on"
+            );
+            let old = install_home(region, &s.prefix, &s.to).await?;
+            let keys = region.store.keys_with_prefix(&s.prefix).await?;
+            Ok(StepAck {
+                switch_ts: None,
+                moved_keys: old.moved(&region.placement(), keys.iter().map(String::as_str)),
+            })
         }
+        "apply" => {
+            install_home(region, &s.prefix, &s.to).await?;
+            Ok(StepAck::default())
+        }
+        other => Err(Error::BadRequest(format!("/path/step: no re-homing step {other:?}"))),
     }
+}
 
-    async fn step_at(&self, region: &str, step: &str, s: &RehomeStep) -> Result<StepAck> {
-        if region == self.name {
-            return self.rehome_step(step, s).await;
-        }
-        let peer = self.peer(region)?;
-        let unreachable = |reason: String| Error::HomeUnreachable {
-            region: region.to_owned(),
-            reason,
-        };
-        let response = self
-            .http
-            .post(format!("{}/internal/v1/rehome/{step}", peer.address))
-            // Adopting waits for the new home to catch up.
-            .timeout(CATCH_UP + Duration::from_secs(5))
-            .json(s)
-            .send()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        if !response.status().is_success() {
-            let status = response.status();
-            let body = response.text().await.unwrap_or_default();
-            return Err(unreachable(format!("{step} answered {status}: {body}")));
-        }
-        response.json().await.map_err(|e| unreachable(e.to_string()))
+async fn step_at(here: &Region, region: &str, step: &str, s: &RehomeStep, token: Option<&str>) -> Result<StepAck> {
+    if region == here.name {
+        return self::step(here, step, s).await;
     }
+    let peer = here.peer(region)?;
+    let unreachable = |reason: String| Error::HomeUnreachable {
+        region: region.to_owned(),
+        reason,
+    };
+    let mut request = here.http.post(format!("{}/internal/v1/rehome/{step}", peer.address));
+    // The admin's token goes along: with tokens configured, a member's certificate alone
+    // cannot re-home a range (the API's `peers.rs`).
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        // Adopting waits for the new home to catch up.
+        .timeout(CATCH_UP + Duration::from_secs(5))
+        .json(s)
+        .send()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        return Err(unreachable(format!("{step} answered {status}: {body}")));
+    }
+    response.json().await.map_err(|e| unreachable(e.to_string()))
+}
 
-    /// Re-homes the keys of rule `prefix` to `to` (see the module documentation).
-    pub async fn rehome(&self, req: &RehomeRequest) -> Result<RehomeResponse> {
-        let placement = self.placement();
-        let current = placement
-            .rules()
+/// Re-homes the keys of rule `prefix` to `to` (see the module documentation), the steps
+/// carrying the caller's `token`.
+pub async fn rehome(here: &Region, req: &RehomeRequest, token: Option<&str>) -> Result<RehomeResponse> {
+    let placement = here.placement();
+    let current = placement
+        .rules()
+        .iter()
+        .find(|r| r.prefix == req.prefix)
+        .map(|r| r.region.clone())
+        .ok_or_else(|| {
+            Error::BadRequest(format!(
+                "/prefix: no placement rule has the prefix {:?} (keys placed by the hash ring cannot be re-homed)",
+                req.prefix
+            ))
+        })?;
+    placement
+        .with_home(&req.prefix, &req.to)
+        .map_err(|e| Error::BadRequest(format!("/to: {e}")))?;
+    // Run again after a partial failure from the old home itself, its placement already
+    // says `to`: the configured home is then the one to freeze.
+    let from = if current == req.to {
+        here.config
+            .rules
             .iter()
             .find(|r| r.prefix == req.prefix)
-            .map(|r| r.region.clone())
-            .ok_or_else(|| {
-                Error::BadRequest(format!(
-                    "/prefix: no placement rule has the prefix {:?} (keys placed by the hash ring cannot be re-homed)",
-                    req.prefix
-                ))
-            })?;
-        placement
-            .with_home(&req.prefix, &req.to)
-            .map_err(|e| Error::BadRequest(format!("/to: {e}")))?;
-        // Run again after a partial failure from the old home itself, its placement already
-        // says `to`: the configured home is then the one to freeze.
-        let from = if current == req.to {
-            self.config
-                .rules
-                .iter()
-                .find(|r| r.prefix == req.prefix)
-                .map_or(current, |r| r.region.clone())
-        } else {
-            current
-        };
-        let mut step = RehomeStep {
-            prefix: req.prefix.clone(),
-            to: req.to.clone(),
-            from: from.clone(),
-            switch_ts: None,
-        };
-        let mut moved_keys = 0;
-        let mut updated = Vec::new();
-        if from != req.to {
-            step.switch_ts = self.step_at(&from, "freeze", &step).await?.switch_ts;
-            updated.push(from.clone());
-            moved_keys = self.step_at(&req.to, "adopt", &step).await?.moved_keys;
-            updated.push(req.to.clone());
-        } else {
-            self.step_at(&req.to, "apply", &step).await?;
-            updated.push(req.to.clone());
-        }
-        let mut missed = Vec::new();
-        let others: Vec<String> = self
-            .config
-            .regions
-            .iter()
-            .map(|r| r.name.clone())
-            .filter(|r| !updated.contains(r))
-            .collect();
-        for region in others {
-            match self.step_at(&region, "apply", &step).await {
-                Ok(_) => updated.push(region),
-                Err(e) => {
-                    tracing::warn!(region, error = %e, "re-homing not installed there yet");
-                    missed.push(region);
-                }
+            .map_or(current, |r| r.region.clone())
+    } else {
+        current
+    };
+    let mut step = RehomeStep {
+        prefix: req.prefix.clone(),
+        to: req.to.clone(),
+        from: from.clone(),
+        switch_ts: None,
+    };
+    let mut moved_keys = 0;
+    let mut updated = Vec::new();
+    if from != req.to {
+        step.switch_ts = step_at(here, &from, "freeze", &step, token).await?.switch_ts;
+        updated.push(from.clone());
+        moved_keys = step_at(here, &req.to, "adopt", &step, token).await?.moved_keys;
+        updated.push(req.to.clone());
+    } else {
+        step_at(here, &req.to, "apply", &step, token).await?;
+        updated.push(req.to.clone());
+    }
+    let mut missed = Vec::new();
+    let others: Vec<String> = here
+        .config
+        .regions
+        .iter()
+        .map(|r| r.name.clone())
+        .filter(|r| !updated.contains(r))
+        .collect();
+    for region in others {
+        match step_at(here, &region, "apply", &step, token).await {
+            Ok(_) => updated.push(region),
+            Err(e) => {
+                tracing::warn!(region, error = %e, "re-homing not installed there yet");
+                missed.push(region);
             }
         }
-        tracing::info!(
-            prefix = req.prefix,
-            from,
-            to = req.to,
-            moved_keys,
-            missed = missed.len(),
-            "key range re-homed"
-        );
-        Ok(RehomeResponse {
-            prefix: req.prefix.clone(),
-            from,
-            to: req.to.clone(),
-            switch_ts: step.switch_ts.map(|t| t.to_string()),
-            moved_keys,
-            updated,
-            missed,
-        })
     }
+    tracing::info!(
+        prefix = req.prefix,
+        from,
+        to = req.to,
+        moved_keys,
+        missed = missed.len(),
+        "key range re-homed"
+    );
+    Ok(RehomeResponse {
+        prefix: req.prefix.clone(),
+        from,
+        to: req.to.clone(),
+        switch_ts: step.switch_ts.map(|t| t.to_string()),
+        moved_keys,
+        updated,
+        missed,
+    })
 }

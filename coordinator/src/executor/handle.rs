@@ -38,8 +38,11 @@ impl Coordinator {
             registry: Default::default(),
             settled,
             health: Default::default(),
+            lease: leases::Lease::new(),
             lease_loop: Mutex::new(None),
         });
+        leases::measure_clock(&inner).await;
+        inner.lease.renewed(tokio::time::Instant::now(), inner.options.lease);
         // Resume this node's own unfinished sagas before anything new starts, so that the
         // generation bump of that first claim cannot fence a saga started meanwhile. Their
         // leases are given up first and claimed like orphans: a saga adopted in one round has
@@ -90,10 +93,10 @@ impl Coordinator {
         })
     }
 
-    /// Validates a definition document, checks it against this coordinator (Rust handlers
-    /// registered, HTTP hosts allowed) and stores it.
+    /// Validates a new definition document (`sagas::validate::validate_new`), checks it
+    /// against this coordinator (Rust handlers registered, HTTP hosts allowed) and stores it.
     pub async fn register_definition(&self, document: &Value) -> Result<PutDefinition> {
-        let definition = sagas::validate::validate_value(document)?;
+        let definition = sagas::validate::validate_new(document)?;
         self.register(&definition).await
     }
 
@@ -215,7 +218,7 @@ impl Coordinator {
             return Err(not_stuck(record.status));
         }
         let permit = self.inner.permit()?;
-        let lease_until = now_ms() + self.inner.lease_ms();
+        let lease_until = self.inner.lease.clock_ms() + self.inner.lease_ms();
         let taken = self
             .inner
             .store
@@ -224,6 +227,8 @@ impl Coordinator {
         let Some(mut record) = taken else {
             return Err(not_stuck(self.record(id).await?.status));
         };
+        // From here on the saga is owned with no task: if a read or the append fails, the
+        // periodic check of the lease loop finds it and runs it.
         let (_, def) = self.definition(&record.definition, Some(record.version)).await?;
         let log = self.inner.store.events(id).await?;
         let mut folded = Folded::replay(id, def, &log)?;
@@ -248,7 +253,10 @@ impl Coordinator {
             permit,
             waiter: None,
         };
-        self.inner.registry.spawn(&self.inner, task);
+        // Unless the periodic check got there first.
+        self.inner
+            .registry
+            .spawn_unless_running(&self.inner, task, "retried by an operator");
         Ok(record)
     }
 

@@ -15,7 +15,9 @@
 //!   here.
 //! - `registry`: the running sagas: spawning a task, its command queue, its end.
 //! - `saga_task`: the loop that drives one saga; `folded`: the state it takes over.
-//! - `leases`: the loop that renews this node's leases and adopts orphaned sagas.
+//! - `leases`: the loop that renews this node's leases (on the store's clock), adopts
+//!   orphaned sagas and runs those it owns without a task; `leases::Lease`, until when
+//!   this node may launch attempts.
 //! - `health`: the state of the link to the database, for `/readyz`.
 
 mod definitions;
@@ -108,6 +110,8 @@ pub(crate) struct Inner {
     /// One per running saga: starts beyond [`Options::max_running`] are refused.
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) health: health::HealthCell,
+    /// This node's hold on its leases: the store's clock, until when attempts may launch.
+    pub(crate) lease: leases::Lease,
     pub(crate) lease_loop: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 

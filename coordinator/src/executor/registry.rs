@@ -1,7 +1,7 @@
 //! The sagas this node runs a task for: spawning a task, the queue of commands to it, the
 //! waiters of its end, and its end.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use sagas::Work;
@@ -71,15 +71,24 @@ impl Registry {
         task.spawn_in(&mut running);
     }
 
-    /// Spawns the task unless one runs for the saga already; returns whether it did.
-    pub(crate) fn spawn_unless_running(&self, inner: &Arc<Inner>, task: Spawn) -> bool {
+    /// Spawns the task unless one runs for the saga already (a start, an adoption, a retry
+    /// or the periodic check got there first); returns whether it did. `why` goes to the
+    /// log.
+    pub(crate) fn spawn_unless_running(&self, inner: &Arc<Inner>, task: Spawn, why: &str) -> bool {
         let task = prepare(inner, task);
         let mut running = self.running.lock().expect("lock");
         if running.contains_key(&task.id) {
             return false;
         }
+        tracing::info!(saga_id = %task.id, generation = task.generation, why, "running saga");
         task.spawn_in(&mut running);
         true
+    }
+
+    /// The sagas of `ids` no task runs.
+    pub(crate) fn not_running(&self, ids: &[Uuid]) -> HashSet<Uuid> {
+        let running = self.running.lock().expect("lock");
+        ids.iter().filter(|id| !running.contains_key(id)).copied().collect()
     }
 
     /// The command queue of the task of saga `id`, if one runs it.

@@ -7,16 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sagas::{SagaDefinition, SagaState, ValidationError, ValidationErrors, planner};
+use serde_json::Value;
 use tokio::sync::oneshot;
+use uuid::Uuid;
 
 use super::folded::Folded;
 use super::handle::Coordinator;
 use super::registry::Spawn;
 use super::{Inner, SagaView, StartSaga};
-use crate::Result;
 use crate::clock::now_ms;
 use crate::store::{Created, NewSaga, SagaRecord};
 use crate::trace::SagaTrace;
+use crate::{Error, Result};
 
 /// What a start did.
 enum Begun {
@@ -73,6 +75,10 @@ impl Coordinator {
             return Err(ValidationErrors(vec![error]).into());
         }
         let permit = inner.permit()?;
+        // A repeated start that names no version may meet a saga started on an older
+        // version (one was registered since): the same request, to answer with that saga.
+        let repeat = (request.version.is_none() && request.idempotency_key.is_some())
+            .then(|| (request.definition.clone(), request.input.clone()));
         let now = now_ms();
         // The root steps' starts are written with the saga: one commit to start it.
         let mut state = SagaState::new(def.clone());
@@ -87,18 +93,24 @@ impl Coordinator {
         }
         let created = store
             .create_saga(NewSaga {
-                id: uuid::Uuid::now_v7(),
+                id: Uuid::now_v7(),
                 definition: record.name.clone(),
                 version: record.version,
                 input: request.input,
                 idempotency_key: request.idempotency_key,
                 trace_context: Some(SagaTrace::new(request.trace_context.as_ref()).encode()),
                 owner: inner.options.node_id.clone(),
-                lease_until_ms: now + inner.lease_ms(),
+                lease_until_ms: inner.lease.clock_ms() + inner.lease_ms(),
                 now_ms: now,
                 events,
             })
-            .await?;
+            .await;
+        let created = match (created, repeat) {
+            (Err(Error::IdempotencyConflict { key, existing }), Some((name, input))) => {
+                Created::Existing(inner.started_on_older_version(key, existing, &name, &input).await?)
+            }
+            (created, _) => created?,
+        };
         match created {
             Created::New(saga) => {
                 inner.options.metrics.saga_started(&saga.definition);
@@ -124,6 +136,11 @@ impl Coordinator {
             }
             Created::Existing(saga) => {
                 drop(permit);
+                let def = if saga.version == record.version {
+                    def
+                } else {
+                    definitions.version(store, &saga.definition, saga.version).await?.1
+                };
                 inner.resume_if_orphaned(&saga, def).await?;
                 Ok(Begun::Existing(saga))
             }
@@ -162,9 +179,30 @@ impl Inner {
             waiter: None,
         };
         // Unless a concurrent repeat did so meanwhile.
-        if self.registry.spawn_unless_running(self, task) {
-            tracing::info!(saga_id = %saga.id, "resuming a saga whose start was not acknowledged");
-        }
+        self.registry
+            .spawn_unless_running(self, task, "its start was not acknowledged");
         Ok(())
+    }
+
+    /// The saga an idempotency key started, for a repeated start that named no version and
+    /// so was made on the latest: the same definition and input make it the same request
+    /// (the version it started on was the latest then); anything else is the conflict.
+    async fn started_on_older_version(
+        &self,
+        key: String,
+        existing: Uuid,
+        definition: &str,
+        input: &Value,
+    ) -> Result<SagaRecord> {
+        let conflict = |existing| Error::IdempotencyConflict {
+            key: key.clone(),
+            existing,
+        };
+        let saga = self.store.get_saga(existing).await?.ok_or(conflict(existing))?;
+        if saga.definition == definition && saga.input == *input {
+            Ok(saga)
+        } else {
+            Err(conflict(existing))
+        }
     }
 }

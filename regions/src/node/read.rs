@@ -1,10 +1,11 @@
 //! Reads: where one is served (here, at the home, or refused as too stale) and the local
 //! answer with its staleness bound.
 
-use crate::closed::{self, ReadConsistency, ReadPlan};
-use crate::hlc::Timestamp;
-use crate::mvcc::Version;
-use crate::protocol::ReadResponse;
+use regions_core::closed::{self, ReadConsistency, ReadPlan};
+use regions_core::hlc::Timestamp;
+use regions_core::mvcc::Version;
+use regions_core::protocol::ReadResponse;
+
 use crate::{Error, Result};
 
 use super::{LATEST, Region};
@@ -24,25 +25,30 @@ pub struct ReadRequest {
 
 impl Region {
     /// The closed timestamp reads of `key` may rely on here, and whether this region is its
-    /// only source: for a key written anywhere, the oldest over every other replica.
+    /// only source: for a key written anywhere, the oldest over every other replica. `None`
+    /// for a source whose clock is suspect ([`Region::clock_suspect`]).
     fn closed_for_key(&self, key: &str, home: &str) -> (bool, Option<Timestamp>) {
         let placement = self.placement();
         if placement.writes_anywhere(key).is_none() {
-            return (home == self.name, self.closed_for(home));
+            return (home == self.name, self.closed_for_reads(home));
         }
         let others: Vec<Option<Timestamp>> = self
             .peers
             .iter()
             .filter(|p| placement.replicates_to(key, &p.name))
-            .map(|p| self.closed_for(&p.name))
+            .map(|p| self.closed_for_reads(&p.name))
             .collect();
         let oldest = others.iter().try_fold(LATEST, |m, c| c.map(|c| m.min(c)));
         (others.is_empty(), oldest)
     }
 
-    /// The closed timestamp this region holds for `home` (`None`: never heard from it).
-    pub fn closed_for(&self, home: &str) -> Option<Timestamp> {
-        self.closed.lock().expect("closed lock").get(home).copied()
+    /// The closed timestamp of `home` a read may rely on: none while `home`'s clock is
+    /// suspect, since a bound computed from it would not hold.
+    fn closed_for_reads(&self, home: &str) -> Option<Timestamp> {
+        if home != self.name && self.clock_suspect(home) {
+            return None;
+        }
+        self.closed_for(home)
     }
 
     /// Decides where a read is served: here (`Ok(Some)`), or at the home (`Ok(None)`).

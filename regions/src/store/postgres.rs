@@ -1,367 +1,72 @@
-//! The PostgreSQL backend of a region's [`Store`](super::Store) (schema in
-//! `migrations/regions-postgres`), with the same behaviour as the SQLite one: every
-//! connection runs with `synchronous_commit=on`, so a write is durable when its call
-//! returns; every write goes through one writer connection (the replication log's sequence
-//! numbers are given in commit order), reads through a pool beside it. The database must
-//! hold this region's data only (`postgres_open.rs` connects and sees to that).
+//! The PostgreSQL store (schema in `migrations/regions-postgres`), with the same behaviour
+//! as the SQLite one: every connection runs with `synchronous_commit=on`, so a write is
+//! durable when its call returns; every write goes through one writer connection (the
+//! replication log's sequence numbers are given in commit order), reads through a pool
+//! beside it. What PostgreSQL does its own way: the log's numbers come from a one-row
+//! counter (`repl_seq`, bumped in the appending transaction: unlike a sequence, a rolled
+//! back append gives none away), and a list of keys is read with `jsonb_array_elements_text`.
+//!
+//! A database named by URL is easier to share by mistake than a file named after its
+//! region, so the database records the name of the region it belongs to
+//! ([`Store::claim`](super::Store::claim)), and another region is refused (two regions
+//! started at once on one database included: one of them claims it first).
 
-use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
 
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, Postgres};
 
-use super::postgres_convergence::{insert_row, merge_counter};
-use super::rows::{STATE_COLUMNS, entry_of, next_state, state_of, ts_of, wall};
-use super::{Incoming, ReplicaState};
-use crate::hlc::Timestamp;
-use crate::mvcc::Version;
-use crate::protocol::{EntryKind, EntryState, LogEntry, VersionId};
-use crate::store_convergence::VersionRow;
-use crate::{Error, Result};
+use super::sql::{Dialect, SqlStore};
+use crate::Result;
 
-/// Appends an entry to the replication log with the next sequence number, which it returns.
-const APPEND: &str = "WITH s AS (UPDATE repl_seq SET seq = seq + 1 RETURNING seq) \
-     INSERT INTO repl_log (seq, key, ts_wall, ts_logical, value, state, kind, prev_wall, prev_logical, prev_home) \
-     SELECT s.seq, $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM s RETURNING seq";
+/// The migrations of the PostgreSQL schema, applied at start-up.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/regions-postgres");
 
-/// A log entry as appended.
-pub(crate) struct Append<'a> {
-    pub(crate) key: &'a str,
-    pub(crate) ts: Timestamp,
-    pub(crate) value: Option<&'a str>,
-    pub(crate) state: EntryState,
-    pub(crate) kind: EntryKind,
-    pub(crate) prev: Option<&'a VersionId>,
+/// Connections reading beside the writer.
+const READERS: u32 = 4;
+
+/// How long a call waits for a connection (or for the database to come back).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A region's store in a PostgreSQL database.
+pub type PostgresStore = SqlStore<Postgres>;
+
+impl Dialect for Postgres {
+    const BACKEND: &'static str = "postgres";
+    const APPEND: &'static str = "WITH s AS (UPDATE repl_seq SET seq = seq + 1 RETURNING seq) \
+         INSERT INTO repl_log (seq, key, ts_wall, ts_logical, value, state, kind, prev_wall, prev_logical, prev_home) \
+         SELECT s.seq, $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM s RETURNING seq";
+    const LAST_SEQ: &'static str = "SELECT seq FROM repl_seq";
+    const VERSIONS_OF: &'static str = "SELECT key, ts_wall, ts_logical, value, home, prev_wall, prev_logical, \
+         prev_home FROM versions WHERE home = $1 AND key IN (SELECT jsonb_array_elements_text($2::jsonb)) \
+         ORDER BY key, ts_wall DESC, ts_logical DESC";
+    const CLAIMED: bool = true;
 }
 
-/// Appends `entry` to the log on `conn` (in its transaction, if any). Returns its number.
-pub(crate) async fn append(conn: &mut PgConnection, entry: Append<'_>) -> Result<i64> {
-    let prev = entry.prev;
-    let row = sqlx::query(APPEND)
-        .bind(entry.key)
-        .bind(wall(entry.ts))
-        .bind(i64::from(entry.ts.logical))
-        .bind(entry.value)
-        .bind(entry.state.as_str())
-        .bind(entry.kind.as_str())
-        .bind(prev.map(|p| wall(p.ts)))
-        .bind(prev.map(|p| i64::from(p.ts.logical)))
-        .bind(prev.map(|p| p.origin.as_str()))
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(row.try_get("seq")?)
-}
-
-/// A region's PostgreSQL database.
-#[derive(Clone)]
-pub struct Postgres {
-    pub(crate) readers: PgPool,
-    pub(crate) writer: PgPool,
-}
-
-impl Postgres {
-    /// See [`Store::versions`](super::Store::versions).
-    pub async fn versions(&self, key: &str) -> Result<Vec<Version>> {
-        let rows = sqlx::query(
-            // Newest first; among equal timestamps the greatest region last, so that
-            // `mvcc::visible_at` (the last maximum) picks it: last-writer-wins on
-            // (timestamp, region).
-            "SELECT ts_wall, ts_logical, value FROM versions WHERE key = $1 \
-             ORDER BY ts_wall DESC, ts_logical DESC, home ASC",
-        )
-        .bind(key)
-        .fetch_all(&self.readers)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Version {
-                    ts: ts_of(r)?,
-                    value: r.try_get("value")?,
-                })
-            })
-            .collect()
-    }
-
-    /// Logs a strong write as pending; returns its sequence number.
-    pub async fn log_pending(&self, key: &str, ts: Timestamp, value: Option<&str>) -> Result<i64> {
-        let entry = Append {
-            key,
-            ts,
-            value,
-            state: EntryState::Pending,
-            kind: EntryKind::Version,
-            prev: None,
-        };
-        append(&mut *self.writer.acquire().await?, entry).await
-    }
-
-    /// Commits a pending strong write: its version becomes visible, its entry committed.
-    pub async fn commit_pending(
-        &self,
-        seq: i64,
-        key: &str,
-        ts: Timestamp,
-        value: Option<&str>,
-        home: &str,
-    ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
-        insert_version(&mut tx, key, ts, value, home).await?;
-        sqlx::query("UPDATE repl_log SET state = 'committed' WHERE seq = $1")
-            .bind(seq)
-            .execute(&mut *tx)
+impl SqlStore<Postgres> {
+    /// Connects to the PostgreSQL database at `url` (`postgres://...`; it must exist, and
+    /// hold no other region's data) and migrates it.
+    pub async fn connect(url: &str) -> Result<PostgresStore> {
+        let options = PgConnectOptions::from_str(url)?
+            // Durable at commit whatever the server's default; no NOTICEs in the log (the
+            // migrator's "already exists, skipping" at every start).
+            .options([("synchronous_commit", "on"), ("client_min_messages", "warning")])
+            .application_name("geosaga-region");
+        // A pool that cannot connect only says it timed out; one connection says why.
+        PgConnection::connect_with(&options).await?.close().await?;
+        let writer = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
             .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Aborts a pending strong write.
-    pub async fn abort_pending(&self, seq: i64) -> Result<()> {
-        sqlx::query("UPDATE repl_log SET state = 'aborted' WHERE seq = $1 AND state = 'pending'")
-            .bind(seq)
-            .execute(&self.writer)
+        MIGRATOR.run(&writer).await?;
+        let readers = PgPoolOptions::new()
+            .max_connections(READERS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
             .await?;
-        Ok(())
+        Ok(SqlStore { readers, writer })
     }
-
-    /// Aborts every pending write (at start-up: none of them was acknowledged).
-    pub async fn abort_all_pending(&self) -> Result<u64> {
-        let done = sqlx::query("UPDATE repl_log SET state = 'aborted' WHERE state = 'pending'")
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected())
-    }
-
-    /// Commits an async write: version and log entry in one transaction.
-    pub async fn write_committed(&self, key: &str, ts: Timestamp, value: Option<&str>, home: &str) -> Result<i64> {
-        let mut tx = self.writer.begin().await?;
-        insert_version(&mut tx, key, ts, value, home).await?;
-        let entry = Append {
-            key,
-            ts,
-            value,
-            state: EntryState::Committed,
-            kind: EntryKind::Version,
-            prev: None,
-        };
-        let seq = append(&mut tx, entry).await?;
-        tx.commit().await?;
-        Ok(seq)
-    }
-
-    /// Up to `limit` log entries after `after`, in order.
-    pub async fn log_after(&self, after: i64, limit: u32) -> Result<Vec<LogEntry>> {
-        let rows = sqlx::query(
-            "SELECT seq, key, ts_wall, ts_logical, value, state, kind, prev_wall, prev_logical, prev_home \
-             FROM repl_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&self.writer)
-        .await?;
-        rows.iter().map(entry_of).collect()
-    }
-
-    /// The earliest timestamp among log entries after `after` (not shipped yet).
-    pub async fn earliest_after(&self, after: i64) -> Result<Option<Timestamp>> {
-        let row =
-            sqlx::query("SELECT ts_wall, ts_logical FROM repl_log WHERE seq > $1 ORDER BY ts_wall, ts_logical LIMIT 1")
-                .bind(after)
-                .fetch_optional(&self.writer)
-                .await?;
-        row.as_ref().map(ts_of).transpose()
-    }
-
-    /// The last sequence number ever given (0: none).
-    pub async fn last_seq(&self) -> Result<i64> {
-        Ok(sqlx::query("SELECT seq FROM repl_seq")
-            .fetch_one(&self.writer)
-            .await?
-            .try_get("seq")?)
-    }
-
-    /// Every peer's acknowledged position.
-    pub async fn cursors(&self) -> Result<HashMap<String, i64>> {
-        let rows = sqlx::query("SELECT peer, acked_seq FROM peer_cursors")
-            .fetch_all(&self.writer)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("peer")?, r.try_get("acked_seq")?)))
-            .collect()
-    }
-
-    /// Records that `peer` acknowledged the log up to `seq`.
-    pub async fn set_cursor(&self, peer: &str, seq: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO peer_cursors (peer, acked_seq) VALUES ($1, $2) \
-             ON CONFLICT (peer) DO UPDATE SET acked_seq = GREATEST(peer_cursors.acked_seq, excluded.acked_seq)",
-        )
-        .bind(peer)
-        .bind(seq)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    /// Drops log entries up to `seq` (every peer has them). Returns how many.
-    pub async fn truncate_log(&self, seq: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM repl_log WHERE seq <= $1 AND state <> 'pending'")
-            .bind(seq)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected())
-    }
-
-    /// Entries left in the log.
-    pub async fn log_len(&self) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM repl_log")
-            .fetch_one(&self.writer)
-            .await?
-            .try_get("n")?)
-    }
-
-    /// Stores a strong write of `home` before its home commits it (invisible to reads).
-    pub async fn put_intent(&self, home: &str, entry: &LogEntry) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO intents (home, seq, key, ts_wall, ts_logical, value) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(home)
-        .bind(entry.seq)
-        .bind(&entry.key)
-        .bind(wall(entry.ts))
-        .bind(i64::from(entry.ts.logical))
-        .bind(&entry.value)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    /// Intents stored for `home` and not resolved yet.
-    pub async fn intent_count(&self, home: &str) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM intents WHERE home = $1")
-            .bind(home)
-            .fetch_one(&self.readers)
-            .await?
-            .try_get("n")?)
-    }
-
-    /// See [`Store::apply_batch`](super::Store::apply_batch).
-    pub async fn apply_batch(
-        &self,
-        home: &str,
-        incoming: Incoming<'_>,
-        tracked: &(dyn Fn(&str) -> Option<String> + Sync),
-    ) -> Result<ReplicaState> {
-        let mut tx = self.writer.begin().await?;
-        let before = replica_state(&mut tx, home).await?;
-        let mut applied_seq = before.map_or(0, |s| s.applied_seq);
-        let skip = applied_seq;
-        for e in incoming.entries.iter().filter(|e| e.seq > skip) {
-            match (e.state, e.kind) {
-                (EntryState::Committed, EntryKind::Version) => {
-                    let row = VersionRow {
-                        key: e.key.clone(),
-                        ts: e.ts,
-                        value: e.value.clone(),
-                        origin: home.to_owned(),
-                        prev: e.prev.clone(),
-                    };
-                    insert_row(&mut tx, &row, tracked(&e.key).as_deref()).await?;
-                }
-                (EntryState::Committed, EntryKind::Counter) => {
-                    let c = crate::counter::Component::parse(e.value.as_deref())?;
-                    merge_counter(&mut tx, &e.key, home, c).await?;
-                }
-                (EntryState::Aborted, _) => {}
-                (EntryState::Pending, _) => {
-                    return Err(Error::Peer(format!("{home} shipped pending entry {}", e.seq)));
-                }
-            }
-            sqlx::query("DELETE FROM intents WHERE home = $1 AND seq = $2")
-                .bind(home)
-                .bind(e.seq)
-                .execute(&mut *tx)
-                .await?;
-            applied_seq = e.seq;
-        }
-        let state = next_state(before, &incoming, applied_seq);
-        save_replica_state(&mut tx, home, &state).await?;
-        tx.commit().await?;
-        Ok(state)
-    }
-
-    /// What this region applied from each other home.
-    pub async fn replica_states(&self) -> Result<HashMap<String, ReplicaState>> {
-        let rows = sqlx::query(&format!("SELECT home, {STATE_COLUMNS} FROM replica_state"))
-            .fetch_all(&self.writer)
-            .await?;
-        rows.iter().map(|r| Ok((r.try_get("home")?, state_of(r)?))).collect()
-    }
-
-    /// Keys with versions at or before `horizon` (what garbage collection looks at).
-    pub(crate) async fn keys_written_by(&self, horizon: Timestamp) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT DISTINCT key FROM versions WHERE ts_wall <= $1")
-            .bind(wall(horizon))
-            .fetch_all(&self.readers)
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get("key")?)).collect()
-    }
-
-    /// Drops the versions of `key` at `ts` (of every origin). Returns how many.
-    pub(crate) async fn delete_versions(&self, key: &str, ts: Timestamp) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM versions WHERE key = $1 AND ts_wall = $2 AND ts_logical = $3")
-            .bind(key)
-            .bind(wall(ts))
-            .bind(i64::from(ts.logical))
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected())
-    }
-}
-
-async fn insert_version(
-    conn: &mut PgConnection,
-    key: &str,
-    ts: Timestamp,
-    value: Option<&str>,
-    home: &str,
-) -> Result<()> {
-    let row = VersionRow {
-        key: key.to_owned(),
-        ts,
-        value: value.map(str::to_owned),
-        origin: home.to_owned(),
-        prev: None,
-    };
-    insert_row(conn, &row, None).await.map(|_| ())
-}
-
-async fn replica_state(conn: &mut PgConnection, home: &str) -> Result<Option<ReplicaState>> {
-    let row = sqlx::query(&format!("SELECT {STATE_COLUMNS} FROM replica_state WHERE home = $1"))
-        .bind(home)
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.as_ref().map(state_of).transpose()
-}
-
-async fn save_replica_state(conn: &mut PgConnection, home: &str, s: &ReplicaState) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO replica_state (home, applied_seq, closed_wall, closed_logical, gap_seq, gap_wall, gap_logical, \
-         frozen_wall, frozen_logical) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-         ON CONFLICT (home) DO UPDATE SET applied_seq = excluded.applied_seq, closed_wall = excluded.closed_wall, \
-         closed_logical = excluded.closed_logical, gap_seq = excluded.gap_seq, gap_wall = excluded.gap_wall, \
-         gap_logical = excluded.gap_logical, frozen_wall = excluded.frozen_wall, \
-         frozen_logical = excluded.frozen_logical",
-    )
-    .bind(home)
-    .bind(s.applied_seq)
-    .bind(wall(s.closed))
-    .bind(i64::from(s.closed.logical))
-    .bind(s.gap.map(|g| g.upto_seq))
-    .bind(s.gap.map(|g| wall(g.upto_ts)))
-    .bind(s.gap.map(|g| i64::from(g.upto_ts.logical)))
-    .bind(s.frozen.map(wall))
-    .bind(s.frozen.map(|f| i64::from(f.logical)))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }

@@ -3,10 +3,11 @@
 use regions::counter::Component;
 use regions::hlc::Timestamp;
 use regions::node::LATEST;
-use regions::op_ids::{Previous, applied, check, prepare};
+use regions::node::op_ids::prepare;
+use regions::op_ids::{Previous, check};
+use regions::protocol::VersionRow;
 use regions::protocol::{EntryState, Gap, VersionId};
-use regions::store::{Incoming, ReplicaState};
-use regions::store_convergence::VersionRow;
+use regions::replica::{Incoming, ReplicaState};
 
 use crate::{Backend, Db, store};
 
@@ -223,7 +224,7 @@ pub async fn an_increment_with_an_op_id_seen_before_changes_nothing(b: Backend) 
     // A replica merges components by maximum, and an older one changes nothing.
     let (replica, _d2) = store(b).await;
     replica.apply("r", &logged, ts(5)).await.unwrap();
-    let stale = regions::store_convergence::CounterRow {
+    let stale = regions::protocol::CounterRow {
         key: "c".into(),
         region: "r".into(),
         component: Component { p: 1, n: 0 },
@@ -257,25 +258,25 @@ pub async fn ops_are_applied_with_their_version_only(b: Backend) {
     let (store, _db) = store(b).await;
     store.write_committed("k", ts(5), Some("{\"n\":1}"), "h").await.unwrap();
     let before = store.read("k", ts(9)).await.unwrap();
-    prepare(&store, "k", "saga:a:action", ts(10), before.as_ref(), 1_000)
+    prepare(&*store, "k", "saga:a:action", ts(10), before.as_ref(), 1_000)
         .await
         .unwrap();
     assert_eq!(
-        applied(&store, "k", "saga:a:action").await.unwrap(),
+        store.op_applied("k", "saga:a:action").await.unwrap(),
         None,
         "not written yet"
     );
     // The write was cut off; a retry prepares again with its own timestamp.
-    prepare(&store, "k", "saga:a:action", ts(11), before.as_ref(), 1_001)
+    prepare(&*store, "k", "saga:a:action", ts(11), before.as_ref(), 1_001)
         .await
         .unwrap();
     let seq = store.log_pending("k", ts(11), Some("{\"n\":2}")).await.unwrap();
-    assert_eq!(applied(&store, "k", "saga:a:action").await.unwrap(), None, "pending");
+    assert_eq!(store.op_applied("k", "saga:a:action").await.unwrap(), None, "pending");
     store
         .commit_pending(seq, "k", ts(11), Some("{\"n\":2}"), "h")
         .await
         .unwrap();
-    let done = applied(&store, "k", "saga:a:action").await.unwrap().unwrap();
+    let done = store.op_applied("k", "saga:a:action").await.unwrap().unwrap();
     assert_eq!(done.version, "11.0");
     assert_eq!(
         done.previous,
@@ -286,16 +287,16 @@ pub async fn ops_are_applied_with_their_version_only(b: Backend) {
     );
     // Another key's op is not confused with it, and a version at the old timestamp
     // arriving later (as on a replica) applies nothing it does not name.
-    assert_eq!(applied(&store, "j", "saga:a:action").await.unwrap(), None);
+    assert_eq!(store.op_applied("j", "saga:a:action").await.unwrap(), None);
     store.write_committed("k", ts(10), Some("3"), "h").await.unwrap();
     assert_eq!(
-        applied(&store, "k", "saga:a:action").await.unwrap().unwrap().version,
+        store.op_applied("k", "saga:a:action").await.unwrap().unwrap().version,
         "11.0"
     );
     // Old op ids are pruned.
     assert_eq!(store.op_prune(1_001).await.unwrap(), 0);
     assert_eq!(store.op_prune(1_002).await.unwrap(), 1);
-    assert_eq!(applied(&store, "k", "saga:a:action").await.unwrap(), None);
+    assert_eq!(store.op_applied("k", "saga:a:action").await.unwrap(), None);
     assert!(check("").is_err() && check(&"x".repeat(513)).is_err() && check("a:b:action").is_ok());
 }
 
@@ -350,8 +351,8 @@ pub async fn listings_are_in_byte_order(b: Backend) {
     );
 }
 
-/// A PostgreSQL database belongs to the first region that claims it; another region is
-/// refused, the same one is welcome again. (A SQLite file is not checked.)
+/// A PostgreSQL database (or an in-memory store) belongs to the first region that claims it;
+/// another region is refused, the same one is welcome again. (A SQLite file is not checked.)
 pub async fn a_database_belongs_to_one_region(b: Backend) {
     let db = Db::new(b).await;
     let store = db.open().await;
@@ -359,7 +360,7 @@ pub async fn a_database_belongs_to_one_region(b: Backend) {
     store.claim("us-east").await.unwrap();
     let other = store.claim("eu-west").await;
     match b {
-        Backend::Postgres => {
+        Backend::Postgres | Backend::Memory => {
             let e = other.unwrap_err().to_string();
             assert!(e.contains("region us-east's data, not eu-west's"), "{e}");
         }
@@ -368,7 +369,10 @@ pub async fn a_database_belongs_to_one_region(b: Backend) {
     store.close().await;
     let again = db.open().await;
     again.claim("us-east").await.unwrap();
-    assert_eq!(again.claim("eu-west").await.is_err(), matches!(b, Backend::Postgres));
+    assert_eq!(
+        again.claim("eu-west").await.is_err(),
+        matches!(b, Backend::Postgres | Backend::Memory)
+    );
 }
 
 /// A cancelled op id (an undo found its write not applied) is remembered per key, a second

@@ -1,18 +1,22 @@
-//! The region store's behaviour, the same on both backends: every case runs against a
-//! SQLite file and against a real PostgreSQL database (`testkit::pg` starts a throwaway
-//! server, or uses `GEOSAGA_TEST_POSTGRES_URL`; without either the
-//! PostgreSQL cases fail saying how to get one). Cases are named `<backend>::<case>`
+//! The region store's behaviour, the same on every backend: each case runs against the
+//! in-memory store, a SQLite file and a real PostgreSQL database (`testkit::pg` starts a
+//! throwaway server, or uses `GEOSAGA_TEST_POSTGRES_URL`; without either the PostgreSQL
+//! cases fail saying how to get one). Cases are named `<backend>::<case>`
 //! (`cargo nextest run -p geosaga-regions --test store_conformance postgres::`).
 
 use testkit::pg;
 
 mod cases;
 
-use regions::store::Store;
+use std::sync::Arc;
+
+use regions::store::{MemoryStore, PostgresStore, SqliteStore, Store};
 
 /// Which database a case runs on.
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {
+    /// The in-memory store.
+    Memory,
     /// A SQLite file.
     Sqlite,
     /// A PostgreSQL database.
@@ -21,6 +25,8 @@ pub enum Backend {
 
 /// What keeps a case's database alive (and lets it open the same one again).
 pub enum Db {
+    /// The in-memory store (every opening shares it).
+    Memory(MemoryStore),
     /// The directory of the SQLite file.
     File(tempfile::TempDir),
     /// The PostgreSQL database.
@@ -31,27 +37,31 @@ impl Db {
     /// A new, empty database.
     pub async fn new(backend: Backend) -> Db {
         match backend {
+            Backend::Memory => Db::Memory(MemoryStore::new()),
             Backend::Sqlite => Db::File(tempfile::tempdir().unwrap()),
             Backend::Postgres => Db::Postgres(pg::fresh_database().await),
         }
     }
 
-    /// Opens the store on it (migrating it the first time).
-    pub async fn open(&self) -> Store {
+    /// Opens the store on it (migrating it the first time; the in-memory store is shared
+    /// by every opening, as a file is).
+    pub async fn open(&self) -> Arc<dyn Store> {
         match self {
-            Db::File(dir) => Store::open(&dir.path().join("r.db")).await.unwrap(),
-            Db::Postgres(db) => Store::connect(db.url()).await.unwrap(),
+            Db::Memory(store) => Arc::new(store.clone()),
+            Db::File(dir) => Arc::new(SqliteStore::open(&dir.path().join("r.db")).await.unwrap()),
+            Db::Postgres(db) => Arc::new(PostgresStore::connect(db.url()).await.unwrap()),
         }
     }
 }
 
 /// A store on a new database of `backend`, and what keeps it alive.
-pub async fn store(backend: Backend) -> (Store, Db) {
+pub async fn store(backend: Backend) -> (Arc<dyn Store>, Db) {
     let db = Db::new(backend).await;
     let store = db.open().await;
     assert_eq!(
         store.backend_name(),
         match backend {
+            Backend::Memory => "memory",
             Backend::Sqlite => "sqlite",
             Backend::Postgres => "postgres",
         }
@@ -61,6 +71,14 @@ pub async fn store(backend: Backend) -> (Store, Db) {
 
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    crate::cases::$case(crate::Backend::Memory).await;
+                }
+            )*
+        }
         mod sqlite {
             $(
                 #[tokio::test]

@@ -103,7 +103,7 @@ impl RegionRunner {
     /// Undoes the write of a step whose outcome is unknown (no output), by the action's op
     /// id: the key's home undoes it if it was applied (an `add` by the inverse of `add`'s
     /// delta, the others by restoring what it replaced, only over its own version) and
-    /// otherwise cancels it, so that it never applies (`regions::undo`).
+    /// otherwise cancels it, so that it never applies (`regions/src/node/undo.rs`).
     pub(super) async fn undo_by_op_id(
         &self,
         req: &RegionRequest,

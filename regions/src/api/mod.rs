@@ -1,0 +1,124 @@
+//! The HTTP API every region serves (axum), on top of everything else: the key-value routes
+//! (`kv.rs`), counters (`counters.rs`), the cluster's view and changes (`cluster.rs`:
+//! placement, status, readiness, conflict counts, re-homing), the internal routes peers
+//! call (`peers.rs`), the mutual-TLS gate in front of them (`tls.rs`) and the tokens of
+//! the public routes (`auth.rs`). Errors are problem details ([`problem`]).
+
+pub mod auth;
+mod cluster;
+mod counters;
+mod kv;
+mod peers;
+pub mod problem;
+pub mod tls;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::{Json, Router};
+use regions_core::hlc::Timestamp;
+
+use crate::Error;
+use crate::node::Region;
+use problem::{ApiError, ProblemType};
+
+pub use kv::FORWARDED_BY;
+
+/// Longest key accepted.
+const MAX_KEY_BYTES: usize = 1024;
+
+type Shared = State<Arc<Region>>;
+
+/// Every route of the region, behind its gates, outermost first: the client certificate
+/// as a [`crate::tls::PeerIdentity`], the public routes' tokens ([`auth`]), the body limit
+/// (`Config::body_limit`), and the gate that lets only member regions reach `/internal/...`
+/// (with a `[tls]` section). `Err`: a configured token is malformed.
+pub fn router(region: Arc<Region>) -> Result<Router, Error> {
+    let gate = auth::Gate {
+        region: region.clone(),
+        tokens: Arc::new(auth::Tokens::parse(&region.config.tokens).map_err(Error::Config)?),
+    };
+    Ok(Router::new()
+        .merge(kv::routes())
+        .merge(counters::routes())
+        .merge(cluster::routes())
+        .merge(peers::routes())
+        .layer(axum::middleware::from_fn_with_state(region.clone(), tls::authorize))
+        .layer(axum::extract::DefaultBodyLimit::max(region.config.body_limit()))
+        .layer(axum::middleware::from_fn_with_state(gate, auth::authenticate))
+        .layer(axum::middleware::from_fn(tls::identify))
+        .with_state(region))
+}
+
+/// Refuses (413) a value past the region's `max_value_bytes`, naming the limit.
+fn check_value(region: &Region, path: &str, json: &str) -> Result<(), ApiError> {
+    let limit = region.config.max_value_bytes;
+    if json.len() > limit {
+        return Err(ApiError::new(
+            ProblemType::TooLarge,
+            format!(
+                "{path}: {} bytes of JSON, past this region's max_value_bytes ({limit})",
+                json.len()
+            ),
+        )
+        .at(&region.name));
+    }
+    Ok(())
+}
+
+fn check_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(ApiError::new(
+            ProblemType::InvalidParameter,
+            format!("/path/key: a key has 1 to {MAX_KEY_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_version(path: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    text.map(|t| {
+        t.parse()
+            .map_err(|e: String| ApiError::new(ProblemType::InvalidParameter, format!("{path}: {e}")))
+    })
+    .transpose()
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::new(ProblemType::InvalidParameter, format!("/query: {}", e.body_text())))
+}
+
+/// A client's JSON body, or the problem with it: too large (413, with the limit), not JSON
+/// (400), or JSON of the wrong shape (422).
+fn body_of<T>(region: &Region, b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    b.map(|Json(b)| b).map_err(|e| match e {
+        JsonRejection::JsonDataError(e) => ApiError::new(ProblemType::InvalidBody, e.body_text()),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            ProblemType::TooLarge,
+            format!(
+                "the body is past this region's limit of {} bytes (max_value_bytes {})",
+                region.config.body_limit(),
+                region.config.max_value_bytes
+            ),
+        )
+        .at(&region.name),
+        other => ApiError::new(ProblemType::MalformedJson, other.body_text()),
+    })
+}
+
+/// A peer's message, or its refusal.
+fn peer_body<T: serde::de::DeserializeOwned>(b: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(b).map_err(|e| ApiError::new(ProblemType::PeerRefused, e.to_string()))
+}
+
+fn checked_op_id(path: &str, op_id: Option<String>) -> Result<Option<String>, ApiError> {
+    if let Some(id) = &op_id {
+        regions_core::op_ids::check(id)
+            .map_err(|e| ApiError::new(ProblemType::InvalidParameter, format!("{path}: {e}")))?;
+    }
+    Ok(op_id)
+}

@@ -1,0 +1,203 @@
+//! The region API's errors, rendered as the workspace's RFC 9457 problem details document
+//! ([`Problem`], from the `problem` crate, which the saga API answers with too): a stable
+//! `type` URI per kind, one status per kind, and only 5xx cases logged.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+pub use problem::{Kind, PROBLEM_BASE, Problem};
+
+use crate::Error;
+
+/// Every kind of problem the region API reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemType {
+    /// 400: the body is not JSON.
+    MalformedJson,
+    /// 400: a query or path parameter is wrong.
+    InvalidParameter,
+    /// 400: a peer sent a message this region refuses.
+    PeerRefused,
+    /// 400: a peer's timestamp is further ahead of this region's clock than
+    /// `max_clock_offset_ms`.
+    ClockSkew,
+    /// 401: an internal route was called without a client certificate from the cluster CA.
+    PeerUnauthenticated,
+    /// 403: an internal route was called with a certificate naming no member region.
+    PeerForbidden,
+    /// 401: a public route was called without a token, or with one this region does not know.
+    Unauthenticated,
+    /// 403: the token's role does not allow the route, or a member's certificate was used
+    /// to speak for another region.
+    Forbidden,
+    /// 404: the key has no live value.
+    KeyNotFound,
+    /// 409: a conditional write found another version.
+    VersionMismatch,
+    /// 409: an `add` would take the number outside its bounds; nothing was written.
+    OutOfBounds,
+    /// 409: the write's op id was cancelled by its compensation; nothing was written.
+    OpCancelled,
+    /// 410: the versions asked for were garbage-collected.
+    BeyondRetention,
+    /// 413: a value (or a request, or a peer's message) past the region's limit.
+    TooLarge,
+    /// 422: the body is JSON of the wrong shape.
+    InvalidBody,
+    /// 500: the region failed.
+    Internal,
+    /// 503: a strong write did not reach its quorum in time and was not applied.
+    QuorumNotReached,
+    /// 503: the key's home region cannot be reached (a forwarded write's outcome is unknown).
+    HomeUnreachable,
+    /// 503: the local replica is too stale and the home cannot be reached.
+    TooStale,
+    /// 503: the region's own store (its SQLite file or PostgreSQL database) does not answer.
+    StoreUnavailable,
+}
+
+impl Kind for ProblemType {
+    fn slug(self) -> &'static str {
+        match self {
+            ProblemType::MalformedJson => "malformed-json",
+            ProblemType::InvalidParameter => "invalid-parameter",
+            ProblemType::PeerRefused => "peer-refused",
+            ProblemType::ClockSkew => regions_core::protocol::problem::CLOCK_SKEW,
+            ProblemType::PeerUnauthenticated => "peer-unauthenticated",
+            ProblemType::PeerForbidden => "peer-forbidden",
+            ProblemType::Unauthenticated => "unauthenticated",
+            ProblemType::Forbidden => "forbidden",
+            ProblemType::KeyNotFound => "key-not-found",
+            ProblemType::VersionMismatch => "version-mismatch",
+            ProblemType::OutOfBounds => "out-of-bounds",
+            ProblemType::OpCancelled => "op-cancelled",
+            ProblemType::BeyondRetention => "beyond-retention",
+            ProblemType::TooLarge => "too-large",
+            ProblemType::InvalidBody => "invalid-body",
+            ProblemType::Internal => "internal",
+            ProblemType::QuorumNotReached => "quorum-not-reached",
+            ProblemType::HomeUnreachable => "home-unreachable",
+            ProblemType::TooStale => "too-stale",
+            ProblemType::StoreUnavailable => "store-unavailable",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            ProblemType::MalformedJson
+            | ProblemType::InvalidParameter
+            | ProblemType::PeerRefused
+            | ProblemType::ClockSkew => StatusCode::BAD_REQUEST,
+            ProblemType::PeerUnauthenticated | ProblemType::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ProblemType::PeerForbidden | ProblemType::Forbidden => StatusCode::FORBIDDEN,
+            ProblemType::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProblemType::KeyNotFound => StatusCode::NOT_FOUND,
+            ProblemType::VersionMismatch | ProblemType::OutOfBounds | ProblemType::OpCancelled => StatusCode::CONFLICT,
+            ProblemType::BeyondRetention => StatusCode::GONE,
+            ProblemType::InvalidBody => StatusCode::UNPROCESSABLE_ENTITY,
+            ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ProblemType::QuorumNotReached
+            | ProblemType::HomeUnreachable
+            | ProblemType::TooStale
+            | ProblemType::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            ProblemType::MalformedJson => "The request body is not valid JSON",
+            ProblemType::InvalidParameter => "A request parameter is invalid",
+            ProblemType::PeerRefused => "Peer message refused",
+            ProblemType::ClockSkew => "Peer's clock too far ahead; message refused",
+            ProblemType::PeerUnauthenticated => "Client certificate required",
+            ProblemType::PeerForbidden => "Client certificate names no member region",
+            ProblemType::Unauthenticated => "A token is required",
+            ProblemType::Forbidden => "Not allowed to this caller",
+            ProblemType::TooLarge => "Past the region's size limit",
+            ProblemType::KeyNotFound => "Key not found",
+            ProblemType::VersionMismatch => "The key is at another version",
+            ProblemType::OutOfBounds => "The addition would leave its bounds; not applied",
+            ProblemType::OpCancelled => "The write was cancelled by its compensation; not applied",
+            ProblemType::BeyondRetention => "Version garbage-collected",
+            ProblemType::InvalidBody => "The request body has the wrong shape",
+            ProblemType::Internal => "Internal server error",
+            ProblemType::QuorumNotReached => "Write not replicated to its quorum in time; not applied",
+            ProblemType::HomeUnreachable => "Home region unreachable",
+            ProblemType::TooStale => "Local replica too stale and home region unreachable",
+            ProblemType::StoreUnavailable => "The region's store does not answer",
+        }
+    }
+}
+
+/// An error answer of the region API.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// The kind of problem.
+    pub kind: ProblemType,
+    /// What happened this time.
+    pub detail: String,
+    /// The region that answered.
+    pub region: Option<String>,
+    /// For `key-not-found`: the staleness bound of the answering copy.
+    pub staleness_bound_ms: Option<u64>,
+}
+
+impl ApiError {
+    /// A problem of `kind` with `detail`.
+    pub fn new(kind: ProblemType, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            kind,
+            detail: detail.into(),
+            region: None,
+            staleness_bound_ms: None,
+        }
+    }
+
+    /// Names the answering region.
+    pub fn at(mut self, region: &str) -> ApiError {
+        self.region = Some(region.to_owned());
+        self
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> ApiError {
+        let detail = error.to_string();
+        let kind = match error {
+            Error::BadRequest(_) => ProblemType::InvalidParameter,
+            Error::NotFound { staleness_bound_ms, .. } => {
+                return ApiError {
+                    staleness_bound_ms: Some(staleness_bound_ms),
+                    ..ApiError::new(ProblemType::KeyNotFound, detail)
+                };
+            }
+            Error::VersionMismatch { .. } => ProblemType::VersionMismatch,
+            Error::OutOfBounds(_) => ProblemType::OutOfBounds,
+            Error::OpCancelled { .. } => ProblemType::OpCancelled,
+            Error::QuorumNotReached { .. } => ProblemType::QuorumNotReached,
+            Error::HomeUnreachable { .. } => ProblemType::HomeUnreachable,
+            Error::TooStale { .. } => ProblemType::TooStale,
+            Error::BeyondRetention { .. } => ProblemType::BeyondRetention,
+            Error::Peer(_) => ProblemType::PeerRefused,
+            Error::Clock(_) => ProblemType::ClockSkew,
+            Error::Config(_)
+            | Error::Store(_)
+            | Error::StoreOpen { .. }
+            | Error::StoreTaken(_)
+            | Error::Migrate(_)
+            | Error::Corrupt(_)
+            | Error::Io(_) => ProblemType::Internal,
+        };
+        ApiError::new(kind, detail)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = Problem {
+            region: self.region,
+            staleness_bound_ms: self.staleness_bound_ms,
+            ..Problem::new(self.kind, self.detail)
+        };
+        problem::respond(self.kind, &problem, None, Vec::new())
+    }
+}
