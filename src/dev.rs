@@ -1,5 +1,8 @@
 //! `geosaga dev`: a coordinator with the example definitions, a demo participant and three
-//! regions on loopback, for trying geosaga on one machine.
+//! regions on loopback, for trying geosaga on one machine. With `--region NAME=URL` its
+//! region steps go to a cluster of yours instead (the testbed's, say), reached with the
+//! same settings as `geosaga serve`'s: the cluster CA, a client certificate and a token
+//! (`crate::region_access`), so a TLS cluster that wants tokens works too.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,7 +15,8 @@ use coordinator::runner::region::{RegionAccess, RegionDirectory};
 use observability::LogFormat;
 use observability::otlp::OtlpOptions;
 
-use crate::serve::{OtlpArgs, Settings};
+use crate::region_access::{RegionAccessArgs, RegionAccessFile};
+use crate::serve::{OtlpArgs, Settings, region_directory};
 use crate::server::{LOG_FILTER, Server};
 
 /// The example definitions `geosaga dev` registers.
@@ -26,6 +30,7 @@ const REGION_EXAMPLE: (&str, &str) = (
     "transfer_regions.json",
     include_str!("../examples/transfer_regions.json"),
 );
+
 /// Options of `geosaga dev`.
 #[derive(Args, Debug)]
 pub struct DevArgs {
@@ -44,6 +49,21 @@ pub struct DevArgs {
     /// Do not start the three dev regions.
     #[arg(long)]
     no_regions: bool,
+    /// A region of a cluster of yours for region steps, as `NAME=URL` (repeat or separate
+    /// with commas): dev then starts no regions of its own. A TLS cluster that wants
+    /// tokens needs --region-ca, --region-cert/--region-key and --region-token too.
+    #[arg(
+        long = "region",
+        value_name = "NAME=URL",
+        value_delimiter = ',',
+        conflicts_with = "no_regions"
+    )]
+    regions: Vec<String>,
+    /// The --region that region steps go through unless they name one (default: the first).
+    #[arg(long, requires = "regions")]
+    region_via: Option<String>,
+    #[command(flatten)]
+    region_access: RegionAccessArgs,
     /// Base URL of a Jaeger UI, to link sagas to their traces (e.g. `http://127.0.0.1:16686`).
     #[arg(long)]
     jaeger_ui: Option<String>,
@@ -60,18 +80,29 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let demo = crate::demo::serve(args.demo_listen)
         .await
         .with_context(|| format!("starting the demo participant on {}", args.demo_listen))?;
-    let regions = if args.no_regions {
-        Vec::new()
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let external = !args.regions.is_empty();
+    let (directory, region_access) = if external {
+        let directory = region_directory(&args.regions, &toml::Table::new(), args.region_via)
+            .context("--region: the regions of region steps")?;
+        (directory, args.region_access.access(RegionAccessFile::default())?)
     } else {
-        std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
-        crate::dev_regions::start(&args.data_dir, args.regions_port).await?
+        let regions = if args.no_regions {
+            Vec::new()
+        } else {
+            crate::dev_regions::start(&args.data_dir, args.regions_port).await?
+        };
+        // Region steps go through us-east, as a coordinator there would. The dev regions
+        // speak plain HTTP on loopback and want no token: a CA, certificate or token given
+        // (flags or GEOSAGA_REGION_* variables) would only be sent to them.
+        let via = regions.first().map(|(name, _)| name.clone());
+        let directory = RegionDirectory::new(regions, via).map_err(anyhow::Error::msg)?;
+        (directory, RegionAccess::default())
     };
-    // Region steps go through us-east, as a coordinator there would.
-    let directory = RegionDirectory::new(regions.clone(), regions.first().map(|(name, _)| name.clone()))
-        .map_err(anyhow::Error::msg)?;
+    let regions = directory.regions().to_vec();
     let settings = Settings {
         regions: directory,
-        region_access: RegionAccess::default(),
+        region_access,
         listen: args.listen,
         database: args.data_dir.join("geosaga.db").display().to_string(),
         node_id: Some("local".to_owned()),
@@ -98,10 +129,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         builder = builder.definition(doc);
     }
     let server = builder.start().await?;
-    if let Some((_, us_east)) = regions.first() {
+    // A cluster of yours keeps its own accounts (the testbed opens the demo's).
+    if let (false, Some((_, us_east))) = (external, regions.first()) {
         crate::dev_regions::seed_accounts(us_east).await;
     }
-    println!("{}", welcome(server.local_addr(), &args.data_dir, &regions));
+    println!("{}", welcome(server.local_addr(), &args.data_dir, &regions, external));
     server.serve().await?;
     Ok(())
 }
@@ -118,9 +150,16 @@ fn rebase_urls(doc: &mut serde_json::Value, demo: SocketAddr) {
     }
 }
 
-fn welcome(api: SocketAddr, data_dir: &Path, regions: &[(String, String)]) -> String {
+fn welcome(api: SocketAddr, data_dir: &Path, regions: &[(String, String)], external: bool) -> String {
     let mut text = welcome_sagas(api, data_dir);
-    if let Some((_, first)) = regions.first() {
+    if external {
+        text.push_str(
+            "\nRegion steps go to your regions (transfer_regions registered; its accounts are yours to open):\n",
+        );
+        for (name, address) in regions {
+            text.push_str(&format!("  {name:<9} {address}\n"));
+        }
+    } else if let Some((_, first)) = regions.first() {
         text.push_str("\nRegions (geo-distributed key-value layer, see docs/regions.md):\n");
         for (name, address) in regions {
             text.push_str(&format!("  {name:<9} {address}\n"));
