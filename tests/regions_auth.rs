@@ -385,7 +385,8 @@ async fn a_region_refuses_an_open_address_without_tls_and_tokens() {
 /// A member's certificate cannot speak for another member: an intent, a batch of the log,
 /// a forwarded write and a forwarded undo in ap-south's name, sent with eu-west's certificate, are refused
 /// (403); a heartbeat listing a member nobody admitted is answered, and the member is not
-/// learned (so no log shipper starts towards its address).
+/// learned: no region lists it, and nothing connects to the address it named (no log
+/// shipper starts towards it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_members_certificate_speaks_only_for_that_member() {
     let dir = tempfile::tempdir().unwrap();
@@ -458,7 +459,11 @@ async fn a_members_certificate_speaks_only_for_that_member() {
     let problem: Value = r.json().await.unwrap();
     assert!(problem["detail"].as_str().unwrap().contains("admin token"), "{problem}");
 
-    let mallory = json!({"name": "mallory", "address": "https://127.0.0.1:9", "role": "replica", "version": 1});
+    // mallory's address is a socket of ours: a log shipper sent there would connect to it.
+    let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let address = format!("https://{}", trap.local_addr().unwrap());
+    let mallory = json!({"name": "mallory", "address": address, "role": "replica", "version": 1});
     let r = eu
         .post(format!("{us}/internal/v1/heartbeat"))
         .json(&json!({"from": "eu-west", "members": [mallory]}))
@@ -483,6 +488,12 @@ async fn a_members_certificate_speaks_only_for_that_member() {
         !cluster.regions[0].log_text().contains("learned a member"),
         "{}",
         cluster.logs()
+    );
+    // Shipping runs every 50 ms (closed_ts_interval_ms): in the 600 ms above, a ship loop
+    // towards mallory would have connected at least once.
+    assert!(
+        matches!(trap.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a region connected to the address the heartbeat named"
     );
 }
 
