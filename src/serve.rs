@@ -1,6 +1,6 @@
 //! `geosaga serve`: its options (flags, `GEOSAGA_*` variables, a TOML file), turned into a
 //! [`ServerBuilder`]; the builder starts the coordinator. `geosaga dev` (`crate::dev`)
-//! builds the same [`Settings`] its own way.
+//! builds the same `Settings` its own way.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
