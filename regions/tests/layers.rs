@@ -53,7 +53,7 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
 ];
 
 /// The only dependencies the pure core may have: none of them does I/O.
-const CORE_DEPENDENCIES: &[&str] = &["serde", "serde_json", "thiserror", "toml"];
+const CORE_DEPENDENCIES: &[&str] = &["serde", "serde_json", "thiserror", "toml", "utoipa"];
 
 fn layer_of_module(module: &str) -> Option<u8> {
     LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)

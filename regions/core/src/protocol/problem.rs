@@ -2,6 +2,7 @@
 //! back (the HTTP side, kinds and statuses, is the regions crate's `api::problem`).
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The prefix of every problem `type` URI.
 pub const PROBLEM_BASE: &str = "https://geosaga.dev/problems/";
@@ -11,7 +12,7 @@ pub const PROBLEM_BASE: &str = "https://geosaga.dev/problems/";
 pub const CLOCK_SKEW: &str = "clock-skew";
 
 /// An RFC 9457 problem details document.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
     /// Stable URI identifying the kind of problem.
     #[serde(rename = "type")]
