@@ -21,6 +21,7 @@ mod client;
 mod netem;
 mod ops;
 mod region;
+mod region_backup;
 
 use geosaga::serve;
 

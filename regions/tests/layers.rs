@@ -36,6 +36,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("antientropy", 4),
     ("rehome", 4),
     ("gossip", 4),
+    ("restore", 4),
     // The HTTP API.
     ("api", 5),
 ];

@@ -2,11 +2,11 @@
 //! handlers' `#[utoipa::path]` annotations and the bodies' `ToSchema` derives (in the core's
 //! `protocol`), so it cannot drift from the code.
 //!
-//! What every route gets by construction, in one place ([`Guarded`]): the security
+//! What every route gets by construction, in one place (`Guarded`): the security
 //! requirement and the refusals of [`super::auth`], decided by the same [`auth::needs`] the
 //! middleware asks (401 on every route behind a token, 403 on those needing more than
 //! `read`). A few bounds JSON Schema states better than the derive can are set afterwards
-//! ([`exact_bounds`]). `tests/regions_openapi.rs` runs schemathesis against a real region
+//! (`exact_bounds`). `tests/openapi.rs` runs schemathesis against a real region
 //! with every check.
 
 use axum::http::Method;
