@@ -20,6 +20,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod client;
 mod ops;
 mod region;
+mod region_backup;
 
 use geosaga::{dev, serve};
 

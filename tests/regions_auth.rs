@@ -8,8 +8,8 @@ mod support;
 use std::path::Path;
 
 use serde_json::{Value, json};
-use testkit::free_port;
 use support::regions::{Cluster, NAMES, tls_client};
+use testkit::free_port;
 use testkit::http::{get, post};
 use testkit::process::GeosagaProcess;
 

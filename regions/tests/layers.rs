@@ -35,6 +35,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("antientropy", 4),
     ("rehome", 4),
     ("gossip", 4),
+    ("restore", 4),
     // The HTTP API.
     ("api", 5),
 ];
@@ -52,7 +53,7 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
 ];
 
 /// The only dependencies the pure core may have: none of them does I/O.
-const CORE_DEPENDENCIES: &[&str] = &["serde", "serde_json", "thiserror", "toml"];
+const CORE_DEPENDENCIES: &[&str] = &["serde", "serde_json", "thiserror", "toml", "utoipa"];
 
 fn layer_of_module(module: &str) -> Option<u8> {
     LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)

@@ -31,6 +31,8 @@ pub enum ProblemType {
     Forbidden,
     /// 404: the key has no live value.
     KeyNotFound,
+    /// 404: no route takes this path.
+    NoRoute,
     /// 409: a conditional write found another version.
     VersionMismatch,
     /// 409: an `add` would take the number outside its bounds; nothing was written.
@@ -67,6 +69,7 @@ impl Kind for ProblemType {
             ProblemType::Unauthenticated => "unauthenticated",
             ProblemType::Forbidden => "forbidden",
             ProblemType::KeyNotFound => "key-not-found",
+            ProblemType::NoRoute => "not-found",
             ProblemType::VersionMismatch => "version-mismatch",
             ProblemType::OutOfBounds => "out-of-bounds",
             ProblemType::OpCancelled => "op-cancelled",
@@ -90,7 +93,7 @@ impl Kind for ProblemType {
             ProblemType::PeerUnauthenticated | ProblemType::Unauthenticated => StatusCode::UNAUTHORIZED,
             ProblemType::PeerForbidden | ProblemType::Forbidden => StatusCode::FORBIDDEN,
             ProblemType::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProblemType::KeyNotFound => StatusCode::NOT_FOUND,
+            ProblemType::KeyNotFound | ProblemType::NoRoute => StatusCode::NOT_FOUND,
             ProblemType::VersionMismatch | ProblemType::OutOfBounds | ProblemType::OpCancelled => StatusCode::CONFLICT,
             ProblemType::BeyondRetention => StatusCode::GONE,
             ProblemType::InvalidBody => StatusCode::UNPROCESSABLE_ENTITY,
@@ -114,6 +117,7 @@ impl Kind for ProblemType {
             ProblemType::Forbidden => "Not allowed to this caller",
             ProblemType::TooLarge => "Past the region's size limit",
             ProblemType::KeyNotFound => "Key not found",
+            ProblemType::NoRoute => "No such route",
             ProblemType::VersionMismatch => "The key is at another version",
             ProblemType::OutOfBounds => "The addition would leave its bounds; not applied",
             ProblemType::OpCancelled => "The write was cancelled by its compensation; not applied",

@@ -112,4 +112,5 @@ conformance!(
     listings_are_in_byte_order,
     a_database_belongs_to_one_region,
     cancelled_op_ids_are_remembered_until_pruned,
+    a_restored_store_starts_a_new_log_incarnation_once,
 );

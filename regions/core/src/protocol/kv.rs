@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::closed::ReadConsistency;
 use crate::counter::Component;
@@ -10,7 +11,7 @@ use crate::hlc::Timestamp;
 use crate::placement::Reason;
 
 /// The consistency of a write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WriteConsistency {
     /// The home commits once the quorum stored it; linearizable.
@@ -21,7 +22,7 @@ pub enum WriteConsistency {
 }
 
 /// `PUT /v1/kv/{key}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutRequest {
     /// The value.
@@ -31,16 +32,18 @@ pub struct PutRequest {
     pub consistency: WriteConsistency,
     /// Write only if the current version is this one (`0.0`: only if the key has no live value).
     #[serde(default)]
+    #[schema(pattern = r"^[0-9]{1,19}\.[0-9]{1,9}$")]
     pub if_version: Option<String>,
     /// Makes the write idempotent: a repeat with the same op id is answered with the first
     /// one's result and writes nothing (see [`crate::op_ids`]).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 512)]
     pub op_id: Option<String>,
 }
 
 /// `PATCH /v1/kv/{key}`: an addition applied by the key's home (see [`crate::add`]), or
 /// the undo of an earlier write by its op id (see [`Undo`]): exactly one of the two.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchRequest {
     /// The addition.
@@ -54,9 +57,11 @@ pub struct PatchRequest {
     pub consistency: WriteConsistency,
     /// Apply only if the current version is this one.
     #[serde(default)]
+    #[schema(pattern = r"^[0-9]{1,19}\.[0-9]{1,9}$")]
     pub if_version: Option<String>,
     /// Makes the addition idempotent, as for `PUT`.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 512)]
     pub op_id: Option<String>,
 }
 
@@ -84,10 +89,11 @@ pub struct WriteCommand {
 /// The undo of the write whose op id is `op_id`: the compensation of a saga step whose
 /// write may or may not have been applied. The key's home undoes the write if it was
 /// applied, or cancels its op id if it was not, so that it never applies (`op-cancelled`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Undo {
     /// The op id of the write to undo.
+    #[schema(min_length = 1, max_length = 512)]
     pub op_id: String,
     /// For an `add`: the inverse addition (bounds are not checked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,7 +101,7 @@ pub struct Undo {
 }
 
 /// What an undo found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Undone {
     /// The op id of the write it undid or cancelled.
     pub op_id: String,
@@ -105,7 +111,7 @@ pub struct Undone {
 }
 
 /// The answer to a write.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WriteResponse {
     /// The key.
     pub key: String,
@@ -132,7 +138,7 @@ pub struct WriteResponse {
 }
 
 /// The answer to a read.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ReadResponse {
     /// The key.
     pub key: String,
@@ -154,7 +160,7 @@ pub struct ReadResponse {
 }
 
 /// `GET /v1/placement/{key}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PlacementResponse {
     /// The key.
     pub key: String,
@@ -176,18 +182,21 @@ impl PlacementResponse {
 }
 
 /// `POST /v1/counters/{key}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IncrementRequest {
-    /// How much to add (negative: subtract).
+    /// How much to add (negative: subtract): an integer in 64 bits (`3.0` is taken for `3`
+    /// within 2^53).
+    #[serde(deserialize_with = "whole_number")]
     pub increment: i64,
     /// An idempotency key: a repeat of this increment at the same region changes nothing.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 512)]
     pub op_id: Option<String>,
 }
 
 /// A counter as one region holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CounterResponse {
     /// The counter's key.
     pub key: String,
@@ -203,7 +212,7 @@ pub struct CounterResponse {
 }
 
 /// `GET /v1/conflicts`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ConflictsResponse {
     /// The answering region.
     pub region: String,
@@ -212,11 +221,47 @@ pub struct ConflictsResponse {
 }
 
 /// Overwritten concurrent writes under one rule prefix.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PrefixConflicts {
     /// The rule's prefix.
     pub prefix: String,
     /// Concurrent writes (of keys under it) overwritten by last-writer-wins, as counted
     /// from the versions this region holds.
     pub overwritten: i64,
+}
+
+/// A JSON number with no fraction that fits in an `i64`, written as an integer or not
+/// (`3.0`): JSON Schema's `integer`, which the OpenAPI document promises.
+fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(n) = number.as_i64() {
+        return Ok(n);
+    }
+    // Written with a fraction, or an integer past 64 bits (which JSON parsing turns into a
+    // float): taken only where a float holds every whole number exactly, so that nothing
+    // past `i64` is rounded into it.
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && (-EXACT..=EXACT).contains(&f) => Ok(f as i64),
+        _ => Err(serde::de::Error::custom(format!(
+            "{number} is not a whole number within 64 bits"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_increment_is_any_whole_number_in_64_bits() {
+        let parse = |text: &str| serde_json::from_str::<IncrementRequest>(text).map(|r| r.increment);
+        assert_eq!(parse(r#"{"increment": 3}"#).unwrap(), 3);
+        assert_eq!(parse(r#"{"increment": -103442.0}"#).unwrap(), -103_442);
+        assert_eq!(parse(r#"{"increment": -9223372036854775808}"#).unwrap(), i64::MIN);
+        assert!(parse(r#"{"increment": 1.5}"#).is_err());
+        assert!(parse(r#"{"increment": 9223372036854775808}"#).is_err());
+        assert!(parse(r#"{"increment": -9223372036854775809}"#).is_err());
+        assert!(parse(r#"{"increment": 1e19}"#).is_err());
+    }
 }

@@ -35,6 +35,8 @@ pub(super) struct State {
     pub(super) ops: HashMap<(String, String), Op>,
     /// Cancelled op ids, with when they were cancelled.
     pub(super) cancelled: HashMap<(String, String), i64>,
+    /// Marked restored from a backup (`Store::mark_restored`).
+    pub(super) restored: bool,
 }
 
 /// Timestamps compared as the SQL stores compare them: wall time as a signed integer.
