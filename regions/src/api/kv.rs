@@ -14,8 +14,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use regions_core::closed::ReadConsistency;
-use regions_core::protocol::{PatchRequest, PutRequest, ReadResponse, WriteCommand, WriteConsistency};
-use serde::Deserialize;
+use regions_core::protocol::{
+    DeleteQuery, PatchRequest, PutRequest, ReadQuery, ReadResponse, WriteCommand, WriteConsistency,
+};
 
 use super::problem::{ApiError, ProblemType};
 use super::tls;
@@ -36,13 +37,7 @@ pub(super) fn routes() -> Router<Arc<Region>> {
 pub const FORWARDED_BY: &str = "x-geosaga-forwarded-by";
 
 fn key_url(base: &str, route: &[&str], key: &str) -> Result<reqwest::Url> {
-    let mut url = reqwest::Url::parse(base).map_err(|e| Error::Config(format!("address {base:?}: {e}")))?;
-    url.path_segments_mut()
-        .map_err(|()| Error::Config(format!("address {base:?} cannot have a path")))?
-        .pop_if_empty()
-        .extend(route)
-        .extend(key.split('/'));
-    Ok(url)
+    regions_client::key_url(base, route, key).map_err(|e| Error::Config(e.to_string()))
 }
 
 /// Sends `request` to the home region and relays its answer as is. The client's token goes
@@ -85,23 +80,6 @@ fn refuse_loop(region: &Region, headers: &HeaderMap, key: &str, home: &str) -> R
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReadQuery {
-    #[serde(default = "strong")]
-    consistency: ReadConsistency,
-    max_staleness_ms: Option<u64>,
-    #[serde(default)]
-    allow_stale: bool,
-    as_of: Option<String>,
-    /// Strong reads: also say whether a write with this op id was applied (`"op"`).
-    op_id: Option<String>,
-}
-
-fn strong() -> ReadConsistency {
-    ReadConsistency::Strong
-}
-
 async fn read(
     State(region): Shared,
     Path(key): Path<String>,
@@ -142,15 +120,13 @@ async fn read(
     let home = region.home(&key).region;
     refuse_loop(&region, &headers, &key, &home)?;
     let peer = region.peer(&home)?;
-    let mut params = vec![("consistency", "strong".to_owned())];
-    if let Some(as_of) = req.as_of {
-        params.push(("as_of", as_of.to_string()));
-    }
-    if let Some(op_id) = op_id {
-        params.push(("op_id", op_id));
-    }
-    let url = key_url(&peer.address, &["v1", "kv"], &key)?;
-    match relay(&region, &home, &headers, region.http.get(url).query(&params)).await {
+    let at_home = ReadQuery {
+        as_of: req.as_of.map(|t| t.to_string()),
+        op_id,
+        ..ReadQuery::new(ReadConsistency::Strong)
+    };
+    let url = key_url(&peer.address, &regions_client::KV, &key)?;
+    match relay(&region, &home, &headers, region.http.get(url).query(&at_home)).await {
         Ok(response) => Ok(response),
         Err(reason) => match region.read_unreachable_home(&key, req, reason).await {
             Ok(answer) => Ok(Json(answer).into_response()),
@@ -266,15 +242,6 @@ async fn patch(
         ..command("/", body.consistency, body.if_version, body.op_id)?
     };
     write(region, key, headers, cmd).await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeleteQuery {
-    #[serde(default)]
-    consistency: WriteConsistency,
-    if_version: Option<String>,
-    op_id: Option<String>,
 }
 
 async fn delete(

@@ -44,20 +44,74 @@ pub struct PutRequest {
 #[serde(deny_unknown_fields)]
 pub struct PatchRequest {
     /// The addition.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub add: Option<crate::add::Add>,
     /// The undo.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo: Option<Undo>,
     /// Strong (default) or async.
     #[serde(default)]
     pub consistency: WriteConsistency,
     /// Apply only if the current version is this one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub if_version: Option<String>,
     /// Makes the addition idempotent, as for `PUT`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub op_id: Option<String>,
+}
+
+/// The query of `DELETE /v1/kv/{key}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    /// Strong (default) or async.
+    #[serde(default)]
+    pub consistency: WriteConsistency,
+    /// Delete only if the current version is this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_version: Option<String>,
+    /// Makes the deletion idempotent, as for `PUT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_id: Option<String>,
+}
+
+/// The query of `GET /v1/kv/{key}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    /// Strong (default: served by the home) or bounded staleness.
+    #[serde(default = "strong")]
+    pub consistency: ReadConsistency,
+    /// Bounded-staleness reads (required for them): the bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_staleness_ms: Option<u64>,
+    /// Accept an answer staler than the bound when the home cannot be reached (the answer
+    /// says so).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_stale: bool,
+    /// Read the version visible at this timestamp (`WALL_MS.LOGICAL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
+    /// Strong reads: also say whether a write with this op id was applied (`"op"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_id: Option<String>,
+}
+
+impl ReadQuery {
+    /// A read of the latest version at `consistency`, with nothing else set.
+    pub fn new(consistency: ReadConsistency) -> ReadQuery {
+        ReadQuery {
+            consistency,
+            max_staleness_ms: None,
+            allow_stale: false,
+            as_of: None,
+            op_id: None,
+        }
+    }
+}
+
+fn strong() -> ReadConsistency {
+    ReadConsistency::Strong
 }
 
 /// A write as the home region executes it (forwarded between regions as is).
