@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use coordinator::HostPolicy;
 use coordinator::retention::{self, RetentionOptions};
-use coordinator::runner::region::{RegionAccess, RegionDirectory};
+use coordinator::runner::region::RegionDirectory;
 use observability::LogFormat;
 use observability::otlp::{OtlpOptions, Protocol};
 use serde::Deserialize;
@@ -233,24 +233,6 @@ pub struct DevArgs {
     log_format: LogFormat,
 }
 
-struct Settings {
-    listen: SocketAddr,
-    database: String,
-    node_id: Option<String>,
-    lease: Duration,
-    tokens: Vec<String>,
-    insecure: bool,
-    hosts: HostPolicy,
-    regions: RegionDirectory,
-    region_access: RegionAccess,
-    body_limit: usize,
-    max_running: usize,
-    limits: http_server::Limits,
-    jaeger_ui: Option<String>,
-    otlp: OtlpOptions,
-    retention: Option<RetentionOptions>,
-}
-
 /// The regions region steps may use: `--region NAME=URL` flags, else the config file's
 /// `[regions]` table; `--region-via` (or `region_via`) names the default.
 fn region_directory(flags: &[String], file: &toml::Table, via: Option<String>) -> anyhow::Result<RegionDirectory> {
@@ -295,7 +277,10 @@ fn retention_options(args: RetentionArgs, file: &ConfigFile) -> anyhow::Result<O
     Ok(Some(options))
 }
 
-fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
+/// `builder` with the options of `args` (flags, `GEOSAGA_*` variables, the config file, or
+/// else `geosaga serve`'s defaults): what `geosaga serve` runs, and what
+/// [`ServerBuilder::cli`] gives a service of its own.
+pub fn configure(builder: ServerBuilder, args: ServeArgs) -> anyhow::Result<ServerBuilder> {
     let file: ConfigFile = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -336,66 +321,42 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         region_key: file.region_key,
         region_token: file.region_token,
     })?;
-    Ok(Settings {
-        retention,
-        regions,
-        region_access,
-        limits,
-        listen: args
-            .listen
-            .or(file.listen)
-            .unwrap_or_else(|| "127.0.0.1:7379".parse().expect("an address")),
-        database: args
-            .database
-            .or(file.database)
-            .unwrap_or_else(|| "./geosaga-data/geosaga.db".to_owned()),
-        node_id: args.node_id.or(file.node_id),
-        lease: Duration::from_millis(args.lease_ms.or(file.lease_ms).unwrap_or(10_000)),
-        tokens: tokens.into_iter().filter(|t| !t.is_empty()).collect(),
-        insecure: args.insecure || file.insecure,
-        hosts,
-        body_limit: args.body_limit.or(file.body_limit).unwrap_or(1024 * 1024),
-        max_running: args.max_running.or(file.max_running).unwrap_or(10_000),
-        jaeger_ui: args.jaeger_ui.or(file.jaeger_ui),
-        otlp: OtlpOptions {
+    let mut builder = builder
+        .listen(
+            args.listen
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:7379".parse().expect("an address")),
+        )
+        .database(
+            args.database
+                .or(file.database)
+                .unwrap_or_else(|| "./geosaga-data/geosaga.db".to_owned()),
+        )
+        .lease(Duration::from_millis(args.lease_ms.or(file.lease_ms).unwrap_or(10_000)))
+        .insecure(args.insecure || file.insecure)
+        .hosts(hosts)
+        .regions(regions)
+        .region_access(region_access)
+        .connection_limits(limits)
+        .body_limit(args.body_limit.or(file.body_limit).unwrap_or(1024 * 1024))
+        .max_running(args.max_running.or(file.max_running).unwrap_or(10_000))
+        .otlp(OtlpOptions {
             endpoint: args.otlp.otlp_endpoint.or(file.otlp_endpoint),
             protocol: args.otlp.otlp_protocol.or(file_protocol),
             instance_id: None,
-        },
-    })
-}
-
-impl Settings {
-    /// The builder these settings describe: the one way a coordinator is started.
-    fn apply(self, builder: ServerBuilder) -> ServerBuilder {
-        let mut builder = builder
-            .listen(self.listen)
-            .database(self.database)
-            .lease(self.lease)
-            .insecure(self.insecure)
-            .hosts(self.hosts)
-            .regions(self.regions)
-            .region_access(self.region_access)
-            .connection_limits(self.limits)
-            .body_limit(self.body_limit)
-            .max_running(self.max_running)
-            .otlp(self.otlp)
-            .retention(self.retention);
-        if let Some(node_id) = self.node_id {
-            builder = builder.node_id(node_id);
-        }
-        if let Some(jaeger_ui) = self.jaeger_ui {
-            builder = builder.jaeger_ui(jaeger_ui);
-        }
-        self.tokens.into_iter().fold(builder, ServerBuilder::token)
+        })
+        .retention(retention)
+        .log_format(Some(args.log_format));
+    if let Some(node_id) = args.node_id.or(file.node_id) {
+        builder = builder.node_id(node_id);
     }
-}
-
-/// `builder` with the options of `args` (flags, `GEOSAGA_*` variables, the config file):
-/// what `geosaga serve` runs, and what [`ServerBuilder::cli`] gives a service of its own.
-pub fn configure(builder: ServerBuilder, args: ServeArgs) -> anyhow::Result<ServerBuilder> {
-    let log_format = args.log_format;
-    Ok(settings(args)?.apply(builder).log_format(Some(log_format)))
+    if let Some(jaeger_ui) = args.jaeger_ui.or(file.jaeger_ui) {
+        builder = builder.jaeger_ui(jaeger_ui);
+    }
+    Ok(tokens
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .fold(builder, ServerBuilder::token))
 }
 
 /// `geosaga serve`.
@@ -419,29 +380,23 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     // Region steps go through us-east, as a coordinator there would.
     let directory = RegionDirectory::new(regions.clone(), regions.first().map(|(name, _)| name.clone()))
         .map_err(anyhow::Error::msg)?;
-    let settings = Settings {
-        regions: directory,
-        region_access: RegionAccess::default(),
-        listen: args.listen,
-        database: args.data_dir.join("geosaga.db").display().to_string(),
-        node_id: Some("local".to_owned()),
-        lease: Duration::from_secs(10),
-        tokens: Vec::new(),
-        insecure: false,
-        hosts: HostPolicy::Any,
-        body_limit: 1024 * 1024,
-        max_running: 10_000,
-        limits: http_server::Limits::default(),
-        jaeger_ui: args.jaeger_ui,
-        otlp: OtlpOptions {
+    // `geosaga serve`'s defaults, but any host, the data directory and the regions above.
+    let mut builder = Server::builder()
+        .listen(args.listen)
+        .database(args.data_dir.join("geosaga.db").display().to_string())
+        .node_id("local")
+        .hosts(HostPolicy::Any)
+        .regions(directory)
+        .otlp(OtlpOptions {
             endpoint: args.otlp.otlp_endpoint,
             protocol: args.otlp.otlp_protocol,
             instance_id: None,
-        },
-        retention: None,
-    };
+        })
+        .log_format(None);
+    if let Some(jaeger_ui) = args.jaeger_ui {
+        builder = builder.jaeger_ui(jaeger_ui);
+    }
     let with_regions = (!regions.is_empty()).then_some(&REGION_EXAMPLE);
-    let mut builder = settings.apply(Server::builder()).log_format(None);
     for (file, text) in EXAMPLES.iter().chain(with_regions) {
         let mut doc: serde_json::Value = serde_json::from_str(text).with_context(|| format!("example {file}"))?;
         rebase_urls(&mut doc, demo);
