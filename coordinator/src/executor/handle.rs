@@ -246,13 +246,7 @@ impl Coordinator {
         };
         self.inner.store.append(append.clone()).await?;
         record.apply(&append, state.event_count() as i64);
-        let task = Spawn {
-            record: record.clone(),
-            folded,
-            fresh: Vec::new(),
-            permit,
-            waiter: None,
-        };
+        let task = Spawn::resumed(record.clone(), folded, permit);
         // Unless the periodic check got there first.
         self.inner
             .registry

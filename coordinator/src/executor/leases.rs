@@ -168,13 +168,7 @@ pub(super) async fn adopt(inner: &Arc<Inner>) -> Result<usize> {
         };
         tracing::info!(saga_id = %record.id, generation = record.generation, "adopted saga");
         inner.options.metrics.adopted();
-        let task = Spawn {
-            record,
-            folded,
-            fresh: Vec::new(),
-            permit,
-            waiter: None,
-        };
+        let task = Spawn::resumed(record, folded, permit);
         inner.registry.spawn(inner, task);
     }
     Ok(n)
@@ -226,13 +220,7 @@ impl Inner {
         let log = self.store.events(id).await?;
         let folded = Folded::replay(id, def, &log)?;
         tracing::warn!(saga_id = %id, "found a saga owned here without a task");
-        let task = Spawn {
-            record,
-            folded,
-            fresh: Vec::new(),
-            permit,
-            waiter: None,
-        };
+        let task = Spawn::resumed(record, folded, permit);
         Ok(self
             .registry
             .spawn_unless_running(self, task, "owned here without a task"))

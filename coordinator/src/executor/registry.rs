@@ -36,6 +36,20 @@ pub(crate) struct Spawn {
     pub(crate) waiter: Option<oneshot::Sender<SagaView>>,
 }
 
+impl Spawn {
+    /// A saga resumed from its log (adopted, retried, found without a task, or started
+    /// without an acknowledgement): no attempt to launch as is, nobody waiting.
+    pub(crate) fn resumed(record: SagaRecord, folded: Folded, permit: OwnedSemaphorePermit) -> Spawn {
+        Spawn {
+            record,
+            folded,
+            fresh: Vec::new(),
+            permit,
+            waiter: None,
+        }
+    }
+}
+
 struct RunningSaga {
     commands: Arc<Commands>,
     abort: tokio::task::AbortHandle,

@@ -171,13 +171,7 @@ impl Inner {
                 return Ok(());
             }
         };
-        let task = Spawn {
-            record: saga.clone(),
-            folded,
-            fresh: Vec::new(),
-            permit,
-            waiter: None,
-        };
+        let task = Spawn::resumed(saga.clone(), folded, permit);
         // Unless a concurrent repeat did so meanwhile.
         self.registry
             .spawn_unless_running(self, task, "its start was not acknowledged");

@@ -76,26 +76,10 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "netem API serving");
     axum::serve(listener, api::router(netem.clone()))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(http_server::shutdown_signal())
         .await?;
     netem.reset_all(true).await;
     Ok(())
-}
-
-/// Ctrl-C or SIGTERM (`docker stop`).
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
 }
 
 /// A proxy as created: Toxiproxy's JSON.

@@ -15,9 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use problem::Problem;
 use regions_core::closed::ReadConsistency;
-use regions_core::protocol::{PatchRequest, PutRequest, ReadResponse, WriteCommand, WriteConsistency, WriteResponse};
-use serde::Deserialize;
-use utoipa::IntoParams;
+use regions_core::protocol::{
+    DeleteQuery, PatchRequest, PutRequest, ReadQuery, ReadResponse, WriteCommand, WriteConsistency, WriteResponse,
+};
 
 use super::openapi::PROBLEM_JSON;
 use super::problem::{ApiError, ProblemType};
@@ -42,13 +42,7 @@ const MAX_STALENESS_MS: u64 = 31_536_000_000;
 pub const FORWARDED_BY: &str = "x-geosaga-forwarded-by";
 
 fn key_url(base: &str, route: &[&str], key: &str) -> Result<reqwest::Url> {
-    let mut url = reqwest::Url::parse(base).map_err(|e| Error::Config(format!("address {base:?}: {e}")))?;
-    url.path_segments_mut()
-        .map_err(|()| Error::Config(format!("address {base:?} cannot have a path")))?
-        .pop_if_empty()
-        .extend(route)
-        .extend(key.split('/'));
-    Ok(url)
+    regions_client::key_url(base, route, key).map_err(|e| Error::Config(e.to_string()))
 }
 
 /// Sends `request` to the home region and relays its answer as is. The client's token goes
@@ -89,36 +83,6 @@ fn refuse_loop(region: &Region, headers: &HeaderMap, key: &str, home: &str) -> R
         )),
         None => Ok(()),
     }
-}
-
-/// The query of a read.
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub(super) struct ReadQuery {
-    /// `strong` (the default: linearizable, served by the home) or `bounded_staleness`.
-    #[serde(default = "strong")]
-    #[param(inline)]
-    consistency: ReadConsistency,
-    /// `bounded_staleness` reads (and required by them): how stale the answer may be, in
-    /// milliseconds.
-    #[param(minimum = 0, maximum = 31_536_000_000_u64)]
-    max_staleness_ms: Option<u64>,
-    /// Accept an answer staler than asked for when the home cannot be reached (the answer
-    /// says `"stale": true`).
-    #[serde(default)]
-    allow_stale: bool,
-    /// Read the version visible at this timestamp (`WALL_MS.LOGICAL`) instead of the latest.
-    #[param(pattern = r"^[0-9]{1,19}\.[0-9]{1,9}$")]
-    as_of: Option<String>,
-    /// Strong reads of the latest version only: also say whether a write with this op id
-    /// was applied (`"op"`: what it did, or `null`).
-    #[param(min_length = 1, max_length = 512)]
-    op_id: Option<String>,
-}
-
-fn strong() -> ReadConsistency {
-    ReadConsistency::Strong
 }
 
 /// Reads a key: at its home for a strong read, here when the local copy is fresh enough
@@ -183,15 +147,13 @@ pub(super) async fn read(
     let home = region.home(&key).region;
     refuse_loop(&region, &headers, &key, &home)?;
     let peer = region.peer(&home)?;
-    let mut params = vec![("consistency", "strong".to_owned())];
-    if let Some(as_of) = req.as_of {
-        params.push(("as_of", as_of.to_string()));
-    }
-    if let Some(op_id) = op_id {
-        params.push(("op_id", op_id));
-    }
-    let url = key_url(&peer.address, &["v1", "kv"], &key)?;
-    match relay(&region, &home, &headers, region.http.get(url).query(&params)).await {
+    let at_home = ReadQuery {
+        as_of: req.as_of.map(|t| t.to_string()),
+        op_id,
+        ..ReadQuery::new(ReadConsistency::Strong)
+    };
+    let url = key_url(&peer.address, &regions_client::KV, &key)?;
+    match relay(&region, &home, &headers, region.http.get(url).query(&at_home)).await {
         Ok(response) => Ok(response),
         Err(reason) => match region.read_unreachable_home(&key, req, reason).await {
             Ok(answer) => Ok(Json(answer).into_response()),
@@ -340,23 +302,6 @@ pub(super) async fn patch(
         ..command("/", body.consistency, body.if_version, body.op_id)?
     };
     write(region, key, headers, cmd).await
-}
-
-/// The query of a deletion.
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub(super) struct DeleteQuery {
-    /// `strong` (the default) or `async`.
-    #[serde(default)]
-    #[param(inline)]
-    consistency: WriteConsistency,
-    /// Delete only if the current version is this one.
-    #[param(pattern = r"^[0-9]{1,19}\.[0-9]{1,9}$")]
-    if_version: Option<String>,
-    /// Makes the deletion idempotent, as for `PUT`.
-    #[param(min_length = 1, max_length = 512)]
-    op_id: Option<String>,
 }
 
 /// Deletes a key (writes a tombstone at its home).

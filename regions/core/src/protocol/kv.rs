@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::closed::ReadConsistency;
 use crate::counter::Component;
@@ -47,22 +47,87 @@ pub struct PutRequest {
 #[serde(deny_unknown_fields)]
 pub struct PatchRequest {
     /// The addition.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub add: Option<crate::add::Add>,
     /// The undo.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo: Option<Undo>,
     /// Strong (default) or async.
     #[serde(default)]
     pub consistency: WriteConsistency,
     /// Apply only if the current version is this one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = r"^[0-9]{1,19}\.[0-9]{1,9}$")]
     pub if_version: Option<String>,
     /// Makes the addition idempotent, as for `PUT`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 1, max_length = 512)]
     pub op_id: Option<String>,
+}
+
+/// The query of `DELETE /v1/kv/{key}`.
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteQuery {
+    /// `strong` (the default) or `async`.
+    #[serde(default)]
+    #[param(inline)]
+    pub consistency: WriteConsistency,
+    /// Delete only if the current version is this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = r"^[0-9]{1,19}\.[0-9]{1,9}$")]
+    pub if_version: Option<String>,
+    /// Makes the deletion idempotent, as for `PUT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(min_length = 1, max_length = 512)]
+    pub op_id: Option<String>,
+}
+
+/// The query of `GET /v1/kv/{key}`.
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReadQuery {
+    /// `strong` (the default: linearizable, served by the home) or `bounded_staleness`.
+    #[serde(default = "strong")]
+    #[param(inline)]
+    pub consistency: ReadConsistency,
+    /// `bounded_staleness` reads (and required by them): how stale the answer may be, in
+    /// milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(minimum = 0, maximum = 31_536_000_000_u64)]
+    pub max_staleness_ms: Option<u64>,
+    /// Accept an answer staler than asked for when the home cannot be reached (the answer
+    /// says `"stale": true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_stale: bool,
+    /// Read the version visible at this timestamp (`WALL_MS.LOGICAL`) instead of the latest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = r"^[0-9]{1,19}\.[0-9]{1,9}$")]
+    pub as_of: Option<String>,
+    /// Strong reads of the latest version only: also say whether a write with this op id
+    /// was applied (`"op"`: what it did, or `null`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(min_length = 1, max_length = 512)]
+    pub op_id: Option<String>,
+}
+
+impl ReadQuery {
+    /// A read of the latest version at `consistency`, with nothing else set.
+    pub fn new(consistency: ReadConsistency) -> ReadQuery {
+        ReadQuery {
+            consistency,
+            max_staleness_ms: None,
+            allow_stale: false,
+            as_of: None,
+            op_id: None,
+        }
+    }
+}
+
+fn strong() -> ReadConsistency {
+    ReadConsistency::Strong
 }
 
 /// A write as the home region executes it (forwarded between regions as is).
