@@ -6,7 +6,8 @@
 //! ## Layout
 //! - [`pg`]: a fresh PostgreSQL database per test, on a throwaway server started from the
 //!   installed binaries (or on `GEOSAGA_TEST_POSTGRES_URL`).
-//! - [`process`]: `geosaga` child processes (a coordinator, a region) to SIGKILL and restart.
+//! - [`process`]: `geosaga` child processes (a coordinator, a region) to SIGKILL and restart,
+//!   or to pause (SIGSTOP) and resume.
 //! - [`participant`]: an HTTP participant service that applies each effect once per
 //!   idempotency key and remembers what it saw.
 //! - [`http`]: JSON over HTTP, and polling until an answer holds.

@@ -1,5 +1,5 @@
 //! `geosaga` child processes (a coordinator, a region) that tests can kill with SIGKILL and
-//! restart.
+//! restart, or pause with SIGSTOP and resume.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -143,6 +143,26 @@ impl GeosagaProcess {
             let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
             child.wait().unwrap();
         }
+    }
+
+    /// Stops the process with SIGSTOP, sent to its PID: it stays stopped (its sockets
+    /// open, its timers and threads frozen) until [`GeosagaProcess::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused process run again (SIGCONT to its PID).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("the process runs");
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
     }
 
     /// Kills the process with SIGKILL and reaps it.
