@@ -7,6 +7,8 @@
 pub mod browser;
 pub mod controlled;
 pub mod flawed;
+pub mod gated;
 pub mod regions;
 pub mod regions_faults;
 pub mod workload;
+pub mod write_audit;
