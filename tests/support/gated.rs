@@ -79,15 +79,9 @@ impl Gated {
         self.open.send_replace(true);
     }
 
-    /// The sagas with a request held at the gate now.
-    pub fn held_sagas(&self) -> HashSet<String> {
-        let books = self.books.lock().unwrap();
-        books
-            .held
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(id, _)| id.clone())
-            .collect()
+    /// How many requests of saga `id` are held at the gate now.
+    pub fn held(&self, id: &str) -> u32 {
+        self.books.lock().unwrap().held.get(id).copied().unwrap_or(0)
     }
 
     /// Requests beyond the first of each key: attempts re-run (after an adoption).
