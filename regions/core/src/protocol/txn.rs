@@ -1,0 +1,194 @@
+//! Transactions on the wire: the public API's bodies (`/v1/txns`, `/v1/txn`,
+//! `/v1/snapshot`) and the messages a gateway sends the homes and records
+//! (`/internal/v1/txn/...`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hlc::Timestamp;
+use crate::txn::{Conflict, IntentKind, Isolation, RecordEvent, TxnStatus};
+
+/// `POST /v1/txns`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BeginRequest {
+    /// Only `serializable` (the default).
+    #[serde(default)]
+    pub isolation: Isolation,
+}
+
+/// The answer to `POST /v1/txns`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BeginResponse {
+    /// The transaction's id (its routes are `/v1/txns/{id}/...` at the same region).
+    pub id: String,
+    /// Its snapshot.
+    pub read_ts: String,
+}
+
+/// `PUT /v1/txns/{id}/kv/{key}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TxnPutRequest {
+    /// The value.
+    pub value: serde_json::Value,
+}
+
+/// A value read in a transaction or a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TxnValue {
+    /// The value.
+    pub value: serde_json::Value,
+    /// Its version; `null` for the transaction's own write.
+    pub version: Option<String>,
+}
+
+/// The answer to `POST /v1/txns/{id}/commit` and `POST /v1/txn`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitResponse {
+    /// The transaction.
+    pub id: String,
+    /// Its commit timestamp (its snapshot for a read-only transaction).
+    pub commit_ts: String,
+    /// `POST /v1/txn` only: the keys it read (`null`: absent).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reads: BTreeMap<String, Option<TxnValue>>,
+}
+
+/// A condition of a one-shot transaction: the key is at this version (`"0.0"`: absent).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    /// The key.
+    pub key: String,
+    /// The version it must have.
+    pub version: String,
+}
+
+/// A write of a one-shot transaction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OneShotWrite {
+    /// The key.
+    pub key: String,
+    /// The value; `null` or absent deletes the key.
+    #[serde(default)]
+    pub value: Option<serde_json::Value>,
+}
+
+/// `POST /v1/txn`: reads, conditions and writes, committed in one request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OneShotRequest {
+    /// Keys to read at the snapshot (answered in `reads`).
+    #[serde(default)]
+    pub reads: Vec<String>,
+    /// Versions keys must have at the snapshot, or nothing is written (409 `version-mismatch`).
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Writes applied atomically at the commit.
+    #[serde(default)]
+    pub writes: Vec<OneShotWrite>,
+}
+
+/// `POST /v1/snapshot`: several keys read at one timestamp.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRequest {
+    /// The keys.
+    pub keys: Vec<String>,
+    /// Read at this timestamp (`WALL_MS.LOGICAL`); default: now, or the freshest timestamp
+    /// every home's closed timestamp covers when `max_staleness_ms` allows it.
+    #[serde(default)]
+    pub as_of: Option<String>,
+    /// Serve from this region's copies if they are at most this stale.
+    #[serde(default)]
+    pub max_staleness_ms: Option<u64>,
+}
+
+/// The answer to `POST /v1/snapshot`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotResponse {
+    /// The timestamp every key was read at.
+    pub ts: String,
+    /// Every key asked for (`null`: absent at `ts`).
+    pub values: BTreeMap<String, Option<TxnValue>>,
+    /// The region that answered.
+    pub served_by: String,
+    /// Whether every key was read from this region's own copy.
+    pub local: bool,
+    /// How stale the snapshot may be (0: read at the homes).
+    pub staleness_bound_ms: u64,
+}
+
+/// `/internal/v1/txn/read`: a read at a home at `ts`, resolving or pushing the intents it
+/// meets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadAt {
+    /// The key.
+    pub key: String,
+    /// The timestamp.
+    pub ts: Timestamp,
+}
+
+/// The answer to [`ReadAt`]: the version visible at `ts` (tombstones included).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadAtAnswer {
+    /// The version's timestamp and JSON text (`None`: a deletion), if any.
+    pub version: Option<(Timestamp, Option<String>)>,
+}
+
+/// `/internal/v1/txn/prepare`: lay a transaction's intents on keys homed at the receiver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Prepare {
+    /// The transaction.
+    pub txn: String,
+    /// Its snapshot.
+    pub read_ts: Timestamp,
+    /// Where its record is.
+    pub record_home: String,
+    /// The keys and their intents.
+    pub intents: Vec<(String, IntentKind)>,
+}
+
+/// The answer to [`Prepare`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Prepared {
+    /// Stored durably; the transaction may commit at `proposed` or later.
+    Prepared {
+        /// The home's proposal.
+        proposed: Timestamp,
+    },
+    /// Refused: nothing was laid.
+    Conflict(Conflict),
+}
+
+/// `/internal/v1/txn/record`: an event for a record kept at the receiver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordRequest {
+    /// The transaction.
+    pub txn: String,
+    /// What happens to it.
+    pub event: RecordEvent,
+}
+
+/// The answer to [`RecordRequest`]: the record after the event, or as it stands if it
+/// refused the event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordAnswer {
+    /// The record.
+    pub status: TxnStatus,
+    /// Whether the event was refused.
+    pub refused: bool,
+}
+
+/// `/internal/v1/txn/resolve`: a transaction's outcome, for its intents at the receiver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Resolve {
+    /// The transaction.
+    pub txn: String,
+    /// `Some(commit_ts)`: committed; `None`: aborted.
+    pub commit_ts: Option<Timestamp>,
+}
