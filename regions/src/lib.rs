@@ -109,7 +109,9 @@
 
 pub mod antientropy;
 pub mod api;
+pub mod client;
 mod error;
+pub mod gateway;
 pub mod gossip;
 pub mod history;
 pub mod membership;
@@ -127,7 +129,7 @@ pub use node::Region;
 pub use regions_core::{Clock, ClockError, Config, Quorum, Timestamp};
 /// The pure core (the `geosaga-regions-core` crate), under the names it has there.
 pub use regions_core::{
-    add, closed, config, conflict, counter, digest, hlc, mvcc, op_ids, placement, protocol, replica,
+    add, closed, config, conflict, counter, digest, hlc, mvcc, op_ids, placement, protocol, replica, txn,
 };
 
 /// Reads, parses and checks a configuration file.
@@ -168,6 +170,7 @@ pub async fn serve_on(
     tasks.spawn(gossip::run(region.clone()));
     tasks.spawn(replication::gc_loop(region.clone()));
     tasks.spawn(antientropy::run(region.clone()));
+    tasks.spawn(gateway::recover::run(region.clone()));
     tracing::info!(region = name, address = %listener.local_addr()?, "region serving");
     let app = api::router(region.clone());
     let served = match &region.config.tls {

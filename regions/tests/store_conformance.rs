@@ -9,6 +9,8 @@ mod pg;
 
 #[path = "store_conformance/cases.rs"]
 mod cases;
+#[path = "store_conformance/txn_cases.rs"]
+mod txn_cases;
 
 use std::sync::Arc;
 
@@ -107,4 +109,5 @@ conformance!(
     everything_survives_reopening_and_a_restart_aborts_what_was_pending,
     listings_are_in_byte_order,
     a_database_belongs_to_one_region,
+    intents_resolve_into_versions_or_nothing,
 );

@@ -1,5 +1,6 @@
 //! The HTTP API every region serves (axum), on top of everything else: the key-value routes
-//! (`kv.rs`), counters (`counters.rs`), the cluster's view and changes (`cluster.rs`:
+//! (`kv.rs`), counters (`counters.rs`), transactions and snapshots (`txns.rs`, with the internal
+//! routes of their commit), the cluster's view and changes (`cluster.rs`:
 //! placement, status, readiness, conflict counts, re-homing), the internal routes peers
 //! call (`peers.rs`), and the mutual-TLS gate in front of them (`tls.rs`). Errors are
 //! problem details ([`problem`]).
@@ -10,6 +11,7 @@ mod kv;
 mod peers;
 pub mod problem;
 pub mod tls;
+mod txns;
 
 use std::sync::Arc;
 
@@ -37,6 +39,7 @@ pub fn router(region: Arc<Region>) -> Router {
         .merge(counters::routes())
         .merge(cluster::routes())
         .merge(peers::routes())
+        .merge(txns::routes())
         .layer(axum::middleware::from_fn_with_state(region.clone(), tls::authorize))
         .with_state(region)
 }

@@ -31,6 +31,12 @@ pub enum ProblemType {
     OutOfBounds,
     /// 410: the versions asked for were garbage-collected.
     BeyondRetention,
+    /// 409: a transaction lost a conflict; nothing of it was applied.
+    TxnConflict,
+    /// 404: no transaction with this id at this region.
+    TxnNotFound,
+    /// 410: the transaction expired, or already committed or aborted.
+    TxnGone,
     /// 422: the body is JSON of the wrong shape.
     InvalidBody,
     /// 500: the region failed.
@@ -58,6 +64,9 @@ impl ProblemType {
             ProblemType::VersionMismatch => "version-mismatch",
             ProblemType::OutOfBounds => "out-of-bounds",
             ProblemType::BeyondRetention => "beyond-retention",
+            ProblemType::TxnConflict => "txn-conflict",
+            ProblemType::TxnNotFound => "txn-not-found",
+            ProblemType::TxnGone => "txn-gone",
             ProblemType::InvalidBody => "invalid-body",
             ProblemType::Internal => "internal",
             ProblemType::QuorumNotReached => "quorum-not-reached",
@@ -75,9 +84,9 @@ impl ProblemType {
             }
             ProblemType::PeerUnauthenticated => StatusCode::UNAUTHORIZED,
             ProblemType::PeerForbidden => StatusCode::FORBIDDEN,
-            ProblemType::KeyNotFound => StatusCode::NOT_FOUND,
-            ProblemType::VersionMismatch | ProblemType::OutOfBounds => StatusCode::CONFLICT,
-            ProblemType::BeyondRetention => StatusCode::GONE,
+            ProblemType::KeyNotFound | ProblemType::TxnNotFound => StatusCode::NOT_FOUND,
+            ProblemType::VersionMismatch | ProblemType::OutOfBounds | ProblemType::TxnConflict => StatusCode::CONFLICT,
+            ProblemType::BeyondRetention | ProblemType::TxnGone => StatusCode::GONE,
             ProblemType::InvalidBody => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ProblemType::QuorumNotReached
@@ -99,6 +108,9 @@ impl ProblemType {
             ProblemType::VersionMismatch => "The key is at another version",
             ProblemType::OutOfBounds => "The addition would leave its bounds; not applied",
             ProblemType::BeyondRetention => "Version garbage-collected",
+            ProblemType::TxnConflict => "The transaction lost a conflict; nothing of it was applied",
+            ProblemType::TxnNotFound => "No such transaction at this region",
+            ProblemType::TxnGone => "The transaction expired or ended",
             ProblemType::InvalidBody => "The request body has the wrong shape",
             ProblemType::Internal => "Internal server error",
             ProblemType::QuorumNotReached => "Write not replicated to its quorum in time; not applied",
@@ -127,6 +139,12 @@ pub struct Problem {
     /// For `key-not-found`: how stale the answering copy may be (0: the home's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staleness_bound_ms: Option<u64>,
+    /// For `txn-conflict`: the key the transaction lost on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// For `txn-conflict`: the transaction it lost to, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflicting_txn: Option<String>,
 }
 
 /// An error answer of the region API.
@@ -140,6 +158,8 @@ pub struct ApiError {
     pub region: Option<String>,
     /// For `key-not-found`: the staleness bound of the answering copy.
     pub staleness_bound_ms: Option<u64>,
+    /// For `txn-conflict`: the key, and the transaction it lost to when known.
+    pub conflict: Option<(String, Option<String>)>,
 }
 
 impl ApiError {
@@ -150,6 +170,7 @@ impl ApiError {
             detail: detail.into(),
             region: None,
             staleness_bound_ms: None,
+            conflict: None,
         }
     }
 
@@ -177,6 +198,14 @@ impl From<Error> for ApiError {
             Error::HomeUnreachable { .. } => ProblemType::HomeUnreachable,
             Error::TooStale { .. } => ProblemType::TooStale,
             Error::BeyondRetention { .. } => ProblemType::BeyondRetention,
+            Error::TxnConflict { key, with, .. } => {
+                return ApiError {
+                    conflict: Some((key, with)),
+                    ..ApiError::new(ProblemType::TxnConflict, detail)
+                };
+            }
+            Error::TxnNotFound(_) => ProblemType::TxnNotFound,
+            Error::TxnGone { .. } => ProblemType::TxnGone,
             Error::Peer(_) | Error::Clock(_) => ProblemType::PeerRefused,
             Error::Config(_)
             | Error::Store(_)
@@ -215,6 +244,8 @@ impl IntoResponse for ApiError {
             detail: self.detail,
             region: self.region,
             staleness_bound_ms: self.staleness_bound_ms,
+            key: self.conflict.as_ref().map(|(k, _)| k.clone()),
+            conflicting_txn: self.conflict.and_then(|(_, w)| w),
         };
         let body = serde_json::to_vec(&problem).expect("a problem is JSON");
         (

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use regions_core::hlc::Timestamp;
 use regions_core::protocol::{WriteCommand, WriteConsistency, WriteResponse};
 
+use super::txn::Meeting;
 use super::{KEY_LOCKS, LATEST, Region, op_ids, quorum};
 use crate::{Error, Result};
 
@@ -33,6 +34,16 @@ impl Region {
         let mut pending = self.pending.lock().expect("pending lock");
         let ts = self.clock.now();
         pending.insert(ts);
+        PendingGuard {
+            pending: self.pending.clone(),
+            ts,
+            logged: self.log_changed.clone(),
+        }
+    }
+
+    /// Registers `ts` (a proposal restored after a restart) as pending until the guard drops.
+    pub(crate) fn hold_at(&self, ts: Timestamp) -> PendingGuard {
+        self.pending.lock().expect("pending lock").insert(ts);
         PendingGuard {
             pending: self.pending.clone(),
             ts,
@@ -94,6 +105,9 @@ impl Region {
         if let Some(prefix) = self.placement().writes_anywhere(key).map(str::to_owned) {
             return self.write_anywhere(key, &home, &prefix, cmd).await;
         }
+        // A transaction's intent on the key: committed, it becomes a version first; else
+        // this write aborts it (a single write never waits for a transaction).
+        self.settle_intents(key, Meeting::Write, None).await?;
         // An op id seen before: answer with the first write's result (regions_core::op_ids).
         let op = op_ids::before_write(self, key, cmd).await?;
         if let Some(mut replay) = op.replay {

@@ -33,6 +33,10 @@ pub(super) struct State {
     pub(super) conflicts: BTreeMap<String, i64>,
     pub(super) overrides: BTreeMap<String, String>,
     pub(super) ops: HashMap<(String, String), Op>,
+    /// Transactions' intents, by (transaction, key).
+    pub(super) txn_intents: BTreeMap<(String, String), regions_core::txn::TxnIntent>,
+    /// Transaction records kept here.
+    pub(super) txn_records: HashMap<String, regions_core::txn::TxnStatus>,
 }
 
 /// Timestamps compared as the SQL stores compare them: wall time as a signed integer.
