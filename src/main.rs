@@ -17,6 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod client;
 mod demo;
 mod dev_regions;
+mod kv;
 mod netem;
 mod region;
 mod serve;
@@ -57,6 +58,9 @@ enum Command {
     Saga(SagaCommand),
     /// Run one region of the geo-distributed key-value layer.
     Region(region::RegionArgs),
+    /// Multi-key transactions and snapshots against the regions.
+    #[command(subcommand)]
+    Kv(kv::KvCommand),
     /// Run a network emulator with Toxiproxy's HTTP API: TCP proxies with latency and cuts
     /// (the testbed's WAN, see docs/testbed.md).
     Netem(netem::NetemArgs),
@@ -197,6 +201,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Dev(args) => serve::dev(args).await.map(|()| 0),
         Command::Region(args) => region::run(args).await.map(|()| 0),
         Command::Netem(args) => netem::run(args).await.map(|()| 0),
+        Command::Kv(command) => kv::run(command).await,
         Command::Definitions(DefinitionsCommand::Apply { files, server }) => client::apply(&server, &files).await,
         Command::Definitions(DefinitionsCommand::Validate { files }) => client::validate(&files),
         Command::Definitions(DefinitionsCommand::List { server }) => client::list_definitions(&server).await,

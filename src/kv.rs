@@ -1,0 +1,114 @@
+//! `geosaga kv`: multi-key transactions and snapshots against any region (see
+//! `docs/transactions.md`), through the `regions` crate's client.
+
+use anyhow::Context;
+use clap::Subcommand;
+use regions::protocol::{Condition, OneShotRequest, OneShotWrite, SnapshotRequest};
+
+/// `geosaga kv ...`.
+#[derive(Subcommand)]
+pub enum KvCommand {
+    /// Read, check and write keys in one serializable transaction (`POST /v1/txn`): every
+    /// write is applied, or none.
+    Txn {
+        /// The region to send it to (any region; keys may live anywhere).
+        #[arg(long, env = "GEOSAGA_REGION_URL", default_value = "http://127.0.0.1:7401")]
+        region: String,
+        /// A key to read at the transaction's snapshot (repeatable).
+        #[arg(long = "read", value_name = "KEY")]
+        reads: Vec<String>,
+        /// Commit only if KEY is at VERSION at the snapshot (`0.0`: absent; repeatable).
+        #[arg(long = "if", value_name = "KEY=VERSION")]
+        conditions: Vec<String>,
+        /// Write the JSON value at KEY (repeatable).
+        #[arg(long = "set", value_name = "KEY=JSON")]
+        writes: Vec<String>,
+        /// Delete KEY (repeatable).
+        #[arg(long = "delete", value_name = "KEY")]
+        deletes: Vec<String>,
+    },
+    /// Read several keys at one timestamp (`POST /v1/snapshot`).
+    Snapshot {
+        /// The region to ask.
+        #[arg(long, env = "GEOSAGA_REGION_URL", default_value = "http://127.0.0.1:7401")]
+        region: String,
+        /// The keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+        /// Read at this timestamp (`WALL_MS.LOGICAL`) instead of now.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Serve from the region's own copies if they are at most this stale.
+        #[arg(long)]
+        max_staleness_ms: Option<u64>,
+    },
+}
+
+fn split<'a>(flag: &str, text: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
+    text.split_once('=')
+        .with_context(|| format!("{flag} {text:?}: expected KEY=..."))
+}
+
+/// Runs a `geosaga kv` command; exit code 1 when a transaction lost a conflict or a
+/// condition failed (nothing was written).
+pub async fn run(command: KvCommand) -> anyhow::Result<u8> {
+    let (region, answer) = match command {
+        KvCommand::Txn {
+            region,
+            reads,
+            conditions,
+            writes,
+            deletes,
+        } => {
+            let mut req = OneShotRequest {
+                reads,
+                ..OneShotRequest::default()
+            };
+            for c in &conditions {
+                let (key, version) = split("--if", c)?;
+                req.conditions.push(Condition {
+                    key: key.to_owned(),
+                    version: version.to_owned(),
+                });
+            }
+            for w in &writes {
+                let (key, json) = split("--set", w)?;
+                let value =
+                    serde_json::from_str(json).with_context(|| format!("--set {w:?}: the value is not JSON"))?;
+                req.writes.push(OneShotWrite {
+                    key: key.to_owned(),
+                    value: Some(value),
+                });
+            }
+            req.writes
+                .extend(deletes.into_iter().map(|key| OneShotWrite { key, value: None }));
+            let answer = regions::client::Client::new(&region).one_shot(&req).await;
+            (region, answer.map(|a| serde_json::to_value(a).expect("JSON")))
+        }
+        KvCommand::Snapshot {
+            region,
+            keys,
+            as_of,
+            max_staleness_ms,
+        } => {
+            let req = SnapshotRequest {
+                keys,
+                as_of,
+                max_staleness_ms,
+            };
+            let answer = regions::client::Client::new(&region).snapshot(&req).await;
+            (region, answer.map(|a| serde_json::to_value(a).expect("JSON")))
+        }
+    };
+    match answer {
+        Ok(value) => {
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(0)
+        }
+        Err(e @ (regions::Error::TxnConflict { .. } | regions::Error::BadRequest(_))) => {
+            eprintln!("not committed: {e}");
+            Ok(1)
+        }
+        Err(e) => Err(e).with_context(|| format!("asking {region}")),
+    }
+}
