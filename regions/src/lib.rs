@@ -12,7 +12,8 @@
 //!    module names): [`hlc`] (hybrid logical clocks), [`placement`] (a key's home),
 //!    [`mvcc`] (which version a read sees), [`closed`] and [`replica`] (closed timestamps,
 //!    what a replica may trust), [`conflict`], [`counter`] and [`digest`] (last-writer-wins,
-//!    PN-counters, anti-entropy's digests), [`add`], [`op_ids`], [`config`] (parsing only)
+//!    PN-counters, anti-entropy's digests), [`add`], [`op_ids`], [`txn`] (transactions' state
+//!    machine and conflict rules), [`config`] (parsing only)
 //!    and [`protocol`] (what travels on the wire). No I/O: it depends on no runtime,
 //!    database or HTTP crate.
 //! 1. [`store`]: the store port ([`store::Store`]) and its implementations: in memory (for
@@ -25,9 +26,12 @@
 //! 4. The loops between regions, each over a [`Region`]: [`replication`] (applying what
 //!    peers ship; `replication::ship`, the home's pipelined log shipping; GC),
 //!    [`antientropy`] (digest rounds repairing what the log missed), [`rehome`] (moving a
-//!    rule's keys to another home online), [`gossip`] (heartbeats, the failure detector).
+//!    rule's keys to another home online), [`gossip`] (heartbeats, the failure detector),
+//!    [`gateway`] (transactions begun here: their commit across homes, snapshots, and the
+//!    loop that resolves the intents of vanished gateways).
 //! 5. [`api`]: the HTTP API (axum) with its problem details and the mutual-TLS gate;
-//!    [`serve`] starts a region: the API and the loops.
+//!    [`serve`] starts a region: the API and the loops. [`client`]: a Rust client of the
+//!    transaction API.
 //!
 //! [`history`], a linearizability checker for recorded histories, is for tests.
 //!
@@ -93,6 +97,13 @@
 //! reads are not linearizable; a bounded-staleness read uses the oldest closed timestamp of
 //! the key's other replicas. Concurrent writes that lost are counted from the versions'
 //! ancestry ([`conflict`]), the same at every region once they hold the same versions.
+//!
+//! **Transactions** (`docs/transactions.md`) read at a snapshot, lay intents at each key's
+//! home when they commit (validated: nothing newer than the snapshot, no other live
+//! transaction's intent), and are decided by one record at the home of their first written
+//! key; whoever meets an intent asks the record. A home's closed timestamp stays below
+//! every transaction prepared there until it is resolved, so a snapshot read from a
+//! replica's copy never sees part of one.
 //!
 //! **Counters** are PN-counters: each region changes only its own component and ships it;
 //! replicas merge by per-region maximum, so late, repeated or reordered components lose no
