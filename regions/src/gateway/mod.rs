@@ -97,6 +97,7 @@ pub async fn commit(region: &Arc<Region>, id: &str) -> Result<CommitResponse> {
     let outcome = commit::commit(region, &txn).await;
     let why = match &outcome {
         Ok(ts) => format!("committed at {ts}"),
+        Err(Error::TxnConflict { detail, .. }) => format!("was not committed: {detail}"),
         Err(e) => format!("was not committed: {e}"),
     };
     region.sessions.ended(id, &why);
