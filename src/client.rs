@@ -52,7 +52,12 @@ impl std::error::Error for Invalid {}
 
 /// The exit code for an error (see the binary's documentation).
 pub fn exit_code_of(error: &anyhow::Error) -> u8 {
-    if error.downcast_ref::<Invalid>().is_some() {
+    if error.downcast_ref::<Invalid>().is_some()
+        || matches!(
+            error.downcast_ref::<geosaga::check::Error>(),
+            Some(geosaga::check::Error::Invalid(_))
+        )
+    {
         return 5;
     }
     match error.downcast_ref::<ApiFailure>().map(|f| f.status) {
@@ -154,6 +159,9 @@ pub async fn apply(server: &Server, files: &[PathBuf]) -> anyhow::Result<u8> {
         } else {
             let what = if status == 201 { "registered" } else { "unchanged" };
             println!("{what}: {} version {}", text(&answer["name"]), text(&answer["version"]));
+            for w in answer["warnings"].as_array().into_iter().flatten() {
+                println!("  warning: {}: {}", text(&w["path"]), text(&w["message"]));
+            }
         }
     }
     Ok(0)
@@ -165,7 +173,12 @@ pub fn validate(files: &[PathBuf]) -> anyhow::Result<u8> {
     for file in files {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         match sagas::validate::parse_definition(&text) {
-            Ok(def) => println!("ok: {} ({} steps): {}", file.display(), def.steps.len(), def.name),
+            Ok(def) => {
+                println!("ok: {} ({} steps): {}", file.display(), def.steps.len(), def.name);
+                for w in &def.warnings {
+                    println!("  warning: {}: {}", w.path, w.message);
+                }
+            }
             Err(errors) => {
                 bad = true;
                 println!("invalid: {}", file.display());
@@ -280,15 +293,33 @@ fn print_saga(server: &Server, saga: &Value) {
             Some(n) if n > 0 => format!("{} ({n} attempts)", text(&c["status"])),
             _ => text(&c["status"]),
         };
+        // A compensated step whose action's outcome was unknown says so.
+        let status = match (s["status"].as_str(), s["outcome_unknown"].as_bool()) {
+            (Some(status @ ("compensating" | "compensated" | "compensation_failed")), Some(true)) => {
+                format!("{status} (outcome was unknown)")
+            }
+            _ => text(&s["status"]),
+        };
         t.add_row(vec![
             text(&s["name"]),
-            text(&s["status"]),
+            status,
             text(&s["attempts"]),
             shorten(&detail, 70),
             comp,
         ]);
     }
     println!("{t}");
+    // Why a compensation failed is what an operator of a stuck saga needs first.
+    for s in saga["steps"].as_array().into_iter().flatten() {
+        let c = &s["compensation"];
+        if c["status"] == "failed" && !c["error"].is_null() {
+            println!(
+                "compensation of {} failed: {}",
+                text(&s["name"]),
+                text(&c["error"]["message"])
+            );
+        }
+    }
 }
 
 /// `geosaga saga show`.

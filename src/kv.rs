@@ -49,8 +49,8 @@ fn split<'a>(flag: &str, text: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
         .with_context(|| format!("{flag} {text:?}: expected KEY=..."))
 }
 
-/// Runs a `geosaga kv` command; exit code 1 when a transaction lost a conflict or a
-/// condition failed (nothing was written).
+/// Runs a `geosaga kv` command; exit code 4 when a transaction lost a conflict or a
+/// condition failed, 5 when the region refused the request (nothing was written either way).
 pub async fn run(command: KvCommand) -> anyhow::Result<u8> {
     let (region, answer) = match command {
         KvCommand::Txn {
@@ -105,9 +105,13 @@ pub async fn run(command: KvCommand) -> anyhow::Result<u8> {
             println!("{}", serde_json::to_string_pretty(&value)?);
             Ok(0)
         }
-        Err(e @ (regions::Error::TxnConflict { .. } | regions::Error::BadRequest(_))) => {
+        Err(e @ regions::Error::TxnConflict { .. }) => {
             eprintln!("not committed: {e}");
-            Ok(1)
+            Ok(4)
+        }
+        Err(regions::Error::BadRequest(e)) => {
+            eprintln!("not committed: {e}");
+            Ok(if e.starts_with("version-mismatch") { 4 } else { 5 })
         }
         Err(e) => Err(e).with_context(|| format!("asking {region}")),
     }

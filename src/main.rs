@@ -1,12 +1,15 @@
 //! `geosaga`: the command-line interface.
 //!
-//! - `serve` and `dev` run a coordinator with its REST API ([`serve`]).
+//! - `serve` and `dev` run a coordinator with its REST API (`geosaga::serve`, the library's
+//!   [`geosaga::Server`] builder).
 //! - `definitions`, `plan` and `saga` talk to a running coordinator or work offline
 //!   ([`client`]).
+//! - `backup`, `restore` and `archive` are the operator's ([`ops`]).
 //!
 //! Exit codes: 0 success; 1 an error; 2 bad usage; 3 not found; 4 conflict (idempotency,
 //! illegal transition); 5 invalid definition or input; with `saga start --wait`: 10 the saga
-//! was compensated, 11 it is stuck, 12 it had not settled when the wait ended.
+//! was compensated, 11 it is stuck, 12 it had not settled when the wait ended; with
+//! `check`: 20 a check did not hold.
 
 /// mimalloc instead of glibc's allocator: the engine allocates and frees small request,
 /// event and future buffers across threads all the time, and glibc's malloc spent a fifth
@@ -15,12 +18,12 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod client;
-mod demo;
-mod dev_regions;
 mod kv;
 mod netem;
+mod ops;
 mod region;
-mod serve;
+
+use geosaga::serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,7 +41,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a coordinator and its REST API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run everything on this machine: coordinator on SQLite, the examples registered, and a
     /// demo participant service whose failures you pick with the saga input.
     Dev(serve::DevArgs),
@@ -56,8 +59,20 @@ enum Command {
     /// Start, inspect, cancel and retry sagas.
     #[command(subcommand)]
     Saga(SagaCommand),
+    /// Run a saga against its real participants, through a recording proxy, and report
+    /// what held: it completes, unwinds from each step, survives repeated deliveries, lost
+    /// answers, late actions and restarts (exit 0: all held; 20: a check failed).
+    Check(geosaga::check::cli::CheckArgs),
     /// Run one region of the geo-distributed key-value layer.
     Region(region::RegionArgs),
+    /// Back up a coordinator's SQLite database while it runs (PostgreSQL: pg_dump).
+    Backup(ops::BackupArgs),
+    /// Replace a stopped coordinator's SQLite database with a backup; a coordinator started
+    /// on it resumes the sagas that were running.
+    Restore(ops::RestoreArgs),
+    /// Read the archive that retention writes (`serve --retention-archive`).
+    #[command(subcommand)]
+    Archive(ops::ArchiveCommand),
     /// Multi-key transactions and snapshots against the regions.
     #[command(subcommand)]
     Kv(kv::KvCommand),
@@ -197,10 +212,14 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Serve(args) => serve::serve(args).await.map(|()| 0),
+        Command::Serve(args) => serve::serve(*args).await.map(|()| 0),
         Command::Dev(args) => serve::dev(args).await.map(|()| 0),
         Command::Region(args) => region::run(args).await.map(|()| 0),
+        Command::Check(args) => geosaga::check::cli::run(args).await,
         Command::Netem(args) => netem::run(args).await.map(|()| 0),
+        Command::Backup(args) => ops::backup(args),
+        Command::Restore(args) => ops::restore(args),
+        Command::Archive(command) => ops::archive(command),
         Command::Kv(command) => kv::run(command).await,
         Command::Definitions(DefinitionsCommand::Apply { files, server }) => client::apply(&server, &files).await,
         Command::Definitions(DefinitionsCommand::Validate { files }) => client::validate(&files),

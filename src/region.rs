@@ -91,7 +91,7 @@ pub async fn run(args: RegionArgs) -> anyhow::Result<()> {
     {
         anyhow::bail!("--join {bad:?}: not an http(s) URL");
     }
-    regions::serve(config, &name, crate::serve::shutdown_signal())
+    regions::serve(config, &name, geosaga::server::shutdown_signal())
         .await
         .with_context(|| format!("running region {name}"))
 }

@@ -1,24 +1,20 @@
-//! `geosaga serve` and `geosaga dev`: a coordinator, its store and its REST API.
+//! `geosaga serve` and `geosaga dev`: their options (flags, `GEOSAGA_*` variables, a TOML
+//! file), turned into a [`ServerBuilder`]; the builder starts the coordinator.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
-use coordinator::api::{ApiState, app};
+use coordinator::HostPolicy;
+use coordinator::retention::{self, RetentionOptions};
 use coordinator::runner::region::RegionDirectory;
-use coordinator::store::postgres::PostgresStore;
-use coordinator::store::sqlite::SqliteStore;
-use coordinator::{Coordinator, Faults, HandlerRegistry, HostPolicy, HttpRunner, Options, Runners, Store};
 use observability::LogFormat;
-use observability::otlp::{OtlpOptions, Protocol, Telemetry};
+use observability::otlp::{OtlpOptions, Protocol};
 use serde::Deserialize;
 
-/// Log levels without `RUST_LOG`: the OpenTelemetry SDK says only what goes wrong
-/// (failed exports), not what it does.
-const LOG_FILTER: &str = "info,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry-otlp=warn";
+use crate::server::{LOG_FILTER, Server, ServerBuilder};
 
 /// The example definitions `geosaga dev` registers.
 const EXAMPLES: &[(&str, &str)] = &[
@@ -85,10 +81,31 @@ pub struct ServeArgs {
     #[arg(long, env = "GEOSAGA_JAEGER_UI")]
     jaeger_ui: Option<String>,
     #[command(flatten)]
+    retention: RetentionArgs,
+    #[command(flatten)]
     otlp: OtlpArgs,
     /// Log format: text or json.
     #[arg(long, env = "GEOSAGA_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+}
+
+/// Retention of finished sagas (off unless an age is given; docs/operations.md).
+#[derive(Args, Debug)]
+pub struct RetentionArgs {
+    /// Delete completed and compensated sagas whose last change is older than this (`30d`,
+    /// `12h`, `90m`); never running or stuck ones.
+    #[arg(long, env = "GEOSAGA_RETENTION_AGE")]
+    retention_age: Option<String>,
+    /// Archive sagas to this directory (JSON lines, synced) before deleting them.
+    #[arg(long, env = "GEOSAGA_RETENTION_ARCHIVE")]
+    retention_archive: Option<PathBuf>,
+    /// Sagas deleted per batch (default 100): each batch is one short write.
+    #[arg(long, env = "GEOSAGA_RETENTION_BATCH")]
+    retention_batch: Option<u32>,
+    /// How long a saga started with an idempotency key is kept at least, so that a repeated
+    /// start finds it (default 24h, at most the retention age).
+    #[arg(long, env = "GEOSAGA_IDEMPOTENCY_WINDOW")]
+    idempotency_window: Option<String>,
 }
 
 /// Where traces go. Without an endpoint here or in the `OTEL_EXPORTER_OTLP_*` variables,
@@ -129,6 +146,10 @@ struct ConfigFile {
     jaeger_ui: Option<String>,
     otlp_endpoint: Option<String>,
     otlp_protocol: Option<String>,
+    retention_age: Option<String>,
+    retention_archive: Option<PathBuf>,
+    retention_batch: Option<u32>,
+    idempotency_window: Option<String>,
 }
 
 /// Options of `geosaga dev`.
@@ -172,6 +193,7 @@ struct Settings {
     max_running: usize,
     jaeger_ui: Option<String>,
     otlp: OtlpOptions,
+    retention: Option<RetentionOptions>,
 }
 
 /// The regions region steps may use: `--region NAME=URL` flags, else the config file's
@@ -196,6 +218,28 @@ fn region_directory(flags: &[String], file: &toml::Table, via: Option<String>) -
     RegionDirectory::new(regions, via).map_err(anyhow::Error::msg)
 }
 
+/// Retention from the flags, else the config file: `None` without an age.
+fn retention_options(args: RetentionArgs, file: &ConfigFile) -> anyhow::Result<Option<RetentionOptions>> {
+    let Some(age) = args.retention_age.or(file.retention_age.clone()) else {
+        return Ok(None);
+    };
+    let age = retention::parse_duration(&age)
+        .map_err(anyhow::Error::msg)
+        .context("--retention-age")?;
+    let mut options = RetentionOptions::new(age);
+    if let Some(window) = args.idempotency_window.or(file.idempotency_window.clone()) {
+        options.idempotency_window = retention::parse_duration(&window)
+            .map_err(anyhow::Error::msg)
+            .context("--idempotency-window")?;
+    }
+    if let Some(batch) = args.retention_batch.or(file.retention_batch) {
+        options.batch = batch;
+    }
+    options.archive = args.retention_archive.or(file.retention_archive.clone());
+    options.check().map_err(anyhow::Error::msg).context("retention")?;
+    Ok(Some(options))
+}
+
 fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let file: ConfigFile = match &args.config {
         Some(path) => {
@@ -204,6 +248,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         }
         None => ConfigFile::default(),
     };
+    let retention = retention_options(args.retention, &file)?;
     let tokens = if args.tokens.is_empty() {
         file.tokens
     } else {
@@ -230,6 +275,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let regions = region_directory(&args.regions, &file.regions, args.region_via.or(file.region_via))
         .context("the regions of region steps")?;
     Ok(Settings {
+        retention,
         regions,
         listen: args
             .listen
@@ -255,141 +301,41 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     })
 }
 
-async fn open_store(database: &str) -> anyhow::Result<(Arc<dyn Store>, bool)> {
-    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-        let store = PostgresStore::connect(database)
-            .await
-            .context("connecting to PostgreSQL")?;
-        Ok((Arc::new(store), true))
-    } else {
-        let path = database.strip_prefix("sqlite://").unwrap_or(database);
-        let store = SqliteStore::open(Path::new(path))
-            .await
-            .with_context(|| format!("opening SQLite database {path}"))?;
-        Ok((Arc::new(store), false))
-    }
-}
-
-/// What `run` starts and `serve_until_signal` stops.
-struct Running {
-    coordinator: Coordinator,
-    listener: tokio::net::TcpListener,
-    state: ApiState,
-    telemetry: Option<Telemetry>,
-}
-
-async fn run(settings: Settings, registry: HandlerRegistry) -> anyhow::Result<Running> {
-    if !settings.listen.ip().is_loopback() && settings.tokens.is_empty() && !settings.insecure {
-        bail!(
-            "refusing to listen on {} without API tokens: pass --token (or GEOSAGA_TOKENS), or --insecure to accept the risk",
-            settings.listen
-        );
-    }
-    let (store, shared) = open_store(&settings.database).await?;
-    // On a shared database every coordinator needs its own id; on SQLite one process owns
-    // the file, and a stable id lets a restart resume its sagas at once.
-    let node_id = settings.node_id.clone().unwrap_or_else(|| {
-        if shared {
-            format!("node-{}", &uuid_suffix())
-        } else {
-            "local".to_owned()
+impl Settings {
+    /// The builder these settings describe: the one way a coordinator is started.
+    fn apply(self, builder: ServerBuilder) -> ServerBuilder {
+        let mut builder = builder
+            .listen(self.listen)
+            .database(self.database)
+            .lease(self.lease)
+            .insecure(self.insecure)
+            .hosts(self.hosts)
+            .regions(self.regions)
+            .body_limit(self.body_limit)
+            .max_running(self.max_running)
+            .otlp(self.otlp)
+            .retention(self.retention);
+        if let Some(node_id) = self.node_id {
+            builder = builder.node_id(node_id);
         }
-    });
-    // Before the coordinator starts, so that the sagas it resumes are traced too.
-    let otlp = OtlpOptions {
-        instance_id: Some(node_id.clone()),
-        ..settings.otlp.clone()
-    };
-    let telemetry = observability::otlp::install(&otlp).context("setting up trace export")?;
-    if let Some(t) = &telemetry {
-        tracing::info!(endpoint = %t.endpoint, protocol = %t.protocol, "exporting traces over OTLP");
-    }
-    let runners = Runners {
-        http: HttpRunner::new(settings.hosts.clone()).with_regions(settings.regions.clone()),
-        rust: registry,
-        faults: Arc::new(Faults::new()),
-    };
-    let options = Options {
-        node_id: node_id.clone(),
-        lease: settings.lease,
-        max_running: settings.max_running,
-        ..Options::default()
-    };
-    let coordinator = Coordinator::start(store, runners, options).await?;
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("listening on {}", settings.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, node_id, database = %redact(&settings.database), "coordinator started");
-    let state = ApiState {
-        coordinator: coordinator.clone(),
-        tokens: settings.tokens,
-        body_limit: settings.body_limit,
-        jaeger_ui: settings.jaeger_ui,
-    };
-    Ok(Running {
-        coordinator,
-        listener,
-        state,
-        telemetry,
-    })
-}
-
-fn uuid_suffix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{:08x}{:04x}", nanos, std::process::id() & 0xffff)
-}
-
-fn redact(database: &str) -> String {
-    match (database.find("://"), database.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &database[..scheme], &database[at..]),
-        _ => database.to_owned(),
-    }
-}
-
-async fn serve_until_signal(running: Running) -> anyhow::Result<()> {
-    let Running {
-        coordinator,
-        listener,
-        state,
-        telemetry,
-    } = running;
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    tracing::info!("shutting down; handing over running sagas");
-    let handed_over = coordinator.shutdown().await;
-    if let Some(telemetry) = telemetry {
-        telemetry.shutdown().await;
-    }
-    handed_over?;
-    Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+        if let Some(jaeger_ui) = self.jaeger_ui {
+            builder = builder.jaeger_ui(jaeger_ui);
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
+        self.tokens.into_iter().fold(builder, ServerBuilder::token)
     }
+}
+
+/// `builder` with the options of `args` (flags, `GEOSAGA_*` variables, the config file):
+/// what `geosaga serve` runs, and what [`ServerBuilder::cli`] gives a service of its own.
+pub fn configure(builder: ServerBuilder, args: ServeArgs) -> anyhow::Result<ServerBuilder> {
+    let log_format = args.log_format;
+    Ok(settings(args)?.apply(builder).log_format(Some(log_format)))
 }
 
 /// `geosaga serve`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    observability::init_logging(args.log_format, LOG_FILTER);
-    let settings = settings(args)?;
-    let running = run(settings, HandlerRegistry::new()).await?;
-    serve_until_signal(running).await
+    configure(Server::builder(), args)?.serve().await?;
+    Ok(())
 }
 
 /// `geosaga dev`.
@@ -424,25 +370,22 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             protocol: args.otlp.otlp_protocol,
             instance_id: None,
         },
+        retention: None,
     };
-    let running = run(settings, HandlerRegistry::new()).await?;
-    let coordinator = running.coordinator.clone();
     let with_regions = (!regions.is_empty()).then_some(&REGION_EXAMPLE);
+    let mut builder = settings.apply(Server::builder()).log_format(None);
     for (file, text) in EXAMPLES.iter().chain(with_regions) {
         let mut doc: serde_json::Value = serde_json::from_str(text).with_context(|| format!("example {file}"))?;
         rebase_urls(&mut doc, demo);
-        let put = coordinator
-            .register_definition(&doc)
-            .await
-            .with_context(|| format!("registering example {file}"))?;
-        tracing::info!(definition = %put.record.name, version = put.record.version, "example registered");
+        builder = builder.definition(doc);
     }
+    let server = builder.start().await?;
     if let Some((_, us_east)) = regions.first() {
         crate::dev_regions::seed_accounts(us_east).await;
     }
-    let api = running.listener.local_addr()?;
-    println!("{}", welcome(api, &args.data_dir, &regions));
-    serve_until_signal(running).await
+    println!("{}", welcome(server.local_addr(), &args.data_dir, &regions));
+    server.serve().await?;
+    Ok(())
 }
 
 /// Points the examples' URLs at the demo participant's actual address.

@@ -6,6 +6,7 @@
 //! after SIGKILL, and writes `docs/benchmarks.md` with SVG plots beside it. `bench quick`
 //! is the same with small N (and, with `--no-peers`, geosaga alone): the CI smoke test. Both
 //! exit non-zero when any engine does not end exactly 90% completed, 10% compensated.
+//! `bench soak` runs a steady rate with retention on and samples the store's size over time.
 
 /// The allocator the `geosaga` binary ships with, so that the engine measured in this
 /// process allocates as it does there.
@@ -18,6 +19,7 @@ mod peers;
 mod pg;
 mod procfs;
 mod report;
+mod soak;
 mod storage;
 mod workload;
 
@@ -52,6 +54,9 @@ enum Cmd {
     All(SuiteArgs),
     /// A few minutes, small N (the CI smoke test with --no-peers); writes bench/cache/quick/.
     Quick(SuiteArgs),
+    /// A steady rate of sagas with retention on, for minutes: the store's size and the
+    /// throughput over time (writes a Markdown table, `--out`).
+    Soak(soak::SoakArgs),
     /// Renders the report again from its JSON and bench/notes.md, without running anything.
     Report {
         /// The JSON a run wrote (default: docs/benchmarks.json).
@@ -221,6 +226,12 @@ fn main() -> ExitCode {
             Cmd::All(args) => suite(Plan::all(), args, "cargo run --release -p bench -- all").await,
             Cmd::Quick(args) => suite(Plan::quick(), args, "cargo run --release -p bench -- quick").await,
             Cmd::Report { json } => render_again(json).map(|()| true),
+            Cmd::Soak(args) => {
+                let client_rt = runtime(measure::CLIENT_THREADS, 2)?;
+                let ok = soak::soak(args, client_rt.handle().clone()).await;
+                client_rt.shutdown_background();
+                ok
+            }
             Cmd::Profile {
                 concurrency,
                 n,

@@ -4,7 +4,12 @@
 //!   actions);
 //! - a failure injected at each step in turn unwinds cleanly: the saga ends `compensated`,
 //!   every step that succeeded and has a compensation is compensated, and this holds when
-//!   every compensation runs twice too.
+//!   every compensation runs twice too;
+//! - an outcome lost at each step in turn is compensated: the action runs but its answer
+//!   never comes back (every attempt), or its request is lost before it runs (every
+//!   attempt); either way the step ends possibly applied, the saga `compensated`, and the
+//!   step's compensation ran, for an action that did happen and for one that never did.
+//!   A compensation that reads its own step's output cannot pass these (there is none).
 //!
 //! The user's own `verify` hook sees every finished saga, to check the effects its steps had
 //! (for example, that a balance is back where it started).
@@ -31,6 +36,11 @@ pub enum Case {
     ActionsRepeated,
     /// The action of this step failed; every compensation ran twice.
     FailAt(String),
+    /// Every attempt of this step's action ran, and its answer was lost (a timeout).
+    AnswerLostAt(String),
+    /// Every attempt of this step's action was lost before it ran (a timeout): its
+    /// compensation runs for an action that never happened, and must change nothing.
+    RequestLostAt(String),
 }
 
 /// Runs every conformance case for `definition` with `input`, whose Rust steps are in
@@ -58,6 +68,8 @@ pub async fn check(
 
     let mut cases = vec![Case::Plain, Case::ActionsRepeated];
     cases.extend(definition.steps.iter().map(|s| Case::FailAt(s.name.clone())));
+    cases.extend(definition.steps.iter().map(|s| Case::AnswerLostAt(s.name.clone())));
+    cases.extend(definition.steps.iter().map(|s| Case::RequestLostAt(s.name.clone())));
     for case in cases {
         faults.clear();
         match &case {
@@ -73,6 +85,14 @@ pub async fn check(
                 for s in &definition.steps {
                     faults.inject(None, &s.name, Phase::Compensation, Fault::Repeat, None);
                 }
+            }
+            Case::AnswerLostAt(step) => {
+                let error = StepError::timeout("answer lost by the conformance check");
+                faults.inject(None, step, Phase::Action, Fault::RunThenFail(error), None);
+            }
+            Case::RequestLostAt(step) => {
+                let error = StepError::timeout("request lost by the conformance check");
+                faults.inject(None, step, Phase::Action, Fault::Fail(error), None);
             }
         }
         let view = run_one(&coordinator, definition, &input).await?;
@@ -115,17 +135,21 @@ fn check_outcome(case: &Case, view: &SagaView) -> Result<(), String> {
                 ));
             }
         }
-        Case::FailAt(failed) => {
+        Case::FailAt(failed) | Case::AnswerLostAt(failed) | Case::RequestLostAt(failed) => {
             if status != SagaStatus::Compensated {
                 return Err(format!(
                     "{case:?}: expected compensated, got {status} ({:?})",
                     view.state.unwind_cause()
                 ));
             }
+            let refused = matches!(case, Case::FailAt(_));
             for (step, s) in def.steps.iter().zip(view.state.steps()) {
+                let at = &step.name == failed;
                 let ok = match s.status {
-                    StepStatus::Compensated | StepStatus::NotRun => true,
-                    StepStatus::Failed => &step.name == failed,
+                    StepStatus::NotRun => true,
+                    StepStatus::Compensated => !(at && refused),
+                    StepStatus::Failed => at && refused,
+                    StepStatus::PossiblyApplied => at && !refused && step.compensation.is_none(),
                     StepStatus::Succeeded => step.compensation.is_none(),
                     StepStatus::Pending
                     | StepStatus::Running

@@ -10,6 +10,8 @@
 //!   ([`runner::rust`]), time limits and injected faults ([`runner::faults`]).
 //! - [`store`]: the store port ([`Store`]) and its implementations: in memory, SQLite
 //!   (the embedded default) and PostgreSQL, with group commit.
+//! - [`retention`]: deletes finished sagas past an age in the background, archiving them
+//!   first ([`archive`]: JSON lines that rebuild the API's views).
 //! - [`rust_saga`]: [`RustSaga`], the builder for sagas written in Rust.
 //! - [`conformance`]: checks every saga should pass (idempotent actions, clean unwinds).
 //! - [`console`]: the web console at `/ui`: server-rendered pages of sagas, definitions
@@ -22,12 +24,14 @@
 //! set up by the binary.
 
 pub mod api;
+pub mod archive;
 pub mod clock;
 pub mod conformance;
 pub mod console;
 mod error;
 pub mod executor;
 pub mod metrics;
+pub mod retention;
 pub mod runner;
 pub mod rust_saga;
 pub mod store;

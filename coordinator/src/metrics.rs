@@ -16,6 +16,12 @@
 //! | `geosaga_lease_adoptions_total` | | sagas this coordinator resumed or adopted |
 //! | `geosaga_store_commits_total`, `_appends_total`, `_events_total` | | the store's work |
 //! | `geosaga_store_appends_per_commit`, `geosaga_store_max_batch` | | group commit at work |
+//! | `geosaga_retention_deleted_sagas_total`, `_archived_sagas_total` | | retention's work |
+//! | `geosaga_retention_reclaimed_pages_total` | | SQLite pages given back to the file system |
+//!
+//! An attempt's `outcome` is `succeeded`, `retry`, `failed` (for good, known not applied)
+//! or `possibly_applied` (an action that failed for good without a certain outcome: the
+//! saga compensates it); alert on the last.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +79,9 @@ struct Families {
     compensation_duration: Latency,
     retries: Family<RetryLabels, Counter>,
     adoptions: Counter,
+    deleted: Counter,
+    archived: Counter,
+    reclaimed: Counter,
 }
 
 /// The coordinator's metrics. Clones share them.
@@ -108,6 +117,7 @@ impl Metrics {
         let compensation_duration: Latency = Family::new_with_constructor(latency_buckets);
         let retries = Family::default();
         let adoptions = Counter::default();
+        let (deleted, archived, reclaimed) = (Counter::default(), Counter::default(), Counter::default());
         registry.register("sagas_started", "Sagas created by this coordinator", started.clone());
         registry.register(
             "sagas_completed",
@@ -140,6 +150,21 @@ impl Metrics {
             "Sagas this coordinator resumed from the store (its own after a restart, or orphans whose lease expired)",
             adoptions.clone(),
         );
+        registry.register(
+            "retention_deleted_sagas",
+            "Finished sagas retention deleted (on the coordinator that runs retention)",
+            deleted.clone(),
+        );
+        registry.register(
+            "retention_archived_sagas",
+            "Sagas retention wrote to its archive before deleting them",
+            archived.clone(),
+        );
+        registry.register(
+            "retention_reclaimed_pages",
+            "Database pages freed by retention and given back to the file system (SQLite)",
+            reclaimed.clone(),
+        );
         Metrics {
             inner: Arc::new(Families {
                 registry,
@@ -151,6 +176,9 @@ impl Metrics {
                 compensation_duration,
                 retries,
                 adoptions,
+                deleted,
+                archived,
+                reclaimed,
             }),
         }
     }
@@ -180,7 +208,8 @@ impl Metrics {
             .inc();
     }
 
-    /// One attempt ended with `outcome` (`succeeded`, `retry` or `failed`) after `took`.
+    /// One attempt ended with `outcome` (`succeeded`, `retry`, `failed` or
+    /// `possibly_applied`) after `took`.
     pub fn attempt(&self, definition: &str, step: &str, phase: Phase, outcome: &'static str, took: Duration) {
         let labels = AttemptLabels {
             definition: definition.to_owned(),
@@ -205,6 +234,21 @@ impl Metrics {
     /// A saga was claimed from the store and resumed here.
     pub fn adopted(&self) {
         self.inner.adoptions.inc();
+    }
+
+    /// Retention deleted `n` sagas.
+    pub fn retention_deleted(&self, n: u64) {
+        self.inner.deleted.inc_by(n);
+    }
+
+    /// Retention archived `n` sagas.
+    pub fn retention_archived(&self, n: u64) {
+        self.inner.archived.inc_by(n);
+    }
+
+    /// Retention gave `pages` pages back to the file system.
+    pub fn retention_reclaimed(&self, pages: u64) {
+        self.inner.reclaimed.inc_by(pages);
     }
 
     /// The metrics as OpenMetrics text (which Prometheus scrapes as it is).
@@ -268,6 +312,8 @@ mod tests {
             Duration::from_millis(2),
         );
         metrics.adopted();
+        metrics.retention_archived(3);
+        metrics.retention_deleted(3);
         let text = metrics.render(Scrape {
             in_flight: 2,
             store: StoreStats {
@@ -284,6 +330,9 @@ mod tests {
             "geosaga_compensation_duration_seconds_count{definition=\"trip\",step=\"book\",outcome=\"succeeded\"} 1",
             "geosaga_step_retries_total{definition=\"trip\",step=\"book\",kind=\"action\"} 1",
             "geosaga_lease_adoptions_total 1",
+            "geosaga_retention_deleted_sagas_total 3",
+            "geosaga_retention_archived_sagas_total 3",
+            "geosaga_retention_reclaimed_pages_total 0",
             "geosaga_sagas_in_flight 2",
             "geosaga_store_commits_total 4",
             "geosaga_store_appends_total 10",

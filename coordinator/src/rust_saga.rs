@@ -91,6 +91,7 @@ impl<C: Send + Sync + 'static> RustSaga<C> {
             retry: None,
             compensation_retry: None,
             timeout_ms: None,
+            verify: None,
         });
         self
     }
@@ -110,6 +111,7 @@ impl<C: Send + Sync + 'static> RustSaga<C> {
             retry: None,
             compensation_retry: None,
             timeout_ms: None,
+            verify: None,
         });
         self
     }
@@ -164,6 +166,14 @@ impl<C: Send + Sync + 'static> RustSaga<C> {
     pub fn input_schema(mut self, schema: serde_json::Value) -> Self {
         self.doc.input_schema = Some(schema);
         self
+    }
+
+    /// Sets the saga's input schema from the Rust type its steps read the input as
+    /// (`cx.input::<I>()`): an input that does not fit is refused when the saga starts
+    /// (the API's 422, naming each path at fault), before any step runs.
+    pub fn input<I: schemars::JsonSchema>(self) -> Self {
+        let schema = serde_json::to_value(schemars::schema_for!(I)).expect("a schema is JSON");
+        self.input_schema(schema)
     }
 
     /// The document this builder describes, as JSON would.

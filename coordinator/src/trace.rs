@@ -21,7 +21,7 @@ use opentelemetry::trace::{
     Event, Span, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, Tracer,
 };
 use opentelemetry::{Context, KeyValue, global};
-use sagas::{FailureKind, Phase, SagaEvent, SagaStatus, StepError, UnwindCause};
+use sagas::{Phase, SagaEvent, SagaStatus, StepError, UnwindCause};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -363,8 +363,9 @@ impl AttemptSpan {
     }
 }
 
-/// How an attempt ended, as the outcome event says: `succeeded`, `retry` or `failed`, and
-/// the error if it failed.
+/// How an attempt ended, as the outcome event says: `succeeded`, `retry`, `failed` (known
+/// not applied) or `possibly_applied` (failed for good without a certain outcome), and the
+/// error if it failed.
 pub(crate) fn outcome_of(event: &SagaEvent) -> (&'static str, Option<&StepError>) {
     match event {
         SagaEvent::StepSucceeded { .. } | SagaEvent::CompensationSucceeded { .. } => ("succeeded", None),
@@ -372,6 +373,7 @@ pub(crate) fn outcome_of(event: &SagaEvent) -> (&'static str, Option<&StepError>
             ("retry", Some(error))
         }
         SagaEvent::StepFailed { error, .. } | SagaEvent::CompensationFailed { error, .. } => ("failed", Some(error)),
+        SagaEvent::StepOutcomeUnknown { error, .. } => ("possibly_applied", Some(error)),
         SagaEvent::StepStarted { .. }
         | SagaEvent::CompensationStarted { .. }
         | SagaEvent::CancelRequested { .. }
@@ -380,11 +382,7 @@ pub(crate) fn outcome_of(event: &SagaEvent) -> (&'static str, Option<&StepError>
 }
 
 fn error_kind(error: &StepError) -> &'static str {
-    match error.kind {
-        FailureKind::Transient => "transient",
-        FailureKind::Timeout => "timeout",
-        FailureKind::Permanent => "permanent",
-    }
+    error.kind.as_str()
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 struct Seen {
     route: String,
     idempotency_key: String,
+    action_key: String,
     saga_id: String,
     step: String,
     body: Value,
@@ -50,6 +51,7 @@ async fn handle(
     let seen = Seen {
         route: route.clone(),
         idempotency_key: header(&headers, "idempotency-key"),
+        action_key: header(&headers, "x-saga-action-key"),
         saga_id: header(&headers, "x-saga-id"),
         step: header(&headers, "x-saga-step"),
         body: body.map(|b| b.0).unwrap_or(Value::Null),
@@ -176,6 +178,45 @@ async fn a_422_is_not_retried_and_unwinds_the_saga() {
         "the compensation sees its step's output"
     );
     assert_eq!(undo.idempotency_key, format!("{}:reserve:compensation", view.record.id));
+    assert_eq!(undo.action_key, format!("{}:reserve:action", view.record.id));
+    let action = seen.iter().find(|s| s.route == "ok").unwrap();
+    assert_eq!(action.action_key, action.idempotency_key);
+}
+
+/// A participant that answers 5xx until the retries run out may have acted: the step ends
+/// possibly applied and is compensated, keyed by the action's idempotency key; a refusal
+/// (422) is not compensated.
+#[tokio::test]
+async fn a_5xx_until_the_retries_run_out_is_possibly_applied_and_compensated() {
+    let (p, base) = participant().await;
+    let c = coordinator().await;
+    let mut pay = step("pay", format!("{base}/flaky-99"), None);
+    pay["compensation"] =
+        json!({"http": {"method": "POST", "url": format!("{base}/undo"), "body": {"saga": "{{saga.id}}"}}});
+    let view = run(&c, vec![pay]).await;
+    assert_eq!(view.state.status(), SagaStatus::Compensated);
+    let s = &view.state.steps()[0];
+    assert_eq!((s.status, s.attempts, s.uncertain), (StepStatus::Compensated, 4, true));
+    assert_eq!(s.error.as_ref().unwrap().status, Some(503));
+    let seen = p.seen.lock().unwrap().clone();
+    let undo = seen.iter().find(|s| s.route == "undo").expect("the compensation ran");
+    assert_eq!(undo.action_key, format!("{}:pay:action", view.record.id));
+    let events = c.events(view.record.id).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.kind()).collect();
+    assert!(kinds.contains(&"step_outcome_unknown"), "{kinds:?}");
+
+    let refused = run(
+        &c,
+        vec![{
+            let mut s = step("pay", format!("{base}/reject"), None);
+            s["compensation"] = json!({"http": {"method": "POST", "url": format!("{base}/undo")}});
+            s
+        }],
+    )
+    .await;
+    assert_eq!(refused.state.steps()[0].status, StepStatus::Failed);
+    let undos = p.seen.lock().unwrap().iter().filter(|s| s.route == "undo").count();
+    assert_eq!(undos, 1, "a refused action is not compensated");
 }
 
 #[tokio::test]
@@ -185,13 +226,16 @@ async fn a_step_that_does_not_answer_in_time_times_out_and_is_retried() {
     let view = run(&c, vec![step("wait", format!("{base}/slow"), None)]).await;
     assert_eq!(view.state.status(), SagaStatus::Compensated);
     let s = &view.state.steps()[0];
-    assert_eq!(s.attempts, 4, "timeouts are transient");
+    assert_eq!(s.attempts, 4, "timeouts are retried");
     assert_eq!(s.error.as_ref().unwrap().kind, sagas::FailureKind::Timeout);
+    assert_eq!(s.status, StepStatus::PossiblyApplied, "it may have acted");
     assert_eq!(p.seen.lock().unwrap().len(), 4);
 }
 
+/// A connection that cannot be opened carried nothing: retried, and the step fails known
+/// not applied (nothing to compensate).
 #[tokio::test]
-async fn connection_errors_are_transient() {
+async fn a_connection_refused_is_retried_and_known_not_applied() {
     let c = coordinator().await;
     // A port nothing listens on.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -200,7 +244,8 @@ async fn connection_errors_are_transient() {
     let view = run(&c, vec![step("call", dead, None)]).await;
     let s = &view.state.steps()[0];
     assert_eq!(s.attempts, 4);
-    assert_eq!(s.error.as_ref().unwrap().kind, sagas::FailureKind::Transient);
+    assert_eq!(s.error.as_ref().unwrap().kind, sagas::FailureKind::NotDelivered);
+    assert_eq!((s.status, s.uncertain), (StepStatus::Failed, false));
 }
 
 #[tokio::test]

@@ -16,10 +16,12 @@ use coordinator::Error;
 use coordinator::store::memory::MemoryStore;
 use coordinator::store::postgres::PostgresStore;
 use coordinator::store::sqlite::SqliteStore;
-use coordinator::store::{Append, AppendAck, Created, DefinitionRecord, Fence, ListFilter, NewSaga, SagaRecord, Store};
+use coordinator::store::{
+    Append, AppendAck, Created, DefinitionRecord, Expiry, Fence, ListFilter, NewSaga, SagaRecord, Store,
+};
 use futures::future::join_all;
 use sagas::SagaEvent;
-use sagas::SagaStatus::{self, Compensating, Completed, Running, Stuck};
+use sagas::SagaStatus::{self, Compensated, Compensating, Completed, Running, Stuck};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -125,6 +127,8 @@ contract!(
     two_coordinators_race_on_idempotency_keys,
     two_coordinators_register_definitions,
     events_of_reads_several_logs_at_once,
+    retention_takes_finished_sagas_past_their_age,
+    retention_deletes_what_expiry_still_covers,
 );
 
 /// `value.with(|v| v.field = x)`: a changed copy, in one line.
@@ -732,6 +736,97 @@ async fn group_commit_batches(f: Fixture) {
     }
 }
 
+/// A saga of each status, with a step in its log, last changed at `NOW + 1`; the keyed one
+/// completed. Returns them in creation order: completed, compensated, stuck, compensating,
+/// running, keyed.
+async fn one_of_each(s: &dyn Store) -> Vec<SagaRecord> {
+    let mut rows = Vec::new();
+    for status in [Completed, Compensated, Stuck, Compensating, Running, Completed] {
+        let new = if rows.len() == 5 {
+            keyed("kept", json!(1))
+        } else {
+            saga("node-a")
+        };
+        let r = create(s, new).await;
+        put(s, append(&r, 0, vec![started("a")]).with(|a| a.status = status)).await;
+        rows.push(row(s, r.id).await);
+    }
+    rows
+}
+
+async fn retention_takes_finished_sagas_past_their_age(f: Fixture) {
+    let s = &*f.store;
+    let all = one_of_each(s).await;
+    let expired = |finished_before_ms, keys_created_before_ms, limit| async move {
+        let expiry = Expiry {
+            finished_before_ms,
+            keys_created_before_ms,
+        };
+        let found = s.expired(&expiry, limit).await.expect("expired");
+        found.iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        expired(NOW + 2, NOW, 10).await,
+        [all[0].id, all[1].id],
+        "finished, and no key"
+    );
+    assert_eq!(expired(NOW + 2, NOW, 1).await, [all[0].id], "the oldest first");
+    assert!(
+        expired(NOW + 1, NOW + 1, 10).await.is_empty(),
+        "changed at NOW + 1: not before it"
+    );
+    let with_key = expired(NOW + 2, NOW + 1, 10).await;
+    assert_eq!(with_key, [all[0].id, all[1].id, all[5].id], "the key's window is over");
+    let found = s.expired(
+        &Expiry {
+            finished_before_ms: NOW + 2,
+            keys_created_before_ms: NOW,
+        },
+        10,
+    );
+    assert_eq!(found.await.unwrap()[0], all[0], "whole rows, for the archive");
+}
+
+async fn retention_deletes_what_expiry_still_covers(f: Fixture) {
+    let s = &*f.store;
+    let all = one_of_each(s).await;
+    let ids: Vec<Uuid> = all.iter().map(|r| r.id).collect();
+    let expiry = Expiry {
+        finished_before_ms: NOW + 2,
+        keys_created_before_ms: NOW,
+    };
+    let deleted = s.delete_expired(&ids, &expiry).await.expect("delete");
+    assert_eq!(ids_of(&deleted), ids_of(&ids[..2]), "the finished ones without a key");
+    for id in &ids[..2] {
+        assert_eq!(s.get_saga(*id).await.unwrap(), None);
+        assert!(log(s, *id).await.is_empty(), "the log goes with its saga");
+    }
+    for r in &all[2..] {
+        assert_eq!(row(s, r.id).await, *r, "untouched");
+        assert_eq!(log(s, r.id).await, [started("a")]);
+    }
+    assert!(
+        s.delete_expired(&ids, &expiry).await.unwrap().is_empty(),
+        "nothing twice"
+    );
+    // Within its window the key still answers with its saga; past it, the key is free.
+    let again = s.create_saga(keyed("kept", json!(1))).await.unwrap();
+    assert!(matches!(again, Created::Existing(r) if r.id == all[5].id));
+    let past = Expiry {
+        keys_created_before_ms: NOW + 1,
+        ..expiry
+    };
+    assert_eq!(s.delete_expired(&ids, &past).await.unwrap(), [all[5].id]);
+    assert!(matches!(
+        s.create_saga(keyed("kept", json!(1))).await.unwrap(),
+        Created::New(_)
+    ));
+}
+
+fn ids_of(ids: &[Uuid]) -> HashSet<Uuid> {
+    ids.iter().copied().collect()
+}
+
 async fn two_coordinators_claim_disjoint_sagas(f: Fixture) {
     let peer = f.peer().await;
     for _ in 0..40 {
@@ -906,4 +1001,106 @@ async fn postgres_store_survives_a_server_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(log(&store, r.id).await, [started("a"), started("b")]);
+}
+
+/// A database a newer binary migrated (a migration this one does not know) is refused with
+/// an error that says so, and is left as it was.
+#[tokio::test]
+async fn a_schema_newer_than_the_binary_is_refused() {
+    const FUTURE: &str = "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', TRUE, '\\x00', 0)";
+    let expect_refusal = |error: Error| {
+        let text = error.to_string();
+        assert!(
+            text.contains("schema is at version 9999, newer than this geosaga"),
+            "{text}"
+        );
+        assert!(text.contains("docs/operations.md"), "{text}");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("geosaga.db");
+    drop(SqliteStore::open(&path).await.unwrap());
+    let url = format!("sqlite://{}", path.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(&FUTURE.replace("'\\x00'", "x'00'"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    expect_refusal(SqliteStore::open(&path).await.err().expect("refused"));
+
+    let db = pg::fresh_database().await;
+    drop(PostgresStore::connect(db.url()).await.unwrap());
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    sqlx::query(FUTURE).execute(&pool).await.unwrap();
+    expect_refusal(PostgresStore::connect(db.url()).await.err().expect("refused"));
+    let newest: i64 = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(newest, 9999, "nothing was changed");
+    pool.close().await;
+}
+
+/// Deleted sagas' pages go back to the file system: the file shrinks once retention's
+/// deletes and incremental vacuums are checkpointed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_gives_deleted_space_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("geosaga.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let filler = "x".repeat(2000);
+    let starts = (0..800).map(|_| create(&store, saga("node-a").with(|n| n.input = json!({"pad": filler}))));
+    let rows = join_all(starts).await;
+    let settle = |r| {
+        put(
+            &store,
+            append(r, 0, vec![started("a"), succeeded("a")]).with(|a| a.status = Completed),
+        )
+    };
+    join_all(rows.iter().map(settle)).await;
+    let checkpoint = || {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        std::fs::metadata(&path).unwrap().len()
+    };
+    let full = checkpoint();
+    let expiry = Expiry {
+        finished_before_ms: NOW + 2,
+        keys_created_before_ms: NOW + 2,
+    };
+    loop {
+        let batch = store.expired(&expiry, 100).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        let ids: Vec<Uuid> = batch.iter().map(|r| r.id).collect();
+        assert_eq!(store.delete_expired(&ids, &expiry).await.unwrap().len(), ids.len());
+        store.reclaim_space(1024).await.unwrap();
+    }
+    while store.reclaim_space(1024).await.unwrap() > 0 {}
+    let emptied = checkpoint();
+    assert!(
+        emptied * 10 < full,
+        "the file went from {full} to {emptied} bytes, not to a tenth"
+    );
+}
+
+/// With several coordinators on one PostgreSQL, one at a time runs retention; another takes
+/// over once its connection is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_retention_runs_on_one_coordinator_at_a_time() {
+    let f = Fixture::new(Backend::Postgres).await;
+    let peer = f.peer().await;
+    assert!(f.store.retention_turn().await.unwrap());
+    assert!(!peer.retention_turn().await.unwrap(), "held by the first");
+    assert!(f.store.retention_turn().await.unwrap(), "kept");
+    drop(f.store);
+    let mut tries = 0;
+    while !peer.retention_turn().await.unwrap() {
+        tries += 1;
+        assert!(tries < 100, "the lock was not released with its connection");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

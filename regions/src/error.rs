@@ -33,6 +33,17 @@ pub enum Error {
         /// The version it has (`0.0`: no live version).
         current: Timestamp,
     },
+    /// A write whose op id its compensation cancelled before it arrived (see
+    /// the node's `undo.rs`); it was not applied.
+    #[error(
+        "the write to {key:?} with op_id {op_id:?} was cancelled by its compensation (an undo that found it not applied); it was not applied"
+    )]
+    OpCancelled {
+        /// The key.
+        key: String,
+        /// The cancelled op id.
+        op_id: String,
+    },
     /// A strong write did not reach its quorum in time; it was aborted and is visible nowhere.
     #[error(
         "write to {key:?} reached {acked} of the {needed} replica acknowledgements it needs within {timeout_ms} ms; it was not applied"

@@ -22,7 +22,9 @@
 //!    HTTP client to peers) and [`membership`] (the member list and its file, the failure
 //!    detector's state, joining a cluster).
 //! 3. [`node`]: [`Region`], the node: its shared state, writes at the home (with a strong
-//!    write's quorum and op ids), reads, counters, what it knows of each peer.
+//!    write's quorum and op ids), undoing a write by its op id (or cancelling one that never
+//!    applied, so that it never will: saga compensations of uncertain writes), reads,
+//!    counters, what it knows of each peer, the clock-skew refusals it saw.
 //! 4. The loops between regions, each over a [`Region`]: [`replication`] (applying what
 //!    peers ship; `replication::ship`, the home's pipelined log shipping; GC),
 //!    [`antientropy`] (digest rounds repairing what the log missed), [`rehome`] (moving a
@@ -155,9 +157,17 @@ pub fn load_config(path: &std::path::Path) -> Result<Config> {
 pub async fn serve(mut config: Config, name: &str, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     config.tls = config.tls.map(|t| t.for_region(name));
     let config = membership::prepare(config, name).await?;
-    let listen = config.region(name)?.listen_addr();
+    let own = config.region(name)?;
+    let listen = own.listen_addr();
+    if own.clock_offset_ms != 0 {
+        tracing::warn!(
+            region = name,
+            clock_offset_ms = own.clock_offset_ms,
+            "this region's clock is moved by clock_offset_ms (a setting for tests only)"
+        );
+    }
+    let clock = Clock::system_skewed(config.max_clock_offset_ms, own.clock_offset_ms);
     let listener = tokio::net::TcpListener::bind(&listen).await?;
-    let clock = Clock::system(config.max_clock_offset_ms);
     serve_on(listener, config, name, clock, shutdown).await
 }
 

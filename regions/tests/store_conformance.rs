@@ -109,5 +109,6 @@ conformance!(
     everything_survives_reopening_and_a_restart_aborts_what_was_pending,
     listings_are_in_byte_order,
     a_database_belongs_to_one_region,
+    cancelled_op_ids_are_remembered_until_pruned,
     intents_resolve_into_versions_or_nothing,
 );

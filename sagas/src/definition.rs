@@ -32,6 +32,9 @@ pub struct SagaDefinition {
     pub document: DefinitionDoc,
     /// A digest of the document's canonical JSON: same content, same digest.
     pub content_hash: String,
+    /// What validation found questionable but allowed, each with its JSON Pointer (see
+    /// [`crate::validate::validate`]).
+    pub warnings: Vec<crate::validate::ValidationError>,
     by_name: HashMap<String, StepIndex>,
     order: Vec<StepIndex>,
 }
@@ -55,6 +58,9 @@ pub struct Step {
     pub compensation_retry: RetryPolicy,
     /// Time limit of one attempt.
     pub timeout: Duration,
+    /// The read `geosaga check` uses to observe the action's effect (never sent by the
+    /// coordinator).
+    pub verify: Option<HttpTemplate>,
 }
 
 /// What an action or a compensation does.
@@ -91,7 +97,12 @@ pub struct RustCall {
 }
 
 impl SagaDefinition {
-    pub(crate) fn new(document: DefinitionDoc, steps: Vec<Step>, content_hash: String) -> SagaDefinition {
+    pub(crate) fn new(
+        document: DefinitionDoc,
+        steps: Vec<Step>,
+        content_hash: String,
+        warnings: Vec<crate::validate::ValidationError>,
+    ) -> SagaDefinition {
         let by_name = steps.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
         let deps: Vec<Vec<StepIndex>> = steps.iter().map(|s| s.depends_on.clone()).collect();
         let order = crate::graph::topological_order(&deps).expect("a validated definition has no cycle");
@@ -102,6 +113,7 @@ impl SagaDefinition {
             steps,
             document,
             content_hash,
+            warnings,
             by_name,
             order,
         }

@@ -60,7 +60,11 @@ pub struct StepDoc {
     pub depends_on: Option<Vec<String>>,
     /// What the step does.
     pub action: ActionDoc,
-    /// What undoes the action when the saga unwinds.
+    /// What undoes the action when the saga unwinds: run for a step that succeeded, and
+    /// for one whose outcome is unknown (it timed out, lost its connection or got a 5xx:
+    /// possibly applied, with no output). It may therefore run for an action that never
+    /// happened, and must then change nothing: key it on the action's idempotency key (the
+    /// `X-Saga-Action-Key` header), not on the action's output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensation: Option<ActionDoc>,
     /// Retry policy of the action (fields not given come from `defaults.retry`).
@@ -72,6 +76,12 @@ pub struct StepDoc {
     /// Time limit of one attempt, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// A read that observes what the action did (a balance, a reservation), used by
+    /// `geosaga check` only: its answer must not change when the action or the
+    /// compensation is delivered again under the same idempotency key. It may use the
+    /// templates the action may use. The coordinator never sends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<HttpDoc>,
 }
 
 /// An action or a compensation: exactly one of the kinds below.

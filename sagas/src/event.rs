@@ -33,16 +33,54 @@ pub fn idempotency_key(saga_id: &str, step: &str, phase: Phase) -> String {
     format!("{saga_id}:{step}:{}", phase.as_str())
 }
 
-/// How a failed attempt should be treated.
+/// How a failed attempt should be treated: whether it is retried, and whether its effect
+/// may have happened ([`crate::outcome`] holds the rules that pick one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
-    /// May succeed if tried again (5xx, 408, 429, connection errors).
+    /// The outcome is unknown (5xx, 408, 429, a connection lost after the request may have
+    /// left): retried, and possibly applied.
     Transient,
-    /// The attempt ran out of time; treated as transient.
+    /// The attempt ran out of time: retried, and possibly applied.
     Timeout,
-    /// A business failure; never retried (other 4xx, a handler's refusal).
+    /// A refusal (other 4xx, a handler's refusal): known not applied, never retried.
     Permanent,
+    /// The request never reached the participant (the connection could not be opened):
+    /// known not applied, retried.
+    NotDelivered,
+    /// The action answered success, but its output cannot be kept (too large, or text a
+    /// store cannot hold): applied, so compensated on unwind, and not retried (a retry
+    /// would answer the same).
+    UnusableOutput,
+}
+
+impl FailureKind {
+    /// Whether retrying could help.
+    pub fn is_retryable(self) -> bool {
+        match self {
+            FailureKind::Transient | FailureKind::Timeout | FailureKind::NotDelivered => true,
+            FailureKind::Permanent | FailureKind::UnusableOutput => false,
+        }
+    }
+
+    /// Whether the attempt's effect may have happened although it failed.
+    pub fn possibly_applied(self) -> bool {
+        match self {
+            FailureKind::Transient | FailureKind::Timeout | FailureKind::UnusableOutput => true,
+            FailureKind::Permanent | FailureKind::NotDelivered => false,
+        }
+    }
+
+    /// The kind as written in logs and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Transient => "transient",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Permanent => "permanent",
+            FailureKind::NotDelivered => "not_delivered",
+            FailureKind::UnusableOutput => "unusable_output",
+        }
+    }
 }
 
 /// Why an attempt failed.
@@ -61,7 +99,7 @@ pub struct StepError {
 }
 
 impl StepError {
-    /// A failure that may go away when tried again.
+    /// A failure that may go away when tried again, and whose effect may have happened.
     pub fn transient(message: impl Into<String>) -> StepError {
         StepError {
             kind: FailureKind::Transient,
@@ -91,23 +129,41 @@ impl StepError {
         }
     }
 
+    /// A request that never reached the participant: retried, known not applied.
+    pub fn not_delivered(message: impl Into<String>) -> StepError {
+        StepError {
+            kind: FailureKind::NotDelivered,
+            message: message.into(),
+            status: None,
+            retry_after_ms: None,
+        }
+    }
+
+    /// An action that succeeded with an output that cannot be kept: not retried, and
+    /// compensated on unwind (it was applied).
+    pub fn unusable_output(message: impl Into<String>) -> StepError {
+        StepError {
+            kind: FailureKind::UnusableOutput,
+            message: message.into(),
+            status: None,
+            retry_after_ms: None,
+        }
+    }
+
     /// Whether retrying could help.
     pub fn is_retryable(&self) -> bool {
-        match self.kind {
-            FailureKind::Transient | FailureKind::Timeout => true,
-            FailureKind::Permanent => false,
-        }
+        self.kind.is_retryable()
+    }
+
+    /// Whether the attempt's effect may have happened although it failed.
+    pub fn possibly_applied(&self) -> bool {
+        self.kind.possibly_applied()
     }
 }
 
 impl std::fmt::Display for StepError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match self.kind {
-            FailureKind::Transient => "transient",
-            FailureKind::Timeout => "timeout",
-            FailureKind::Permanent => "permanent",
-        };
-        write!(f, "{kind}: {}", self.message)
+        write!(f, "{}: {}", self.kind.as_str(), self.message)
     }
 }
 
@@ -142,13 +198,25 @@ pub enum SagaEvent {
         /// When the next attempt may start (Unix milliseconds).
         retry_at_ms: u64,
     },
-    /// The action failed for good; the saga unwinds.
+    /// The action failed for good, known not applied (every attempt was refused or never
+    /// delivered); the saga unwinds.
     StepFailed {
         /// The step.
         step: String,
         /// The last attempt.
         attempt: u32,
         /// Why.
+        error: StepError,
+    },
+    /// The action failed for good without a certain outcome (an attempt timed out, lost its
+    /// connection or got a 5xx): its effect may have happened. The step is possibly
+    /// applied; the saga unwinds and compensates it like a succeeded step.
+    StepOutcomeUnknown {
+        /// The step.
+        step: String,
+        /// The last attempt.
+        attempt: u32,
+        /// The last attempt's error.
         error: StepError,
     },
     /// Someone asked for the saga to stop; it unwinds.
@@ -202,6 +270,7 @@ impl SagaEvent {
             SagaEvent::StepSucceeded { .. } => "step_succeeded",
             SagaEvent::StepAttemptFailed { .. } => "step_attempt_failed",
             SagaEvent::StepFailed { .. } => "step_failed",
+            SagaEvent::StepOutcomeUnknown { .. } => "step_outcome_unknown",
             SagaEvent::CancelRequested { .. } => "cancel_requested",
             SagaEvent::CompensationStarted { .. } => "compensation_started",
             SagaEvent::CompensationSucceeded { .. } => "compensation_succeeded",

@@ -12,6 +12,8 @@
 //!   and the automatic compensation of their writes.
 //! - [`template`]: `{{input.x}}`, `{{saga.id}}`, `{{steps.NAME.output.path}}`.
 //! - [`retry`]: retry policies and backoff.
+//! - [`outcome`]: the outcome classifier: what an attempt's answer (or its absence) says
+//!   about its effect: success, refused (known not applied) or unknown (possibly applied).
 //! - [`event`]: the saga events a log is made of.
 //! - [`state`]: the state machine; a saga's state is the fold of its events.
 //! - [`planner`]: what may run now, and which event an outcome becomes.
@@ -27,6 +29,7 @@ pub mod document;
 mod error;
 pub mod event;
 pub mod graph;
+pub mod outcome;
 pub mod planner;
 pub mod region;
 pub mod render;

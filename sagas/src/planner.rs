@@ -65,6 +65,7 @@ pub fn plan(state: &SagaState, now_ms: u64) -> Plan {
                     StepStatus::Running
                     | StepStatus::Succeeded
                     | StepStatus::Failed
+                    | StepStatus::PossiblyApplied
                     | StepStatus::NotRun
                     | StepStatus::Compensating
                     | StepStatus::CompensationRetryWaiting { .. }
@@ -86,7 +87,16 @@ pub fn plan(state: &SagaState, now_ms: u64) -> Plan {
                 };
                 match s.status {
                     StepStatus::CompensationRetryWaiting { retry_at_ms } => due(retry_at_ms, work, &mut out),
-                    _ => out.start.push(work),
+                    StepStatus::Succeeded | StepStatus::PossiblyApplied => out.start.push(work),
+                    // `compensation_ready` is false for every other status.
+                    StepStatus::Pending
+                    | StepStatus::Running
+                    | StepStatus::RetryWaiting { .. }
+                    | StepStatus::Failed
+                    | StepStatus::NotRun
+                    | StepStatus::Compensating
+                    | StepStatus::Compensated
+                    | StepStatus::CompensationFailed => {}
                 }
             }
         }
@@ -117,6 +127,7 @@ pub fn in_flight(state: &SagaState) -> Vec<Work> {
             | StepStatus::RetryWaiting { .. }
             | StepStatus::Succeeded
             | StepStatus::Failed
+            | StepStatus::PossiblyApplied
             | StepStatus::NotRun
             | StepStatus::CompensationRetryWaiting { .. }
             | StepStatus::Compensated
@@ -143,8 +154,10 @@ pub fn started_event(state: &SagaState, work: Work) -> SagaEvent {
 /// The event that records the outcome of `work`.
 ///
 /// A failure is retried when it is retryable, the policy has attempts left, and (for
-/// actions) the saga is still running forward; otherwise it is final. `jitter_sample` is a
-/// number in `[0, 1)` drawn by the caller.
+/// actions) the saga is still running forward; otherwise it is final: an action whose
+/// effect may have happened (this attempt's outcome is unknown, or an earlier one's was)
+/// ends possibly applied ([`SagaEvent::StepOutcomeUnknown`]), one known not applied ends
+/// failed. `jitter_sample` is a number in `[0, 1)` drawn by the caller.
 pub fn outcome_event(
     state: &SagaState,
     work: Work,
@@ -172,6 +185,14 @@ pub fn outcome_event(
                     error,
                     retry_at_ms,
                 }
+            } else if error.possibly_applied() {
+                SagaEvent::StepOutcomeUnknown { step, attempt, error }
+            } else if state.steps()[work.step].uncertain {
+                let mut error = error;
+                error.message.push_str(
+                    " (an earlier attempt ended without a certain outcome, so the action may have been applied)",
+                );
+                SagaEvent::StepOutcomeUnknown { step, attempt, error }
             } else {
                 SagaEvent::StepFailed { step, attempt, error }
             }

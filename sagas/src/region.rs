@@ -7,8 +7,10 @@
 //! action's output. `put`, `cas` and `delete` are undone by a conditional write that
 //! restores the previous value only if nobody wrote the key since (else the saga is
 //! stuck with the conflict); `add` is undone by the inverse delta, which commutes with
-//! everyone else's additions. How the coordinator carries them out is its business
-//! (`coordinator::runner::region`).
+//! everyone else's additions. A write whose outcome is unknown (the step is possibly
+//! applied and has no output) is undone by its op id at the key's home, which undoes it
+//! if it was applied and otherwise cancels it, so that it never applies. How the
+//! coordinator carries them out is its business (`coordinator::runner::region`).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -249,8 +251,12 @@ pub enum RegionOperation {
         max: Option<f64>,
     },
     /// The automatic compensation of a write step: undo what the step's action wrote, as
-    /// its output records it.
-    Undo,
+    /// its output records it, or by its op id when the step has no output (possibly
+    /// applied).
+    Undo {
+        /// The action's operation (an `add`'s delta gives the inverse).
+        action: Box<RegionOperation>,
+    },
 }
 
 impl RegionCall {
@@ -262,7 +268,7 @@ impl RegionCall {
             | RegionOperation::Cas { .. }
             | RegionOperation::Delete
             | RegionOperation::Add { .. }
-            | RegionOperation::Undo => true,
+            | RegionOperation::Undo { .. } => true,
         }
     }
 
@@ -273,7 +279,9 @@ impl RegionCall {
             key: self.key.clone(),
             key_text: self.key_text.clone(),
             consistency: self.consistency,
-            operation: RegionOperation::Undo,
+            operation: RegionOperation::Undo {
+                action: Box::new(self.operation.clone()),
+            },
         }
     }
 
@@ -286,7 +294,7 @@ impl RegionCall {
             RegionOperation::Cas { .. } => "cas".to_owned(),
             RegionOperation::Delete => "delete".to_owned(),
             RegionOperation::Add { path, .. } => format!("add at `{path}` of"),
-            RegionOperation::Undo => "undo the write to".to_owned(),
+            RegionOperation::Undo { .. } => "undo the write to".to_owned(),
         };
         let via = self.via.as_deref().map(|v| format!(" via {v}")).unwrap_or_default();
         format!("region {op} {key} ({}){via}", self.consistency.as_str())
@@ -463,7 +471,10 @@ mod tests {
         .unwrap();
         assert!(def.steps[0].compensation.is_none());
         let undo = region(def.steps[1].compensation.as_ref());
-        assert!(matches!(undo.operation, RegionOperation::Undo));
+        assert!(matches!(
+            &undo.operation,
+            RegionOperation::Undo { action } if matches!(**action, RegionOperation::Add { .. })
+        ));
         assert_eq!(undo.via.as_deref(), Some("eu-west"));
         let explicit = region(def.steps[2].compensation.as_ref());
         assert!(matches!(explicit.operation, RegionOperation::Delete));

@@ -22,7 +22,7 @@ pub enum SagaStatus {
     Compensating,
     /// Every step succeeded.
     Completed,
-    /// Every step that succeeded was compensated.
+    /// Every step that succeeded or was possibly applied was compensated.
     Compensated,
     /// A compensation failed for good; an operator must retry the saga.
     Stuck,
@@ -92,8 +92,11 @@ pub enum StepStatus {
     },
     /// The action succeeded.
     Succeeded,
-    /// The action failed for good.
+    /// The action failed for good, known not applied.
     Failed,
+    /// The action failed for good without a certain outcome: its effect may have
+    /// happened, and it is compensated like a succeeded step when the saga unwinds.
+    PossiblyApplied,
     /// The saga unwound before this step could start.
     NotRun,
     /// A compensation attempt is in flight.
@@ -117,6 +120,7 @@ impl StepStatus {
             StepStatus::Running | StepStatus::RetryWaiting { .. } => "running",
             StepStatus::Succeeded => "succeeded",
             StepStatus::Failed => "failed",
+            StepStatus::PossiblyApplied => "possibly_applied",
             StepStatus::NotRun => "not_run",
             StepStatus::Compensating | StepStatus::CompensationRetryWaiting { .. } => "compensating",
             StepStatus::Compensated => "compensated",
@@ -136,6 +140,10 @@ pub struct StepState {
     pub output: Option<Value>,
     /// The last action error.
     pub error: Option<StepError>,
+    /// Whether an action attempt ended without a certain outcome (its effect may have
+    /// happened): then the step is possibly applied unless an attempt succeeds, even if a
+    /// later one is refused.
+    pub uncertain: bool,
     /// Compensation attempts started so far (across operator retries).
     pub compensation_attempts: u32,
     /// The last compensation error.
@@ -152,6 +160,7 @@ impl StepState {
             attempts: 0,
             output: None,
             error: None,
+            uncertain: false,
             compensation_attempts: 0,
             compensation_error: None,
             compensation_attempts_before_retry: 0,
@@ -270,15 +279,18 @@ impl SagaState {
         self.steps.iter().any(|s| s.status == StepStatus::Running)
     }
 
-    /// For each step, whether the unwind is done with it: it never ran, failed, was
-    /// compensated, or has no compensation and everything after it is unwound.
+    /// For each step, whether the unwind is done with it: it never ran, failed (known not
+    /// applied), was compensated, or has no compensation and everything after it is
+    /// unwound.
     pub fn unwound(&self) -> Vec<bool> {
         let mut done = vec![false; self.steps.len()];
         for &i in self.definition.topological_order().iter().rev() {
             let dependents_done = self.definition.steps[i].dependents.iter().all(|&d| done[d]);
             done[i] = match self.steps[i].status {
                 StepStatus::Pending | StepStatus::NotRun | StepStatus::Failed | StepStatus::Compensated => true,
-                StepStatus::Succeeded => self.definition.steps[i].compensation.is_none() && dependents_done,
+                StepStatus::Succeeded | StepStatus::PossiblyApplied => {
+                    self.definition.steps[i].compensation.is_none() && dependents_done
+                }
                 StepStatus::Running
                 | StepStatus::RetryWaiting { .. }
                 | StepStatus::Compensating
@@ -289,11 +301,12 @@ impl SagaState {
         done
     }
 
-    /// Whether step `i`'s compensation may start now (ignoring retry timers).
+    /// Whether step `i`'s compensation may start now (ignoring retry timers). A possibly
+    /// applied step is compensated like a succeeded one.
     pub fn compensation_ready(&self, i: StepIndex, unwound: &[bool]) -> bool {
         let step = &self.definition.steps[i];
         let waiting = match self.steps[i].status {
-            StepStatus::Succeeded => step.compensation.is_some(),
+            StepStatus::Succeeded | StepStatus::PossiblyApplied => step.compensation.is_some(),
             StepStatus::CompensationRetryWaiting { .. } => true,
             StepStatus::Pending
             | StepStatus::Running
@@ -357,6 +370,7 @@ impl SagaState {
                     StepStatus::Running | StepStatus::RetryWaiting { .. } => s.attempts + 1,
                     StepStatus::Succeeded
                     | StepStatus::Failed
+                    | StepStatus::PossiblyApplied
                     | StepStatus::NotRun
                     | StepStatus::Compensating
                     | StepStatus::CompensationRetryWaiting { .. }
@@ -392,6 +406,7 @@ impl SagaState {
                 s.status = StepStatus::RetryWaiting {
                     retry_at_ms: *retry_at_ms,
                 };
+                s.uncertain |= error.possibly_applied();
                 s.error = Some(error.clone());
             }
             SagaEvent::StepFailed { step, attempt, error } => {
@@ -399,6 +414,20 @@ impl SagaState {
                 self.expect_action_outcome(i, *attempt, true, event)?;
                 let s = &mut self.steps[i];
                 s.status = StepStatus::Failed;
+                s.error = Some(error.clone());
+                if status == SagaStatus::Running {
+                    self.begin_unwind(UnwindCause::StepFailed {
+                        step: step.clone(),
+                        error: error.clone(),
+                    });
+                }
+            }
+            SagaEvent::StepOutcomeUnknown { step, attempt, error } => {
+                let i = step_index(step)?;
+                self.expect_action_outcome(i, *attempt, true, event)?;
+                let s = &mut self.steps[i];
+                s.status = StepStatus::PossiblyApplied;
+                s.uncertain = true;
                 s.error = Some(error.clone());
                 if status == SagaStatus::Running {
                     self.begin_unwind(UnwindCause::StepFailed {
@@ -537,10 +566,14 @@ impl SagaState {
         for s in &mut self.steps {
             s.status = match s.status {
                 StepStatus::Pending => StepStatus::NotRun,
+                // Waiting for a retry that will not come: an earlier attempt without a
+                // certain outcome leaves the step possibly applied.
+                StepStatus::RetryWaiting { .. } if s.uncertain => StepStatus::PossiblyApplied,
                 StepStatus::RetryWaiting { .. } => StepStatus::Failed,
                 other @ (StepStatus::Running
                 | StepStatus::Succeeded
                 | StepStatus::Failed
+                | StepStatus::PossiblyApplied
                 | StepStatus::NotRun
                 | StepStatus::Compensating
                 | StepStatus::CompensationRetryWaiting { .. }

@@ -4,6 +4,14 @@
 //! value at fault, so that an API or CLI can show them all at once. It runs in two passes:
 //! the document's shape against the published JSON Schema (types, unknown fields, missing
 //! fields), then the meaning (names, the dependency graph, templates, retry values).
+//!
+//! What is allowed but questionable is a warning, kept in [`SagaDefinition::warnings`]
+//! with its JSON Pointer: today, a compensation that reads its own step's output. Such a
+//! compensation cannot run when the action's outcome is unknown (the step is possibly
+//! applied and has no output); the saga then ends `stuck` with that reason. It is a
+//! warning and not an error because many real participants can only undo by the id their
+//! action returned, and refusing the definition would not make them safer; and because
+//! definitions stored before this rule must still load.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -13,7 +21,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::definition::{HttpTemplate, RustCall, SagaDefinition, Step, StepAction};
-use crate::document::{ActionDoc, DefinitionDoc, RetryDoc, StepDoc, definition_schema};
+use crate::document::{ActionDoc, DefinitionDoc, HttpDoc, RetryDoc, StepDoc, definition_schema};
 use crate::graph;
 use crate::retry::RetryPolicy;
 use crate::template::{Reference, Template, escape_pointer};
@@ -75,7 +83,7 @@ impl ValidationErrors {
 }
 
 #[derive(Default)]
-struct Collector(Vec<ValidationError>);
+struct Collector(Vec<ValidationError>, Vec<ValidationError>);
 
 impl Collector {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
@@ -84,7 +92,20 @@ impl Collector {
             message: message.into(),
         });
     }
+
+    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.1.push(ValidationError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
 }
+
+/// The warning given for a compensation that reads its own step's output.
+pub const OWN_OUTPUT_WARNING: &str = "a compensation that reads its own step's output cannot run when the \
+     action's outcome is unknown (a timeout, a lost connection, a 5xx: the step is then possibly applied and \
+     has no output), and the saga ends `stuck`; undo by the action's idempotency key (the `X-Saga-Action-Key` \
+     header) instead";
 
 static DOCUMENT_VALIDATOR: LazyLock<jsonschema::Validator> =
     LazyLock::new(|| jsonschema::validator_for(&definition_schema()).expect("the generated schema is valid"));
@@ -323,6 +344,10 @@ pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> 
             &format!("{base}/timeout_ms"),
             &mut errors,
         );
+        let verify = step
+            .verify
+            .as_ref()
+            .and_then(|v| http_template(v, &format!("{base}/verify"), &refs, false, &mut errors));
         if let Some(action) = action {
             steps.push(Step {
                 name: step.name.clone(),
@@ -333,6 +358,7 @@ pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> 
                 retry,
                 compensation_retry,
                 timeout,
+                verify,
             });
         }
     }
@@ -345,7 +371,7 @@ pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> 
         }
     }
     let hash = content_hash(&doc);
-    Ok(SagaDefinition::new(doc, steps, hash))
+    Ok(SagaDefinition::new(doc, steps, hash, errors.1))
 }
 
 /// A digest of the document's canonical JSON (object keys sorted).
@@ -425,7 +451,9 @@ impl RefCheck<'_> {
             match self.by_name.get(name.as_str()) {
                 None => errors.push(at, format!("`{{{{{reference}}}}}`: no step is named `{name}`")),
                 Some(&target) if target == self.step => {
-                    if !own_output_allowed {
+                    if own_output_allowed {
+                        errors.warn(at, format!("`{{{{{reference}}}}}`: {OWN_OUTPUT_WARNING}"));
+                    } else {
                         errors.push(
                             at,
                             format!("`{{{{{reference}}}}}`: an action cannot use its own output"),
@@ -443,6 +471,60 @@ impl RefCheck<'_> {
             }
         }
     }
+}
+
+/// An HTTP request of a step (its action, compensation or `verify`) at `base`.
+fn http_template(
+    http: &HttpDoc,
+    base: &str,
+    refs: &RefCheck<'_>,
+    is_compensation: bool,
+    errors: &mut Collector,
+) -> Option<HttpTemplate> {
+    let parse = |value: &Value, path: String, errors: &mut Collector| -> Option<Template> {
+        match Template::parse(value) {
+            Ok(t) => {
+                refs.check(&t, &path, is_compensation, errors);
+                Some(t)
+            }
+            Err(faults) => {
+                for f in faults {
+                    errors.push(format!("{path}{}", f.path), f.message);
+                }
+                None
+            }
+        }
+    };
+    let url = parse(&Value::String(http.url.clone()), format!("{base}/url"), errors);
+    let starts_with_template = http.url.trim_start().starts_with("{{");
+    let absolute = http.url.starts_with("http://") || http.url.starts_with("https://");
+    if url.is_some() && !starts_with_template && !absolute {
+        errors.push(format!("{base}/url"), "the URL must start with http:// or https://");
+    }
+    let mut headers = Vec::new();
+    for (name, value) in &http.headers {
+        let path = format!("{base}/headers/{}", escape_pointer(name));
+        let valid_name = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !valid_name {
+            errors.push(path.clone(), format!("`{name}` is not a valid header name"));
+        }
+        if let Some(t) = parse(&Value::String(value.clone()), path, errors) {
+            headers.push((name.clone(), t));
+        }
+    }
+    let body = http
+        .body
+        .as_ref()
+        .and_then(|b| parse(b, format!("{base}/body"), errors));
+    Some(HttpTemplate {
+        method: http.method,
+        url: url?,
+        headers,
+        body,
+    })
 }
 
 fn step_action(
@@ -468,37 +550,7 @@ fn step_action(
     };
     match (&doc.http, &doc.rust) {
         (Some(http), None) if doc.region.is_none() => {
-            let base = format!("{base}/http");
-            let url = parse(&Value::String(http.url.clone()), format!("{base}/url"), errors);
-            let starts_with_template = http.url.trim_start().starts_with("{{");
-            let absolute = http.url.starts_with("http://") || http.url.starts_with("https://");
-            if url.is_some() && !starts_with_template && !absolute {
-                errors.push(format!("{base}/url"), "the URL must start with http:// or https://");
-            }
-            let mut headers = Vec::new();
-            for (name, value) in &http.headers {
-                let path = format!("{base}/headers/{}", escape_pointer(name));
-                let valid_name = !name.is_empty()
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-                if !valid_name {
-                    errors.push(path.clone(), format!("`{name}` is not a valid header name"));
-                }
-                if let Some(t) = parse(&Value::String(value.clone()), path, errors) {
-                    headers.push((name.clone(), t));
-                }
-            }
-            let body = http
-                .body
-                .as_ref()
-                .and_then(|b| parse(b, format!("{base}/body"), errors));
-            Some(StepAction::Http(HttpTemplate {
-                method: http.method,
-                url: url?,
-                headers,
-                body,
-            }))
+            http_template(http, &format!("{base}/http"), refs, is_compensation, errors).map(StepAction::Http)
         }
         (None, Some(rust)) if doc.region.is_none() => {
             let base = format!("{base}/rust");

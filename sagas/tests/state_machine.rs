@@ -18,17 +18,16 @@ fn script(n_max: usize) -> impl Strategy<Value = Script> {
     let step = proptest::option::weighted(0.3, 0..n_max);
     let moment = proptest::option::weighted(0.2, 0..24usize);
     (
-        step.clone(),
-        step.clone(),
-        step,
+        (step.clone(), step.clone(), step.clone(), step),
         moment.clone(),
         moment,
         proptest::collection::vec(any::<u32>(), 0..300),
     )
         .prop_map(
-            |(fail_step, exhaust_step, stuck_step, cancel_after, crash_after, tape)| Script {
+            |((fail_step, exhaust_step, uncertain_step, stuck_step), cancel_after, crash_after, tape)| Script {
                 fail_step,
                 exhaust_step,
+                uncertain_step,
                 stuck_step,
                 cancel_after,
                 crash_after,
@@ -44,6 +43,7 @@ fn step_of(event: &SagaEvent) -> Option<&str> {
         | SagaEvent::StepSucceeded { step, .. }
         | SagaEvent::StepAttemptFailed { step, .. }
         | SagaEvent::StepFailed { step, .. }
+        | SagaEvent::StepOutcomeUnknown { step, .. }
         | SagaEvent::CompensationStarted { step, .. }
         | SagaEvent::CompensationSucceeded { step, .. }
         | SagaEvent::CompensationAttemptFailed { step, .. }
@@ -68,14 +68,16 @@ fn descendants(run: &Run, step: usize) -> Vec<usize> {
 /// The invariants every run keeps, whatever was injected:
 ///
 /// 1. The saga ends `Completed` with every step succeeded exactly when no step failed and no
-///    cancel was asked; otherwise it ends `Compensated`, with every step whose action
-///    succeeded and that has a compensation compensated, and nothing in flight.
-/// 2. No step starts once the saga began to unwind (after the first `StepFailed` or
-///    `CancelRequested`), except that recovery after a crash re-runs an action attempt
-///    that was in flight.
+///    cancel was asked; otherwise it ends `Compensated`, with nothing in flight, every step
+///    whose effect may have happened (an attempt succeeded, or one ended without a certain
+///    outcome) and that has a compensation compensated exactly once, and every other step
+///    (refused, never delivered, never run) never compensated.
+/// 2. No step starts once the saga began to unwind (after the first `StepFailed`,
+///    `StepOutcomeUnknown` or `CancelRequested`), except that recovery after a crash re-runs
+///    an action attempt that was in flight.
 /// 3. Compensations run in reverse dependency order: a step's compensation starts only after
-///    every (transitive) dependent that succeeded and has a compensation was compensated,
-///    and never while an action is in flight.
+///    every (transitive) dependent whose effect may have happened and that has a
+///    compensation was compensated, and never while an action is in flight.
 /// 4. The saga was `Stuck` only if a compensation was made to fail, and then the operator's
 ///    `RetryRequested` is in the log, after that compensation's `CompensationFailed`.
 /// 5. Replaying the log gives, after every event, the live state of that moment.
@@ -84,11 +86,32 @@ fn check_invariants(run: &Run, script: &Script) -> Result<(), TestCaseError> {
     let events = &run.events;
     let index = |name: &str| run.def.step_index(name).expect("events name known steps");
     let position = |pred: &dyn Fn(&SagaEvent) -> bool| events.iter().position(pred);
-    let unwind_at = position(&|e| matches!(e, SagaEvent::StepFailed { .. } | SagaEvent::CancelRequested { .. }));
-    let succeeded = |i: usize| {
+    let unwind_at = position(&|e| {
+        matches!(
+            e,
+            SagaEvent::StepFailed { .. } | SagaEvent::StepOutcomeUnknown { .. } | SagaEvent::CancelRequested { .. }
+        )
+    });
+    // Whether step `i`'s effect may have happened, as its outcomes say: one succeeded, or
+    // one ended without a certain outcome.
+    let affected = |i: usize| {
+        events.iter().any(|e| match e {
+            SagaEvent::StepSucceeded { step, .. } | SagaEvent::StepOutcomeUnknown { step, .. } => index(step) == i,
+            SagaEvent::StepAttemptFailed { step, error, .. } | SagaEvent::StepFailed { step, error, .. } => {
+                index(step) == i && error.possibly_applied()
+            }
+            _ => false,
+        })
+    };
+    let compensations = |i: usize, done: bool| {
         events
             .iter()
-            .any(|e| matches!(e, SagaEvent::StepSucceeded { step, .. } if index(step) == i))
+            .filter(|e| match e {
+                SagaEvent::CompensationSucceeded { step, .. } => done && index(step) == i,
+                SagaEvent::CompensationStarted { step, .. } => !done && index(step) == i,
+                _ => false,
+            })
+            .count()
     };
     let steps = run.state.steps();
 
@@ -104,21 +127,28 @@ fn check_invariants(run: &Run, script: &Script) -> Result<(), TestCaseError> {
                 "compensated although nothing failed and no cancel was asked"
             );
             for (i, s) in steps.iter().enumerate() {
-                let expected = match (succeeded(i), run.def.steps[i].compensation.is_some()) {
-                    (true, true) => StepStatus::Compensated,
-                    (true, false) => StepStatus::Succeeded,
-                    (false, _) => s.status,
-                };
-                prop_assert_eq!(s.status, expected, "step {}", i);
-                prop_assert!(
-                    matches!(
-                        s.status,
-                        StepStatus::Compensated | StepStatus::Succeeded | StepStatus::Failed | StepStatus::NotRun
+                let compensated = run.def.steps[i].compensation.is_some();
+                match (affected(i), compensated) {
+                    (true, true) => {
+                        prop_assert_eq!(s.status, StepStatus::Compensated, "step {}", i);
+                        prop_assert_eq!(compensations(i, true), 1, "step {} compensated once", i);
+                    }
+                    (true, false) => prop_assert!(
+                        matches!(s.status, StepStatus::Succeeded | StepStatus::PossiblyApplied),
+                        "step {} is {:?}",
+                        i,
+                        s.status
                     ),
-                    "step {} is {:?}",
-                    i,
-                    s.status
-                );
+                    (false, _) => {
+                        prop_assert!(
+                            matches!(s.status, StepStatus::Failed | StepStatus::NotRun),
+                            "step {} is {:?}",
+                            i,
+                            s.status
+                        );
+                        prop_assert_eq!(compensations(i, false), 0, "step {} was never applied", i);
+                    }
+                }
             }
         }
         other => prop_assert!(false, "the run ended {other}"),
@@ -153,7 +183,7 @@ fn check_invariants(run: &Run, script: &Script) -> Result<(), TestCaseError> {
                 "compensation of {step} started while an action runs"
             );
             for d in descendants(run, index(step)) {
-                if succeeded(d) && run.def.steps[d].compensation.is_some() {
+                if affected(d) && run.def.steps[d].compensation.is_some() {
                     let name = &run.def.steps[d].name;
                     let done = events[..p]
                         .iter()
@@ -251,5 +281,39 @@ proptest! {
         prop_assert_eq!(run.state.status(), SagaStatus::Compensated);
         let s0 = &run.state.steps()[0];
         prop_assert!(s0.compensation_attempts_before_retry >= 1 && s0.compensation_attempts > s0.compensation_attempts_before_retry);
+    }
+
+    /// A step whose every attempt ends without a certain outcome ends possibly applied; the
+    /// saga unwinds and compensates it (once, after its dependents, which never ran) like a
+    /// succeeded step. A step that is never delivered fails and is never compensated.
+    #[test]
+    fn uncertain_outcomes_are_compensated_and_undelivered_ones_are_not(
+        dag in sim::dag(),
+        which in 0..8usize,
+        undelivered in any::<bool>(),
+        tape in proptest::collection::vec(any::<u32>(), 0..300),
+    ) {
+        let step = which % dag.deps.len();
+        let mut dag: Dag = dag;
+        dag.compensated[step] = true;
+        let script = if undelivered {
+            Script { exhaust_step: Some(step), tape, ..Script::default() }
+        } else {
+            Script { uncertain_step: Some(step), tape, ..Script::default() }
+        };
+        let run = sim::run(sim::definition(&dag), &script);
+        check_invariants(&run, &script)?;
+        prop_assert_eq!(run.state.status(), SagaStatus::Compensated);
+        let s = &run.state.steps()[step];
+        let started = run.events.iter().any(|e| matches!(e, SagaEvent::CompensationStarted { step: name, .. } if *name == sim::step_name(step)));
+        if undelivered {
+            prop_assert_eq!(s.status, StepStatus::Failed);
+            prop_assert!(!started, "an action never delivered was compensated");
+        } else {
+            prop_assert_eq!(s.status, StepStatus::Compensated);
+            prop_assert!(s.output.is_none() && s.uncertain);
+            let unknown = run.events.iter().any(|e| matches!(e, SagaEvent::StepOutcomeUnknown { step: name, .. } if *name == sim::step_name(step)));
+            prop_assert!(unknown, "no StepOutcomeUnknown in the log");
+        }
     }
 }

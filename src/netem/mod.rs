@@ -74,7 +74,7 @@ pub async fn run(args: NetemArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "netem API serving");
     axum::serve(listener, api::router(netem.clone()))
-        .with_graceful_shutdown(crate::serve::shutdown_signal())
+        .with_graceful_shutdown(geosaga::server::shutdown_signal())
         .await?;
     netem.reset_all(true).await;
     Ok(())

@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod controlled;
+pub mod flawed;
 pub mod http;
 pub mod participant;
 pub mod process;

@@ -99,18 +99,22 @@ async fn act(
     (StatusCode::OK, Json(json!({"id": key})))
 }
 
-/// `POST /undo/{step}`: undoes the action whose key is `body.of`.
+/// `POST /undo/{step}`: undoes the action whose key is `X-Saga-Action-Key` (the participant
+/// contract: keyed by the action, not by its output).
 async fn undo(
     State(p): State<Arc<Participant>>,
     Path(_step): Path<String>,
     headers: HeaderMap,
-    Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
     let key = key(&headers);
     let _guard = enter(&p, &key, &headers);
     p.undo_in_flight.notify_waiters();
     tokio::time::sleep(Duration::from_millis(10) + jitter(40)).await;
-    let of = body["of"].as_str().unwrap_or_default().to_owned();
+    let of = headers
+        .get("x-saga-action-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     p.ledger.lock().unwrap().undone.entry(of).or_insert(key);
     (StatusCode::OK, Json(json!({})))
 }
@@ -140,7 +144,7 @@ pub fn definition(base: &str) -> Value {
         });
         if undo {
             s["compensation"] = json!({"http": {"method": "POST", "url": format!("{base}/undo/{name}"),
-                "body": {"of": format!("{{{{steps.{name}.output.id}}}}")}}});
+                "body": {"saga": "{{saga.id}}"}}});
         }
         s
     };

@@ -10,6 +10,7 @@ pub type CoordinatorProcess = GeosagaProcess;
 
 /// A `geosaga` process serving HTTP at `url`, ready once its `/readyz` answers 200.
 pub struct GeosagaProcess {
+    program: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
     log: PathBuf,
@@ -41,6 +42,19 @@ impl GeosagaProcess {
         env: &[(&str, &str)],
         log: PathBuf,
     ) -> CoordinatorProcess {
+        let program = PathBuf::from(env!("CARGO_BIN_EXE_geosaga"));
+        CoordinatorProcess::start_program(&program, database, extra, env, log).await
+    }
+
+    /// [`CoordinatorProcess::start_with_env`] with another `geosaga` binary (an older
+    /// version, for upgrade tests).
+    pub async fn start_program(
+        program: &std::path::Path,
+        database: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: PathBuf,
+    ) -> CoordinatorProcess {
         let port = free_port();
         let mut args: Vec<String> = vec![
             "serve".into(),
@@ -51,7 +65,15 @@ impl GeosagaProcess {
         ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        let p = GeosagaProcess::launch(args, env, log, format!("http://127.0.0.1:{port}"));
+        let mut p = GeosagaProcess {
+            program: program.to_owned(),
+            args,
+            env,
+            log,
+            child: None,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        p.spawn();
         p.wait_ready().await;
         p
     }
@@ -59,6 +81,7 @@ impl GeosagaProcess {
     /// Starts `geosaga ARGS` (output to `log`) without waiting for it to be ready.
     pub fn launch(args: Vec<String>, env: Vec<(String, String)>, log: PathBuf, url: String) -> GeosagaProcess {
         let mut p = GeosagaProcess {
+            program: PathBuf::from(env!("CARGO_BIN_EXE_geosaga")),
             args,
             env,
             log,
@@ -75,7 +98,7 @@ impl GeosagaProcess {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_geosaga"))
+        let child = Command::new(&self.program)
             .args(&self.args)
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -103,6 +126,14 @@ impl GeosagaProcess {
                 self.log_text()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the process with SIGTERM (a clean shutdown: it hands its sagas over) and reaps it.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            child.wait().unwrap();
         }
     }
 

@@ -36,27 +36,34 @@ pub fn free_port() -> u16 {
 }
 
 /// A TCP proxy for one directed link: bytes in both directions are delayed by `latency`
-/// (one way), and `cut` drops every connection, open or new.
+/// (one way), `cut` drops every connection, open or new, and a hold keeps the bytes of one
+/// direction (requests, or answers) until it is lifted, even after their sender gave up.
 pub struct Proxy {
     /// Where the proxy listens.
     pub port: u16,
     latency_ms: Arc<AtomicU64>,
     cut: watch::Sender<bool>,
     cut_now: Arc<AtomicBool>,
+    hold_requests: watch::Sender<bool>,
+    hold_answers: watch::Sender<bool>,
 }
 
-/// Copies `from` to `to`, each chunk delivered `latency` after it was read, until either
-/// side closes or the link is cut.
+/// Copies `from` to `to`, each chunk delivered `latency` after it was read and not while
+/// `hold` is on, until either side closes or the link is cut.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     latency: Arc<AtomicU64>,
     mut cut: watch::Receiver<bool>,
+    mut hold: watch::Receiver<bool>,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
     let writer = async move {
         while let Some((due, bytes)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
+            if hold.wait_for(|held| !*held).await.is_err() {
+                break;
+            }
             if to.write_all(&bytes).await.is_err() {
                 break;
             }
@@ -90,8 +97,11 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let latency_ms = Arc::new(AtomicU64::new(0));
         let (cut, _) = watch::channel(false);
+        let (hold_requests, _) = watch::channel(false);
+        let (hold_answers, _) = watch::channel(false);
         let cut_now = Arc::new(AtomicBool::new(false));
         let (lat, cut_rx, cut_flag) = (latency_ms.clone(), cut.subscribe(), cut_now.clone());
+        let (up_rx, down_rx) = (hold_requests.subscribe(), hold_answers.subscribe());
         tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -101,7 +111,7 @@ impl Proxy {
                     drop(client);
                     continue;
                 }
-                let (lat, cut_rx) = (lat.clone(), cut_rx.clone());
+                let (lat, cut_rx, up_rx, down_rx) = (lat.clone(), cut_rx.clone(), up_rx.clone(), down_rx.clone());
                 tokio::spawn(async move {
                     let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)).await else {
                         return;
@@ -110,7 +120,10 @@ impl Proxy {
                     let _ = upstream.set_nodelay(true);
                     let (cr, cw) = client.into_split();
                     let (ur, uw) = upstream.into_split();
-                    tokio::join!(pump(cr, uw, lat.clone(), cut_rx.clone()), pump(ur, cw, lat, cut_rx));
+                    tokio::join!(
+                        pump(cr, uw, lat.clone(), cut_rx.clone(), up_rx),
+                        pump(ur, cw, lat, cut_rx, down_rx)
+                    );
                 });
             }
         });
@@ -119,7 +132,19 @@ impl Proxy {
             latency_ms,
             cut,
             cut_now,
+            hold_requests,
+            hold_answers,
         }
+    }
+
+    /// Holds (`true`) or releases (`false`) the requests: bytes from the client.
+    pub fn hold_requests(&self, hold: bool) {
+        self.hold_requests.send_replace(hold);
+    }
+
+    /// Holds (`true`) or releases (`false`) the answers: bytes to the client.
+    pub fn hold_answers(&self, hold: bool) {
+        self.hold_answers.send_replace(hold);
     }
 
     /// Sets the one-way latency.
@@ -221,6 +246,7 @@ fn config_text(
     data: &Path,
     rules: &str,
     stores: &[RegionStore],
+    clock_offsets: &[i64],
 ) -> String {
     let mut text = format!("{settings}\n");
     for (i, name) in NAMES.iter().enumerate() {
@@ -232,6 +258,9 @@ fn config_text(
         ));
         if let RegionStore::PostgresInFile(url) = &stores[i] {
             text.push_str(&format!("database = \"{url}\"\n"));
+        }
+        if clock_offsets[i] != 0 {
+            text.push_str(&format!("clock_offset_ms = {}\n", clock_offsets[i]));
         }
         text.push('\n');
     }
@@ -251,20 +280,26 @@ impl Cluster {
 
     /// [`Cluster::start`] with `rules` (TOML `[[rules]]` tables) after the three prefix rules.
     pub async fn start_with_rules(dir: &Path, settings: &str, rules: &str, latency_ms: u64) -> Cluster {
-        Cluster::launch(dir, settings, rules, latency_ms, None, &ALL_SQLITE).await
+        Cluster::launch(dir, settings, rules, latency_ms, None, &ALL_SQLITE, &[0; 3]).await
+    }
+
+    /// [`Cluster::start`] with each region's clock moved by `clock_offsets` (in the order of
+    /// [`NAMES`]; the test-only `clock_offset_ms` of a region's configuration).
+    pub async fn start_skewed(dir: &Path, settings: &str, latency_ms: u64, clock_offsets: [i64; 3]) -> Cluster {
+        Cluster::launch(dir, settings, "", latency_ms, None, &ALL_SQLITE, &clock_offsets).await
     }
 
     /// [`Cluster::start`] with each region's store as `stores` says (in the order of
     /// [`NAMES`]).
     pub async fn start_with_stores(dir: &Path, settings: &str, latency_ms: u64, stores: &[RegionStore; 3]) -> Cluster {
-        Cluster::launch(dir, settings, "", latency_ms, None, stores).await
+        Cluster::launch(dir, settings, "", latency_ms, None, stores, &[0; 3]).await
     }
 
     /// [`Cluster::start`] with mutual TLS between the regions: `certs` holds `ca.pem` and
     /// `NAME.pem`/`NAME.key` per region (as `geosaga region certs` writes them); the
     /// regions' URLs are `https://`.
     pub async fn start_tls(dir: &Path, settings: &str, latency_ms: u64, certs: &Path) -> Cluster {
-        Cluster::launch(dir, settings, "", latency_ms, Some(certs), &ALL_SQLITE).await
+        Cluster::launch(dir, settings, "", latency_ms, Some(certs), &ALL_SQLITE, &[0; 3]).await
     }
 
     async fn launch(
@@ -274,6 +309,7 @@ impl Cluster {
         latency_ms: u64,
         certs: Option<&Path>,
         stores: &[RegionStore],
+        clock_offsets: &[i64],
     ) -> Cluster {
         let scheme = if certs.is_some() { "https" } else { "http" };
         let listens: Vec<u16> = NAMES.iter().map(|_| free_port()).collect();
@@ -311,7 +347,7 @@ impl Cluster {
                 ),
                 None => settings.to_owned(),
             };
-            let text = config_text(&settings, &addresses, &listens, dir, rules, stores);
+            let text = config_text(&settings, &addresses, &listens, dir, rules, stores, clock_offsets);
             std::fs::write(&config, text).unwrap();
             let mut args = ["region", "--config", config.to_str().unwrap(), "--name", name]
                 .map(String::from)

@@ -1,10 +1,11 @@
-//! The fault workload of `tests/regions_faults.rs` (SQLite) and `tests/regions_postgres.rs`.
-//! Three regions under faults: latency on every link, a region killed with SIGKILL and
-//! restarted, another cut off and reconnected, while clients send concurrent strong writes
-//! and reads, async writes and bounded-staleness reads through every region. Afterwards:
-//! every key's history is linearizable (Stateright's checker), every bounded-staleness
-//! answer was as fresh as its bound promised, no acknowledged strong write is lost, and
-//! every async write reached every replica.
+//! The fault workload of `tests/regions_faults.rs` (SQLite), `tests/regions_postgres.rs`
+//! and `tests/regions_skew.rs`. Three regions under faults: latency on every link, a region
+//! killed with SIGKILL and restarted, another cut off and reconnected (or clocks apart),
+//! while clients send concurrent strong writes and reads, async writes and
+//! bounded-staleness reads through every region. Afterwards: every key's history is
+//! linearizable (Stateright's checker), every bounded-staleness answer was as fresh as its
+//! bound promised, no acknowledged strong write is lost, and every async write reached
+//! every replica.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +23,8 @@ pub const SETTINGS: &str =
 /// The one-way latency of every link.
 pub const LATENCY_MS: u64 = 15;
 const CLIENTS_PER_KEY: usize = 2;
-const MAX_STALENESS_MS: u64 = 250;
+/// The bound of the bounded-staleness reads of [`linearizable_through_kills_and_partitions`].
+pub const MAX_STALENESS_MS: u64 = 250;
 
 /// A bounded-staleness read: key, when invoked, the version seen (`None`: not found), the
 /// staleness bound of the answer, and whether a replica served it.
@@ -43,6 +45,7 @@ struct Workload {
     http: reqwest::Client,
     rec: Recorder,
     stop: AtomicBool,
+    max_staleness_ms: u64,
 }
 
 fn problem_type(body: &Value) -> &str {
@@ -130,7 +133,10 @@ impl Workload {
     async fn bounded_read(&self, key: &str) {
         let region = self.url();
         let invoked = self.now();
-        let url = format!("{region}/v1/kv/{key}?consistency=bounded_staleness&max_staleness_ms={MAX_STALENESS_MS}");
+        let url = format!(
+            "{region}/v1/kv/{key}?consistency=bounded_staleness&max_staleness_ms={}",
+            self.max_staleness_ms
+        );
         let Ok(r) = self.http.get(url).send().await else {
             return;
         };
@@ -145,7 +151,10 @@ impl Workload {
             .as_u64()
             .expect("every answer names its staleness bound");
         let local = status == 200 && body["served_by"] != body["home_region"];
-        assert!(bound <= MAX_STALENESS_MS, "a bounded read promised {bound} ms: {body}");
+        assert!(
+            bound <= self.max_staleness_ms,
+            "a bounded read promised {bound} ms: {body}"
+        );
         self.rec
             .bounded
             .lock()
@@ -161,11 +170,12 @@ fn strong_keys() -> Vec<String> {
         .collect()
 }
 
-fn async_keys() -> Vec<String> {
+/// The keys of the async writes, one per home (`us/a0`, `eu/a0`, `ap/a0`).
+pub fn async_keys() -> Vec<String> {
     PREFIXES.iter().map(|p| format!("{p}a0")).collect()
 }
 
-async fn run_workload(w: Arc<Workload>) -> Vec<tokio::task::JoinHandle<()>> {
+fn run_workload(w: Arc<Workload>) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     for (k, key) in strong_keys().into_iter().enumerate() {
         for c in 0..CLIENTS_PER_KEY {
@@ -209,6 +219,32 @@ async fn run_workload(w: Arc<Workload>) -> Vec<tokio::task::JoinHandle<()>> {
 /// eu-west is killed with SIGKILL and restarted and ap-south is cut off and reconnected,
 /// then checks what the module says.
 pub async fn linearizable_through_kills_and_partitions(cluster: &mut Cluster) {
+    let running = start_workload(cluster, MAX_STALENESS_MS);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    cluster.regions[1].kill(); // eu-west, SIGKILL
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    cluster.regions[1].restart().await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    cluster.set_cut(2, true); // ap-south cut off
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    cluster.set_cut(2, false);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    stop_and_check(cluster, running, &async_keys()).await;
+    assert!(
+        cluster.regions[1].log_text().contains("region serving"),
+        "eu-west restarted"
+    );
+}
+
+/// The workload, running.
+pub struct Running {
+    w: Arc<Workload>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts the workload's clients on `cluster`, bounded-staleness reads with a bound of
+/// `max_staleness_ms`.
+pub fn start_workload(cluster: &Cluster, max_staleness_ms: u64) -> Running {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()
@@ -220,18 +256,16 @@ pub async fn linearizable_through_kills_and_partitions(cluster: &mut Cluster) {
         http,
         rec: Recorder::default(),
         stop: AtomicBool::new(false),
+        max_staleness_ms,
     });
-    let tasks = run_workload(w.clone()).await;
+    let tasks = run_workload(w.clone());
+    Running { w, tasks }
+}
 
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    cluster.regions[1].kill(); // eu-west, SIGKILL
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
-    cluster.regions[1].restart().await;
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    cluster.set_cut(2, true); // ap-south cut off
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    cluster.set_cut(2, false);
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+/// Stops the workload, then checks what the module says; of the async keys, those in
+/// `converge` must reach every replica (a region whose log is refused cannot ship its own).
+pub async fn stop_and_check(cluster: &Cluster, running: Running, converge: &[String]) {
+    let Running { w, tasks } = running;
     w.stop.store(true, Ordering::SeqCst);
     for t in tasks {
         t.await.unwrap();
@@ -246,6 +280,7 @@ pub async fn linearizable_through_kills_and_partitions(cluster: &mut Cluster) {
                 http: w.http.clone(),
                 rec: Recorder::default(),
                 stop: AtomicBool::new(false),
+                max_staleness_ms: w.max_staleness_ms,
             };
             let mut read = false;
             for attempt in 0..50 {
@@ -333,10 +368,10 @@ pub async fn linearizable_through_kills_and_partitions(cluster: &mut Cluster) {
     assert!(local > 0, "some bounded reads were served by replicas");
 
     // 4. Async writes reach every replica once the faults healed.
-    for key in async_keys() {
+    for key in converge {
         let last = acked
             .iter()
-            .filter(|a| a.0 == key)
+            .filter(|a| a.0 == *key)
             .map(|a| a.1)
             .max()
             .expect("async writes acknowledged");
@@ -366,8 +401,4 @@ pub async fn linearizable_through_kills_and_partitions(cluster: &mut Cluster) {
             }
         }
     }
-    assert!(
-        cluster.regions[1].log_text().contains("region serving"),
-        "eu-west restarted"
-    );
 }

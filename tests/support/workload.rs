@@ -33,6 +33,18 @@ pub async fn register(urls: &[String], definition: &Value) {
 /// time, each with its own idempotency key so that a retry after a crash is harmless.
 /// Returns saga id -> whether it was meant to fail.
 pub async fn start_sagas(urls: Vec<String>, n: usize, fail_every: usize, concurrency: usize) -> HashMap<String, bool> {
+    start_sagas_keyed(urls, n, fail_every, concurrency, "crash").await
+}
+
+/// [`start_sagas`] with idempotency keys `<prefix>-<i>`: sagas apart from those of another
+/// call.
+pub async fn start_sagas_keyed(
+    urls: Vec<String>,
+    n: usize,
+    fail_every: usize,
+    concurrency: usize,
+    prefix: &'static str,
+) -> HashMap<String, bool> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -50,7 +62,7 @@ pub async fn start_sagas(urls: Vec<String>, n: usize, fail_every: usize, concurr
                 }
                 let fail = i % fail_every == 0;
                 let body =
-                    json!({"definition": "crashy", "input": {"fail": fail}, "idempotency_key": format!("crash-{i}")});
+                    json!({"definition": "crashy", "input": {"fail": fail}, "idempotency_key": format!("{prefix}-{i}")});
                 let deadline = Instant::now() + Duration::from_secs(120);
                 let mut attempt = worker;
                 let id = loop {

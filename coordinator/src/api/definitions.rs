@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::ApiState;
 use super::error::{ApiError, Problem};
 use super::extract::{ApiJson, ApiQuery, param};
-use super::views::{DefinitionCreated, DefinitionList, DefinitionListItem, DefinitionResponse};
+use super::views::{DefinitionCreated, DefinitionList, DefinitionListItem, DefinitionResponse, Warning};
 
 /// The routes of this resource.
 pub(crate) fn router() -> Router<ApiState> {
@@ -27,10 +27,20 @@ pub(crate) fn router() -> Router<ApiState> {
     path = "/v1/definitions",
     operation_id = "registerDefinition",
     tag = "definitions",
-    request_body(content = Object, description = "A definition document; its JSON Schema is served at `/v1/schema/definition`."),
+    request_body(
+        content = ref("#/components/schemas/Definition"),
+        description = "A definition document (its JSON Schema is also served at `/v1/schema/definition`). \
+            A document the schema accepts may still be refused with a 422: validation also checks what a schema \
+            cannot say (dependencies that exist and form no cycle, templates that resolve)."
+    ),
     responses(
-        (status = 201, description = "A new version was stored", body = DefinitionCreated),
-        (status = 200, description = "The same content was already stored", body = DefinitionCreated),
+        (status = 201, description = "A new version was stored", body = DefinitionCreated, links(
+            ("getDefinition" = (operation_id = "getDefinition", parameters(("name" = "$response.body#/name"), ("version" = "$response.body#/version")))),
+            ("startSaga" = (operation_id = "startSaga", request_body = json!({"definition": "$response.body#/name", "version": "$response.body#/version"}))),
+        )),
+        (status = 200, description = "The same content was already stored", body = DefinitionCreated, links(
+            ("getDefinition" = (operation_id = "getDefinition", parameters(("name" = "$response.body#/name")))),
+        )),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
@@ -42,7 +52,8 @@ pub(crate) async fn register(
     State(state): State<ApiState>,
     ApiJson(document): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let put = state.coordinator.register_definition(&document).await?;
+    let definition = sagas::validate::validate_value(&document).map_err(crate::Error::from)?;
+    let put = state.coordinator.register(&definition).await?;
     let status = if put.created {
         StatusCode::CREATED
     } else {
@@ -54,6 +65,7 @@ pub(crate) async fn register(
         version: put.record.version,
         content_hash: put.record.content_hash,
         created: put.created,
+        warnings: definition.warnings.iter().map(Warning::from).collect(),
     };
     Ok((status, [(header::LOCATION, location)], Json(body)))
 }
@@ -88,7 +100,7 @@ pub(crate) struct VersionQuery {
     tag = "definitions",
     params(
         ("name" = String, Path, description = "The definition's name"),
-        ("version" = Option<i64>, Query, description = "A version (default: the latest)"),
+        ("version" = Option<i64>, Query, minimum = 1, description = "A version (default: the latest)"),
     ),
     responses(
         (status = 200, description = "The definition", body = DefinitionResponse),

@@ -79,8 +79,7 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> impl IntoResponse 
 /// This API's OpenAPI 3.1 document.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta", responses((status = 200, description = "The OpenAPI document", body = Object)))]
 pub(crate) async fn openapi_json() -> Json<Value> {
-    static DOCUMENT: LazyLock<Value> =
-        LazyLock::new(|| serde_json::to_value(super::openapi()).expect("an OpenAPI document is JSON"));
+    static DOCUMENT: LazyLock<Value> = LazyLock::new(super::openapi);
     Json(DOCUMENT.clone())
 }
 

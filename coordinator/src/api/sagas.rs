@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::ApiState;
 use super::error::{ApiError, Problem, ProblemError, ProblemType};
 use super::extract::{ApiJson, ApiQuery, MaybeJson, SagaId, param};
-use super::views::{EventLog, EventView, SagaPage, SagaResponse, SagaSummary};
+use super::views::{EventLog, EventView, SagaPage, SagaResponse, SagaStatusName, SagaSummary};
 use crate::store::{ListFilter, SagaRecord};
 use crate::{Error, StartSaga, TraceHeaders};
 
@@ -42,17 +42,21 @@ pub(crate) fn router() -> Router<ApiState> {
 /// A request to start a saga.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"definition": "transfer", "input": {"from": "alice", "to": "bob", "amount": 50}}))]
 pub(crate) struct StartSagaRequest {
     /// Definition name.
     definition: String,
-    /// Definition version (default: the latest).
+    /// Definition version, 1 or more (default: the latest).
     #[serde(default)]
+    #[schema(minimum = 1)]
     version: Option<i64>,
     /// The input, checked against the definition's `input_schema` (default: `{}`).
     #[serde(default = "empty_object")]
     input: Value,
-    /// Starting twice with one key starts one saga (same as the `Idempotency-Key` header).
+    /// Starting twice with one key starts one saga (same as the `Idempotency-Key` header):
+    /// 1 to 255 characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 255)]
     idempotency_key: Option<String>,
 }
 
@@ -74,14 +78,24 @@ pub(crate) struct WaitQuery {
     tag = "sagas",
     request_body = StartSagaRequest,
     params(
-        ("wait_ms" = Option<u64>, Query, description = "Answer once the saga is settled or after this many ms (at most 60000)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Used when the body has no `idempotency_key`"),
+        ("wait_ms" = Option<u64>, Query, minimum = 0, maximum = 60000,
+            description = "Answer once the saga is settled or after this many ms, 0 to 60000 (a larger wait is refused)"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]*[!-~])?$",
+            description = "Starting twice with one key starts one saga: 1 to 255 visible ASCII characters (spaces inside). \
+                When the body's `idempotency_key` is given too, both must be equal."),
         ("traceparent" = Option<String>, Header, description = "W3C trace context the saga joins"),
         ("tracestate" = Option<String>, Header, description = "W3C vendor trace state, passed on to the saga's HTTP steps"),
     ),
     responses(
-        (status = 201, description = "Started", body = SagaResponse),
-        (status = 200, description = "The idempotency key had started this saga", body = SagaResponse),
+        (status = 201, description = "Started", body = SagaResponse, links(
+            ("getSaga" = (operation_id = "getSaga", parameters(("id" = "$response.body#/id")))),
+            ("getSagaEvents" = (operation_id = "getSagaEvents", parameters(("id" = "$response.body#/id")))),
+            ("cancelSaga" = (operation_id = "cancelSaga", parameters(("id" = "$response.body#/id")))),
+            ("retrySaga" = (operation_id = "retrySaga", parameters(("id" = "$response.body#/id")))),
+        )),
+        (status = 200, description = "The idempotency key had started this saga", body = SagaResponse, links(
+            ("getSaga" = (operation_id = "getSaga", parameters(("id" = "$response.body#/id")))),
+        )),
         (status = 400, description = "Malformed JSON or bad parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such definition", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The idempotency key started a different saga", body = Problem, content_type = "application/problem+json"),
@@ -99,7 +113,24 @@ pub(crate) async fn start(
     ApiJson(body): ApiJson<StartSagaRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let wait = param::<u64>("wait_ms", query.wait_ms.as_deref(), "a number of milliseconds")?.unwrap_or(0);
+    if wait > MAX_WAIT_MS {
+        return Err(ApiError::parameter(
+            "/query/wait_ms",
+            format!("`{wait}` is longer than the longest wait, {MAX_WAIT_MS} ms"),
+        ));
+    }
     let idempotency_key = idempotency_key(&headers, body.idempotency_key)?;
+    if let Some(v) = body.version
+        && v < 1
+    {
+        let message = format!("`{v}` is not a version number (1 or more)");
+        return Err(
+            ApiError::new(ProblemType::InvalidBody, format!("/version: {message}")).with_errors(vec![ProblemError {
+                path: "/version".into(),
+                message,
+            }]),
+        );
+    }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let trace_context = header("traceparent").and_then(|tp| TraceHeaders::parse(tp, header("tracestate")));
     let request = StartSaga {
@@ -111,7 +142,7 @@ pub(crate) async fn start(
     };
     let (view, created) = if wait > 0 {
         // A saga that settles here answers from memory, without reading it back.
-        let timeout = Duration::from_millis(wait.min(MAX_WAIT_MS));
+        let timeout = Duration::from_millis(wait);
         state
             .coordinator
             .start_and_wait(request, timeout)
@@ -144,7 +175,8 @@ fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> Result<Option<S
         ),
     };
     let check = |key: &str, bad: &dyn Fn(&str) -> ApiError| {
-        if key.is_empty() || key.len() > MAX_KEY_LEN {
+        // In characters, as JSON Schema's `maxLength` counts them.
+        if key.is_empty() || key.chars().count() > MAX_KEY_LEN {
             Err(bad(&format!("an idempotency key has 1 to {MAX_KEY_LEN} characters")))
         } else {
             Ok(())
@@ -204,11 +236,11 @@ pub(crate) struct ListQuery {
     operation_id = "listSagas",
     tag = "sagas",
     params(
-        ("status" = Option<String>, Query, description = "running, compensating, completed, compensated or stuck"),
+        ("status" = Option<SagaStatusName>, Query, description = "Only sagas in this status"),
         ("definition" = Option<String>, Query, description = "Only sagas of this definition"),
         ("idempotency_key" = Option<String>, Query, description = "Only the saga this idempotency key started"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 500 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500 (default 50)"),
+        ("cursor" = Option<String>, Query, pattern = "^([0-9a-fA-F]{48})?$", description = "The `next_cursor` of the previous page (empty: the first page)"),
     ),
     responses(
         (status = 200, description = "A page of sagas", body = SagaPage),
@@ -234,7 +266,7 @@ pub(crate) async fn list_page(
     query: ListQuery,
 ) -> Result<(Vec<SagaRecord>, Option<String>), ApiError> {
     let status = match query.status.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(raw) => Some(SagaStatus::parse(raw).ok_or_else(|| {
             let all: Vec<&str> = SagaStatus::ALL.iter().map(|s| s.as_str()).collect();
             ApiError::parameter("/query/status", format!("`{raw}` is not a status ({})", all.join(", ")))
@@ -270,25 +302,22 @@ pub(crate) async fn list_page(
     Ok((rows, next_cursor))
 }
 
-/// A cursor: the hex of `created_at_ms:id` of the last saga of a page.
+/// Characters in a cursor.
+const CURSOR_LEN: usize = 48;
+
+/// A cursor: `created_at_ms` (as 16 hex digits of its 64 bits) and the id (32 hex digits)
+/// of the last saga of a page. Every string of 48 hex digits is one, so that the document
+/// can say exactly what is accepted (a forged one only moves where the page starts).
 fn encode_cursor(record: &SagaRecord) -> String {
-    format!("{}:{}", record.created_at_ms, record.id)
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("{:016x}{}", record.created_at_ms as u64, record.id.simple())
 }
 
 fn decode_cursor(cursor: &str) -> Option<(i64, Uuid)> {
-    if !cursor.len().is_multiple_of(2) || !cursor.is_ascii() {
+    if cursor.len() != CURSOR_LEN || !cursor.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    let bytes = (0..cursor.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&cursor[i..i + 2], 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let (ms, id) = text.split_once(':')?;
-    Some((ms.parse().ok()?, Uuid::parse_str(id).ok()?))
+    let ms = u64::from_str_radix(&cursor[..16], 16).ok()? as i64;
+    Some((ms, Uuid::parse_str(&cursor[16..]).ok()?))
 }
 
 /// A saga with its steps.
@@ -351,20 +380,25 @@ pub(crate) struct CancelRequest {
     operation_id = "cancelSaga",
     tag = "sagas",
     params(("id" = Uuid, Path, description = "The saga's id")),
-    request_body(content = Option<CancelRequest>, description = "Optional"),
+    request_body(content = Option<CancelRequest>, description = "Optional: no body and `null` are the same as `{}`"),
     responses(
         (status = 200, description = "Cancelled; compensations run", body = SagaResponse),
+        (status = 400, description = "Malformed id or JSON", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The saga is not running", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body that is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A body of the wrong shape", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
 pub(crate) async fn cancel(
     State(state): State<ApiState>,
     SagaId(id): SagaId,
-    MaybeJson(body): MaybeJson<CancelRequest>,
+    MaybeJson(body): MaybeJson<Option<CancelRequest>>,
 ) -> Result<Json<SagaResponse>, ApiError> {
     let reason = body
+        .flatten()
         .and_then(|b| b.reason)
         .unwrap_or_else(|| "cancelled through the API".to_owned());
     state.coordinator.cancel(id, &reason).await?;
@@ -380,6 +414,7 @@ pub(crate) async fn cancel(
     params(("id" = Uuid, Path, description = "The saga's id")),
     responses(
         (status = 200, description = "Compensations resume", body = SagaResponse),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The saga is not stuck", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Overloaded; see `Retry-After`", body = Problem, content_type = "application/problem+json"),

@@ -54,7 +54,9 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
 /// A step's error.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct StepErrorView {
-    /// `transient`, `timeout` or `permanent`.
+    /// `transient` or `timeout` (the outcome is unknown: possibly applied), `permanent` (a
+    /// refusal: known not applied), `not_delivered` (the request never left: known not
+    /// applied) or `unusable_output` (applied, but its output could not be kept).
     pub kind: String,
     /// What happened.
     pub message: String,
@@ -65,12 +67,8 @@ pub struct StepErrorView {
 
 impl From<&StepError> for StepErrorView {
     fn from(e: &StepError) -> StepErrorView {
-        let kind = serde_json::to_value(e.kind)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
         StepErrorView {
-            kind,
+            kind: e.kind.as_str().to_owned(),
             message: e.message.clone(),
             status: e.status,
         }
@@ -80,8 +78,8 @@ impl From<&StepError> for StepErrorView {
 /// Where a step's compensation is.
 ///
 /// `none`: the step has no compensation. `not_needed`: the saga does not (or not yet) need
-/// it: the step did not succeed, or the saga is not unwinding. `pending`: the saga unwinds
-/// and the compensation waits for its turn. `running`: an attempt is in flight or a retry is
+/// it: the step did not succeed (and is not possibly applied), or the saga is not
+/// unwinding. `pending`: the saga unwinds and the compensation waits for its turn. `running`: an attempt is in flight or a retry is
 /// due. `succeeded`, `failed`: its outcome (a failed one leaves the saga stuck).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -116,9 +114,13 @@ pub struct CompensationView {
 pub struct StepView {
     /// The step's name.
     pub name: String,
-    /// `pending`, `running`, `succeeded`, `failed`, `not_run`, `compensating`, `compensated`
-    /// or `compensation_failed`.
+    /// `pending`, `running`, `succeeded`, `failed` (known not applied), `possibly_applied`
+    /// (failed without a certain outcome: compensated when the saga unwinds), `not_run`,
+    /// `compensating`, `compensated` or `compensation_failed`.
     pub status: String,
+    /// Whether an attempt of the action ended without a certain outcome: the action may
+    /// have been applied although it has no output (a compensated step stays so marked).
+    pub outcome_unknown: bool,
     /// Action attempts started so far.
     pub attempts: u32,
     /// The action's output, once it succeeded.
@@ -127,6 +129,27 @@ pub struct StepView {
     pub error: Option<StepErrorView>,
     /// The compensation.
     pub compensation: CompensationView,
+}
+
+/// The schema of a saga status as the API writes it: one of [`SagaStatus::ALL`], by
+/// [`SagaStatus::as_str`], so that the document follows the state machine.
+pub struct SagaStatusName;
+
+impl utoipa::PartialSchema for SagaStatusName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .enum_values(Some(SagaStatus::ALL.iter().map(|s| s.as_str())))
+            .description(Some("A saga's status"))
+            .into()
+    }
+}
+
+impl ToSchema for SagaStatusName {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "SagaStatus".into()
+    }
 }
 
 /// A saga as listed.
@@ -139,6 +162,7 @@ pub struct SagaSummary {
     /// Definition version.
     pub version: i64,
     /// `running`, `compensating`, `completed`, `compensated` or `stuck`.
+    #[schema(value_type = SagaStatusName)]
     pub status: String,
     /// Why it unwound, if it did.
     pub error: Option<String>,
@@ -201,6 +225,7 @@ impl SagaResponse {
                 name: step.name.clone(),
                 status: s.status.as_str().to_owned(),
                 attempts: s.attempts,
+                outcome_unknown: s.uncertain && s.output.is_none(),
                 output: s.output.clone(),
                 error: s.error.as_ref().map(StepErrorView::from),
                 compensation: compensation(s, step.compensation.is_some(), unwinding),
@@ -220,11 +245,12 @@ fn compensation(s: &StepState, defined: bool, unwinding: bool) -> CompensationVi
         StepStatus::Compensating | StepStatus::CompensationRetryWaiting { .. } => CompensationStatus::Running,
         StepStatus::Compensated => CompensationStatus::Succeeded,
         StepStatus::CompensationFailed => CompensationStatus::Failed,
-        StepStatus::Succeeded if unwinding => CompensationStatus::Pending,
+        StepStatus::Succeeded | StepStatus::PossiblyApplied if unwinding => CompensationStatus::Pending,
         StepStatus::Pending
         | StepStatus::Running
         | StepStatus::RetryWaiting { .. }
         | StepStatus::Succeeded
+        | StepStatus::PossiblyApplied
         | StepStatus::Failed
         | StepStatus::NotRun => CompensationStatus::NotNeeded,
     };
@@ -296,6 +322,27 @@ pub struct DefinitionCreated {
     pub content_hash: String,
     /// Whether a new version was stored.
     pub created: bool,
+    /// What validation found questionable but allowed (e.g. a compensation that reads its
+    /// own step's output, which cannot run for a possibly-applied step).
+    pub warnings: Vec<Warning>,
+}
+
+/// A validation warning.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Warning {
+    /// JSON Pointer of the value concerned.
+    pub path: String,
+    /// What is questionable about it.
+    pub message: String,
+}
+
+impl From<&sagas::ValidationError> for Warning {
+    fn from(w: &sagas::ValidationError) -> Warning {
+        Warning {
+            path: w.path.clone(),
+            message: w.message.clone(),
+        }
+    }
 }
 
 /// A stored definition version.

@@ -59,7 +59,7 @@ struct Rows {
 
 async fn rows(state: &ApiState, params: &ListParams) -> Result<Rows, ApiError> {
     let mut query = ListQuery {
-        status: params.status.clone(),
+        status: params.status.clone().filter(|s| !s.is_empty()),
         definition: params.definition.clone(),
         limit: Some(PAGE.to_string()),
         cursor: params.cursor.clone(),

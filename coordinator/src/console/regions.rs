@@ -41,6 +41,15 @@ struct RegionRow {
     unacked_entries: Option<i64>,
     last_contact_ms_ago: Option<u64>,
     anti_entropy_gap: Option<bool>,
+    /// Exchanges refused for clock skew (`regions::protocol::ClockSkew`, its `error` shown).
+    #[serde(default)]
+    clock_skew: Vec<ClockSkew>,
+}
+
+/// One side of a clock-skew refusal, as `/v1/regions` shows it.
+#[derive(Debug, Clone, Deserialize)]
+struct ClockSkew {
+    error: String,
 }
 
 /// A region's `GET /v1/conflicts`.
@@ -140,6 +149,7 @@ fn card(report: &Report) -> Markup {
                                             @if r.healthy { span.badge.t-succeeded { "healthy" } } @else { span.badge.t-failed { "unhealthy" } }
                                             @if let Some(s) = &r.state { " " span.muted { (s) } }
                                             @if r.anti_entropy_gap == Some(true) { " " span.badge.t-possibly-applied { "gap: repairing" } }
+                                            @for skew in &r.clock_skew { br; span.badge.t-failed title=(skew.error) { "clock skew" } " " span.muted { (skew.error) } }
                                         }
                                         td { (r.role.as_deref().unwrap_or("—")) }
                                         td { (closed(r.closed_ts.as_deref())) }

@@ -145,7 +145,13 @@ fn content(state: &ApiState, loaded: &Loaded) -> Markup {
                     @for ((step, s), v) in def.steps.iter().zip(view.state.steps()).zip(&response.steps) {
                         tr #{ "step-" (step.name) } data-step=(step.name) {
                             th scope="row" { (step.name) br; span.muted { (sagas::render::describe(&step.action)) } }
-                            td data-label="Status" { (page::badge(tone::step(s.status))) }
+                            td data-label="Status" {
+                                (page::badge(tone::step(s.status)))
+                                // A step undone (or being undone) although its outcome was unknown.
+                                @if v.outcome_unknown && s.status != sagas::StepStatus::PossiblyApplied {
+                                    br; span.muted { "its outcome was unknown" }
+                                }
+                            }
                             td.num data-label="Attempts" { (v.attempts) }
                             td data-label="Answer" {
                                 // An error before a success is history: the timeline has it.
@@ -313,7 +319,7 @@ pub async fn cancel(
         Err(e) => return page::refusal(&ctx, &e),
     };
     let reason = form.reason.filter(|r| !r.trim().is_empty());
-    let body = MaybeJson(Some(CancelRequest { reason }));
+    let body = MaybeJson(Some(Some(CancelRequest { reason })));
     match api::cancel(State(state), SagaId(id), body).await {
         Ok(_) => Redirect::to(&format!("/ui/sagas/{id}?done=cancel")).into_response(),
         Err(e) => page::refusal(&ctx, &e),

@@ -78,6 +78,9 @@ pub fn build(events: &[StoredEvent]) -> Vec<Entry> {
             SagaEvent::StepFailed { step, attempt, error } => {
                 (step, Phase::Action, *attempt, AttemptOutcome::Failed, Some(error))
             }
+            SagaEvent::StepOutcomeUnknown { step, attempt, error } => {
+                (step, Phase::Action, *attempt, AttemptOutcome::Unknown, Some(error))
+            }
             SagaEvent::CompensationSucceeded { step, attempt } => {
                 (step, Phase::Compensation, *attempt, AttemptOutcome::Succeeded, None)
             }

@@ -92,6 +92,7 @@ pub fn step(status: StepStatus) -> Shown {
         StepStatus::RetryWaiting { .. } => (Tone::Running, "retrying"),
         StepStatus::Succeeded => (Tone::Succeeded, "succeeded"),
         StepStatus::Failed => (Tone::Failed, "failed"),
+        StepStatus::PossiblyApplied => (Tone::PossiblyApplied, "possibly applied"),
         StepStatus::NotRun => (Tone::NotRun, "not run"),
         StepStatus::Compensating => (Tone::Compensating, "compensating"),
         StepStatus::CompensationRetryWaiting { .. } => (Tone::Compensating, "compensating (retrying)"),
@@ -127,6 +128,8 @@ pub enum AttemptOutcome {
     WillRetry,
     /// It failed for good.
     Failed,
+    /// It failed for good without a certain outcome: the step is possibly applied.
+    Unknown,
 }
 
 /// How an attempt's outcome is shown (a compensation that succeeded in the tone of a
@@ -140,6 +143,8 @@ pub fn attempt(phase: Phase, outcome: AttemptOutcome) -> Shown {
         (Phase::Action | Phase::Compensation, AttemptOutcome::WillRetry) => (Tone::Failed, "failed, retried"),
         (Phase::Action, AttemptOutcome::Failed) => (Tone::Failed, "failed"),
         (Phase::Compensation, AttemptOutcome::Failed) => (Tone::Stuck, "failed"),
+        // Only actions end so; a compensation's outcome is never recorded as unknown.
+        (Phase::Action | Phase::Compensation, AttemptOutcome::Unknown) => (Tone::PossiblyApplied, "outcome unknown"),
     };
     Shown { tone, label }
 }
@@ -163,6 +168,11 @@ mod tests {
             }
         }
         assert!(!shown.iter().any(|s| s.tone == Tone::PossiblyApplied));
+        assert_eq!(step(StepStatus::PossiblyApplied).tone, Tone::PossiblyApplied);
+        assert_eq!(
+            attempt(Phase::Action, AttemptOutcome::Unknown).tone,
+            Tone::PossiblyApplied
+        );
     }
 
     #[test]

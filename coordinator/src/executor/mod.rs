@@ -248,7 +248,8 @@ impl Coordinator {
                         }
                     }
                     // The automatic undo goes where its action does: checked once, there.
-                    sagas::StepAction::Region(region) if matches!(region.operation, sagas::RegionOperation::Undo) => {}
+                    sagas::StepAction::Region(region)
+                        if matches!(region.operation, sagas::RegionOperation::Undo { .. }) => {}
                     sagas::StepAction::Region(region) => {
                         let regions = self.inner.runners.http.regions().directory();
                         if let Err(message) = regions.check(region.via.as_deref()) {

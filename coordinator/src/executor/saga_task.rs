@@ -31,6 +31,12 @@ use crate::store::{Append, AppendAck, Fence, SagaRecord, StoredEvent};
 use crate::trace::{AttemptSpan, SagaSpans, outcome_of};
 use crate::{Error, Result};
 
+/// Why a compensation that reads its own step's output cannot run for a possibly-applied
+/// step (validation warns about such compensations).
+const POSSIBLY_APPLIED_NO_OUTPUT: &str = ": the action's outcome is unknown (it timed out, lost its connection or \
+     got a 5xx, and may have been applied), so there is no output for its compensation to read. The saga stays \
+     stuck: find out whether the action was applied, and undo it by hand if it was";
+
 /// Longest wait between two tries of a failing store write.
 const MAX_STORE_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -363,7 +369,16 @@ impl Driver {
             saga_id: &self.id_text,
             output_of: &lookup,
         };
-        let fail = |e: sagas::template::RenderError| StepError::permanent(e.to_string());
+        // A compensating step without an output was possibly applied (its outcome unknown).
+        let own_output = format!("steps.{}.output", step.name);
+        let possibly_applied = work.phase == Phase::Compensation && state.steps()[work.step].output.is_none();
+        let fail = |e: sagas::template::RenderError| {
+            let mut message = e.to_string();
+            if possibly_applied && e.reference.starts_with(&own_output) {
+                message.push_str(POSSIBLY_APPLIED_NO_OUTPUT);
+            }
+            StepError::permanent(message)
+        };
         let request = match action {
             StepAction::Http(http) => RenderedAction::Http {
                 method: http.method,

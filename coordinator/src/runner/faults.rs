@@ -15,6 +15,9 @@ use uuid::Uuid;
 pub enum Fault {
     /// The attempt fails with this error without running.
     Fail(StepError),
+    /// The attempt runs, then its result is lost and it fails with this error (an answer
+    /// that never came back: the effect happened, the coordinator cannot know it).
+    RunThenFail(StepError),
     /// The attempt runs twice; the second result counts.
     Repeat,
 }

@@ -1,15 +1,20 @@
-//! HTTP steps: one request per attempt, and the outcome contract.
+//! HTTP steps: one request per attempt, and the outcome contract ([`sagas::outcome`] holds
+//! the rules):
 //!
 //! - 2xx: success; the JSON body is the step's output (an empty body is `null`, a body that
 //!   is not JSON is kept as a string).
-//! - 408, 429, 5xx, connection errors: transient, retried by the step's policy, honouring
-//!   `Retry-After` (in seconds).
-//! - Any other status: a business failure, not retried.
+//! - 408, 429, 5xx, a timeout, a connection lost once it was open: the outcome is unknown;
+//!   retried by the step's policy, honouring `Retry-After` (in seconds); when the retries
+//!   run out the step is possibly applied and is compensated if the saga unwinds.
+//! - A connection that could not be opened: nothing was sent; retried, known not applied.
+//! - Any other status: a refusal (known not applied), not retried.
 //!
-//! Every request carries `Idempotency-Key`, `X-Saga-Id`, `X-Saga-Step` and `traceparent`
-//! (the attempt's span; `tracestate` too when the saga's caller sent one), and the
-//! attempt's span gets the standard HTTP client attributes. Redirects are not followed (a 3xx is a business failure) so
-//! that the host allow-list cannot be walked around.
+//! Every request carries `Idempotency-Key`, `X-Saga-Action-Key` (the idempotency key of
+//! the step's action, on compensations too: what a participant's barrier is keyed by),
+//! `X-Saga-Id`, `X-Saga-Step` and `traceparent` (the attempt's span; `tracestate` too when
+//! the saga's caller sent one), and the attempt's span gets the standard HTTP client
+//! attributes. Redirects are not followed (a 3xx is a refusal) so that the host
+//! allow-list cannot be walked around.
 
 use std::time::Duration;
 
@@ -17,7 +22,8 @@ use observability::semconv;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue};
 use reqwest::header::{HeaderName, HeaderValue};
-use sagas::{FailureKind, StepError};
+use sagas::outcome::{self, NoAnswer};
+use sagas::{Phase, StepError};
 use serde_json::Value;
 
 use super::{RenderedAction, StepCall};
@@ -129,10 +135,15 @@ impl HttpRunner {
             }
         }
         let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).expect("a known method");
+        let action_key = match call.phase {
+            Phase::Action => call.idempotency_key.clone(),
+            Phase::Compensation => sagas::idempotency_key(&call.saga_id.to_string(), &call.step, Phase::Action),
+        };
         let mut request = self
             .client
             .request(method, url)
             .header("idempotency-key", &call.idempotency_key)
+            .header("x-saga-action-key", action_key)
             .header("x-saga-id", call.saga_id.to_string())
             .header("x-saga-step", &call.step);
         if let Some(tp) = &call.traceparent {
@@ -152,11 +163,20 @@ impl HttpRunner {
             request = request.json(body);
         }
         let response = request.send().await.map_err(|e| {
-            let mut error = StepError::transient(format!("request failed: {}", error_chain(&e)));
-            if e.is_timeout() {
-                error.kind = FailureKind::Timeout;
+            // `is_connect`: the error came from opening a new connection (refused,
+            // unreachable, the TLS handshake), before any byte of the request was written;
+            // a request on an open connection (new or pooled) that breaks may have been read.
+            let why = if e.is_connect() {
+                NoAnswer::NotSent
+            } else if e.is_timeout() {
+                NoAnswer::TimedOut
+            } else {
+                NoAnswer::Lost
+            };
+            StepError {
+                kind: outcome::no_answer(why),
+                ..StepError::transient(format!("request failed: {}", error_chain(&e)))
             }
-            error
         })?;
         let status = response.status();
         span.set_attribute(KeyValue::new(
@@ -169,13 +189,14 @@ impl HttpRunner {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|secs| secs.saturating_mul(1000));
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| StepError::transient(format!("reading the response: {}", error_chain(&e))))?;
-        if status.is_success() {
+        let bytes = response.bytes().await.map_err(|e| StepError {
+            kind: outcome::no_answer(NoAnswer::Lost),
+            ..StepError::transient(format!("reading the response: {}", error_chain(&e)))
+        })?;
+        let code = status.as_u16();
+        let Some(kind) = outcome::http_status(code) else {
             if bytes.len() > MAX_OUTPUT_BYTES {
-                return Err(StepError::permanent(format!(
+                return Err(StepError::unusable_output(format!(
                     "response body of {} bytes is larger than the {MAX_OUTPUT_BYTES} bytes a step may output",
                     bytes.len()
                 )));
@@ -185,16 +206,10 @@ impl HttpRunner {
             }
             return Ok(serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())));
-        }
-        let code = status.as_u16();
+        };
         let snippet: String = String::from_utf8_lossy(&bytes).chars().take(500).collect();
-        let transient = code == 408 || code == 429 || status.is_server_error();
         Err(StepError {
-            kind: if transient {
-                FailureKind::Transient
-            } else {
-                FailureKind::Permanent
-            },
+            kind,
             message: format!("HTTP {code} from {url}: {snippet}"),
             status: Some(code),
             retry_after_ms,

@@ -89,6 +89,10 @@ impl Runners {
     pub async fn run(&self, call: &StepCall) -> Result<Value, StepError> {
         let runs = match self.faults.take(call.saga_id, &call.step, call.phase) {
             Some(faults::Fault::Fail(error)) => return Err(error),
+            Some(faults::Fault::RunThenFail(error)) => {
+                let _ = self.run_once(call).await;
+                return Err(error);
+            }
             // Run once and throw the result away: the second run must be harmless.
             Some(faults::Fault::Repeat) => 2,
             None => 1,
@@ -121,13 +125,14 @@ impl Runners {
 }
 
 /// Makes an outcome fit every store: an output holding a NUL character cannot be kept
-/// (PostgreSQL refuses it), so it fails the step for good instead of wedging the saga's log;
-/// NUL in an error message is replaced.
+/// (PostgreSQL refuses it), so it fails the step for good instead of wedging the saga's log
+/// (as an unusable output: the action did succeed, so it is compensated on unwind); NUL
+/// in an error message is replaced.
 fn storable(outcome: Result<Value, StepError>) -> Result<Value, StepError> {
     match outcome {
         Ok(output) => match sagas::validate::find_nul(&output) {
             None => Ok(output),
-            Some(at) => Err(StepError::permanent(format!(
+            Some(at) => Err(StepError::unusable_output(format!(
                 "output at `{at}`: {}",
                 sagas::validate::NUL_MESSAGE
             ))),

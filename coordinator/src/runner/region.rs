@@ -18,12 +18,22 @@
 //! - `add` is applied by the key's home (`PATCH` with `add`: it reads, adds, checks the
 //!   bounds and writes under the key's lock) and undone by adding the inverse delta the
 //!   same way. Additions commute, so the undo is right whatever others added since.
+//! - A write whose outcome is unknown (its attempts timed out, or a region answered 5xx:
+//!   the step is possibly applied and has no output) is undone by its op id (`PATCH` with
+//!   `undo`, `regions/src/node/undo.rs`): the key's home undoes it as above if it was applied, and
+//!   otherwise records it cancelled, so that the original, should it still arrive, is
+//!   refused and never applies.
+//!
+//! Answers are classified by [`sagas::outcome`] like HTTP steps': a region that could not
+//! be reached at all was sent nothing (known not applied); any other failure to get an
+//! answer, and 5xx, leave the outcome unknown.
 
 use std::sync::Arc;
 
 use observability::semconv;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue};
+use sagas::outcome::{self, NoAnswer};
 use sagas::template::{RenderContext, RenderError};
 use sagas::{Phase, RegionCall, RegionConsistency, RegionOperation, StepError};
 use serde_json::{Map, Value, json};
@@ -147,8 +157,11 @@ pub enum RegionOp {
         /// The ceiling.
         max: Option<f64>,
     },
-    /// Undo the step's action (from its output).
-    Undo,
+    /// Undo the step's action: from its output, or by its op id when it has none.
+    Undo {
+        /// For an `add`: where and what the action added (to add the inverse).
+        add: Option<(String, Value)>,
+    },
 }
 
 /// Renders a checked region step for one attempt.
@@ -171,7 +184,16 @@ pub fn render(call: &RegionCall, cx: &RenderContext<'_>) -> Result<RenderedActio
             min: *min,
             max: *max,
         },
-        RegionOperation::Undo => RegionOp::Undo,
+        RegionOperation::Undo { action } => RegionOp::Undo {
+            add: match &**action {
+                RegionOperation::Add { path, delta, .. } => Some((path.clone(), delta.render(cx)?)),
+                RegionOperation::Get { .. }
+                | RegionOperation::Put { .. }
+                | RegionOperation::Cas { .. }
+                | RegionOperation::Delete
+                | RegionOperation::Undo { .. } => None,
+            },
+        },
     };
     Ok(RenderedAction::Region(RegionRequest {
         via: call.via.clone(),
@@ -209,13 +231,11 @@ impl Answer {
             self.status,
             self.problem().unwrap_or("")
         );
-        let mut error = if self.status >= 500 || self.status == 408 || self.status == 429 {
-            StepError::transient(message)
-        } else {
-            StepError::permanent(message)
-        };
-        error.status = Some(self.status);
-        error
+        StepError {
+            kind: outcome::http_status(self.status).unwrap_or(sagas::FailureKind::Permanent),
+            status: Some(self.status),
+            ..StepError::permanent(message)
+        }
     }
 }
 
@@ -251,7 +271,7 @@ impl RegionRunner {
             return Err(StepError::permanent("the key rendered empty"));
         }
         let op_id = call.idempotency_key.as_str();
-        if matches!(req.op, RegionOp::Undo) && call.phase != Phase::Compensation {
+        if matches!(req.op, RegionOp::Undo { .. }) && call.phase != Phase::Compensation {
             return Err(StepError::permanent("an undo runs only as a compensation"));
         }
         match &req.op {
@@ -266,13 +286,14 @@ impl RegionRunner {
                 let delta = add::number(delta, "delta")?;
                 self.add(req, path, &delta, (*min, *max), op_id).await
             }
-            RegionOp::Undo => {
-                let output = call
-                    .outputs
-                    .get(&call.step)
-                    .ok_or_else(|| StepError::permanent(format!("step `{}` has no output to undo", call.step)))?;
-                self.undo(req, output, op_id).await
-            }
+            RegionOp::Undo { add } => match call.outputs.get(&call.step) {
+                Some(output) => self.undo(req, output, op_id).await,
+                // Possibly applied: the home knows whether it was.
+                None => {
+                    let action = sagas::idempotency_key(&call.saga_id.to_string(), &call.step, Phase::Action);
+                    self.undo_by_op_id(req, &action, add.as_ref(), op_id).await
+                }
+            },
         }
     }
 
@@ -285,6 +306,8 @@ impl RegionRunner {
     ) -> Result<Answer, StepError> {
         let order = self.directory.order(via).map_err(StepError::permanent)?;
         let mut failures = Vec::new();
+        // Whether some region may have read the request (an open connection broke).
+        let mut maybe_sent = false;
         let cx = Context::current();
         let span = cx.span();
         for base in order {
@@ -306,21 +329,27 @@ impl RegionRunner {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     span.set_attribute(KeyValue::new(semconv::HTTP_RESPONSE_STATUS_CODE, i64::from(status)));
-                    let bytes = response
-                        .bytes()
-                        .await
-                        .map_err(|e| StepError::transient(format!("reading the answer of {base}: {e}")))?;
+                    let bytes = response.bytes().await.map_err(|e| StepError {
+                        kind: outcome::no_answer(NoAnswer::Lost),
+                        ..StepError::transient(format!("reading the answer of {base}: {e}"))
+                    })?;
                     let body = serde_json::from_slice(&bytes)
                         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
                     return Ok(Answer { status, body });
                 }
-                Err(e) => failures.push(format!("{base}: {e}")),
+                Err(e) => {
+                    // Only a connection that could not be opened carried nothing (see the
+                    // HTTP runner); the next region gets the same op id either way.
+                    maybe_sent |= !e.is_connect();
+                    failures.push(format!("{base}: {e}"));
+                }
             }
         }
-        Err(StepError::transient(format!(
-            "no region could be reached: {}",
-            failures.join("; ")
-        )))
+        let why = if maybe_sent { NoAnswer::Lost } else { NoAnswer::NotSent };
+        Err(StepError {
+            kind: outcome::no_answer(why),
+            ..StepError::transient(format!("no region could be reached: {}", failures.join("; ")))
+        })
     }
 
     /// `BASE/v1/kv/KEY`, each segment of the key escaped. The bases were checked to be

@@ -39,6 +39,13 @@ pub struct StepContext {
 }
 
 impl StepContext {
+    /// The idempotency key of this step's action (for an action, its own key): what a
+    /// compensation is keyed by, since it may run for an action whose outcome is unknown
+    /// (the step is then possibly applied and has no output) or that never ran.
+    pub fn action_key(&self) -> String {
+        sagas::idempotency_key(&self.saga_id.to_string(), &self.step, Phase::Action)
+    }
+
     /// The saga input as a typed value.
     pub fn input<T: DeserializeOwned>(&self) -> Result<T, StepError> {
         T::deserialize(&*self.input).map_err(|e| StepError::permanent(format!("saga input: {e}")))
@@ -50,7 +57,7 @@ impl StepContext {
     }
 
     /// The output of an earlier step as a typed value (for a compensation, its own step's
-    /// output too).
+    /// output too, if the action succeeded: a possibly-applied step has none).
     pub fn output<T: DeserializeOwned>(&self, step: &str) -> Result<T, StepError> {
         let value = self
             .outputs
@@ -87,7 +94,7 @@ where
 {
     async fn call(&self, step: StepContext) -> Result<Value, StepError> {
         let out = (self.f)(self.context.clone(), step).await?;
-        serde_json::to_value(out).map_err(|e| StepError::permanent(format!("output is not JSON: {e}")))
+        serde_json::to_value(out).map_err(|e| StepError::unusable_output(format!("output is not JSON: {e}")))
     }
 }
 

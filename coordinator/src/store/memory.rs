@@ -9,8 +9,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, ListFilter, NewSaga, PutDefinition, SagaRecord,
-    Store, StoreStats, StoredEvent,
+    Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, Expiry, ListFilter, NewSaga, PutDefinition,
+    SagaRecord, Store, StoreStats, StoredEvent,
 };
 use crate::{Error, Result};
 
@@ -298,6 +298,31 @@ impl Store for MemoryStore {
             }
         }
         Ok(())
+    }
+
+    async fn expired(&self, expiry: &Expiry, limit: u32) -> Result<Vec<SagaRecord>> {
+        let inner = self.lock();
+        let mut rows: Vec<SagaRecord> = inner.sagas.values().filter(|s| expiry.covers(s)).cloned().collect();
+        rows.sort_by_key(|s| (s.created_at_ms, s.id));
+        rows.truncate(limit as usize);
+        Ok(rows)
+    }
+
+    async fn delete_expired(&self, ids: &[Uuid], expiry: &Expiry) -> Result<Vec<Uuid>> {
+        let mut inner = self.lock();
+        let mut deleted = Vec::new();
+        for id in ids {
+            if inner.sagas.get(id).is_some_and(|s| expiry.covers(s))
+                && let Some(saga) = inner.sagas.remove(id)
+            {
+                inner.events.remove(id);
+                if let Some(key) = &saga.idempotency_key {
+                    inner.keys.remove(key);
+                }
+                deleted.push(*id);
+            }
+        }
+        Ok(deleted)
     }
 
     async fn ping(&self) -> Result<()> {

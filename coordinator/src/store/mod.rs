@@ -13,6 +13,7 @@ mod group_commit;
 pub mod memory;
 pub mod postgres;
 mod postgres_writer;
+pub mod schema;
 pub mod sqlite;
 mod sqlite_writer;
 
@@ -20,14 +21,14 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use sagas::{SagaEvent, SagaStatus};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::Result;
 
 /// A stored definition version.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DefinitionRecord {
     /// The definition's name.
     pub name: String,
@@ -136,7 +137,7 @@ pub enum Created {
 }
 
 /// A saga row.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SagaRecord {
     /// Its id.
     pub id: Uuid,
@@ -181,7 +182,7 @@ impl SagaRecord {
 }
 
 /// One event of a saga's log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {
     /// Position in the log, from 0.
     pub seq: i64,
@@ -230,6 +231,33 @@ pub struct ListFilter {
     pub limit: u32,
     /// Only sagas strictly older than this `(created_at_ms, id)` position.
     pub before: Option<(i64, Uuid)>,
+}
+
+/// Which finished sagas retention may delete: `completed` or `compensated` (never `stuck`,
+/// never unsettled) and last changed before [`Expiry::finished_before_ms`]; one started with
+/// an idempotency key also created before [`Expiry::keys_created_before_ms`], so that a
+/// repeated start inside the key's window still finds its saga. Definitions are never
+/// deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    /// Finished sagas last changed before this (Unix ms) may go.
+    pub finished_before_ms: i64,
+    /// A saga with an idempotency key waits until it was created before this (Unix ms).
+    pub keys_created_before_ms: i64,
+}
+
+impl Expiry {
+    /// Whether `saga` may be deleted under this expiry (what the stores' SQL says, for the
+    /// in-memory store and for checks).
+    pub fn covers(&self, saga: &SagaRecord) -> bool {
+        let finished = match saga.status {
+            SagaStatus::Completed | SagaStatus::Compensated => true,
+            SagaStatus::Running | SagaStatus::Compensating | SagaStatus::Stuck => false,
+        };
+        finished
+            && saga.updated_at_ms < self.finished_before_ms
+            && (saga.idempotency_key.is_none() || saga.created_at_ms < self.keys_created_before_ms)
+    }
 }
 
 /// A definition's latest version, for listings.
@@ -315,6 +343,25 @@ pub trait Store: Send + Sync + 'static {
     async fn request_cancel(&self, id: Uuid) -> Result<Option<SagaRecord>>;
     /// Gives up the leases `owner` holds (a clean shutdown), so others adopt at once.
     async fn release(&self, owner: &str) -> Result<()>;
+
+    /// Up to `limit` sagas that `expiry` lets go, oldest first (by creation).
+    async fn expired(&self, expiry: &Expiry, limit: u32) -> Result<Vec<SagaRecord>>;
+    /// Deletes those of `ids` that `expiry` still lets go (checked again in the same
+    /// statement), with their logs; returns the ids deleted.
+    async fn delete_expired(&self, ids: &[Uuid], expiry: &Expiry) -> Result<Vec<Uuid>>;
+    /// Whether this process may run retention now: with several coordinators on one
+    /// database, one at a time does (so that a saga is archived once); an embedded store is
+    /// always its process's own.
+    async fn retention_turn(&self) -> Result<bool> {
+        Ok(true)
+    }
+    /// Gives up to `pages` pages freed by deletions back to the file system (SQLite's
+    /// incremental vacuum, in a short write of its own); returns how many it gave back.
+    /// Nothing to do where the database reclaims space itself (PostgreSQL's autovacuum).
+    async fn reclaim_space(&self, pages: u32) -> Result<u64> {
+        let _ = pages;
+        Ok(0)
+    }
 
     /// Whether the database answers.
     async fn ping(&self) -> Result<()>;

@@ -32,6 +32,8 @@
 //!
 //! Connection failures surface as [`crate::Error::Store`], which the executor retries with backoff.
 
+mod maintenance;
+
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -47,8 +49,8 @@ use uuid::Uuid;
 use super::group_commit::GroupCommit;
 use super::postgres_writer::PgWriter;
 use super::{
-    Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, ListFilter, NewSaga, PutDefinition, SagaRecord,
-    Store, StoreStats, StoredEvent,
+    Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, Expiry, ListFilter, NewSaga, PutDefinition,
+    SagaRecord, Store, StoreStats, StoredEvent, schema,
 };
 use crate::Result;
 
@@ -92,6 +94,9 @@ pub(super) type Sql<T> = std::result::Result<T, sqlx::Error>;
 pub struct PostgresStore {
     pool: PgPool,
     group: GroupCommit,
+    options: PgConnectOptions,
+    /// The connection holding the retention lock, while this store holds it.
+    retention_lock: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
 }
 
 impl PostgresStore {
@@ -104,15 +109,22 @@ impl PostgresStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
             .await?;
+        let applied = schema::applied_postgres(&pool).await?;
+        schema::refuse_newer(applied, &MIGRATOR, "the PostgreSQL database")?;
         MIGRATOR.run(&pool).await?;
         let writer_pool = PgPoolOptions::new()
             .max_connections(PIPELINE_DEPTH as u32)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .test_before_acquire(false)
-            .connect_with(options.options([("enable_seqscan", "off")]))
+            .connect_with(options.clone().options([("enable_seqscan", "off")]))
             .await?;
         let group = GroupCommit::start(PgWriter { pool: writer_pool }, PIPELINE_DEPTH);
-        Ok(PostgresStore { pool, group })
+        Ok(PostgresStore {
+            pool,
+            group,
+            options,
+            retention_lock: tokio::sync::Mutex::new(None),
+        })
     }
 }
 
@@ -371,6 +383,18 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn expired(&self, expiry: &Expiry, limit: u32) -> Result<Vec<SagaRecord>> {
+        maintenance::expired(self, expiry, limit).await
+    }
+
+    async fn delete_expired(&self, ids: &[Uuid], expiry: &Expiry) -> Result<Vec<Uuid>> {
+        maintenance::delete_expired(self, ids, expiry).await
+    }
+
+    async fn retention_turn(&self) -> Result<bool> {
+        maintenance::retention_turn(self).await
     }
 
     async fn ping(&self) -> Result<()> {

@@ -3,6 +3,9 @@
 //! group-commits the saga writes (`sqlite_writer.rs`), and a pool of sqlx readers
 //! beside it.
 
+pub mod backup;
+mod maintenance;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
@@ -12,14 +15,16 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use sagas::SagaStatus;
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::sqlite_writer::{SAGA_COLUMNS, SqliteWriter, saga_rows};
 use super::{
-    Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, ListFilter, NewSaga, PutDefinition, SagaRecord,
-    Store, StoreStats, StoredEvent,
+    Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, Expiry, ListFilter, NewSaga, PutDefinition,
+    SagaRecord, Store, StoreStats, StoredEvent, schema,
 };
 use crate::{Error, Result};
 
@@ -46,11 +51,18 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         // The schema is migrated through sqlx (its migrator and its bookkeeping table), on a
-        // connection closed before the writer thread opens its own.
+        // connection closed before the writer thread opens its own. A new file is made in
+        // incremental auto-vacuum; an older one is switched before its migrations run.
         let migrating = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            .connect_with(options.clone().auto_vacuum(SqliteAutoVacuum::Incremental))
             .await?;
+        {
+            let mut conn = migrating.acquire().await?;
+            let applied = schema::applied_sqlite(&mut conn).await?;
+            schema::refuse_newer(applied, &MIGRATOR, &path.display().to_string())?;
+            maintenance::ensure_incremental_vacuum(&mut conn, path).await?;
+        }
         MIGRATOR.run(&migrating).await?;
         migrating.close().await;
         let writer = SqliteWriter::open(path).await?;
@@ -358,6 +370,18 @@ impl Store for SqliteStore {
                 Ok(())
             })
             .await
+    }
+
+    async fn expired(&self, expiry: &Expiry, limit: u32) -> Result<Vec<SagaRecord>> {
+        maintenance::expired(self, expiry, limit).await
+    }
+
+    async fn delete_expired(&self, ids: &[Uuid], expiry: &Expiry) -> Result<Vec<Uuid>> {
+        maintenance::delete_expired(self, ids, expiry).await
+    }
+
+    async fn reclaim_space(&self, pages: u32) -> Result<u64> {
+        maintenance::reclaim_space(self, pages).await
     }
 
     async fn ping(&self) -> Result<()> {

@@ -13,8 +13,8 @@ use axum::http::{Request, StatusCode, header};
 use coordinator::api::{ApiState, app};
 use coordinator::store::memory::MemoryStore;
 use coordinator::store::{
-    Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, ListFilter, NewSaga, PutDefinition, SagaRecord,
-    StoreStats, StoredEvent,
+    Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, Expiry, ListFilter, NewSaga, PutDefinition,
+    SagaRecord, StoreStats, StoredEvent,
 };
 use coordinator::{
     Coordinator, Fault, HandlerRegistry, HostPolicy, HttpRunner, Options, Runners, RustSaga, StepContext, Store,
@@ -99,6 +99,12 @@ impl Store for FlakyStore {
     }
     async fn release(&self, owner: &str) -> coordinator::Result<()> {
         self.inner.release(owner).await
+    }
+    async fn expired(&self, expiry: &Expiry, limit: u32) -> coordinator::Result<Vec<SagaRecord>> {
+        self.inner.expired(expiry, limit).await
+    }
+    async fn delete_expired(&self, ids: &[Uuid], expiry: &Expiry) -> coordinator::Result<Vec<Uuid>> {
+        self.inner.delete_expired(ids, expiry).await
     }
     async fn ping(&self) -> coordinator::Result<()> {
         self.check()

@@ -60,7 +60,21 @@ async fn cancel_and_retry_follow_the_saga_status() {
         (answer.status, answer.body["error"].as_str()),
         (StatusCode::OK, Some("cancelled: cancelled through the API"))
     );
-    f.gate.add_permits(1);
+    // And so does a body of `null`, which the document allows.
+    let held = f.post("/v1/sagas", json!({"definition": "hold"})).await;
+    let answer = f
+        .post(
+            &format!("/v1/sagas/{}/cancel", held.body["id"].as_str().unwrap()),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        (answer.status, answer.body["error"].as_str()),
+        (StatusCode::OK, Some("cancelled: cancelled through the API")),
+        "{}",
+        answer.body
+    );
+    f.gate.add_permits(2);
 }
 
 #[tokio::test]
@@ -249,6 +263,52 @@ async fn probes_and_documents() {
         );
     }
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+
+    // Every operation behind the tokens documents their 401; the open ones do not.
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            let guarded = operation["security"].is_array();
+            assert_eq!(
+                operation["responses"]["401"].is_object(),
+                guarded,
+                "{method} {path}: 401 documented iff guarded"
+            );
+            assert_eq!(guarded, path.starts_with("/v1/"), "{method} {path}");
+        }
+    }
+    // The definition body is the definition's JSON Schema, its `$defs` as components.
+    let body = &paths["/v1/definitions"]["post"]["requestBody"];
+    assert_eq!(body["required"], true);
+    assert_eq!(
+        body["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Definition"
+    );
+    let definition = &doc["components"]["schemas"]["Definition"];
+    assert_eq!(definition["required"], json!(["name", "steps"]));
+    let text = serde_json::to_string(&doc).unwrap();
+    assert!(!text.contains("#/$defs/"), "every $ref points into the components");
+    for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = &reference[..reference.find('"').unwrap()];
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{name} is referenced, not defined"
+        );
+    }
+    // Links spelled as OpenAPI spells them.
+    let link = &paths["/v1/sagas"]["post"]["responses"]["201"]["links"]["getSaga"];
+    assert_eq!(link["operationId"], "getSaga", "{link}");
+    // The constraints the server enforces.
+    let list = paths["/v1/sagas"]["get"]["parameters"].as_array().unwrap();
+    let limit = list.iter().find(|p| p["name"] == "limit").unwrap();
+    assert_eq!(
+        (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+        (&json!(1), &json!(500))
+    );
+    let status = &doc["components"]["schemas"]["SagaStatus"]["enum"];
+    assert_eq!(
+        status,
+        &json!(["running", "compensating", "completed", "compensated", "stuck"])
+    );
 }
 
 #[tokio::test]

@@ -43,8 +43,8 @@ async fn a_saga_starts_and_answers_when_settled() {
     let steps = saga["steps"].as_array().unwrap();
     assert_eq!(
         steps[0],
-        json!({"name": "reserve", "status": "succeeded", "attempts": 1, "output": {"reserved": 3}, "error": null,
-        "compensation": {"status": "not_needed", "attempts": 0, "error": null}})
+        json!({"name": "reserve", "status": "succeeded", "attempts": 1, "outcome_unknown": false,
+        "output": {"reserved": 3}, "error": null, "compensation": {"status": "not_needed", "attempts": 0, "error": null}})
     );
     assert_eq!(steps[1]["compensation"]["status"], "none");
 
@@ -100,6 +100,14 @@ async fn bad_starts_are_refused() {
         .await;
     wait.problem(400, "invalid-parameter");
     assert_eq!(wait.paths(), ["/query/wait_ms"]);
+    let long = f
+        .post(
+            "/v1/sagas?wait_ms=60001",
+            json!({"definition": "trip", "input": {"amount": 1}}),
+        )
+        .await;
+    long.problem(400, "invalid-parameter");
+    assert_eq!(long.paths(), ["/query/wait_ms"]);
 }
 
 #[tokio::test]

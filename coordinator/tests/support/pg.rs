@@ -254,6 +254,11 @@ impl PgServer {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// A client program of the server's installation (`pg_dump`, `psql`).
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
+    }
+
     /// The server's data directory.
     pub fn data(&self) -> PathBuf {
         self.root.join("data")

@@ -28,6 +28,7 @@
 //! # database = "postgres://geosaga@db-us/us_east"  # PostgreSQL instead (a database of its
 //! #                                   # own; `geosaga region --database` overrides it)
 //! weight = 1                          # share of the hash ring (0: rules only)
+//! # clock_offset_ms = 0               # TESTING ONLY: move this region's clock (skew tests)
 //!
 //! [[rules]]
 //! prefix = "eu/"
@@ -90,6 +91,11 @@ pub struct RegionConfig {
     /// Its share of the hash ring.
     #[serde(default = "one")]
     pub weight: u32,
+    /// **For testing only**: this region's clock reads the system clock moved by this many
+    /// milliseconds (negative: behind), to test clock skew between regions that run on one
+    /// machine. Leave it out (0) in production: a real region's clock is its host's.
+    #[serde(default)]
+    pub clock_offset_ms: i64,
 }
 
 fn one() -> u32 {

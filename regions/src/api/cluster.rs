@@ -79,11 +79,15 @@ async fn regions(State(region): Shared) -> Result<Json<Vec<RegionStatus>>, ApiEr
         let ago = region.last_contact_ms(&peer.name);
         let closed = region.closed_for(&peer.name);
         let acked = region.acked_by(&peer.name);
+        let clock_skew = region.clock_skew.of(&peer.name);
+        // A peer whose timestamps were refused lately is not healthy, whatever the contact.
+        let skewed = clock_skew.iter().any(|s| s.last_ms_ago <= healthy_within);
         out.push(RegionStatus {
             name: peer.name.clone(),
             address: peer.address.clone(),
             is_self: false,
-            healthy: ago.is_some_and(|a| a <= healthy_within),
+            healthy: ago.is_some_and(|a| a <= healthy_within) && !skewed,
+            clock_skew,
             last_contact_ms_ago: ago,
             closed_ts: closed.map(|c| c.to_string()),
             replication_lag_ms: closed.map(|c| now_ms.saturating_sub(c.wall_ms)),

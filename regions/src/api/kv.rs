@@ -1,5 +1,5 @@
-//! The key-value routes: reads, writes (`PUT`, `PATCH` with an addition, `DELETE`) and the
-//! internal route a forwarded write arrives on. A request for a key homed elsewhere is
+//! The key-value routes: reads, writes (`PUT`, `PATCH` with an addition or an undo,
+//! `DELETE`) and the internal routes a forwarded write or undo arrives on. A request for a key homed elsewhere is
 //! forwarded to its home, marked so that a disagreement on placement cannot loop; a read
 //! may be answered here when the local copy is fresh enough (see [`crate::node`]).
 
@@ -27,6 +27,7 @@ pub(super) fn routes() -> Router<Arc<Region>> {
     Router::new()
         .route("/v1/kv/{*key}", get(read).put(put).patch(patch).delete(delete))
         .route("/internal/v1/write/{*key}", post(forwarded_write))
+        .route("/internal/v1/undo/{*key}", post(forwarded_write))
 }
 
 /// Set on requests one region forwards to another.
@@ -183,7 +184,10 @@ async fn write(region: Arc<Region>, key: String, headers: HeaderMap, cmd: WriteC
     }
     refuse_loop(&region, &headers, &key, &home)?;
     let peer = region.peer(&home)?;
-    let url = key_url(&peer.address, &["internal", "v1", "write"], &key)?;
+    // An undo goes on a route of its own: a home that does not know undos answers 404
+    // rather than taking it for a deletion.
+    let route = if cmd.undo.is_some() { "undo" } else { "write" };
+    let url = key_url(&peer.address, &["internal", "v1", route], &key)?;
     relay(&region, &home, region.http.post(url).json(&cmd))
         .await
         .map_err(|reason| {
@@ -209,7 +213,9 @@ async fn put(
     write(region, key, headers, cmd).await
 }
 
-/// `PATCH /v1/kv/{key}` with `{"add": {"path", "delta", "min", "max"}}`: the home adds.
+/// `PATCH /v1/kv/{key}` with `{"add": {"path", "delta", "min", "max"}}`: the home adds; with
+/// `{"undo": {"op_id", "add"?}, "op_id"}`: the home undoes or cancels a write (see the
+/// node's `undo.rs`).
 async fn patch(
     State(region): Shared,
     Path(key): Path<String>,
@@ -217,11 +223,33 @@ async fn patch(
     body: Result<Json<PatchRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let body = body_of(body)?;
-    body.add
-        .check()
-        .map_err(|e| ApiError::new(ProblemType::InvalidBody, format!("/add/path: {e}")))?;
+    match (&body.add, &body.undo) {
+        (Some(add), None) => add
+            .check()
+            .map_err(|e| ApiError::new(ProblemType::InvalidBody, format!("/add/path: {e}")))?,
+        (None, Some(undo)) => {
+            checked_op_id("/undo/op_id", Some(undo.op_id.clone()))?;
+            if let Some(add) = &undo.add {
+                add.check()
+                    .map_err(|e| ApiError::new(ProblemType::InvalidBody, format!("/undo/add/path: {e}")))?;
+            }
+            if body.op_id.is_none() || body.if_version.is_some() {
+                return Err(ApiError::new(
+                    ProblemType::InvalidBody,
+                    "/op_id: an undo needs an op_id of its own, and takes no if_version",
+                ));
+            }
+        }
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(ApiError::new(
+                ProblemType::InvalidBody,
+                "give exactly one of `add` and `undo`",
+            ));
+        }
+    }
     let cmd = WriteCommand {
-        add: Some(body.add),
+        add: body.add,
+        undo: body.undo,
         ..command("/", body.consistency, body.if_version, body.op_id)?
     };
     write(region, key, headers, cmd).await
@@ -266,6 +294,7 @@ fn command(
         if_version: parse_version(&format!("{at}if_version"), if_version.as_deref())?,
         op_id: checked_op_id(&format!("{at}op_id"), op_id)?,
         add: None,
+        undo: None,
     })
 }
 

@@ -3,12 +3,10 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-/// The prefix of every problem `type` URI.
-pub const PROBLEM_BASE: &str = "https://geosaga.dev/problems/";
+pub use regions_core::protocol::{PROBLEM_BASE, Problem};
 
 /// Every kind of problem the region API reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +17,9 @@ pub enum ProblemType {
     InvalidParameter,
     /// 400: a peer sent a message this region refuses.
     PeerRefused,
+    /// 400: a peer's timestamp is further ahead of this region's clock than
+    /// `max_clock_offset_ms`.
+    ClockSkew,
     /// 401: an internal route was called without a client certificate from the cluster CA.
     PeerUnauthenticated,
     /// 403: an internal route was called with a certificate naming no member region.
@@ -29,6 +30,8 @@ pub enum ProblemType {
     VersionMismatch,
     /// 409: an `add` would take the number outside its bounds; nothing was written.
     OutOfBounds,
+    /// 409: the write's op id was cancelled by its compensation; nothing was written.
+    OpCancelled,
     /// 410: the versions asked for were garbage-collected.
     BeyondRetention,
     /// 409: a transaction lost a conflict; nothing of it was applied.
@@ -58,11 +61,13 @@ impl ProblemType {
             ProblemType::MalformedJson => "malformed-json",
             ProblemType::InvalidParameter => "invalid-parameter",
             ProblemType::PeerRefused => "peer-refused",
+            ProblemType::ClockSkew => regions_core::protocol::problem::CLOCK_SKEW,
             ProblemType::PeerUnauthenticated => "peer-unauthenticated",
             ProblemType::PeerForbidden => "peer-forbidden",
             ProblemType::KeyNotFound => "key-not-found",
             ProblemType::VersionMismatch => "version-mismatch",
             ProblemType::OutOfBounds => "out-of-bounds",
+            ProblemType::OpCancelled => "op-cancelled",
             ProblemType::BeyondRetention => "beyond-retention",
             ProblemType::TxnConflict => "txn-conflict",
             ProblemType::TxnNotFound => "txn-not-found",
@@ -79,13 +84,17 @@ impl ProblemType {
     /// The HTTP status.
     pub fn status(self) -> StatusCode {
         match self {
-            ProblemType::MalformedJson | ProblemType::InvalidParameter | ProblemType::PeerRefused => {
-                StatusCode::BAD_REQUEST
-            }
+            ProblemType::MalformedJson
+            | ProblemType::InvalidParameter
+            | ProblemType::PeerRefused
+            | ProblemType::ClockSkew => StatusCode::BAD_REQUEST,
             ProblemType::PeerUnauthenticated => StatusCode::UNAUTHORIZED,
             ProblemType::PeerForbidden => StatusCode::FORBIDDEN,
             ProblemType::KeyNotFound | ProblemType::TxnNotFound => StatusCode::NOT_FOUND,
-            ProblemType::VersionMismatch | ProblemType::OutOfBounds | ProblemType::TxnConflict => StatusCode::CONFLICT,
+            ProblemType::VersionMismatch
+            | ProblemType::OutOfBounds
+            | ProblemType::OpCancelled
+            | ProblemType::TxnConflict => StatusCode::CONFLICT,
             ProblemType::BeyondRetention | ProblemType::TxnGone => StatusCode::GONE,
             ProblemType::InvalidBody => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -102,11 +111,13 @@ impl ProblemType {
             ProblemType::MalformedJson => "The request body is not valid JSON",
             ProblemType::InvalidParameter => "A request parameter is invalid",
             ProblemType::PeerRefused => "Peer message refused",
+            ProblemType::ClockSkew => "Peer's clock too far ahead; message refused",
             ProblemType::PeerUnauthenticated => "Client certificate required",
             ProblemType::PeerForbidden => "Client certificate names no member region",
             ProblemType::KeyNotFound => "Key not found",
             ProblemType::VersionMismatch => "The key is at another version",
             ProblemType::OutOfBounds => "The addition would leave its bounds; not applied",
+            ProblemType::OpCancelled => "The write was cancelled by its compensation; not applied",
             ProblemType::BeyondRetention => "Version garbage-collected",
             ProblemType::TxnConflict => "The transaction lost a conflict; nothing of it was applied",
             ProblemType::TxnNotFound => "No such transaction at this region",
@@ -119,32 +130,6 @@ impl ProblemType {
             ProblemType::StoreUnavailable => "The region's store does not answer",
         }
     }
-}
-
-/// An RFC 9457 problem details document.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Problem {
-    /// Stable URI identifying the kind of problem.
-    #[serde(rename = "type")]
-    pub r#type: String,
-    /// Short summary of the kind of problem.
-    pub title: String,
-    /// The HTTP status.
-    pub status: u16,
-    /// What happened this time.
-    pub detail: String,
-    /// The region that answered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    /// For `key-not-found`: how stale the answering copy may be (0: the home's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub staleness_bound_ms: Option<u64>,
-    /// For `txn-conflict`: the key the transaction lost on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    /// For `txn-conflict`: the transaction it lost to, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub conflicting_txn: Option<String>,
 }
 
 /// An error answer of the region API.
@@ -194,6 +179,7 @@ impl From<Error> for ApiError {
             }
             Error::VersionMismatch { .. } => ProblemType::VersionMismatch,
             Error::OutOfBounds(_) => ProblemType::OutOfBounds,
+            Error::OpCancelled { .. } => ProblemType::OpCancelled,
             Error::QuorumNotReached { .. } => ProblemType::QuorumNotReached,
             Error::HomeUnreachable { .. } => ProblemType::HomeUnreachable,
             Error::TooStale { .. } => ProblemType::TooStale,
@@ -206,7 +192,8 @@ impl From<Error> for ApiError {
             }
             Error::TxnNotFound(_) => ProblemType::TxnNotFound,
             Error::TxnGone { .. } => ProblemType::TxnGone,
-            Error::Peer(_) | Error::Clock(_) => ProblemType::PeerRefused,
+            Error::Peer(_) => ProblemType::PeerRefused,
+            Error::Clock(_) => ProblemType::ClockSkew,
             Error::Config(_)
             | Error::Store(_)
             | Error::StoreOpen { .. }

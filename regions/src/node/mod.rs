@@ -1,8 +1,10 @@
 //! A region node: the decisions of the pure core applied to its store. [`Region`] holds what
 //! every task and handler of a region shares, executes the writes of the keys homed here
-//! (`write.rs`, with the quorum of a strong write in `quorum.rs` and op ids in
-//! [`op_ids`]), serves reads (`read.rs`) and counters (`counter.rs`), and keeps what it knows
-//! of each peer (`peers.rs`), and the home's and the gateway's side of transactions ([`txn`]). The loops between regions (`crate::replication`,
+//! (`write.rs`, with the quorum of a strong write in `quorum.rs`, op ids in [`op_ids`], and
+//! the undo of a write by its op id in `undo.rs`), records clock-skew refusals ([`skew`]),
+//! serves reads (`read.rs`) and counters (`counter.rs`), keeps what it knows of each peer
+//! (`peers.rs`), and holds the home's and the gateway's side of transactions ([`txn`]).
+//! The loops between regions (`crate::replication`,
 //! `crate::antientropy`, `crate::rehome`, `crate::gossip`) and the HTTP API (`crate::api`)
 //! are built on it; nothing here knows of them.
 
@@ -11,7 +13,9 @@ pub mod op_ids;
 mod peers;
 mod quorum;
 mod read;
+pub mod skew;
 pub mod txn;
+mod undo;
 mod write;
 
 use std::collections::{BTreeSet, HashMap};
@@ -55,6 +59,8 @@ pub struct Region {
     pub(crate) http: reqwest::Client,
     /// The members and what the failure detector thinks of them.
     pub membership: Membership,
+    /// Peers' timestamps refused for clock skew, and ours refused by peers.
+    pub clock_skew: skew::Refusals,
     /// Timestamps of the writes in progress (see [`Region::begin_write`]).
     pending: Arc<Mutex<BTreeSet<Timestamp>>>,
     /// Held by a write of a key (by hash) from its checks to its commit or abort.
@@ -137,6 +143,7 @@ impl Region {
             peers,
             http,
             membership,
+            clock_skew: skew::Refusals::default(),
             pending: Arc::default(),
             key_locks: (0..KEY_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
             log_changed: Arc::new(tokio::sync::watch::Sender::new(0)),

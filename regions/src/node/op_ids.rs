@@ -9,8 +9,8 @@ use regions_core::mvcc::Version;
 use regions_core::op_ids::{Previous, RETENTION_MS, previous_of};
 use regions_core::protocol::{WriteCommand, WriteResponse};
 
-use crate::Result;
 use crate::store::Store;
+use crate::{Error, Result};
 
 use super::{LATEST, Region};
 
@@ -48,7 +48,8 @@ pub(crate) struct BeforeWrite {
 }
 
 /// Under the key's write lock at its home, before the write's checks: a repeat of an
-/// applied op id gets the first write's answer.
+/// applied op id gets the first write's answer; a cancelled op id is refused (see
+/// `undo.rs`).
 pub(crate) async fn before_write(region: &Region, key: &str, cmd: &WriteCommand) -> Result<BeforeWrite> {
     let Some(op_id) = &cmd.op_id else {
         return Ok(BeforeWrite {
@@ -67,8 +68,15 @@ pub(crate) async fn before_write(region: &Region, key: &str, cmd: &WriteCommand)
                 previous: done.previous,
                 value: None,
                 replayed: true,
+                undo: None,
             }),
             current: None,
+        });
+    }
+    if region.store.op_cancelled(key, op_id).await? {
+        return Err(Error::OpCancelled {
+            key: key.to_owned(),
+            op_id: op_id.clone(),
         });
     }
     Ok(BeforeWrite {

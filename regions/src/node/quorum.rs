@@ -24,7 +24,10 @@ async fn post<T: serde::Serialize>(region: &Region, peer: &Peer, path: &str, bod
         .await
         .map_err(|e| e.to_string())?;
     if !response.status().is_success() {
-        return Err(format!("{} answered {}", peer.name, response.status()));
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        region.note_refusal(&peer.name, &body);
+        return Err(format!("{} answered {status}: {body}", peer.name));
     }
     response.json().await.map_err(|e| e.to_string())
 }

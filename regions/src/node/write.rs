@@ -102,12 +102,24 @@ impl Region {
                 reason: "the key's range was re-homed while this write waited; it was not applied, retry".into(),
             });
         }
-        if let Some(prefix) = self.placement().writes_anywhere(key).map(str::to_owned) {
-            return self.write_anywhere(key, &home, &prefix, cmd).await;
+        if self.placement().writes_anywhere(key).is_none() {
+            // A transaction's intent on the key: committed, it becomes a version first (an
+            // undo then sees it); else this write aborts it (a single write never waits for
+            // a transaction).
+            self.settle_intents(key, Meeting::Write, None).await?;
         }
-        // A transaction's intent on the key: committed, it becomes a version first; else
-        // this write aborts it (a single write never waits for a transaction).
-        self.settle_intents(key, Meeting::Write, None).await?;
+        if let Some(undo) = &cmd.undo {
+            return super::undo::undo_locked(self, key, &home, cmd, undo).await;
+        }
+        self.write_locked(key, &home, cmd).await
+    }
+
+    /// Executes a write of a key homed here (or written anywhere), its write lock held and
+    /// the transactions' intents on it settled.
+    pub(super) async fn write_locked(&self, key: &str, home: &str, cmd: &WriteCommand) -> Result<WriteResponse> {
+        if let Some(prefix) = self.placement().writes_anywhere(key).map(str::to_owned) {
+            return self.write_anywhere(key, home, &prefix, cmd).await;
+        }
         // An op id seen before: answer with the first write's result (regions_core::op_ids).
         let op = op_ids::before_write(self, key, cmd).await?;
         if let Some(mut replay) = op.replay {
@@ -190,6 +202,7 @@ impl Region {
             previous,
             value: added,
             replayed: false,
+            undo: None,
         })
     }
 
@@ -232,6 +245,7 @@ impl Region {
             previous,
             value: None,
             replayed: false,
+            undo: None,
         })
     }
 }

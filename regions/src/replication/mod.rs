@@ -21,7 +21,10 @@ pub(crate) const OUT_OF_ORDER: &str = "out-of-order batch";
 /// Stores an intent a peer sent (a strong write its home has not committed yet).
 pub async fn accept_intent(region: &Region, intent: &Intent) -> Result<ReplicateAck> {
     region.peer(&intent.from)?;
-    region.clock.update(intent.entry.ts)?;
+    region
+        .clock
+        .update(intent.entry.ts)
+        .map_err(|e| region.refuse_clock(&intent.from, e))?;
     region.store.put_intent(&intent.from, &intent.entry).await?;
     region.touch(&intent.from);
     Ok(ReplicateAck {
@@ -54,7 +57,10 @@ pub async fn accept_batch(region: &Region, batch: &ReplicateBatch) -> Result<Rep
         .max()
         .unwrap_or_default()
         .max(batch.closed);
-    region.clock.update(newest)?;
+    region
+        .clock
+        .update(newest)
+        .map_err(|e| region.refuse_clock(&batch.from, e))?;
     let incoming = Incoming {
         entries: &batch.entries,
         closed: batch.closed,

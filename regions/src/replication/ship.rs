@@ -150,6 +150,7 @@ async fn send(region: Arc<Region>, peer: Peer, batch: ReplicateBatch) -> Result<
     let status = response.status();
     if !status.is_success() {
         let detail = response.text().await.unwrap_or_default();
+        region.note_refusal(&peer.name, &detail);
         return Err(format!("{} answered {status}: {detail}", peer.name));
     }
     response.json().await.map_err(|e| e.to_string())

@@ -261,7 +261,16 @@ pub trait Store: Send + Sync {
         now_ms: i64,
     ) -> Result<()>;
 
-    /// Drops the op ids prepared before `horizon_ms`. Returns how many.
+    /// Records `op_id` on `key` as cancelled (a compensation found it not applied): a write
+    /// carrying it is refused from then on; durable when this returns. A second
+    /// cancellation changes nothing (the first one's time counts).
+    async fn op_cancel(&self, key: &str, op_id: &str, now_ms: i64) -> Result<()>;
+
+    /// Whether `op_id` on `key` was cancelled.
+    async fn op_cancelled(&self, key: &str, op_id: &str) -> Result<bool>;
+
+    /// Drops the op ids prepared, and the cancellations recorded, before `horizon_ms`.
+    /// Returns how many.
     async fn op_prune(&self, horizon_ms: i64) -> Result<u64>;
     // Transactions (`crate::node::txn`).
 

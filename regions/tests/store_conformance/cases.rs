@@ -375,3 +375,22 @@ pub async fn a_database_belongs_to_one_region(b: Backend) {
         matches!(b, Backend::Postgres | Backend::Memory)
     );
 }
+
+/// A cancelled op id (an undo found its write not applied) is remembered per key, a second
+/// cancellation changes nothing, and it is pruned with the op ids after its retention.
+pub async fn cancelled_op_ids_are_remembered_until_pruned(b: Backend) {
+    let (store, _db) = store(b).await;
+    assert!(!store.op_cancelled("k", "saga:a:action").await.unwrap());
+    store.op_cancel("k", "saga:a:action", 1_000).await.unwrap();
+    store.op_cancel("k", "saga:a:action", 1_500).await.unwrap();
+    store.op_cancel("j", "saga:b:action", 5_000).await.unwrap();
+    assert!(store.op_cancelled("k", "saga:a:action").await.unwrap());
+    assert!(!store.op_cancelled("j", "saga:a:action").await.unwrap(), "per key");
+    assert_eq!(
+        store.op_prune(2_000).await.unwrap(),
+        1,
+        "the first cancellation's time counts"
+    );
+    assert!(!store.op_cancelled("k", "saga:a:action").await.unwrap());
+    assert!(store.op_cancelled("j", "saga:b:action").await.unwrap());
+}

@@ -264,3 +264,57 @@ fn example_inputs() {
         ["/input"]
     );
 }
+
+/// A compensation that reads its own step's output is allowed with a warning at the
+/// template's path (it cannot run for a possibly-applied step); one that reads only the
+/// input, the saga id or upstream outputs gets none, and neither do region writes' automatic
+/// undos.
+#[test]
+fn compensations_reading_their_own_output_are_warned_about() {
+    let def = valid(json!({
+        "name": "w",
+        "steps": [
+            {"name": "a", "action": {"http": {"method": "POST", "url": "http://p/a"}},
+             "compensation": {"http": {"method": "POST", "url": "http://p/undo", "body": {"saga": "{{saga.id}}"}}}},
+            {"name": "b", "action": {"http": {"method": "POST", "url": "http://p/b", "body": {"a": "{{steps.a.output.id}}"}}},
+             "compensation": {"http": {"method": "POST", "url": "http://p/undo", "body": {"a": "{{steps.a.output.id}}", "b": "{{steps.b.output.id}}"}}}},
+            {"name": "c", "action": {"region": {"op": "add", "key": "k", "delta": 1}}}
+        ]
+    }));
+    let warned: Vec<&str> = def.warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(warned, ["/steps/1/compensation/http/body/b"]);
+    assert!(
+        def.warnings[0].message.contains("possibly applied") && def.warnings[0].message.contains("X-Saga-Action-Key"),
+        "{}",
+        def.warnings[0].message
+    );
+}
+
+/// A step's `verify` (for `geosaga check`) is an HTTP request checked like its action:
+/// its templates may read the input and the outputs of the steps it depends on, no other.
+#[test]
+fn verify_is_checked_like_the_action() {
+    let http = |url: &str| json!({"http": {"method": "POST", "url": url}});
+    let def = valid(json!({
+        "name": "t",
+        "steps": [
+            {"name": "a", "action": http("http://p/a")},
+            {"name": "b", "action": http("http://p/b"),
+             "verify": {"method": "GET", "url": "http://p/seen/{{input.who}}/{{steps.a.output.id}}"}}
+        ]
+    }));
+    assert!(def.steps[0].verify.is_none());
+    assert!(def.steps[1].verify.is_some());
+
+    let bad = validate_value(&json!({
+        "name": "t",
+        "steps": [
+            {"name": "a", "action": http("http://p/a"),
+             "verify": {"method": "GET", "url": "http://p/{{steps.b.output.id}}"}},
+            {"name": "b", "action": http("http://p/b"), "verify": {"method": "GET", "url": "p/relative"}}
+        ]
+    }))
+    .unwrap_err();
+    let paths: Vec<&str> = bad.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["/steps/0/verify/url", "/steps/1/verify/url"], "{bad}");
+}

@@ -318,3 +318,93 @@ fn recovery_reruns_an_action_in_flight_while_unwinding() {
     );
     assert_illegal(&log, started("c", 1), SagaStatus::Compensating);
 }
+
+fn outcome_unknown(step: &str, attempt: u32) -> SagaEvent {
+    SagaEvent::StepOutcomeUnknown {
+        step: step.into(),
+        attempt,
+        error: StepError::timeout("no answer"),
+    }
+}
+
+/// A step whose outcome is unknown is possibly applied: the saga unwinds, its dependents
+/// never start, and it is compensated like a succeeded step, before the steps it depends
+/// on. The outcome is an action outcome like any: refused when no attempt is in flight.
+#[test]
+fn an_unknown_outcome_is_compensated_before_what_it_depends_on() {
+    let log = [
+        started("a", 1),
+        succeeded("a", 1),
+        started("b", 1),
+        outcome_unknown("b", 1),
+    ];
+    let state = SagaState::replay(linear(), &log).unwrap();
+    assert_eq!(state.status(), SagaStatus::Compensating);
+    assert_eq!(state.steps()[1].status, sagas::StepStatus::PossiblyApplied);
+    assert_eq!(state.steps()[2].status, sagas::StepStatus::NotRun);
+    assert!(
+        matches!(state.unwind_cause(), Some(sagas::UnwindCause::StepFailed { step, .. }) if step == "b"),
+        "{:?}",
+        state.unwind_cause()
+    );
+    let plan = sagas::planner::plan(&state, 0);
+    assert_eq!(plan.start.len(), 1);
+    assert_eq!(
+        (plan.start[0].step, plan.start[0].phase),
+        (1, sagas::Phase::Compensation)
+    );
+    assert_illegal(&log, comp_started("a", 1), SagaStatus::Compensating);
+    let done = [
+        log.to_vec(),
+        vec![
+            comp_started("b", 1),
+            comp_succeeded("b", 1),
+            comp_started("a", 1),
+            comp_succeeded("a", 1),
+        ],
+    ]
+    .concat();
+    assert_eq!(
+        SagaState::replay(linear(), &done).unwrap().status(),
+        SagaStatus::Compensated
+    );
+
+    assert_illegal(&[], outcome_unknown("a", 1), SagaStatus::Running);
+    assert_illegal(&log, outcome_unknown("b", 1), SagaStatus::Compensating);
+}
+
+/// An attempt without a certain outcome marks the step: refused afterwards, or cut short
+/// by the unwind while it waits for a retry, it is still possibly applied. A step that
+/// was only never delivered fails.
+#[test]
+fn one_uncertain_attempt_leaves_the_step_possibly_applied() {
+    let def = linear();
+    let work = |attempt| sagas::Work {
+        step: 0,
+        phase: sagas::Phase::Action,
+        attempt,
+    };
+    let mut state =
+        SagaState::replay(def.clone(), &[started("a", 1), attempt_failed("a", 1), started("a", 2)]).unwrap();
+    let refused = sagas::planner::outcome_event(&state, work(2), Err(StepError::permanent("no")), 0, 0.0);
+    assert!(matches!(refused, SagaEvent::StepOutcomeUnknown { .. }), "{refused:?}");
+    state.apply(&refused).unwrap();
+    assert_eq!(state.steps()[0].status, sagas::StepStatus::PossiblyApplied);
+
+    let waiting = SagaState::replay(def.clone(), &[started("a", 1), attempt_failed("a", 1), cancel()]).unwrap();
+    assert_eq!(waiting.steps()[0].status, sagas::StepStatus::PossiblyApplied);
+
+    let undelivered = SagaEvent::StepAttemptFailed {
+        step: "a".into(),
+        attempt: 1,
+        error: StepError::not_delivered("connection refused"),
+        retry_at_ms: 5,
+    };
+    let mut state = SagaState::replay(def.clone(), &[started("a", 1), undelivered.clone(), started("a", 2)]).unwrap();
+    let refused = sagas::planner::outcome_event(&state, work(2), Err(StepError::permanent("no")), 0, 0.0);
+    assert!(matches!(refused, SagaEvent::StepFailed { .. }), "{refused:?}");
+    state.apply(&refused).unwrap();
+    assert_eq!(state.status(), SagaStatus::Compensated, "nothing was applied");
+    let waiting = SagaState::replay(def, &[started("a", 1), undelivered, cancel()]).unwrap();
+    assert_eq!(waiting.steps()[0].status, sagas::StepStatus::Failed);
+}

@@ -61,7 +61,8 @@ fn rust(handler: &str, params: Value) -> ActionDoc {
 
 /// The definition of a DAG, built as a [`DefinitionDoc`] and checked by
 /// [`sagas::validate::validate`]. Actions read their dependencies' outputs and
-/// compensations their own, so that the template checks see random graphs too.
+/// compensations their own, so that the template checks see random graphs too (each such
+/// compensation is a warning, never an error).
 pub fn definition(dag: &Dag) -> Arc<SagaDefinition> {
     let retry = |max_attempts| RetryDoc {
         max_attempts: Some(max_attempts),
@@ -85,6 +86,7 @@ pub fn definition(dag: &Dag) -> Arc<SagaDefinition> {
                 retry: None,
                 compensation_retry: None,
                 timeout_ms: None,
+                verify: None,
             }
         })
         .collect();
@@ -99,16 +101,28 @@ pub fn definition(dag: &Dag) -> Arc<SagaDefinition> {
         }),
         steps,
     };
-    Arc::new(sagas::validate::validate(doc).unwrap_or_else(|e| panic!("a random DAG must validate: {e}")))
+    let def = sagas::validate::validate(doc).unwrap_or_else(|e| panic!("a random DAG must validate: {e}"));
+    let warned: Vec<&str> = def.warnings.iter().map(|w| w.path.as_str()).collect();
+    let expected: Vec<String> = (0..dag.deps.len())
+        .filter(|&i| dag.compensated[i])
+        .map(|i| format!("/steps/{i}/compensation/rust/params"))
+        .collect();
+    assert_eq!(warned, expected, "one warning per compensation reading its own output");
+    Arc::new(def)
 }
 
 /// What happens during a run. Step indices are taken modulo the number of steps.
 #[derive(Debug, Clone, Default)]
 pub struct Script {
-    /// The action of this step fails permanently.
+    /// The action of this step is refused (its first attempt may end without a certain
+    /// outcome first, as the tape says).
     pub fail_step: Option<usize>,
-    /// The action of this step fails transiently until its attempts are used up.
+    /// The action of this step is never delivered (known not applied, retried) until its
+    /// attempts are used up.
     pub exhaust_step: Option<usize>,
+    /// Every attempt of this step's action ends without a certain outcome (a timeout or a
+    /// 5xx) until its attempts are used up: it ends possibly applied.
+    pub uncertain_step: Option<usize>,
     /// The compensation of this step fails permanently until an operator retries the saga.
     pub stuck_step: Option<usize>,
     /// Request a cancel once this many events are logged, if the saga still runs.
@@ -167,9 +181,10 @@ impl Run {
 pub fn run(def: Arc<SagaDefinition>, script: &Script) -> Run {
     let n = def.steps.len();
     let pick = |s: Option<usize>| s.map(|s| s % n);
-    let (fail_step, exhaust_step, stuck_step) = (
+    let (fail_step, exhaust_step, uncertain_step, stuck_step) = (
         pick(script.fail_step),
         pick(script.exhaust_step),
+        pick(script.uncertain_step),
         pick(script.stuck_step),
     );
     let mut tape = Tape {
@@ -234,14 +249,29 @@ pub fn run(def: Arc<SagaDefinition>, script: &Script) -> Run {
             let work = in_flight.remove(tape.next(in_flight.len()));
             let failures = transient_failures.entry((work.step, work.phase)).or_default();
             let outcome = match work.phase {
-                Phase::Action if Some(work.step) == fail_step => Err(StepError::permanent("injected")),
-                Phase::Action if Some(work.step) == exhaust_step => Err(StepError::timeout("injected")),
+                Phase::Action if Some(work.step) == fail_step => {
+                    if work.attempt == 1 && tape.next(3) == 0 {
+                        Err(StepError::transient("injected 503, then refused"))
+                    } else {
+                        Err(StepError::permanent("injected"))
+                    }
+                }
+                Phase::Action if Some(work.step) == exhaust_step => Err(StepError::not_delivered("injected")),
+                Phase::Action if Some(work.step) == uncertain_step => Err(if tape.next(2) == 0 {
+                    StepError::timeout("injected")
+                } else {
+                    StepError::transient("injected 503")
+                }),
                 Phase::Compensation if Some(work.step) == stuck_step && !run.was_stuck => {
                     Err(StepError::permanent("injected"))
                 }
                 _ if *failures < 2 && tape.next(4) == 3 => {
                     *failures += 1;
-                    Err(StepError::transient("flaky"))
+                    Err(match tape.next(3) {
+                        0 => StepError::transient("flaky"),
+                        1 => StepError::timeout("slow"),
+                        _ => StepError::not_delivered("connection refused"),
+                    })
                 }
                 Phase::Action => Ok(json!({ "id": format!("{}-{}", step_name(work.step), work.attempt) })),
                 Phase::Compensation => Ok(Value::Null),

@@ -1,4 +1,5 @@
-//! `add` (applied by the key's home) and the automatic undo of region writes.
+//! `add` (applied by the key's home) and the automatic undo of region writes: from the
+//! action's output, or by its op id when the action's outcome is unknown.
 
 use sagas::StepError;
 use serde_json::{Map, Number, Value, json};
@@ -94,6 +95,48 @@ impl RegionRunner {
                 answer.body["detail"].as_str().unwrap_or("version mismatch")
             ))),
             _ => Err(answer.error(&format!("undo {key}"))),
+        }
+    }
+}
+
+impl RegionRunner {
+    /// Undoes the write of a step whose outcome is unknown (no output), by the action's op
+    /// id: the key's home undoes it if it was applied (an `add` by the inverse of `add`'s
+    /// delta, the others by restoring what it replaced, only over its own version) and
+    /// otherwise cancels it, so that it never applies (`regions/src/node/undo.rs`).
+    pub(super) async fn undo_by_op_id(
+        &self,
+        req: &RegionRequest,
+        action_op_id: &str,
+        add: Option<&(String, Value)>,
+        op_id: &str,
+    ) -> Result<Value, StepError> {
+        let mut undo = json!({"op_id": action_op_id});
+        if let Some((path, delta)) = add {
+            let inverse = negate(&number(delta, "the action's delta")?).map_err(StepError::permanent)?;
+            undo["add"] = json!({"path": path, "delta": inverse});
+        }
+        let body = json!({"undo": undo, "consistency": req.consistency.as_str(), "op_id": op_id});
+        let answer = self
+            .send(req.via.as_deref(), |client, base| {
+                client.patch(Self::key_url(base, &req.key)).json(&body)
+            })
+            .await?;
+        match (answer.status, answer.problem()) {
+            (200, _) => {
+                let applied = answer.body["undo"]["applied"].as_bool().unwrap_or(false);
+                let mut extra = Map::new();
+                extra.insert("undid".into(), json!(action_op_id));
+                extra.insert("was_applied".into(), json!(applied));
+                Ok(write_output("undo", req, &answer.body, extra))
+            }
+            (409, Some("version-mismatch")) => Err(StepError::permanent(format!(
+                "conflict: {} was written by someone else after this step's write (whose outcome was unknown) \
+                 was applied, so it was not overwritten and the value it replaced was not restored ({})",
+                req.key,
+                answer.body["detail"].as_str().unwrap_or("version mismatch")
+            ))),
+            _ => Err(answer.error(&format!("undo {} by op id", req.key))),
         }
     }
 }

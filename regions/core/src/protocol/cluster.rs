@@ -42,6 +42,34 @@ pub struct RegionStatus {
     /// anti-entropy has not repaired them yet (our closed timestamp for it is frozen).
     #[serde(default)]
     pub anti_entropy_gap: Option<bool>,
+    /// For a peer: the exchanges refused because the two clocks are further apart than
+    /// `max_clock_offset_ms` (`peer_ahead`: refused here; `ours_ahead`: refused by it),
+    /// the last of each side. Empty when there were none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clock_skew: Vec<ClockSkew>,
+}
+
+/// Which end of an exchange refused for clock skew a region was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkewSide {
+    /// The peer's timestamps were too far ahead of this region's clock: refused here.
+    PeerAhead,
+    /// This region's timestamps were too far ahead of the peer's clock: refused there.
+    OursAhead,
+}
+
+/// The last refusal for clock skew of one side for one peer, as `/v1/regions` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockSkew {
+    /// Which side refused.
+    pub side: SkewSide,
+    /// Why, as the refusing clock said it (how far ahead, the maximum offset).
+    pub error: String,
+    /// Refusals so far, since this region started.
+    pub count: u64,
+    /// Milliseconds since the last one.
+    pub last_ms_ago: u64,
 }
 
 /// A member's part in the cluster.

@@ -38,12 +38,17 @@ pub struct PutRequest {
     pub op_id: Option<String>,
 }
 
-/// `PATCH /v1/kv/{key}`: an addition applied by the key's home (see [`crate::add`]).
+/// `PATCH /v1/kv/{key}`: an addition applied by the key's home (see [`crate::add`]), or
+/// the undo of an earlier write by its op id (see [`Undo`]): exactly one of the two.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PatchRequest {
     /// The addition.
-    pub add: crate::add::Add,
+    #[serde(default)]
+    pub add: Option<crate::add::Add>,
+    /// The undo.
+    #[serde(default)]
+    pub undo: Option<Undo>,
     /// Strong (default) or async.
     #[serde(default)]
     pub consistency: WriteConsistency,
@@ -70,6 +75,33 @@ pub struct WriteCommand {
     /// An addition computed by the home from the live value (`value` is then ignored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub add: Option<crate::add::Add>,
+    /// The undo of an earlier write (`value` and `add` are then ignored); forwarded on a
+    /// route of its own, so that a home that does not know it refuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<Undo>,
+}
+
+/// The undo of the write whose op id is `op_id`: the compensation of a saga step whose
+/// write may or may not have been applied. The key's home undoes the write if it was
+/// applied, or cancels its op id if it was not, so that it never applies (`op-cancelled`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Undo {
+    /// The op id of the write to undo.
+    pub op_id: String,
+    /// For an `add`: the inverse addition (bounds are not checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add: Option<crate::add::Add>,
+}
+
+/// What an undo found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undone {
+    /// The op id of the write it undid or cancelled.
+    pub op_id: String,
+    /// Whether that write had been applied (and is now undone); `false`: it was not, and is
+    /// now cancelled.
+    pub applied: bool,
 }
 
 /// The answer to a write.
@@ -94,6 +126,9 @@ pub struct WriteResponse {
     /// True when this answers a repeat of a write already applied (same op id).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+    /// For an undo: what it found of the write it undoes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<Undone>,
 }
 
 /// The answer to a read.

@@ -408,11 +408,24 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn op_cancel(&self, key: &str, op_id: &str, now_ms: i64) -> Result<()> {
+        self.lock()
+            .cancelled
+            .entry((key.to_owned(), op_id.to_owned()))
+            .or_insert(now_ms);
+        Ok(())
+    }
+
+    async fn op_cancelled(&self, key: &str, op_id: &str) -> Result<bool> {
+        Ok(self.lock().cancelled.contains_key(&(key.to_owned(), op_id.to_owned())))
+    }
+
     async fn op_prune(&self, horizon_ms: i64) -> Result<u64> {
         let mut s = self.lock();
-        let before = s.ops.len();
+        let before = s.ops.len() + s.cancelled.len();
         s.ops.retain(|_, op| op.created_ms >= horizon_ms);
-        Ok((before - s.ops.len()) as u64)
+        s.cancelled.retain(|_, created_ms| *created_ms >= horizon_ms);
+        Ok((before - s.ops.len() - s.cancelled.len()) as u64)
     }
 
     async fn txn_intents_on(&self, key: &str) -> Result<Vec<TxnIntent>> {

@@ -33,6 +33,8 @@ pub(super) struct State {
     pub(super) conflicts: BTreeMap<String, i64>,
     pub(super) overrides: BTreeMap<String, String>,
     pub(super) ops: HashMap<(String, String), Op>,
+    /// Cancelled op ids, with when they were cancelled.
+    pub(super) cancelled: HashMap<(String, String), i64>,
     /// Transactions' intents, by (transaction, key).
     pub(super) txn_intents: BTreeMap<(String, String), regions_core::txn::TxnIntent>,
     /// Transaction records kept here.

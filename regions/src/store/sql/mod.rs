@@ -408,9 +408,34 @@ impl<DB: Dialect> Store for SqlStore<DB> {
         Ok(())
     }
 
+    async fn op_cancel(&self, key: &str, op_id: &str, now_ms: i64) -> Result<()> {
+        let sql = "INSERT INTO op_cancelled (key, op_id, created_ms) VALUES ($1, $2, $3) \
+                   ON CONFLICT (key, op_id) DO NOTHING";
+        let s = stmt(sql).text(key).text(op_id).int(now_ms);
+        self.writer().await?.execute(s).await?;
+        Ok(())
+    }
+
+    async fn op_cancelled(&self, key: &str, op_id: &str) -> Result<bool> {
+        let sql = "SELECT 1 AS one FROM op_cancelled WHERE key = $1 AND op_id = $2";
+        let row = self
+            .writer()
+            .await?
+            .fetch_optional(stmt(sql).text(key).text(op_id))
+            .await?;
+        Ok(row.is_some())
+    }
+
     async fn op_prune(&self, horizon_ms: i64) -> Result<u64> {
-        let sql = "DELETE FROM op_ids WHERE created_ms < $1";
-        self.writer().await?.execute(stmt(sql).int(horizon_ms)).await
+        let mut writer = self.writer().await?;
+        let mut pruned = 0;
+        for sql in [
+            "DELETE FROM op_ids WHERE created_ms < $1",
+            "DELETE FROM op_cancelled WHERE created_ms < $1",
+        ] {
+            pruned += writer.execute(stmt(sql).int(horizon_ms)).await?;
+        }
+        Ok(pruned)
     }
 
     async fn txn_intents_on(&self, key: &str) -> Result<Vec<TxnIntent>> {

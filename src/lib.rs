@@ -1,0 +1,27 @@
+//! # geosaga
+//!
+//! Sagas served in a few lines: [`Server::builder`] runs a coordinator with the same REST
+//! API, web console (`/ui`), Prometheus metrics, traces and flags as `geosaga serve`,
+//! around sagas written in Rust ([`RustSaga`]) or JSON. `docs/rust-sagas.md` walks through
+//! it; `examples/bank` is a whole service.
+//!
+//! ## Layout
+//! - [`server`]: [`Server`] and its [`ServerBuilder`]: store, coordinator, API, telemetry.
+//! - [`check`]: `geosaga check`, a saga run against its real participants through a
+//!   recording proxy, case by case.
+//! - [`serve`]: the options of `geosaga serve` and `geosaga dev` (flags, `GEOSAGA_*`
+//!   variables, a TOML file), turned into a builder.
+//! - `demo`, `dev_regions`: the demo participant and the three regions of `geosaga dev`.
+//!
+//! The `geosaga` binary (`src/main.rs`) adds the client commands, `region` and `netem`.
+
+pub mod check;
+mod demo;
+mod dev_regions;
+pub mod serve;
+pub mod server;
+
+pub use coordinator::runner::rust::Action;
+pub use coordinator::{Coordinator, HostPolicy, RustSaga, StartSaga, StepContext};
+pub use sagas::StepError;
+pub use server::{Server, ServerBuilder};
