@@ -1,4 +1,4 @@
--- Multi-key transactions (regions_core::txn); the twin of migrations/regions/0005_txns.sql.
+-- Multi-key transactions (regions_core::txn); the twin of migrations/regions/0006_txns.sql.
 
 -- The intents transactions laid on keys homed here, invisible to reads until resolved. A
 -- write intent's value (NULL: a deletion) becomes a version at the commit timestamp in the
