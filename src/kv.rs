@@ -14,6 +14,10 @@ pub enum KvCommand {
         /// The region to send it to (any region; keys may live anywhere).
         #[arg(long, env = "GEOSAGA_REGION_URL", default_value = "http://127.0.0.1:7401")]
         region: String,
+        /// A token of the region's (`read` suffices for reads and snapshots, `write` for
+        /// writes), sent as `Authorization: Bearer`.
+        #[arg(long, env = "GEOSAGA_REGION_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         /// A key to read at the transaction's snapshot (repeatable).
         #[arg(long = "read", value_name = "KEY")]
         reads: Vec<String>,
@@ -32,6 +36,10 @@ pub enum KvCommand {
         /// The region to ask.
         #[arg(long, env = "GEOSAGA_REGION_URL", default_value = "http://127.0.0.1:7401")]
         region: String,
+        /// A token of the region's (`read` suffices for reads and snapshots, `write` for
+        /// writes), sent as `Authorization: Bearer`.
+        #[arg(long, env = "GEOSAGA_REGION_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         /// The keys.
         #[arg(required = true)]
         keys: Vec<String>,
@@ -55,6 +63,7 @@ pub async fn run(command: KvCommand) -> anyhow::Result<u8> {
     let (region, answer) = match command {
         KvCommand::Txn {
             region,
+            token,
             reads,
             conditions,
             writes,
@@ -82,11 +91,15 @@ pub async fn run(command: KvCommand) -> anyhow::Result<u8> {
             }
             req.writes
                 .extend(deletes.into_iter().map(|key| OneShotWrite { key, value: None }));
-            let answer = regions::client::Client::new(&region).one_shot(&req).await;
+            let answer = regions::client::Client::new(&region)
+                .with_token(token)
+                .one_shot(&req)
+                .await;
             (region, answer.map(|a| serde_json::to_value(a).expect("JSON")))
         }
         KvCommand::Snapshot {
             region,
+            token,
             keys,
             as_of,
             max_staleness_ms,
@@ -96,7 +109,10 @@ pub async fn run(command: KvCommand) -> anyhow::Result<u8> {
                 as_of,
                 max_staleness_ms,
             };
-            let answer = regions::client::Client::new(&region).snapshot(&req).await;
+            let answer = regions::client::Client::new(&region)
+                .with_token(token)
+                .snapshot(&req)
+                .await;
             (region, answer.map(|a| serde_json::to_value(a).expect("JSON")))
         }
     };

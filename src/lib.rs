@@ -11,6 +11,7 @@
 //!   recording proxy, case by case.
 //! - [`serve`]: the options of `geosaga serve` and `geosaga dev` (flags, `GEOSAGA_*`
 //!   variables, a TOML file), turned into a builder.
+//! - `region_access`: how `geosaga serve` reaches TLS regions (`--region-ca`, ...).
 //! - `demo`, `dev_regions`: the demo participant and the three regions of `geosaga dev`.
 //!
 //! The `geosaga` binary (`src/main.rs`) adds the client commands, `region` and `netem`.
@@ -18,10 +19,13 @@
 pub mod check;
 mod demo;
 mod dev_regions;
+mod region_access;
 pub mod serve;
 pub mod server;
 
+pub use coordinator::runner::region::RegionAccess;
 pub use coordinator::runner::rust::Action;
 pub use coordinator::{Coordinator, HostPolicy, RustSaga, StartSaga, StepContext};
+pub use http_server::Limits as ConnectionLimits;
 pub use sagas::StepError;
 pub use server::{Server, ServerBuilder};

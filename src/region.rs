@@ -29,6 +29,18 @@ pub struct RegionArgs {
     /// (a database of its own), or a SQLite file path (or `sqlite://PATH`).
     #[arg(long, env = "GEOSAGA_REGION_DATABASE")]
     database: Option<String>,
+    /// Tokens of the public routes, `ROLE:SECRET` (`read`, `write` or `admin`); repeat or
+    /// separate with commas. Replaces the file's `tokens` (docs/security.md).
+    #[arg(
+        long = "token",
+        env = "GEOSAGA_REGION_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    tokens: Vec<String>,
+    /// Listen on a non-loopback address without TLS between regions and tokens.
+    #[arg(long)]
+    insecure: bool,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: LogFormat,
@@ -77,6 +89,12 @@ pub async fn run(args: RegionArgs) -> anyhow::Result<()> {
     observability::init_logging(args.log_format, "info");
     let mut config = regions::load_config(&config_path)?;
     config.bootstrap.extend(args.join);
+    let tokens: Vec<String> = args.tokens.into_iter().filter(|t| !t.is_empty()).collect();
+    if !tokens.is_empty() {
+        regions::api::auth::Tokens::parse(&tokens).map_err(|e| anyhow::anyhow!("--token: {e}"))?;
+        config.tokens = tokens;
+    }
+    config.insecure |= args.insecure;
     if let Some(database) = args.database {
         regions::config::Storage::parse(&database).map_err(|e| anyhow::anyhow!("--database: {e}"))?;
         match config.regions.iter_mut().find(|r| r.name == name) {

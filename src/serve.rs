@@ -5,15 +5,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Args;
 use coordinator::HostPolicy;
 use coordinator::retention::{self, RetentionOptions};
-use coordinator::runner::region::RegionDirectory;
+use coordinator::runner::region::{RegionAccess, RegionDirectory};
 use observability::LogFormat;
 use observability::otlp::{OtlpOptions, Protocol};
 use serde::Deserialize;
 
+use crate::region_access::{RegionAccessArgs, RegionAccessFile};
 use crate::server::{LOG_FILTER, Server, ServerBuilder};
 
 /// The example definitions `geosaga dev` registers.
@@ -71,12 +72,16 @@ pub struct ServeArgs {
     /// The region steps go through unless they name one (`via`); default: the first.
     #[arg(long, env = "GEOSAGA_REGION_VIA")]
     region_via: Option<String>,
+    #[command(flatten)]
+    region_access: RegionAccessArgs,
     /// Largest request body, in bytes.
     #[arg(long, env = "GEOSAGA_BODY_LIMIT")]
     body_limit: Option<usize>,
     /// Most sagas running at once on this node.
     #[arg(long, env = "GEOSAGA_MAX_RUNNING")]
     max_running: Option<usize>,
+    #[command(flatten)]
+    connections: ConnectionArgs,
     /// Base URL of a Jaeger UI, to link sagas to their traces.
     #[arg(long, env = "GEOSAGA_JAEGER_UI")]
     jaeger_ui: Option<String>,
@@ -87,6 +92,47 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "GEOSAGA_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+}
+
+/// What one client may hold of the API's server (docs/security.md).
+#[derive(Args, Debug)]
+pub struct ConnectionArgs {
+    /// Most connections open at once (default 1024); past it, new ones wait to be accepted.
+    #[arg(long, env = "GEOSAGA_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Milliseconds a client has to send a request's headers, from connecting or from the
+    /// previous answer (default 30000); an idle keep-alive connection is closed after it.
+    #[arg(long, env = "GEOSAGA_HEADER_TIMEOUT_MS")]
+    header_timeout_ms: Option<u64>,
+    /// Milliseconds a connection may move no byte either way before it is closed (default
+    /// 120000; keep it above the longest `wait_ms`, 60000).
+    #[arg(long, env = "GEOSAGA_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: Option<u64>,
+}
+
+impl ConnectionArgs {
+    /// The limits from these flags, else the config file's, else the defaults.
+    fn limits(&self, file: &ConfigFile) -> anyhow::Result<http_server::Limits> {
+        let defaults = http_server::Limits::default();
+        let limits = http_server::Limits {
+            max_connections: self
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(defaults.max_connections),
+            header_timeout: self
+                .header_timeout_ms
+                .or(file.header_timeout_ms)
+                .map_or(defaults.header_timeout, Duration::from_millis),
+            idle_timeout: self
+                .idle_timeout_ms
+                .or(file.idle_timeout_ms)
+                .map_or(defaults.idle_timeout, Duration::from_millis),
+        };
+        if limits.max_connections == 0 || limits.header_timeout.is_zero() || limits.idle_timeout.is_zero() {
+            bail!("--max-connections, --header-timeout-ms and --idle-timeout-ms must be above 0");
+        }
+        Ok(limits)
+    }
 }
 
 /// Retention of finished sagas (off unless an age is given; docs/operations.md).
@@ -141,8 +187,15 @@ struct ConfigFile {
     #[serde(default)]
     regions: toml::Table,
     region_via: Option<String>,
+    region_ca: Option<PathBuf>,
+    region_cert: Option<PathBuf>,
+    region_key: Option<PathBuf>,
+    region_token: Option<String>,
     body_limit: Option<usize>,
     max_running: Option<usize>,
+    max_connections: Option<usize>,
+    header_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
     jaeger_ui: Option<String>,
     otlp_endpoint: Option<String>,
     otlp_protocol: Option<String>,
@@ -189,8 +242,10 @@ struct Settings {
     insecure: bool,
     hosts: HostPolicy,
     regions: RegionDirectory,
+    region_access: RegionAccess,
     body_limit: usize,
     max_running: usize,
+    limits: http_server::Limits,
     jaeger_ui: Option<String>,
     otlp: OtlpOptions,
     retention: Option<RetentionOptions>,
@@ -249,6 +304,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         None => ConfigFile::default(),
     };
     let retention = retention_options(args.retention, &file)?;
+    let limits = args.connections.limits(&file)?;
     let tokens = if args.tokens.is_empty() {
         file.tokens
     } else {
@@ -274,9 +330,17 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     };
     let regions = region_directory(&args.regions, &file.regions, args.region_via.or(file.region_via))
         .context("the regions of region steps")?;
+    let region_access = args.region_access.access(RegionAccessFile {
+        region_ca: file.region_ca,
+        region_cert: file.region_cert,
+        region_key: file.region_key,
+        region_token: file.region_token,
+    })?;
     Ok(Settings {
         retention,
         regions,
+        region_access,
+        limits,
         listen: args
             .listen
             .or(file.listen)
@@ -311,6 +375,8 @@ impl Settings {
             .insecure(self.insecure)
             .hosts(self.hosts)
             .regions(self.regions)
+            .region_access(self.region_access)
+            .connection_limits(self.limits)
             .body_limit(self.body_limit)
             .max_running(self.max_running)
             .otlp(self.otlp)
@@ -355,6 +421,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let settings = Settings {
         regions: directory,
+        region_access: RegionAccess::default(),
         listen: args.listen,
         database: args.data_dir.join("geosaga.db").display().to_string(),
         node_id: Some("local".to_owned()),
@@ -364,6 +431,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         hosts: HostPolicy::Any,
         body_limit: 1024 * 1024,
         max_running: 10_000,
+        limits: http_server::Limits::default(),
         jaeger_ui: args.jaeger_ui,
         otlp: OtlpOptions {
             endpoint: args.otlp.otlp_endpoint,

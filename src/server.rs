@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use coordinator::api::{ApiState, DEFAULT_BODY_LIMIT, app};
 use coordinator::retention::{self, Retention, RetentionOptions};
-use coordinator::runner::region::RegionDirectory;
+use coordinator::runner::region::{RegionAccess, RegionDirectory};
 use coordinator::store::postgres::PostgresStore;
 use coordinator::store::sqlite::SqliteStore;
 use coordinator::{Coordinator, Faults, HandlerRegistry, HostPolicy, HttpRunner, Options, Runners, RustSaga, Store};
@@ -99,8 +99,10 @@ pub struct ServerBuilder {
     insecure: bool,
     hosts: HostPolicy,
     regions: RegionDirectory,
+    region_access: RegionAccess,
     body_limit: usize,
     max_running: usize,
+    limits: http_server::Limits,
     jaeger_ui: Option<String>,
     otlp: OtlpOptions,
     retention: Option<RetentionOptions>,
@@ -120,8 +122,10 @@ impl Default for ServerBuilder {
             insecure: false,
             hosts: HostPolicy::Only(Vec::new()),
             regions: RegionDirectory::default(),
+            region_access: RegionAccess::default(),
             body_limit: DEFAULT_BODY_LIMIT,
             max_running: 10_000,
+            limits: http_server::Limits::default(),
             jaeger_ui: None,
             otlp: OtlpOptions::default(),
             retention: None,
@@ -191,6 +195,21 @@ impl ServerBuilder {
     /// The regions region steps may use.
     pub fn regions(mut self, regions: RegionDirectory) -> Self {
         self.regions = regions;
+        self
+    }
+
+    /// How region steps reach TLS regions that ask for a token: the cluster CA, this
+    /// coordinator's client certificate, the `write` token (default: plain HTTP, no token;
+    /// docs/security.md).
+    pub fn region_access(mut self, access: RegionAccess) -> Self {
+        self.region_access = access;
+        self
+    }
+
+    /// What one client may hold of the API's server: most connections at once, the
+    /// header-read and idle timeouts (default 1024, 30 s, 120 s; docs/security.md).
+    pub fn connection_limits(mut self, limits: crate::ConnectionLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -290,7 +309,10 @@ impl ServerBuilder {
             .map(|register| register(&registry))
             .collect::<Result<_, _>>()?;
         let runners = Runners {
-            http: HttpRunner::new(self.hosts).with_regions(self.regions),
+            http: HttpRunner::new(self.hosts)
+                .with_regions(self.regions)
+                .with_region_access(&self.region_access)
+                .map_err(Error::Config)?,
             rust: registry,
             faults: Arc::new(Faults::new()),
         };
@@ -347,6 +369,7 @@ impl ServerBuilder {
             coordinator,
             listener,
             local_addr,
+            limits: self.limits,
             state,
             telemetry,
             retention,
@@ -364,6 +387,7 @@ pub struct Server {
     coordinator: Coordinator,
     listener: tokio::net::TcpListener,
     local_addr: SocketAddr,
+    limits: http_server::Limits,
     state: ApiState,
     telemetry: Option<Telemetry>,
     retention: Option<Retention>,
@@ -398,11 +422,12 @@ impl Server {
             coordinator,
             listener,
             local_addr,
+            limits,
             state,
             telemetry,
             retention,
         } = self;
-        let served = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
+        let served = http_server::serve(listener, app(state), limits, None, shutdown).await;
         drop(retention);
         tracing::info!("shutting down; handing over running sagas");
         let handed_over = coordinator.shutdown().await;

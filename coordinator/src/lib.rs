@@ -16,6 +16,7 @@
 //! - [`conformance`]: checks every saga should pass (idempotent actions, clean unwinds).
 //! - [`console`]: the web console at `/ui`: server-rendered pages of sagas, definitions
 //!   and regions, mounted beside the REST API and behind the same tokens.
+//! - [`redact`]: credentials in URLs kept out of stored errors and API answers.
 //! - [`trace`]: one trace per saga, stored with it so that it survives restarts;
 //!   [`metrics`]: the Prometheus metrics behind `GET /metrics`.
 //!
@@ -31,6 +32,7 @@ pub mod console;
 mod error;
 pub mod executor;
 pub mod metrics;
+pub mod redact;
 pub mod retention;
 pub mod runner;
 pub mod rust_saga;

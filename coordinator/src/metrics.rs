@@ -14,6 +14,7 @@
 //! | `geosaga_compensation_duration_seconds` | definition, step, outcome | one compensation attempt |
 //! | `geosaga_step_retries_total` | definition, step, kind | failed attempts that will be retried |
 //! | `geosaga_lease_adoptions_total` | | sagas this coordinator resumed or adopted |
+//! | `geosaga_stranded_sagas_found_total` | | unsettled sagas found owned here without a task, and run |
 //! | `geosaga_store_commits_total`, `_appends_total`, `_events_total` | | the store's work |
 //! | `geosaga_store_appends_per_commit`, `geosaga_store_max_batch` | | group commit at work |
 //! | `geosaga_retention_deleted_sagas_total`, `_archived_sagas_total` | | retention's work |
@@ -79,6 +80,7 @@ struct Families {
     compensation_duration: Latency,
     retries: Family<RetryLabels, Counter>,
     adoptions: Counter,
+    stranded: Counter,
     deleted: Counter,
     archived: Counter,
     reclaimed: Counter,
@@ -117,6 +119,7 @@ impl Metrics {
         let compensation_duration: Latency = Family::new_with_constructor(latency_buckets);
         let retries = Family::default();
         let adoptions = Counter::default();
+        let stranded = Counter::default();
         let (deleted, archived, reclaimed) = (Counter::default(), Counter::default(), Counter::default());
         registry.register("sagas_started", "Sagas created by this coordinator", started.clone());
         registry.register(
@@ -151,6 +154,12 @@ impl Metrics {
             adoptions.clone(),
         );
         registry.register(
+            "stranded_sagas_found",
+            "Unsettled sagas the periodic check found owned by this coordinator without a task (an adoption or an \
+             operator retry cut short), and ran; alert on any",
+            stranded.clone(),
+        );
+        registry.register(
             "retention_deleted_sagas",
             "Finished sagas retention deleted (on the coordinator that runs retention)",
             deleted.clone(),
@@ -176,6 +185,7 @@ impl Metrics {
                 compensation_duration,
                 retries,
                 adoptions,
+                stranded,
                 deleted,
                 archived,
                 reclaimed,
@@ -234,6 +244,11 @@ impl Metrics {
     /// A saga was claimed from the store and resumed here.
     pub fn adopted(&self) {
         self.inner.adoptions.inc();
+    }
+
+    /// The periodic check found a saga owned here without a task, and ran it.
+    pub fn stranded_found(&self) {
+        self.inner.stranded.inc();
     }
 
     /// Retention deleted `n` sagas.

@@ -201,6 +201,40 @@ async fn idempotency_keys_start_one_saga() {
     assert!(matches!(err, coordinator::Error::IdempotencyConflict { .. }), "{err}");
 }
 
+/// A start repeated with its idempotency key and no version, after a new version of the
+/// definition was registered, is the same request: it answers the saga it started (issue
+/// #18: it answered 409), and a different input is still the conflict.
+#[tokio::test]
+async fn a_repeated_start_finds_its_saga_after_a_new_version() {
+    let journal = Arc::new(Journal::default());
+    let (coordinator, _) = setup(journal).await;
+    let start = |input: Value| StartSaga {
+        definition: "trip".into(),
+        version: None,
+        input,
+        idempotency_key: Some("k-versions".into()),
+        trace_context: None,
+    };
+    let (first, created) = coordinator.start_saga(start(json!({"a": 1}))).await.unwrap();
+    assert!(created);
+    let (stored, _) = coordinator.definition("trip", None).await.unwrap();
+    let mut document = stored.document.clone();
+    document["description"] = json!("a second version");
+    let put = coordinator.register_definition(&document).await.unwrap();
+    assert_eq!(put.record.version, first.version + 1, "a new version");
+
+    let (again, created) = coordinator.start_saga(start(json!({"a": 1}))).await.unwrap();
+    assert!(!created);
+    assert_eq!((again.id, again.version), (first.id, first.version));
+    let err = coordinator.start_saga(start(json!({"a": 2}))).await.unwrap_err();
+    assert!(matches!(err, coordinator::Error::IdempotencyConflict { .. }), "{err}");
+    // Naming the new version is another request.
+    let mut pinned = start(json!({"a": 1}));
+    pinned.version = Some(put.record.version);
+    let err = coordinator.start_saga(pinned).await.unwrap_err();
+    assert!(matches!(err, coordinator::Error::IdempotencyConflict { .. }), "{err}");
+}
+
 #[tokio::test]
 async fn the_conformance_check_passes_for_the_trip_saga() {
     let journal = Arc::new(Journal::default());

@@ -258,3 +258,30 @@ async fn hosts_outside_the_allow_list_are_refused_at_registration() {
     };
     assert_eq!(errors.paths(), ["/steps/0/action/http/url"]);
 }
+
+/// A participant whose answer never ends (200 with no length, then 64 KiB chunks forever):
+/// the step fails for good at the output limit instead of reading it whole, and is not
+/// retried; its output is unusable (the action did run, so it counts as applied).
+#[tokio::test]
+async fn an_endless_answer_fails_the_step_at_the_output_limit() {
+    let endless = || async {
+        let chunks = futures::stream::repeat_with(|| Ok::<_, std::io::Error>(vec![b'7'; 64 << 10]));
+        axum::body::Body::from_stream(chunks)
+    };
+    let app = Router::new().route("/endless", post(endless));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let c = coordinator().await;
+    let view = run(&c, vec![step("call", format!("{base}/endless"), None)]).await;
+    assert_eq!(view.state.status(), SagaStatus::Compensated);
+    let s = &view.state.steps()[0];
+    assert_eq!(s.attempts, 1);
+    let error = s.error.as_ref().unwrap();
+    assert_eq!(error.kind, sagas::FailureKind::UnusableOutput);
+    assert!(
+        error.message.contains("larger than the 262144 bytes"),
+        "{}",
+        error.message
+    );
+}

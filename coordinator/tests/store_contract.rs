@@ -117,6 +117,7 @@ contract!(
     claim_takes_expired_unsettled_sagas,
     claim_includes_own_sagas_on_request,
     renew_extends_leases_and_reports_cancels,
+    the_lease_clock_is_the_database_clock,
     request_cancel,
     take_over_stuck,
     release_frees_leases,
@@ -551,15 +552,31 @@ async fn renew_extends_leases_and_reports_cancels(f: Fixture) {
     let b1 = create(s, saga("node-b")).await;
     let a3 = settle(s, &create(s, saga("node-a")).await, Completed).await;
     s.request_cancel(a2.id).await.unwrap();
-    assert_eq!(s.renew_leases("node-a", NOW + 9000).await.unwrap(), [a2.id]);
+    let renewed = s.renew_leases("node-a", NOW + 9000).await.unwrap();
+    assert_eq!(renewed.cancels, [a2.id]);
+    assert_eq!(ids_of(&renewed.owned), HashSet::from([a1.id, a2.id]));
     for id in [a1.id, a2.id] {
         assert_eq!(row(s, id).await.lease_until_ms, NOW + 9000);
     }
     for id in [a3.id, b1.id] {
         assert_eq!(row(s, id).await.lease_until_ms, NOW + LEASE);
     }
-    let none = s.renew_leases("node-b", NOW + 9000).await.unwrap();
-    assert!(none.is_empty());
+    let b = s.renew_leases("node-b", NOW + 9000).await.unwrap();
+    assert_eq!((b.owned, b.cancels), (vec![b1.id], vec![]));
+}
+
+/// The clock leases are judged by: PostgreSQL's own (`clock_timestamp()`, so that every
+/// coordinator of a database agrees), this host's for the embedded stores. One host runs
+/// both here, so they agree within a generous margin; the PostgreSQL one moves with the
+/// database's clock, not with a transaction's start.
+async fn the_lease_clock_is_the_database_clock(f: Fixture) {
+    let s = &*f.store;
+    let first = s.clock_ms().await.unwrap();
+    let local = coordinator::clock::now_ms();
+    assert!((first - local).abs() < 60_000, "{first} vs {local}");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let second = s.clock_ms().await.unwrap();
+    assert!(second >= first + 20, "{first} then {second}");
 }
 
 async fn request_cancel(f: Fixture) {

@@ -28,6 +28,7 @@ use crate::{Error, Result};
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
 }
 
 /// An open transaction (at the region that began it).
@@ -51,7 +52,15 @@ impl Client {
         Client {
             base: base.trim_end_matches('/').to_owned(),
             http,
+            token: None,
         }
+    }
+
+    /// The same client sending `token` as `Authorization: Bearer` (a region with tokens:
+    /// `read` for reads and snapshots, `write` for transactions that write).
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token.filter(|t| !t.is_empty());
+        self
     }
 
     /// Begins a serializable transaction.
@@ -98,6 +107,10 @@ impl Client {
             region: self.base.clone(),
             reason,
         };
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
         let response = request.send().await.map_err(|e| unreachable(e.to_string()))?;
         let status = response.status();
         if status.as_u16() == 204 {
@@ -124,9 +137,8 @@ impl Client {
                 txn: String::new(),
                 why: problem.detail,
             },
-            "invalid-parameter" | "invalid-body" | "malformed-json" | "version-mismatch" => {
-                Error::BadRequest(format!("{slug}: {}", problem.detail))
-            }
+            "invalid-parameter" | "invalid-body" | "malformed-json" | "version-mismatch" | "unauthenticated"
+            | "forbidden" | "too-large" => Error::BadRequest(format!("{slug}: {}", problem.detail)),
             _ => unreachable(format!("{status} {slug}: {}", problem.detail)),
         })
     }

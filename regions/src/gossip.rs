@@ -36,7 +36,7 @@ async fn heartbeat_loop(region: Arc<Region>, name: String) {
                 Ok(r) if r.status().is_success() => {
                     if let Ok(ack) = r.json::<Heartbeat>().await {
                         region.membership.heard(&name);
-                        region.membership.merge_logged(&region.name, &ack.members);
+                        region.membership.merge_from(&region.name, &name, &ack.members);
                     }
                 }
                 Ok(r) => tracing::debug!(region = region.name, peer = name, status = %r.status(), "heartbeat refused"),

@@ -31,9 +31,10 @@
 //!    rule's keys to another home online), [`gossip`] (heartbeats, the failure detector),
 //!    [`gateway`] (transactions begun here: their commit across homes, snapshots, and the
 //!    loop that resolves the intents of vanished gateways).
-//! 5. [`api`]: the HTTP API (axum) with its problem details and the mutual-TLS gate;
-//!    [`serve`] starts a region: the API and the loops. [`client`]: a Rust client of the
-//!    transaction API.
+//! 5. [`api`]: the HTTP API (axum) with its problem details, the mutual-TLS gate and the
+//!    tokens of the public routes; [`serve`] starts a region: the API (served by the
+//!    `geosaga-server` crate, with its connection limits) and the loops. [`client`]: a Rust
+//!    client of the transaction API.
 //!
 //! [`history`], a linearizability checker for recorded histories, is for tests.
 //!
@@ -168,6 +169,7 @@ pub async fn serve(mut config: Config, name: &str, shutdown: impl Future<Output 
     }
     let clock = Clock::system_skewed(config.max_clock_offset_ms, own.clock_offset_ms);
     let listener = tokio::net::TcpListener::bind(&listen).await?;
+    refuse_open_address(&config, listener.local_addr()?)?;
     serve_on(listener, config, name, clock, shutdown).await
 }
 
@@ -193,17 +195,44 @@ pub async fn serve_on(
     tasks.spawn(antientropy::run(region.clone()));
     tasks.spawn(gateway::recover::run(region.clone()));
     tracing::info!(region = name, address = %listener.local_addr()?, "region serving");
-    let app = api::router(region.clone());
-    let served = match &region.config.tls {
-        Some(tls) => {
-            let server = tls::server_config(tls)?;
-            api::tls::serve(listener, app, server, region.name.clone(), shutdown).await
-        }
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(Error::from),
+    let app = api::router(region.clone())?;
+    let tls = match &region.config.tls {
+        Some(tls) => Some(Arc::new(tls::server_config(tls)?)),
+        None => None,
     };
+    let served = http_server::serve(listener, app, server_limits(&region.config), tls, shutdown)
+        .await
+        .map_err(Error::from);
     tasks.abort_all();
     served
+}
+
+/// A region on a non-loopback address needs TLS between regions and tokens on its public
+/// routes, unless the configuration says `insecure = true` (`geosaga region --insecure`).
+fn refuse_open_address(config: &Config, address: std::net::SocketAddr) -> Result<()> {
+    if address.ip().is_loopback() || config.insecure || (config.tls.is_some() && !config.tokens.is_empty()) {
+        return Ok(());
+    }
+    let missing = match (config.tls.is_some(), config.tokens.is_empty()) {
+        (false, true) => "without [tls] and without tokens",
+        (false, false) => "without [tls] (its internal routes would trust anyone)",
+        (true, _) => "without tokens (its public routes would be open)",
+    };
+    Err(Error::Config(format!(
+        "refusing to listen on {address} {missing}: configure them (docs/security.md), or --insecure to accept the risk"
+    )))
+}
+
+/// The server limits of `config`, the server crate's defaults where it sets none.
+fn server_limits(config: &Config) -> http_server::Limits {
+    let defaults = http_server::Limits::default();
+    http_server::Limits {
+        max_connections: config.max_connections.unwrap_or(defaults.max_connections),
+        header_timeout: config
+            .header_timeout_ms
+            .map_or(defaults.header_timeout, std::time::Duration::from_millis),
+        idle_timeout: config
+            .idle_timeout_ms
+            .map_or(defaults.idle_timeout, std::time::Duration::from_millis),
+    }
 }

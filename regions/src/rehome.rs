@@ -92,7 +92,7 @@ pub async fn step(region: &Region, step: &str, s: &RehomeStep) -> Result<StepAck
     }
 }
 
-async fn step_at(here: &Region, region: &str, step: &str, s: &RehomeStep) -> Result<StepAck> {
+async fn step_at(here: &Region, region: &str, step: &str, s: &RehomeStep, token: Option<&str>) -> Result<StepAck> {
     if region == here.name {
         return self::step(here, step, s).await;
     }
@@ -101,9 +101,13 @@ async fn step_at(here: &Region, region: &str, step: &str, s: &RehomeStep) -> Res
         region: region.to_owned(),
         reason,
     };
-    let response = here
-        .http
-        .post(format!("{}/internal/v1/rehome/{step}", peer.address))
+    let mut request = here.http.post(format!("{}/internal/v1/rehome/{step}", peer.address));
+    // The admin's token goes along: with tokens configured, a member's certificate alone
+    // cannot re-home a range (the API's `peers.rs`).
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
         // Adopting waits for the new home to catch up.
         .timeout(CATCH_UP + Duration::from_secs(5))
         .json(s)
@@ -118,8 +122,9 @@ async fn step_at(here: &Region, region: &str, step: &str, s: &RehomeStep) -> Res
     response.json().await.map_err(|e| unreachable(e.to_string()))
 }
 
-/// Re-homes the keys of rule `prefix` to `to` (see the module documentation).
-pub async fn rehome(here: &Region, req: &RehomeRequest) -> Result<RehomeResponse> {
+/// Re-homes the keys of rule `prefix` to `to` (see the module documentation), the steps
+/// carrying the caller's `token`.
+pub async fn rehome(here: &Region, req: &RehomeRequest, token: Option<&str>) -> Result<RehomeResponse> {
     let placement = here.placement();
     let current = placement
         .rules()
@@ -155,12 +160,12 @@ pub async fn rehome(here: &Region, req: &RehomeRequest) -> Result<RehomeResponse
     let mut moved_keys = 0;
     let mut updated = Vec::new();
     if from != req.to {
-        step.switch_ts = step_at(here, &from, "freeze", &step).await?.switch_ts;
+        step.switch_ts = step_at(here, &from, "freeze", &step, token).await?.switch_ts;
         updated.push(from.clone());
-        moved_keys = step_at(here, &req.to, "adopt", &step).await?.moved_keys;
+        moved_keys = step_at(here, &req.to, "adopt", &step, token).await?.moved_keys;
         updated.push(req.to.clone());
     } else {
-        step_at(here, &req.to, "apply", &step).await?;
+        step_at(here, &req.to, "apply", &step, token).await?;
         updated.push(req.to.clone());
     }
     let mut missed = Vec::new();
@@ -172,7 +177,7 @@ pub async fn rehome(here: &Region, req: &RehomeRequest) -> Result<RehomeResponse
         .filter(|r| !updated.contains(r))
         .collect();
     for region in others {
-        match step_at(here, &region, "apply", &step).await {
+        match step_at(here, &region, "apply", &step, token).await {
             Ok(_) => updated.push(region),
             Err(e) => {
                 tracing::warn!(region, error = %e, "re-homing not installed there yet");

@@ -5,11 +5,13 @@
 //! region (and the hosts it is reached at) in its subject alternative names
 //! ([`generate`] writes them; `geosaga region certs` calls it). A region serves one TLS
 //! port: a client certificate is optional at the TLS layer, but one that is presented must
-//! chain to the cluster CA, or the handshake fails. The certificate a connection presented
-//! is put into every request's extensions as a [`PeerIdentity`], and the API's gate
-//! (`crate::api::tls`) lets a request reach `/internal/...` only if that certificate names
-//! a member region (401 without a certificate, 403 with one naming no member). Public routes take clients
-//! without certificates. Every refusal is logged. Regions call each other with their own
+//! chain to the cluster CA, or the handshake fails. The server crate (`http_server::serve`)
+//! hands the certificate a connection presented to every request, the API turns it into a
+//! [`PeerIdentity`], and its gate (`crate::api::tls`) lets a request reach `/internal/...`
+//! only if that certificate names a member region (401 without a certificate, 403 with one
+//! naming no member); a message in a member's name must come with that member's
+//! certificate. Public routes take clients without certificates (they need tokens:
+//! `crate::api::auth`). Every refusal is logged. Regions call each other with their own
 //! certificate as the client certificate and trust only the cluster CA.
 //!
 //! Without a `[tls]` section the region serves plain HTTP and checks nothing (dev mode).

@@ -5,6 +5,7 @@
 //! DAG whose references all resolve.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -32,6 +33,8 @@ pub struct SagaDefinition {
     pub document: DefinitionDoc,
     /// A digest of the document's canonical JSON: same content, same digest.
     pub content_hash: String,
+    /// `input_schema` compiled, once per definition (and so once per stored version).
+    pub(crate) input_validator: Option<Arc<jsonschema::Validator>>,
     /// What validation found questionable but allowed, each with its JSON Pointer (see
     /// [`crate::validate::validate`]).
     pub warnings: Vec<crate::validate::ValidationError>,
@@ -113,6 +116,7 @@ impl SagaDefinition {
             steps,
             document,
             content_hash,
+            input_validator: None,
             warnings,
             by_name,
             order,

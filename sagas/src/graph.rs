@@ -43,20 +43,22 @@ pub fn topological_order(deps: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> 
     Ok(order)
 }
 
-/// Whether `ancestor` is reachable from `step` by following dependencies (not counting
-/// `step` itself).
-pub fn is_upstream(deps: &[Vec<usize>], step: usize, ancestor: usize) -> bool {
-    let mut seen = vec![false; deps.len()];
-    let mut todo: Vec<usize> = deps[step].clone();
-    while let Some(i) = todo.pop() {
-        if i == ancestor {
-            return true;
+/// For each step, which steps are upstream of it (reachable by following dependencies,
+/// itself not counted): `ancestors(..)[step][other]`. `order` is a topological order.
+/// Costs one pass over the edges per step at most, whatever is asked of it afterwards.
+pub fn ancestors(deps: &[Vec<usize>], order: &[usize]) -> Vec<Vec<bool>> {
+    let mut upstream = vec![vec![false; deps.len()]; deps.len()];
+    for &i in order {
+        let mut mine = vec![false; deps.len()];
+        for &d in &deps[i] {
+            mine[d] = true;
+            for (m, &u) in mine.iter_mut().zip(&upstream[d]) {
+                *m |= u;
+            }
         }
-        if !std::mem::replace(&mut seen[i], true) {
-            todo.extend(&deps[i]);
-        }
+        upstream[i] = mine;
     }
-    false
+    upstream
 }
 
 /// The "level" of each step: 0 for roots, else one more than its deepest dependency.
@@ -79,8 +81,9 @@ mod tests {
         let pos = |i| order.iter().position(|&x| x == i).unwrap();
         assert!(pos(0) < pos(1) && pos(1) < pos(3) && pos(2) < pos(3));
         assert_eq!(levels(&deps, &order), [0, 1, 1, 2]);
-        assert!(is_upstream(&deps, 3, 0));
-        assert!(!is_upstream(&deps, 1, 2));
+        let upstream = ancestors(&deps, &order);
+        assert!(upstream[3][0] && upstream[3][1] && upstream[3][2] && !upstream[3][3]);
+        assert!(!upstream[1][2] && upstream[1][0] && !upstream[0].contains(&true));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`document`]: the JSON definition format as users write it, and its JSON Schema.
 //! - [`validate`]: document to checked [`SagaDefinition`], every fault with its JSON Pointer;
 //!   checking saga inputs against a definition's `input_schema`.
+//! - [`headers`]: the request headers only the coordinator sets.
 //! - [`definition`]: the checked, typed definition (steps, DAG edges, policies, templates).
 //! - [`region`]: region steps, reads and writes of the geo-distributed key-value layer,
 //!   and the automatic compensation of their writes.
@@ -29,6 +30,7 @@ pub mod document;
 mod error;
 pub mod event;
 pub mod graph;
+pub mod headers;
 pub mod outcome;
 pub mod planner;
 pub mod region;

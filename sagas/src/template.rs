@@ -3,11 +3,16 @@
 //! A string that is exactly one template keeps the JSON type of the value it names
 //! (`"{{input.amount}}"` renders as the number 5); a template inside a longer string is
 //! rendered as text. Templates are parsed once, when a definition is validated; rendering
-//! is a pure function of the saga input, its id and the outputs of earlier steps.
+//! is a pure function of the saga input, its id and the outputs of earlier steps, bounded
+//! by a [`Budget`] that the templates of one attempt share (`budget.rs`).
+
+mod budget;
 
 use std::borrow::Cow;
 
 use serde_json::{Map, Value};
+
+pub use budget::{Budget, MAX_RENDERED_BYTES};
 
 /// Deepest JSON nesting a template may have.
 pub const MAX_DEPTH: usize = 32;
@@ -81,12 +86,26 @@ pub struct ParseError {
 
 /// Why a template could not be rendered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("template `{{{{{reference}}}}}` does not resolve: {reason}")]
-pub struct RenderError {
-    /// The reference that failed, as written.
-    pub reference: String,
-    /// Why it failed.
-    pub reason: String,
+pub enum RenderError {
+    /// A reference names something the saga does not have.
+    #[error("template `{{{{{reference}}}}}` does not resolve: {reason}")]
+    Unresolved {
+        /// The reference that failed, as written.
+        reference: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The rendered request would pass its budget: nothing past it was built.
+    #[error(
+        "the step's templates render more than {limit} bytes, the most one request may hold \
+         (the limit was reached at {at})"
+    )]
+    TooLarge {
+        /// The budget, in bytes.
+        limit: usize,
+        /// What was being rendered when the budget ran out (a reference, or the text).
+        at: String,
+    },
 }
 
 /// The data a template is rendered against.
@@ -97,6 +116,8 @@ pub struct RenderContext<'a> {
     pub saga_id: &'a str,
     /// The output of a step by name, if it has one.
     pub output_of: &'a dyn Fn(&str) -> Option<&'a Value>,
+    /// What the rendering may still produce, shared by the templates of one attempt.
+    pub budget: Budget,
 }
 
 impl Template {
@@ -119,20 +140,58 @@ impl Template {
         out
     }
 
-    /// Renders the template to JSON.
+    /// Renders the template to JSON, within the context's budget.
     pub fn render(&self, cx: &RenderContext<'_>) -> Result<Value, RenderError> {
+        let over = |at: String| RenderError::TooLarge {
+            limit: cx.budget.limit(),
+            at,
+        };
         match self {
-            Template::Literal(v) => Ok(v.clone()),
-            Template::Value(r) => resolve(r, cx).map(Cow::into_owned),
+            Template::Literal(v) => {
+                if !cx.budget.spend_json(v) {
+                    return Err(over("the template's own text".to_owned()));
+                }
+                Ok(v.clone())
+            }
+            Template::Value(r) => {
+                let value = resolve(r, cx)?;
+                if !cx.budget.spend_json(&value) {
+                    return Err(over(format!("`{{{{{r}}}}}`")));
+                }
+                Ok(value.into_owned())
+            }
             Template::Text(segments) => {
                 let mut out = String::new();
                 for segment in segments {
                     match segment {
-                        Segment::Text(t) => out.push_str(t),
-                        Segment::Reference(r) => match resolve(r, cx)?.as_ref() {
-                            Value::String(s) => out.push_str(s),
-                            other => out.push_str(&other.to_string()),
-                        },
+                        Segment::Text(t) => {
+                            if !cx.budget.spend(t.len()) {
+                                return Err(over("the template's own text".to_owned()));
+                            }
+                            out.push_str(t);
+                        }
+                        Segment::Reference(r) => {
+                            let value = resolve(r, cx)?;
+                            let fits = match value.as_ref() {
+                                Value::String(s) => cx.budget.spend(s.len()),
+                                Value::Null
+                                | Value::Bool(_)
+                                | Value::Number(_)
+                                | Value::Array(_)
+                                | Value::Object(_) => cx.budget.spend_json(&value),
+                            };
+                            if !fits {
+                                return Err(over(format!("`{{{{{r}}}}}`")));
+                            }
+                            match value.as_ref() {
+                                Value::String(s) => out.push_str(s),
+                                other @ (Value::Null
+                                | Value::Bool(_)
+                                | Value::Number(_)
+                                | Value::Array(_)
+                                | Value::Object(_)) => out.push_str(&other.to_string()),
+                            }
+                        }
                     }
                 }
                 Ok(Value::String(out))
@@ -145,6 +204,9 @@ impl Template {
             Template::Object(fields) => {
                 let mut map = Map::new();
                 for (k, t) in fields {
+                    if !cx.budget.spend(k.len()) {
+                        return Err(over("the template's own text".to_owned()));
+                    }
                     map.insert(k.clone(), t.render(cx)?);
                 }
                 Ok(Value::Object(map))
@@ -156,7 +218,9 @@ impl Template {
     pub fn render_string(&self, cx: &RenderContext<'_>) -> Result<String, RenderError> {
         Ok(match self.render(cx)? {
             Value::String(s) => s,
-            other => other.to_string(),
+            other @ (Value::Null | Value::Bool(_) | Value::Number(_) | Value::Array(_) | Value::Object(_)) => {
+                other.to_string()
+            }
         })
     }
 }
@@ -293,7 +357,7 @@ fn parse_reference(text: &str) -> Result<Reference, String> {
 }
 
 fn resolve<'a>(r: &Reference, cx: &RenderContext<'a>) -> Result<Cow<'a, Value>, RenderError> {
-    let fail = |reason: String| RenderError {
+    let fail = |reason: String| RenderError::Unresolved {
         reference: r.to_string(),
         reason,
     };
@@ -310,7 +374,7 @@ fn resolve<'a>(r: &Reference, cx: &RenderContext<'a>) -> Result<Cow<'a, Value>, 
         current = match current {
             Value::Object(map) => map.get(segment),
             Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
-            _ => None,
+            Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => None,
         }
         .ok_or_else(|| fail(format!("no field `{segment}`")))?;
     }
@@ -331,6 +395,7 @@ mod tests {
             input,
             saga_id: "s-1",
             output_of: &lookup,
+            budget: Budget::attempt(),
         };
         Template::parse(t).unwrap().render(&cx)
     }
@@ -369,9 +434,9 @@ mod tests {
     #[test]
     fn missing_paths_are_render_errors() {
         let err = render(&json!("{{input.nope}}"), &json!({}), &json!({})).unwrap_err();
-        assert_eq!(err.reference, "input.nope");
+        assert!(matches!(&err, RenderError::Unresolved { reference, .. } if reference == "input.nope"));
         let err = render(&json!("{{steps.a.output.x}}"), &json!({}), &json!({})).unwrap_err();
-        assert!(err.reason.contains("no output"), "{err}");
+        assert!(err.to_string().contains("no output"), "{err}");
     }
 
     #[test]
@@ -386,5 +451,39 @@ mod tests {
         let t = Template::parse(&json!({"x": ["{{input.a}}", "n={{steps.s.output.v}}"]})).unwrap();
         let refs: Vec<_> = t.references().into_iter().map(|(p, r)| format!("{p} {r}")).collect();
         assert_eq!(refs, ["/x/0 input.a", "/x/1 steps.s.output.v"]);
+    }
+
+    #[test]
+    fn a_blow_up_fails_before_it_is_built() {
+        let refs: Vec<Value> = (0..5000).map(|_| json!("{{input.blob}}")).collect();
+        let texts: Vec<Value> = (0..5000).map(|_| json!("x{{input.blob}}")).collect();
+        let input = json!({"blob": "b".repeat(150_000)});
+        for template in [Value::Array(refs), Value::Array(texts)] {
+            let err = render(&template, &input, &json!({})).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "the step's templates render more than {MAX_RENDERED_BYTES} bytes, the most one request may hold \
+                     (the limit was reached at `{{{{input.blob}}}}`)"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn the_budget_is_shared_and_exact() {
+        let input = json!({"s": "abcd"});
+        let template = Template::parse(&json!({"k": ["{{input.s}}", "<{{input.s}}>"]})).unwrap();
+        // `k` (1) + `"abcd"` (6) + `<` `abcd` `>` (6): 13 bytes.
+        for (limit, fits) in [(13, true), (12, false)] {
+            let lookup = |_: &str| None;
+            let cx = RenderContext {
+                input: &input,
+                saga_id: "s-1",
+                output_of: &lookup,
+                budget: Budget::new(limit),
+            };
+            assert_eq!(template.render(&cx).is_ok(), fits, "limit {limit}");
+        }
     }
 }

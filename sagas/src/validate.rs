@@ -13,8 +13,8 @@
 //! action returned, and refusing the definition would not make them safer; and because
 //! definitions stored before this rule must still load.
 
-use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -110,11 +110,30 @@ pub const OWN_OUTPUT_WARNING: &str = "a compensation that reads its own step's o
 static DOCUMENT_VALIDATOR: LazyLock<jsonschema::Validator> =
     LazyLock::new(|| jsonschema::validator_for(&definition_schema()).expect("the generated schema is valid"));
 
-/// Parses and validates a definition from JSON text.
+/// Parses and validates a new definition from JSON text ([`validate_new`]).
 pub fn parse_definition(text: &str) -> Result<SagaDefinition, ValidationErrors> {
     let value: Value =
         serde_json::from_str(text).map_err(|e| ValidationErrors::one("", format!("not valid JSON: {e}")))?;
-    validate_value(&value)
+    validate_new(&value)
+}
+
+/// Validates a definition about to be registered: [`validate_value`], and the rules that
+/// apply to new definitions only, because definitions stored before them must still load
+/// (today: no step sets a reserved header, [`crate::headers`]). Every fault of both, in one
+/// answer.
+pub fn validate_new(value: &Value) -> Result<SagaDefinition, ValidationErrors> {
+    if let Some(errors) = too_many_steps_in(value) {
+        return Err(errors);
+    }
+    let reserved = crate::headers::reserved_header_faults(value);
+    match validate_value(value) {
+        Ok(definition) if reserved.is_empty() => Ok(definition),
+        Ok(_) => Err(ValidationErrors(reserved)),
+        Err(ValidationErrors(mut errors)) => {
+            errors.extend(reserved);
+            Err(ValidationErrors(errors))
+        }
+    }
 }
 
 /// Why text with a NUL character is refused.
@@ -142,8 +161,34 @@ pub fn find_nul(value: &Value) -> Option<String> {
     }
 }
 
-/// Validates a definition given as a JSON value.
+/// The fault of a document with more than [`MAX_STEPS`] steps, found before anything else
+/// is looked at: validation costs what a document of at most that many steps costs.
+fn too_many_steps(count: usize) -> Option<ValidationErrors> {
+    (count > MAX_STEPS).then(|| {
+        ValidationErrors::one(
+            "/steps",
+            format!("{count} steps: at most {MAX_STEPS} steps are allowed"),
+        )
+    })
+}
+
+fn too_many_steps_in(value: &Value) -> Option<ValidationErrors> {
+    match value.get("steps") {
+        Some(Value::Array(steps)) => too_many_steps(steps.len()),
+        _ => None,
+    }
+}
+
+/// Validates a definition given as a JSON value: a stored one, or the shape and meaning of
+/// a new one ([`validate_new`] adds the rules for new definitions).
+///
+/// Its cost is linear in the document's size: a document with more than [`MAX_STEPS`]
+/// steps is refused before anything else is checked, and no check compares every fault,
+/// step or reference with every other.
 pub fn validate_value(value: &Value) -> Result<SagaDefinition, ValidationErrors> {
+    if let Some(errors) = too_many_steps_in(value) {
+        return Err(errors);
+    }
     if let Some(at) = find_nul(value) {
         return Err(ValidationErrors::one(at, NUL_MESSAGE));
     }
@@ -163,13 +208,12 @@ pub fn validate_value(value: &Value) -> Result<SagaDefinition, ValidationErrors>
         if let Ok(doc) = serde_json::from_value::<DefinitionDoc>(pruned)
             && let Err(more) = validate(doc)
         {
-            let known: Vec<String> = errors.0.iter().map(|e| e.path.clone()).collect();
-            let fresh = more.0.into_iter().filter(|m| {
-                !known
-                    .iter()
-                    .any(|k| m.path == *k || m.path.starts_with(&format!("{k}/")))
-            });
-            errors.0.extend(fresh.collect::<Vec<_>>());
+            let known: HashSet<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+            // A fault is not fresh if its path or one of its parents was already named.
+            let named =
+                |path: &str| known.contains(path) || path.match_indices('/').any(|(at, _)| known.contains(&path[..at]));
+            let fresh: Vec<ValidationError> = more.0.into_iter().filter(|m| !named(&m.path)).collect();
+            errors.0.extend(fresh);
         }
         return Err(ValidationErrors(errors.0));
     }
@@ -240,19 +284,24 @@ fn serde_path_to_pointer(path: &serde_path_to_error::Path) -> String {
 
 /// Checks the meaning of a well-formed document and builds the definition.
 pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> {
+    if let Some(errors) = too_many_steps(doc.steps.len()) {
+        return Err(errors);
+    }
     let mut errors = Collector::default();
     check_name(&doc.name, "/name", &mut errors);
     if doc.steps.is_empty() {
         errors.push("/steps", "a saga needs at least one step");
     }
-    if doc.steps.len() > MAX_STEPS {
-        errors.push("/steps", format!("at most {MAX_STEPS} steps are allowed"));
-    }
-    if let Some(schema) = &doc.input_schema
-        && let Err(e) = jsonschema::validator_for(schema)
-    {
-        errors.push("/input_schema", format!("not a valid JSON Schema: {e}"));
-    }
+    let input_validator = match &doc.input_schema {
+        Some(schema) => match jsonschema::validator_for(schema) {
+            Ok(validator) => Some(Arc::new(validator)),
+            Err(e) => {
+                errors.push("/input_schema", format!("not a valid JSON Schema: {e}"));
+                None
+            }
+        },
+        None => None,
+    };
 
     let defaults = doc.defaults.clone().unwrap_or_default();
     let default_retry = retry_policy(
@@ -296,15 +345,15 @@ pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> 
         .enumerate()
         .map(|(i, step)| dependencies(i, step, &by_name, &mut errors))
         .collect();
-    let acyclic = match graph::topological_order(&deps) {
-        Ok(_) => true,
+    let upstream = match graph::topological_order(&deps) {
+        Ok(order) => Some(graph::ancestors(&deps, &order)),
         Err(cycle) => {
             let names: Vec<&str> = cycle.iter().map(|&i| doc.steps[i].name.as_str()).collect();
             errors.push(
                 format!("/steps/{}/depends_on", cycle[0]),
                 format!("dependency cycle: {}", names.join(" -> ")),
             );
-            false
+            None
         }
     };
 
@@ -312,10 +361,9 @@ pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> 
     for (i, step) in doc.steps.iter().enumerate() {
         let base = format!("/steps/{i}");
         let refs = RefCheck {
-            deps: &deps,
+            upstream: upstream.as_ref().map(|u| u[i].as_slice()),
             by_name: &by_name,
             step: i,
-            acyclic,
         };
         let action = step_action(&step.action, &format!("{base}/action"), &refs, false, &mut errors);
         let compensation = match (&step.compensation, &action) {
@@ -371,7 +419,9 @@ pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> 
         }
     }
     let hash = content_hash(&doc);
-    Ok(SagaDefinition::new(doc, steps, hash, errors.1))
+    let mut definition = SagaDefinition::new(doc, steps, hash, errors.1);
+    definition.input_validator = input_validator;
+    Ok(definition)
 }
 
 /// A digest of the document's canonical JSON (object keys sorted).
@@ -381,16 +431,17 @@ pub fn content_hash(doc: &DefinitionDoc) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Checks a saga input against the definition's `input_schema`; paths start with `/input`.
+/// Checks a saga input against the definition's `input_schema` (compiled once, when the
+/// definition was checked); paths start with `/input`.
 pub fn validate_input(def: &SagaDefinition, input: &Value) -> Result<(), ValidationErrors> {
     if let Some(at) = find_nul(input) {
         return Err(ValidationErrors::one(format!("/input{at}"), NUL_MESSAGE));
     }
-    let Some(schema) = &def.input_schema else {
+    // Compiled when the definition was checked (a definition has a validator exactly when
+    // it has an input schema).
+    let Some(validator) = &def.input_validator else {
         return Ok(());
     };
-    let validator = jsonschema::validator_for(schema)
-        .map_err(|e| ValidationErrors::one("/input_schema", format!("not a valid JSON Schema: {e}")))?;
     let errors: Vec<ValidationError> = validator
         .iter_errors(input)
         .map(|e| ValidationError {
@@ -422,12 +473,13 @@ fn dependencies(i: usize, step: &StepDoc, by_name: &HashMap<&str, usize>, errors
         return if i == 0 { Vec::new() } else { vec![i - 1] };
     };
     let mut deps = Vec::new();
+    let mut listed = HashSet::new();
     for (k, name) in names.iter().enumerate() {
         let path = format!("/steps/{i}/depends_on/{k}");
         match by_name.get(name.as_str()) {
             None => errors.push(path, format!("no step is named `{name}`")),
             Some(&d) if d == i => errors.push(path, "a step cannot depend on itself"),
-            Some(&d) if deps.contains(&d) => errors.push(path, format!("`{name}` is listed twice")),
+            Some(&d) if !listed.insert(d) => errors.push(path, format!("`{name}` is listed twice")),
             Some(&d) => deps.push(d),
         }
     }
@@ -435,10 +487,10 @@ fn dependencies(i: usize, step: &StepDoc, by_name: &HashMap<&str, usize>, errors
 }
 
 struct RefCheck<'a> {
-    deps: &'a [Vec<usize>],
+    /// Whether each step is upstream of this one; `None` when the graph has a cycle.
+    upstream: Option<&'a [bool]>,
     by_name: &'a HashMap<&'a str, usize>,
     step: usize,
-    acyclic: bool,
 }
 
 impl RefCheck<'_> {
@@ -461,7 +513,7 @@ impl RefCheck<'_> {
                     }
                 }
                 Some(&target) => {
-                    if self.acyclic && !graph::is_upstream(self.deps, self.step, target) {
+                    if self.upstream.is_some_and(|upstream| !upstream[target]) {
                         errors.push(
                             at,
                             format!("`{{{{{reference}}}}}`: step `{name}` is not upstream of this step (add it to depends_on)"),

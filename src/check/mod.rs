@@ -229,11 +229,17 @@ fn verifier(coordinator: Arc<Mutex<Coordinator>>, definition: SagaDefinition) ->
                     input: &view.record.input,
                     saga_id: &id,
                     output_of: &output_of,
+                    budget: sagas::template::Budget::attempt(),
                 };
                 let url = match template.url.render_string(&cx) {
                     Ok(url) => url,
                     Err(e) => {
-                        let error = format!("{}: {}", e.reference, e.reason);
+                        let error = match e {
+                            sagas::template::RenderError::Unresolved { reference, reason } => {
+                                format!("{reference}: {reason}")
+                            }
+                            too_large @ sagas::template::RenderError::TooLarge { .. } => too_large.to_string(),
+                        };
                         return Some((format!("{step} verify"), Fate::Unreachable { error }));
                     }
                 };

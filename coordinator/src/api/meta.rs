@@ -30,33 +30,33 @@ pub(crate) async fn healthz() -> Json<Status> {
     Json(Status { status: "ok".into() })
 }
 
-/// Readiness: 200 when the database answers and the last write succeeded, else 503 with
-/// the last error.
+/// Readiness: 200 when the database answers and the last write succeeded, else 503 saying
+/// the store is unavailable. The database's own error stays in the coordinator's log: it
+/// can name hosts, users and paths, and the probe is open to all.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "meta",
     responses(
         (status = 200, description = "Ready", body = Status),
-        (status = 503, description = "The database fails", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn readyz(State(state): State<ApiState>) -> Result<Json<Status>, ApiError> {
     if let Err(e) = state.coordinator.store().ping().await {
+        tracing::warn!(error = %e, "readiness: the database does not answer");
         return Err(ApiError::new(
             ProblemType::NotReady,
-            format!("the database does not answer: {e}"),
+            "store unavailable: the database does not answer",
         ));
     }
     let health = state.coordinator.health();
     if !health.store_ok {
         let last = health.last_error.unwrap_or_else(|| "unknown error".into());
+        tracing::warn!(failures = health.failures, error = %last, "readiness: the last database writes failed");
         return Err(ApiError::new(
             ProblemType::NotReady,
-            format!(
-                "the last {} database writes failed; last error: {last}",
-                health.failures
-            ),
+            format!("store unavailable: the last {} database writes failed", health.failures),
         ));
     }
     Ok(Json(Status { status: "ready".into() }))

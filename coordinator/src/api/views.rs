@@ -7,6 +7,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::redact;
 use crate::store::{DefinitionRecord, DefinitionSummary, SagaRecord, StoredEvent};
 use crate::{SagaTrace, SagaView};
 
@@ -69,7 +70,7 @@ impl From<&StepError> for StepErrorView {
     fn from(e: &StepError) -> StepErrorView {
         StepErrorView {
             kind: e.kind.as_str().to_owned(),
-            message: e.message.clone(),
+            message: redact::url_credentials(&e.message).into_owned(),
             status: e.status,
         }
     }
@@ -190,7 +191,7 @@ impl SagaSummary {
             definition: record.definition.clone(),
             version: record.version,
             status: record.status.as_str().to_owned(),
-            error: record.error.clone(),
+            error: record.error.as_deref().map(|e| redact::url_credentials(e).into_owned()),
             trace_id,
             trace_url,
             created_at: rfc3339(record.created_at_ms),
@@ -295,6 +296,14 @@ impl From<&StoredEvent> for EventView {
         };
         let r#type = e.event.kind().to_owned();
         fields.remove("type");
+        // Errors and reasons are the coordinator's words, with URLs in them; outputs are the
+        // participants' own data and are shown as they are.
+        if let Some(Value::String(message)) = fields.get_mut("error").and_then(|e| e.get_mut("message")) {
+            *message = redact::url_credentials(message).into_owned();
+        }
+        if let Some(Value::String(reason)) = fields.get_mut("reason") {
+            *reason = redact::url_credentials(reason).into_owned();
+        }
         EventView {
             seq: e.seq,
             at: rfc3339(e.at_ms),

@@ -3,7 +3,6 @@
 //! timestamp, replication lag) and its `GET /v1/conflicts`, asked of all of them at once
 //! when the page is shown. A region that does not answer says so; the page still shows.
 
-use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -17,14 +16,13 @@ use super::page::{self, Section};
 use super::session::Ctx;
 use crate::api::ApiState;
 use crate::api::views::rfc3339;
+use crate::runner::body::{self, Capped};
+use crate::runner::region::RegionRunner;
 
 /// How long a region has to answer.
 const TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest answer read from a region.
 const MAX_BODY: usize = 1 << 20;
-
-static CLIENT: LazyLock<reqwest::Client> =
-    LazyLock::new(|| reqwest::Client::builder().timeout(TIMEOUT).build().unwrap_or_default());
 
 /// One row of a region's `GET /v1/regions` (the fields shown; others are ignored).
 #[derive(Debug, Clone, Deserialize)]
@@ -73,13 +71,17 @@ struct Report {
     took: Duration,
 }
 
-async fn get<T: DeserializeOwned>(url: &str) -> Result<T, String> {
-    let response = CLIENT.get(url).send().await.map_err(|e| format!("no answer: {e}"))?;
+async fn get<T: DeserializeOwned>(regions: &RegionRunner, url: &str) -> Result<T, String> {
+    let request = regions.request(reqwest::Method::GET, url).timeout(TIMEOUT);
+    let response = request.send().await.map_err(|e| format!("no answer: {e}"))?;
     let status = response.status();
-    let body = response.bytes().await.map_err(|e| format!("answer cut: {e}"))?;
-    if body.len() > MAX_BODY {
-        return Err(format!("answer larger than {MAX_BODY} bytes"));
-    }
+    let body = match body::read(response, MAX_BODY)
+        .await
+        .map_err(|e| format!("answer cut: {e}"))?
+    {
+        Capped::Whole(body) => body,
+        Capped::Over(_) => return Err(format!("answer larger than {MAX_BODY} bytes")),
+    };
     if !status.is_success() {
         let text = String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned();
         return Err(format!("HTTP {status}: {text}"));
@@ -87,10 +89,13 @@ async fn get<T: DeserializeOwned>(url: &str) -> Result<T, String> {
     serde_json::from_slice(&body).map_err(|e| format!("unexpected answer: {e}"))
 }
 
-async fn ask(name: String, url: String) -> Report {
+async fn ask(regions: &RegionRunner, name: String, url: String) -> Report {
     let started = Instant::now();
-    let (regions, conflicts) = (format!("{url}/v1/regions"), format!("{url}/v1/conflicts"));
-    let (rows, conflicts) = tokio::join!(get::<Vec<RegionRow>>(&regions), get::<Conflicts>(&conflicts));
+    let (list, conflicts) = (format!("{url}/v1/regions"), format!("{url}/v1/conflicts"));
+    let (rows, conflicts) = tokio::join!(
+        get::<Vec<RegionRow>>(regions, &list),
+        get::<Conflicts>(regions, &conflicts)
+    );
     Report {
         name,
         url,
@@ -102,12 +107,13 @@ async fn ask(name: String, url: String) -> Report {
 
 /// `GET /ui/regions`.
 pub async fn page(State(state): State<ApiState>, ctx: Ctx) -> Response {
-    let directory = state.coordinator.runners().http.regions().directory().clone();
+    let regions = state.coordinator.runners().http.regions();
     let reports = futures::future::join_all(
-        directory
+        regions
+            .directory()
             .regions()
             .iter()
-            .map(|(name, url)| ask(name.clone(), url.clone())),
+            .map(|(name, url)| ask(regions, name.clone(), url.clone())),
     )
     .await;
     let body = html! {

@@ -8,14 +8,15 @@
 mod leases;
 mod saga_task;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sagas::{SagaDefinition, SagaEvent, SagaState, SagaStatus, ValidationError, ValidationErrors, Work, planner};
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{Semaphore, broadcast, oneshot};
+use tokio::sync::{Semaphore, broadcast, oneshot, watch};
 use uuid::Uuid;
 
 use crate::clock::now_ms;
@@ -133,6 +134,16 @@ pub(crate) struct Inner {
     pub(crate) permits: Arc<Semaphore>,
     health: Mutex<Health>,
     lease_loop: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The store's clock less this host's (ms), as the lease loop last measured it: leases
+    /// are computed on the store's clock ([`Store::clock_ms`]).
+    clock_offset_ms: AtomicI64,
+    /// Until when this node may launch attempts: the last successful renewal's start plus
+    /// the lease, less a margin. A node that cannot renew stops launching before its leases
+    /// could have ended and another coordinator adopted its sagas.
+    lease_deadline: watch::Sender<tokio::time::Instant>,
+    /// Sagas the last lease round found owned here without a task (the periodic check runs
+    /// those it finds so twice in a row).
+    stranded: Mutex<HashSet<Uuid>>,
 }
 
 /// A running coordinator. Clones share it.
@@ -160,7 +171,12 @@ impl Coordinator {
                 ..Health::default()
             }),
             lease_loop: Mutex::new(None),
+            clock_offset_ms: AtomicI64::new(0),
+            lease_deadline: watch::Sender::new(tokio::time::Instant::now()),
+            stranded: Mutex::new(HashSet::new()),
         });
+        leases::measure_clock(&inner).await;
+        inner.lease_renewed(tokio::time::Instant::now());
         // Resume this node's own unfinished sagas before anything new starts, so that the
         // generation bump of that first claim cannot fence a saga started meanwhile. Their
         // leases are given up first and claimed like orphans: a saga adopted in one round has
@@ -211,10 +227,10 @@ impl Coordinator {
         })
     }
 
-    /// Validates a definition document, checks it against this coordinator (Rust handlers
-    /// registered, HTTP hosts allowed) and stores it.
+    /// Validates a new definition document (`sagas::validate::validate_new`), checks it
+    /// against this coordinator (Rust handlers registered, HTTP hosts allowed) and stores it.
     pub async fn register_definition(&self, document: &Value) -> Result<PutDefinition> {
-        let definition = sagas::validate::validate_value(document)?;
+        let definition = sagas::validate::validate_new(document)?;
         self.register(&definition).await
     }
 
@@ -345,6 +361,10 @@ impl Coordinator {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Error::Overloaded(self.inner.options.max_running))?;
+        // A repeated start that names no version may meet a saga started on an older
+        // version (one was registered since): the same request, to answer with that saga.
+        let repeat = (request.version.is_none() && request.idempotency_key.is_some())
+            .then(|| (request.definition.clone(), request.input.clone()));
         let now = now_ms();
         // The root steps' starts are written with the saga: one commit to start it.
         let mut first = SagaState::new(def.clone());
@@ -368,11 +388,19 @@ impl Coordinator {
                 idempotency_key: request.idempotency_key,
                 trace_context: Some(SagaTrace::new(request.trace_context.as_ref()).encode()),
                 owner: self.inner.options.node_id.clone(),
-                lease_until_ms: now + self.inner.lease_ms(),
+                lease_until_ms: self.inner.lease_clock_ms() + self.inner.lease_ms(),
                 now_ms: now,
                 events: events.clone(),
             })
-            .await?;
+            .await;
+        let created = match (created, repeat) {
+            (Err(Error::IdempotencyConflict { key, existing }), Some((name, input))) => Created::Existing(
+                self.inner
+                    .started_on_older_version(key, existing, &name, &input)
+                    .await?,
+            ),
+            (created, _) => created?,
+        };
         match created {
             Created::New(saga) => {
                 self.inner.options.metrics.saga_started(&saga.definition);
@@ -396,6 +424,11 @@ impl Coordinator {
             }
             Created::Existing(saga) => {
                 drop(permit);
+                let def = if saga.version == record.version {
+                    def
+                } else {
+                    self.inner.definition_version(&saga.definition, saga.version).await?.1
+                };
                 self.inner.resume_if_orphaned(&saga, def).await?;
                 Ok((saga, false, None))
             }
@@ -508,7 +541,7 @@ impl Coordinator {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Error::Overloaded(self.inner.options.max_running))?;
-        let lease_until = now_ms() + self.inner.lease_ms();
+        let lease_until = self.inner.lease_clock_ms() + self.inner.lease_ms();
         let Some(record) = self
             .inner
             .store
@@ -540,9 +573,12 @@ impl Coordinator {
                 now_ms: now_ms(),
             })
             .await?;
+        // From here on the saga is owned with no task: if a read fails, the periodic check
+        // of the lease loop finds it and runs it.
         let log = self.inner.store.events(id).await?;
         let record = self.inner.store.get_saga(id).await?.ok_or(Error::SagaNotFound(id))?;
-        self.inner.spawn(record.clone(), def, log, Vec::new(), permit, None);
+        self.inner
+            .spawn_if_absent(record.clone(), def, log, permit, "retried by an operator");
         Ok(record)
     }
 
@@ -617,6 +653,99 @@ impl Inner {
         i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX)
     }
 
+    /// Now on the store's clock (Unix ms), the clock leases are judged by.
+    pub(crate) fn lease_clock_ms(&self) -> i64 {
+        now_ms().saturating_add(self.clock_offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// A renewal that began at `began` succeeded: attempts may launch until the lease it
+    /// set would end, less a fifth of the lease (for the delay between this host's timers
+    /// and the database's clock, and the time a launch takes).
+    pub(crate) fn lease_renewed(&self, began: tokio::time::Instant) {
+        let margin = self.options.lease / 5;
+        self.lease_deadline
+            .send_replace(began + self.options.lease.saturating_sub(margin));
+    }
+
+    /// Whether this node's lease certainly still holds, so that it may launch attempts.
+    pub(crate) fn lease_held(&self) -> bool {
+        *self.lease_deadline.borrow() > tokio::time::Instant::now()
+    }
+
+    /// Runs `record` unless a task already does (a start, an adoption, a retry or the
+    /// periodic check got there first); `why` goes to the log.
+    pub(crate) fn spawn_if_absent(
+        self: &Arc<Self>,
+        record: SagaRecord,
+        def: Arc<SagaDefinition>,
+        log: Vec<StoredEvent>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        why: &str,
+    ) -> bool {
+        let mut running = self.running.lock().expect("lock");
+        if running.contains_key(&record.id) {
+            return false;
+        }
+        tracing::info!(saga_id = %record.id, generation = record.generation, why, "running saga");
+        let task = Spawn {
+            record,
+            def,
+            log,
+            fresh: Vec::new(),
+            permit,
+            waiter: None,
+        };
+        self.spawn_in(&mut running, task);
+        true
+    }
+
+    /// The sagas of `owned` (every unsettled saga the store says this node owns) that no
+    /// task runs: those found so in the previous round as well are run now (a start or an
+    /// adoption in progress has a task by the next round). Returns how many were run.
+    pub(crate) async fn run_stranded(self: &Arc<Self>, owned: &[Uuid]) -> usize {
+        let without_task: HashSet<Uuid> = {
+            let running = self.running.lock().expect("lock");
+            owned.iter().filter(|id| !running.contains_key(id)).copied().collect()
+        };
+        let confirmed: Vec<Uuid> = {
+            let mut seen = self.stranded.lock().expect("lock");
+            let confirmed = without_task.intersection(&seen).copied().collect();
+            *seen = without_task;
+            confirmed
+        };
+        let mut ran = 0;
+        for id in confirmed {
+            match self.resume_stranded(id).await {
+                Ok(true) => {
+                    self.options.metrics.stranded_found();
+                    self.stranded.lock().expect("lock").remove(&id);
+                    ran += 1;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(saga_id = %id, error = %e, "cannot run a stranded saga yet; will retry"),
+            }
+        }
+        ran
+    }
+
+    /// Runs a saga this node owns without a task, from its row and log as stored now.
+    async fn resume_stranded(self: &Arc<Self>, id: Uuid) -> Result<bool> {
+        let Some(record) = self.store.get_saga(id).await? else {
+            return Ok(false);
+        };
+        let ours = record.owner.as_deref() == Some(self.options.node_id.as_str());
+        if !ours || record.status.is_settled() {
+            return Ok(false);
+        }
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return Ok(false);
+        };
+        let (_, def) = self.definition_version(&record.definition, record.version).await?;
+        let log = self.store.events(id).await?;
+        tracing::warn!(saga_id = %id, "found a saga owned here without a task");
+        Ok(self.spawn_if_absent(record, def, log, permit, "owned here without a task"))
+    }
+
     /// Resumes an unsettled saga this node owns but runs no task for: a start whose create
     /// committed while its acknowledgement was lost (the database went away at that moment)
     /// left it so, and the lease renewals would keep it from ever being adopted. The repeated
@@ -646,6 +775,28 @@ impl Inner {
             self.spawn_in(&mut running, task);
         }
         Ok(())
+    }
+
+    /// The saga an idempotency key started, for a repeated start that named no version and
+    /// so was made on the latest: the same definition and input make it the same request
+    /// (the version it started on was the latest then); anything else is the conflict.
+    async fn started_on_older_version(
+        &self,
+        key: String,
+        existing: Uuid,
+        definition: &str,
+        input: &Value,
+    ) -> Result<SagaRecord> {
+        let conflict = |existing| Error::IdempotencyConflict {
+            key: key.clone(),
+            existing,
+        };
+        let saga = self.store.get_saga(existing).await?.ok_or(conflict(existing))?;
+        if saga.definition == definition && saga.input == *input {
+            Ok(saga)
+        } else {
+            Err(conflict(existing))
+        }
     }
 
     /// Checks a stored definition (once per version) and caches it.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use opentelemetry::context::FutureExt as _;
-use sagas::template::RenderContext;
+use sagas::template::{Budget, RenderContext};
 use sagas::{Phase, SagaDefinition, SagaEvent, SagaState, SagaStatus, StepAction, StepError, Work, planner};
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
@@ -218,6 +218,9 @@ impl Driver {
                     cancel = Some("cancel requested".to_owned());
                 }
             }
+            if !launch.is_empty() && !self.inner.lease_held() {
+                Box::pin(self.await_lease()).await?;
+            }
             for work in launch.drain(..) {
                 let runners = self.inner.runners.clone();
                 let span = self.attempt_span(work);
@@ -326,6 +329,33 @@ impl Driver {
         }
     }
 
+    /// This node's renewals failed for longer than its lease allows: launch nothing until
+    /// one succeeds, and then only if the saga is still this task's (another coordinator
+    /// may have adopted it meanwhile; a paused process finds out here, before it sends
+    /// anything).
+    async fn await_lease(&mut self) -> Result<()> {
+        tracing::warn!("the lease was not renewed in time; holding attempts until it is");
+        let mut deadline = self.inner.lease_deadline.subscribe();
+        while !self.inner.lease_held() {
+            if deadline.changed().await.is_err() {
+                return Err(Error::Fenced(self.id));
+            }
+        }
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.inner.store.get_saga(self.id).await {
+                Ok(Some(row)) if row.fence().as_ref() == Some(&self.fence) => return Ok(()),
+                Ok(_) => return Err(Error::Fenced(self.id)),
+                Err(Error::Store(message)) => {
+                    tracing::warn!(error = %message, "reading the saga's owner failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_STORE_BACKOFF);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// The settled saga's view: its row as the store holds it after the task's last append
     /// (the lease aside, which renewals move) and its state.
     fn into_view(self) -> SagaView {
@@ -351,7 +381,8 @@ impl Driver {
     }
 
     /// Renders the step's templates into a call that runs under `traceparent`; a template
-    /// that does not resolve is a business failure of the step.
+    /// that does not resolve, or that would render more than an attempt's budget
+    /// ([`sagas::template::MAX_RENDERED_BYTES`]), is a business failure of the step.
     fn call(&self, work: Work, traceparent: String) -> Result<StepCall, StepError> {
         let def = self.state.definition();
         let step = &def.steps[work.step];
@@ -368,13 +399,16 @@ impl Driver {
             input: &self.input,
             saga_id: &self.id_text,
             output_of: &lookup,
+            budget: Budget::attempt(),
         };
         // A compensating step without an output was possibly applied (its outcome unknown).
         let own_output = format!("steps.{}.output", step.name);
         let possibly_applied = work.phase == Phase::Compensation && state.steps()[work.step].output.is_none();
         let fail = |e: sagas::template::RenderError| {
             let mut message = e.to_string();
-            if possibly_applied && e.reference.starts_with(&own_output) {
+            let unresolved_own = matches!(&e, sagas::template::RenderError::Unresolved { reference, .. }
+                if reference.starts_with(&own_output));
+            if possibly_applied && unresolved_own {
                 message.push_str(POSSIBLY_APPLIED_NO_OUTPUT);
             }
             StepError::permanent(message)

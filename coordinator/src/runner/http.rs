@@ -26,10 +26,14 @@ use sagas::outcome::{self, NoAnswer};
 use sagas::{Phase, StepError};
 use serde_json::Value;
 
+use super::body::{self, Capped};
 use super::{RenderedAction, StepCall};
 
-/// Largest response body kept as a step's output.
+/// Largest response body kept as a step's output; reading stops past it.
 pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
+
+/// How much of a failed call's body is read, to quote in the step's error.
+const MAX_QUOTED_BYTES: usize = 4 * 1024;
 
 /// Which hosts HTTP steps may call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +100,13 @@ impl HttpRunner {
     pub fn with_regions(mut self, directory: super::region::RegionDirectory) -> HttpRunner {
         self.regions = super::region::RegionRunner::new(self.client.clone(), directory);
         self
+    }
+
+    /// This runner, reaching its regions with `access` (a cluster CA, a client
+    /// certificate, a token); `Err` says which setting does not read.
+    pub fn with_region_access(mut self, access: &super::region::RegionAccess) -> Result<HttpRunner, String> {
+        self.regions = self.regions.with_access(access)?;
+        Ok(self)
     }
 
     /// The runner of region steps.
@@ -189,18 +200,29 @@ impl HttpRunner {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|secs| secs.saturating_mul(1000));
-        let bytes = response.bytes().await.map_err(|e| StepError {
+        let code = status.as_u16();
+        // `None`: a success. A failure's body is only quoted (its first 500 characters): a
+        // few KiB of it do.
+        let kind = outcome::http_status(code);
+        let cap = if kind.is_none() {
+            MAX_OUTPUT_BYTES
+        } else {
+            MAX_QUOTED_BYTES
+        };
+        let read = body::read(response, cap).await.map_err(|e| StepError {
             kind: outcome::no_answer(NoAnswer::Lost),
             ..StepError::transient(format!("reading the response: {}", error_chain(&e)))
         })?;
-        let code = status.as_u16();
-        let Some(kind) = outcome::http_status(code) else {
-            if bytes.len() > MAX_OUTPUT_BYTES {
+        let bytes = match read {
+            Capped::Whole(bytes) => bytes,
+            Capped::Over(_) if kind.is_none() => {
                 return Err(StepError::unusable_output(format!(
-                    "response body of {} bytes is larger than the {MAX_OUTPUT_BYTES} bytes a step may output",
-                    bytes.len()
+                    "response body is larger than the {MAX_OUTPUT_BYTES} bytes a step may output"
                 )));
             }
+            Capped::Over(quoted) => quoted,
+        };
+        let Some(kind) = kind else {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(Value::Null);
             }

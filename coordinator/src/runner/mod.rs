@@ -4,13 +4,16 @@
 //! [`Runners::run`], which applies fault injection, enforces the step's time limit and
 //! dispatches on the step kind: [`http::HttpRunner`], a Rust handler from the
 //! [`rust::HandlerRegistry`], or a region read or write ([`region::RegionRunner`], which
-//! the HTTP runner holds: it shares its connection pool).
+//! the HTTP runner holds: it shares its connection pool). Both read answers through
+//! [`body::read`], which stops at a cap while the body streams.
 
+pub mod body;
 pub mod faults;
 pub mod http;
 pub mod region;
 pub mod rust;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,7 +130,8 @@ impl Runners {
 /// Makes an outcome fit every store: an output holding a NUL character cannot be kept
 /// (PostgreSQL refuses it), so it fails the step for good instead of wedging the saga's log
 /// (as an unusable output: the action did succeed, so it is compensated on unwind); NUL
-/// in an error message is replaced.
+/// in an error message is replaced. And keeps credentials out of it: the user information
+/// of a URL in an error message is redacted ([`crate::redact`]).
 fn storable(outcome: Result<Value, StepError>) -> Result<Value, StepError> {
     match outcome {
         Ok(output) => match sagas::validate::find_nul(&output) {
@@ -140,6 +144,9 @@ fn storable(outcome: Result<Value, StepError>) -> Result<Value, StepError> {
         Err(mut error) => {
             if error.message.contains('\0') {
                 error.message = error.message.replace('\0', "\u{FFFD}");
+            }
+            if let Cow::Owned(redacted) = crate::redact::url_credentials(&error.message) {
+                error.message = redacted;
             }
             Err(error)
         }

@@ -38,9 +38,14 @@ use sagas::template::{RenderContext, RenderError};
 use sagas::{Phase, RegionCall, RegionConsistency, RegionOperation, StepError};
 use serde_json::{Map, Value, json};
 
+use super::body::{self, Capped};
+use super::http::MAX_OUTPUT_BYTES;
 use super::{RenderedAction, StepCall};
 
+mod access;
 mod add;
+
+pub use access::RegionAccess;
 
 /// The regions a coordinator may send region steps to, by name, and the default one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -208,6 +213,7 @@ pub fn render(call: &RegionCall, cx: &RenderContext<'_>) -> Result<RenderedActio
 pub struct RegionRunner {
     client: reqwest::Client,
     directory: Arc<RegionDirectory>,
+    token: Option<Arc<str>>,
 }
 
 /// What a region answered.
@@ -254,6 +260,25 @@ impl RegionRunner {
         RegionRunner {
             client,
             directory: Arc::new(directory),
+            token: None,
+        }
+    }
+
+    /// This runner, reaching the regions with `access`'s TLS settings and token.
+    pub fn with_access(mut self, access: &RegionAccess) -> Result<RegionRunner, String> {
+        if access.has_tls() {
+            self.client = access.client()?;
+        }
+        self.token = access.token.as_deref().map(Arc::from);
+        Ok(self)
+    }
+
+    /// A request to a region (`url` under one of the directory's bases), with the token.
+    pub fn request(&self, method: reqwest::Method, url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
+        let builder = self.client.request(method, url);
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
         }
     }
 
@@ -311,7 +336,11 @@ impl RegionRunner {
         let cx = Context::current();
         let span = cx.span();
         for base in order {
-            let request = build(&self.client, base)
+            let mut request = build(&self.client, base);
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            let request = request
                 .build()
                 .map_err(|e| StepError::permanent(format!("a request to {base}: {e}")))?;
             span.set_attribute(KeyValue::new(
@@ -329,10 +358,21 @@ impl RegionRunner {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     span.set_attribute(KeyValue::new(semconv::HTTP_RESPONSE_STATUS_CODE, i64::from(status)));
-                    let bytes = response.bytes().await.map_err(|e| StepError {
+                    let read = body::read(response, MAX_OUTPUT_BYTES).await.map_err(|e| StepError {
                         kind: outcome::no_answer(NoAnswer::Lost),
                         ..StepError::transient(format!("reading the answer of {base}: {e}"))
                     })?;
+                    let bytes = match read {
+                        Capped::Whole(bytes) => bytes,
+                        Capped::Over(_) => {
+                            // Whatever it says, the region may have applied the write: an
+                            // unusable output is undone by its op id on unwind, which
+                            // cancels a write that never applied.
+                            return Err(StepError::unusable_output(format!(
+                                "the answer of {base} is larger than the {MAX_OUTPUT_BYTES} bytes a step may output"
+                            )));
+                        }
+                    };
                     let body = serde_json::from_slice(&bytes)
                         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
                     return Ok(Answer { status, body });

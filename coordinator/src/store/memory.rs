@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{
     Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, Expiry, ListFilter, NewSaga, PutDefinition,
-    SagaRecord, Store, StoreStats, StoredEvent,
+    Renewed, SagaRecord, Store, StoreStats, StoredEvent,
 };
 use crate::{Error, Result};
 
@@ -224,18 +224,19 @@ impl Store for MemoryStore {
         Ok(rows)
     }
 
-    async fn renew_leases(&self, owner: &str, lease_until_ms: i64) -> Result<Vec<Uuid>> {
+    async fn renew_leases(&self, owner: &str, lease_until_ms: i64) -> Result<Renewed> {
         let mut inner = self.lock();
-        let mut cancels = Vec::new();
+        let mut renewed = Renewed::default();
         for s in inner.sagas.values_mut() {
             if s.owner.as_deref() == Some(owner) && !s.status.is_settled() {
                 s.lease_until_ms = lease_until_ms;
+                renewed.owned.push(s.id);
                 if s.cancel_requested {
-                    cancels.push(s.id);
+                    renewed.cancels.push(s.id);
                 }
             }
         }
-        Ok(cancels)
+        Ok(renewed)
     }
 
     async fn claim(

@@ -260,6 +260,15 @@ impl Expiry {
     }
 }
 
+/// What a renewal of one owner's leases found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Renewed {
+    /// Every unsettled saga the owner holds (its lease extended).
+    pub owned: Vec<Uuid>,
+    /// Those of them with a pending cancel request.
+    pub cancels: Vec<Uuid>,
+}
+
 /// A definition's latest version, for listings.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DefinitionSummary {
@@ -323,9 +332,9 @@ pub trait Store: Send + Sync + 'static {
     /// Sagas, newest first.
     async fn list_sagas(&self, filter: &ListFilter) -> Result<Vec<SagaRecord>>;
 
-    /// Extends the lease of every unsettled saga `owner` holds; returns the ids of those
+    /// Extends the lease of every unsettled saga `owner` holds; returns their ids and those
     /// with a pending cancel request.
-    async fn renew_leases(&self, owner: &str, lease_until_ms: i64) -> Result<Vec<Uuid>>;
+    async fn renew_leases(&self, owner: &str, lease_until_ms: i64) -> Result<Renewed>;
     /// Adopts up to `limit` unsettled sagas whose lease expired (or whose owner is `owner`
     /// itself, after a restart): sets the owner, bumps the generation, sets the lease.
     async fn claim(
@@ -361,6 +370,14 @@ pub trait Store: Send + Sync + 'static {
     async fn reclaim_space(&self, pages: u32) -> Result<u64> {
         let _ = pages;
         Ok(0)
+    }
+
+    /// The time leases are judged by (Unix ms): the database's clock where several hosts
+    /// share one (PostgreSQL's `now()`), this host's for an embedded store. Coordinators
+    /// compute every lease from it ([`crate::Coordinator`]'s lease loop keeps the offset),
+    /// so hosts whose clocks differ still agree on when a lease ends.
+    async fn clock_ms(&self) -> Result<i64> {
+        Ok(crate::clock::now_ms())
     }
 
     /// Whether the database answers.

@@ -50,7 +50,7 @@ use super::group_commit::GroupCommit;
 use super::postgres_writer::PgWriter;
 use super::{
     Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, Expiry, ListFilter, NewSaga, PutDefinition,
-    SagaRecord, Store, StoreStats, StoredEvent, schema,
+    Renewed, SagaRecord, Store, StoreStats, StoredEvent, schema,
 };
 use crate::Result;
 
@@ -308,7 +308,7 @@ impl Store for PostgresStore {
         Ok(rows.iter().map(saga_from_row).collect::<Sql<_>>()?)
     }
 
-    async fn renew_leases(&self, owner: &str, lease_until_ms: i64) -> Result<Vec<Uuid>> {
+    async fn renew_leases(&self, owner: &str, lease_until_ms: i64) -> Result<Renewed> {
         let rows = sqlx::query(&format!(
             "UPDATE sagas SET lease_until_ms = $2 WHERE id = ANY(ARRAY({OWNED})) RETURNING id, cancel_requested"
         ))
@@ -316,13 +316,15 @@ impl Store for PostgresStore {
         .bind(lease_until_ms)
         .fetch_all(&self.pool)
         .await?;
-        let mut cancels = Vec::new();
+        let mut renewed = Renewed::default();
         for row in &rows {
+            let id = row.try_get("id")?;
+            renewed.owned.push(id);
             if row.try_get::<bool, _>("cancel_requested")? {
-                cancels.push(row.try_get("id")?);
+                renewed.cancels.push(id);
             }
         }
-        Ok(cancels)
+        Ok(renewed)
     }
 
     async fn claim(
@@ -395,6 +397,14 @@ impl Store for PostgresStore {
 
     async fn retention_turn(&self) -> Result<bool> {
         maintenance::retention_turn(self).await
+    }
+
+    async fn clock_ms(&self) -> Result<i64> {
+        // The database's clock: every coordinator of the database judges leases by it.
+        let ms: i64 = sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(ms)
     }
 
     async fn ping(&self) -> Result<()> {

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use super::sqlite_writer::{SAGA_COLUMNS, SqliteWriter, saga_rows};
 use super::{
     Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, Expiry, ListFilter, NewSaga, PutDefinition,
-    SagaRecord, Store, StoreStats, StoredEvent, schema,
+    Renewed, SagaRecord, Store, StoreStats, StoredEvent, schema,
 };
 use crate::{Error, Result};
 
@@ -283,7 +283,7 @@ impl Store for SqliteStore {
         rows.iter().map(saga_from_row).collect()
     }
 
-    async fn renew_leases(&self, owner: &str, lease_until_ms: i64) -> Result<Vec<Uuid>> {
+    async fn renew_leases(&self, owner: &str, lease_until_ms: i64) -> Result<Renewed> {
         let owner = owner.to_owned();
         self.writer
             .run(move |conn| {
@@ -292,15 +292,17 @@ impl Store for SqliteStore {
                      RETURNING id, cancel_requested",
                 )?;
                 let mut rows = statement.query(params![lease_until_ms, owner])?;
-                let mut cancels = Vec::new();
+                let mut renewed = Renewed::default();
                 while let Some(row) = rows.next()? {
-                    if row.get::<_, i64>(1)? != 0
-                        && let Ok(id) = Uuid::parse_str(&row.get::<_, String>(0)?)
-                    {
-                        cancels.push(id);
+                    let Ok(id) = Uuid::parse_str(&row.get::<_, String>(0)?) else {
+                        continue;
+                    };
+                    renewed.owned.push(id);
+                    if row.get::<_, i64>(1)? != 0 {
+                        renewed.cancels.push(id);
                     }
                 }
-                Ok(cancels)
+                Ok(renewed)
             })
             .await
     }

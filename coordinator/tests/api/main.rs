@@ -78,7 +78,7 @@ impl Store for FlakyStore {
         self.check()?;
         self.inner.list_sagas(filter).await
     }
-    async fn renew_leases(&self, owner: &str, until: i64) -> coordinator::Result<Vec<Uuid>> {
+    async fn renew_leases(&self, owner: &str, until: i64) -> coordinator::Result<coordinator::store::Renewed> {
         self.inner.renew_leases(owner, until).await
     }
     async fn claim(

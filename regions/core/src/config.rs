@@ -13,6 +13,13 @@
 //! heartbeat_interval_ms = 500  # heartbeats between members (membership, failure detection)
 //! suspect_after_ms = 1500      # a member not heard from this long is suspect,
 //! down_after_ms = 5000         # and down after this long
+//! max_value_bytes = 1048576    # largest value a write may carry (JSON bytes; past it: 413)
+//! ship_batch_bytes = 4194304   # most value bytes in one shipped batch (one larger travels alone)
+//! # tokens = ["admin:...", "write:...", "read:..."]  # public routes need one (docs/security.md)
+//! # insecure = false           # listen on a public address without TLS and tokens
+//! # max_connections = 1024     # the server's limits (geosaga-server's defaults)
+//! # header_timeout_ms = 30000
+//! # idle_timeout_ms = 120000
 //! # bootstrap = ["http://..."] # a region not listed below joins through a member
 //!
 //! # [tls]                      # mutual TLS between regions (none: plain HTTP)
@@ -195,6 +202,26 @@ pub struct Config {
     /// Mutual TLS between regions (and TLS for clients); none: plain HTTP.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Tokens of the public routes, each `ROLE:SECRET` (`read`, `write`, `admin`); none:
+    /// the public routes are open (docs/security.md). `geosaga region --token` replaces them.
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// Listen on a non-loopback address without `[tls]` and tokens.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Largest value a write may carry, in bytes of JSON; past it a write is refused (413).
+    #[serde(default = "default_max_value")]
+    pub max_value_bytes: usize,
+    /// Most bytes of values in one shipped batch (besides `ship_batch` entries); an entry
+    /// larger than this travels alone.
+    #[serde(default = "default_batch_bytes")]
+    pub ship_batch_bytes: usize,
+    /// Most connections the region's server holds at once (default 1024).
+    pub max_connections: Option<usize>,
+    /// Milliseconds a client has to send a request's headers (default 30000).
+    pub header_timeout_ms: Option<u64>,
+    /// Milliseconds a connection may move no byte before it is closed (default 120000).
+    pub idle_timeout_ms: Option<u64>,
     /// The text this configuration was parsed from (handed to joining regions).
     #[serde(skip)]
     pub source: String,
@@ -240,6 +267,12 @@ fn default_anti_entropy() -> u64 {
 }
 fn default_log_retention() -> u64 {
     100_000
+}
+fn default_max_value() -> usize {
+    1 << 20
+}
+fn default_batch_bytes() -> usize {
+    4 << 20
 }
 
 impl Config {
@@ -287,12 +320,29 @@ impl Config {
                 "bootstrap address {bad:?} is not an http(s) URL"
             )));
         }
+        if self.max_value_bytes == 0
+            || self.ship_batch_bytes == 0
+            || self.max_connections == Some(0)
+            || self.header_timeout_ms == Some(0)
+            || self.idle_timeout_ms == Some(0)
+        {
+            return Err(Error::Config(
+                "max_value_bytes, ship_batch_bytes and the server's limits must be above 0".into(),
+            ));
+        }
         if self.closed_ts_interval_ms == 0 || self.strong_timeout_ms == 0 || self.ship_batch == 0 {
             return Err(Error::Config(
                 "intervals, timeouts and the batch size must be above 0".into(),
             ));
         }
         self.placement().map(|_| ())
+    }
+
+    /// The largest request body the region reads: a shipped batch at its byte bound plus
+    /// one value past it, each value escaped into a JSON string (at most twice its bytes),
+    /// with room for every entry's key and metadata.
+    pub fn body_limit(&self) -> usize {
+        2 * (self.ship_batch_bytes + self.max_value_bytes) + self.ship_batch as usize * 4096 + (1 << 20)
     }
 
     /// The placement function.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use regions_core::closed;
@@ -55,7 +56,7 @@ async fn placement(State(region): Shared, Path(key): Path<String>) -> Result<Jso
 async fn regions(State(region): Shared) -> Result<Json<Vec<RegionStatus>>, ApiError> {
     let now_ms = region.clock.physical_ms();
     let last_seq = region.store.last_seq().await.map_err(ApiError::from)?;
-    let healthy_within = (region.config.closed_ts_interval_ms * 5).max(1_000);
+    let healthy_within = u64::try_from(region.skew_window().as_millis()).unwrap_or(u64::MAX);
     let (now, pending) = region.now_and_earliest_pending();
     let mut out = vec![RegionStatus {
         name: region.name.clone(),
@@ -157,13 +158,15 @@ async fn conflicts(State(region): Shared) -> Result<Json<ConflictsResponse>, Api
     }))
 }
 
+/// Re-homes a range; the steps carry the caller's token to the regions involved.
 async fn rehome(
     State(region): Shared,
+    headers: HeaderMap,
     req: Result<Json<RehomeRequest>, JsonRejection>,
 ) -> Result<Json<RehomeResponse>, ApiError> {
-    let req = body_of(req)?;
+    let req = body_of(&region, req)?;
     Ok(Json(
-        crate::rehome::rehome(&region, &req)
+        crate::rehome::rehome(&region, &req, super::auth::bearer(&headers))
             .await
             .map_err(|e| ApiError::from(e).at(&region.name))?,
     ))

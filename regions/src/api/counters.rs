@@ -24,7 +24,7 @@ async fn increment(
     req: Result<Json<IncrementRequest>, JsonRejection>,
 ) -> Result<Json<CounterResponse>, ApiError> {
     check_key(&key)?;
-    let req = body_of(req)?;
+    let req = body_of(&region, req)?;
     Ok(Json(
         region
             .increment(&key, req.increment, req.op_id.as_deref())

@@ -9,7 +9,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,8 +18,10 @@ use regions_core::protocol::{PatchRequest, PutRequest, ReadResponse, WriteComman
 use serde::Deserialize;
 
 use super::problem::{ApiError, ProblemType};
-use super::{Shared, body_of, check_key, checked_op_id, parse_version, peer_body, query};
+use super::tls;
+use super::{Shared, body_of, check_key, check_value, checked_op_id, parse_version, peer_body, query};
 use crate::node::{ReadRequest, Region};
+use crate::tls::PeerIdentity;
 use crate::{Error, Result};
 
 /// The key-value routes.
@@ -43,8 +45,17 @@ fn key_url(base: &str, route: &[&str], key: &str) -> Result<reqwest::Url> {
     Ok(url)
 }
 
-/// Sends `request` to the home region and relays its answer as is.
-async fn relay(region: &Region, home: &str, request: reqwest::RequestBuilder) -> Result<Response, String> {
+/// Sends `request` to the home region and relays its answer as is. The client's token goes
+/// along (`headers`), so that the home checks it too (`super::auth`).
+async fn relay(
+    region: &Region,
+    home: &str,
+    headers: &HeaderMap,
+    mut request: reqwest::RequestBuilder,
+) -> Result<Response, String> {
+    if let Some(token) = headers.get(header::AUTHORIZATION) {
+        request = request.header(header::AUTHORIZATION, token);
+    }
     let response = request
         .header(FORWARDED_BY, &region.name)
         .send()
@@ -139,7 +150,7 @@ async fn read(
         params.push(("op_id", op_id));
     }
     let url = key_url(&peer.address, &["v1", "kv"], &key)?;
-    match relay(&region, &home, region.http.get(url).query(&params)).await {
+    match relay(&region, &home, &headers, region.http.get(url).query(&params)).await {
         Ok(response) => Ok(response),
         Err(reason) => match region.read_unreachable_home(&key, req, reason).await {
             Ok(answer) => Ok(Json(answer).into_response()),
@@ -188,7 +199,7 @@ async fn write(region: Arc<Region>, key: String, headers: HeaderMap, cmd: WriteC
     // rather than taking it for a deletion.
     let route = if cmd.undo.is_some() { "undo" } else { "write" };
     let url = key_url(&peer.address, &["internal", "v1", route], &key)?;
-    relay(&region, &home, region.http.post(url).json(&cmd))
+    relay(&region, &home, &headers, region.http.post(url).json(&cmd))
         .await
         .map_err(|reason| {
             ApiError::from(Error::HomeUnreachable {
@@ -205,9 +216,11 @@ async fn put(
     headers: HeaderMap,
     body: Result<Json<PutRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body_of(body)?;
+    let body = body_of(&region, body)?;
+    let value = body.value.to_string();
+    check_value(&region, "/value", &value)?;
     let cmd = WriteCommand {
-        value: Some(body.value.to_string()),
+        value: Some(value),
         ..command("/", body.consistency, body.if_version, body.op_id)?
     };
     write(region, key, headers, cmd).await
@@ -222,7 +235,7 @@ async fn patch(
     headers: HeaderMap,
     body: Result<Json<PatchRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body_of(body)?;
+    let body = body_of(&region, body)?;
     match (&body.add, &body.undo) {
         (Some(add), None) => add
             .check()
@@ -298,9 +311,30 @@ fn command(
     })
 }
 
-async fn forwarded_write(State(region): Shared, Path(key): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+/// The client certificate of a request's connection, over TLS.
+type Identity = Option<Extension<PeerIdentity>>;
+
+/// A write or an undo another region forwarded: over TLS, its `x-geosaga-forwarded-by`
+/// must name the region whose certificate the connection presented.
+async fn forwarded_write(
+    State(region): Shared,
+    Path(key): Path<String>,
+    identity: Identity,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if identity.is_some() {
+        let by = headers
+            .get(FORWARDED_BY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        tls::check_sender(&region, identity.as_deref(), FORWARDED_BY, by)?;
+    }
     let cmd: WriteCommand = peer_body(&body)?;
     check_key(&key)?;
+    if let Some(value) = &cmd.value {
+        check_value(&region, "/value", value)?;
+    }
     Ok(Json(
         region
             .write_at_home(&key, &cmd)

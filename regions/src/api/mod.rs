@@ -2,9 +2,10 @@
 //! (`kv.rs`), counters (`counters.rs`), transactions and snapshots (`txns.rs`, with the internal
 //! routes of their commit), the cluster's view and changes (`cluster.rs`:
 //! placement, status, readiness, conflict counts, re-homing), the internal routes peers
-//! call (`peers.rs`), and the mutual-TLS gate in front of them (`tls.rs`). Errors are
-//! problem details ([`problem`]).
+//! call (`peers.rs`), the mutual-TLS gate in front of them (`tls.rs`) and the tokens of
+//! the public routes (`auth.rs`). Errors are problem details ([`problem`]).
 
+pub mod auth;
 mod cluster;
 mod counters;
 mod kv;
@@ -18,9 +19,11 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::{Json, Router};
 use regions_core::hlc::Timestamp;
 
+use crate::Error;
 use crate::node::Region;
 use problem::{ApiError, ProblemType};
 
@@ -31,17 +34,42 @@ const MAX_KEY_BYTES: usize = 1024;
 
 type Shared = State<Arc<Region>>;
 
-/// Every route of the region, behind the gate that lets only member regions reach
-/// `/internal/...` (with a `[tls]` section).
-pub fn router(region: Arc<Region>) -> Router {
-    Router::new()
+/// Every route of the region, behind its gates, outermost first: the client certificate
+/// as a [`crate::tls::PeerIdentity`], the public routes' tokens ([`auth`]), the body limit
+/// (`Config::body_limit`), and the gate that lets only member regions reach `/internal/...`
+/// (with a `[tls]` section). `Err`: a configured token is malformed.
+pub fn router(region: Arc<Region>) -> Result<Router, Error> {
+    let gate = auth::Gate {
+        region: region.clone(),
+        tokens: Arc::new(auth::Tokens::parse(&region.config.tokens).map_err(Error::Config)?),
+    };
+    Ok(Router::new()
         .merge(kv::routes())
         .merge(counters::routes())
         .merge(cluster::routes())
         .merge(peers::routes())
         .merge(txns::routes())
         .layer(axum::middleware::from_fn_with_state(region.clone(), tls::authorize))
-        .with_state(region)
+        .layer(axum::extract::DefaultBodyLimit::max(region.config.body_limit()))
+        .layer(axum::middleware::from_fn_with_state(gate, auth::authenticate))
+        .layer(axum::middleware::from_fn(tls::identify))
+        .with_state(region))
+}
+
+/// Refuses (413) a value past the region's `max_value_bytes`, naming the limit.
+fn check_value(region: &Region, path: &str, json: &str) -> Result<(), ApiError> {
+    let limit = region.config.max_value_bytes;
+    if json.len() > limit {
+        return Err(ApiError::new(
+            ProblemType::TooLarge,
+            format!(
+                "{path}: {} bytes of JSON, past this region's max_value_bytes ({limit})",
+                json.len()
+            ),
+        )
+        .at(&region.name));
+    }
+    Ok(())
 }
 
 fn check_key(key: &str) -> Result<(), ApiError> {
@@ -67,10 +95,20 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::new(ProblemType::InvalidParameter, format!("/query: {}", e.body_text())))
 }
 
-/// A client's JSON body, or the problem with it (not JSON, or JSON of the wrong shape).
-fn body_of<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+/// A client's JSON body, or the problem with it: too large (413, with the limit), not JSON
+/// (400), or JSON of the wrong shape (422).
+fn body_of<T>(region: &Region, b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     b.map(|Json(b)| b).map_err(|e| match e {
         JsonRejection::JsonDataError(e) => ApiError::new(ProblemType::InvalidBody, e.body_text()),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            ProblemType::TooLarge,
+            format!(
+                "the body is past this region's limit of {} bytes (max_value_bytes {})",
+                region.config.body_limit(),
+                region.config.max_value_bytes
+            ),
+        )
+        .at(&region.name),
         other => ApiError::new(ProblemType::MalformedJson, other.body_text()),
     })
 }

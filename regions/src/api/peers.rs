@@ -2,12 +2,15 @@
 //! (`crate::replication`), anti-entropy's digests (`crate::antientropy`), re-homing's
 //! steps (`crate::rehome`), and membership's joins and heartbeats (`crate::membership`).
 //! With a `[tls]` section only member regions reach them (`tls.rs`); handlers that act in
-//! a region's name check that the client certificate names it.
+//! a region's name check that the client certificate names it, and a heartbeat changes
+//! only its sender's own membership entry. With tokens configured, a re-homing step also
+//! needs the admin token of the call that started it (`auth.rs`).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -16,8 +19,11 @@ use regions_core::protocol::{
     Role, StepAck,
 };
 
+use super::auth::{self, Tokens, bearer};
 use super::problem::{ApiError, ProblemType};
+use super::tls::check_sender;
 use super::{Shared, peer_body};
+use crate::Error;
 use crate::node::Region;
 use crate::replication;
 use crate::tls::PeerIdentity;
@@ -33,13 +39,18 @@ pub(super) fn routes() -> Router<Arc<Region>> {
         .route("/internal/v1/heartbeat", post(heartbeat))
 }
 
-async fn intent(State(region): Shared, body: Bytes) -> Result<Response, ApiError> {
+/// The client certificate of a request's connection, over TLS.
+type Identity = Option<Extension<PeerIdentity>>;
+
+async fn intent(State(region): Shared, identity: Identity, body: Bytes) -> Result<Response, ApiError> {
     let intent: Intent = peer_body(&body)?;
+    check_sender(&region, identity.as_deref(), "/from", &intent.from)?;
     Ok(Json(replication::accept_intent(&region, &intent).await?).into_response())
 }
 
-async fn replicate(State(region): Shared, body: Bytes) -> Result<Response, ApiError> {
+async fn replicate(State(region): Shared, identity: Identity, body: Bytes) -> Result<Response, ApiError> {
     let batch: ReplicateBatch = peer_body(&body)?;
+    check_sender(&region, identity.as_deref(), "/from", &batch.from)?;
     Ok(Json(replication::accept_batch(&region, &batch).await?).into_response())
 }
 
@@ -67,7 +78,23 @@ async fn anti_entropy(
     ))
 }
 
-async fn rehome_step(State(region): Shared, Path(step): Path<String>, b: Bytes) -> Result<Json<StepAck>, ApiError> {
+/// A re-homing step. With tokens configured it needs an `admin` token (the one the
+/// `/v1/admin/rehome` call came with, which the driving region passes on): a member's
+/// certificate alone cannot move a range.
+async fn rehome_step(
+    State(region): Shared,
+    Path(step): Path<String>,
+    headers: HeaderMap,
+    b: Bytes,
+) -> Result<Json<StepAck>, ApiError> {
+    if !region.config.tokens.is_empty() {
+        let tokens = Tokens::parse(&region.config.tokens).map_err(|e| ApiError::from(Error::Config(e)))?;
+        if bearer(&headers).and_then(|t| tokens.role_of(t)) != Some(auth::Role::Admin) {
+            let detail = "a re-homing step needs the admin token of the /v1/admin/rehome call";
+            tracing::warn!(region = region.name, step, detail, "internal request refused");
+            return Err(ApiError::new(ProblemType::Forbidden, detail).at(&region.name));
+        }
+    }
     let s: RehomeStep = peer_body(&b)?;
     Ok(Json(
         crate::rehome::step(&region, &step, &s).await.map_err(ApiError::from)?,
@@ -147,7 +174,7 @@ async fn heartbeat(
             format!("/from: the client certificate does not name {:?}", beat.from),
         ));
     }
-    region.membership.merge_logged(&region.name, &beat.members);
+    region.membership.merge_from(&region.name, &beat.from, &beat.members);
     region.membership.heard(&beat.from);
     Ok(Json(Heartbeat {
         from: region.name.clone(),

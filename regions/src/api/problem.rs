@@ -24,6 +24,11 @@ pub enum ProblemType {
     PeerUnauthenticated,
     /// 403: an internal route was called with a certificate naming no member region.
     PeerForbidden,
+    /// 401: a public route was called without a token, or with one this region does not know.
+    Unauthenticated,
+    /// 403: the token's role does not allow the route, or a member's certificate was used
+    /// to speak for another region.
+    Forbidden,
     /// 404: the key has no live value.
     KeyNotFound,
     /// 409: a conditional write found another version.
@@ -40,6 +45,8 @@ pub enum ProblemType {
     TxnNotFound,
     /// 410: the transaction expired, or already committed or aborted.
     TxnGone,
+    /// 413: a value (or a request, or a peer's message) past the region's limit.
+    TooLarge,
     /// 422: the body is JSON of the wrong shape.
     InvalidBody,
     /// 500: the region failed.
@@ -64,6 +71,8 @@ impl ProblemType {
             ProblemType::ClockSkew => regions_core::protocol::problem::CLOCK_SKEW,
             ProblemType::PeerUnauthenticated => "peer-unauthenticated",
             ProblemType::PeerForbidden => "peer-forbidden",
+            ProblemType::Unauthenticated => "unauthenticated",
+            ProblemType::Forbidden => "forbidden",
             ProblemType::KeyNotFound => "key-not-found",
             ProblemType::VersionMismatch => "version-mismatch",
             ProblemType::OutOfBounds => "out-of-bounds",
@@ -72,6 +81,7 @@ impl ProblemType {
             ProblemType::TxnConflict => "txn-conflict",
             ProblemType::TxnNotFound => "txn-not-found",
             ProblemType::TxnGone => "txn-gone",
+            ProblemType::TooLarge => "too-large",
             ProblemType::InvalidBody => "invalid-body",
             ProblemType::Internal => "internal",
             ProblemType::QuorumNotReached => "quorum-not-reached",
@@ -88,8 +98,9 @@ impl ProblemType {
             | ProblemType::InvalidParameter
             | ProblemType::PeerRefused
             | ProblemType::ClockSkew => StatusCode::BAD_REQUEST,
-            ProblemType::PeerUnauthenticated => StatusCode::UNAUTHORIZED,
-            ProblemType::PeerForbidden => StatusCode::FORBIDDEN,
+            ProblemType::PeerUnauthenticated | ProblemType::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ProblemType::PeerForbidden | ProblemType::Forbidden => StatusCode::FORBIDDEN,
+            ProblemType::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemType::KeyNotFound | ProblemType::TxnNotFound => StatusCode::NOT_FOUND,
             ProblemType::VersionMismatch
             | ProblemType::OutOfBounds
@@ -114,6 +125,9 @@ impl ProblemType {
             ProblemType::ClockSkew => "Peer's clock too far ahead; message refused",
             ProblemType::PeerUnauthenticated => "Client certificate required",
             ProblemType::PeerForbidden => "Client certificate names no member region",
+            ProblemType::Unauthenticated => "A token is required",
+            ProblemType::Forbidden => "Not allowed to this caller",
+            ProblemType::TooLarge => "Past the region's size limit",
             ProblemType::KeyNotFound => "Key not found",
             ProblemType::VersionMismatch => "The key is at another version",
             ProblemType::OutOfBounds => "The addition would leave its bounds; not applied",

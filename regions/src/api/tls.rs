@@ -1,21 +1,16 @@
-//! TLS at the HTTP edge: the gate that lets only member regions reach `/internal/...`
-//! ([`authorize`]), and serving the API over TLS with each request carrying the client
-//! certificate of its connection ([`serve`]). The certificates and configurations are
-//! [`crate::tls`]'s.
+//! TLS at the HTTP edge: each request's client certificate as a [`PeerIdentity`]
+//! ([`identify`]; the server crate, `http_server::serve`, serves the TLS), the gate that
+//! lets only member regions reach `/internal/...` ([`authorize`]), and the check that a
+//! peer's message in a region's name comes with that region's certificate
+//! ([`check_sender`]). The certificates and configurations are [`crate::tls`]'s.
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tokio::net::TcpListener;
 
 use super::problem::{ApiError, ProblemType};
-use crate::Result;
 use crate::node::Region;
 use crate::tls::PeerIdentity;
 
@@ -23,9 +18,6 @@ use crate::tls::PeerIdentity;
 /// join; the heartbeats of a region that joined elsewhere, which carry the news): they take
 /// any certificate of the cluster CA, and the handler checks that it names the sender.
 const SELF_NAMING: [&str; 2] = ["/internal/v1/join", "/internal/v1/heartbeat"];
-
-/// How long a TLS handshake may take before the connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Middleware: requests for `/internal/...` need a certificate naming a member region
 /// (the `SELF_NAMING` routes only one from the cluster CA: their handlers check that it
@@ -60,69 +52,25 @@ pub async fn authorize(State(region): State<Arc<Region>>, request: Request, next
     }
 }
 
-/// Serves `app` over TLS on `listener` until `shutdown` completes: one task per
-/// connection, each request carrying the connection's [`PeerIdentity`].
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    config: rustls::ServerConfig,
-    region: String,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let mut connections = tokio::task::JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let (tcp, from) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::warn!(region, error = %e, "accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                connections.spawn(connection(acceptor.clone(), tcp, from, app.clone(), region.clone()));
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+/// Refuses (403) a peer's message in the name of `sender` (found at `at` in the message)
+/// unless the connection's certificate names that region: a member's certificate cannot
+/// speak for another member. Without TLS (no identity) the network is trusted.
+pub fn check_sender(region: &Region, identity: Option<&PeerIdentity>, at: &str, sender: &str) -> Result<(), ApiError> {
+    match identity {
+        Some(identity) if !identity.names(sender) => {
+            let detail = format!("{at}: the client certificate does not name {sender:?}");
+            tracing::warn!(region = region.name, detail, "internal request refused");
+            Err(ApiError::new(ProblemType::PeerForbidden, detail).at(&region.name))
         }
+        _ => Ok(()),
     }
-    connections.abort_all();
-    Ok(())
 }
 
-async fn connection(
-    acceptor: tokio_rustls::TlsAcceptor,
-    tcp: tokio::net::TcpStream,
-    from: SocketAddr,
-    app: Router,
-    region: String,
-) {
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
-            tracing::warn!(region, client = %from, error = %e, "TLS handshake refused");
-            return;
-        }
-        Err(_) => {
-            tracing::warn!(region, client = %from, "TLS handshake timed out");
-            return;
-        }
-    };
-    let cert = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.clone().into_owned());
-    let service = hyper_util::service::TowerToHyperService::new(app.layer(axum::Extension(PeerIdentity(cert))));
-    let served = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-        .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
-        .await;
-    if let Err(e) = served {
-        tracing::debug!(region, client = %from, error = %e, "connection ended with an error");
+/// Middleware: the certificate the server crate put on a request
+/// ([`http_server::ClientCertificate`]), as the [`PeerIdentity`] the handlers check.
+pub async fn identify(mut request: Request, next: Next) -> Response {
+    if let Some(http_server::ClientCertificate(cert)) = request.extensions_mut().remove() {
+        request.extensions_mut().insert(PeerIdentity(cert));
     }
+    next.run(request).await
 }

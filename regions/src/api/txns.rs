@@ -1,13 +1,17 @@
 //! Transactions (`crate::gateway`): begin, read, write, delete, commit and abort at the
 //! region that began the transaction; the one-request form (`POST /v1/txn`); multi-key
 //! snapshots (`POST /v1/snapshot`); and the internal routes a gateway calls at the homes
-//! and the records (prepare, record, resolve, read at a timestamp).
+//! and the records (prepare, record, resolve, read at a timestamp). With tokens, writing in
+//! a transaction needs `write`, and so does committing or aborting one that writes
+//! (`auth.rs`); values are bounded by `max_value_bytes` like single writes (413). The
+//! internal messages name the region that sends them, and over TLS its certificate must
+//! name it too (`tls::check_sender`), as for every other internal message.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,11 +20,20 @@ use regions_core::protocol::{
     BeginRequest, OneShotRequest, Prepare, ReadAt, ReadAtAnswer, RecordRequest, Resolve, SnapshotRequest, TxnPutRequest,
 };
 
+use super::auth::{Granted, Role, require};
 use super::problem::{ApiError, ProblemType};
-use super::{Shared, body_of, check_key, peer_body};
+use super::tls::check_sender;
+use super::{Shared, body_of, check_key, check_value, peer_body};
 use crate::Error;
 use crate::gateway;
 use crate::node::Region;
+use crate::tls::PeerIdentity;
+
+/// The role a request was let in with, when the region has tokens.
+type Let = Option<Extension<Granted>>;
+
+/// The client certificate of a request's connection, over TLS.
+type Identity = Option<Extension<PeerIdentity>>;
 
 /// The transaction routes.
 pub(super) fn routes() -> Router<Arc<Region>> {
@@ -71,7 +84,8 @@ async fn put(
     body: Result<Json<TxnPutRequest>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     check_key(&key)?;
-    let body = body_of(body)?;
+    let body = body_of(&region, body)?;
+    check_value(&region, "/value", &body.value.to_string())?;
     gateway::write(&region, &id, &key, Some(&body))?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -82,20 +96,44 @@ async fn delete(State(region): Shared, Path((id, key)): Path<(String, String)>) 
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn commit(State(region): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn commit(State(region): Shared, Path(id): Path<String>, granted: Let) -> Result<Response, ApiError> {
+    writes_need_write(&region, &id, granted, "committing a transaction that writes")?;
     Ok(Json(gateway::commit(&region, &id).await?).into_response())
 }
 
-async fn abort(State(region): Shared, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn abort(State(region): Shared, Path(id): Path<String>, granted: Let) -> Result<StatusCode, ApiError> {
+    writes_need_write(&region, &id, granted, "aborting a transaction that writes")?;
     gateway::abort(&region, &id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Refuses `what` to a `read` token when open transaction `id` has writes.
+fn writes_need_write(region: &Region, id: &str, granted: Let, what: &str) -> Result<(), ApiError> {
+    if granted.is_some() && region.sessions.with(id, |t| !t.writes.is_empty())? {
+        require(region, granted.map(|Extension(g)| g), Role::Write, what)?;
+    }
+    Ok(())
+}
+
 async fn one_shot(
     State(region): Shared,
+    granted: Let,
     body: Result<Json<OneShotRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let req = body_of(body)?;
+    let req = body_of(&region, body)?;
+    if !req.writes.is_empty() {
+        require(
+            &region,
+            granted.map(|Extension(g)| g),
+            Role::Write,
+            "a transaction that writes",
+        )?;
+    }
+    for (i, write) in req.writes.iter().enumerate() {
+        if let Some(value) = &write.value {
+            check_value(&region, &format!("/writes/{i}/value"), &value.to_string())?;
+        }
+    }
     for (i, key) in req
         .reads
         .iter()
@@ -112,31 +150,41 @@ async fn snapshot(
     State(region): Shared,
     body: Result<Json<SnapshotRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let req = body_of(body)?;
+    let req = body_of(&region, body)?;
     for key in &req.keys {
         check_key(key)?;
     }
     Ok(Json(gateway::snapshot(&region, &req).await?).into_response())
 }
 
-async fn prepare(State(region): Shared, body: Bytes) -> Result<Response, ApiError> {
+async fn prepare(State(region): Shared, identity: Identity, body: Bytes) -> Result<Response, ApiError> {
     let p: Prepare = peer_body(&body)?;
+    check_sender(&region, identity.as_deref(), "/from", &p.from)?;
+    for (i, (key, intent)) in p.intents.iter().enumerate() {
+        check_key(key)?;
+        if let regions_core::txn::IntentKind::Write { value: Some(value) } = intent {
+            check_value(&region, &format!("/intents/{i}/value"), value)?;
+        }
+    }
     Ok(Json(region.txn_prepare(&p).await?).into_response())
 }
 
-async fn record(State(region): Shared, body: Bytes) -> Result<Response, ApiError> {
+async fn record(State(region): Shared, identity: Identity, body: Bytes) -> Result<Response, ApiError> {
     let r: RecordRequest = peer_body(&body)?;
+    check_sender(&region, identity.as_deref(), "/from", &r.from)?;
     Ok(Json(region.txn_record_event(&r.txn, r.event).await?).into_response())
 }
 
-async fn resolve(State(region): Shared, body: Bytes) -> Result<Response, ApiError> {
+async fn resolve(State(region): Shared, identity: Identity, body: Bytes) -> Result<Response, ApiError> {
     let r: Resolve = peer_body(&body)?;
+    check_sender(&region, identity.as_deref(), "/from", &r.from)?;
     let resolved = region.txn_resolve(&r.txn, r.commit_ts).await?;
     Ok(Json(serde_json::json!({ "resolved": resolved })).into_response())
 }
 
-async fn read_at(State(region): Shared, body: Bytes) -> Result<Response, ApiError> {
+async fn read_at(State(region): Shared, identity: Identity, body: Bytes) -> Result<Response, ApiError> {
     let r: ReadAt = peer_body(&body)?;
+    check_sender(&region, identity.as_deref(), "/from", &r.from)?;
     let version = region.txn_read_at(&r.key, r.ts).await?;
     Ok(Json(ReadAtAnswer {
         version: version.map(|v| (v.ts, v.value)),

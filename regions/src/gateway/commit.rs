@@ -32,6 +32,7 @@ pub(super) async fn commit(region: &Arc<Region>, txn: &Txn) -> Result<Timestamp>
     };
     let prepares = plan.by_home.iter().map(|(home, intents)| {
         let p = Prepare {
+            from: region.name.clone(),
             txn: txn.id.clone(),
             read_ts: txn.read_ts,
             record_home: plan.record_home.clone(),
@@ -140,6 +141,7 @@ async fn resolve_at(region: &Region, txn: &Txn, home: &str, commit_ts: Option<Ti
         region.txn_resolve(&txn.id, commit_ts).await.map(|_| ())
     } else {
         let r = Resolve {
+            from: region.name.clone(),
             txn: txn.id.clone(),
             commit_ts,
         };

@@ -42,6 +42,7 @@ pub async fn read_at_home(region: &Region, key: &str, ts: Timestamp) -> Result<O
         return region.txn_read_at(key, ts).await;
     }
     let request = ReadAt {
+        from: region.name.clone(),
         key: key.to_owned(),
         ts,
     };

@@ -74,6 +74,7 @@ async fn write_skew_is_refused() {
 
 fn prepare(txn: &str, read_ts: Timestamp, key: &str) -> Prepare {
     Prepare {
+        from: "a".into(),
         txn: txn.into(),
         read_ts,
         record_home: "a".into(),

@@ -51,6 +51,11 @@ pub async fn prepare(config: Config, name: &str) -> Result<Config> {
     cluster.regions.push(RegionConfig { weight: 0, ..own });
     cluster.tls = config.tls;
     cluster.bootstrap = config.bootstrap;
+    // Its own tokens (a flag's, or its file's) and its own word on an open address.
+    if !config.tokens.is_empty() {
+        cluster.tokens = config.tokens;
+    }
+    cluster.insecure = config.insecure;
     cluster.source = text;
     Ok(cluster)
 }

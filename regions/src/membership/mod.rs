@@ -16,7 +16,10 @@
 //! (the time it joined, raised when it joins again with a new address); two lists merge by
 //! keeping, per name, the entry with the highest version, so lists converge whatever the
 //! order of messages. Each member sends a heartbeat carrying its list to every other member
-//! every `heartbeat_interval_ms` and merges the list in the answer. Each region keeps its
+//! every `heartbeat_interval_ms`; a heartbeat (or its answer) changes only its sender's own
+//! entry (which its certificate vouches for over TLS), so a region that joined through one
+//! member makes itself known to the others with its heartbeats, and no heartbeat admits a
+//! third region or redirects another's log shipping. Each region keeps its
 //! list in a JSON file beside its database (`NAME.members.json`, written atomically), so a
 //! restarted region knows every member at once; a joined region also keeps the cluster's
 //! configuration there and needs no bootstrap to restart.
@@ -205,10 +208,15 @@ impl Membership {
         Ok(changed)
     }
 
-    /// [`Membership::merge`], logging what it learned (region `me`'s view) or why it could
-    /// not keep the list.
-    pub fn merge_logged(&self, me: &str, members: &[Member]) {
-        match self.merge(members) {
+    /// [`Membership::merge`] of what a heartbeat (or its answer) from `sender` may change:
+    /// `sender`'s own entry (its address and version, after a restart elsewhere), which its
+    /// certificate vouches for over TLS. Entries about other regions are ignored: a
+    /// heartbeat cannot add a member, nor point the log shipper at an address of its
+    /// sender's choosing. Logs what it learned (region `me`'s view) or why it could not keep
+    /// the list.
+    pub fn merge_from(&self, me: &str, sender: &str, members: &[Member]) {
+        let own: Vec<Member> = members.iter().filter(|m| m.name == sender).cloned().collect();
+        match self.merge(&own) {
             Ok(new) => {
                 for m in new {
                     tracing::info!(region = me, member = m.name, address = m.address, "learned a member");

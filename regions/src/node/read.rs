@@ -26,20 +26,30 @@ pub struct ReadRequest {
 
 impl Region {
     /// The closed timestamp reads of `key` may rely on here, and whether this region is its
-    /// only source: for a key written anywhere, the oldest over every other replica.
+    /// only source: for a key written anywhere, the oldest over every other replica. `None`
+    /// for a source whose clock is suspect ([`Region::clock_suspect`]).
     fn closed_for_key(&self, key: &str, home: &str) -> (bool, Option<Timestamp>) {
         let placement = self.placement();
         if placement.writes_anywhere(key).is_none() {
-            return (home == self.name, self.closed_for(home));
+            return (home == self.name, self.closed_for_reads(home));
         }
         let others: Vec<Option<Timestamp>> = self
             .peers
             .iter()
             .filter(|p| placement.replicates_to(key, &p.name))
-            .map(|p| self.closed_for(&p.name))
+            .map(|p| self.closed_for_reads(&p.name))
             .collect();
         let oldest = others.iter().try_fold(LATEST, |m, c| c.map(|c| m.min(c)));
         (others.is_empty(), oldest)
+    }
+
+    /// The closed timestamp of `home` a read may rely on: none while `home`'s clock is
+    /// suspect, since a bound computed from it would not hold.
+    fn closed_for_reads(&self, home: &str) -> Option<Timestamp> {
+        if home != self.name && self.clock_suspect(home) {
+            return None;
+        }
+        self.closed_for(home)
     }
 
     /// Decides where a read is served: here (`Ok(Some)`), or at the home (`Ok(None)`).

@@ -8,10 +8,16 @@
 //! got back ("this peer refuses our timestamps: our clock is ahead of its"). `/v1/regions`
 //! shows the last one of each, with how long ago and how often, so that the condition is
 //! visible at both regions while their logs say it once.
+//!
+//! A refusal also withdraws the peer's closed timestamp from reads
+//! ([`Region::clock_suspect`]): a message of a skewed peer that was delayed in transit
+//! arrives within the offset and is taken, and a closed timestamp from a clock ahead by more
+//! than the offset covers less real time than the staleness bound assumes. While a peer's
+//! timestamps were refused within the health window, its keys are read at its home.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use regions_core::hlc::ClockError;
 use regions_core::protocol::{ClockSkew, Problem, SkewSide as Side};
@@ -46,6 +52,13 @@ impl Refusals {
         entry.count == 1
     }
 
+    /// Whether `peer`'s timestamps were refused here (side `PeerAhead`) within `window`.
+    pub fn peer_ahead_within(&self, peer: &str, window: Duration) -> bool {
+        let seen = self.seen.lock().expect("skew lock");
+        seen.get(&(peer.to_owned(), Side::PeerAhead))
+            .is_some_and(|s| s.at.elapsed() <= window)
+    }
+
     /// The last refusals for `peer`, the peer-ahead side first.
     pub fn of(&self, peer: &str) -> Vec<ClockSkew> {
         let seen = self.seen.lock().expect("skew lock");
@@ -64,6 +77,19 @@ impl Refusals {
 }
 
 impl Region {
+    /// How long a refusal for clock skew marks a peer as unhealthy, and its closed
+    /// timestamp as unusable for reads: five closed-timestamp intervals, at least a second.
+    pub fn skew_window(&self) -> Duration {
+        Duration::from_millis((self.config.closed_ts_interval_ms * 5).max(1_000))
+    }
+
+    /// Whether reads must not rely on `peer`'s closed timestamp: its timestamps were refused
+    /// for clock skew within [`Region::skew_window`], so its clock is ahead of ours by more
+    /// than `max_clock_offset_ms` and a staleness bound computed from it would not hold.
+    pub fn clock_suspect(&self, peer: &str) -> bool {
+        self.clock_skew.peer_ahead_within(peer, self.skew_window())
+    }
+
     /// Notes that `peer`'s timestamp was refused by this region's clock; the error to answer.
     pub(crate) fn refuse_clock(&self, peer: &str, error: ClockError) -> Error {
         let text = error.to_string();
@@ -114,5 +140,22 @@ mod tests {
         );
         assert_eq!((seen[1].side, seen[1].count), (Side::OursAhead, 1));
         assert!(r.of("us").is_empty());
+    }
+
+    #[test]
+    fn a_peer_refused_lately_is_suspect_until_the_window_passes() {
+        let r = Refusals::default();
+        let window = Duration::from_millis(50);
+        assert!(!r.peer_ahead_within("eu", window), "never refused");
+        r.record("eu", Side::OursAhead, "they refuse us");
+        assert!(
+            !r.peer_ahead_within("eu", window),
+            "our clock ahead says nothing of theirs"
+        );
+        r.record("eu", Side::PeerAhead, "ahead");
+        assert!(r.peer_ahead_within("eu", window));
+        assert!(!r.peer_ahead_within("us", window));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!r.peer_ahead_within("eu", window), "the window passed");
     }
 }

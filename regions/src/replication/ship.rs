@@ -56,9 +56,12 @@ async fn next_batch(region: &Region, peer: &Peer, after: i64) -> Result<(Replica
     if let Some(i) = entries.iter().position(|e| e.state == EntryState::Pending) {
         entries.truncate(i);
     }
+    let within = within_bytes(&entries, region.config.ship_batch_bytes);
+    let cut = within < entries.len();
+    entries.truncate(within);
     let last = entries.last().map_or(after, |e| e.seq);
     let earliest_unshipped = region.store.earliest_after(last).await?;
-    let full = full && !entries.is_empty();
+    let full = (full || cut) && !entries.is_empty();
     let (entries, skip_to) = for_peer(region, peer, entries, last);
     let batch = ReplicateBatch {
         from: region.name.clone(),
@@ -243,6 +246,19 @@ pub async fn ship_loop(region: Arc<Region>, peer: Peer) {
     }
 }
 
+/// How many of `entries`, from the first, fit in `max_bytes` of values and keys; at least
+/// one, so that an entry larger than the bound travels alone rather than never.
+fn within_bytes(entries: &[LogEntry], max_bytes: usize) -> usize {
+    let mut total = 0usize;
+    for (i, entry) in entries.iter().enumerate() {
+        total += entry.key.len() + entry.value.as_ref().map_or(0, String::len);
+        if total > max_bytes {
+            return i.max(1);
+        }
+    }
+    entries.len()
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -290,5 +306,33 @@ mod tests {
         );
         assert_eq!(covered(&batch(5, &[6, 7]), 5), 7);
         assert_eq!(covered(&batch(5, &[]), 5), 5);
+    }
+
+    fn entry(seq: i64, value_bytes: usize) -> LogEntry {
+        LogEntry {
+            seq,
+            key: "k".into(),
+            ts: Timestamp::default(),
+            value: Some("7".repeat(value_bytes)),
+            state: EntryState::Committed,
+            kind: EntryKind::Version,
+            prev: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_holds_what_fits_its_bytes_and_a_large_entry_travels_alone() {
+        let small: Vec<LogEntry> = (1..=10).map(|i| entry(i, 99)).collect();
+        assert_eq!(within_bytes(&small, 1_000), 10, "10 × 100 bytes fit in 1,000");
+        assert_eq!(within_bytes(&small, 999), 9);
+        let large = vec![entry(1, 5_000), entry(2, 10)];
+        assert_eq!(within_bytes(&large, 1_000), 1, "alone, but shipped");
+        let after_small = vec![entry(1, 10), entry(2, 5_000)];
+        assert_eq!(
+            within_bytes(&after_small, 1_000),
+            1,
+            "the large one waits for the next batch"
+        );
+        assert_eq!(within_bytes(&[], 1_000), 0);
     }
 }

@@ -265,6 +265,42 @@ fn example_inputs() {
     );
 }
 
+/// A document with more steps than allowed is refused with one fault, before any step is
+/// looked at: 20,000 steps that are each wrong in several ways cost what one fault costs.
+#[test]
+fn too_many_steps_are_refused_before_the_steps_are_checked() {
+    let steps: Vec<Value> = (0..20_000)
+        .map(|i| {
+            json!({
+                "name": format!("bad name {i}"),
+                "depends_on": ["nowhere", "nowhere"],
+                "unknown": true,
+                "action": {"http": {"method": "POST", "url": "ftp://x/{{steps.none.output}}", "headers": {"Host": "h"}}},
+            })
+        })
+        .collect();
+    let doc = json!({"name": "huge", "steps": steps});
+    for result in [validate_value(&doc), sagas::validate::validate_new(&doc)] {
+        let errors = result.unwrap_err();
+        assert_eq!(errors.paths(), ["/steps"]);
+        assert_eq!(
+            errors.0[0].message,
+            format!("20000 steps: at most {} steps are allowed", sagas::validate::MAX_STEPS)
+        );
+    }
+}
+
+/// Reserved headers are refused in new definitions only: one stored before the rule still
+/// loads, so that its sagas can run (the HTTP runner sends its own values of them).
+#[test]
+fn reserved_headers_are_refused_only_in_new_definitions() {
+    let doc = json!({"name": "old", "steps": [{"name": "a", "action": {"http": {
+        "method": "POST", "url": "http://svc/a", "headers": {"Idempotency-Key": "mine"}}}}]});
+    assert!(validate_value(&doc).is_ok());
+    let errors = sagas::validate::validate_new(&doc).unwrap_err();
+    assert_eq!(errors.paths(), ["/steps/0/action/http/headers/Idempotency-Key"]);
+}
+
 /// A compensation that reads its own step's output is allowed with a warning at the
 /// template's path (it cannot run for a possibly-applied step); one that reads only the
 /// input, the saga id or upstream outputs gets none, and neither do region writes' automatic

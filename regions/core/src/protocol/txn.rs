@@ -126,6 +126,8 @@ pub struct SnapshotResponse {
 /// meets.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReadAt {
+    /// The region sending it (over TLS its certificate must name it).
+    pub from: String,
     /// The key.
     pub key: String,
     /// The timestamp.
@@ -142,6 +144,8 @@ pub struct ReadAtAnswer {
 /// `/internal/v1/txn/prepare`: lay a transaction's intents on keys homed at the receiver.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Prepare {
+    /// The region sending it (over TLS its certificate must name it).
+    pub from: String,
     /// The transaction.
     pub txn: String,
     /// Its snapshot.
@@ -168,6 +172,8 @@ pub enum Prepared {
 /// `/internal/v1/txn/record`: an event for a record kept at the receiver.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecordRequest {
+    /// The region sending it (over TLS its certificate must name it).
+    pub from: String,
     /// The transaction.
     pub txn: String,
     /// What happens to it.
@@ -187,6 +193,8 @@ pub struct RecordAnswer {
 /// `/internal/v1/txn/resolve`: a transaction's outcome, for its intents at the receiver.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Resolve {
+    /// The region sending it (over TLS its certificate must name it).
+    pub from: String,
     /// The transaction.
     pub txn: String,
     /// `Some(commit_ts)`: committed; `None`: aborted.

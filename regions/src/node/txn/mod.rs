@@ -48,6 +48,7 @@ impl Region {
             return self.txn_record_event(txn, event).await;
         }
         let request = regions_core::protocol::RecordRequest {
+            from: self.name.clone(),
             txn: txn.to_owned(),
             event,
         };
