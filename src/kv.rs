@@ -87,10 +87,14 @@ pub async fn run(command: KvCommand) -> anyhow::Result<u8> {
                 req.writes.push(OneShotWrite {
                     key: key.to_owned(),
                     value: Some(value),
+                    add: None,
                 });
             }
-            req.writes
-                .extend(deletes.into_iter().map(|key| OneShotWrite { key, value: None }));
+            req.writes.extend(deletes.into_iter().map(|key| OneShotWrite {
+                key,
+                value: None,
+                add: None,
+            }));
             let answer = regions::client::Client::new(&region)
                 .with_token(token)
                 .one_shot(&req)

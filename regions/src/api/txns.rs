@@ -17,13 +17,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use regions_core::protocol::{
-    BeginRequest, OneShotRequest, Prepare, ReadAt, ReadAtAnswer, RecordRequest, Resolve, SnapshotRequest, TxnPutRequest,
+    BeginRequest, OneShotRequest, OpRequest, Prepare, ReadAt, ReadAtAnswer, RecordRequest, Resolve, SnapshotRequest,
+    TxnPutRequest,
 };
 
 use super::auth::{Granted, Role, require};
 use super::problem::{ApiError, ProblemType};
 use super::tls::check_sender;
-use super::{Shared, body_of, check_key, check_value, peer_body};
+use super::{Shared, body_of, check_key, check_value, checked_op_id, peer_body};
 use crate::Error;
 use crate::gateway;
 use crate::node::Region;
@@ -48,6 +49,8 @@ pub(super) fn routes() -> Router<Arc<Region>> {
         .route("/internal/v1/txn/record", post(record))
         .route("/internal/v1/txn/resolve", post(resolve))
         .route("/internal/v1/txn/read", post(read_at))
+        .route("/internal/v1/txn/claim", post(claim))
+        .route("/internal/v1/txn/cancel", post(cancel))
 }
 
 async fn begin(State(region): Shared, body: Bytes) -> Result<Response, ApiError> {
@@ -121,7 +124,9 @@ async fn one_shot(
     body: Result<Json<OneShotRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let req = body_of(&region, body)?;
-    if !req.writes.is_empty() {
+    checked_op_id("/op_id", req.op_id.clone())?;
+    checked_op_id("/undoes", req.undoes.clone())?;
+    if !req.writes.is_empty() || req.undoes.is_some() {
         require(
             &region,
             granted.map(|Extension(g)| g),
@@ -190,4 +195,18 @@ async fn read_at(State(region): Shared, identity: Identity, body: Bytes) -> Resu
         version: version.map(|v| (v.ts, v.value)),
     })
     .into_response())
+}
+
+async fn claim(State(region): Shared, identity: Identity, body: Bytes) -> Result<Response, ApiError> {
+    let r: OpRequest = peer_body(&body)?;
+    check_sender(&region, identity.as_deref(), "/from", &r.from)?;
+    checked_op_id("/op_id", Some(r.op_id.clone()))?;
+    Ok(Json(region.txn_op_claim(&r.op_id).await?).into_response())
+}
+
+async fn cancel(State(region): Shared, identity: Identity, body: Bytes) -> Result<Response, ApiError> {
+    let r: OpRequest = peer_body(&body)?;
+    check_sender(&region, identity.as_deref(), "/from", &r.from)?;
+    checked_op_id("/op_id", Some(r.op_id.clone()))?;
+    Ok(Json(region.txn_op_cancel(&r.op_id).await?).into_response())
 }

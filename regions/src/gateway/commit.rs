@@ -25,11 +25,24 @@ use crate::{Error, Result};
 
 /// Commits `txn`; returns its commit timestamp (its snapshot if it wrote nothing).
 pub(super) async fn commit(region: &Arc<Region>, txn: &Txn) -> Result<Timestamp> {
-    let Some(plan) = txn.plan(|k| region.home(k).region) else {
+    commit_with_record_at(region, txn, None).await
+}
+
+/// [`commit`], with the record at `record_home` rather than at the first written key's
+/// home (an exactly-once transaction's record goes where its op id's tries are kept).
+pub(super) async fn commit_with_record_at(
+    region: &Arc<Region>,
+    txn: &Txn,
+    record_home: Option<String>,
+) -> Result<Timestamp> {
+    let Some(mut plan) = txn.plan(|k| region.home(k).region) else {
         // Read-only: its reads are one snapshot (every writer met was pushed above it, and
         // every home's clock passed it), so it is serializable at its snapshot as it is.
         return Ok(txn.read_ts);
     };
+    if let Some(home) = record_home {
+        plan.record_home = home;
+    }
     let prepares = plan.by_home.iter().map(|(home, intents)| {
         let p = Prepare {
             from: region.name.clone(),

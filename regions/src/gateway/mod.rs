@@ -1,10 +1,12 @@
 //! The gateway of transactions: the region a client begins a transaction at keeps it open
 //! (`crate::node::txn::Sessions`), reads each key at its home at the snapshot, buffers the
 //! writes, and commits them across the homes (`commit.rs`, two-phase: prepare at every
-//! home, then one write of the record). `snapshot.rs` reads several keys at one timestamp;
-//! `recover.rs` is the loop that resolves the intents whose gateway vanished.
+//! home, then one write of the record). `one_shot.rs` is the one-request form (with its
+//! exactly-once op ids); `snapshot.rs` reads several keys at one timestamp; `recover.rs` is
+//! the loop that resolves the intents whose gateway vanished.
 
 mod commit;
+mod one_shot;
 pub mod recover;
 mod snapshot;
 
@@ -13,15 +15,14 @@ use std::sync::Arc;
 
 use regions_core::hlc::Timestamp;
 use regions_core::mvcc::Version;
-use regions_core::protocol::{
-    BeginResponse, CommitResponse, OneShotRequest, ReadAt, ReadAtAnswer, TxnPutRequest, TxnValue,
-};
+use regions_core::protocol::{BeginResponse, CommitResponse, ReadAt, ReadAtAnswer, TxnPutRequest, TxnValue};
 use regions_core::txn::Txn;
 
 use crate::node::Region;
 use crate::{Error, Result};
 
 pub use commit::CRASH_AT;
+pub use one_shot::one_shot;
 pub use snapshot::snapshot;
 
 /// Begins a transaction at `region` with a snapshot at its clock's now.
@@ -106,63 +107,14 @@ pub async fn commit(region: &Arc<Region>, id: &str) -> Result<CommitResponse> {
         id: id.to_owned(),
         commit_ts: outcome?.to_string(),
         reads: BTreeMap::new(),
+        replayed: false,
+        undone: None,
     })
 }
 
 /// Aborts transaction `id` (it laid nothing yet: intents are laid at the commit).
 pub fn abort(region: &Region, id: &str) -> Result<()> {
     region.sessions.end(id, "was aborted by its client").map(|_| ())
-}
-
-/// A transaction in one request: reads, conditions on versions, writes, commit.
-pub async fn one_shot(region: &Arc<Region>, req: &OneShotRequest) -> Result<CommitResponse> {
-    let mut txn = Txn::new(uuid::Uuid::new_v4().to_string(), region.clock.now());
-    let mut keys: Vec<&str> = req.reads.iter().map(String::as_str).collect();
-    keys.extend(req.conditions.iter().map(|c| c.key.as_str()));
-    keys.sort_unstable();
-    keys.dedup();
-    let reads = futures::future::try_join_all(keys.iter().map(|k| read_at_home(region, k, txn.read_ts))).await?;
-    let mut versions = BTreeMap::new();
-    for (key, version) in keys.iter().zip(reads) {
-        txn.read(key, version.as_ref().map(|v| v.ts));
-        versions.insert(key.to_string(), version);
-    }
-    for (i, c) in req.conditions.iter().enumerate() {
-        let expected: Timestamp = c
-            .version
-            .parse()
-            .map_err(|e: String| Error::BadRequest(format!("/conditions/{i}/version: {e}")))?;
-        let live = versions[&c.key]
-            .as_ref()
-            .filter(|v| v.value.is_some())
-            .map_or(Timestamp::default(), |v| v.ts);
-        if live != expected {
-            return Err(Error::VersionMismatch {
-                key: c.key.clone(),
-                expected,
-                current: live,
-            });
-        }
-    }
-    for (i, w) in req.writes.iter().enumerate() {
-        if let Some(prefix) = region.placement().writes_anywhere(&w.key) {
-            return Err(Error::BadRequest(format!(
-                "/writes/{i}/key: {:?} is under {prefix:?}, written anywhere: transactions need a key's home",
-                w.key
-            )));
-        }
-        txn.write(&w.key, w.value.as_ref().map(ToString::to_string));
-    }
-    let commit_ts = commit::commit(region, &txn).await?;
-    let mut shown_reads = BTreeMap::new();
-    for key in &req.reads {
-        shown_reads.insert(key.clone(), shown(key, versions[key].clone())?);
-    }
-    Ok(CommitResponse {
-        id: txn.id,
-        commit_ts: commit_ts.to_string(),
-        reads: shown_reads,
-    })
 }
 
 #[cfg(test)]

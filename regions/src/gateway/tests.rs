@@ -150,3 +150,71 @@ async fn an_expired_prepare_is_aborted_by_the_recovery_loop() {
     assert_eq!(region.store.txn_record("w").await.unwrap(), Some(TxnStatus::Aborted));
     assert_eq!(value(&region, "k").await, None);
 }
+
+fn transfer(op_id: &str, amount: i64, undoes: Option<&str>) -> regions_core::protocol::OneShotRequest {
+    serde_json::from_value(json!({
+        "op_id": op_id,
+        "undoes": undoes,
+        "writes": [
+            {"key": "alice", "add": {"path": "/balance", "delta": -amount, "min": 0}},
+            {"key": "bob", "add": {"path": "/balance", "delta": amount}}
+        ]
+    }))
+    .unwrap()
+}
+
+/// An op id commits once: a repeat answers with the first commit; a compensation cancels
+/// an op id that never committed (which then never commits), and undoes one that did once.
+#[tokio::test]
+async fn an_op_id_commits_once_and_its_undo_cancels_or_undoes_once() {
+    use super::one_shot;
+    let (region, _) = region().await;
+    let seed = serde_json::from_value(json!({"writes": [{"key": "alice", "value": {"balance": 100}}]})).unwrap();
+    one_shot(&region, &seed).await.unwrap();
+    let first = one_shot(&region, &transfer("op-1", 10, None)).await.unwrap();
+    let again = one_shot(&region, &transfer("op-1", 10, None)).await.unwrap();
+    assert!(!first.replayed && again.replayed, "{again:?}");
+    assert_eq!(
+        (again.id.as_str(), again.commit_ts.as_str()),
+        (first.id.as_str(), first.commit_ts.as_str())
+    );
+    assert_eq!(value(&region, "alice").await.as_deref(), Some(r#"{"balance":90}"#));
+    assert_eq!(value(&region, "bob").await.as_deref(), Some(r#"{"balance":10}"#));
+
+    // The undo of op-1, twice: applied once.
+    for _ in 0..2 {
+        let undo = one_shot(&region, &transfer("undo-1", -10, Some("op-1"))).await.unwrap();
+        assert_eq!(undo.undone, Some(true), "{undo:?}");
+    }
+    assert_eq!(value(&region, "bob").await.as_deref(), Some(r#"{"balance":0}"#));
+
+    // The undo of op-2 before op-2: nothing written, and op-2 is refused from then on.
+    let undo = one_shot(&region, &transfer("undo-2", -10, Some("op-2"))).await.unwrap();
+    assert_eq!(undo.undone, Some(false), "{undo:?}");
+    let late = one_shot(&region, &transfer("op-2", 10, None)).await;
+    assert!(matches!(late, Err(Error::OpCancelled { .. })), "{late:?}");
+    assert_eq!(value(&region, "bob").await.as_deref(), Some(r#"{"balance":0}"#));
+}
+
+/// A try that was claimed but lost (its gateway gave up before the record) is aborted by
+/// the next claim, which runs under a new try: that earlier try can never commit.
+#[tokio::test]
+async fn a_new_try_fences_the_one_before() {
+    let (region, _) = region().await;
+    let first = region.txn_op_claim("op").await.unwrap();
+    let second = region.txn_op_claim("op").await.unwrap();
+    let regions_core::protocol::OpState::Run { txn: first } = first else {
+        panic!("{first:?}")
+    };
+    assert!(matches!(second, regions_core::protocol::OpState::Run { ref txn } if *txn != first));
+    let late = region
+        .txn_record_event(
+            &first,
+            RecordEvent::Commit {
+                proposed: Timestamp::default(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(late.refused && late.status == TxnStatus::Aborted, "{late:?}");
+}

@@ -54,6 +54,15 @@ pub struct CommitResponse {
     /// `POST /v1/txn` only: the keys it read (`null`: absent).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reads: BTreeMap<String, Option<TxnValue>>,
+    /// `POST /v1/txn` with an `op_id` only: this answer repeats the first commit under that
+    /// op id (nothing was applied again; `reads` are not repeated).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
+    /// `POST /v1/txn` with `undoes` only: `false` when the transaction it undoes never
+    /// committed (it is cancelled now, and nothing was written), `true` when it did and
+    /// this one committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undone: Option<bool>,
 }
 
 /// A condition of a one-shot transaction: the key is at this version (`"0.0"`: absent).
@@ -72,9 +81,14 @@ pub struct Condition {
 pub struct OneShotWrite {
     /// The key.
     pub key: String,
-    /// The value; `null` or absent deletes the key.
+    /// The value; `null` or absent deletes the key (unless `add` is given).
     #[serde(default)]
     pub value: Option<serde_json::Value>,
+    /// Instead of a value: add a number to the one at a path of the key's value as the
+    /// transaction's snapshot has it (the key is read, and its bounds checked, in the
+    /// transaction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add: Option<crate::add::Add>,
 }
 
 /// `POST /v1/txn`: reads, conditions and writes, committed in one request.
@@ -90,6 +104,14 @@ pub struct OneShotRequest {
     /// Writes applied atomically at the commit.
     #[serde(default)]
     pub writes: Vec<OneShotWrite>,
+    /// Makes the transaction exactly-once: a repeat under the same op id (a saga step
+    /// retried or recovered) is answered with the first commit and applies nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_id: Option<String>,
+    /// The op id of a transaction this one undoes (a saga step's compensation): if that
+    /// one never committed it is cancelled (it never will) and this one writes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undoes: Option<String>,
 }
 
 /// `POST /v1/snapshot`: several keys read at one timestamp.
@@ -199,4 +221,34 @@ pub struct Resolve {
     pub txn: String,
     /// `Some(commit_ts)`: committed; `None`: aborted.
     pub commit_ts: Option<Timestamp>,
+}
+
+/// `/internal/v1/txn/claim` and `/internal/v1/txn/cancel`: an op id's transactions, at the
+/// region that keeps their records (`regions::node::txn::ops`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpRequest {
+    /// The region sending it (over TLS its certificate must name it).
+    pub from: String,
+    /// The op id.
+    pub op_id: String,
+}
+
+/// Where an op id stands, as a claim or a cancellation found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum OpState {
+    /// A claim: run the transaction under this id (every earlier try is aborted).
+    Run {
+        /// The transaction id to use.
+        txn: String,
+    },
+    /// A try committed: nothing may run again.
+    Committed {
+        /// The transaction that committed.
+        txn: String,
+        /// When.
+        commit_ts: Timestamp,
+    },
+    /// Cancelled: nothing under the op id committed, and nothing ever will.
+    Cancelled,
 }

@@ -5,6 +5,7 @@
 //! the clients it is the gateway of ([`Sessions`]).
 
 mod home;
+mod ops;
 mod sessions;
 
 use serde::Serialize;
@@ -23,6 +24,11 @@ impl Region {
     /// Applies `event` to the record of `txn` kept here (written durably when it changes).
     pub async fn txn_record_event(&self, txn: &str, event: RecordEvent) -> Result<RecordAnswer> {
         let _one_at_a_time = self.records_lock.lock().await;
+        self.record_event_locked(txn, event).await
+    }
+
+    /// [`Region::txn_record_event`], with `records_lock` held by the caller.
+    async fn record_event_locked(&self, txn: &str, event: RecordEvent) -> Result<RecordAnswer> {
         let stored = self.store.txn_record(txn).await?;
         let now = stored.unwrap_or(TxnStatus::NEW);
         match now.apply(event) {
