@@ -276,6 +276,16 @@ impl Coordinator {
                             });
                         }
                     }
+                    sagas::StepAction::Txn(txn) => {
+                        let regions = self.inner.runners.http.regions().directory();
+                        if let Err(message) = regions.check(txn.via.as_deref()) {
+                            let at = if txn.via.is_some() { "/via" } else { "" };
+                            errors.push(ValidationError {
+                                path: format!("/steps/{i}/{part}/txn{at}"),
+                                message,
+                            });
+                        }
+                    }
                     sagas::StepAction::Http(http) => {
                         if let sagas::Template::Literal(Value::String(url)) = &http.url
                             && let Err(message) = self.inner.runners.http.hosts().check(url)
