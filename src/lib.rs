@@ -9,15 +9,19 @@
 //! - [`server`]: [`Server`] and its [`ServerBuilder`]: store, coordinator, API, telemetry.
 //! - [`check`]: `geosaga check`, a saga run against its real participants through a
 //!   recording proxy, case by case.
-//! - [`serve`]: the options of `geosaga serve` and `geosaga dev` (flags, `GEOSAGA_*`
-//!   variables, a TOML file), turned into a builder.
-//! - `region_access`: how `geosaga serve` reaches TLS regions (`--region-ca`, ...).
+//! - [`serve`]: the options of `geosaga serve` (flags, `GEOSAGA_*` variables, a TOML
+//!   file), turned into a builder.
+//! - [`dev`]: `geosaga dev`, a coordinator with examples, a demo participant and three
+//!   regions on loopback (or the regions of a cluster of yours).
+//! - `region_access`: how `geosaga serve` and `geosaga dev` reach TLS regions
+//!   (`--region-ca`, ...).
 //! - `demo`, `dev_regions`: the demo participant and the three regions of `geosaga dev`.
 //!
 //! The `geosaga` binary (`src/main.rs`) adds the client commands, `region` and `netem`.
 
 pub mod check;
 mod demo;
+pub mod dev;
 mod dev_regions;
 mod region_access;
 pub mod serve;

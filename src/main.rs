@@ -23,7 +23,7 @@ mod netem;
 mod ops;
 mod region;
 
-use geosaga::serve;
+use geosaga::{dev, serve};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,7 +44,7 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Run everything on this machine: coordinator on SQLite, the examples registered, and a
     /// demo participant service whose failures you pick with the saga input.
-    Dev(serve::DevArgs),
+    Dev(dev::DevArgs),
     /// Register, validate and print saga definitions.
     #[command(subcommand)]
     Definitions(DefinitionsCommand),
@@ -213,7 +213,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Serve(args) => serve::serve(*args).await.map(|()| 0),
-        Command::Dev(args) => serve::dev(args).await.map(|()| 0),
+        Command::Dev(args) => dev::dev(args).await.map(|()| 0),
         Command::Region(args) => region::run(args).await.map(|()| 0),
         Command::Check(args) => geosaga::check::cli::run(args).await,
         Command::Netem(args) => netem::run(args).await.map(|()| 0),

@@ -1,8 +1,9 @@
-//! `geosaga serve` and `geosaga dev`: their options (flags, `GEOSAGA_*` variables, a TOML
-//! file), turned into a [`ServerBuilder`]; the builder starts the coordinator.
+//! `geosaga serve`: its options (flags, `GEOSAGA_*` variables, a TOML file), turned into a
+//! [`ServerBuilder`]; the builder starts the coordinator. `geosaga dev` (`crate::dev`)
+//! builds the same `Settings` its own way.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -15,19 +16,7 @@ use observability::otlp::{OtlpOptions, Protocol};
 use serde::Deserialize;
 
 use crate::region_access::{RegionAccessArgs, RegionAccessFile};
-use crate::server::{LOG_FILTER, Server, ServerBuilder};
-
-/// The example definitions `geosaga dev` registers.
-const EXAMPLES: &[(&str, &str)] = &[
-    ("transfer.json", include_str!("../examples/transfer.json")),
-    ("book_trip.json", include_str!("../examples/book_trip.json")),
-];
-
-/// The example `geosaga dev` registers when its three regions run (its steps need them).
-const REGION_EXAMPLE: (&str, &str) = (
-    "transfer_regions.json",
-    include_str!("../examples/transfer_regions.json"),
-);
+use crate::server::{Server, ServerBuilder};
 
 /// Options of `geosaga serve`. Each can also come from a `GEOSAGA_*` variable or the
 /// config file (flags win over variables, variables over the file).
@@ -161,10 +150,10 @@ pub struct OtlpArgs {
     /// Export traces over OTLP to this collector (e.g. `http://127.0.0.1:4317`); the
     /// default comes from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT.
     #[arg(long)]
-    otlp_endpoint: Option<String>,
+    pub(crate) otlp_endpoint: Option<String>,
     /// The OTLP transport: grpc or http/protobuf (default: OTEL_EXPORTER_OTLP_PROTOCOL, else grpc).
     #[arg(long)]
-    otlp_protocol: Option<Protocol>,
+    pub(crate) otlp_protocol: Option<Protocol>,
 }
 
 /// The config file: the same options as the flags.
@@ -205,55 +194,32 @@ struct ConfigFile {
     idempotency_window: Option<String>,
 }
 
-/// Options of `geosaga dev`.
-#[derive(Args, Debug)]
-pub struct DevArgs {
-    /// Address of the REST API.
-    #[arg(long, default_value = "127.0.0.1:7379")]
-    listen: SocketAddr,
-    /// Address of the demo participant service.
-    #[arg(long, default_value = "127.0.0.1:7380")]
-    demo_listen: SocketAddr,
-    /// Where the SQLite databases live.
-    #[arg(long, default_value = "./geosaga-data")]
-    data_dir: PathBuf,
-    /// Port of the first of the three dev regions (the next two follow); 0 picks free ports.
-    #[arg(long, default_value_t = 7401)]
-    regions_port: u16,
-    /// Do not start the three dev regions.
-    #[arg(long)]
-    no_regions: bool,
-    /// Base URL of a Jaeger UI, to link sagas to their traces (e.g. `http://127.0.0.1:16686`).
-    #[arg(long)]
-    jaeger_ui: Option<String>,
-    #[command(flatten)]
-    otlp: OtlpArgs,
-    /// Log format: text or json.
-    #[arg(long, default_value = "text")]
-    log_format: LogFormat,
-}
-
-struct Settings {
-    listen: SocketAddr,
-    database: String,
-    node_id: Option<String>,
-    lease: Duration,
-    tokens: Vec<String>,
-    insecure: bool,
-    hosts: HostPolicy,
-    regions: RegionDirectory,
-    region_access: RegionAccess,
-    body_limit: usize,
-    max_running: usize,
-    limits: http_server::Limits,
-    jaeger_ui: Option<String>,
-    otlp: OtlpOptions,
-    retention: Option<RetentionOptions>,
+/// Everything a coordinator is started with, from `serve`'s options or `dev`'s.
+pub(crate) struct Settings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) database: String,
+    pub(crate) node_id: Option<String>,
+    pub(crate) lease: Duration,
+    pub(crate) tokens: Vec<String>,
+    pub(crate) insecure: bool,
+    pub(crate) hosts: HostPolicy,
+    pub(crate) regions: RegionDirectory,
+    pub(crate) region_access: RegionAccess,
+    pub(crate) body_limit: usize,
+    pub(crate) max_running: usize,
+    pub(crate) limits: http_server::Limits,
+    pub(crate) jaeger_ui: Option<String>,
+    pub(crate) otlp: OtlpOptions,
+    pub(crate) retention: Option<RetentionOptions>,
 }
 
 /// The regions region steps may use: `--region NAME=URL` flags, else the config file's
 /// `[regions]` table; `--region-via` (or `region_via`) names the default.
-fn region_directory(flags: &[String], file: &toml::Table, via: Option<String>) -> anyhow::Result<RegionDirectory> {
+pub(crate) fn region_directory(
+    flags: &[String],
+    file: &toml::Table,
+    via: Option<String>,
+) -> anyhow::Result<RegionDirectory> {
     let mut regions = Vec::new();
     if flags.iter().any(|f| !f.is_empty()) {
         for flag in flags.iter().filter(|f| !f.is_empty()) {
@@ -367,7 +333,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
 
 impl Settings {
     /// The builder these settings describe: the one way a coordinator is started.
-    fn apply(self, builder: ServerBuilder) -> ServerBuilder {
+    pub(crate) fn apply(self, builder: ServerBuilder) -> ServerBuilder {
         let mut builder = builder
             .listen(self.listen)
             .database(self.database)
@@ -402,103 +368,4 @@ pub fn configure(builder: ServerBuilder, args: ServeArgs) -> anyhow::Result<Serv
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     configure(Server::builder(), args)?.serve().await?;
     Ok(())
-}
-
-/// `geosaga dev`.
-pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    observability::init_logging(args.log_format, LOG_FILTER);
-    let demo = crate::demo::serve(args.demo_listen)
-        .await
-        .with_context(|| format!("starting the demo participant on {}", args.demo_listen))?;
-    let regions = if args.no_regions {
-        Vec::new()
-    } else {
-        std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
-        crate::dev_regions::start(&args.data_dir, args.regions_port).await?
-    };
-    // Region steps go through us-east, as a coordinator there would.
-    let directory = RegionDirectory::new(regions.clone(), regions.first().map(|(name, _)| name.clone()))
-        .map_err(anyhow::Error::msg)?;
-    let settings = Settings {
-        regions: directory,
-        region_access: RegionAccess::default(),
-        listen: args.listen,
-        database: args.data_dir.join("geosaga.db").display().to_string(),
-        node_id: Some("local".to_owned()),
-        lease: Duration::from_secs(10),
-        tokens: Vec::new(),
-        insecure: false,
-        hosts: HostPolicy::Any,
-        body_limit: 1024 * 1024,
-        max_running: 10_000,
-        limits: http_server::Limits::default(),
-        jaeger_ui: args.jaeger_ui,
-        otlp: OtlpOptions {
-            endpoint: args.otlp.otlp_endpoint,
-            protocol: args.otlp.otlp_protocol,
-            instance_id: None,
-        },
-        retention: None,
-    };
-    let with_regions = (!regions.is_empty()).then_some(&REGION_EXAMPLE);
-    let mut builder = settings.apply(Server::builder()).log_format(None);
-    for (file, text) in EXAMPLES.iter().chain(with_regions) {
-        let mut doc: serde_json::Value = serde_json::from_str(text).with_context(|| format!("example {file}"))?;
-        rebase_urls(&mut doc, demo);
-        builder = builder.definition(doc);
-    }
-    let server = builder.start().await?;
-    if let Some((_, us_east)) = regions.first() {
-        crate::dev_regions::seed_accounts(us_east).await;
-    }
-    println!("{}", welcome(server.local_addr(), &args.data_dir, &regions));
-    server.serve().await?;
-    Ok(())
-}
-
-/// Points the examples' URLs at the demo participant's actual address.
-fn rebase_urls(doc: &mut serde_json::Value, demo: SocketAddr) {
-    match doc {
-        serde_json::Value::String(s) if s.starts_with("http://127.0.0.1:7380") => {
-            *s = s.replacen("http://127.0.0.1:7380", &format!("http://{demo}"), 1);
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| rebase_urls(v, demo)),
-        serde_json::Value::Object(map) => map.values_mut().for_each(|v| rebase_urls(v, demo)),
-        _ => {}
-    }
-}
-
-fn welcome(api: SocketAddr, data_dir: &Path, regions: &[(String, String)]) -> String {
-    let mut text = welcome_sagas(api, data_dir);
-    if let Some((_, first)) = regions.first() {
-        text.push_str("\nRegions (geo-distributed key-value layer, see docs/regions.md):\n");
-        for (name, address) in regions {
-            text.push_str(&format!("  {name:<9} {address}\n"));
-        }
-        text.push_str(&format!(
-            "  geosaga saga start transfer_regions --input '{{\"from\":\"us/alice\",\"to\":\"eu/bob\",\"amount\":300}}' --wait   # money across regions\n  curl -s -X PUT {first}/v1/kv/eu/alice -H 'content-type: application/json' -d '{{\"value\": 100, \"consistency\": \"strong\"}}'\n  curl -s '{first}/v1/kv/eu/alice?consistency=bounded_staleness&max_staleness_ms=5000'\n"
-        ));
-    }
-    text
-}
-
-fn welcome_sagas(api: SocketAddr, data_dir: &Path) -> String {
-    let data_dir = data_dir.display();
-    format!(
-        r#"
-geosaga dev is running: API on http://{api}, data in {data_dir} (SQLite).
-Web console: http://{api}/ui
-Examples registered: transfer, book_trip. Try, in another terminal:
-
-  geosaga saga start transfer --input '{{"from":"alice","to":"bob","amount":50}}' --wait
-  geosaga saga start transfer --input '{{"from":"alice","to":"closed","amount":50}}' --wait   # credit fails: debit is refunded
-  geosaga saga start transfer --input '{{"from":"alice","to":"flaky","amount":50}}' --wait    # notify retries twice, then succeeds
-  geosaga saga list
-  geosaga saga events <ID>
-
-or with curl:
-  curl -s http://{api}/v1/sagas -H 'content-type: application/json' \
-       -d '{{"definition":"transfer","input":{{"from":"alice","to":"closed","amount":50}}}}'
-"#
-    )
 }

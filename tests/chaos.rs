@@ -1,5 +1,8 @@
 //! The chaos suite: the containerised multi-region testbed (`deploy/testbed`: three regions
-//! and a coordinator, WAN latency from `geosaga netem`) under a workload of cross-region
+//! and a coordinator, WAN latency from `geosaga netem`; mutual TLS between the regions, TLS
+//! and tokens of each role for their clients, a token on the coordinator's API, and the
+//! coordinator's region steps over TLS with a client certificate and a write token) under a
+//! workload of cross-region
 //! transfer sagas, strong and async writes, bounded-staleness reads, counter increments and
 //! writes-anywhere keys,
 //! while a nemesis SIGKILLs and restarts regions and the coordinator, cuts regions off and
@@ -112,6 +115,44 @@ async fn nemesis(tb: &Testbed, w: &Workload, seed: u64, until: Instant) -> Vec<F
     faults
 }
 
+/// The testbed runs as a deployment should: the regions answer only over TLS, and refuse
+/// a call without a token (401) or with a token of too low a role (403); the coordinator
+/// refuses a call without its token.
+async fn callers_need_their_token(tb: &Testbed) {
+    let status =
+        |r: Result<reqwest::Response, reqwest::Error>| r.map(|r| r.status().as_u16()).map_err(|e| e.to_string());
+    let region = &tb.regions[0];
+    let plain = region.replacen("https://", "http://", 1);
+    assert!(
+        reqwest::get(format!("{plain}/readyz")).await.is_err(),
+        "{plain} speaks plain HTTP"
+    );
+    let anonymous = tb.secrets.client(None);
+    assert_eq!(status(anonymous.get(format!("{region}/readyz")).send().await), Ok(200));
+    let put = |client: &reqwest::Client| {
+        client
+            .put(format!("{region}/v1/kv/us/roles"))
+            .json(&serde_json::json!({"value": 1}))
+            .send()
+    };
+    assert_eq!(status(put(&anonymous).await), Ok(401), "a write without a token");
+    let reader = tb.secrets.client(Some(&tb.secrets.read));
+    assert_eq!(status(put(&reader).await), Ok(403), "a write with the read token");
+    let writer = tb.secrets.client(Some(&tb.secrets.write));
+    let rehome = writer
+        .post(format!("{region}/v1/admin/rehome"))
+        .json(&serde_json::json!({"prefix": "us/", "to": "eu-west"}))
+        .send()
+        .await;
+    assert_eq!(status(rehome), Ok(403), "a re-homing with the write token");
+    let saga = anonymous
+        .post(format!("{}/v1/sagas", tb.coordinator))
+        .json(&serde_json::json!({"definition": "transfer_regions", "input": {}}))
+        .send()
+        .await;
+    assert_eq!(status(saga), Ok(401), "a saga started without the API token");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_testbed_keeps_its_promises_under_a_nemesis() {
     chaos_testbed::require_docker();
@@ -124,8 +165,9 @@ async fn the_testbed_keeps_its_promises_under_a_nemesis() {
     let started = Instant::now();
     let tb = Testbed::up(&project).await;
     let setup = started.elapsed();
+    callers_need_their_token(&tb).await;
 
-    let w = Arc::new(Workload::new(tb.regions.clone()));
+    let w = Arc::new(Workload::new(tb.regions.clone(), &tb.secrets));
     chaos_sagas::open_accounts(&w).await;
     let sagas = Arc::new(chaos_sagas::Sagas::default());
     let mut tasks = chaos_workload::start(&w);

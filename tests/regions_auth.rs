@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 use support::http::{get, post};
-use support::process::GeosagaProcess;
+use support::process::{GeosagaProcess, free_port};
 use support::regions::{Cluster, NAMES, tls_client};
 
 const READ: &str = "read-token-0123456789";
@@ -128,6 +128,73 @@ async fn region_sagas_run_through_a_tls_cluster() {
     assert_eq!(balance(&client, &us, "eu/bob").await, 30);
     let (_, page) = get(&coordinator.url, "/v1/sagas").await;
     assert!(page.to_string().contains("completed"), "{page}");
+}
+
+/// `geosaga dev` pointed at a TLS cluster that wants tokens (`--region` with the same
+/// `--region-ca`, `--region-cert`/`--region-key` and `--region-token` as `serve`): it starts
+/// no regions of its own, and its `transfer_regions` example moves money across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn geosaga_dev_runs_region_sagas_on_a_tls_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("certs");
+    certs(&ours, "us-east,eu-west,ap-south,coordinator");
+    let cluster = Cluster::start_tls(dir.path(), &settings(), 2, &ours).await;
+    let client = tls_client(&ours, None);
+    let us = cluster.regions[0].url.clone();
+    for (key, balance) in [("us/alice", 1000), ("eu/bob", 0)] {
+        let r = client
+            .put(format!("{us}/v1/kv/{key}"))
+            .bearer_auth(WRITE)
+            .json(&json!({"value": {"balance": balance}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    let (api, demo) = (free_port(), free_port());
+    let path = |name: &str| ours.join(name).display().to_string();
+    let mut args: Vec<String> = vec![
+        "dev".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{api}"),
+        "--demo-listen".into(),
+        format!("127.0.0.1:{demo}"),
+        "--data-dir".into(),
+        dir.path().join("dev").display().to_string(),
+        "--region-ca".into(),
+        path("ca.pem"),
+        "--region-cert".into(),
+        path("coordinator.pem"),
+        "--region-key".into(),
+        path("coordinator.key"),
+        "--region-token".into(),
+        WRITE.into(),
+    ];
+    for (name, region) in NAMES.iter().zip(&cluster.regions) {
+        args.push("--region".into());
+        args.push(format!("{name}={}", region.url));
+    }
+    let dev = GeosagaProcess::launch(
+        args,
+        Vec::new(),
+        dir.path().join("dev.log"),
+        format!("http://127.0.0.1:{api}"),
+    );
+    dev.wait_ready().await;
+    let (status, done) = post(
+        &dev.url,
+        "/v1/sagas?wait_ms=30000",
+        json!({"definition": "transfer_regions", "input": {"from": "us/alice", "to": "eu/bob", "amount": 300}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{done}");
+    assert_eq!(done["status"], "completed", "{done}\n{}", dev.log_text());
+    assert_eq!(balance(&client, &us, "us/alice").await, 700);
+    assert_eq!(balance(&client, &us, "eu/bob").await, 300);
+    // It started no regions of its own: its welcome lists the cluster's.
+    let log = dev.log_text();
+    assert!(log.contains("Region steps go to your regions"), "{log}");
+    assert!(!dir.path().join("dev/region-us-east.db").exists());
 }
 
 /// Sends `method path` with `token` (none: anonymous) and `body`; the status and problem.
@@ -318,7 +385,8 @@ async fn a_region_refuses_an_open_address_without_tls_and_tokens() {
 /// A member's certificate cannot speak for another member: an intent, a batch of the log,
 /// a forwarded write and a forwarded undo in ap-south's name, sent with eu-west's certificate, are refused
 /// (403); a heartbeat listing a member nobody admitted is answered, and the member is not
-/// learned (so no log shipper starts towards its address).
+/// learned: no region lists it, and nothing connects to the address it named (no log
+/// shipper starts towards it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_members_certificate_speaks_only_for_that_member() {
     let dir = tempfile::tempdir().unwrap();
@@ -391,7 +459,11 @@ async fn a_members_certificate_speaks_only_for_that_member() {
     let problem: Value = r.json().await.unwrap();
     assert!(problem["detail"].as_str().unwrap().contains("admin token"), "{problem}");
 
-    let mallory = json!({"name": "mallory", "address": "https://127.0.0.1:9", "role": "replica", "version": 1});
+    // mallory's address is a socket of ours: a log shipper sent there would connect to it.
+    let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let address = format!("https://{}", trap.local_addr().unwrap());
+    let mallory = json!({"name": "mallory", "address": address, "role": "replica", "version": 1});
     let r = eu
         .post(format!("{us}/internal/v1/heartbeat"))
         .json(&json!({"from": "eu-west", "members": [mallory]}))
@@ -416,6 +488,12 @@ async fn a_members_certificate_speaks_only_for_that_member() {
         !cluster.regions[0].log_text().contains("learned a member"),
         "{}",
         cluster.logs()
+    );
+    // Shipping runs every 50 ms (closed_ts_interval_ms): in the 600 ms above, a ship loop
+    // towards mallory would have connected at least once.
+    assert!(
+        matches!(trap.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a region connected to the address the heartbeat named"
     );
 }
 

@@ -208,7 +208,7 @@ fn home(key: &str) -> usize {
 }
 
 async fn get_json(w: &Workload, url: &str) -> Option<(u16, Value)> {
-    let r = w.http.get(url).send().await.ok()?;
+    let r = w.reader.get(url).send().await.ok()?;
     let status = r.status().as_u16();
     Some((status, r.json().await.unwrap_or(Value::Null)))
 }

@@ -98,7 +98,7 @@ pub async fn run(w: &Workload, sagas: &Sagas, coordinator: &str, client: usize) 
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let r = w
-                .http
+                .coordinator
                 .post(format!("{coordinator}/v1/sagas?wait_ms=30000"))
                 .timeout(Duration::from_secs(40))
                 .json(&body)
@@ -149,7 +149,11 @@ pub async fn settle(
     let mut completed = Vec::new();
     for t in &started {
         loop {
-            let r = w.http.get(format!("{coordinator}/v1/sagas/{}", t.id)).send().await;
+            let r = w
+                .coordinator
+                .get(format!("{coordinator}/v1/sagas/{}", t.id))
+                .send()
+                .await;
             let status = match r {
                 Ok(r) if r.status() == 200 => {
                     let body: Value = r.json().await.unwrap_or(Value::Null);
@@ -194,7 +198,7 @@ pub async fn settle(
 
 /// The saga's steps as the coordinator shows them (for failure messages).
 async fn view(w: &Workload, coordinator: &str, id: &str) -> String {
-    match w.http.get(format!("{coordinator}/v1/sagas/{id}")).send().await {
+    match w.coordinator.get(format!("{coordinator}/v1/sagas/{id}")).send().await {
         Ok(r) => r.text().await.unwrap_or_default().chars().take(4_000).collect(),
         Err(e) => format!("(could not read it: {e})"),
     }
@@ -212,7 +216,7 @@ pub async fn money_conserved(w: &Workload, completed: &[Transfer]) -> Result<Str
         let url = format!("{}/v1/kv/{key}", w.regions[i / PER_REGION]);
         let mut got = None;
         for _ in 0..40 {
-            if let Ok(r) = w.http.get(&url).send().await
+            if let Ok(r) = w.reader.get(&url).send().await
                 && r.status() == 200
             {
                 let body: Value = r.json().await.unwrap_or(Value::Null);

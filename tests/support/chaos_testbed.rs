@@ -1,9 +1,11 @@
 //! The containerised testbed (`deploy/testbed`) as the chaos suite drives it: its own
-//! compose project on free host ports, brought up and hurt with the same `testbed` script a
-//! user runs (`up`, `cut`, `heal`, `kill`, `start`, `latency`), and taken down at the end.
+//! compose project on free host ports, with its own certificates (made by `testbed up`) and
+//! tokens (chosen here), brought up and hurt with the same `testbed` script a user runs
+//! (`up`, `cut`, `heal`, `kill`, `start`, `latency`), and taken down at the end.
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::time::Duration;
 
 /// The regions, as named in the testbed.
 pub const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
@@ -46,16 +48,67 @@ pub fn require_docker() {
     );
 }
 
+/// The testbed's tokens (each a random hex string) and where its certificates are.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    /// The directory `testbed up` writes the cluster CA and the certificates into.
+    pub certs: PathBuf,
+    /// The coordinator's API token.
+    pub api: String,
+    /// The regions' `admin` token.
+    pub admin: String,
+    /// The regions' `write` token.
+    pub write: String,
+    /// The regions' `read` token.
+    pub read: String,
+}
+
+impl Secrets {
+    fn new(project: &str) -> Secrets {
+        let token = || format!("{:032x}", rand::random::<u128>());
+        Secrets {
+            certs: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{project}-certs")),
+            api: token(),
+            admin: token(),
+            write: token(),
+            read: token(),
+        }
+    }
+
+    /// A client of the regions (trusting the testbed's CA only, so also of the plain-HTTP
+    /// coordinator) that sends `token`, if any, as `Authorization: Bearer`.
+    pub fn client(&self, token: Option<&str>) -> reqwest::Client {
+        let ca = std::fs::read(self.certs.join("ca.pem")).expect("testbed up wrote the cluster CA");
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+        }
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .default_headers(headers)
+            .timeout(Duration::from_secs(6))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap()
+    }
+}
+
 /// A running testbed; taken down when dropped (unless `GEOSAGA_CHAOS_KEEP=1`).
 pub struct Testbed {
     project: String,
     env: Vec<(String, String)>,
     /// The coordinator's base URL.
     pub coordinator: String,
-    /// Each region's base URL, in the order of [`REGIONS`].
+    /// Each region's base URL (`https://`), in the order of [`REGIONS`].
     pub regions: Vec<String>,
     /// The netem API's base URL.
     pub netem: String,
+    /// Its tokens and certificates.
+    pub secrets: Secrets,
 }
 
 /// What a script printed.
@@ -68,11 +121,13 @@ pub struct Ran {
 
 impl Testbed {
     /// Builds the image (`deploy/build-image`: incremental, quick when nothing changed) and
-    /// starts the testbed under the compose project `project`, on free ports.
+    /// starts the testbed under the compose project `project`, on free ports, with new
+    /// tokens and certificates.
     pub async fn up(project: &str) -> Testbed {
         let build = run_script(root().join("deploy/build-image"), &[], &[]).await;
         assert!(build.ok, "deploy/build-image failed:\n{}", build.output);
         let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+        let secrets = Secrets::new(project);
         let env: Vec<(String, String)> = [
             ("GEOSAGA_TESTBED_PROJECT", project.to_owned()),
             ("GEOSAGA_TESTBED_COORDINATOR_PORT", ports[0].to_string()),
@@ -80,6 +135,11 @@ impl Testbed {
             ("GEOSAGA_TESTBED_EU_WEST_PORT", ports[2].to_string()),
             ("GEOSAGA_TESTBED_AP_SOUTH_PORT", ports[3].to_string()),
             ("GEOSAGA_TESTBED_NETEM_PORT", ports[4].to_string()),
+            ("GEOSAGA_TESTBED_CERTS", secrets.certs.display().to_string()),
+            ("GEOSAGA_TESTBED_TOKEN", secrets.api.clone()),
+            ("GEOSAGA_TESTBED_ADMIN_TOKEN", secrets.admin.clone()),
+            ("GEOSAGA_TESTBED_WRITE_TOKEN", secrets.write.clone()),
+            ("GEOSAGA_TESTBED_READ_TOKEN", secrets.read.clone()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -88,10 +148,12 @@ impl Testbed {
             project: project.to_owned(),
             env,
             coordinator: format!("http://127.0.0.1:{}", ports[0]),
-            regions: ports[1..4].iter().map(|p| format!("http://127.0.0.1:{p}")).collect(),
+            regions: ports[1..4].iter().map(|p| format!("https://127.0.0.1:{p}")).collect(),
             netem: format!("http://127.0.0.1:{}", ports[4]),
+            secrets,
         };
-        // A testbed left over by an interrupted run of the same project goes first.
+        // A testbed left over by an interrupted run of the same project goes first (with
+        // its certificates: `up` makes new ones).
         testbed.run(&["down"]).await;
         let up = testbed.run(&["up"]).await;
         assert!(up.ok, "testbed up failed:\n{}\n{}", up.output, testbed.logs().await);

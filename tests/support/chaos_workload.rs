@@ -1,6 +1,8 @@
 //! The chaos suite's clients: strong writes and reads of a few keys per home region, async
 //! writes, bounded-staleness reads, counter increments and writes-anywhere keys, each sent
-//! to a random region over its published port and recorded with real-time intervals.
+//! to a random region over its published port (TLS) and recorded with real-time intervals.
+//! Writers send the regions' `write` token, bounded-staleness readers and the checks the
+//! `read` token, saga clients the coordinator's API token.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -11,7 +13,7 @@ use regions::Timestamp;
 use regions::history::{Call, Operation, Outcome};
 use serde_json::{Value, json};
 
-use super::chaos_testbed::PREFIXES;
+use super::chaos_testbed::{PREFIXES, Secrets};
 
 /// Strong clients per strong key.
 pub const CLIENTS_PER_KEY: usize = 2;
@@ -76,8 +78,13 @@ pub struct Workload {
     pub origin: Instant,
     /// The regions' base URLs.
     pub regions: Vec<String>,
-    /// The HTTP client.
+    /// The regions' HTTP client of writers (and of the strong reads among their calls):
+    /// it sends the `write` token.
     pub http: reqwest::Client,
+    /// The regions' HTTP client of readers: it sends the `read` token.
+    pub reader: reqwest::Client,
+    /// The coordinator's HTTP client: it sends the API token.
+    pub coordinator: reqwest::Client,
     /// What they saw.
     pub rec: Recorder,
     /// Set to stop the clients.
@@ -116,16 +123,15 @@ pub fn anywhere_keys() -> Vec<String> {
 }
 
 impl Workload {
-    /// Clients of the regions at `regions`.
-    pub fn new(regions: Vec<String>) -> Workload {
+    /// Clients of the regions at `regions` and of the coordinator, with `secrets`' CA and
+    /// tokens.
+    pub fn new(regions: Vec<String>, secrets: &Secrets) -> Workload {
         Workload {
             origin: Instant::now(),
             regions,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(6))
-                .connect_timeout(Duration::from_secs(2))
-                .build()
-                .unwrap(),
+            http: secrets.client(Some(&secrets.write)),
+            reader: secrets.client(Some(&secrets.read)),
+            coordinator: secrets.client(Some(&secrets.api)),
             rec: Recorder::default(),
             stop: AtomicBool::new(false),
         }
@@ -227,7 +233,7 @@ impl Workload {
             "{}/v1/kv/{key}?consistency=bounded_staleness&max_staleness_ms={MAX_STALENESS_MS}",
             self.regions[region]
         );
-        let Ok(r) = self.http.get(url).send().await else {
+        let Ok(r) = self.reader.get(url).send().await else {
             self.rec.errors.fetch_add(1, Ordering::Relaxed);
             return;
         };
