@@ -46,6 +46,17 @@ async fn op_call(region: &Region, op_id: &str, cancel: bool) -> Result<OpState> 
     region.call_peer(&home, path, &request).await
 }
 
+/// The greatest timestamp below `ts`.
+fn before(ts: Timestamp) -> Timestamp {
+    match ts.logical.checked_sub(1) {
+        Some(logical) => Timestamp { logical, ..ts },
+        None => Timestamp {
+            wall_ms: ts.wall_ms.saturating_sub(1),
+            logical: u32::MAX,
+        },
+    }
+}
+
 /// A transaction in one request (see the module's notes).
 pub async fn one_shot(region: &Arc<Region>, req: &OneShotRequest) -> Result<CommitResponse> {
     let undone = match &req.undoes {
@@ -67,10 +78,17 @@ pub async fn one_shot(region: &Arc<Region>, req: &OneShotRequest) -> Result<Comm
         Some(op_id) if !req.writes.is_empty() => match op_call(region, op_id, false).await? {
             OpState::Run { txn } => (txn, Some(ops_home(region, op_id))),
             OpState::Committed { txn, commit_ts } => {
+                // Its reads as they were: nothing wrote them between its snapshot and its
+                // commit (it was serializable), so just below the commit they are the same.
+                let before = before(commit_ts);
+                let mut reads = BTreeMap::new();
+                for key in &req.reads {
+                    reads.insert(key.clone(), shown(key, read_at_home(region, key, before).await?)?);
+                }
                 return Ok(CommitResponse {
                     id: txn,
                     commit_ts: commit_ts.to_string(),
-                    reads: BTreeMap::new(),
+                    reads,
                     replayed: true,
                     undone,
                 });

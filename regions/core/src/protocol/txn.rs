@@ -55,7 +55,8 @@ pub struct CommitResponse {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reads: BTreeMap<String, Option<TxnValue>>,
     /// `POST /v1/txn` with an `op_id` only: this answer repeats the first commit under that
-    /// op id (nothing was applied again; `reads` are not repeated).
+    /// op id (nothing was applied again; `reads` are read again just below its commit
+    /// timestamp, where they were as it read them).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
     /// `POST /v1/txn` with `undoes` only: `false` when the transaction it undoes never
