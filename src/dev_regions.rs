@@ -53,8 +53,20 @@ pub const DEMO_ACCOUNTS: [(&str, i64); 2] = [("us/alice", 1000), ("eu/bob", 0)];
 pub async fn seed_accounts(url: &str) {
     let client = reqwest::Client::new();
     for (key, balance) in DEMO_ACCOUNTS {
-        let body = serde_json::json!({"value": {"balance": balance}, "if_version": "0.0"});
-        match client.put(format!("{url}/v1/kv/{key}")).json(&body).send().await {
+        let body = regions_client::PutRequest {
+            value: serde_json::json!({"balance": balance}),
+            consistency: regions_client::WriteConsistency::Strong,
+            if_version: Some("0.0".to_owned()),
+            op_id: None,
+        };
+        let request = match regions_client::put(&client, url, key, &body) {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::warn!(key, error = %e, "could not create a demo account");
+                continue;
+            }
+        };
+        match request.send().await {
             Ok(r) if r.status().is_success() => tracing::info!(key, balance, "demo account created"),
             Ok(r) if r.status() == reqwest::StatusCode::CONFLICT => {} // kept from an earlier run
             Ok(r) => tracing::warn!(key, status = %r.status(), "could not create a demo account"),

@@ -17,7 +17,7 @@
 //!   (`--region-ca`, ...).
 //! - `demo`, `dev_regions`: the demo participant and the three regions of `geosaga dev`.
 //!
-//! The `geosaga` binary (`src/main.rs`) adds the client commands, `region` and `netem`.
+//! The `geosaga` binary (`src/main.rs`) adds the client commands and `region`.
 
 pub mod check;
 mod demo;

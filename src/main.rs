@@ -19,9 +19,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod client;
 mod kv;
-mod netem;
 mod ops;
 mod region;
+mod region_backup;
 
 use geosaga::{dev, serve};
 
@@ -76,9 +76,6 @@ enum Command {
     /// Multi-key transactions and snapshots against the regions.
     #[command(subcommand)]
     Kv(kv::KvCommand),
-    /// Run a network emulator with Toxiproxy's HTTP API: TCP proxies with latency and cuts
-    /// (the testbed's WAN, see docs/testbed.md).
-    Netem(netem::NetemArgs),
 }
 
 /// Where the coordinator's API is.
@@ -216,7 +213,6 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Dev(args) => dev::dev(args).await.map(|()| 0),
         Command::Region(args) => region::run(args).await.map(|()| 0),
         Command::Check(args) => geosaga::check::cli::run(args).await,
-        Command::Netem(args) => netem::run(args).await.map(|()| 0),
         Command::Backup(args) => ops::backup(args),
         Command::Restore(args) => ops::restore(args),
         Command::Archive(command) => ops::archive(command),

@@ -48,6 +48,13 @@ pub struct RegionArgs {
 
 #[derive(Subcommand)]
 enum RegionCommand {
+    /// Back up a region's SQLite store while it runs (PostgreSQL: pg_dump). The copy is
+    /// marked restored: a region opened on it starts a new log incarnation and takes its
+    /// later writes back from its peers (docs/operations.md).
+    Backup(crate::region_backup::BackupArgs),
+    /// Replace a stopped region's SQLite store with a backup, or (PostgreSQL, after
+    /// pg_restore) mark its database restored, so that it rejoins its peers safely.
+    Restore(crate::region_backup::RestoreArgs),
     /// Write a cluster CA (or reuse the one in --out) and a certificate and key per region,
     /// for mutual TLS between regions (the `[tls]` section of the configuration).
     Certs {
@@ -66,6 +73,11 @@ enum RegionCommand {
 
 /// `geosaga region`.
 pub async fn run(args: RegionArgs) -> anyhow::Result<()> {
+    match args.command {
+        Some(RegionCommand::Backup(args)) => return crate::region_backup::backup(args).await,
+        Some(RegionCommand::Restore(args)) => return crate::region_backup::restore(args).await,
+        Some(RegionCommand::Certs { .. }) | None => {}
+    }
     if let Some(RegionCommand::Certs { out, regions, hosts }) = args.command {
         let written = regions::tls::generate(&out, &regions, &hosts)?;
         println!(

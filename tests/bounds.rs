@@ -2,8 +2,6 @@
 //! renders a huge request, a definition with 20,000 faulty steps, credentials in a step's
 //! URL. Each is refused or failed with a clear error at a bounded cost.
 
-mod support;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +9,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::post;
 use serde_json::{Value, json};
-use support::http::{eventually, get, post as post_json};
-use support::process::CoordinatorProcess;
+use testkit::http::{eventually, get, post as post_json};
+use testkit::process::CoordinatorProcess;
 use tokio::sync::Notify;
 
 /// The peak resident set of process `pid` (`VmHWM`), in bytes.

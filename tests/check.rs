@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
-use support::process::{GeosagaProcess, free_port};
+use testkit::free_port;
+use testkit::process::GeosagaProcess;
 
 /// Runs `geosaga check FILE --input INPUT --json`: the exit code and the report.
 fn check(file: &Path, input: &Value) -> (Option<i32>, Value) {

@@ -5,7 +5,7 @@ mod support;
 
 use std::process::Command;
 
-use support::process::CoordinatorProcess;
+use testkit::process::CoordinatorProcess;
 
 fn geosaga(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_geosaga"))

@@ -11,7 +11,8 @@ use fantoccini::key::Key;
 use serde_json::{Value, json};
 use support::browser::{Browser, PATIENCE};
 use support::controlled::Controlled;
-use support::process::{GeosagaProcess, free_port};
+use testkit::free_port;
+use testkit::process::GeosagaProcess;
 
 /// `POST {url}{path}` with `body`, with a bearer token when given.
 async fn post(url: &str, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {

@@ -6,9 +6,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::participant;
-use support::process::CoordinatorProcess;
 use support::workload;
+use testkit::participant;
+use testkit::process::CoordinatorProcess;
 
 const SAGAS: usize = 300;
 const KILLS: usize = 20;
@@ -67,8 +67,7 @@ async fn sqlite_coordinator_survives_sigkill() {
     crash_run(db.to_str().unwrap(), dir.path()).await;
 }
 
-#[path = "../coordinator/tests/support/pg.rs"]
-mod pg;
+use testkit::pg;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_coordinator_survives_sigkill() {

@@ -6,8 +6,9 @@ mod support;
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-use support::participant;
-use support::process::CoordinatorProcess;
+use testkit::http::JsonAnswer;
+use testkit::participant;
+use testkit::process::CoordinatorProcess;
 
 /// One sample: its name, labels and value.
 #[derive(Debug, Clone, PartialEq)]
@@ -238,12 +239,8 @@ async fn metrics_count_the_sagas_that_ran() {
             .post(format!("{}/v1/sagas?wait_ms=20000", coordinator.url))
             .bearer_auth("secret")
             .json(&json!({"definition": "crashy", "input": {"fail": fail}}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json_answer()
+            .await;
         assert_eq!(saga["status"], if fail { "compensated" } else { "completed" }, "{saga}");
     }
 

@@ -1,10 +1,11 @@
 //! The OpenAPI documents say exactly what the servers do: schemathesis (from PyPI; see
 //! `SCHEMATHESIS`) runs every one of its checks against the coordinator's `/openapi.json`
-//! (started with an API token, and given it), a few hundred generated requests per
-//! operation, and any finding fails the test with schemathesis's report, each with a
-//! `curl` line that reproduces it.
+//! and a region's (each started with a token, and given it), a few hundred generated
+//! requests per operation, and any finding fails the test with schemathesis's report, each
+//! with a `curl` line that reproduces it.
 //!
-//! `GEOSAGA_SCHEMATHESIS_EXAMPLES` changes the examples per operation (default 300) and
+//! `GEOSAGA_SCHEMATHESIS_EXAMPLES` changes the examples per operation (default 300 for the
+//! coordinator, 100 for the region) and
 //! `GEOSAGA_SCHEMATHESIS_SEED` the seed (default fixed, so that CI is reproducible; any
 //! other seed explores other requests).
 
@@ -14,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::json;
-use support::process::CoordinatorProcess;
+use testkit::process::{CoordinatorProcess, GeosagaProcess};
 
 /// The schemathesis release the tests are written for; `scripts/test` installs it.
 const SCHEMATHESIS: &str = "4.32.5";
@@ -22,7 +23,7 @@ const TOKEN: &str = "contract-token";
 
 /// Runs `st run URL/openapi.json --checks all` with the settings in `config`; panics with
 /// its report on any finding.
-fn schemathesis(url: &str, config: &Path, work: &Path) {
+fn schemathesis(url: &str, token: &str, examples: &str, config: &Path, work: &Path) {
     let version = Command::new("st").arg("--version").output();
     let found = version
         .as_ref()
@@ -33,14 +34,14 @@ fn schemathesis(url: &str, config: &Path, work: &Path) {
         "schemathesis {SCHEMATHESIS} is needed (found: {found:?}); install it with \
          `pip install schemathesis=={SCHEMATHESIS}` (scripts/test does)"
     );
-    let examples = std::env::var("GEOSAGA_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "300".into());
+    let examples = std::env::var("GEOSAGA_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| examples.into());
     let seed = std::env::var("GEOSAGA_SCHEMATHESIS_SEED").unwrap_or_else(|_| "22".into());
     let output = Command::new("st")
         .arg("--config-file")
         .arg(config)
         .args(["run", &format!("{url}/openapi.json"), "--checks", "all"])
         .args(["--max-examples", &examples, "--seed", &seed, "--no-color"])
-        .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
         .current_dir(work)
         .output()
         .expect("schemathesis runs");
@@ -63,7 +64,7 @@ fn schemathesis(url: &str, config: &Path, work: &Path) {
 async fn the_coordinators_document_is_exact() {
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("coordinator.db");
-    let port = support::process::free_port();
+    let port = testkit::free_port();
     let listen = format!("127.0.0.1:{port}");
     // The saga registered below calls the coordinator's own /healthz.
     let coordinator = CoordinatorProcess::launch(
@@ -114,12 +115,76 @@ async fn the_coordinators_document_is_exact() {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis/coordinator.toml");
     let url = coordinator.url.clone();
     let work = dir.path().to_owned();
-    tokio::task::spawn_blocking(move || schemathesis(&url, &config, &work))
+    tokio::task::spawn_blocking(move || schemathesis(&url, TOKEN, "300", &config, &work))
         .await
         .unwrap();
     assert!(
         !coordinator.log_text().contains("request failed"),
         "the coordinator logged a server error:\n{}",
         coordinator.log_text()
+    );
+}
+
+/// A region's token: the admin role, so that every route is reached (the 401s and 403s of
+/// the roles are `tests/regions_auth.rs`'s).
+const REGION_TOKEN: &str = "admin:region-contract-token";
+/// Examples per operation against the region: 100 keeps the run near 25 s on two cores
+/// (300 finds nothing more today and takes a minute); `GEOSAGA_SCHEMATHESIS_EXAMPLES`
+/// overrides it.
+const REGION_EXAMPLES: &str = "100";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_regions_document_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = testkit::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    // One region: every key is homed here, so that writes run to the end (strong ones with
+    // a quorum of one) rather than stopping at a peer that is not there.
+    let config = dir.path().join("region.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "max_value_bytes = 4096\n\n[[regions]]\nname = \"solo\"\naddress = \"{url}\"\nlisten = \"127.0.0.1:{port}\"\ndata = \"{}\"\n",
+            dir.path().join("solo.db").display()
+        ),
+    )
+    .unwrap();
+    let region = GeosagaProcess::launch(
+        [
+            "region",
+            "--config",
+            config.to_str().unwrap(),
+            "--name",
+            "solo",
+            "--token",
+            REGION_TOKEN,
+        ]
+        .map(String::from)
+        .to_vec(),
+        Vec::new(),
+        dir.path().join("region.log"),
+        url.clone(),
+    );
+    region.wait_ready().await;
+    let token = REGION_TOKEN.split_once(':').unwrap().1.to_owned();
+    // Something to read.
+    let put = reqwest::Client::new()
+        .put(format!("{url}/v1/kv/example"))
+        .bearer_auth(&token)
+        .json(&json!({"value": {"balance": 10}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200, "{}", put.text().await.unwrap());
+
+    let settings = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis/region.toml");
+    let work = dir.path().to_owned();
+    tokio::task::spawn_blocking(move || schemathesis(&url, &token, REGION_EXAMPLES, &settings, &work))
+        .await
+        .unwrap();
+    let log = region.log_text();
+    assert!(
+        !log.contains("request failed"),
+        "the region logged a server error:\n{log}"
     );
 }

@@ -10,12 +10,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::participant;
-use support::process::CoordinatorProcess;
 use support::workload;
+use testkit::participant;
+use testkit::process::CoordinatorProcess;
 
-#[path = "../coordinator/tests/support/pg.rs"]
-mod pg;
+use testkit::pg;
 
 fn geosaga(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_geosaga")).args(args).output().unwrap()

@@ -24,9 +24,10 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode as SpanStatus;
 use prost::Message;
 use serde_json::{Value, json};
-use support::participant;
-use support::process::CoordinatorProcess;
 use support::workload;
+use testkit::http::JsonAnswer;
+use testkit::participant;
+use testkit::process::CoordinatorProcess;
 use tokio::sync::Notify;
 
 /// A span as received, with the process that sent it.
@@ -230,12 +231,8 @@ async fn compensated_saga_trace(protocol: &'static str) {
         .post(format!("{}/v1/sagas?wait_ms=20000", coordinator.url))
         .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
         .json(&json!({"definition": "crashy", "input": {"fail": true}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_answer()
+        .await;
     assert_eq!(saga["status"], "compensated", "{saga}");
     assert_eq!(saga["trace_id"], caller_trace.as_str());
     assert_eq!(
@@ -396,12 +393,8 @@ async fn a_saga_resumed_after_sigkill_continues_its_trace() {
     let saga: Value = client
         .post(format!("{}/v1/sagas", coordinator.url))
         .json(&json!({"definition": "gated"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_answer()
+        .await;
     let id = saga["id"].as_str().unwrap().to_owned();
     let trace_id = saga["trace_id"].as_str().unwrap().to_owned();
 
@@ -418,12 +411,8 @@ async fn a_saga_resumed_after_sigkill_continues_its_trace() {
 
     let settled: Value = client
         .get(format!("{}/v1/sagas/{id}", coordinator.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_answer()
+        .await;
     assert_eq!(
         settled["trace_id"],
         trace_id.as_str(),

@@ -5,14 +5,6 @@
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The shell commands of the README section "A five-minute tour", with continuation lines
 /// joined.
 fn tour_commands() -> Vec<String> {
@@ -72,8 +64,8 @@ fn sh(command: &str, api: &str) -> Output {
 #[test]
 fn the_readme_tour_works() {
     let dir = tempfile::tempdir().unwrap();
-    let api = format!("127.0.0.1:{}", free_port());
-    let demo = format!("127.0.0.1:{}", free_port());
+    let api = format!("127.0.0.1:{}", testkit::free_port());
+    let demo = format!("127.0.0.1:{}", testkit::free_port());
     let bin = env!("CARGO_BIN_EXE_geosaga");
     let _dev = Dev {
         child: Command::new(bin)

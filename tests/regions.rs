@@ -6,8 +6,8 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::http::{self, get, put};
 use support::regions::Cluster;
+use testkit::http::{self, get, put};
 
 const SETTINGS: &str =
     "quorum = \"quorum\"\nstrong_timeout_ms = 800\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n";

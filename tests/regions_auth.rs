@@ -8,9 +8,10 @@ mod support;
 use std::path::Path;
 
 use serde_json::{Value, json};
-use support::http::{get, post};
-use support::process::{GeosagaProcess, free_port};
 use support::regions::{Cluster, NAMES, tls_client};
+use testkit::free_port;
+use testkit::http::{get, post};
+use testkit::process::GeosagaProcess;
 
 const READ: &str = "read-token-0123456789";
 const WRITE: &str = "write-token-0123456789";

@@ -10,8 +10,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::http::{self, get, post, put};
 use support::regions::Cluster;
+use testkit::http::JsonAnswer;
+use testkit::http::{self, get, post, put};
 
 const SETTINGS: &str =
     "quorum = \"quorum\"\nstrong_timeout_ms = 800\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n";
@@ -488,14 +489,7 @@ async fn anti_entropy_runs_over_mutual_tls_and_asks_only_as_the_certificate_hold
     cluster.set_cut(1, false);
     let start = Instant::now();
     loop {
-        let regions: Value = client
-            .get(format!("{eu}/v1/regions"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let regions: Value = client.get(format!("{eu}/v1/regions")).json_answer().await;
         let us_east = peer_status(&regions, "us-east");
         if us_east["anti_entropy_repaired"].as_u64().unwrap_or(0) > 0 && us_east["anti_entropy_gap"] == false {
             break;
@@ -510,14 +504,7 @@ async fn anti_entropy_runs_over_mutual_tls_and_asks_only_as_the_certificate_hold
     // eu-west's own copy now answers (its closed timestamp for us-east is trusted again).
     let start = Instant::now();
     loop {
-        let r: Value = client
-            .get(format!("{eu}{}", local("us/tls9")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r: Value = client.get(format!("{eu}{}", local("us/tls9"))).json_answer().await;
         if r["served_by"] == "eu-west" {
             assert_eq!((&r["value"], &r["version"]), (&json!(9), &last["version"]), "{r}");
             break;

@@ -7,9 +7,10 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::http::{self, get};
-use support::process::GeosagaProcess;
 use support::regions::Cluster;
+use testkit::http::JsonAnswer;
+use testkit::http::{self, get};
+use testkit::process::GeosagaProcess;
 
 const SETTINGS: &str = "quorum = \"quorum\"\nstrong_timeout_ms = 800\nclosed_ts_interval_ms = 50\n\
                         max_clock_offset_ms = 10\nheartbeat_interval_ms = 100\nsuspect_after_ms = 400\n\
@@ -41,12 +42,8 @@ async fn a_fourth_region_joins_through_one_member_and_every_region_lists_it() {
     let before: Value = reqwest::Client::new()
         .put(format!("{}/v1/kv/us/before-join", urls[0]))
         .json(&json!({"value": 1, "consistency": "async"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_answer()
+        .await;
 
     // sa-east's file names only itself; it learns the cluster through eu-west (--join).
     let port = support::regions::free_port();
@@ -111,12 +108,8 @@ async fn a_fourth_region_joins_through_one_member_and_every_region_lists_it() {
     let written: Value = reqwest::Client::new()
         .put(format!("{}/v1/kv/us/after-join", urls[0]))
         .json(&json!({"value": 42, "consistency": "async"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_answer()
+        .await;
     let local = eventually(
         &url,
         "/v1/kv/us/after-join?consistency=bounded_staleness&max_staleness_ms=60000",

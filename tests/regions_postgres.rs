@@ -1,13 +1,12 @@
 //! Regions on PostgreSQL: three `geosaga region` processes, each with a database of its own
-//! on one throwaway PostgreSQL server (`coordinator/tests/support/pg.rs`; or the server of
+//! on one throwaway PostgreSQL server (`testkit::pg`; or the server of
 //! `GEOSAGA_TEST_POSTGRES_URL`), named three ways: `database = URL` in the file (us-east),
 //! `--database URL` (eu-west) and `GEOSAGA_REGION_DATABASE` (ap-south). Without PostgreSQL
 //! these tests fail saying how to get it.
 
 mod support;
 
-#[path = "../coordinator/tests/support/pg.rs"]
-mod pg;
+use testkit::pg;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,9 +14,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::Connection;
-use support::http::{self, get, put};
 use support::regions::{Cluster, NAMES, RegionStore};
 use support::regions_faults::{LATENCY_MS, SETTINGS, linearizable_through_kills_and_partitions};
+use testkit::http::{self, get, put};
 
 /// A database per region, and the stores naming them.
 async fn databases() -> (Vec<pg::TestDb>, [RegionStore; 3]) {

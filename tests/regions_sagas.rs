@@ -22,9 +22,9 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::{Value, json};
-use support::process::GeosagaProcess;
 use support::regions::{Cluster, NAMES};
 use support::workload;
+use testkit::process::GeosagaProcess;
 
 const SETTINGS: &str =
     "quorum = \"quorum\"\nstrong_timeout_ms = 3000\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n";
@@ -526,7 +526,7 @@ async fn every_write_and_every_undo_run_twice_apply_once() {
     let inputs: Vec<Value> = transfers().into_iter().take(30).collect();
     let mut ids = Vec::new();
     for input in &inputs {
-        let (record, _) = coordinator
+        let (view, _) = coordinator
             .start_saga(coordinator::StartSaga {
                 definition: "move".into(),
                 version: None,
@@ -536,7 +536,7 @@ async fn every_write_and_every_undo_run_twice_apply_once() {
             })
             .await
             .unwrap();
-        ids.push(record.id);
+        ids.push(view.record.id);
     }
     let mut expected: BTreeMap<&str, i64> = ACCOUNTS.iter().map(|a| (*a, INITIAL)).collect();
     let mut compensated = 0;

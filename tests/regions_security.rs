@@ -43,6 +43,18 @@ async fn eventually(client: &reqwest::Client, url: &str, done: impl Fn(u16, &Val
 }
 
 /// Waits until `region`'s log holds `text` (the log is written asynchronously).
+/// Posts `body` to `url` and asserts that it is refused with `status` and the problem `kind`.
+async fn assert_refused(client: &reqwest::Client, url: &str, body: &Value, status: u16, kind: &str) {
+    let r = client.post(url).json(body).send().await.unwrap();
+    assert_eq!(r.status(), status);
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(
+        problem["type"],
+        format!("https://geosaga.dev/problems/{kind}"),
+        "{problem}"
+    );
+}
+
 async fn logged(cluster: &Cluster, region: usize, text: &str) -> String {
     let start = Instant::now();
     loop {
@@ -110,35 +122,27 @@ async fn three_regions_over_mutual_tls_and_intruders_refused() {
 
     // No client certificate: public routes answer, internal ones are refused (401).
     let batch = json!({"from": "eu-west", "entries": [], "closed": {"wall_ms": 1, "logical": 0}});
-    let r = client
-        .post(format!("{us}/internal/v1/replicate"))
-        .json(&batch)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let problem: Value = r.json().await.unwrap();
-    assert_eq!(
-        problem["type"], "https://geosaga.dev/problems/peer-unauthenticated",
-        "{problem}"
-    );
+    assert_refused(
+        &client,
+        &format!("{us}/internal/v1/replicate"),
+        &batch,
+        401,
+        "peer-unauthenticated",
+    )
+    .await;
     let log = logged(&cluster, 0, "internal request refused").await;
     assert!(log.contains("/internal/v1/replicate"), "{log}");
 
     // A certificate of the cluster CA that names no member: 403.
     let mallory = tls_client(&ours, Some("mallory"));
-    let r = mallory
-        .post(format!("{us}/internal/v1/replicate"))
-        .json(&batch)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let problem: Value = r.json().await.unwrap();
-    assert_eq!(
-        problem["type"], "https://geosaga.dev/problems/peer-forbidden",
-        "{problem}"
-    );
+    assert_refused(
+        &mallory,
+        &format!("{us}/internal/v1/replicate"),
+        &batch,
+        403,
+        "peer-forbidden",
+    )
+    .await;
 
     // A certificate naming a member but signed by another CA: the handshake fails.
     let theirs = dir.path().join("other-ca");
@@ -269,7 +273,7 @@ async fn a_region_joins_over_mutual_tls_only_with_a_certificate_naming_it() {
         .to_vec();
     let url = format!("https://127.0.0.1:{port}");
     let joiner =
-        support::process::GeosagaProcess::launch(args, Vec::new(), dir.path().join("sa-east.log"), url.clone());
+        testkit::process::GeosagaProcess::launch(args, Vec::new(), dir.path().join("sa-east.log"), url.clone());
     let client = tls_client(&ours, None);
     for u in [&us, &url] {
         let regions = eventually(&client, &format!("{u}/v1/regions"), |_, b| {

@@ -14,9 +14,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::process::GeosagaProcess;
 use support::regions::{Cluster, NAMES, Proxy};
 use support::workload;
+use testkit::process::GeosagaProcess;
 
 const SETTINGS: &str =
     "quorum = \"quorum\"\nstrong_timeout_ms = 3000\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n";

@@ -9,7 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::process::GeosagaProcess;
+use testkit::process::GeosagaProcess;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -21,12 +21,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sqlx::Row;
-use support::participant;
-use support::process::CoordinatorProcess;
 use support::workload;
+use testkit::participant;
+use testkit::process::CoordinatorProcess;
 
-#[path = "../coordinator/tests/support/pg.rs"]
-mod pg;
+use testkit::pg;
 
 /// The host the fixtures' steps call.
 const HOST: &str = "participant.fixture";

@@ -103,7 +103,7 @@ pub async fn check(
 }
 
 async fn run_one(coordinator: &Coordinator, definition: &SagaDefinition, input: &Value) -> Result<SagaView, String> {
-    let (saga, _) = coordinator
+    let (SagaView { record: saga, .. }, _) = coordinator
         .start_saga(StartSaga {
             definition: definition.name.clone(),
             version: None,

@@ -7,7 +7,9 @@
 //! - [`executor`]: [`Coordinator`], the handle to a running coordinator; one task per
 //!   running saga, the lease loop that renews ownership and adopts orphaned sagas.
 //! - [`runner`]: how one attempt runs: HTTP steps ([`runner::http`]), Rust handlers
-//!   ([`runner::rust`]), time limits and injected faults ([`runner::faults`]).
+//!   ([`runner::rust`]), region steps ([`runner::region`], through the regions' typed
+//!   client), time limits and injected faults ([`runner::faults`]).
+//! - [`api`]: the REST API (axum) with its problem details and OpenAPI document.
 //! - [`store`]: the store port ([`Store`]) and its implementations: in memory, SQLite
 //!   (the embedded default) and PostgreSQL, with group commit.
 //! - [`retention`]: deletes finished sagas past an age in the background, archiving them
@@ -18,11 +20,16 @@
 //!   and regions, mounted beside the REST API and behind the same tokens.
 //! - [`redact`]: credentials in URLs kept out of stored errors and API answers.
 //! - [`trace`]: one trace per saga, stored with it so that it survives restarts;
-//!   [`metrics`]: the Prometheus metrics behind `GET /metrics`.
+//!   [`metrics`]: the Prometheus metrics behind `GET /metrics`; [`clock`]: Unix
+//!   milliseconds.
 //!
 //! Library code only emits `tracing` spans and events, and OpenTelemetry spans through the
 //! API crate (a no-op until a binary installs a provider); subscribers and exporters are
 //! set up by the binary.
+
+// Status enums (`SagaStatus`, `StepStatus`) are matched here: every match names each of
+// its variants, so that a new one forces a review of every decision (ARCHITECTURE.md).
+#![deny(clippy::wildcard_enum_match_arm)]
 
 pub mod api;
 pub mod archive;

@@ -25,7 +25,6 @@ use sagas::{Phase, SagaEvent, SagaStatus, StepError, UnwindCause};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::api::views;
 use crate::store::SagaRecord;
 
 /// The instrumentation scope of geosaga's spans.
@@ -52,11 +51,30 @@ impl TraceHeaders {
 }
 
 fn parse_traceparent(traceparent: &str) -> Option<(TraceId, SpanId, TraceFlags)> {
-    let trace = views::trace_id(traceparent)?;
+    let trace = trace_id(traceparent)?;
     let mut parts = traceparent.trim().split('-').skip(2);
     let span = SpanId::from_hex(parts.next()?).ok()?;
     let flags = u8::from_str_radix(parts.next()?, 16).ok()?;
     Some((TraceId::from_hex(trace).ok()?, span, TraceFlags::new(flags)))
+}
+
+/// The trace id of a W3C `traceparent` (`00-<trace-id>-<parent-id>-<flags>`), if valid.
+fn trace_id(traceparent: &str) -> Option<&str> {
+    let parts: Vec<&str> = traceparent.trim().split('-').collect();
+    let hex =
+        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let [version, trace, parent, flags, ..] = parts[..] else {
+        return None;
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && (version != "00" || parts.len() == 4)
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && parent.bytes().any(|b| b != b'0')
+        && hex(flags, 2);
+    valid.then_some(trace)
 }
 
 /// A saga's place in its trace, as stored in its row.
@@ -447,5 +465,20 @@ mod tests {
             (legacy.span_id, legacy.parent_span_id),
             (derived.span_id, Some(SpanId::from_hex("00f067aa0ba902b7").unwrap()))
         );
+    }
+
+    #[test]
+    fn trace_ids_come_from_valid_traceparents_only() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(trace_id(tp), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(
+            trace_id("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(
+            trace_id("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(trace_id("garbage"), None);
     }
 }

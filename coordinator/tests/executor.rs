@@ -86,7 +86,7 @@ async fn setup(journal: Arc<Journal>) -> (Coordinator, Arc<Faults>) {
 }
 
 async fn run(coordinator: &Coordinator, input: Value) -> coordinator::SagaView {
-    let (saga, created) = coordinator
+    let (coordinator::SagaView { record: saga, .. }, created) = coordinator
         .start_saga(StartSaga {
             definition: "trip".into(),
             version: None,
@@ -196,7 +196,7 @@ async fn idempotency_keys_start_one_saga() {
     assert!(created);
     let (again, created) = coordinator.start_saga(start(json!({"a": 1}))).await.unwrap();
     assert!(!created);
-    assert_eq!(first.id, again.id);
+    assert_eq!(first.record.id, again.record.id);
     let err = coordinator.start_saga(start(json!({"a": 2}))).await.unwrap_err();
     assert!(matches!(err, coordinator::Error::IdempotencyConflict { .. }), "{err}");
 }
@@ -217,6 +217,7 @@ async fn a_repeated_start_finds_its_saga_after_a_new_version() {
     };
     let (first, created) = coordinator.start_saga(start(json!({"a": 1}))).await.unwrap();
     assert!(created);
+    let first = first.record;
     let (stored, _) = coordinator.definition("trip", None).await.unwrap();
     let mut document = stored.document.clone();
     document["description"] = json!("a second version");
@@ -225,6 +226,7 @@ async fn a_repeated_start_finds_its_saga_after_a_new_version() {
 
     let (again, created) = coordinator.start_saga(start(json!({"a": 1}))).await.unwrap();
     assert!(!created);
+    let again = again.record;
     assert_eq!((again.id, again.version), (first.id, first.version));
     let err = coordinator.start_saga(start(json!({"a": 2}))).await.unwrap_err();
     assert!(matches!(err, coordinator::Error::IdempotencyConflict { .. }), "{err}");
@@ -316,7 +318,7 @@ async fn text_no_store_can_keep_is_refused_at_the_edge() {
     };
     assert_eq!(errors.paths(), ["/input/note"]);
 
-    let (saga, _) = coordinator.start_saga(start(json!({}))).await.unwrap();
+    let (coordinator::SagaView { record: saga, .. }, _) = coordinator.start_saga(start(json!({}))).await.unwrap();
     let record = coordinator.wait(saga.id, Duration::from_secs(10)).await.unwrap();
     assert_eq!(
         record.status,

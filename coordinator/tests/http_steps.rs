@@ -116,7 +116,7 @@ fn step(name: &str, url: String, compensation: Option<String>) -> Value {
 async fn run(coordinator: &Coordinator, steps: Vec<Value>) -> coordinator::SagaView {
     let doc = json!({"name": "t", "steps": steps});
     coordinator.register_definition(&doc).await.unwrap();
-    let (saga, _) = coordinator
+    let (coordinator::SagaView { record: saga, .. }, _) = coordinator
         .start_saga(StartSaga {
             definition: "t".into(),
             version: None,

@@ -225,7 +225,7 @@ async fn start(c: &Coordinator, input: Value) -> Uuid {
         idempotency_key: None,
         trace_context: None,
     };
-    c.start_saga(request).await.unwrap().0.id
+    c.start_saga(request).await.unwrap().0.record.id
 }
 
 /// Waits (at most 20 s, far beyond what a case needs) until every saga of `ids` settled;

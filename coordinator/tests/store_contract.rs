@@ -1,12 +1,11 @@
 //! The store contract: one suite of cases, run against every [`Store`] implementation
-//! (in memory, SQLite in a file, PostgreSQL through `support/pg.rs`), plus schema checks
+//! (in memory, SQLite in a file, PostgreSQL through `testkit::pg`), plus schema checks
 //! and PostgreSQL-only cases.
 //!
 //! Every case is an `async fn(Fixture)`; `contract!` makes one `#[tokio::test]` per case and
 //! backend, named `<backend>::<case>` (`cargo test --test store_contract postgres::`).
 
-#[path = "support/pg.rs"]
-mod pg;
+use testkit::pg;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -91,7 +91,7 @@ async fn retries_unwinds_and_operator_retries_are_spans_of_one_trace() {
     // Two transient failures of `two`, then success: three attempt spans.
     let busy = Fault::Fail(StepError::transient("busy"));
     faults.inject(None, "two", Phase::Action, busy, Some(2));
-    let (record, _) = coordinator.start_saga(start()).await.unwrap();
+    let record = coordinator.start_saga(start()).await.unwrap().0.record;
     assert_eq!(settle(&coordinator, record.id).await, SagaStatus::Completed);
     let trace = SagaTrace::of(&record);
     let spans = spans_of(&exporter, &record.id.to_string());
@@ -143,7 +143,7 @@ async fn retries_unwinds_and_operator_retries_are_spans_of_one_trace() {
     faults.inject(None, "two", Phase::Action, refused, Some(1));
     let broken = Fault::Fail(StepError::permanent("undo broken"));
     faults.inject(None, "one", Phase::Compensation, broken, Some(1));
-    let (record, _) = coordinator.start_saga(start()).await.unwrap();
+    let record = coordinator.start_saga(start()).await.unwrap().0.record;
     assert_eq!(settle(&coordinator, record.id).await, SagaStatus::Stuck);
     coordinator.retry(record.id).await.unwrap();
     assert_eq!(settle(&coordinator, record.id).await, SagaStatus::Compensated);

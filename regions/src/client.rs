@@ -19,7 +19,7 @@ use regions_core::protocol::{
 };
 use serde::de::DeserializeOwned;
 
-use regions_core::protocol::{PROBLEM_BASE, Problem};
+use problem::{PROBLEM_BASE, Problem};
 
 use crate::{Error, Result};
 

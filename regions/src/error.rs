@@ -11,11 +11,11 @@ pub enum Error {
     /// A request named something malformed (a key, a version, a parameter).
     #[error("{0}")]
     BadRequest(String),
-    /// The key has no live version (never written, or deleted) in the answering region's
-    /// copy, which reflects every write acknowledged `staleness_bound_ms` before the read.
     /// An `add` whose result would be outside its bounds.
     #[error("{0}")]
     OutOfBounds(String),
+    /// The key has no live version (never written, or deleted) in the answering region's
+    /// copy, which reflects every write acknowledged `staleness_bound_ms` before the read.
     #[error("key {key:?} not found")]
     NotFound {
         /// The key.

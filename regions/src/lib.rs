@@ -30,13 +30,12 @@
 //!    [`antientropy`] (digest rounds repairing what the log missed), [`rehome`] (moving a
 //!    rule's keys to another home online), [`gossip`] (heartbeats, the failure detector),
 //!    [`gateway`] (transactions begun here: their commit across homes, snapshots, and the
-//!    loop that resolves the intents of vanished gateways).
+//!    loop that resolves the intents of vanished gateways), [`restore`] (a region restored
+//!    from a backup takes its writes back from its peers).
 //! 5. [`api`]: the HTTP API (axum) with its problem details, the mutual-TLS gate and the
 //!    tokens of the public routes; [`serve`] starts a region: the API (served by the
 //!    `geosaga-server` crate, with its connection limits) and the loops. [`client`]: a Rust
 //!    client of the transaction API.
-//!
-//! [`history`], a linearizability checker for recorded histories, is for tests.
 //!
 //! ## The consistency argument
 //!
@@ -127,11 +126,11 @@ pub mod client;
 mod error;
 pub mod gateway;
 pub mod gossip;
-pub mod history;
 pub mod membership;
 pub mod node;
 pub mod rehome;
 pub mod replication;
+pub mod restore;
 pub mod store;
 pub mod tls;
 
@@ -184,6 +183,14 @@ pub async fn serve_on(
     let mut config = config;
     config.tls = config.tls.map(|t| t.for_region(name));
     let region = Arc::new(Region::open(config, name, clock).await?);
+    if region.restored {
+        let recovered = restore::recover(&region).await?;
+        tracing::info!(
+            region = name,
+            recovered,
+            "restored from a backup: every peer handed back our writes"
+        );
+    }
     let mut tasks = tokio::task::JoinSet::new();
     if region.membership.is_voter() {
         for peer in region.peers.clone() {

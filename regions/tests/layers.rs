@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u8)] = &[
     // What every layer shares: the error type; the core's modules, re-exported.
     ("error", 0),
-    ("history", 0),
     ("add", 0),
     ("closed", 0),
     ("config", 0),
@@ -38,6 +37,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("rehome", 4),
     ("gossip", 4),
     ("gateway", 4),
+    ("restore", 4),
     // The HTTP API.
     ("api", 5),
     // A client of the HTTP API.
@@ -57,7 +57,7 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
 ];
 
 /// The only dependencies the pure core may have: none of them does I/O.
-const CORE_DEPENDENCIES: &[&str] = &["serde", "serde_json", "thiserror", "toml"];
+const CORE_DEPENDENCIES: &[&str] = &["serde", "serde_json", "thiserror", "toml", "utoipa"];
 
 fn layer_of_module(module: &str) -> Option<u8> {
     LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)

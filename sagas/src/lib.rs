@@ -27,6 +27,10 @@
 //! `planner::plan(&state, now)` → the executor appends `planner::started_event` and runs the
 //! work → `planner::outcome_event` → `state.apply(&event)` → plan again.
 
+// Status enums (`SagaStatus`, `StepStatus`) are matched here: every match names each of
+// its variants, so that a new one forces a review of every decision (ARCHITECTURE.md).
+#![deny(clippy::wildcard_enum_match_arm)]
+
 pub mod definition;
 pub mod document;
 mod error;

@@ -11,7 +11,11 @@ pub fn describe(action: &StepAction) -> String {
         StepAction::Http(h) => {
             let url = match &h.url {
                 crate::Template::Literal(serde_json::Value::String(s)) => s.clone(),
-                _ => "(templated URL)".to_owned(),
+                crate::Template::Literal(_)
+                | crate::Template::Value(_)
+                | crate::Template::Text(_)
+                | crate::Template::Array(_)
+                | crate::Template::Object(_) => "(templated URL)".to_owned(),
             };
             format!("{} {url}", h.method.as_str())
         }

@@ -234,6 +234,10 @@ fn remove_pointer(value: &mut Value, pointer: &str) {
 }
 
 /// Records one error of the schema pass, each fault at the pointer of the value at fault.
+#[allow(
+    clippy::wildcard_enum_match_arm,
+    reason = "jsonschema's error kinds, not a status: the others are reported as jsonschema words them"
+)]
 fn schema_error(error: &jsonschema::ValidationError<'_>, errors: &mut Collector) {
     use jsonschema::error::{TypeKind, ValidationErrorKind};
     use jsonschema::types::JsonType;
@@ -544,6 +548,28 @@ impl RefCheck<'_> {
     }
 }
 
+/// The template of `value` at `path`, its references checked; its faults go to `errors`.
+fn parse_template(
+    value: &Value,
+    path: String,
+    refs: &RefCheck<'_>,
+    is_compensation: bool,
+    errors: &mut Collector,
+) -> Option<Template> {
+    match Template::parse(value) {
+        Ok(t) => {
+            refs.check(&t, &path, is_compensation, errors);
+            Some(t)
+        }
+        Err(faults) => {
+            for f in faults {
+                errors.push(format!("{path}{}", f.path), f.message);
+            }
+            None
+        }
+    }
+}
+
 /// An HTTP request of a step (its action, compensation or `verify`) at `base`.
 fn http_template(
     http: &HttpDoc,
@@ -552,19 +578,8 @@ fn http_template(
     is_compensation: bool,
     errors: &mut Collector,
 ) -> Option<HttpTemplate> {
-    let parse = |value: &Value, path: String, errors: &mut Collector| -> Option<Template> {
-        match Template::parse(value) {
-            Ok(t) => {
-                refs.check(&t, &path, is_compensation, errors);
-                Some(t)
-            }
-            Err(faults) => {
-                for f in faults {
-                    errors.push(format!("{path}{}", f.path), f.message);
-                }
-                None
-            }
-        }
+    let parse = |value: &Value, path: String, errors: &mut Collector| {
+        parse_template(value, path, refs, is_compensation, errors)
     };
     let url = parse(&Value::String(http.url.clone()), format!("{base}/url"), errors);
     let starts_with_template = http.url.trim_start().starts_with("{{");
@@ -605,19 +620,8 @@ fn step_action(
     is_compensation: bool,
     errors: &mut Collector,
 ) -> Option<StepAction> {
-    let parse = |value: &Value, path: String, errors: &mut Collector| -> Option<Template> {
-        match Template::parse(value) {
-            Ok(t) => {
-                refs.check(&t, &path, is_compensation, errors);
-                Some(t)
-            }
-            Err(faults) => {
-                for f in faults {
-                    errors.push(format!("{path}{}", f.path), f.message);
-                }
-                None
-            }
-        }
+    let parse = |value: &Value, path: String, errors: &mut Collector| {
+        parse_template(value, path, refs, is_compensation, errors)
     };
     let kinds = [
         doc.http.is_some(),

@@ -20,7 +20,8 @@
 //! ## Layout
 //! - [`limits`]: [`Limits`] and their defaults.
 //! - [`idle`]: the idle timeout, as a wrapper around a connection's byte stream.
-//! - this file: the accept loop, TLS, and graceful shutdown.
+//! - this file: the accept loop, TLS, and graceful shutdown ([`shutdown_signal`]: Ctrl-C or
+//!   SIGTERM, what every geosaga process stops on).
 
 pub mod idle;
 pub mod limits;
@@ -166,5 +167,22 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (`kill`, `docker stop`): what a geosaga process serves
+/// until.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
     }
 }

@@ -14,7 +14,12 @@ pub enum Case {
     FailsAt(String),
     /// Every action (and, while unwinding from a failure at the last step, every
     /// compensation) delivered twice.
-    Repeated { repeat: Repeat, unwinding: bool },
+    Repeated {
+        /// Whether the second copy follows the first one's answer or goes with it.
+        repeat: Repeat,
+        /// Whether the saga is made to unwind (a failure at the last step).
+        unwinding: bool,
+    },
     /// The first answer of this step's action lost after the participant applied it.
     AnswerLost(String),
     /// Every answer of this step's action lost: its retries run out.

@@ -300,7 +300,7 @@ async fn run_case(
             faults.inject(None, &step.name, Phase::Compensation, Fault::Repeat, None);
         }
     }
-    let (record, _) = engine
+    let (started, _) = engine
         .current()
         .start_saga(StartSaga {
             definition: definition.name.clone(),
@@ -311,6 +311,7 @@ async fn run_case(
         })
         .await
         .map_err(|e| Error::Setup(format!("starting the saga: {e}")))?;
+    let id = started.record.id;
     if let Case::Restart(_) = case {
         // The held action: restart, then let it go unforwarded.
         if let Ok(held) = tokio::time::timeout(options.case_timeout, proxies.held()).await {
@@ -320,22 +321,22 @@ async fn run_case(
     }
     let coordinator = engine.current();
     coordinator
-        .wait(record.id, options.case_timeout)
+        .wait(id, options.case_timeout)
         .await
         .map_err(|e| Error::Setup(format!("waiting for the saga: {e}")))?;
     let view = coordinator
-        .saga(record.id)
+        .saga(id)
         .await
         .map_err(|e| Error::Setup(format!("reading the saga: {e}")))?;
     let events = coordinator
-        .events(record.id)
+        .events(id)
         .await
         .map_err(|e| Error::Setup(format!("reading its log: {e}")))?;
     faults.clear();
     Ok(Run {
         view,
         events,
-        seen: proxies.seen(record.id),
+        seen: proxies.seen(id),
     })
 }
 

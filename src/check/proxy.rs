@@ -58,15 +58,31 @@ pub enum Repeat {
 #[serde(tag = "fate", rename_all = "snake_case")]
 pub enum Fate {
     /// Forwarded; the participant answered this, and the coordinator got it.
-    Answered { status: u16, body: Value },
+    Answered {
+        /// The participant's status.
+        status: u16,
+        /// The participant's body.
+        body: Value,
+    },
     /// Forwarded; the participant answered this, and the proxy dropped it.
-    AnswerDropped { status: u16, body: Value },
+    AnswerDropped {
+        /// The participant's status.
+        status: u16,
+        /// The participant's body.
+        body: Value,
+    },
     /// Not forwarded: the proxy answered for the participant.
-    Injected { status: u16 },
+    Injected {
+        /// The status the proxy answered with.
+        status: u16,
+    },
     /// Not forwarded (yet): the connection was dropped.
     Withheld,
     /// Forwarded, but the participant could not be reached.
-    Unreachable { error: String },
+    Unreachable {
+        /// Why the participant could not be reached.
+        error: String,
+    },
 }
 
 impl Fate {

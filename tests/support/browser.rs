@@ -11,7 +11,7 @@ use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use super::process::free_port;
+use testkit::free_port;
 
 /// Where Debian's `chromium` package puts the browser (`GEOSAGA_CHROMIUM` overrides).
 pub const CHROMIUM: &str = "/usr/bin/chromium";

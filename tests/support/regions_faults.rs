@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use super::regions::{Cluster, PREFIXES};
 use regions::Timestamp;
-use regions::history::{self, Call, Operation, Outcome};
 use serde_json::{Value, json};
+use testkit::history::{self, Operation, Outcome};
 
 /// The replication settings the workload expects.
 pub const SETTINGS: &str =
@@ -32,7 +32,7 @@ type BoundedRead = (String, Duration, Option<Timestamp>, u64, bool);
 
 #[derive(Default)]
 struct Recorder {
-    ops: Mutex<Vec<(String, Operation)>>,
+    ops: history::Ops,
     /// (key, version, value, when acknowledged): every acknowledged write.
     acked: Mutex<Vec<(String, Timestamp, String, Duration)>>,
     /// (key, invoked, version or None for not found, staleness bound, served locally).
@@ -46,13 +46,6 @@ struct Workload {
     rec: Recorder,
     stop: AtomicBool,
     max_staleness_ms: u64,
-}
-
-fn problem_type(body: &Value) -> &str {
-    body["type"]
-        .as_str()
-        .unwrap_or("")
-        .trim_start_matches("https://geosaga.dev/problems/")
 }
 
 impl Workload {
@@ -79,33 +72,17 @@ impl Workload {
             Err(_) => None,
         };
         let returned = self.now();
-        let outcome = match (&answer, write) {
-            (Some((200, body)), true) => {
-                let version = body["version"].as_str().unwrap().parse().unwrap();
-                self.rec
-                    .acked
-                    .lock()
-                    .unwrap()
-                    .push((key.to_owned(), version, value.clone(), returned));
-                Outcome::Written
-            }
-            (Some((200, body)), false) => Outcome::Read(body["value"].as_str().map(str::to_owned)),
-            (Some((404, _)), false) => Outcome::Read(None),
-            (Some((503, body)), true) if problem_type(body) == "quorum-not-reached" => Outcome::Failed,
-            _ => Outcome::Unknown,
-        };
+        let outcome = history::strong_outcome(write, answer.as_ref());
+        if let (Outcome::Written, Some((_, body))) = (&outcome, &answer) {
+            let version = body["version"].as_str().unwrap().parse().unwrap();
+            self.rec
+                .acked
+                .lock()
+                .unwrap()
+                .push((key.to_owned(), version, value.clone(), returned));
+        }
         let ok = !matches!(outcome, Outcome::Unknown | Outcome::Failed);
-        let call = if write { Call::Write(value) } else { Call::Read };
-        self.rec.ops.lock().unwrap().push((
-            key.to_owned(),
-            Operation {
-                client,
-                call,
-                invoked,
-                returned,
-                outcome,
-            },
-        ));
+        history::record(&self.rec.ops, key, client, write, value, (invoked, returned), outcome);
         ok
     }
 

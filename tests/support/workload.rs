@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::participant::Participant;
+use testkit::participant::Participant;
 
 /// Registers the definition through the first coordinator that answers.
 pub async fn register(urls: &[String], definition: &Value) {

@@ -1,5 +1,6 @@
-//! The API's one error type, [`ApiError`], rendered as an RFC 9457 problem details
-//! document (`application/problem+json`).
+//! The API's one error type, [`ApiError`], rendered as the workspace's RFC 9457 problem
+//! details document ([`Problem`], from the `problem` crate, which a region's API answers
+//! with too).
 //!
 //! Every problem has a stable `type` URI under [`PROBLEM_BASE`] (see [`ProblemType`]), so
 //! that clients branch on it rather than on the wording of `detail`. Faults with a location
@@ -11,16 +12,9 @@
 
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+pub use problem::{Kind, PROBLEM_BASE, PROBLEM_JSON, Problem, ProblemError};
 
 use crate::Error;
-
-/// The prefix of every problem `type` URI.
-pub const PROBLEM_BASE: &str = "https://geosaga.dev/problems/";
-
-/// The media type of problem documents.
-pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Every kind of problem the API reports; each has one status and one `type` URI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,9 +57,8 @@ pub enum ProblemType {
     NotReady,
 }
 
-impl ProblemType {
-    /// The last segment of the `type` URI.
-    pub fn slug(self) -> &'static str {
+impl Kind for ProblemType {
+    fn slug(self) -> &'static str {
         match self {
             ProblemType::MalformedJson => "malformed-json",
             ProblemType::InvalidParameter => "invalid-parameter",
@@ -88,13 +81,7 @@ impl ProblemType {
         }
     }
 
-    /// The `type` URI, e.g. `https://geosaga.dev/problems/invalid-definition`.
-    pub fn uri(self) -> String {
-        format!("{PROBLEM_BASE}{}", self.slug())
-    }
-
-    /// The HTTP status.
-    pub fn status(self) -> StatusCode {
+    fn status(self) -> StatusCode {
         match self {
             ProblemType::MalformedJson | ProblemType::InvalidParameter => StatusCode::BAD_REQUEST,
             ProblemType::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -115,8 +102,7 @@ impl ProblemType {
         }
     }
 
-    /// A short summary that does not change from one occurrence to the next.
-    pub fn title(self) -> &'static str {
+    fn title(self) -> &'static str {
         match self {
             ProblemType::MalformedJson => "The request body is not valid JSON",
             ProblemType::InvalidParameter => "A request parameter is invalid",
@@ -138,34 +124,6 @@ impl ProblemType {
             ProblemType::NotReady => "Coordinator not ready",
         }
     }
-}
-
-/// One located fault of a problem.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ProblemError {
-    /// JSON Pointer of the value at fault: into the body, or `/query/NAME`, `/path/NAME`,
-    /// `/header/NAME`.
-    pub path: String,
-    /// What is wrong, for a person.
-    pub message: String,
-}
-
-/// An RFC 9457 problem details document.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Problem {
-    /// Stable URI identifying the kind of problem.
-    #[serde(rename = "type")]
-    #[schema(example = "https://geosaga.dev/problems/invalid-definition")]
-    pub r#type: String,
-    /// Short summary of the kind of problem.
-    pub title: String,
-    /// The HTTP status.
-    pub status: u16,
-    /// What happened this time.
-    pub detail: String,
-    /// Every located fault, when there are any.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<ProblemError>,
 }
 
 /// An error answer of the API.
@@ -236,11 +194,8 @@ impl ApiError {
     /// The problem document.
     pub fn problem(&self) -> Problem {
         Problem {
-            r#type: self.kind.uri(),
-            title: self.kind.title().to_owned(),
-            status: self.kind.status().as_u16(),
-            detail: self.detail.clone(),
             errors: self.errors.clone(),
+            ..Problem::new(self.kind, self.detail.clone())
         }
     }
 }
@@ -286,33 +241,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.kind.status();
-        if status.is_server_error() {
-            let cause = self.cause.as_deref().unwrap_or(&self.detail);
-            if status == StatusCode::INTERNAL_SERVER_ERROR {
-                tracing::error!(
-                    status = status.as_u16(),
-                    problem = self.kind.slug(),
-                    cause,
-                    "request failed"
-                );
-            } else {
-                tracing::warn!(
-                    status = status.as_u16(),
-                    problem = self.kind.slug(),
-                    cause,
-                    "request refused"
-                );
-            }
-        }
-        let body = serde_json::to_vec(&self.problem()).expect("a problem is JSON");
-        let mut response = (
-            status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
-            body,
-        )
-            .into_response();
-        response.headers_mut().extend(self.headers);
-        response
+        problem::respond(self.kind, &self.problem(), self.cause.as_deref(), self.headers)
     }
 }

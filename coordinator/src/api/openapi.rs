@@ -197,6 +197,6 @@ fn rewrite_refs(value: &mut Value) {
             map.values_mut().for_each(rewrite_refs);
         }
         Value::Array(items) => items.iter_mut().for_each(rewrite_refs),
-        _ => {}
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
     }
 }

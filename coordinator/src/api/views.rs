@@ -33,25 +33,6 @@ pub fn rfc3339(ms: i64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
 }
 
-/// The trace id of a W3C `traceparent` (`00-<trace-id>-<parent-id>-<flags>`), if valid.
-pub fn trace_id(traceparent: &str) -> Option<&str> {
-    let parts: Vec<&str> = traceparent.trim().split('-').collect();
-    let hex =
-        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    let [version, trace, parent, flags, ..] = parts[..] else {
-        return None;
-    };
-    let valid = hex(version, 2)
-        && version != "ff"
-        && (version != "00" || parts.len() == 4)
-        && hex(trace, 32)
-        && trace.bytes().any(|b| b != b'0')
-        && hex(parent, 16)
-        && parent.bytes().any(|b| b != b'0')
-        && hex(flags, 2);
-    valid.then_some(trace)
-}
-
 /// A step's error.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct StepErrorView {
@@ -426,20 +407,5 @@ mod tests {
         assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339(1_735_689_599_999), "2024-12-31T23:59:59.999Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
-    }
-
-    #[test]
-    fn trace_ids_come_from_valid_traceparents_only() {
-        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert_eq!(trace_id(tp), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
-        assert_eq!(
-            trace_id("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
-            None
-        );
-        assert_eq!(
-            trace_id("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
-            None
-        );
-        assert_eq!(trace_id("garbage"), None);
     }
 }

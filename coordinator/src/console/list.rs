@@ -15,6 +15,7 @@ use super::session::Ctx;
 use super::tone;
 use crate::api::ApiError;
 use crate::api::ApiState;
+use crate::api::error::Kind as _;
 use crate::api::sagas::{ListQuery, list_page};
 use crate::store::SagaRecord;
 

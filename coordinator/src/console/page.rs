@@ -10,6 +10,7 @@ use super::assets;
 use super::session::Ctx;
 use super::tone::Shown;
 use crate::api::ApiError;
+use crate::api::error::Kind as _;
 use crate::api::views::rfc3339;
 
 /// The section of the console a page belongs to (marked in the navigation).

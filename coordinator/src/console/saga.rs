@@ -18,6 +18,7 @@ use super::timeline;
 use super::tone::{self, Tone};
 use crate::SagaView;
 use crate::api::ApiState;
+use crate::api::error::Kind as _;
 use crate::api::extract::{MaybeJson, SagaId};
 use crate::api::sagas::CancelRequest;
 use crate::api::views::{CompensationStatus, EventView, SagaResponse};

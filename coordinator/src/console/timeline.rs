@@ -54,9 +54,10 @@ pub fn build(events: &[StoredEvent]) -> Vec<Entry> {
         let at = stored.at_ms;
         let (step, phase, attempt, outcome, error) = match &stored.event {
             SagaEvent::StepStarted { step, attempt } | SagaEvent::CompensationStarted { step, attempt } => {
-                let phase = match stored.event {
-                    SagaEvent::CompensationStarted { .. } => Phase::Compensation,
-                    _ => Phase::Action,
+                let phase = if matches!(stored.event, SagaEvent::CompensationStarted { .. }) {
+                    Phase::Compensation
+                } else {
+                    Phase::Action
                 };
                 entries.push(Entry::Attempt(Attempt {
                     step: step.clone(),

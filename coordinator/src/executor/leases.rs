@@ -3,10 +3,10 @@
 //!
 //! Leases are judged by the store's clock ([`crate::store::Store::clock_ms`]: PostgreSQL's
 //! for coordinators sharing one): every round measures this host's offset from it, and
-//! every lease this node writes is computed on it. A renewal that succeeds lets the saga
-//! tasks launch attempts until shortly before the lease it set would end
-//! ([`Inner::lease_renewed`]); a node that cannot renew stops launching before another could
-//! adopt its sagas.
+//! every lease this node writes is computed on it ([`Lease::clock_ms`]). A renewal that
+//! succeeds lets the saga tasks launch attempts until shortly before the lease it set would
+//! end ([`Lease::renewed`]); a node that cannot renew stops launching before another could
+//! adopt its sagas ([`Lease::held`]).
 //!
 //! A saga can be left owned here without a task: an adoption or an operator retry whose
 //! claim committed but whose next read failed (or whose answer was lost while the database
@@ -15,29 +15,85 @@
 //! renewal says this node owns with the tasks it runs, and runs what is missing
 //! ([`Inner::run_stranded`], counted in `geosaga_stranded_sagas_found_total`).
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
+use tokio::time::Instant;
+use uuid::Uuid;
+
 use super::Inner;
+use super::folded::Folded;
+use super::registry::Spawn;
+use crate::Result;
 use crate::clock::now_ms;
 
 /// Most sagas adopted in one round, so that a large recovery proceeds in steps.
 pub(super) const CLAIM_BATCH: u32 = 500;
 
+/// This node's hold on its leases, as the lease loop last found it.
+pub(crate) struct Lease {
+    /// The store's clock less this host's (ms), as last measured: leases are computed on
+    /// the store's clock.
+    clock_offset_ms: AtomicI64,
+    /// Until when this node may launch attempts: the last successful renewal's start plus
+    /// the lease, less a margin. A node that cannot renew stops launching before its leases
+    /// could have ended and another coordinator adopted its sagas.
+    deadline: watch::Sender<Instant>,
+    /// Sagas the last round found owned here without a task (the periodic check runs those
+    /// it finds so twice in a row).
+    stranded: Mutex<HashSet<Uuid>>,
+}
+
+impl Lease {
+    /// No renewal yet: attempts may not launch until [`Lease::renewed`].
+    pub(crate) fn new() -> Lease {
+        Lease {
+            clock_offset_ms: AtomicI64::new(0),
+            deadline: watch::Sender::new(Instant::now()),
+            stranded: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Now on the store's clock (Unix ms), the clock leases are judged by.
+    pub(crate) fn clock_ms(&self) -> i64 {
+        now_ms().saturating_add(self.clock_offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// A renewal of leases lasting `lease` that began at `began` succeeded: attempts may
+    /// launch until the lease it set would end, less a fifth of the lease (for the delay
+    /// between this host's timers and the database's clock, and the time a launch takes).
+    pub(crate) fn renewed(&self, began: Instant, lease: Duration) {
+        let margin = lease / 5;
+        self.deadline.send_replace(began + lease.saturating_sub(margin));
+    }
+
+    /// Whether this node's lease certainly still holds, so that it may launch attempts.
+    pub(crate) fn held(&self) -> bool {
+        *self.deadline.borrow() > Instant::now()
+    }
+
+    /// Changes of the deadline, for a task that waits for a renewal.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Instant> {
+        self.deadline.subscribe()
+    }
+}
+
 pub(super) async fn run(inner: Arc<Inner>) {
     let period = (inner.options.lease / 3).max(Duration::from_millis(50));
     loop {
-        let began = tokio::time::Instant::now();
+        let began = Instant::now();
         measure_clock(&inner).await;
-        let lease_until = inner.lease_clock_ms() + inner.lease_ms();
+        let lease_until = inner.lease.clock_ms() + inner.lease_ms();
         let renewed = inner.store.renew_leases(&inner.options.node_id, lease_until).await;
         inner.store_result(&renewed);
         match renewed {
             Ok(renewed) => {
-                inner.lease_renewed(began);
+                inner.lease.renewed(began, inner.options.lease);
                 for id in renewed.cancels {
-                    inner.forward_cancel(id);
+                    inner.registry.forward_cancel(id);
                 }
                 inner.run_stranded(&renewed.owned).await;
             }
@@ -59,7 +115,7 @@ pub(super) async fn measure_clock(inner: &Inner) {
     match inner.store.clock_ms().await {
         Ok(store_ms) => {
             let offset = store_ms - (before + (now_ms() - before) / 2);
-            inner.clock_offset_ms.store(offset, Ordering::Relaxed);
+            inner.lease.clock_offset_ms.store(offset, Ordering::Relaxed);
         }
         Err(e) => tracing::warn!(error = %e, "reading the store's clock failed; using the last offset"),
     }
@@ -70,7 +126,7 @@ pub(super) async fn measure_clock(inner: &Inner) {
 /// The permits are taken before the claim, so that a start cannot take the last one
 /// between the claim and the spawn; a claimed saga that still gets no task (its log or
 /// definition could not be read) is run by the periodic check.
-pub(super) async fn adopt(inner: &Arc<Inner>) -> crate::Result<usize> {
+pub(super) async fn adopt(inner: &Arc<Inner>) -> Result<usize> {
     let free = inner.permits.available_permits().min(CLAIM_BATCH as usize) as u32;
     if free == 0 {
         return Ok(0);
@@ -79,7 +135,7 @@ pub(super) async fn adopt(inner: &Arc<Inner>) -> crate::Result<usize> {
         // A start took one meanwhile: next round.
         return Ok(0);
     };
-    let now = inner.lease_clock_ms();
+    let now = inner.lease.clock_ms();
     let claimed = inner
         .store
         .claim(&inner.options.node_id, false, now, now + inner.lease_ms(), free)
@@ -97,17 +153,76 @@ pub(super) async fn adopt(inner: &Arc<Inner>) -> crate::Result<usize> {
     let mut logs = logs?;
     for record in claimed {
         let permit = reserved.split(1).expect("one permit reserved per claimed saga");
-        match inner.definition_version(&record.definition, record.version).await {
-            Ok((_, def)) => {
-                tracing::info!(saga_id = %record.id, generation = record.generation, "adopted saga");
-                inner.options.metrics.adopted();
-                let log = logs.remove(&record.id).unwrap_or_default();
-                inner.spawn(record, def, log, Vec::new(), permit, None);
-            }
+        let log = logs.remove(&record.id).unwrap_or_default();
+        let folded = match inner
+            .definitions
+            .version(&*inner.store, &record.definition, record.version)
+            .await
+            .and_then(|(_, def)| Folded::replay(record.id, def, &log))
+        {
+            Ok(folded) => folded,
             Err(e) => {
-                tracing::error!(saga_id = %record.id, error = %e, "cannot resume saga yet; the periodic check will")
+                tracing::error!(saga_id = %record.id, error = %e, "cannot resume saga yet; the periodic check will");
+                continue;
             }
-        }
+        };
+        tracing::info!(saga_id = %record.id, generation = record.generation, "adopted saga");
+        inner.options.metrics.adopted();
+        let task = Spawn::resumed(record, folded, permit);
+        inner.registry.spawn(inner, task);
     }
     Ok(n)
+}
+
+impl Inner {
+    /// The sagas of `owned` (every unsettled saga the store says this node owns) that no
+    /// task runs: those found so in the previous round as well are run now (a start or an
+    /// adoption in progress has a task by the next round). Returns how many were run.
+    pub(crate) async fn run_stranded(self: &Arc<Self>, owned: &[Uuid]) -> usize {
+        let without_task = self.registry.not_running(owned);
+        let confirmed: Vec<Uuid> = {
+            let mut seen = self.lease.stranded.lock().expect("lock");
+            let confirmed = without_task.intersection(&seen).copied().collect();
+            *seen = without_task;
+            confirmed
+        };
+        let mut ran = 0;
+        for id in confirmed {
+            match self.resume_stranded(id).await {
+                Ok(true) => {
+                    self.options.metrics.stranded_found();
+                    self.lease.stranded.lock().expect("lock").remove(&id);
+                    ran += 1;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(saga_id = %id, error = %e, "cannot run a stranded saga yet; will retry"),
+            }
+        }
+        ran
+    }
+
+    /// Runs a saga this node owns without a task, from its row and log as stored now.
+    async fn resume_stranded(self: &Arc<Self>, id: Uuid) -> Result<bool> {
+        let Some(record) = self.store.get_saga(id).await? else {
+            return Ok(false);
+        };
+        let ours = record.owner.as_deref() == Some(self.options.node_id.as_str());
+        if !ours || record.status.is_settled() {
+            return Ok(false);
+        }
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return Ok(false);
+        };
+        let (_, def) = self
+            .definitions
+            .version(&*self.store, &record.definition, record.version)
+            .await?;
+        let log = self.store.events(id).await?;
+        let folded = Folded::replay(id, def, &log)?;
+        tracing::warn!(saga_id = %id, "found a saga owned here without a task");
+        let task = Spawn::resumed(record, folded, permit);
+        Ok(self
+            .registry
+            .spawn_unless_running(self, task, "owned here without a task"))
+    }
 }

@@ -17,17 +17,19 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use opentelemetry::context::FutureExt as _;
 use sagas::template::{Budget, RenderContext};
-use sagas::{Phase, SagaDefinition, SagaEvent, SagaState, SagaStatus, StepAction, StepError, Work, planner};
+use sagas::{Phase, SagaEvent, SagaState, SagaStatus, StepAction, StepError, Work, planner};
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{Command, Commands, Inner, SagaView};
+use super::folded::Folded;
+use super::registry::{Command, Commands};
+use super::{Inner, SagaView};
 use crate::clock::now_ms;
 use crate::runner::{RenderedAction, StepCall};
-use crate::store::{Append, AppendAck, Fence, SagaRecord, StoredEvent};
+use crate::store::{Append, AppendAck, Fence, SagaRecord};
 use crate::trace::{AttemptSpan, SagaSpans, outcome_of};
 use crate::{Error, Result};
 
@@ -47,8 +49,7 @@ const MAX_STORE_BACKOFF: Duration = Duration::from_secs(5);
 pub(super) fn drive(
     inner: Arc<Inner>,
     record: SagaRecord,
-    def: Arc<SagaDefinition>,
-    log: Vec<StoredEvent>,
+    folded: Folded,
     fresh: Vec<Work>,
     commands: Arc<Commands>,
     permit: OwnedSemaphorePermit,
@@ -57,9 +58,7 @@ pub(super) fn drive(
     let generation = record.generation;
     let spans = SagaSpans::new(&record, &inner.options.node_id);
     let span = tracing::info_span!("saga", saga_id = %id, trace_id = %spans.trace().trace_id_hex(), definition = %record.definition);
-    // The log is replayed into the driver's state and not kept for the saga's life.
-    let mut driver = Driver::new(inner.clone(), record, def, &log, spans);
-    drop(log);
+    let mut driver = Driver::new(inner.clone(), record, folded, spans);
     // However the task ends (returns, or is aborted, even before it first runs), later
     // commands are refused.
     let commands = CloseOnDrop(commands);
@@ -125,29 +124,14 @@ struct Driver {
 type Outcome = (Work, Result<Value, StepError>, AttemptSpan, Instant);
 
 impl Driver {
-    fn new(
-        inner: Arc<Inner>,
-        mut record: SagaRecord,
-        def: Arc<SagaDefinition>,
-        log: &[StoredEvent],
-        spans: SagaSpans,
-    ) -> Result<Driver> {
+    fn new(inner: Arc<Inner>, mut record: SagaRecord, folded: Folded, spans: SagaSpans) -> Result<Driver> {
         let id = record.id;
-        let mut state = SagaState::new(def);
-        let (mut unwind_at_ms, mut retried_at_ms) = (None, None);
-        for stored in log {
-            let unwinding = state.unwind_cause().is_some();
-            state
-                .apply(&stored.event)
-                .map_err(|source| Error::CorruptLog { id, source })?;
-            if !unwinding && state.unwind_cause().is_some() {
-                unwind_at_ms = Some(stored.at_ms);
-            }
-            if let SagaEvent::RetryRequested {} = stored.event {
-                retried_at_ms = Some(stored.at_ms);
-            }
-        }
         let fence = record.fence().ok_or(Error::Fenced(id))?;
+        let Folded {
+            state,
+            unwind_at_ms,
+            retried_at_ms,
+        } = folded;
         Ok(Driver {
             inner,
             id,
@@ -155,8 +139,8 @@ impl Driver {
             fence,
             input: Arc::new(record.input.take()),
             record,
+            next_seq: state.event_count() as i64,
             state,
-            next_seq: log.len() as i64,
             batch: Vec::new(),
             replies: Vec::new(),
             spans,
@@ -218,7 +202,7 @@ impl Driver {
                     cancel = Some("cancel requested".to_owned());
                 }
             }
-            if !launch.is_empty() && !self.inner.lease_held() {
+            if !launch.is_empty() && !self.inner.lease.held() {
                 Box::pin(self.await_lease()).await?;
             }
             for work in launch.drain(..) {
@@ -306,13 +290,7 @@ impl Driver {
             match result {
                 Ok(ack) => {
                     self.next_seq += count;
-                    self.record.status = append.status;
-                    self.record.error = append.error;
-                    self.record.updated_at_ms = append.now_ms;
-                    self.record.event_count = self.next_seq;
-                    if append.status != SagaStatus::Running {
-                        self.record.cancel_requested = false;
-                    }
+                    self.record.apply(&append, self.next_seq);
                     for reply in self.replies.drain(..) {
                         let _ = reply.send(Ok(()));
                     }
@@ -335,8 +313,8 @@ impl Driver {
     /// anything).
     async fn await_lease(&mut self) -> Result<()> {
         tracing::warn!("the lease was not renewed in time; holding attempts until it is");
-        let mut deadline = self.inner.lease_deadline.subscribe();
-        while !self.inner.lease_held() {
+        let mut deadline = self.inner.lease.subscribe();
+        while !self.inner.lease.held() {
             if deadline.changed().await.is_err() {
                 return Err(Error::Fenced(self.id));
             }

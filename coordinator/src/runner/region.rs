@@ -27,12 +27,16 @@
 //! Answers are classified by [`sagas::outcome`] like HTTP steps': a region that could not
 //! be reached at all was sent nothing (known not applied); any other failure to get an
 //! answer, and 5xx, leave the outcome unknown.
+//!
+//! Requests are built by the `geosaga-regions-client` crate from the regions' own wire
+//! types, so a field renamed on the regions' side fails to compile here.
 
 use std::sync::Arc;
 
 use observability::semconv;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue};
+use regions_client::{DeleteQuery, PutRequest, ReadConsistency, ReadQuery, WriteConsistency};
 use sagas::outcome::{self, NoAnswer};
 use sagas::template::{RenderContext, RenderError};
 use sagas::{Phase, RegionCall, RegionConsistency, RegionOperation, StepError};
@@ -247,13 +251,45 @@ impl Answer {
     }
 }
 
-/// A write as sent to a region.
+/// A write as sent to a region: a `PUT` of `value`, or a `DELETE` without one.
 struct Write<'a> {
     key: &'a str,
     value: Option<Value>,
     if_version: Option<String>,
-    consistency: RegionConsistency,
+    consistency: WriteConsistency,
     op_id: &'a str,
+}
+
+/// The consistency of a write step, as the regions spell it (validation allows only these
+/// two for writes).
+fn write_consistency(consistency: RegionConsistency) -> Result<WriteConsistency, StepError> {
+    match consistency {
+        RegionConsistency::Strong => Ok(WriteConsistency::Strong),
+        RegionConsistency::Async => Ok(WriteConsistency::Async),
+        RegionConsistency::BoundedStaleness => Err(StepError::permanent(
+            "a region write is `strong` or `async`, not `bounded_staleness`",
+        )),
+    }
+}
+
+/// The consistency of a read step, as the regions spell it (validation allows only these
+/// two for reads).
+fn read_consistency(consistency: RegionConsistency) -> Result<ReadConsistency, StepError> {
+    match consistency {
+        RegionConsistency::Strong => Ok(ReadConsistency::Strong),
+        RegionConsistency::BoundedStaleness => Ok(ReadConsistency::BoundedStaleness),
+        RegionConsistency::Async => Err(StepError::permanent(
+            "a region read is `strong` or `bounded_staleness`, not `async`",
+        )),
+    }
+}
+
+/// A request to a region, or the step's permanent failure if its address cannot take a
+/// key's path (never: the directory checked every address is an http(s) URL).
+fn built(
+    request: Result<reqwest::RequestBuilder, regions_client::BadAddress>,
+) -> Result<reqwest::RequestBuilder, StepError> {
+    request.map_err(|e| StepError::permanent(e.to_string()))
 }
 
 impl RegionRunner {
@@ -329,7 +365,7 @@ impl RegionRunner {
     pub(crate) async fn send(
         &self,
         via: Option<&str>,
-        build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+        build: impl Fn(&reqwest::Client, &str) -> Result<reqwest::RequestBuilder, StepError>,
     ) -> Result<Answer, StepError> {
         let order = self.directory.order(via).map_err(StepError::permanent)?;
         let mut failures = Vec::new();
@@ -338,7 +374,7 @@ impl RegionRunner {
         let cx = Context::current();
         let span = cx.span();
         for base in order {
-            let mut request = build(&self.client, base);
+            let mut request = build(&self.client, base)?;
             if let Some(token) = &self.token {
                 request = request.bearer_auth(token);
             }
@@ -394,23 +430,11 @@ impl RegionRunner {
         })
     }
 
-    /// `BASE/v1/kv/KEY`, each segment of the key escaped. The bases were checked to be
-    /// http(s) URLs when the directory was built, and those always take a path.
-    fn key_url(base: &str, key: &str) -> reqwest::Url {
-        let mut url = reqwest::Url::parse(base).expect("region URLs are checked by RegionDirectory::new");
-        url.path_segments_mut()
-            .expect("an http(s) URL has a path")
-            .pop_if_empty()
-            .extend(["v1", "kv"])
-            .extend(key.split('/'));
-        url
-    }
-
     async fn get(&self, req: &RegionRequest, max_staleness_ms: Option<u64>) -> Result<Value, StepError> {
-        let mut query = vec![("consistency", req.consistency.as_str().to_owned())];
-        if let Some(ms) = max_staleness_ms {
-            query.push(("max_staleness_ms", ms.to_string()));
-        }
+        let query = ReadQuery {
+            max_staleness_ms,
+            ..ReadQuery::new(read_consistency(req.consistency)?)
+        };
         let answer = self.read(req, &query).await?;
         let found = answer.status == 200;
         Ok(json!({
@@ -427,10 +451,10 @@ impl RegionRunner {
     }
 
     /// A read: 200, or 404 `key-not-found`; anything else is the step's error.
-    async fn read(&self, req: &RegionRequest, query: &[(&str, String)]) -> Result<Answer, StepError> {
+    async fn read(&self, req: &RegionRequest, query: &ReadQuery) -> Result<Answer, StepError> {
         let answer = self
             .send(req.via.as_deref(), |client, base| {
-                client.get(Self::key_url(base, &req.key)).query(query)
+                built(regions_client::get(client, base, &req.key, query))
             })
             .await?;
         match (answer.status, answer.problem()) {
@@ -441,23 +465,22 @@ impl RegionRunner {
 
     /// One write; the answer (200 or a problem) is returned as is.
     async fn write(&self, via: Option<&str>, w: &Write<'_>) -> Result<Answer, StepError> {
+        let put = w.value.as_ref().map(|value| PutRequest {
+            value: value.clone(),
+            consistency: w.consistency,
+            if_version: w.if_version.clone(),
+            op_id: Some(w.op_id.to_owned()),
+        });
+        let delete = DeleteQuery {
+            consistency: w.consistency,
+            if_version: w.if_version.clone(),
+            op_id: Some(w.op_id.to_owned()),
+        };
         self.send(via, |client, base| {
-            let url = Self::key_url(base, w.key);
-            match &w.value {
-                Some(value) => client.put(url).json(&json!({
-                    "value": value,
-                    "consistency": w.consistency.as_str(),
-                    "if_version": w.if_version,
-                    "op_id": w.op_id,
-                })),
-                None => {
-                    let mut query = vec![("consistency", w.consistency.as_str()), ("op_id", w.op_id)];
-                    if let Some(v) = &w.if_version {
-                        query.push(("if_version", v));
-                    }
-                    client.delete(url).query(&query)
-                }
-            }
+            built(match &put {
+                Some(put) => regions_client::put(client, base, w.key, put),
+                None => regions_client::delete(client, base, w.key, &delete),
+            })
         })
         .await
     }
@@ -474,7 +497,7 @@ impl RegionRunner {
             key: &req.key,
             value,
             if_version,
-            consistency: req.consistency,
+            consistency: write_consistency(req.consistency)?,
             op_id,
         };
         let answer = self.write(req.via.as_deref(), &w).await?;

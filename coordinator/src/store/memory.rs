@@ -40,11 +40,6 @@ impl MemoryStore {
     }
 }
 
-/// Whether an existing saga matches a repeated start with the same idempotency key.
-pub(crate) fn same_request(existing: &SagaRecord, new: &NewSaga) -> bool {
-    existing.definition == new.definition && existing.version == new.version && existing.input == new.input
-}
-
 #[async_trait]
 impl Store for MemoryStore {
     async fn put_definition(
@@ -106,7 +101,7 @@ impl Store for MemoryStore {
             && let Some(id) = inner.keys.get(key)
         {
             let existing = inner.sagas[id].clone();
-            return if same_request(&existing, &new) {
+            return if new.repeats(&existing) {
                 Ok(Created::Existing(existing))
             } else {
                 Err(Error::IdempotencyConflict {
@@ -183,13 +178,7 @@ impl Store for MemoryStore {
         }
         let count = log.len() as i64;
         let row = inner.sagas.get_mut(&append.saga_id).expect("checked above");
-        row.status = append.status;
-        row.error = append.error;
-        row.updated_at_ms = append.now_ms;
-        row.event_count = count;
-        if append.status != SagaStatus::Running {
-            row.cancel_requested = false;
-        }
+        row.apply(&append, count);
         let ack = AppendAck {
             cancel_requested: row.cancel_requested,
         };

@@ -13,6 +13,7 @@ mod group_commit;
 pub mod memory;
 pub mod postgres;
 mod postgres_writer;
+mod rows;
 pub mod schema;
 pub mod sqlite;
 mod sqlite_writer;
@@ -88,6 +89,13 @@ pub struct NewSaga {
 }
 
 impl NewSaga {
+    /// Whether this start repeats the one that created `existing` with the same idempotency
+    /// key (same definition version, same input); a different start with a used key is a
+    /// conflict.
+    pub(crate) fn repeats(&self, existing: &SagaRecord) -> bool {
+        existing.definition == self.definition && existing.version == self.version && existing.input == self.input
+    }
+
     /// The append that writes [`NewSaga::events`], fenced by the creator's first generation.
     pub(crate) fn initial_append(&self) -> Option<Append> {
         (!self.events.is_empty()).then(|| Append {
@@ -178,6 +186,18 @@ impl SagaRecord {
             owner: owner.clone(),
             generation: self.generation,
         })
+    }
+
+    /// The row as a committed `append` leaves it (the lease aside), with `event_count`
+    /// events in its log.
+    pub fn apply(&mut self, append: &Append, event_count: i64) {
+        self.status = append.status;
+        self.error.clone_from(&append.error);
+        self.updated_at_ms = append.now_ms;
+        self.event_count = event_count;
+        if append.status != SagaStatus::Running {
+            self.cancel_requested = false;
+        }
     }
 }
 

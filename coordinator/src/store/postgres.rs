@@ -39,7 +39,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sagas::SagaStatus;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::types::Json;
@@ -48,6 +47,7 @@ use uuid::Uuid;
 
 use super::group_commit::GroupCommit;
 use super::postgres_writer::PgWriter;
+use super::rows::{DEFINITION_COLUMNS, SAGA_COLUMNS, definition_from_row, saga_from_row};
 use super::{
     Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, Expiry, ListFilter, NewSaga, PutDefinition,
     Renewed, SagaRecord, Store, StoreStats, StoredEvent, schema,
@@ -75,11 +75,6 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The first key of the advisory locks that serialise definition registrations.
 const DEFINITION_LOCK_CLASS: i32 = 0x6773_6167; // "gsag"
-
-pub(super) const SAGA_COLUMNS: &str = "id, definition, version, input, status, error, owner, lease_until_ms, generation, \
-     idempotency_key, trace_context, cancel_requested, created_at_ms, updated_at_ms, event_count";
-
-const DEFINITION_COLUMNS: &str = "name, version, content_hash, document, created_at_ms";
 
 /// The unsettled sagas of `$1`, locked in id order (as every statement locking several saga
 /// rows does, so that they never deadlock); `= ANY(ARRAY(..))` keeps the update on the
@@ -126,38 +121,6 @@ impl PostgresStore {
             retention_lock: tokio::sync::Mutex::new(None),
         })
     }
-}
-
-pub(super) fn saga_from_row(row: &PgRow) -> Sql<SagaRecord> {
-    let status: String = row.try_get("status")?;
-    Ok(SagaRecord {
-        id: row.try_get("id")?,
-        definition: row.try_get("definition")?,
-        version: row.try_get("version")?,
-        input: row.try_get("input")?,
-        status: SagaStatus::parse(&status)
-            .ok_or_else(|| sqlx::Error::Decode(format!("unknown saga status `{status}`").into()))?,
-        error: row.try_get("error")?,
-        owner: row.try_get("owner")?,
-        lease_until_ms: row.try_get("lease_until_ms")?,
-        generation: row.try_get("generation")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        trace_context: row.try_get("trace_context")?,
-        cancel_requested: row.try_get("cancel_requested")?,
-        created_at_ms: row.try_get("created_at_ms")?,
-        updated_at_ms: row.try_get("updated_at_ms")?,
-        event_count: row.try_get("event_count")?,
-    })
-}
-
-fn definition_from_row(row: &PgRow) -> Sql<DefinitionRecord> {
-    Ok(DefinitionRecord {
-        name: row.try_get("name")?,
-        version: row.try_get("version")?,
-        content_hash: row.try_get("content_hash")?,
-        document: row.try_get("document")?,
-        created_at_ms: row.try_get("created_at_ms")?,
-    })
 }
 
 /// The second key of the advisory lock for a definition name (32-bit FNV-1a).

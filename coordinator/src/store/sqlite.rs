@@ -13,15 +13,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
-use sagas::SagaStatus;
 use serde_json::Value;
-use sqlx::sqlite::{
-    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::sqlite_writer::{SAGA_COLUMNS, SqliteWriter, saga_rows};
+use super::rows::{DEFINITION_COLUMNS, SAGA_COLUMNS, definition_from_row, saga_from_row};
+use super::sqlite_writer::{SqliteWriter, saga_rows};
 use super::{
     Append, AppendAck, Created, DefinitionRecord, DefinitionSummary, Expiry, ListFilter, NewSaga, PutDefinition,
     Renewed, SagaRecord, Store, StoreStats, StoredEvent, schema,
@@ -85,59 +83,6 @@ async fn saga_by_id(conn: &mut SqliteConnection, id: Uuid) -> Result<Option<Saga
     row.as_ref().map(saga_from_row).transpose()
 }
 
-fn parse_json(text: &str, what: &str) -> Result<Value> {
-    serde_json::from_str(text).map_err(|e| Error::Store(format!("{what} is not JSON: {e}")))
-}
-
-fn saga_from_row(row: &SqliteRow) -> Result<SagaRecord> {
-    let id: String = row.try_get("id")?;
-    let status: String = row.try_get("status")?;
-    let input: String = row.try_get("input")?;
-    Ok(SagaRecord {
-        id: Uuid::parse_str(&id).map_err(|e| Error::Store(format!("saga id {id}: {e}")))?,
-        definition: row.try_get("definition")?,
-        version: row.try_get("version")?,
-        input: parse_json(&input, "saga input")?,
-        status: SagaStatus::parse(&status).ok_or_else(|| Error::Store(format!("unknown saga status {status}")))?,
-        error: row.try_get("error")?,
-        owner: row.try_get("owner")?,
-        lease_until_ms: row.try_get("lease_until_ms")?,
-        generation: row.try_get("generation")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        trace_context: row.try_get("trace_context")?,
-        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
-        created_at_ms: row.try_get("created_at_ms")?,
-        updated_at_ms: row.try_get("updated_at_ms")?,
-        event_count: row.try_get("event_count")?,
-    })
-}
-
-/// The columns of [`written_definition`], in its order.
-const DEFINITION_COLUMNS: &str = "name, version, content_hash, document, created_at_ms";
-
-/// A definition row selected as [`DEFINITION_COLUMNS`] on the writer's connection.
-fn written_definition(row: &rusqlite::Row<'_>) -> Result<DefinitionRecord> {
-    let document: String = row.get(3)?;
-    Ok(DefinitionRecord {
-        name: row.get(0)?,
-        version: row.get(1)?,
-        content_hash: row.get(2)?,
-        document: parse_json(&document, "definition")?,
-        created_at_ms: row.get(4)?,
-    })
-}
-
-fn definition_from_row(row: &SqliteRow) -> Result<DefinitionRecord> {
-    let document: String = row.try_get("document")?;
-    Ok(DefinitionRecord {
-        name: row.try_get("name")?,
-        version: row.try_get("version")?,
-        content_hash: row.try_get("content_hash")?,
-        document: parse_json(&document, "definition")?,
-        created_at_ms: row.try_get("created_at_ms")?,
-    })
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn put_definition(
@@ -155,7 +100,7 @@ impl Store for SqliteStore {
                     .prepare_cached(&format!(
                         "SELECT {DEFINITION_COLUMNS} FROM definitions WHERE name = ? AND content_hash = ?"
                     ))?
-                    .query_row([&name, &content_hash], |row| Ok(written_definition(row)))
+                    .query_row([&name, &content_hash], |row| Ok(definition_from_row(row)))
                     .optional()?
                     .transpose()?;
                 if let Some(record) = existing {
@@ -168,7 +113,7 @@ impl Store for SqliteStore {
                          RETURNING {DEFINITION_COLUMNS}"
                     ))?
                     .query_row(params![name, content_hash, document, now_ms], |row| {
-                        Ok(written_definition(row))
+                        Ok(definition_from_row(row))
                     })??;
                 tx.commit()?;
                 Ok(PutDefinition { record, created: true })
@@ -177,14 +122,17 @@ impl Store for SqliteStore {
     }
 
     async fn get_definition(&self, name: &str, version: Option<i64>) -> Result<Option<DefinitionRecord>> {
-        let row = match version {
-            Some(v) => sqlx::query("SELECT * FROM definitions WHERE name = ? AND version = ?")
-                .bind(name)
-                .bind(v),
-            None => sqlx::query("SELECT * FROM definitions WHERE name = ? ORDER BY version DESC LIMIT 1").bind(name),
-        }
-        .fetch_optional(&self.readers)
-        .await?;
+        // The latest version when none is named.
+        let sql = format!(
+            "SELECT {DEFINITION_COLUMNS} FROM definitions WHERE name = ? AND (? IS NULL OR version = ?) \
+             ORDER BY version DESC LIMIT 1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(name)
+            .bind(version)
+            .bind(version)
+            .fetch_optional(&self.readers)
+            .await?;
         row.as_ref().map(definition_from_row).transpose()
     }
 

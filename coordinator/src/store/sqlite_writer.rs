@@ -14,18 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use sagas::SagaStatus;
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 
 use super::group_commit::{Counters, MAX_BATCH, Write, WriteAck};
-use super::memory::same_request;
+use super::rows::{SAGA_COLUMNS, saga_from_row};
 use super::{Append, AppendAck, Created, NewSaga, SagaRecord, StoreStats};
 use crate::{Error, Result};
-
-/// The columns of [`saga_from_row`], in its order.
-pub(super) const SAGA_COLUMNS: &str = "id, definition, version, input, status, error, owner, lease_until_ms, \
-     generation, idempotency_key, trace_context, cancel_requested, created_at_ms, updated_at_ms, event_count";
 
 /// A closure run on the writer thread with its connection.
 type Task = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -217,7 +211,7 @@ fn create(conn: &Connection, new: &NewSaga) -> Result<Result<Created>> {
             .optional()?
             .transpose()?;
         if let Some(existing) = existing {
-            return Ok(if same_request(&existing, new) {
+            return Ok(if new.repeats(&existing) {
                 Ok(Created::Existing(existing))
             } else {
                 Err(Error::IdempotencyConflict {
@@ -304,30 +298,6 @@ fn insert_events(conn: &Connection, append: &Append) -> Result<()> {
         insert.execute(params![id, append.first_seq + k as i64, append.now_ms, text])?;
     }
     Ok(())
-}
-
-/// A saga row selected as [`SAGA_COLUMNS`].
-pub(super) fn saga_from_row(row: &rusqlite::Row<'_>) -> Result<SagaRecord> {
-    let id: String = row.get(0)?;
-    let input: String = row.get(3)?;
-    let status: String = row.get(4)?;
-    Ok(SagaRecord {
-        id: Uuid::parse_str(&id).map_err(|e| Error::Store(format!("saga id {id}: {e}")))?,
-        definition: row.get(1)?,
-        version: row.get(2)?,
-        input: serde_json::from_str(&input).map_err(|e| Error::Store(format!("saga input is not JSON: {e}")))?,
-        status: SagaStatus::parse(&status).ok_or_else(|| Error::Store(format!("unknown saga status {status}")))?,
-        error: row.get(5)?,
-        owner: row.get(6)?,
-        lease_until_ms: row.get(7)?,
-        generation: row.get(8)?,
-        idempotency_key: row.get(9)?,
-        trace_context: row.get(10)?,
-        cancel_requested: row.get::<_, i64>(11)? != 0,
-        created_at_ms: row.get(12)?,
-        updated_at_ms: row.get(13)?,
-        event_count: row.get(14)?,
-    })
 }
 
 /// The rows of `statement` run with `params`, as saga records.

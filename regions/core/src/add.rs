@@ -11,12 +11,13 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
+use utoipa::ToSchema;
 
 use crate::mvcc::Version;
 use crate::{Error, Result};
 
 /// An addition to the number at a JSON Pointer inside a key's value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Add {
     /// Where the number is: a JSON Pointer (`""`: the value itself). Missing objects are
@@ -24,6 +25,7 @@ pub struct Add {
     #[serde(default)]
     pub path: String,
     /// The number to add (negative to subtract).
+    #[schema(value_type = f64)]
     pub delta: Number,
     /// The result may not be below this.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -10,6 +10,7 @@
 //! bounded-staleness read locally.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::hlc::Timestamp;
 
@@ -40,7 +41,7 @@ pub fn staleness_bound_ms(closed: Timestamp, local_now_ms: u64, max_offset_ms: u
 }
 
 /// The consistency a read asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReadConsistency {
     /// Linearizable: served by the home region.

@@ -6,11 +6,12 @@
 //! region, all of them read the same value, the sum of every increment ever acknowledged.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::{Error, Result};
 
 /// One region's component of a counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 pub struct Component {
     /// The sum of its increments.
     pub p: i64,

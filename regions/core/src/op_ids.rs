@@ -11,16 +11,17 @@
 //! writes afresh and prepares the row again. Rows are kept for [`RETENTION_MS`].
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::mvcc::Version;
 use crate::{Error, Result};
 
 /// How long a home remembers an op id: a repeat later than this writes again.
 pub const RETENTION_MS: u64 = 7 * 24 * 3_600_000;
-/// Longest op id accepted.
-pub const MAX_OP_ID_BYTES: usize = 512;
+/// Longest op id accepted, in characters (what the OpenAPI document can say).
+pub const MAX_OP_ID_CHARS: usize = 512;
 /// The live version a write replaced.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Previous {
     /// Its version (`WALL_MS.LOGICAL`).
     pub version: String,
@@ -39,8 +40,8 @@ pub struct Applied {
 
 /// Checks an op id given by a client.
 pub fn check(op_id: &str) -> std::result::Result<(), String> {
-    if op_id.is_empty() || op_id.len() > MAX_OP_ID_BYTES {
-        return Err(format!("an op_id has 1 to {MAX_OP_ID_BYTES} bytes"));
+    if op_id.is_empty() || op_id.chars().count() > MAX_OP_ID_CHARS {
+        return Err(format!("an op_id has 1 to {MAX_OP_ID_CHARS} characters"));
     }
     Ok(())
 }

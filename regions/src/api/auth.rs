@@ -1,7 +1,7 @@
 //! Who may call a region's public routes: tokens with roles, the same model as the
 //! coordinator's API (docs/security.md). With no token configured every public route is
 //! open (development); with tokens, a request needs `Authorization: Bearer TOKEN` of a role
-//! at least the one its route needs ([`needs`]). `/readyz` and `/healthz` stay open, and
+//! at least the one its route needs ([`needs`]). `/readyz`, `/healthz` and `/openapi.json` stay open, and
 //! `/internal/...` is for member regions, authorised by their certificates (`tls.rs`), not
 //! by tokens. A request over TLS whose client certificate names a member region is taken
 //! as `write`: a member forwards reads (and sends writes) on behalf of clients it already
@@ -130,7 +130,7 @@ pub fn needs(method: &Method, path: &str) -> Needs {
     if path.starts_with("/internal/") {
         return Needs::Member;
     }
-    if matches!(path, "/readyz" | "/healthz") {
+    if matches!(path, "/readyz" | "/healthz" | "/openapi.json") {
         return Needs::Nothing;
     }
     if path.starts_with("/v1/admin/") {
@@ -275,6 +275,7 @@ mod tests {
     #[test]
     fn routes_need_what_their_class_does() {
         assert_eq!(needs(&Method::GET, "/readyz"), Needs::Nothing);
+        assert_eq!(needs(&Method::GET, "/openapi.json"), Needs::Nothing);
         assert_eq!(needs(&Method::POST, "/internal/v1/replicate"), Needs::Member);
         assert_eq!(needs(&Method::GET, "/v1/kv/a/b"), Needs::Token(Role::Read));
         assert_eq!(needs(&Method::GET, "/v1/regions"), Needs::Token(Role::Read));

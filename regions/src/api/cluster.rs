@@ -10,13 +10,15 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use problem::Problem;
 use regions_core::closed;
 use regions_core::protocol::{
     ConflictsResponse, Health, PlacementResponse, PrefixConflicts, RegionStatus, RehomeRequest, RehomeResponse, Role,
 };
 
+use super::openapi::PROBLEM_JSON;
 use super::problem::{ApiError, ProblemType};
-use super::{Shared, body_of, check_key};
+use super::{KeyParam, Shared, body_of, check_key};
 use crate::node::Region;
 
 /// The cluster routes.
@@ -34,7 +36,17 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Ready when the region's store answers a query (within [`READY_TIMEOUT`]): a region whose
 /// database is down is up but cannot serve, and a load balancer should send elsewhere.
-async fn ready(State(region): Shared) -> Result<&'static str, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "meta",
+    responses(
+        (status = 200, description = "Ready", body = String, content_type = "text/plain"),
+        (status = 503, description = "The region's store does not answer", body = Problem, content_type = PROBLEM_JSON),
+    )
+)]
+pub(super) async fn ready(State(region): Shared) -> Result<&'static str, ApiError> {
     let detail = match tokio::time::timeout(READY_TIMEOUT, region.store.last_seq()).await {
         Ok(Ok(_)) => return Ok("ready"),
         Ok(Err(e)) => format!("the region's {} store: {e}", region.store.backend_name()),
@@ -47,13 +59,38 @@ async fn ready(State(region): Shared) -> Result<&'static str, ApiError> {
     Err(ApiError::new(ProblemType::StoreUnavailable, detail).at(&region.name))
 }
 
-async fn placement(State(region): Shared, Path(key): Path<String>) -> Result<Json<PlacementResponse>, ApiError> {
+/// Where a key lives, and why (a rule, or the hash ring).
+#[utoipa::path(
+    get,
+    path = "/v1/placement/{key}",
+    operation_id = "placement",
+    tag = "cluster",
+    params(KeyParam),
+    responses(
+        (status = 200, description = "The key's home region", body = PlacementResponse),
+        (status = 400, description = "The key is wrong", body = Problem, content_type = PROBLEM_JSON),
+    )
+)]
+pub(super) async fn placement(
+    State(region): Shared,
+    Path(key): Path<String>,
+) -> Result<Json<PlacementResponse>, ApiError> {
     check_key(&key)?;
     let home = region.home(&key);
     Ok(Json(PlacementResponse::new(&key, home.region, &home.reason)))
 }
 
-async fn regions(State(region): Shared) -> Result<Json<Vec<RegionStatus>>, ApiError> {
+/// Every region as this one sees it: health, replication lag, the failure detector's view.
+#[utoipa::path(
+    get,
+    path = "/v1/regions",
+    operation_id = "regions",
+    tag = "cluster",
+    responses(
+        (status = 200, description = "This region first, then its peers and members", body = Vec<RegionStatus>),
+    )
+)]
+pub(super) async fn regions(State(region): Shared) -> Result<Json<Vec<RegionStatus>>, ApiError> {
     let now_ms = region.clock.physical_ms();
     let last_seq = region.store.last_seq().await.map_err(ApiError::from)?;
     let healthy_within = u64::try_from(region.skew_window().as_millis()).unwrap_or(u64::MAX);
@@ -140,7 +177,17 @@ fn annotate(region: &Region, out: &mut Vec<RegionStatus>, last_seq: i64) {
     }
 }
 
-async fn conflicts(State(region): Shared) -> Result<Json<ConflictsResponse>, ApiError> {
+/// Concurrent writes overwritten by last-writer-wins, per rule whose keys are written anywhere.
+#[utoipa::path(
+    get,
+    path = "/v1/conflicts",
+    operation_id = "conflicts",
+    tag = "cluster",
+    responses(
+        (status = 200, description = "Counts per rule prefix", body = ConflictsResponse),
+    )
+)]
+pub(super) async fn conflicts(State(region): Shared) -> Result<Json<ConflictsResponse>, ApiError> {
     let counted = region.store.conflicts().await.map_err(ApiError::from)?;
     let prefixes = region
         .placement()
@@ -159,7 +206,21 @@ async fn conflicts(State(region): Shared) -> Result<Json<ConflictsResponse>, Api
 }
 
 /// Re-homes a range; the steps carry the caller's token to the regions involved.
-async fn rehome(
+#[utoipa::path(
+    post,
+    path = "/v1/admin/rehome",
+    operation_id = "rehome",
+    tag = "admin",
+    request_body = RehomeRequest,
+    responses(
+        (status = 200, description = "Moved (`missed` names the regions to run it again for)", body = RehomeResponse),
+        (status = 400, description = "The body is not JSON, `prefix` names no rule, or `to` is not one of its replicas", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is past the region's limit", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "The body is JSON of the wrong shape", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The range's old or new home cannot be reached", body = Problem, content_type = PROBLEM_JSON),
+    )
+)]
+pub(super) async fn rehome(
     State(region): Shared,
     headers: HeaderMap,
     req: Result<Json<RehomeRequest>, JsonRejection>,

@@ -13,13 +13,16 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use problem::Problem;
 use regions_core::closed::ReadConsistency;
-use regions_core::protocol::{PatchRequest, PutRequest, ReadResponse, WriteCommand, WriteConsistency};
-use serde::Deserialize;
+use regions_core::protocol::{
+    DeleteQuery, PatchRequest, PutRequest, ReadQuery, ReadResponse, WriteCommand, WriteConsistency, WriteResponse,
+};
 
+use super::openapi::PROBLEM_JSON;
 use super::problem::{ApiError, ProblemType};
 use super::tls;
-use super::{Shared, body_of, check_key, check_value, checked_op_id, parse_version, peer_body, query};
+use super::{KeyParam, Shared, body_of, check_key, check_value, checked_op_id, parse_version, peer_body, query};
 use crate::node::{ReadRequest, Region};
 use crate::tls::PeerIdentity;
 use crate::{Error, Result};
@@ -32,17 +35,14 @@ pub(super) fn routes() -> Router<Arc<Region>> {
         .route("/internal/v1/undo/{*key}", post(forwarded_write))
 }
 
+/// Largest `max_staleness_ms` of a read: a year.
+const MAX_STALENESS_MS: u64 = 31_536_000_000;
+
 /// Set on requests one region forwards to another.
 pub const FORWARDED_BY: &str = "x-geosaga-forwarded-by";
 
 fn key_url(base: &str, route: &[&str], key: &str) -> Result<reqwest::Url> {
-    let mut url = reqwest::Url::parse(base).map_err(|e| Error::Config(format!("address {base:?}: {e}")))?;
-    url.path_segments_mut()
-        .map_err(|()| Error::Config(format!("address {base:?} cannot have a path")))?
-        .pop_if_empty()
-        .extend(route)
-        .extend(key.split('/'));
-    Ok(url)
+    regions_client::key_url(base, route, key).map_err(|e| Error::Config(e.to_string()))
 }
 
 /// Sends `request` to the home region and relays its answer as is. The client's token goes
@@ -85,24 +85,23 @@ fn refuse_loop(region: &Region, headers: &HeaderMap, key: &str, home: &str) -> R
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReadQuery {
-    #[serde(default = "strong")]
-    consistency: ReadConsistency,
-    max_staleness_ms: Option<u64>,
-    #[serde(default)]
-    allow_stale: bool,
-    as_of: Option<String>,
-    /// Strong reads: also say whether a write with this op id was applied (`"op"`).
-    op_id: Option<String>,
-}
-
-fn strong() -> ReadConsistency {
-    ReadConsistency::Strong
-}
-
-async fn read(
+/// Reads a key: at its home for a strong read, here when the local copy is fresh enough
+/// for a bounded-staleness one (else at the home).
+#[utoipa::path(
+    get,
+    path = "/v1/kv/{key}",
+    operation_id = "readKey",
+    tag = "kv",
+    params(KeyParam, ReadQuery),
+    responses(
+        (status = 200, description = "The value and its version (with `op` when `op_id` was given)", body = ReadResponse),
+        (status = 400, description = "A parameter is wrong", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "The key has no live value", body = Problem, content_type = PROBLEM_JSON),
+        (status = 410, description = "`as_of` is older than the versions kept (retention_ms)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The home cannot be reached and the local copy is too stale, or the store does not answer", body = Problem, content_type = PROBLEM_JSON),
+    )
+)]
+pub(super) async fn read(
     State(region): Shared,
     Path(key): Path<String>,
     headers: HeaderMap,
@@ -110,6 +109,12 @@ async fn read(
 ) -> Result<Response, ApiError> {
     check_key(&key)?;
     let q = query(q)?;
+    if q.max_staleness_ms.is_some_and(|m| m > MAX_STALENESS_MS) {
+        return Err(ApiError::new(
+            ProblemType::InvalidParameter,
+            format!("/query/max_staleness_ms: at most {MAX_STALENESS_MS} (a year)"),
+        ));
+    }
     let max_staleness_ms = match (q.consistency, q.max_staleness_ms) {
         (ReadConsistency::BoundedStaleness, None) => {
             return Err(ApiError::new(
@@ -142,15 +147,13 @@ async fn read(
     let home = region.home(&key).region;
     refuse_loop(&region, &headers, &key, &home)?;
     let peer = region.peer(&home)?;
-    let mut params = vec![("consistency", "strong".to_owned())];
-    if let Some(as_of) = req.as_of {
-        params.push(("as_of", as_of.to_string()));
-    }
-    if let Some(op_id) = op_id {
-        params.push(("op_id", op_id));
-    }
-    let url = key_url(&peer.address, &["v1", "kv"], &key)?;
-    match relay(&region, &home, &headers, region.http.get(url).query(&params)).await {
+    let at_home = ReadQuery {
+        as_of: req.as_of.map(|t| t.to_string()),
+        op_id,
+        ..ReadQuery::new(ReadConsistency::Strong)
+    };
+    let url = key_url(&peer.address, &regions_client::KV, &key)?;
+    match relay(&region, &home, &headers, region.http.get(url).query(&at_home)).await {
         Ok(response) => Ok(response),
         Err(reason) => match region.read_unreachable_home(&key, req, reason).await {
             Ok(answer) => Ok(Json(answer).into_response()),
@@ -210,7 +213,24 @@ async fn write(region: Arc<Region>, key: String, headers: HeaderMap, cmd: WriteC
         })
 }
 
-async fn put(
+/// Writes a key's value (at its home, which this region forwards to).
+#[utoipa::path(
+    put,
+    path = "/v1/kv/{key}",
+    operation_id = "putKey",
+    tag = "kv",
+    params(KeyParam),
+    request_body = PutRequest,
+    responses(
+        (status = 200, description = "Written: the new version", body = WriteResponse),
+        (status = 400, description = "A parameter is wrong, the body is not JSON, or the write is not allowed for this key (a strong write of a key written anywhere)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "`if_version` found another version, the op id was cancelled by its undo, or an addition would leave its bounds; nothing was written", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The value (or the body) is past the region's max_value_bytes", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "The body is JSON of the wrong shape", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "A strong write did not reach its quorum in time (not applied), or the key's home cannot be reached (the outcome is unknown)", body = Problem, content_type = PROBLEM_JSON),
+    )
+)]
+pub(super) async fn put(
     State(region): Shared,
     Path(key): Path<String>,
     headers: HeaderMap,
@@ -229,7 +249,23 @@ async fn put(
 /// `PATCH /v1/kv/{key}` with `{"add": {"path", "delta", "min", "max"}}`: the home adds; with
 /// `{"undo": {"op_id", "add"?}, "op_id"}`: the home undoes or cancels a write (see the
 /// node's `undo.rs`).
-async fn patch(
+#[utoipa::path(
+    patch,
+    path = "/v1/kv/{key}",
+    operation_id = "patchKey",
+    tag = "kv",
+    params(KeyParam),
+    request_body = PatchRequest,
+    responses(
+        (status = 200, description = "Written: the new version", body = WriteResponse),
+        (status = 400, description = "A parameter is wrong, the body is not JSON, or the write is not allowed for this key (a strong write of a key written anywhere)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "`if_version` found another version, the op id was cancelled by its undo, or an addition would leave its bounds; nothing was written", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The value (or the body) is past the region's max_value_bytes", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "The body is JSON of the wrong shape", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "A strong write did not reach its quorum in time (not applied), or the key's home cannot be reached (the outcome is unknown)", body = Problem, content_type = PROBLEM_JSON),
+    )
+)]
+pub(super) async fn patch(
     State(region): Shared,
     Path(key): Path<String>,
     headers: HeaderMap,
@@ -268,16 +304,21 @@ async fn patch(
     write(region, key, headers, cmd).await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeleteQuery {
-    #[serde(default)]
-    consistency: WriteConsistency,
-    if_version: Option<String>,
-    op_id: Option<String>,
-}
-
-async fn delete(
+/// Deletes a key (writes a tombstone at its home).
+#[utoipa::path(
+    delete,
+    path = "/v1/kv/{key}",
+    operation_id = "deleteKey",
+    tag = "kv",
+    params(KeyParam, DeleteQuery),
+    responses(
+        (status = 200, description = "Deleted: the tombstone's version", body = WriteResponse),
+        (status = 400, description = "A parameter is wrong, or the write is not allowed for this key", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "`if_version` found another version, or the op id was cancelled; nothing was written", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "A strong write did not reach its quorum in time (not applied), or the key's home cannot be reached (the outcome is unknown)", body = Problem, content_type = PROBLEM_JSON),
+    )
+)]
+pub(super) async fn delete(
     State(region): Shared,
     Path(key): Path<String>,
     headers: HeaderMap,

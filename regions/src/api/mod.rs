@@ -3,12 +3,15 @@
 //! routes of their commit), the cluster's view and changes (`cluster.rs`:
 //! placement, status, readiness, conflict counts, re-homing), the internal routes peers
 //! call (`peers.rs`), the mutual-TLS gate in front of them (`tls.rs`) and the tokens of
-//! the public routes (`auth.rs`). Errors are problem details ([`problem`]).
+//! the public routes (`auth.rs`), probes and the OpenAPI document (`meta.rs`,
+//! [`openapi`]). Errors are problem details ([`problem`]), unknown paths included.
 
 pub mod auth;
 mod cluster;
 mod counters;
 mod kv;
+mod meta;
+pub mod openapi;
 mod peers;
 pub mod problem;
 pub mod tls;
@@ -29,8 +32,18 @@ use problem::{ApiError, ProblemType};
 
 pub use kv::FORWARDED_BY;
 
-/// Longest key accepted.
-const MAX_KEY_BYTES: usize = 1024;
+/// Longest key accepted, in characters.
+const MAX_KEY_CHARS: usize = 1024;
+
+/// The `{key}` of the routes that take one, as the OpenAPI document describes it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+struct KeyParam {
+    /// The key: 1 to 1024 characters (`/` included; a `/` in the URL is part of the key).
+    #[param(min_length = 1, max_length = 1024)]
+    #[allow(dead_code)]
+    key: String,
+}
 
 type Shared = State<Arc<Region>>;
 
@@ -49,6 +62,8 @@ pub fn router(region: Arc<Region>) -> Result<Router, Error> {
         .merge(cluster::routes())
         .merge(peers::routes())
         .merge(txns::routes())
+        .merge(meta::routes())
+        .fallback(meta::no_route)
         .layer(axum::middleware::from_fn_with_state(region.clone(), tls::authorize))
         .layer(axum::extract::DefaultBodyLimit::max(region.config.body_limit()))
         .layer(axum::middleware::from_fn_with_state(gate, auth::authenticate))
@@ -73,19 +88,27 @@ fn check_value(region: &Region, path: &str, json: &str) -> Result<(), ApiError> 
 }
 
 fn check_key(key: &str) -> Result<(), ApiError> {
-    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+    if key.is_empty() || key.chars().count() > MAX_KEY_CHARS {
         return Err(ApiError::new(
             ProblemType::InvalidParameter,
-            format!("/path/key: a key has 1 to {MAX_KEY_BYTES} bytes"),
+            format!("/path/key: a key has 1 to {MAX_KEY_CHARS} characters"),
         ));
     }
     Ok(())
 }
 
+/// A version given by a client: `WALL_MS.LOGICAL`, 1 to 19 and 1 to 9 digits (what the
+/// OpenAPI document's pattern says; no sign, no spaces).
 fn parse_version(path: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    let digits = |s: &str, most: usize| (1..=most).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
     text.map(|t| {
-        t.parse()
-            .map_err(|e: String| ApiError::new(ProblemType::InvalidParameter, format!("{path}: {e}")))
+        let shaped = t.split_once('.').is_some_and(|(w, l)| digits(w, 19) && digits(l, 9));
+        let parsed = if shaped {
+            t.parse()
+        } else {
+            Err(format!("{t:?} is not a version (WALL_MS.LOGICAL, digits only)"))
+        };
+        parsed.map_err(|e: String| ApiError::new(ProblemType::InvalidParameter, format!("{path}: {e}")))
     })
     .transpose()
 }

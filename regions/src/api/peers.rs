@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use regions_core::protocol::{
-    DigestRequest, DigestResponse, Heartbeat, Intent, JoinRequest, JoinResponse, Member, RehomeStep, ReplicateBatch,
-    Role, StepAck,
+    DigestRequest, DigestResponse, Heartbeat, Intent, JoinRequest, JoinResponse, Member, RecoverRequest,
+    RecoverResponse, RehomeStep, ReplicateBatch, Role, StepAck,
 };
 
 use super::auth::{self, Tokens, bearer};
@@ -34,6 +34,7 @@ pub(super) fn routes() -> Router<Arc<Region>> {
         .route("/internal/v1/intents", post(intent))
         .route("/internal/v1/replicate", post(replicate))
         .route("/internal/v1/anti-entropy", post(anti_entropy))
+        .route("/internal/v1/recover", post(recover))
         .route("/internal/v1/rehome/{step}", post(rehome_step))
         .route("/internal/v1/join", post(join))
         .route("/internal/v1/heartbeat", post(heartbeat))
@@ -75,6 +76,15 @@ async fn anti_entropy(
         crate::antientropy::answer(&region, &req)
             .await
             .map_err(ApiError::from)?,
+    ))
+}
+
+/// A restored region asks for its own writes: over TLS, only for itself.
+async fn recover(State(region): Shared, identity: Identity, b: Bytes) -> Result<Json<RecoverResponse>, ApiError> {
+    let req: RecoverRequest = peer_body(&b)?;
+    check_sender(&region, identity.as_deref(), "/from", &req.from)?;
+    Ok(Json(
+        crate::restore::answer(&region, &req).await.map_err(ApiError::from)?,
     ))
 }
 

@@ -1,12 +1,12 @@
-//! The region API's errors as RFC 9457 problem details, in the style of the saga API: a
-//! stable `type` URI per kind, one status per kind, and only 5xx cases logged.
+//! The region API's errors, rendered as the workspace's RFC 9457 problem details document
+//! ([`Problem`], from the `problem` crate, which the saga API answers with too): a stable
+//! `type` URI per kind, one status per kind, and only 5xx cases logged.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+pub use problem::{Kind, PROBLEM_BASE, Problem};
 
 use crate::Error;
-
-pub use regions_core::protocol::{PROBLEM_BASE, Problem};
 
 /// Every kind of problem the region API reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub enum ProblemType {
     Forbidden,
     /// 404: the key has no live value.
     KeyNotFound,
+    /// 404: no route takes this path.
+    NoRoute,
     /// 409: a conditional write found another version.
     VersionMismatch,
     /// 409: an `add` would take the number outside its bounds; nothing was written.
@@ -61,9 +63,8 @@ pub enum ProblemType {
     StoreUnavailable,
 }
 
-impl ProblemType {
-    /// The last segment of the `type` URI.
-    pub fn slug(self) -> &'static str {
+impl Kind for ProblemType {
+    fn slug(self) -> &'static str {
         match self {
             ProblemType::MalformedJson => "malformed-json",
             ProblemType::InvalidParameter => "invalid-parameter",
@@ -74,6 +75,7 @@ impl ProblemType {
             ProblemType::Unauthenticated => "unauthenticated",
             ProblemType::Forbidden => "forbidden",
             ProblemType::KeyNotFound => "key-not-found",
+            ProblemType::NoRoute => "not-found",
             ProblemType::VersionMismatch => "version-mismatch",
             ProblemType::OutOfBounds => "out-of-bounds",
             ProblemType::OpCancelled => "op-cancelled",
@@ -91,8 +93,7 @@ impl ProblemType {
         }
     }
 
-    /// The HTTP status.
-    pub fn status(self) -> StatusCode {
+    fn status(self) -> StatusCode {
         match self {
             ProblemType::MalformedJson
             | ProblemType::InvalidParameter
@@ -101,7 +102,7 @@ impl ProblemType {
             ProblemType::PeerUnauthenticated | ProblemType::Unauthenticated => StatusCode::UNAUTHORIZED,
             ProblemType::PeerForbidden | ProblemType::Forbidden => StatusCode::FORBIDDEN,
             ProblemType::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProblemType::KeyNotFound | ProblemType::TxnNotFound => StatusCode::NOT_FOUND,
+            ProblemType::KeyNotFound | ProblemType::TxnNotFound | ProblemType::NoRoute => StatusCode::NOT_FOUND,
             ProblemType::VersionMismatch
             | ProblemType::OutOfBounds
             | ProblemType::OpCancelled
@@ -116,8 +117,7 @@ impl ProblemType {
         }
     }
 
-    /// A short summary that does not change from one occurrence to the next.
-    pub fn title(self) -> &'static str {
+    fn title(self) -> &'static str {
         match self {
             ProblemType::MalformedJson => "The request body is not valid JSON",
             ProblemType::InvalidParameter => "A request parameter is invalid",
@@ -129,6 +129,7 @@ impl ProblemType {
             ProblemType::Forbidden => "Not allowed to this caller",
             ProblemType::TooLarge => "Past the region's size limit",
             ProblemType::KeyNotFound => "Key not found",
+            ProblemType::NoRoute => "No such route",
             ProblemType::VersionMismatch => "The key is at another version",
             ProblemType::OutOfBounds => "The addition would leave its bounds; not applied",
             ProblemType::OpCancelled => "The write was cancelled by its compensation; not applied",
@@ -222,41 +223,13 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.kind.status();
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(
-                status = status.as_u16(),
-                problem = self.kind.slug(),
-                cause = self.detail,
-                "request failed"
-            );
-        } else if status.is_server_error() {
-            tracing::warn!(
-                status = status.as_u16(),
-                problem = self.kind.slug(),
-                cause = self.detail,
-                "request refused"
-            );
-        }
         let problem = Problem {
-            r#type: format!("{PROBLEM_BASE}{}", self.kind.slug()),
-            title: self.kind.title().to_owned(),
-            status: status.as_u16(),
-            detail: self.detail,
             region: self.region,
             staleness_bound_ms: self.staleness_bound_ms,
             key: self.conflict.as_ref().map(|(k, _)| k.clone()),
             conflicting_txn: self.conflict.and_then(|(_, w)| w),
+            ..Problem::new(self.kind, self.detail)
         };
-        let body = serde_json::to_vec(&problem).expect("a problem is JSON");
-        (
-            status,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/problem+json"),
-            )],
-            body,
-        )
-            .into_response()
+        problem::respond(self.kind, &problem, None, Vec::new())
     }
 }

@@ -45,6 +45,9 @@ const KEY_LOCKS: usize = 64;
 pub struct Region {
     /// Its name.
     pub name: String,
+    /// Whether its store was restored from a backup and opened now for the first time: it
+    /// takes its writes back from its peers before it serves (`crate::restore`).
+    pub restored: bool,
     /// The cluster's configuration.
     pub config: Config,
     /// The placement function (re-homing replaces it).
@@ -107,6 +110,15 @@ impl Region {
     /// and loads what it had applied and shipped, and the re-homed prefixes.
     pub async fn with_store(config: Config, name: &str, clock: Clock, store: Arc<dyn Store>) -> Result<Region> {
         let aborted = store.abort_all_pending().await?;
+        // Layer 4's `restore` says why: a restored store's log starts a new incarnation.
+        let restored = store.rebase_if_restored(restore_floor(clock.physical_ms())).await?;
+        if let Some(last) = restored {
+            tracing::warn!(
+                region = name,
+                last_seq = last,
+                "restored from a backup: the log starts a new incarnation after this sequence number"
+            );
+        }
         if aborted > 0 {
             tracing::info!(
                 region = name,
@@ -136,6 +148,7 @@ impl Region {
         let intents = store.txn_intents().await?;
         let region = Region {
             name: name.to_owned(),
+            restored: restored.is_some(),
             placement: RwLock::new(Arc::new(placement)),
             config,
             clock,
@@ -208,3 +221,14 @@ fn with_overrides(placement: Placement, overrides: &[(String, String)]) -> Place
             }
         })
 }
+
+/// The first sequence number of a restored store's new incarnation at `now_ms` (see
+/// `crate::restore`): past every number a region gives by `now_ms`, at most
+/// [`SEQ_PER_MS`] a millisecond.
+pub fn restore_floor(now_ms: u64) -> i64 {
+    i64::try_from(now_ms).unwrap_or(i64::MAX).saturating_mul(SEQ_PER_MS)
+}
+
+/// Sequence numbers a region may give per millisecond of its clock, at most: a million a
+/// second, far past what one writer connection commits.
+pub const SEQ_PER_MS: i64 = 1_000;

@@ -19,8 +19,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use problem::Problem;
 use regions_core::hlc::ClockError;
-use regions_core::protocol::{ClockSkew, Problem, SkewSide as Side};
+use regions_core::protocol::problem::CLOCK_SKEW;
+use regions_core::protocol::{ClockSkew, SkewSide as Side};
 
 use super::Region;
 use crate::Error;
@@ -110,7 +112,7 @@ impl Region {
         let Ok(problem) = serde_json::from_str::<Problem>(body) else {
             return;
         };
-        if problem.is_clock_skew() && self.clock_skew.record(peer, Side::OursAhead, &problem.detail) {
+        if problem.slug() == Some(CLOCK_SKEW) && self.clock_skew.record(peer, Side::OursAhead, &problem.detail) {
             tracing::warn!(
                 region = self.name,
                 peer,

@@ -41,7 +41,7 @@ use crate::Result;
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 pub use sql::SqlStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{MIGRATOR as SQLITE_MIGRATOR, SqliteStore};
 
 /// Names the rule prefix of a key whose concurrent writes are counted (a key written
 /// anywhere), `None` for other keys.
@@ -115,6 +115,18 @@ pub trait Store: Send + Sync {
 
     /// Aborts every pending write (at start-up: none of them was acknowledged).
     async fn abort_all_pending(&self) -> Result<u64>;
+
+    /// Marks the store as restored from a backup: its next [`Store::rebase_if_restored`]
+    /// starts a new log incarnation.
+    async fn mark_restored(&self, now_ms: i64) -> Result<()>;
+
+    /// On a store marked restored: in one transaction, drops the whole log, moves the next
+    /// sequence number past `floor` (and past every number given before), and clears the
+    /// mark. Returns the log's new last sequence number, or `None` when it was not marked.
+    /// A peer that applied entries of the lost incarnation (numbers this backup never saw)
+    /// therefore never takes a new entry for one of them; the log's start moving past every
+    /// peer's position makes the shipper announce a gap, which anti-entropy repairs.
+    async fn rebase_if_restored(&self, floor: i64) -> Result<Option<i64>>;
 
     /// Commits an async write: version and log entry in one transaction.
     async fn write_committed(&self, key: &str, ts: Timestamp, value: Option<&str>, home: &str) -> Result<i64>;

@@ -42,6 +42,7 @@ impl Dialect for Postgres {
          prev_home FROM versions WHERE home = $1 AND key IN (SELECT jsonb_array_elements_text($2::jsonb)) \
          ORDER BY key, ts_wall DESC, ts_logical DESC";
     const CLAIMED: bool = true;
+    const SET_LAST_SEQ: &'static [&'static str] = &["UPDATE repl_seq SET seq = $1"];
 }
 
 impl SqlStore<Postgres> {

@@ -29,6 +29,11 @@ impl Dialect for Sqlite {
          prev_home FROM versions WHERE home = $1 AND key IN (SELECT value FROM json_each($2)) \
          ORDER BY key, ts_wall DESC, ts_logical DESC";
     const CLAIMED: bool = false;
+    const SET_LAST_SEQ: &'static [&'static str] = &[
+        "UPDATE sqlite_sequence SET seq = $1 WHERE name = 'repl_log'",
+        "INSERT INTO sqlite_sequence (name, seq) SELECT 'repl_log', $1 \
+         WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'repl_log')",
+    ];
 }
 
 impl SqlStore<Sqlite> {

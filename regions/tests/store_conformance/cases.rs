@@ -394,3 +394,38 @@ pub async fn cancelled_op_ids_are_remembered_until_pruned(b: Backend) {
     assert!(!store.op_cancelled("k", "saga:a:action").await.unwrap());
     assert!(store.op_cancelled("j", "saga:b:action").await.unwrap());
 }
+
+pub async fn a_restored_store_starts_a_new_log_incarnation_once(b: Backend) {
+    let (store, _db) = store(b).await;
+    assert_eq!(store.rebase_if_restored(1_000).await.unwrap(), None, "not marked");
+    let s1 = store.write_committed("a", ts(1), Some("1"), "h").await.unwrap();
+    store.write_committed("a", ts(2), Some("2"), "h").await.unwrap();
+    store.mark_restored(5).await.unwrap();
+    assert_eq!(store.rebase_if_restored(1_000).await.unwrap(), Some(1_000));
+    assert_eq!(
+        store.log_len().await.unwrap(),
+        0,
+        "the old incarnation's log is dropped"
+    );
+    assert_eq!(store.last_seq().await.unwrap(), 1_000);
+    assert_eq!(
+        store.truncated_upto().await.unwrap(),
+        1_000,
+        "a peer below it is told of a gap"
+    );
+    let next = store.write_committed("a", ts(3), Some("3"), "h").await.unwrap();
+    assert_eq!(next, 1_001, "numbers continue past the floor");
+    assert_eq!(
+        store.read("a", ts(9)).await.unwrap().unwrap().value.as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        store.rebase_if_restored(5_000).await.unwrap(),
+        None,
+        "the mark is cleared"
+    );
+    // A floor below what was given moves nothing back.
+    store.mark_restored(6).await.unwrap();
+    assert_eq!(store.rebase_if_restored(s1).await.unwrap(), Some(1_001));
+    assert!(store.write_committed("b", ts(4), None, "h").await.unwrap() > 1_001);
+}

@@ -1,10 +1,11 @@
 //! `add` (applied by the key's home) and the automatic undo of region writes: from the
 //! action's output, or by its op id when the action's outcome is unknown.
 
+use regions_client::{Add, PatchRequest, Undo};
 use sagas::StepError;
 use serde_json::{Map, Number, Value, json};
 
-use super::{RegionRequest, RegionRunner, Write, write_output};
+use super::{RegionRequest, RegionRunner, Write, built, write_consistency, write_output};
 
 impl RegionRunner {
     /// Adds `delta` at `path`: one `PATCH` with `add`, which the key's home applies under
@@ -19,19 +20,13 @@ impl RegionRunner {
         bounds: (Option<f64>, Option<f64>),
         op_id: &str,
     ) -> Result<Value, StepError> {
-        let mut add = json!({"path": path, "delta": delta});
-        if let Some(min) = bounds.0 {
-            add["min"] = json!(min);
-        }
-        if let Some(max) = bounds.1 {
-            add["max"] = json!(max);
-        }
-        let body = json!({"add": add, "consistency": req.consistency.as_str(), "op_id": op_id});
-        let answer = self
-            .send(req.via.as_deref(), |client, base| {
-                client.patch(Self::key_url(base, &req.key)).json(&body)
-            })
-            .await?;
+        let add = Add {
+            path: path.to_owned(),
+            delta: delta.clone(),
+            min: bounds.0,
+            max: bounds.1,
+        };
+        let answer = self.patch(req, Some(add), None, op_id).await?;
         if answer.status != 200 {
             return Err(answer.error(&format!("add {}", req.key)));
         }
@@ -74,7 +69,7 @@ impl RegionRunner {
             key: &key,
             value: (!previous.is_null()).then(|| previous["value"].clone()),
             if_version: Some(if_version.clone()),
-            consistency: req.consistency,
+            consistency: write_consistency(req.consistency)?,
             op_id,
         };
         let answer = self.write(req.via.as_deref(), &w).await?;
@@ -111,17 +106,20 @@ impl RegionRunner {
         add: Option<&(String, Value)>,
         op_id: &str,
     ) -> Result<Value, StepError> {
-        let mut undo = json!({"op_id": action_op_id});
-        if let Some((path, delta)) = add {
-            let inverse = negate(&number(delta, "the action's delta")?).map_err(StepError::permanent)?;
-            undo["add"] = json!({"path": path, "delta": inverse});
-        }
-        let body = json!({"undo": undo, "consistency": req.consistency.as_str(), "op_id": op_id});
-        let answer = self
-            .send(req.via.as_deref(), |client, base| {
-                client.patch(Self::key_url(base, &req.key)).json(&body)
-            })
-            .await?;
+        let inverse = match add {
+            Some((path, delta)) => Some(Add {
+                path: path.clone(),
+                delta: negate(&number(delta, "the action's delta")?).map_err(StepError::permanent)?,
+                min: None,
+                max: None,
+            }),
+            None => None,
+        };
+        let undo = Undo {
+            op_id: action_op_id.to_owned(),
+            add: inverse,
+        };
+        let answer = self.patch(req, None, Some(undo), op_id).await?;
         match (answer.status, answer.problem()) {
             (200, _) => {
                 let applied = answer.body["undo"]["applied"].as_bool().unwrap_or(false);
@@ -141,6 +139,29 @@ impl RegionRunner {
     }
 }
 
+impl RegionRunner {
+    /// One `PATCH` of the step's key, with an addition or an undo, carrying `op_id`.
+    async fn patch(
+        &self,
+        req: &RegionRequest,
+        add: Option<Add>,
+        undo: Option<Undo>,
+        op_id: &str,
+    ) -> Result<super::Answer, StepError> {
+        let body = PatchRequest {
+            add,
+            undo,
+            consistency: write_consistency(req.consistency)?,
+            if_version: None,
+            op_id: Some(op_id.to_owned()),
+        };
+        self.send(req.via.as_deref(), |client, base| {
+            built(regions_client::patch(client, base, &req.key, &body))
+        })
+        .await
+    }
+}
+
 /// A number, or text that reads as one (`"-{{input.amount}}"` renders as `"-30"`).
 pub(super) fn number(value: &Value, what: &str) -> Result<Number, StepError> {
     match value {
@@ -149,7 +170,9 @@ pub(super) fn number(value: &Value, what: &str) -> Result<Number, StepError> {
             Ok(Value::Number(n)) => Ok(n),
             _ => Err(StepError::permanent(format!("{what} must be a number, not {value}"))),
         },
-        other => Err(StepError::permanent(format!("{what} must be a number, not {other}"))),
+        other @ (Value::Null | Value::Bool(_) | Value::Array(_) | Value::Object(_)) => {
+            Err(StepError::permanent(format!("{what} must be a number, not {other}")))
+        }
     }
 }
 

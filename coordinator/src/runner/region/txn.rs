@@ -107,15 +107,14 @@ impl RegionRunner {
         let body = Value::Object(body);
         let answer = self
             .send(req.via.as_deref(), |client, base| {
-                client.post(format!("{base}/v1/txn")).json(&body)
+                Ok(client.post(format!("{base}/v1/txn")).json(&body))
             })
             .await?;
         match (answer.status, answer.problem()) {
             (200, _) => {
                 crash_if_asked(&call.step);
-                let mut out = match answer.body {
-                    Value::Object(map) => map,
-                    other => return Err(StepError::permanent(format!("the region answered {other}"))),
+                let Value::Object(mut out) = answer.body else {
+                    return Err(StepError::permanent(format!("the region answered {}", answer.body)));
                 };
                 out.insert("op".into(), json!("txn"));
                 out.entry("replayed").or_insert(json!(false));

@@ -7,8 +7,9 @@
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use super::{PostgresStore, SAGA_COLUMNS, Sql, saga_from_row};
+use super::{PostgresStore, Sql};
 use crate::Result;
+use crate::store::rows::{SAGA_COLUMNS, saga_from_row};
 use crate::store::{Expiry, SagaRecord};
 
 /// The advisory lock (one `bigint` key: a key space apart from the two-key locks of

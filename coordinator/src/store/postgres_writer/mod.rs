@@ -23,8 +23,8 @@ use uuid::Uuid;
 
 use self::statements::{APPEND_ONE, CREATE_ONE, WRITE_BATCH};
 use super::group_commit::{BatchWriter, Committing, Write, WriteAck};
-use super::memory::same_request;
-use super::postgres::{SAGA_COLUMNS, Sql, saga_from_row};
+use super::postgres::Sql;
+use super::rows::{SAGA_COLUMNS, saga_from_row};
 use super::{Append, AppendAck, Created, NewSaga, SagaRecord};
 use crate::{Error, Result};
 
@@ -363,7 +363,7 @@ async fn sagas_by_keys(conn: &mut PgConnection, keys: &[&str]) -> Sql<HashMap<St
 
 /// What a start with an idempotency key that is already taken gets.
 fn repeated(existing: SagaRecord, new: &NewSaga, key: &str) -> Result<Created> {
-    if same_request(&existing, new) {
+    if new.repeats(&existing) {
         Ok(Created::Existing(existing))
     } else {
         let (key, existing) = (key.to_owned(), existing.id);

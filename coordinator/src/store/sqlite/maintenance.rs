@@ -12,9 +12,9 @@ use rusqlite::{TransactionBehavior, params};
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::{SqliteStore, saga_from_row};
+use super::SqliteStore;
 use crate::Result;
-use crate::store::sqlite_writer::SAGA_COLUMNS;
+use crate::store::rows::{SAGA_COLUMNS, saga_from_row};
 use crate::store::{Expiry, SagaRecord};
 
 /// What [`Expiry`] lets go, in SQL (`?1` finished before, `?2` keys created before): the scan

@@ -2,11 +2,12 @@
 //! key range.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::hlc::Timestamp;
 
 /// One region as seen from the region answering `GET /v1/regions`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct RegionStatus {
     /// Its name.
     pub name: String,
@@ -50,7 +51,7 @@ pub struct RegionStatus {
 }
 
 /// Which end of an exchange refused for clock skew a region was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SkewSide {
     /// The peer's timestamps were too far ahead of this region's clock: refused here.
@@ -60,7 +61,7 @@ pub enum SkewSide {
 }
 
 /// The last refusal for clock skew of one side for one peer, as `/v1/regions` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ClockSkew {
     /// Which side refused.
     pub side: SkewSide,
@@ -73,7 +74,7 @@ pub struct ClockSkew {
 }
 
 /// A member's part in the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// In the configuration file: homes keys, counts toward quorums.
@@ -83,7 +84,7 @@ pub enum Role {
 }
 
 /// What the failure detector thinks of a member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Health {
     /// Heard from within `suspect_after_ms`.
@@ -135,7 +136,7 @@ pub struct Heartbeat {
 }
 
 /// `POST /v1/admin/rehome`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RehomeRequest {
     /// The prefix of an existing placement rule.
@@ -145,7 +146,7 @@ pub struct RehomeRequest {
 }
 
 /// The answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RehomeResponse {
     /// The rule's prefix.
     pub prefix: String,

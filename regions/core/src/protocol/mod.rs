@@ -1,6 +1,6 @@
 //! What travels on the wire: the public API's bodies ([`kv`]), the messages between regions
 //! ([`replication`]) and about the cluster ([`cluster`]), transactions ([`txn`]), and the
-//! problem documents errors are answered with ([`problem`]). Every field is typed here;
+//! problem `type`s a peer acts on ([`problem`]). Every field is typed here;
 //! handlers never see raw JSON they must distrust.
 
 pub mod cluster;
@@ -11,6 +11,5 @@ pub mod txn;
 
 pub use cluster::*;
 pub use kv::*;
-pub use problem::{PROBLEM_BASE, Problem};
 pub use replication::*;
 pub use txn::*;

@@ -224,3 +224,25 @@ pub struct DigestResponse {
     #[serde(default)]
     pub counters: Vec<CounterRow>,
 }
+
+/// `POST /internal/v1/recover`: a region restored from a backup asks a peer for every
+/// version and counter component of its own (origin `from`) the peer holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecoverRequest {
+    /// The restored region.
+    pub from: String,
+}
+
+/// The answer: what the peer holds of `from`'s writes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RecoverResponse {
+    /// Every version whose origin is `from`.
+    pub versions: Vec<VersionRow>,
+    /// Every counter component of `from`.
+    pub counters: Vec<CounterRow>,
+    /// How far `from` acknowledged the answering region's own log: the restored region
+    /// lost what it applied after its backup, and records the entries up to here as a gap
+    /// for anti-entropy to repair (they are not shipped again).
+    #[serde(default)]
+    pub acked_seq: i64,
+}

@@ -159,6 +159,21 @@ impl Store for MemoryStore {
         Ok(self.lock().log.len() as i64)
     }
 
+    async fn mark_restored(&self, _now_ms: i64) -> Result<()> {
+        self.lock().restored = true;
+        Ok(())
+    }
+
+    async fn rebase_if_restored(&self, floor: i64) -> Result<Option<i64>> {
+        let mut s = self.lock();
+        if !std::mem::take(&mut s.restored) {
+            return Ok(None);
+        }
+        s.log.clear();
+        s.last_seq = s.last_seq.max(floor);
+        Ok(Some(s.last_seq))
+    }
+
     async fn truncate_log(&self, seq: i64) -> Result<u64> {
         let mut s = self.lock();
         let before = s.log.len();

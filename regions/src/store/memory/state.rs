@@ -39,6 +39,8 @@ pub(super) struct State {
     pub(super) txn_intents: BTreeMap<(String, String), regions_core::txn::TxnIntent>,
     /// Transaction records kept here.
     pub(super) txn_records: HashMap<String, regions_core::txn::TxnStatus>,
+    /// Marked restored from a backup (`Store::mark_restored`).
+    pub(super) restored: bool,
 }
 
 /// Timestamps compared as the SQL stores compare them: wall time as a signed integer.

@@ -44,6 +44,8 @@ pub(crate) trait Dialect: sqlx::Database<Connection: Conn> {
     const VERSIONS_OF: &'static str;
     /// Whether the database records the region it belongs to (`region_identity`).
     const CLAIMED: bool;
+    /// Makes `$1` the last sequence number given (the next is `$1 + 1`).
+    const SET_LAST_SEQ: &'static [&'static str];
 }
 
 /// A region's store on SQLite ([`super::SqliteStore`]) or PostgreSQL
@@ -164,6 +166,31 @@ impl<DB: Dialect> Store for SqlStore<DB> {
     async fn abort_all_pending(&self) -> Result<u64> {
         let sql = "UPDATE repl_log SET state = 'aborted' WHERE state = 'pending'";
         self.writer().await?.execute(stmt(sql)).await
+    }
+
+    async fn mark_restored(&self, now_ms: i64) -> Result<()> {
+        let sql = "INSERT INTO restore_marks (marked_ms) VALUES ($1)";
+        self.writer().await?.execute(stmt(sql).int(now_ms)).await?;
+        Ok(())
+    }
+
+    async fn rebase_if_restored(&self, floor: i64) -> Result<Option<i64>> {
+        let mut tx = self.writer.begin().await?;
+        let marks = (*tx)
+            .fetch_one(stmt("SELECT COUNT(*) AS n FROM restore_marks"))
+            .await?
+            .int("n")?;
+        if marks == 0 {
+            return Ok(None);
+        }
+        let last = (*tx).fetch_one(stmt(DB::LAST_SEQ)).await?.int("seq")?.max(floor);
+        (*tx).execute(stmt("DELETE FROM repl_log")).await?;
+        for sql in DB::SET_LAST_SEQ {
+            (*tx).execute(stmt(sql).int(last)).await?;
+        }
+        (*tx).execute(stmt("DELETE FROM restore_marks")).await?;
+        tx.commit().await?;
+        Ok(Some(last))
     }
 
     async fn write_committed(&self, key: &str, ts: Timestamp, value: Option<&str>, home: &str) -> Result<i64> {

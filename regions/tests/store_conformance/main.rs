@@ -1,15 +1,12 @@
 //! The region store's behaviour, the same on every backend: each case runs against the
-//! in-memory store, a SQLite file and a real PostgreSQL database (`support/pg.rs` of the
-//! coordinator's tests starts a throwaway server, or uses `GEOSAGA_TEST_POSTGRES_URL`;
-//! without either the PostgreSQL cases fail saying how to get one). Cases are named
-//! `<backend>::<case>` (`cargo nextest run -p geosaga-regions --test store_conformance postgres::`).
+//! in-memory store, a SQLite file and a real PostgreSQL database (`testkit::pg` starts a
+//! throwaway server, or uses `GEOSAGA_TEST_POSTGRES_URL`; without either the PostgreSQL
+//! cases fail saying how to get one). Cases are named `<backend>::<case>`
+//! (`cargo nextest run -p geosaga-regions --test store_conformance postgres::`).
 
-#[path = "../../coordinator/tests/support/pg.rs"]
-mod pg;
+use testkit::pg;
 
-#[path = "store_conformance/cases.rs"]
 mod cases;
-#[path = "store_conformance/txn_cases.rs"]
 mod txn_cases;
 
 use std::sync::Arc;
@@ -19,15 +16,21 @@ use regions::store::{MemoryStore, PostgresStore, SqliteStore, Store};
 /// Which database a case runs on.
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {
+    /// The in-memory store.
     Memory,
+    /// A SQLite file.
     Sqlite,
+    /// A PostgreSQL database.
     Postgres,
 }
 
 /// What keeps a case's database alive (and lets it open the same one again).
 pub enum Db {
+    /// The in-memory store (every opening shares it).
     Memory(MemoryStore),
+    /// The directory of the SQLite file.
     File(tempfile::TempDir),
+    /// The PostgreSQL database.
     Postgres(pg::TestDb),
 }
 
@@ -111,4 +114,5 @@ conformance!(
     a_database_belongs_to_one_region,
     cancelled_op_ids_are_remembered_until_pruned,
     intents_resolve_into_versions_or_nothing,
+    a_restored_store_starts_a_new_log_incarnation_once,
 );

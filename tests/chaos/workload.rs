@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use regions::Timestamp;
-use regions::history::{Call, Operation, Outcome};
 use serde_json::{Value, json};
+use testkit::history::{self, Outcome, problem_type};
 
-use super::chaos_testbed::{PREFIXES, Secrets};
+use super::testbed::{PREFIXES, Secrets};
 
 /// Strong clients per strong key.
 pub const CLIENTS_PER_KEY: usize = 2;
@@ -55,7 +55,7 @@ pub struct BoundedRead {
 #[derive(Default)]
 pub struct Recorder {
     /// Every strong call, by key.
-    pub ops: Mutex<Vec<(String, Operation)>>,
+    pub ops: history::Ops,
     /// Acknowledged strong writes.
     pub strong_acked: Mutex<Vec<Acked>>,
     /// Acknowledged async writes (home-written keys).
@@ -89,14 +89,6 @@ pub struct Workload {
     pub rec: Recorder,
     /// Set to stop the clients.
     pub stop: AtomicBool,
-}
-
-/// The problem type of an answer (without its URL prefix).
-pub fn problem_type(body: &Value) -> &str {
-    body["type"]
-        .as_str()
-        .unwrap_or("")
-        .trim_start_matches("https://geosaga.dev/problems/")
 }
 
 /// The keys strong clients use: two per home region.
@@ -167,37 +159,21 @@ impl Workload {
             Err(_) => None,
         };
         let returned = self.now();
-        let outcome = match (&answer, write) {
-            (Some((200, body)), true) => {
-                let version = body["version"].as_str().unwrap().parse().unwrap();
-                self.rec.strong_acked.lock().unwrap().push(Acked {
-                    key: key.to_owned(),
-                    version,
-                    value: value.clone(),
-                    at: returned,
-                });
-                Outcome::Written
-            }
-            (Some((200, body)), false) => Outcome::Read(body["value"].as_str().map(str::to_owned)),
-            (Some((404, body)), false) if problem_type(body) == "key-not-found" => Outcome::Read(None),
-            (Some((503, body)), true) if problem_type(body) == "quorum-not-reached" => Outcome::Failed,
-            _ => Outcome::Unknown,
-        };
+        let outcome = history::strong_outcome(write, answer.as_ref());
+        if let (Outcome::Written, Some((_, body))) = (&outcome, &answer) {
+            let version = body["version"].as_str().unwrap().parse().unwrap();
+            self.rec.strong_acked.lock().unwrap().push(Acked {
+                key: key.to_owned(),
+                version,
+                value: value.clone(),
+                at: returned,
+            });
+        }
         let definite = !matches!(outcome, Outcome::Unknown | Outcome::Failed);
         if !definite {
             self.rec.errors.fetch_add(1, Ordering::Relaxed);
         }
-        let call = if write { Call::Write(value) } else { Call::Read };
-        self.rec.ops.lock().unwrap().push((
-            key.to_owned(),
-            Operation {
-                client,
-                call,
-                invoked,
-                returned,
-                outcome,
-            },
-        ));
+        history::record(&self.rec.ops, key, client, write, value, (invoked, returned), outcome);
         definite
     }
 

@@ -22,14 +22,6 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Fails the test, saying how to get Docker, unless the engine and docker-compose answer.
 pub fn require_docker() {
     let works = |cmd: &str, args: &[&str]| {
@@ -126,7 +118,7 @@ impl Testbed {
     pub async fn up(project: &str) -> Testbed {
         let build = run_script(root().join("deploy/build-image"), &[], &[]).await;
         assert!(build.ok, "deploy/build-image failed:\n{}", build.output);
-        let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+        let ports: Vec<u16> = (0..5).map(|_| testkit::free_port()).collect();
         let secrets = Secrets::new(project);
         let env: Vec<(String, String)> = [
             ("GEOSAGA_TESTBED_PROJECT", project.to_owned()),

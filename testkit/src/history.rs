@@ -12,7 +12,10 @@
 //! nowhere. Reads without an answer tell nothing and are left out.
 
 use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
+
+use serde_json::Value;
 
 /// What a client asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +52,54 @@ pub struct Operation {
     pub returned: Duration,
     /// The answer.
     pub outcome: Outcome,
+}
+
+/// Every strong call of a test's clients, with the key it was on, as the calls return.
+pub type Ops = Mutex<Vec<(String, Operation)>>;
+
+/// Records one strong call of `client` on `key` in `ops`: a write of `value` (`write`) or a
+/// read, sent at `invoked` and answered (or given up) at `returned`.
+pub fn record(
+    ops: &Ops,
+    key: &str,
+    client: usize,
+    write: bool,
+    value: String,
+    span: (Duration, Duration),
+    outcome: Outcome,
+) {
+    let call = if write { Call::Write(value) } else { Call::Read };
+    let (invoked, returned) = span;
+    let operation = Operation {
+        client,
+        call,
+        invoked,
+        returned,
+        outcome,
+    };
+    ops.lock().expect("lock").push((key.to_owned(), operation));
+}
+
+/// The `type` of a region's problem document, without its URL prefix (`""` for none).
+pub fn problem_type(body: &Value) -> &str {
+    body["type"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches("https://geosaga.dev/problems/")
+}
+
+/// What a region's answer to a strong write (`write`) or read says: `answer` is its status
+/// and JSON body, `None` when none came. A 200 is a write acknowledged or the value read, a
+/// `key-not-found` read no value, a `quorum-not-reached` write one aborted before it became
+/// visible anywhere; anything else leaves the outcome unknown.
+pub fn strong_outcome(write: bool, answer: Option<&(u16, Value)>) -> Outcome {
+    match (answer, write) {
+        (Some((200, _)), true) => Outcome::Written,
+        (Some((200, body)), false) => Outcome::Read(body["value"].as_str().map(str::to_owned)),
+        (Some((404, body)), false) if problem_type(body) == "key-not-found" => Outcome::Read(None),
+        (Some((503, body)), true) if problem_type(body) == "quorum-not-reached" => Outcome::Failed,
+        _ => Outcome::Unknown,
+    }
 }
 
 /// The sequential specification: a register of an optional string.

@@ -2,7 +2,7 @@
 //!
 //! - every transfer saga settled `completed` or `compensated`, and every account holds its
 //!   opening balance less what it sent plus what it received in completed sagas;
-//! - every strong key's history is linearizable (`regions::history`, after final strong
+//! - every strong key's history is linearizable (`testkit::history`, after final strong
 //!   reads through every region);
 //! - no acknowledged strong write is lost: each is still readable at its home as of its
 //!   version;
@@ -19,13 +19,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use regions::Timestamp;
-use regions::history::{self, Call, Operation, Outcome};
 use serde_json::{Value, json};
+use testkit::history::{self, Call, Operation, Outcome};
 
 use super::Fault;
-use super::chaos_sagas::{self, Sagas};
-use super::chaos_testbed::{PREFIXES, REGIONS, Testbed};
-use super::chaos_workload::{Workload, anywhere_keys, async_keys, counter_keys, strong_keys};
+use super::testbed::{PREFIXES, REGIONS, Testbed};
+use super::transfers::{self, Sagas};
+use super::workload::{Workload, anywhere_keys, async_keys, counter_keys, strong_keys};
 
 /// What the checks found.
 pub struct Report {
@@ -50,7 +50,7 @@ fn outcome_name(o: &Outcome) -> &'static str {
 /// Runs every check.
 pub async fn run(tb: &Testbed, w: &Workload, sagas: &Sagas) -> Report {
     let mut checks = Vec::new();
-    match chaos_sagas::settle(w, sagas, &tb.coordinator).await {
+    match transfers::settle(w, sagas, &tb.coordinator).await {
         Ok((statuses, completed)) => {
             // Both outcomes must have happened, or the check proved little.
             let ok = statuses.contains_key("completed") && statuses.contains_key("compensated");
@@ -64,7 +64,7 @@ pub async fn run(tb: &Testbed, w: &Workload, sagas: &Sagas) -> Report {
             ));
             checks.push((
                 "money conserved across regions",
-                chaos_sagas::money_conserved(w, &completed).await,
+                transfers::money_conserved(w, &completed).await,
             ));
         }
         Err(e) => checks.push((
@@ -265,7 +265,7 @@ fn bounded_fresh(w: &Workload) -> Check {
                 )),
             );
         }
-        if b.bound > super::chaos_workload::MAX_STALENESS_MS {
+        if b.bound > super::workload::MAX_STALENESS_MS {
             return (
                 "bounded-staleness reads within their bound",
                 Err(format!("{} answered with a bound of {} ms", b.key, b.bound)),
@@ -432,7 +432,7 @@ pub fn keep_history(w: &Workload, sagas: &Sagas, faults: &[Fault], report: &Repo
         .as_secs();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("chaos-{stamp}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let acked = |list: &[super::chaos_workload::Acked]| -> Vec<Value> {
+    let acked = |list: &[super::workload::Acked]| -> Vec<Value> {
         list.iter()
             .map(|a| json!({"key": a.key, "version": a.version.to_string(), "value": a.value, "at_ms": a.at.as_secs_f64() * 1e3}))
             .collect()

@@ -1,4 +1,4 @@
-//! `geosaga netem` through its HTTP API, with real TCP connections to an echo server.
+//! `geosaga-netem` through its HTTP API, with real TCP connections to an echo server.
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! `geosaga netem`: a network emulator with the HTTP API of [Toxiproxy] (the subset the
+//! `geosaga-netem`: the testbed's network emulator with the HTTP API of [Toxiproxy] (the subset the
 //! testbed and the chaos suite need), so that WAN latency and partitions are injected on
 //! the network path between containers without the kernel's netem and without an image
 //! from a registry.
@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Args;
+use clap::Parser;
 use observability::LogFormat;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -38,9 +38,10 @@ use tokio::sync::Mutex;
 
 pub use link::Link;
 
-/// Arguments of `geosaga netem`.
-#[derive(Args, Debug)]
-pub struct NetemArgs {
+/// Arguments of `geosaga-netem`.
+#[derive(Parser, Debug)]
+#[command(version, about = "A TCP proxy with Toxiproxy's HTTP API, for geosaga's testbed")]
+struct Args {
     /// Address of the Toxiproxy-compatible HTTP API.
     #[arg(long, env = "GEOSAGA_NETEM_LISTEN", default_value = "127.0.0.1:8474")]
     listen: SocketAddr,
@@ -53,8 +54,9 @@ pub struct NetemArgs {
     log_format: LogFormat,
 }
 
-/// `geosaga netem`.
-pub async fn run(args: NetemArgs) -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
     observability::init_logging(args.log_format, "info");
     let netem = Netem::default();
     if let Some(path) = &args.config {
@@ -74,7 +76,7 @@ pub async fn run(args: NetemArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "netem API serving");
     axum::serve(listener, api::router(netem.clone()))
-        .with_graceful_shutdown(geosaga::server::shutdown_signal())
+        .with_graceful_shutdown(http_server::shutdown_signal())
         .await?;
     netem.reset_all(true).await;
     Ok(())
@@ -260,7 +262,7 @@ pub fn parse_toxic(body: &Value, current: Option<&Toxic>) -> Result<Toxic, Netem
         }
         (other, _) => {
             return Err(bad(format!(
-                "type: {other:?} is not a toxic geosaga netem implements (latency, timeout)"
+                "type: {other:?} is not a toxic geosaga-netem implements (latency, timeout)"
             )));
         }
     };

@@ -14,6 +14,20 @@ async fn answer(request: reqwest::RequestBuilder) -> (u16, Value) {
     }
 }
 
+/// A request whose answer's JSON body a test wants.
+pub trait JsonAnswer {
+    /// Sends the request and returns its answer's JSON body; fails the test when no answer
+    /// comes or its body is not JSON.
+    fn json_answer(self) -> impl Future<Output = Value> + Send;
+}
+
+impl JsonAnswer for reqwest::RequestBuilder {
+    async fn json_answer(self) -> Value {
+        let answer = self.send().await.expect("the request is answered");
+        answer.json().await.expect("the answer is JSON")
+    }
+}
+
 /// `GET {url}{path}`.
 pub async fn get(url: &str, path: &str) -> (u16, Value) {
     answer(reqwest::Client::new().get(format!("{url}{path}"))).await

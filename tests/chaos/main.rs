@@ -1,5 +1,5 @@
 //! The chaos suite: the containerised multi-region testbed (`deploy/testbed`: three regions
-//! and a coordinator, WAN latency from `geosaga netem`; mutual TLS between the regions, TLS
+//! and a coordinator, WAN latency from `geosaga-netem`; mutual TLS between the regions, TLS
 //! and tokens of each role for their clients, a token on the coordinator's API, and the
 //! coordinator's region steps over TLS with a client certificate and a write token) under a
 //! workload of cross-region
@@ -15,24 +15,20 @@
 //! duration), `GEOSAGA_CHAOS_SEED` replays a nemesis schedule, `GEOSAGA_CHAOS_KEEP=1` leaves
 //! the testbed up afterwards.
 
-#[path = "support/chaos_sagas.rs"]
-mod chaos_sagas;
-#[path = "support/chaos_testbed.rs"]
-mod chaos_testbed;
-#[path = "support/chaos_workload.rs"]
-mod chaos_workload;
-#[path = "support/chaos_checks.rs"]
 mod checks;
+mod testbed;
+mod transfers;
+mod workload;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use chaos_testbed::{REGIONS, TABLE_RTT, Testbed};
-use chaos_workload::Workload;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use testbed::{REGIONS, TABLE_RTT, Testbed};
+use workload::Workload;
 
 /// One fault the nemesis injected.
 #[derive(Debug, Clone)]
@@ -155,7 +151,7 @@ async fn callers_need_their_token(tb: &Testbed) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_testbed_keeps_its_promises_under_a_nemesis() {
-    chaos_testbed::require_docker();
+    testbed::require_docker();
     let secs = env_u64("GEOSAGA_CHAOS_SECS", 120);
     let seed = env_u64("GEOSAGA_CHAOS_SEED", rand::random_range(0..1_000_000));
     let project = std::env::var("GEOSAGA_CHAOS_PROJECT").unwrap_or_else(|_| "geosaga-chaos".to_owned());
@@ -168,13 +164,13 @@ async fn the_testbed_keeps_its_promises_under_a_nemesis() {
     callers_need_their_token(&tb).await;
 
     let w = Arc::new(Workload::new(tb.regions.clone(), &tb.secrets));
-    chaos_sagas::open_accounts(&w).await;
-    let sagas = Arc::new(chaos_sagas::Sagas::default());
-    let mut tasks = chaos_workload::start(&w);
+    transfers::open_accounts(&w).await;
+    let sagas = Arc::new(transfers::Sagas::default());
+    let mut tasks = workload::start(&w);
     for client in 0..4 {
         let (w, sagas, coordinator) = (w.clone(), sagas.clone(), tb.coordinator.clone());
         tasks.push(tokio::spawn(async move {
-            chaos_sagas::run(&w, &sagas, &coordinator, client).await
+            transfers::run(&w, &sagas, &coordinator, client).await
         }));
     }
     tokio::time::sleep(Duration::from_secs(3)).await;

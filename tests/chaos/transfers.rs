@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::chaos_testbed::PREFIXES;
-use super::chaos_workload::Workload;
+use super::testbed::PREFIXES;
+use super::workload::Workload;
 
 /// Every account's opening balance.
 pub const OPENING: i64 = 1_000;

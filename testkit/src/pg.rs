@@ -1,6 +1,6 @@
-//! Test helper: a fresh, empty PostgreSQL database for each test.
+//! A fresh, empty PostgreSQL database for each test.
 //!
-//! Include it with `#[path = "support/pg.rs"] mod pg;` and call [`fresh_database`].
+//! Call [`fresh_database`].
 //!
 //! Where the server comes from:
 //! - When `GEOSAGA_TEST_POSTGRES_URL` is set (say `postgres://postgres@127.0.0.1:5432/postgres`),
@@ -31,9 +31,6 @@
 //! Under `cargo nextest` every test is its own process, hence its own server (initdb takes
 //! about a second and a half); set `GEOSAGA_TEST_POSTGRES_URL` to share one.
 
-#![allow(dead_code)]
-
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -41,6 +38,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::{Connection, Executor, PgConnection};
+
+use crate::free_port;
 
 /// The variable naming an existing server to test against.
 pub const URL_VAR: &str = "GEOSAGA_TEST_POSTGRES_URL";
@@ -381,11 +380,6 @@ fn id_of(user: &str, which: &str) -> u32 {
         .trim()
         .parse()
         .unwrap_or_else(|_| panic!("no id {which} for user {user}"))
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("finding a free port");
-    listener.local_addr().expect("the listener's address").port()
 }
 
 /// Starts a shell that waits for its stdin to close (the test process ended), then stops

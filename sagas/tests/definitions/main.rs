@@ -8,7 +8,6 @@
 //! - `../schemas/definition.schema.json` must be [`sagas::document::definition_schema`];
 //!   `GEOSAGA_BLESS=1` rewrites it.
 
-#[path = "definitions/semantics.rs"]
 mod semantics;
 
 use std::path::{Path, PathBuf};

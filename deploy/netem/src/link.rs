@@ -1,4 +1,4 @@
-//! One proxy of `geosaga netem`: a listener, its connections and the toxics acting on them.
+//! One proxy of `geosaga-netem`: a listener, its connections and the toxics acting on them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! `geosaga` child processes (a coordinator, a region) that tests can kill with SIGKILL and
 //! restart.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,13 +19,21 @@ pub struct GeosagaProcess {
     pub url: String,
 }
 
-/// A port nothing listens on now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The `geosaga` binary beside the running test: cargo builds a package's binaries before
+/// its integration tests, into the directory above the tests' own (`target/debug/deps/..`).
+pub fn geosaga_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from target/<profile>/deps");
+    let binary = dir.join("geosaga");
+    assert!(
+        binary.is_file(),
+        "{} not found: run the test through cargo in geosaga's root package (cargo test --test NAME), which builds it",
+        binary.display()
+    );
+    binary
 }
 
 impl GeosagaProcess {
@@ -42,7 +50,7 @@ impl GeosagaProcess {
         env: &[(&str, &str)],
         log: PathBuf,
     ) -> CoordinatorProcess {
-        let program = PathBuf::from(env!("CARGO_BIN_EXE_geosaga"));
+        let program = geosaga_binary();
         CoordinatorProcess::start_program(&program, database, extra, env, log).await
     }
 
@@ -55,7 +63,7 @@ impl GeosagaProcess {
         env: &[(&str, &str)],
         log: PathBuf,
     ) -> CoordinatorProcess {
-        let port = free_port();
+        let port = crate::free_port();
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--database".into(),
@@ -81,7 +89,7 @@ impl GeosagaProcess {
     /// Starts `geosaga ARGS` (output to `log`) without waiting for it to be ready.
     pub fn launch(args: Vec<String>, env: Vec<(String, String)>, log: PathBuf, url: String) -> GeosagaProcess {
         let mut p = GeosagaProcess {
-            program: PathBuf::from(env!("CARGO_BIN_EXE_geosaga")),
+            program: geosaga_binary(),
             args,
             env,
             log,

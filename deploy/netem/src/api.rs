@@ -1,4 +1,4 @@
-//! The Toxiproxy-compatible HTTP API of `geosaga netem`.
+//! The Toxiproxy-compatible HTTP API of `geosaga-netem`.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -154,7 +154,7 @@ async fn update(State(netem): State<Netem>, Path(name): Path<String>, body: Byte
                 return Err(NetemError::new(
                     400,
                     format!(
-                        "{other}: geosaga netem changes only `enabled` of a proxy; delete and create it to change {other}"
+                        "{other}: geosaga-netem changes only `enabled` of a proxy; delete and create it to change {other}"
                     ),
                 ));
             }
