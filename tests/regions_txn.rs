@@ -237,7 +237,15 @@ async fn a_bank_conserves_its_total_through_kills_and_pauses() {
     cluster.regions[2].signal("STOP");
     tokio::time::sleep(Duration::from_millis(800)).await;
     cluster.regions[2].signal("CONT");
+    // Run on until the workload has done enough to mean something (10 transfers, 10 audits)
+    // rather than for a fixed time, which a loaded machine may not fill; a minute at most.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     tokio::time::sleep(Duration::from_secs(2)).await;
+    while (tally.committed.load(Ordering::Relaxed) < 10 || tally.reads_checked.load(Ordering::Relaxed) < 10)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await.expect("no client panicked (every read saw the whole total)");
