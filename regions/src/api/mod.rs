@@ -35,6 +35,9 @@ pub use kv::FORWARDED_BY;
 /// Longest key accepted, in characters.
 const MAX_KEY_CHARS: usize = 1024;
 
+/// Largest `max_staleness_ms` of a read or a snapshot: a year.
+const MAX_STALENESS_MS: u64 = 31_536_000_000;
+
 /// The `{key}` of the routes that take one, as the OpenAPI document describes it.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]

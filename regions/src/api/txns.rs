@@ -16,15 +16,19 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use problem::Problem;
 use regions_core::protocol::{
-    BeginRequest, OneShotRequest, OpRequest, Prepare, ReadAt, ReadAtAnswer, RecordRequest, Resolve, SnapshotRequest,
-    TxnPutRequest,
+    BeginRequest, BeginResponse, CommitResponse, OneShotRequest, OpRequest, Prepare, ReadAt, ReadAtAnswer,
+    RecordRequest, Resolve, SnapshotRequest, SnapshotResponse, TxnPutRequest, TxnValue,
 };
 
 use super::auth::{Granted, Role, require};
+use super::openapi::PROBLEM_JSON;
 use super::problem::{ApiError, ProblemType};
 use super::tls::check_sender;
-use super::{Shared, body_of, check_key, check_value, checked_op_id, peer_body};
+use super::{
+    KeyParam, MAX_STALENESS_MS, Shared, body_of, check_key, check_value, checked_op_id, parse_version, peer_body,
+};
 use crate::Error;
 use crate::gateway;
 use crate::node::Region;
@@ -35,6 +39,15 @@ type Let = Option<Extension<Granted>>;
 
 /// The client certificate of a request's connection, over TLS.
 type Identity = Option<Extension<PeerIdentity>>;
+
+/// The `{id}` of a transaction's routes, as the OpenAPI document describes it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+struct TxnParam {
+    /// The transaction's id, as `POST /v1/txns` answered it (at this region).
+    #[allow(dead_code)]
+    id: String,
+}
 
 /// The transaction routes.
 pub(super) fn routes() -> Router<Arc<Region>> {
@@ -53,23 +66,59 @@ pub(super) fn routes() -> Router<Arc<Region>> {
         .route("/internal/v1/txn/cancel", post(cancel))
 }
 
-async fn begin(State(region): Shared, body: Bytes) -> Result<Response, ApiError> {
-    // The body is optional; when given it must be a BeginRequest.
+/// Begins a transaction here: its snapshot is this region's now.
+#[utoipa::path(
+    post,
+    path = "/v1/txns",
+    operation_id = "beginTxn",
+    tag = "txns",
+    request_body(content = Option<BeginRequest>, description = "Optional: the isolation (only `serializable`, the default)"),
+    responses(
+        (status = 201, description = "Begun: its id and snapshot", body = BeginResponse),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "The body is JSON of the wrong shape", body = Problem, content_type = PROBLEM_JSON),
+    )
+)]
+pub(super) async fn begin(State(region): Shared, body: Bytes) -> Result<Response, ApiError> {
+    // The body is optional (empty or `null`); when given it must be a BeginRequest object
+    // (serde would take a struct from an array too).
     if !body.iter().all(u8::is_ascii_whitespace) {
-        let req: BeginRequest = serde_json::from_slice(&body).map_err(|e| {
-            let kind = if e.is_data() {
-                ProblemType::InvalidBody
-            } else {
-                ProblemType::MalformedJson
-            };
-            ApiError::new(kind, e.to_string())
-        })?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| ApiError::new(ProblemType::MalformedJson, e.to_string()))?;
+        let req: BeginRequest = match value {
+            serde_json::Value::Null => BeginRequest::default(),
+            serde_json::Value::Object(_) => {
+                serde_json::from_value(value).map_err(|e| ApiError::new(ProblemType::InvalidBody, e.to_string()))?
+            }
+            other => {
+                return Err(ApiError::new(
+                    ProblemType::InvalidBody,
+                    format!("the body is an object or null, not {other}"),
+                ));
+            }
+        };
         let regions_core::txn::Isolation::Serializable = req.isolation;
     }
     Ok((StatusCode::CREATED, Json(gateway::begin(&region))).into_response())
 }
 
-async fn read(State(region): Shared, Path((id, key)): Path<(String, String)>) -> Result<Response, ApiError> {
+/// Reads a key in a transaction: its own write, else the version at its snapshot (read at
+/// the key's home, and checked again at the commit).
+#[utoipa::path(
+    get,
+    path = "/v1/txns/{id}/kv/{key}",
+    operation_id = "readTxnKey",
+    tag = "txns",
+    params(TxnParam, KeyParam),
+    responses(
+        (status = 200, description = "The value and its version (`null` for the transaction's own write)", body = TxnValue),
+        (status = 400, description = "The key is wrong", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No transaction with this id at this region, or the key has no value at its snapshot", body = Problem, content_type = PROBLEM_JSON),
+        (status = 410, description = "The transaction expired (idle past its limit), or was already committed or aborted", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "A key's home cannot be reached, or the store does not answer", body = Problem, content_type = PROBLEM_JSON),
+    )
+)]
+pub(super) async fn read(State(region): Shared, Path((id, key)): Path<(String, String)>) -> Result<Response, ApiError> {
     check_key(&key)?;
     match gateway::read(&region, &id, &key).await? {
         Some(value) => Ok(Json(value).into_response()),
@@ -81,7 +130,24 @@ async fn read(State(region): Shared, Path((id, key)): Path<(String, String)>) ->
     }
 }
 
-async fn put(
+/// Writes a key in a transaction (applied at its commit, with the rest of it).
+#[utoipa::path(
+    put,
+    path = "/v1/txns/{id}/kv/{key}",
+    operation_id = "putTxnKey",
+    tag = "txns",
+    params(TxnParam, KeyParam),
+    request_body = TxnPutRequest,
+    responses(
+        (status = 204, description = "Buffered until the commit"),
+        (status = 400, description = "The key is wrong, the body is not JSON, or the key is written anywhere (transactions need a key's home)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No transaction with this id at this region", body = Problem, content_type = PROBLEM_JSON),
+        (status = 410, description = "The transaction expired (idle past its limit), or was already committed or aborted", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The value (or the body) is past the region's max_value_bytes", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "The body is JSON of the wrong shape", body = Problem, content_type = PROBLEM_JSON),
+    )
+)]
+pub(super) async fn put(
     State(region): Shared,
     Path((id, key)): Path<(String, String)>,
     body: Result<Json<TxnPutRequest>, JsonRejection>,
@@ -93,18 +159,65 @@ async fn put(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn delete(State(region): Shared, Path((id, key)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+/// Deletes a key in a transaction (at its commit, with the rest of it).
+#[utoipa::path(
+    delete,
+    path = "/v1/txns/{id}/kv/{key}",
+    operation_id = "deleteTxnKey",
+    tag = "txns",
+    params(TxnParam, KeyParam),
+    responses(
+        (status = 204, description = "Buffered until the commit"),
+        (status = 400, description = "The key is wrong, or it is written anywhere (transactions need a key's home)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No transaction with this id at this region", body = Problem, content_type = PROBLEM_JSON),
+        (status = 410, description = "The transaction expired (idle past its limit), or was already committed or aborted", body = Problem, content_type = PROBLEM_JSON),
+    )
+)]
+pub(super) async fn delete(
+    State(region): Shared,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
     check_key(&key)?;
     gateway::write(&region, &id, &key, None)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn commit(State(region): Shared, Path(id): Path<String>, granted: Let) -> Result<Response, ApiError> {
+/// Commits a transaction: all of its writes, at every key's home, or none.
+#[utoipa::path(
+    post,
+    path = "/v1/txns/{id}/commit",
+    operation_id = "commitTxn",
+    tag = "txns",
+    params(TxnParam),
+    responses(
+        (status = 200, description = "Committed: its commit timestamp", body = CommitResponse),
+        (status = 403, description = "The transaction writes and the token has only the read role", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No transaction with this id at this region", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "It lost a conflict (the problem names the key, and the transaction it lost to when known); nothing of it was applied", body = Problem, content_type = PROBLEM_JSON),
+        (status = 410, description = "The transaction expired (idle past its limit), or was already committed or aborted", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "A key's home cannot be reached, or the store does not answer", body = Problem, content_type = PROBLEM_JSON),
+    )
+)]
+pub(super) async fn commit(State(region): Shared, Path(id): Path<String>, granted: Let) -> Result<Response, ApiError> {
     writes_need_write(&region, &id, granted, "committing a transaction that writes")?;
     Ok(Json(gateway::commit(&region, &id).await?).into_response())
 }
 
-async fn abort(State(region): Shared, Path(id): Path<String>, granted: Let) -> Result<StatusCode, ApiError> {
+/// Aborts a transaction (nothing of it was laid anywhere yet).
+#[utoipa::path(
+    post,
+    path = "/v1/txns/{id}/abort",
+    operation_id = "abortTxn",
+    tag = "txns",
+    params(TxnParam),
+    responses(
+        (status = 204, description = "Aborted"),
+        (status = 403, description = "The transaction writes and the token has only the read role", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No transaction with this id at this region", body = Problem, content_type = PROBLEM_JSON),
+        (status = 410, description = "The transaction expired (idle past its limit), or was already committed or aborted", body = Problem, content_type = PROBLEM_JSON),
+    )
+)]
+pub(super) async fn abort(State(region): Shared, Path(id): Path<String>, granted: Let) -> Result<StatusCode, ApiError> {
     writes_need_write(&region, &id, granted, "aborting a transaction that writes")?;
     gateway::abort(&region, &id)?;
     Ok(StatusCode::NO_CONTENT)
@@ -118,7 +231,24 @@ fn writes_need_write(region: &Region, id: &str, granted: Let, what: &str) -> Res
     Ok(())
 }
 
-async fn one_shot(
+/// A transaction in one request: reads, conditions and writes, committed together.
+#[utoipa::path(
+    post,
+    path = "/v1/txn",
+    operation_id = "oneShotTxn",
+    tag = "txns",
+    request_body = OneShotRequest,
+    responses(
+        (status = 200, description = "Committed (or, with `op_id`, committed before: `replayed`; with `undoes` of a transaction that never committed: `undone` false and nothing written)", body = CommitResponse),
+        (status = 400, description = "A key or version is wrong, the body is not JSON, a write gives both `add` and `value`, a key is written anywhere, or an addition's path crosses a non-number", body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, description = "The transaction writes and the token has only the read role", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "It lost a conflict, a condition found another version, an addition would leave its bounds, or its op id was cancelled by its undo; nothing of it was applied", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "A value (or the body) is past the region's max_value_bytes", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "The body is JSON of the wrong shape", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "A key's home cannot be reached, or the store does not answer", body = Problem, content_type = PROBLEM_JSON),
+    )
+)]
+pub(super) async fn one_shot(
     State(region): Shared,
     granted: Let,
     body: Result<Json<OneShotRequest>, JsonRejection>,
@@ -148,16 +278,42 @@ async fn one_shot(
     {
         check_key(key).map_err(|e| ApiError::new(e.kind, format!("key {i} of the request: {}", e.detail)))?;
     }
+    for (i, condition) in req.conditions.iter().enumerate() {
+        parse_version(&format!("/conditions/{i}/version"), Some(&condition.version))?;
+    }
     Ok(Json(gateway::one_shot(&region, &req).await?).into_response())
 }
 
-async fn snapshot(
+/// Reads several keys at one timestamp: here when every home's closed timestamp is fresh
+/// enough for `max_staleness_ms`, else at the homes.
+#[utoipa::path(
+    post,
+    path = "/v1/snapshot",
+    operation_id = "snapshot",
+    tag = "txns",
+    request_body = SnapshotRequest,
+    responses(
+        (status = 200, description = "Every key at one timestamp (`null`: absent there)", body = SnapshotResponse),
+        (status = 400, description = "A key or `as_of` is wrong, the body is not JSON, or a key is written anywhere (snapshots need a key's home)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 410, description = "`as_of` is older than the versions kept (retention_ms)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "The body is JSON of the wrong shape", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "A key's home cannot be reached, or the store does not answer", body = Problem, content_type = PROBLEM_JSON),
+    )
+)]
+pub(super) async fn snapshot(
     State(region): Shared,
     body: Result<Json<SnapshotRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let req = body_of(&region, body)?;
     for key in &req.keys {
         check_key(key)?;
+    }
+    parse_version("/as_of", req.as_of.as_deref())?;
+    if req.max_staleness_ms.is_some_and(|m| m > MAX_STALENESS_MS) {
+        return Err(ApiError::new(
+            ProblemType::InvalidParameter,
+            format!("/max_staleness_ms: at most {MAX_STALENESS_MS} (a year)"),
+        ));
     }
     Ok(Json(gateway::snapshot(&region, &req).await?).into_response())
 }

@@ -57,8 +57,35 @@ fn before(ts: Timestamp) -> Timestamp {
     }
 }
 
+/// Refuses a write that could never be applied (a key written anywhere, both an `add` and
+/// a `value`, an addition's path that is no JSON Pointer) before anything is claimed or
+/// cancelled, so that no op id's state changes for a request that is wrong.
+fn check_writes(region: &Region, req: &OneShotRequest) -> Result<()> {
+    for (i, w) in req.writes.iter().enumerate() {
+        if let Some(prefix) = region.placement().writes_anywhere(&w.key) {
+            return Err(Error::BadRequest(format!(
+                "/writes/{i}/key: {:?} is under {prefix:?}, written anywhere: transactions need a key's home",
+                w.key
+            )));
+        }
+        match (&w.add, &w.value) {
+            (Some(_), Some(_)) => {
+                return Err(Error::BadRequest(format!(
+                    "/writes/{i}: an `add` or a `value`, not both"
+                )));
+            }
+            (Some(add), None) => add
+                .check()
+                .map_err(|e| Error::BadRequest(format!("/writes/{i}/add/path: {e}")))?,
+            (None, _) => {}
+        }
+    }
+    Ok(())
+}
+
 /// A transaction in one request (see the module's notes).
 pub async fn one_shot(region: &Arc<Region>, req: &OneShotRequest) -> Result<CommitResponse> {
+    check_writes(region, req)?;
     let undone = match &req.undoes {
         None => None,
         Some(action) => match op_call(region, action, true).await? {
@@ -131,22 +158,9 @@ pub async fn one_shot(region: &Arc<Region>, req: &OneShotRequest) -> Result<Comm
             });
         }
     }
-    for (i, w) in req.writes.iter().enumerate() {
-        if let Some(prefix) = region.placement().writes_anywhere(&w.key) {
-            return Err(Error::BadRequest(format!(
-                "/writes/{i}/key: {:?} is under {prefix:?}, written anywhere: transactions need a key's home",
-                w.key
-            )));
-        }
+    for w in &req.writes {
         let text = match (&w.add, &w.value) {
-            (Some(_), Some(_)) => {
-                return Err(Error::BadRequest(format!(
-                    "/writes/{i}: an `add` or a `value`, not both"
-                )));
-            }
-            (Some(add), None) => {
-                add.check()
-                    .map_err(|e| Error::BadRequest(format!("/writes/{i}/add/path: {e}")))?;
+            (Some(add), _) => {
                 // Its own earlier write of the key in this request, else the snapshot's.
                 let current = match txn.own_write(&w.key) {
                     Some(own) => own.map(|text| regions_core::mvcc::Version {

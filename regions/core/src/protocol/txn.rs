@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::hlc::Timestamp;
 use crate::txn::{Conflict, IntentKind, Isolation, RecordEvent, TxnStatus};
 
 /// `POST /v1/txns`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BeginRequest {
     /// Only `serializable` (the default).
@@ -19,7 +20,7 @@ pub struct BeginRequest {
 }
 
 /// The answer to `POST /v1/txns`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BeginResponse {
     /// The transaction's id (its routes are `/v1/txns/{id}/...` at the same region).
     pub id: String,
@@ -28,7 +29,7 @@ pub struct BeginResponse {
 }
 
 /// `PUT /v1/txns/{id}/kv/{key}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TxnPutRequest {
     /// The value.
@@ -36,7 +37,7 @@ pub struct TxnPutRequest {
 }
 
 /// A value read in a transaction or a snapshot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TxnValue {
     /// The value.
     pub value: serde_json::Value,
@@ -44,8 +45,23 @@ pub struct TxnValue {
     pub version: Option<String>,
 }
 
+/// The schema of a map from keys to a [`TxnValue`] or `null`, which the derive cannot write
+/// for a map of options.
+fn values_by_key() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, Type};
+    use utoipa::openapi::{Ref, RefOr};
+    let value = OneOfBuilder::new()
+        .item(Ref::from_schema_name("TxnValue"))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .build();
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::OneOf(value)))))
+        .build()
+}
+
 /// The answer to `POST /v1/txns/{id}/commit` and `POST /v1/txn`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CommitResponse {
     /// The transaction.
     pub id: String,
@@ -53,6 +69,7 @@ pub struct CommitResponse {
     pub commit_ts: String,
     /// `POST /v1/txn` only: the keys it read (`null`: absent).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(schema_with = values_by_key)]
     pub reads: BTreeMap<String, Option<TxnValue>>,
     /// `POST /v1/txn` with an `op_id` only: this answer repeats the first commit under that
     /// op id (nothing was applied again; `reads` are read again just below its commit
@@ -67,20 +84,23 @@ pub struct CommitResponse {
 }
 
 /// A condition of a one-shot transaction: the key is at this version (`"0.0"`: absent).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     /// The key.
+    #[schema(min_length = 1, max_length = 1024)]
     pub key: String,
     /// The version it must have.
+    #[schema(pattern = r"^[0-9]{1,19}\.[0-9]{1,9}$")]
     pub version: String,
 }
 
 /// A write of a one-shot transaction.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OneShotWrite {
     /// The key.
+    #[schema(min_length = 1, max_length = 1024)]
     pub key: String,
     /// The value; `null` or absent deletes the key (unless `add` is given).
     #[serde(default)]
@@ -93,7 +113,7 @@ pub struct OneShotWrite {
 }
 
 /// `POST /v1/txn`: reads, conditions and writes, committed in one request.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OneShotRequest {
     /// Keys to read at the snapshot (answered in `reads`).
@@ -108,34 +128,40 @@ pub struct OneShotRequest {
     /// Makes the transaction exactly-once: a repeat under the same op id (a saga step
     /// retried or recovered) is answered with the first commit and applies nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 512)]
     pub op_id: Option<String>,
     /// The op id of a transaction this one undoes (a saga step's compensation): if that
     /// one never committed it is cancelled (it never will) and this one writes nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 512)]
     pub undoes: Option<String>,
 }
 
 /// `POST /v1/snapshot`: several keys read at one timestamp.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotRequest {
-    /// The keys.
+    /// The keys (1 to 1000).
+    #[schema(min_items = 1, max_items = 1000)]
     pub keys: Vec<String>,
     /// Read at this timestamp (`WALL_MS.LOGICAL`); default: now, or the freshest timestamp
     /// every home's closed timestamp covers when `max_staleness_ms` allows it.
     #[serde(default)]
+    #[schema(pattern = r"^[0-9]{1,19}\.[0-9]{1,9}$")]
     pub as_of: Option<String>,
-    /// Serve from this region's copies if they are at most this stale.
-    #[serde(default)]
+    /// Serve from this region's copies if they are at most this stale (at most a year;
+    /// `2204.0` is taken for `2204`).
+    #[serde(default, deserialize_with = "super::kv::whole_millis")]
     pub max_staleness_ms: Option<u64>,
 }
 
 /// The answer to `POST /v1/snapshot`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SnapshotResponse {
     /// The timestamp every key was read at.
     pub ts: String,
     /// Every key asked for (`null`: absent at `ts`).
+    #[schema(schema_with = values_by_key)]
     pub values: BTreeMap<String, Option<TxnValue>>,
     /// The region that answered.
     pub served_by: String,
@@ -252,4 +278,22 @@ pub enum OpState {
     },
     /// Cancelled: nothing under the op id committed, and nothing ever will.
     Cancelled,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshots_bound_is_any_whole_number_of_milliseconds() {
+        let parse = |text: &str| serde_json::from_str::<SnapshotRequest>(text).map(|r| r.max_staleness_ms);
+        assert_eq!(parse(r#"{"keys": ["k"]}"#).unwrap(), None);
+        assert_eq!(parse(r#"{"keys": ["k"], "max_staleness_ms": null}"#).unwrap(), None);
+        assert_eq!(
+            parse(r#"{"keys": ["k"], "max_staleness_ms": 2204.0}"#).unwrap(),
+            Some(2204)
+        );
+        assert!(parse(r#"{"keys": ["k"], "max_staleness_ms": 1.5}"#).is_err());
+        assert!(parse(r#"{"keys": ["k"], "max_staleness_ms": -1}"#).is_err());
+    }
 }

@@ -33,7 +33,7 @@ pub const EXPIRY_MS: u64 = 5_000;
 pub const IDLE_MS: u64 = 30_000;
 
 /// How a transaction's keys are isolated. Only serializable is offered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Isolation {
     /// No write skew: reads are locked at commit like writes.
