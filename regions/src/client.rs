@@ -1,6 +1,7 @@
 //! A Rust client of a region's transaction API: [`Client::begin`] opens a transaction at
 //! the region (its gateway) and returns a [`Txn`] to read, write and commit it;
-//! [`Client::one_shot`] and [`Client::snapshot`] are the one-request forms.
+//! [`Client::one_shot`] and [`Client::snapshot`] are the one-request forms. The requests
+//! are built by [`regions_client`], from the protocol's types.
 //!
 //! ```no_run
 //! # async fn f() -> regions::Result<()> {
@@ -22,6 +23,13 @@ use serde::de::DeserializeOwned;
 use problem::{PROBLEM_BASE, Problem};
 
 use crate::{Error, Result};
+
+/// A request [`regions_client`] built, or the base address it could not build it on.
+fn built(
+    request: std::result::Result<reqwest::RequestBuilder, regions_client::BadAddress>,
+) -> Result<reqwest::RequestBuilder> {
+    request.map_err(|e| Error::Config(e.to_string()))
+}
 
 /// A client of one region.
 #[derive(Debug, Clone)]
@@ -65,7 +73,7 @@ impl Client {
 
     /// Begins a serializable transaction.
     pub async fn begin(&self) -> Result<Txn> {
-        let request = self.http.post(self.url("/v1/txns")).json(&BeginRequest::default());
+        let request = built(regions_client::begin(&self.http, &self.base, &BeginRequest::default()))?;
         let begun: BeginResponse = self.answer(request).await?.expect("a begin answers");
         Ok(Txn {
             client: self.clone(),
@@ -76,28 +84,18 @@ impl Client {
 
     /// Reads, checks and writes in one request (`POST /v1/txn`).
     pub async fn one_shot(&self, req: &OneShotRequest) -> Result<CommitResponse> {
-        let answer = self.answer(self.http.post(self.url("/v1/txn")).json(req)).await?;
+        let answer = self
+            .answer(built(regions_client::one_shot(&self.http, &self.base, req))?)
+            .await?;
         Ok(answer.expect("a commit answers"))
     }
 
     /// Reads several keys at one timestamp (`POST /v1/snapshot`).
     pub async fn snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotResponse> {
-        let answer = self.answer(self.http.post(self.url("/v1/snapshot")).json(req)).await?;
+        let answer = self
+            .answer(built(regions_client::snapshot(&self.http, &self.base, req))?)
+            .await?;
         Ok(answer.expect("a snapshot answers"))
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn key_url(&self, id: &str, key: &str) -> Result<reqwest::Url> {
-        let mut url = reqwest::Url::parse(&self.base).map_err(|e| Error::Config(format!("{:?}: {e}", self.base)))?;
-        url.path_segments_mut()
-            .map_err(|()| Error::Config(format!("{:?} cannot have a path", self.base)))?
-            .pop_if_empty()
-            .extend(["v1", "txns", id, "kv"])
-            .extend(key.split('/'));
-        Ok(url)
     }
 
     /// Sends `request`: its JSON answer (`None`: 204, or 404 `key-not-found`), or the
@@ -147,41 +145,41 @@ impl Client {
 impl Txn {
     /// Reads `key` at the snapshot (with this transaction's own writes); `None`: absent.
     pub async fn get(&self, key: &str) -> Result<Option<TxnValue>> {
-        let url = self.client.key_url(&self.id, key)?;
-        self.client.answer(self.client.http.get(url)).await
+        let c = &self.client;
+        c.answer(built(regions_client::txn_get(&c.http, &c.base, &self.id, key))?)
+            .await
     }
 
     /// Writes `value` at the commit.
     pub async fn put(&self, key: &str, value: &serde_json::Value) -> Result<()> {
-        let url = self.client.key_url(&self.id, key)?;
+        let c = &self.client;
         let body = TxnPutRequest { value: value.clone() };
-        self.client
-            .answer::<serde_json::Value>(self.client.http.put(url).json(&body))
+        c.answer::<serde_json::Value>(built(regions_client::txn_put(&c.http, &c.base, &self.id, key, &body))?)
             .await
             .map(|_| ())
     }
 
     /// Deletes `key` at the commit.
     pub async fn delete(&self, key: &str) -> Result<()> {
-        let url = self.client.key_url(&self.id, key)?;
-        self.client
-            .answer::<serde_json::Value>(self.client.http.delete(url))
+        let c = &self.client;
+        c.answer::<serde_json::Value>(built(regions_client::txn_delete(&c.http, &c.base, &self.id, key))?)
             .await
             .map(|_| ())
     }
 
     /// Commits: every write or none ([`Error::TxnConflict`]).
     pub async fn commit(self) -> Result<CommitResponse> {
-        let url = self.client.url(&format!("/v1/txns/{}/commit", self.id));
-        let answer = self.client.answer(self.client.http.post(url)).await?;
+        let c = &self.client;
+        let answer = c
+            .answer(built(regions_client::commit(&c.http, &c.base, &self.id))?)
+            .await?;
         Ok(answer.expect("a commit answers"))
     }
 
     /// Aborts.
     pub async fn abort(self) -> Result<()> {
-        let url = self.client.url(&format!("/v1/txns/{}/abort", self.id));
-        self.client
-            .answer::<serde_json::Value>(self.client.http.post(url))
+        let c = &self.client;
+        c.answer::<serde_json::Value>(built(regions_client::abort(&c.http, &c.base, &self.id))?)
             .await
             .map(|_| ())
     }

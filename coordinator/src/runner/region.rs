@@ -51,7 +51,7 @@ mod add;
 mod txn;
 
 pub use access::RegionAccess;
-pub use txn::{CRASH_AFTER_TXN, TxnRequest, render as render_txn};
+pub use txn::{CRASH_AFTER_TXN, RenderedWrite, TxnRequest, render as render_txn};
 
 /// The regions a coordinator may send region steps to, by name, and the default one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

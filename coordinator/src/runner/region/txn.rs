@@ -10,24 +10,58 @@
 //! refuse for good (a condition not met, a bound crossed); 5xx and no answer leave the
 //! outcome unknown (retried with the same op id).
 
+use regions_client::{Add, Condition, OneShotRequest, OneShotWrite};
 use sagas::outcome::{self, NoAnswer};
 use sagas::template::{RenderContext, RenderError};
 use sagas::{Phase, StepError, TxnCall, TxnWriteOperation};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::super::{RenderedAction, StepCall};
-use super::RegionRunner;
 use super::add::{negate, number};
+use super::{RegionRunner, built};
 
 /// A transaction step with its templates rendered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TxnRequest {
     /// The region to go through (`None`: the default).
     pub via: Option<String>,
-    /// The body of `POST /v1/txn` without its op ids: `reads`, `conditions`, `writes`.
-    pub body: Map<String, Value>,
+    /// Keys read at the snapshot.
+    pub reads: Vec<String>,
+    /// Versions keys must have at the snapshot.
+    pub conditions: Vec<Condition>,
+    /// The writes.
+    pub writes: Vec<RenderedWrite>,
     /// A compensation of a transaction step: sent with the action's op id as `undoes`.
     pub undoes_action: bool,
+}
+
+/// A write of a transaction step with its templates rendered. An addition's delta is
+/// taken for a number when an attempt runs (if it is none, the step fails for good,
+/// naming the write).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RenderedWrite {
+    /// Write a value (`None`: delete the key).
+    Value {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Option<Value>,
+    },
+    /// Add a number at a path of the key's value.
+    Add {
+        /// The key.
+        key: String,
+        /// JSON Pointer of the number.
+        path: String,
+        /// The delta as rendered.
+        delta: Value,
+        /// Add its opposite (the automatic compensation).
+        negated: bool,
+        /// The floor.
+        min: Option<f64>,
+        /// The ceiling.
+        max: Option<f64>,
+    },
 }
 
 /// Renders a checked transaction step for one attempt.
@@ -39,54 +73,93 @@ pub fn render(call: &TxnCall, cx: &RenderContext<'_>) -> Result<RenderedAction, 
         .collect::<Result<Vec<_>, _>>()?;
     let mut conditions = Vec::new();
     for (key, version) in &call.conditions {
-        conditions.push(json!({"key": key.render_string(cx)?, "version": version.render_string(cx)?}));
+        conditions.push(Condition {
+            key: key.render_string(cx)?,
+            version: version.render_string(cx)?,
+        });
     }
     let mut writes = Vec::new();
     for w in &call.writes {
         let key = w.key.render_string(cx)?;
         writes.push(match &w.operation {
-            TxnWriteOperation::Put(value) => json!({"key": key, "value": value.render(cx)?}),
-            TxnWriteOperation::Delete => json!({"key": key, "value": null}),
+            TxnWriteOperation::Put(value) => RenderedWrite::Value {
+                key,
+                value: Some(value.render(cx)?),
+            },
+            TxnWriteOperation::Delete => RenderedWrite::Value { key, value: None },
             TxnWriteOperation::Add {
                 path,
                 delta,
                 negated,
                 min,
                 max,
-            } => json!({"key": key, "add": {"path": path, "delta": delta.render(cx)?, "min": min, "max": max},
-                        "negated": negated}),
+            } => RenderedWrite::Add {
+                key,
+                path: path.clone(),
+                delta: delta.render(cx)?,
+                negated: *negated,
+                min: *min,
+                max: *max,
+            },
         });
     }
-    let mut body = Map::new();
-    body.insert("reads".into(), json!(reads));
-    body.insert("conditions".into(), json!(conditions));
-    body.insert("writes".into(), json!(writes));
     Ok(RenderedAction::Txn(TxnRequest {
         via: call.via.clone(),
-        body,
+        reads,
+        conditions,
+        writes,
         undoes_action: call.undoes_action,
     }))
 }
 
-/// The deltas of the rendered writes as numbers (negated where the write says so), or the
-/// step's permanent failure naming the write.
-fn numbers(writes: &mut [Value]) -> Result<(), StepError> {
-    for (i, w) in writes.iter_mut().enumerate() {
-        let Some(w) = w.as_object_mut() else { continue };
-        let negated = w.remove("negated").and_then(|n| n.as_bool()).unwrap_or(false);
-        let Some(add) = w.get_mut("add").and_then(Value::as_object_mut) else {
-            continue;
-        };
-        let delta = number(&add["delta"], &format!("writes[{i}].delta"))?;
-        let delta = if negated {
-            negate(&delta).map_err(StepError::permanent)?
-        } else {
-            delta
-        };
-        add.insert("delta".into(), Value::Number(delta));
-        add.retain(|_, v| !v.is_null());
+impl TxnRequest {
+    /// The body of `POST /v1/txn` for one attempt under `op_id`, a compensation's with
+    /// `undoes` (the action's op id); or the step's permanent failure naming a write whose
+    /// delta is no number.
+    fn body(&self, op_id: &str, undoes: Option<String>) -> Result<OneShotRequest, StepError> {
+        let mut writes = Vec::with_capacity(self.writes.len());
+        for (i, w) in self.writes.iter().enumerate() {
+            writes.push(match w {
+                RenderedWrite::Value { key, value } => OneShotWrite {
+                    key: key.clone(),
+                    value: value.clone(),
+                    add: None,
+                },
+                RenderedWrite::Add {
+                    key,
+                    path,
+                    delta,
+                    negated,
+                    min,
+                    max,
+                } => {
+                    let delta = number(delta, &format!("writes[{i}].delta"))?;
+                    let delta = if *negated {
+                        negate(&delta).map_err(StepError::permanent)?
+                    } else {
+                        delta
+                    };
+                    OneShotWrite {
+                        key: key.clone(),
+                        value: None,
+                        add: Some(Add {
+                            path: path.clone(),
+                            delta,
+                            min: *min,
+                            max: *max,
+                        }),
+                    }
+                }
+            });
+        }
+        Ok(OneShotRequest {
+            reads: self.reads.clone(),
+            conditions: self.conditions.clone(),
+            writes,
+            op_id: Some(op_id.to_owned()),
+            undoes,
+        })
     }
-    Ok(())
 }
 
 impl RegionRunner {
@@ -95,19 +168,12 @@ impl RegionRunner {
         let RenderedAction::Txn(req) = &call.request else {
             return Err(StepError::permanent("not a transaction step"));
         };
-        let mut body = req.body.clone();
-        if let Some(Value::Array(writes)) = body.get_mut("writes") {
-            numbers(writes)?;
-        }
-        body.insert("op_id".into(), json!(call.idempotency_key));
-        if req.undoes_action && call.phase == Phase::Compensation {
-            let action = sagas::idempotency_key(&call.saga_id.to_string(), &call.step, Phase::Action);
-            body.insert("undoes".into(), json!(action));
-        }
-        let body = Value::Object(body);
+        let undoes = (req.undoes_action && call.phase == Phase::Compensation)
+            .then(|| sagas::idempotency_key(&call.saga_id.to_string(), &call.step, Phase::Action));
+        let body = req.body(&call.idempotency_key, undoes)?;
         let answer = self
             .send(req.via.as_deref(), |client, base| {
-                Ok(client.post(format!("{base}/v1/txn")).json(&body))
+                built(regions_client::one_shot(client, base, &body))
             })
             .await?;
         match (answer.status, answer.problem()) {

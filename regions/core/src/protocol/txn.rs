@@ -84,7 +84,7 @@ pub struct CommitResponse {
 }
 
 /// A condition of a one-shot transaction: the key is at this version (`"0.0"`: absent).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     /// The key.
