@@ -564,6 +564,83 @@ async fn a_value_at_the_limit_replicates_and_one_past_it_is_413() {
     }
 }
 
+/// A transaction belongs to the token that began it: any other token, even `admin`, is
+/// refused (403 `forbidden`) reading, writing, deleting, committing and aborting it, before
+/// and after it ended, and learns nothing of it; the token that began it goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_goes_on_only_with_the_token_that_began_it() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), &settings(), 0).await;
+    let client = reqwest::Client::new();
+    let us = cluster.regions[0].url.clone();
+    let (status, begun) = call(&client, Method::POST, &format!("{us}/v1/txns"), Some(WRITE), None).await;
+    assert_eq!(status, 201, "{begun}");
+    let txn = format!("{us}/v1/txns/{}", begun["id"].as_str().unwrap());
+    let one = Some(json!({"value": 1}));
+    let (status, answer) = call(
+        &client,
+        Method::PUT,
+        &format!("{txn}/kv/us/a"),
+        Some(WRITE),
+        one.clone(),
+    )
+    .await;
+    assert_eq!(status, 204, "{answer}");
+    let refused = |what: &str, (status, problem): (u16, Value)| {
+        assert_eq!(status, 403, "{what}: {problem}");
+        assert_eq!(
+            problem["type"], "https://geosaga.dev/problems/forbidden",
+            "{what}: {problem}"
+        );
+        assert!(
+            problem["detail"].as_str().unwrap().contains("begun with another token"),
+            "{what}: {problem}"
+        );
+    };
+    // (A `read` token's writes are refused for its role before that.)
+    let put = call(
+        &client,
+        Method::PUT,
+        &format!("{txn}/kv/us/b"),
+        Some(ADMIN),
+        one.clone(),
+    )
+    .await;
+    refused("a write", put);
+    let delete = call(&client, Method::DELETE, &format!("{txn}/kv/us/a"), Some(ADMIN), None).await;
+    refused("a deletion", delete);
+    for other in [ADMIN, READ] {
+        let get = call(&client, Method::GET, &format!("{txn}/kv/us/a"), Some(other), None).await;
+        refused("a read", get);
+        for action in ["commit", "abort"] {
+            let ended = call(&client, Method::POST, &format!("{txn}/{action}"), Some(other), None).await;
+            refused(action, ended);
+        }
+    }
+    let (status, own) = call(&client, Method::GET, &format!("{txn}/kv/us/a"), Some(WRITE), None).await;
+    assert_eq!((status, &own["value"]), (200, &json!(1)), "{own}");
+    let (status, committed) = call(&client, Method::POST, &format!("{txn}/commit"), Some(WRITE), None).await;
+    assert_eq!(status, 200, "{committed}");
+    // Ended, it stays its own: another token hears 403, not why it ended.
+    let late = call(&client, Method::POST, &format!("{txn}/abort"), Some(ADMIN), None).await;
+    refused("an abort after the commit", late);
+    let (status, gone) = call(&client, Method::POST, &format!("{txn}/abort"), Some(WRITE), None).await;
+    assert_eq!(status, 410, "{gone}");
+    let (status, unknown) = call(
+        &client,
+        Method::POST,
+        &format!("{us}/v1/txns/nope/commit"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "{unknown}");
+    // The committed write is there for everyone.
+    let (status, read) = call(&client, Method::GET, &format!("{us}/v1/kv/us/a"), Some(READ), None).await;
+    assert_eq!((status, &read["value"]), (200, &json!(1)), "{read}");
+}
+
 /// Transactions with tokens: `read` begins, reads, snapshots and commits a read-only
 /// transaction; writing in one, or committing or aborting one that writes, needs `write`;
 /// a transaction's value past `max_value_bytes` is 413 naming its path; the internal routes
@@ -625,7 +702,12 @@ async fn transactions_need_their_roles_and_keep_the_value_limit() {
     for action in ["commit", "abort"] {
         let (status, problem) = call(&client, Method::POST, &format!("{writer}/{action}"), Some(READ), None).await;
         assert_eq!(status, 403, "{action} as a reader: {problem}");
-        assert!(problem["detail"].as_str().unwrap().contains("write"), "{problem}");
+        // Refused as another token's transaction (tests/regions_auth.rs's
+        // a_transaction_goes_on_only_with_the_token_that_began_it), before its writes matter.
+        assert!(
+            problem["detail"].as_str().unwrap().contains("another token"),
+            "{problem}"
+        );
     }
     let (status, answer) = call(&client, Method::POST, &format!("{writer}/commit"), Some(WRITE), None).await;
     assert_eq!(status, 200, "{answer}");

@@ -8,7 +8,8 @@
 //! checked. Transactions need `read` to begin, read, snapshot and commit or abort a
 //! read-only transaction, and `write` to write in one or to commit or abort one that
 //! writes: the route asks for the first, its handler for the second ([`require`], with the
-//! role the request was [`Granted`]).
+//! role the request was [`Granted`]). A transaction belongs to the [`Caller`] that began it
+//! (the token, or the member region): the handlers refuse it to any other (403).
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::problem::{ApiError, ProblemType};
 use crate::node::Region;
+pub use crate::node::txn::Caller;
 use crate::tls::PeerIdentity;
 
 /// What a token may do; each role may do what the roles before it may.
@@ -87,6 +89,14 @@ impl Tokens {
     /// Whether none is configured (every public route is open).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The place (from 0) of the first token equal to `presented`, which names its caller
+    /// (compared in constant time).
+    pub fn position(&self, presented: &str) -> Option<usize> {
+        self.0
+            .iter()
+            .position(|(_, secret)| same(secret.as_bytes(), presented.as_bytes()))
     }
 
     /// The highest role of the tokens equal to `presented` (compared in constant time).
@@ -189,7 +199,8 @@ pub struct Gate {
 }
 
 /// Middleware: refuses a public request without a token of the role it needs (401 without
-/// one, 403 with one of a lower role). Every refusal is logged, without the token.
+/// one, 403 with one of a lower role), and marks the others with their role ([`Granted`])
+/// and their [`Caller`]. Every refusal is logged, without the token.
 pub async fn authenticate(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
     let Needs::Token(needed) = needs(request.method(), request.uri().path()) else {
         return next.run(request).await;
@@ -201,16 +212,28 @@ pub async fn authenticate(State(gate): State<Gate>, mut request: Request, next: 
     let member = request
         .extensions()
         .get::<PeerIdentity>()
-        .is_some_and(|identity| region.membership.names().iter().any(|n| identity.names(n)));
+        .and_then(|identity| region.membership.names().into_iter().find(|n| identity.names(n)));
     let presented = bearer(request.headers());
     let role = match presented {
         Some(token) => gate.tokens.role_of(token),
         None => None,
     };
-    let role = if member { role.max(Some(Role::Write)) } else { role };
+    let role = if member.is_some() {
+        role.max(Some(Role::Write))
+    } else {
+        role
+    };
+    let caller = match (presented.and_then(|t| gate.tokens.position(t)), &member) {
+        (Some(i), _) => Some(Caller(format!("token {}", i + 1))),
+        (None, Some(name)) => Some(Caller(format!("region {name}"))),
+        (None, None) => None,
+    };
     let refusal = match (presented, role) {
         (_, Some(role)) if role >= needed => {
             request.extensions_mut().insert(Granted(role));
+            if let Some(caller) = caller {
+                request.extensions_mut().insert(caller);
+            }
             None
         }
         (None, _) => Some((
@@ -261,6 +284,9 @@ mod tests {
         assert_eq!(tokens.role_of("rrrrrrrrrrrrrrrrrr"), Some(Role::Read));
         assert_eq!(tokens.role_of("aaaaaaaaaaaaaaaaaa"), Some(Role::Admin));
         assert_eq!(tokens.role_of("aaaaaaaaaaaaaaaaa"), None);
+        assert_eq!(tokens.position("aaaaaaaaaaaaaaaaaa"), Some(1));
+        assert_eq!(tokens.position("rrrrrrrrrrrrrrrrrr"), Some(0));
+        assert_eq!(tokens.position("zzzzzzzzzzzzzzzzzz"), None);
         assert_eq!(format!("{tokens:?}"), r#"Tokens(["read", "admin", "write"])"#);
         let err = Tokens::parse(&["root:ssssssssssssssssssss".into()]).unwrap_err();
         assert!(

@@ -113,10 +113,10 @@ impl Modify for Guarded {
                     problem_response("No token, or one this region does not know (only when it has tokens)"),
                 );
                 if role > Role::Read {
-                    responses.insert(
-                        "403".into(),
-                        problem_response("The token's role is below the one this route needs"),
-                    );
+                    // A route that refuses more than a low role says so in its own 403.
+                    responses
+                        .entry("403".into())
+                        .or_insert_with(|| problem_response("The token's role is below the one this route needs"));
                 }
             }
         }

@@ -3,7 +3,8 @@
 //! snapshots (`POST /v1/snapshot`); and the internal routes a gateway calls at the homes
 //! and the records (prepare, record, resolve, read at a timestamp). With tokens, writing in
 //! a transaction needs `write`, and so does committing or aborting one that writes
-//! (`auth.rs`); values are bounded by `max_value_bytes` like single writes (413). The
+//! (`auth.rs`), and a transaction is refused (403) to any caller but the one that began
+//! it; values are bounded by `max_value_bytes` like single writes (413). The
 //! internal messages name the region that sends them, and over TLS its certificate must
 //! name it too (`tls::check_sender`), as for every other internal message.
 
@@ -22,7 +23,7 @@ use regions_core::protocol::{
     RecordRequest, Resolve, SnapshotRequest, SnapshotResponse, TxnPutRequest, TxnValue,
 };
 
-use super::auth::{Granted, Role, require};
+use super::auth::{Caller, Granted, Role, require};
 use super::openapi::PROBLEM_JSON;
 use super::problem::{ApiError, ProblemType};
 use super::tls::check_sender;
@@ -39,6 +40,9 @@ type Let = Option<Extension<Granted>>;
 
 /// The client certificate of a request's connection, over TLS.
 type Identity = Option<Extension<PeerIdentity>>;
+
+/// Who sent a request, when the region has tokens.
+type Called = Option<Extension<Caller>>;
 
 /// The `{id}` of a transaction's routes, as the OpenAPI document describes it.
 #[derive(utoipa::IntoParams)]
@@ -79,7 +83,7 @@ pub(super) fn routes() -> Router<Arc<Region>> {
         (status = 422, description = "The body is JSON of the wrong shape", body = Problem, content_type = PROBLEM_JSON),
     )
 )]
-pub(super) async fn begin(State(region): Shared, body: Bytes) -> Result<Response, ApiError> {
+pub(super) async fn begin(State(region): Shared, caller: Called, body: Bytes) -> Result<Response, ApiError> {
     // The body is optional (empty or `null`); when given it must be a BeginRequest object
     // (serde would take a struct from an array too).
     if !body.iter().all(u8::is_ascii_whitespace) {
@@ -99,7 +103,8 @@ pub(super) async fn begin(State(region): Shared, body: Bytes) -> Result<Response
         };
         let regions_core::txn::Isolation::Serializable = req.isolation;
     }
-    Ok((StatusCode::CREATED, Json(gateway::begin(&region))).into_response())
+    let owner = caller.map(|Extension(c)| c);
+    Ok((StatusCode::CREATED, Json(gateway::begin(&region, owner))).into_response())
 }
 
 /// Reads a key in a transaction: its own write, else the version at its snapshot (read at
@@ -113,13 +118,19 @@ pub(super) async fn begin(State(region): Shared, body: Bytes) -> Result<Response
     responses(
         (status = 200, description = "The value and its version (`null` for the transaction's own write)", body = TxnValue),
         (status = 400, description = "The key is wrong", body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, description = "The transaction was begun with another token (only the token that began it may go on with it)", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No transaction with this id at this region, or the key has no value at its snapshot", body = Problem, content_type = PROBLEM_JSON),
         (status = 410, description = "The transaction expired (idle past its limit), or was already committed or aborted", body = Problem, content_type = PROBLEM_JSON),
         (status = 503, description = "A key's home cannot be reached, or the store does not answer", body = Problem, content_type = PROBLEM_JSON),
     )
 )]
-pub(super) async fn read(State(region): Shared, Path((id, key)): Path<(String, String)>) -> Result<Response, ApiError> {
+pub(super) async fn read(
+    State(region): Shared,
+    Path((id, key)): Path<(String, String)>,
+    caller: Called,
+) -> Result<Response, ApiError> {
     check_key(&key)?;
+    mine(&region, &id, &caller)?;
     match gateway::read(&region, &id, &key).await? {
         Some(value) => Ok(Json(value).into_response()),
         None => Err(Error::NotFound {
@@ -141,6 +152,7 @@ pub(super) async fn read(State(region): Shared, Path((id, key)): Path<(String, S
     responses(
         (status = 204, description = "Buffered until the commit"),
         (status = 400, description = "The key is wrong, the body is not JSON, or the key is written anywhere (transactions need a key's home)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, description = "The token's role is below write, or the transaction was begun with another token (only the token that began it may go on with it)", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No transaction with this id at this region", body = Problem, content_type = PROBLEM_JSON),
         (status = 410, description = "The transaction expired (idle past its limit), or was already committed or aborted", body = Problem, content_type = PROBLEM_JSON),
         (status = 413, description = "The value (or the body) is past the region's max_value_bytes", body = Problem, content_type = PROBLEM_JSON),
@@ -150,9 +162,11 @@ pub(super) async fn read(State(region): Shared, Path((id, key)): Path<(String, S
 pub(super) async fn put(
     State(region): Shared,
     Path((id, key)): Path<(String, String)>,
+    caller: Called,
     body: Result<Json<TxnPutRequest>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     check_key(&key)?;
+    mine(&region, &id, &caller)?;
     let body = body_of(&region, body)?;
     check_value(&region, "/value", &body.value.to_string())?;
     gateway::write(&region, &id, &key, Some(&body))?;
@@ -169,6 +183,7 @@ pub(super) async fn put(
     responses(
         (status = 204, description = "Buffered until the commit"),
         (status = 400, description = "The key is wrong, or it is written anywhere (transactions need a key's home)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, description = "The token's role is below write, or the transaction was begun with another token (only the token that began it may go on with it)", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No transaction with this id at this region", body = Problem, content_type = PROBLEM_JSON),
         (status = 410, description = "The transaction expired (idle past its limit), or was already committed or aborted", body = Problem, content_type = PROBLEM_JSON),
     )
@@ -176,8 +191,10 @@ pub(super) async fn put(
 pub(super) async fn delete(
     State(region): Shared,
     Path((id, key)): Path<(String, String)>,
+    caller: Called,
 ) -> Result<StatusCode, ApiError> {
     check_key(&key)?;
+    mine(&region, &id, &caller)?;
     gateway::write(&region, &id, &key, None)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -191,14 +208,20 @@ pub(super) async fn delete(
     params(TxnParam),
     responses(
         (status = 200, description = "Committed: its commit timestamp", body = CommitResponse),
-        (status = 403, description = "The transaction writes and the token has only the read role", body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, description = "The transaction was begun with another token (only the token that began it may go on with it), or the transaction writes and the token has only the read role", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No transaction with this id at this region", body = Problem, content_type = PROBLEM_JSON),
         (status = 409, description = "It lost a conflict (the problem names the key, and the transaction it lost to when known); nothing of it was applied", body = Problem, content_type = PROBLEM_JSON),
         (status = 410, description = "The transaction expired (idle past its limit), or was already committed or aborted", body = Problem, content_type = PROBLEM_JSON),
         (status = 503, description = "A key's home cannot be reached, or the store does not answer", body = Problem, content_type = PROBLEM_JSON),
     )
 )]
-pub(super) async fn commit(State(region): Shared, Path(id): Path<String>, granted: Let) -> Result<Response, ApiError> {
+pub(super) async fn commit(
+    State(region): Shared,
+    Path(id): Path<String>,
+    granted: Let,
+    caller: Called,
+) -> Result<Response, ApiError> {
+    mine(&region, &id, &caller)?;
     writes_need_write(&region, &id, granted, "committing a transaction that writes")?;
     Ok(Json(gateway::commit(&region, &id).await?).into_response())
 }
@@ -212,15 +235,34 @@ pub(super) async fn commit(State(region): Shared, Path(id): Path<String>, grante
     params(TxnParam),
     responses(
         (status = 204, description = "Aborted"),
-        (status = 403, description = "The transaction writes and the token has only the read role", body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, description = "The transaction was begun with another token (only the token that began it may go on with it), or the transaction writes and the token has only the read role", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No transaction with this id at this region", body = Problem, content_type = PROBLEM_JSON),
         (status = 410, description = "The transaction expired (idle past its limit), or was already committed or aborted", body = Problem, content_type = PROBLEM_JSON),
     )
 )]
-pub(super) async fn abort(State(region): Shared, Path(id): Path<String>, granted: Let) -> Result<StatusCode, ApiError> {
+pub(super) async fn abort(
+    State(region): Shared,
+    Path(id): Path<String>,
+    granted: Let,
+    caller: Called,
+) -> Result<StatusCode, ApiError> {
+    mine(&region, &id, &caller)?;
     writes_need_write(&region, &id, granted, "aborting a transaction that writes")?;
     gateway::abort(&region, &id)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Refuses (403) a request for transaction `id` from another caller than the one that
+/// began it, before anything of the transaction is read or told (404 if there is none).
+fn mine(region: &Region, id: &str, caller: &Called) -> Result<(), ApiError> {
+    if region.sessions.may(id, caller.as_deref())? {
+        return Ok(());
+    }
+    let detail = format!(
+        "transaction {id} was begun with another token: only the token that began it may read, write, commit or abort it"
+    );
+    tracing::warn!(region = region.name, detail, "request refused");
+    Err(ApiError::new(ProblemType::Forbidden, detail).at(&region.name))
 }
 
 /// Refuses `what` to a `read` token when open transaction `id` has writes.

@@ -19,20 +19,22 @@ use regions_core::protocol::{BeginResponse, CommitResponse, ReadAt, ReadAtAnswer
 use regions_core::txn::Txn;
 
 use crate::node::Region;
+use crate::node::txn::Caller;
 use crate::{Error, Result};
 
 pub use commit::CRASH_AT;
 pub use one_shot::one_shot;
 pub use snapshot::snapshot;
 
-/// Begins a transaction at `region` with a snapshot at its clock's now.
-pub fn begin(region: &Region) -> BeginResponse {
+/// Begins a transaction at `region` with a snapshot at its clock's now, for `owner` (who
+/// alone may go on with it; `None`: anyone, on a region without tokens).
+pub fn begin(region: &Region, owner: Option<Caller>) -> BeginResponse {
     let txn = Txn::new(uuid::Uuid::new_v4().to_string(), region.clock.now());
     let answer = BeginResponse {
         id: txn.id.clone(),
         read_ts: txn.read_ts.to_string(),
     };
-    region.sessions.open(txn);
+    region.sessions.open(txn, owner);
     answer
 }
 

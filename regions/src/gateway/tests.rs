@@ -36,8 +36,8 @@ async fn value(region: &Region, key: &str) -> Option<String> {
 #[tokio::test]
 async fn the_first_committer_wins_and_the_loser_applies_nothing() {
     let (region, _) = region().await;
-    let t1 = begin(&region).id;
-    let t2 = begin(&region).id;
+    let t1 = begin(&region, None).id;
+    let t2 = begin(&region, None).id;
     for t in [&t1, &t2] {
         assert_eq!(read(&region, t, "balance").await.unwrap(), None);
         put(&region, t, "balance", json!(t));
@@ -57,11 +57,11 @@ async fn the_first_committer_wins_and_the_loser_applies_nothing() {
 #[tokio::test]
 async fn write_skew_is_refused() {
     let (region, _) = region().await;
-    let setup = begin(&region).id;
+    let setup = begin(&region, None).id;
     put(&region, &setup, "alice", json!(true));
     put(&region, &setup, "bob", json!(true));
     commit(&region, &setup).await.unwrap();
-    let (a, b) = (begin(&region).id, begin(&region).id);
+    let (a, b) = (begin(&region, None).id, begin(&region, None).id);
     for (me, other, t) in [("alice", "bob", &a), ("bob", "alice", &b)] {
         assert_eq!(read(&region, t, me).await.unwrap().unwrap().value, json!(true));
         assert_eq!(read(&region, t, other).await.unwrap().unwrap().value, json!(true));

@@ -18,7 +18,7 @@ use super::Region;
 use crate::{Error, Result};
 
 pub use home::Meeting;
-pub use sessions::{Session, Sessions};
+pub use sessions::{Caller, Session, Sessions};
 
 impl Region {
     /// Applies `event` to the record of `txn` kept here (written durably when it changes).
