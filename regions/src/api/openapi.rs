@@ -127,7 +127,27 @@ impl Modify for Guarded {
 pub fn openapi() -> Value {
     let mut document = serde_json::to_value(ApiDoc::openapi()).expect("an OpenAPI document is JSON");
     exact_bounds(&mut document);
+    transaction_links(&mut document);
     document
+}
+
+/// Links from a begun transaction to its routes (OpenAPI's Link objects, written here in
+/// their camel case), so that a client, or schemathesis's stateful phase, follows its id.
+fn transaction_links(document: &mut Value) {
+    let Some(begun) = document.pointer_mut("/paths/~1v1~1txns/post/responses/201") else {
+        return;
+    };
+    let id = json!({"id": "$response.body#/id"});
+    let links: serde_json::Map<String, Value> = ["putTxnKey", "readTxnKey", "deleteTxnKey", "commitTxn", "abortTxn"]
+        .into_iter()
+        .map(|operation| {
+            (
+                operation.to_owned(),
+                json!({"operationId": operation, "parameters": id}),
+            )
+        })
+        .collect();
+    begun["links"] = Value::Object(links);
 }
 
 /// Bounds the derive cannot write exactly: an `add`'s path is `""` or a JSON Pointer
