@@ -290,7 +290,8 @@ fn print_saga(server: &Server, saga: &Value) {
         };
         let c = &s["compensation"];
         let comp = match c["attempts"].as_u64() {
-            Some(n) if n > 0 => format!("{} ({n} attempts)", text(&c["status"])),
+            Some(1) => format!("{} (1 attempt)", text(&c["status"])),
+            Some(n) if n > 1 => format!("{} ({n} attempts)", text(&c["status"])),
             _ => text(&c["status"]),
         };
         // A compensated step whose action's outcome was unknown says so.
