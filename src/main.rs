@@ -18,6 +18,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod client;
+mod kv;
 mod ops;
 mod region;
 mod region_backup;
@@ -72,6 +73,9 @@ enum Command {
     /// Read the archive that retention writes (`serve --retention-archive`).
     #[command(subcommand)]
     Archive(ops::ArchiveCommand),
+    /// Multi-key transactions and snapshots against the regions.
+    #[command(subcommand)]
+    Kv(kv::KvCommand),
 }
 
 /// Where the coordinator's API is.
@@ -212,6 +216,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Backup(args) => ops::backup(args),
         Command::Restore(args) => ops::restore(args),
         Command::Archive(command) => ops::archive(command),
+        Command::Kv(command) => kv::run(command).await,
         Command::Definitions(DefinitionsCommand::Apply { files, server }) => client::apply(&server, &files).await,
         Command::Definitions(DefinitionsCommand::Validate { files }) => client::validate(&files),
         Command::Definitions(DefinitionsCommand::List { server }) => client::list_definitions(&server).await,

@@ -23,7 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sagas::document::{ActionDoc, DefinitionDoc, RegionDoc, RetryDoc, RustDoc, StepDoc};
+use sagas::document::{ActionDoc, DefinitionDoc, RegionDoc, RetryDoc, RustDoc, StepDoc, TxnDoc};
 use sagas::{SagaDefinition, StepError, ValidationErrors};
 use serde::Serialize;
 
@@ -86,6 +86,7 @@ impl<C: Send + Sync + 'static> RustSaga<C> {
                 http: None,
                 rust: Some(RustDoc { handler, params: None }),
                 region: None,
+                txn: None,
             },
             compensation: None,
             retry: None,
@@ -116,6 +117,37 @@ impl<C: Send + Sync + 'static> RustSaga<C> {
         self
     }
 
+    /// Adds a transaction step (a multi-key transaction across the regions, committed
+    /// exactly once; see [`TxnDoc`]'s builders); it depends on the step before it. One whose
+    /// writes are all additions undoes itself; one that puts or deletes needs
+    /// [`RustSaga::compensate_txn`].
+    pub fn txn(mut self, name: &str, txn: TxnDoc) -> Self {
+        self.doc.steps.push(StepDoc {
+            name: name.to_owned(),
+            depends_on: None,
+            action: ActionDoc {
+                txn: Some(txn),
+                ..ActionDoc::default()
+            },
+            compensation: None,
+            retry: None,
+            compensation_retry: None,
+            timeout_ms: None,
+            verify: None,
+        });
+        self
+    }
+
+    /// Sets the compensation of the last step added to a transaction (applied only if that
+    /// step's transaction committed, when the step is a transaction step).
+    pub fn compensate_txn(mut self, txn: TxnDoc) -> Self {
+        self.last().compensation = Some(ActionDoc {
+            txn: Some(txn),
+            ..ActionDoc::default()
+        });
+        self
+    }
+
     fn last(&mut self) -> &mut StepDoc {
         self.doc.steps.last_mut().expect("call step() first")
     }
@@ -134,6 +166,7 @@ impl<C: Send + Sync + 'static> RustSaga<C> {
             http: None,
             rust: Some(RustDoc { handler, params: None }),
             region: None,
+            txn: None,
         });
         self
     }

@@ -78,6 +78,14 @@ pub struct Problem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(ignore))]
     pub staleness_bound_ms: Option<u64>,
+    /// For a region's `txn-conflict`: the key the transaction lost on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub key: Option<String>,
+    /// For a region's `txn-conflict`: the transaction it lost to, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub conflicting_txn: Option<String>,
 }
 
 impl Problem {
@@ -91,6 +99,8 @@ impl Problem {
             errors: Vec::new(),
             region: None,
             staleness_bound_ms: None,
+            key: None,
+            conflicting_txn: None,
         }
     }
 

@@ -87,6 +87,30 @@ pub enum Error {
         /// The oldest timestamp still readable.
         horizon: Timestamp,
     },
+    /// A transaction lost a conflict (or was aborted while it committed): nothing of it was
+    /// applied.
+    #[error("transaction {txn} was not committed: {detail}")]
+    TxnConflict {
+        /// The transaction.
+        txn: String,
+        /// The key it lost on.
+        key: String,
+        /// The transaction it lost to, when known.
+        with: Option<String>,
+        /// What happened.
+        detail: String,
+    },
+    /// No transaction has this id at this region.
+    #[error("no transaction {0} here (transactions are served by the region that began them)")]
+    TxnNotFound(String),
+    /// The transaction expired or already ended.
+    #[error("transaction {txn} {why}")]
+    TxnGone {
+        /// The transaction.
+        txn: String,
+        /// Expired, committed or aborted.
+        why: String,
+    },
     /// A peer sent something this region refuses.
     #[error("refused peer message: {0}")]
     Peer(String),

@@ -12,7 +12,8 @@
 //!    module names): [`hlc`] (hybrid logical clocks), [`placement`] (a key's home),
 //!    [`mvcc`] (which version a read sees), [`closed`] and [`replica`] (closed timestamps,
 //!    what a replica may trust), [`conflict`], [`counter`] and [`digest`] (last-writer-wins,
-//!    PN-counters, anti-entropy's digests), [`add`], [`op_ids`], [`config`] (parsing only)
+//!    PN-counters, anti-entropy's digests), [`add`], [`op_ids`], [`txn`] (transactions' state
+//!    machine and conflict rules), [`config`] (parsing only)
 //!    and [`protocol`] (what travels on the wire). No I/O: it depends on no runtime,
 //!    database or HTTP crate.
 //! 1. [`store`]: the store port ([`store::Store`]) and its implementations: in memory (for
@@ -28,10 +29,13 @@
 //!    peers ship; `replication::ship`, the home's pipelined log shipping; GC),
 //!    [`antientropy`] (digest rounds repairing what the log missed), [`rehome`] (moving a
 //!    rule's keys to another home online), [`gossip`] (heartbeats, the failure detector),
-//!    [`restore`] (a region restored from a backup takes its writes back from its peers).
+//!    [`gateway`] (transactions begun here: their commit across homes, snapshots, and the
+//!    loop that resolves the intents of vanished gateways), [`restore`] (a region restored
+//!    from a backup takes its writes back from its peers).
 //! 5. [`api`]: the HTTP API (axum) with its problem details, the mutual-TLS gate and the
 //!    tokens of the public routes; [`serve`] starts a region: the API (served by the
-//!    `geosaga-server` crate, with its connection limits) and the loops.
+//!    `geosaga-server` crate, with its connection limits) and the loops. [`client`]: a Rust
+//!    client of the transaction API.
 //!
 //! ## The consistency argument
 //!
@@ -96,6 +100,13 @@
 //! the key's other replicas. Concurrent writes that lost are counted from the versions'
 //! ancestry ([`conflict`]), the same at every region once they hold the same versions.
 //!
+//! **Transactions** (`docs/transactions.md`) read at a snapshot, lay intents at each key's
+//! home when they commit (validated: nothing newer than the snapshot, no other live
+//! transaction's intent), and are decided by one record at the home of their first written
+//! key; whoever meets an intent asks the record. A home's closed timestamp stays below
+//! every transaction prepared there until it is resolved, so a snapshot read from a
+//! replica's copy never sees part of one.
+//!
 //! **Counters** are PN-counters: each region changes only its own component and ships it;
 //! replicas merge by per-region maximum, so late, repeated or reordered components lose no
 //! increment.
@@ -111,7 +122,9 @@
 
 pub mod antientropy;
 pub mod api;
+pub mod client;
 mod error;
+pub mod gateway;
 pub mod gossip;
 pub mod membership;
 pub mod node;
@@ -129,7 +142,7 @@ pub use node::Region;
 pub use regions_core::{Clock, ClockError, Config, Quorum, Timestamp};
 /// The pure core (the `geosaga-regions-core` crate), under the names it has there.
 pub use regions_core::{
-    add, closed, config, conflict, counter, digest, hlc, mvcc, op_ids, placement, protocol, replica,
+    add, closed, config, conflict, counter, digest, hlc, mvcc, op_ids, placement, protocol, replica, txn,
 };
 
 /// Reads, parses and checks a configuration file.
@@ -187,6 +200,7 @@ pub async fn serve_on(
     tasks.spawn(gossip::run(region.clone()));
     tasks.spawn(replication::gc_loop(region.clone()));
     tasks.spawn(antientropy::run(region.clone()));
+    tasks.spawn(gateway::recover::run(region.clone()));
     tracing::info!(region = name, address = %listener.local_addr()?, "region serving");
     let app = api::router(region.clone())?;
     let tls = match &region.config.tls {

@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("placement", 0),
     ("protocol", 0),
     ("replica", 0),
+    ("txn", 0),
     // The store port and its implementations.
     ("store", 1),
     // What a region needs before it runs.
@@ -35,9 +36,12 @@ const LAYERS: &[(&str, u8)] = &[
     ("antientropy", 4),
     ("rehome", 4),
     ("gossip", 4),
+    ("gateway", 4),
     ("restore", 4),
     // The HTTP API.
     ("api", 5),
+    // A client of the HTTP API.
+    ("client", 5),
 ];
 
 /// Names `lib.rs` re-exports at the crate root, and the module each comes from.

@@ -14,6 +14,7 @@ use crate::document::{DefinitionDoc, HttpMethod};
 use crate::region::RegionCall;
 use crate::retry::RetryPolicy;
 use crate::template::Template;
+use crate::txn::TxnCall;
 
 /// The index of a step in its definition (the position in `steps`).
 pub type StepIndex = usize;
@@ -75,6 +76,8 @@ pub enum StepAction {
     Rust(RustCall),
     /// A read or a write of the regions' key-value layer.
     Region(RegionCall),
+    /// A multi-key transaction across the regions.
+    Txn(TxnCall),
 }
 
 /// An HTTP request whose parts are templates.
@@ -140,7 +143,7 @@ impl SagaDefinition {
             for action in std::iter::once(&step.action).chain(step.compensation.as_ref()) {
                 match action {
                     StepAction::Rust(call) => names.push(call.handler.as_str()),
-                    StepAction::Http(_) | StepAction::Region(_) => {}
+                    StepAction::Http(_) | StepAction::Region(_) | StepAction::Txn(_) => {}
                 }
             }
         }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use crate::region::{RegionConsistency, RegionDoc, RegionOp};
+pub use crate::txn::TxnDoc;
 
 /// A saga definition document: a named DAG of steps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -98,6 +99,9 @@ pub struct ActionDoc {
     /// A read or a write of the regions' key-value layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<RegionDoc>,
+    /// A multi-key transaction across the regions, committed exactly once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn: Option<TxnDoc>,
 }
 
 /// An HTTP request. `url`, header values and `body` may hold templates.

@@ -11,6 +11,8 @@
 //! - [`definition`]: the checked, typed definition (steps, DAG edges, policies, templates).
 //! - [`region`]: region steps, reads and writes of the geo-distributed key-value layer,
 //!   and the automatic compensation of their writes.
+//! - [`txn`]: transaction steps, a multi-key transaction across the regions committed
+//!   exactly once, and their compensating transactions.
 //! - [`template`]: `{{input.x}}`, `{{saga.id}}`, `{{steps.NAME.output.path}}`.
 //! - [`retry`]: retry policies and backoff.
 //! - [`outcome`]: the outcome classifier: what an attempt's answer (or its absence) says
@@ -42,6 +44,7 @@ pub mod render;
 pub mod retry;
 pub mod state;
 pub mod template;
+pub mod txn;
 pub mod validate;
 
 pub use definition::{HttpTemplate, RustCall, SagaDefinition, Step, StepAction, StepIndex};
@@ -53,4 +56,5 @@ pub use region::{RegionCall, RegionConsistency, RegionDoc, RegionOp, RegionOpera
 pub use retry::RetryPolicy;
 pub use state::{IllegalEvent, SagaState, SagaStatus, StepState, StepStatus, UnwindCause};
 pub use template::Template;
+pub use txn::{TxnCall, TxnDoc, TxnWrite, TxnWriteOp, TxnWriteOperation};
 pub use validate::{ValidationError, ValidationErrors};

@@ -21,6 +21,7 @@ pub fn describe(action: &StepAction) -> String {
         }
         StepAction::Rust(r) => format!("rust handler `{}`", r.handler),
         StepAction::Region(r) => r.describe(),
+        StepAction::Txn(t) => t.describe(),
     }
 }
 

@@ -371,9 +371,28 @@ pub fn validate(doc: DefinitionDoc) -> Result<SagaDefinition, ValidationErrors> 
         };
         let action = step_action(&step.action, &format!("{base}/action"), &refs, false, &mut errors);
         let compensation = match (&step.compensation, &action) {
-            (Some(c), _) => step_action(c, &format!("{base}/compensation"), &refs, true, &mut errors),
+            (Some(c), _) => {
+                let mut compensation = step_action(c, &format!("{base}/compensation"), &refs, true, &mut errors);
+                // A transaction undoing a transaction applies only if that one committed.
+                if let (Some(StepAction::Txn(undo)), Some(StepAction::Txn(_))) = (&mut compensation, &action) {
+                    undo.undoes_action = true;
+                }
+                compensation
+            }
             // A region write undoes itself unless the step says how.
             (None, Some(StepAction::Region(call))) if call.writes() => Some(StepAction::Region(call.undo())),
+            // So does a transaction of additions; one that puts or deletes must say how.
+            (None, Some(StepAction::Txn(call))) if !call.writes.is_empty() => match call.undo() {
+                Some(undo) => Some(StepAction::Txn(undo)),
+                None => {
+                    errors.push(
+                        format!("{base}/compensation"),
+                        "a `txn` step that puts or deletes needs a compensation (a `txn` restoring what it \
+                         wrote); only one whose writes are all `add`s undoes itself",
+                    );
+                    None
+                }
+            },
             (None, _) => None,
         };
         let retry = retry_policy(
@@ -604,6 +623,26 @@ fn step_action(
     let parse = |value: &Value, path: String, errors: &mut Collector| {
         parse_template(value, path, refs, is_compensation, errors)
     };
+    let kinds = [
+        doc.http.is_some(),
+        doc.rust.is_some(),
+        doc.region.is_some(),
+        doc.txn.is_some(),
+    ];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        errors.push(base, "give exactly one step kind: `http`, `rust`, `region` or `txn`");
+        return None;
+    }
+    if let Some(txn) = &doc.txn {
+        let base = format!("{base}/txn");
+        let mut faults = Vec::new();
+        let mut parse_at = |value: &Value, at: &str| parse(value, format!("{base}{at}"), errors);
+        let call = crate::txn::check(txn, &mut parse_at, &mut faults);
+        for (at, message) in faults {
+            errors.push(format!("{base}{at}"), message);
+        }
+        return call.map(StepAction::Txn);
+    }
     match (&doc.http, &doc.rust) {
         (Some(http), None) if doc.region.is_none() => {
             http_template(http, &format!("{base}/http"), refs, is_compensation, errors).map(StepAction::Http)
@@ -634,7 +673,7 @@ fn step_action(
             call.map(StepAction::Region)
         }
         _ => {
-            errors.push(base, "give exactly one step kind: `http`, `rust` or `region`");
+            errors.push(base, "give exactly one step kind: `http`, `rust`, `region` or `txn`");
             None
         }
     }

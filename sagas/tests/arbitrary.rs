@@ -204,7 +204,7 @@ fn render_all(def: &sagas::SagaDefinition, input: &Value, outputs: &Map<String, 
                     .chain(http.body.as_ref())
                     .collect(),
                 sagas::StepAction::Rust(call) => call.params.iter().collect(),
-                sagas::StepAction::Region(_) => Vec::new(),
+                sagas::StepAction::Region(_) | sagas::StepAction::Txn(_) => Vec::new(),
             };
             let cx = RenderContext {
                 input,

@@ -159,11 +159,11 @@ fn refuse_unsupported(definition: &SagaDefinition, regions: &RegionDirectory) ->
                     "step `{}` runs the Rust handler `{}`: check runs JSON definitions' HTTP and region steps; check a Rust saga in Rust with coordinator::conformance",
                     step.name, call.handler
                 )),
-                StepAction::Region(_) if regions.is_empty() => faults.push(format!(
+                StepAction::Region(_) | StepAction::Txn(_) if regions.is_empty() => faults.push(format!(
                     "step `{}` reads or writes the regions: pass --region NAME=URL for each region it uses",
                     step.name
                 )),
-                StepAction::Region(_) => {}
+                StepAction::Region(_) | StepAction::Txn(_) => {}
             }
         }
     }
@@ -290,7 +290,7 @@ async fn run_case(
     for step in definition
         .steps
         .iter()
-        .filter(|s| matches!(s.action, StepAction::Region(_)))
+        .filter(|s| matches!(s.action, StepAction::Region(_) | StepAction::Txn(_)))
     {
         if case.failing_step(definition) == Some(step.name.as_str()) {
             let refused = StepError::permanent("refused by geosaga check: a business failure injected");

@@ -173,6 +173,32 @@ impl GeosagaProcess {
         }
     }
 
+    /// Sets (or, with `None`, removes) an environment variable for the next (re)start.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_owned(), v.to_owned()));
+        }
+    }
+
+    /// Sends the process `signal` (`STOP`, `CONT`) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// Whether the process has exited (reaping it if so).
+    pub fn exited(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => child.try_wait().unwrap().is_some(),
+            None => true,
+        }
+    }
+
     /// Starts the process again with the same arguments.
     pub async fn restart(&mut self) {
         self.kill();

@@ -2,10 +2,11 @@
 //! and `tests/regions_skew.rs`. Three regions under faults: latency on every link, a region
 //! killed with SIGKILL and restarted, another cut off and reconnected (or clocks apart),
 //! while clients send concurrent strong writes and reads, async writes and
-//! bounded-staleness reads through every region. Afterwards: every key's history is
-//! linearizable (Stateright's checker), every bounded-staleness answer was as fresh as its
-//! bound promised, no acknowledged strong write is lost, and every async write reached
-//! every replica.
+//! bounded-staleness reads through every region, running on after the faults until they
+//! have done enough to check (a minute at most, for a loaded machine). Afterwards: every
+//! key's history is linearizable (Stateright's checker), every bounded-staleness answer was
+//! as fresh as its bound promised, no acknowledged strong write is lost, and every async
+//! write reached every replica.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +26,33 @@ pub const LATENCY_MS: u64 = 15;
 const CLIENTS_PER_KEY: usize = 2;
 /// The bound of the bounded-staleness reads of [`linearizable_through_kills_and_partitions`].
 pub const MAX_STALENESS_MS: u64 = 250;
+/// What the workload must have done before it stops, for its checks to mean something:
+/// acknowledged strong writes, strong reads, and bounded-staleness reads served by replicas.
+const ENOUGH: Done = Done {
+    written: 21,
+    read: 21,
+    local: 10,
+};
+/// How long the workload may run on after its faults to do [`ENOUGH`]: a quiet machine has
+/// done it by then, a loaded one (a few a second) needs longer than the faults take.
+const ENOUGH_WITHIN: Duration = Duration::from_secs(60);
+
+/// What the workload has done so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Done {
+    /// Acknowledged strong writes.
+    written: usize,
+    /// Strong reads answered.
+    read: usize,
+    /// Bounded-staleness reads a replica served.
+    local: usize,
+}
+
+impl Done {
+    fn reaches(self, floor: Done) -> bool {
+        self.written >= floor.written && self.read >= floor.read && self.local >= floor.local
+    }
+}
 
 /// A bounded-staleness read: key, when invoked, the version seen (`None`: not found), the
 /// staleness bound of the answer, and whether a replica served it.
@@ -51,6 +79,29 @@ struct Workload {
 impl Workload {
     fn now(&self) -> Duration {
         self.origin.elapsed()
+    }
+
+    fn done(&self) -> Done {
+        let ops = self.rec.ops.lock().unwrap();
+        let count = |f: fn(&Outcome) -> bool| ops.iter().filter(|(_, o)| f(&o.outcome)).count();
+        Done {
+            written: count(|o| matches!(o, Outcome::Written)),
+            read: count(|o| matches!(o, Outcome::Read(_))),
+            local: self.rec.bounded.lock().unwrap().iter().filter(|b| b.4).count(),
+        }
+    }
+
+    /// Lets the workload run on until it has done [`ENOUGH`] and `beside_enough` holds, for
+    /// [`ENOUGH_WITHIN`] at most (the checks then fail if not); what it did.
+    async fn run_until_enough(&self, beside_enough: &Enough) -> Done {
+        let deadline = Instant::now() + ENOUGH_WITHIN;
+        loop {
+            let done = self.done();
+            if (done.reaches(ENOUGH) && beside_enough()) || Instant::now() >= deadline {
+                return done;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     fn url(&self) -> &str {
@@ -196,7 +247,15 @@ fn run_workload(w: Arc<Workload>) -> Vec<tokio::task::JoinHandle<()>> {
 /// eu-west is killed with SIGKILL and restarted and ap-south is cut off and reconnected,
 /// then checks what the module says.
 pub async fn linearizable_through_kills_and_partitions(cluster: &mut Cluster) {
-    let running = start_workload(cluster, MAX_STALENESS_MS);
+    linearizable_beside(cluster, Box::new(|| true)).await;
+}
+
+/// [`linearizable_through_kills_and_partitions`] with other work running beside the
+/// workload: it also runs on (within the same minute) until `beside_enough` says that work
+/// has done enough to mean something.
+pub async fn linearizable_beside(cluster: &mut Cluster, beside_enough: Enough) {
+    let mut running = start_workload(cluster, MAX_STALENESS_MS);
+    running.beside_enough = beside_enough;
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     cluster.regions[1].kill(); // eu-west, SIGKILL
     tokio::time::sleep(Duration::from_millis(1_200)).await;
@@ -213,10 +272,14 @@ pub async fn linearizable_through_kills_and_partitions(cluster: &mut Cluster) {
     );
 }
 
+/// Whether work running beside the workload has done enough (see [`linearizable_beside`]).
+pub type Enough = Box<dyn Fn() -> bool + Send + Sync>;
+
 /// The workload, running.
 pub struct Running {
     w: Arc<Workload>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    beside_enough: Enough,
 }
 
 /// Starts the workload's clients on `cluster`, bounded-staleness reads with a bound of
@@ -236,7 +299,11 @@ pub fn start_workload(cluster: &Cluster, max_staleness_ms: u64) -> Running {
         max_staleness_ms,
     });
     let tasks = run_workload(w.clone());
-    Running { w, tasks }
+    Running {
+        w,
+        tasks,
+        beside_enough: Box::new(|| true),
+    }
 }
 
 /// A home whose clock is ahead of the others' by more than `max_clock_offset_ms`.
@@ -247,7 +314,8 @@ pub struct BeyondOffset {
     pub excess_ms: u64,
 }
 
-/// Stops the workload, then checks what the module says; of the async keys, those in
+/// Lets the workload run on until it has done enough to check (a minute at most), stops it,
+/// then checks what the module says; of the async keys, those in
 /// `converge` must reach every replica (a region whose log is refused cannot ship its own).
 ///
 /// With `beyond`, the bounded-staleness check of that home's keys allows what the system
@@ -256,7 +324,16 @@ pub struct BeyondOffset {
 /// messages, and an answer it served before may be staler than its bound by up to the
 /// excess.
 pub async fn stop_and_check(cluster: &Cluster, running: Running, converge: &[String], beyond: Option<BeyondOffset>) {
-    let Running { w, tasks } = running;
+    let Running {
+        w,
+        tasks,
+        beside_enough,
+    } = running;
+    let done = w.run_until_enough(&beside_enough).await;
+    eprintln!(
+        "the workload stopped {:?} after it began, having done {done:?}",
+        w.now()
+    );
     w.stop.store(true, Ordering::SeqCst);
     for t in tasks {
         t.await.unwrap();
@@ -315,8 +392,8 @@ pub async fn stop_and_check(cluster: &Cluster, running: Running, converge: &[Str
     }
     eprintln!("strong operations: {summary:?}");
     assert!(
-        summary.get("written").copied().unwrap_or(0) > 20 && summary.get("read").copied().unwrap_or(0) > 20,
-        "{summary:?}"
+        done.written >= ENOUGH.written && done.read >= ENOUGH.read,
+        "too few strong operations to check within {ENOUGH_WITHIN:?}: {done:?}, at least {ENOUGH:?} needed; {summary:?}"
     );
 
     // 2. No acknowledged strong write is lost: each is still readable as of its version.
@@ -361,7 +438,11 @@ pub async fn stop_and_check(cluster: &Cluster, running: Running, converge: &[Str
         "bounded-staleness reads: {} checked, {local} served locally",
         bounded.len()
     );
-    assert!(local > 0, "some bounded reads were served by replicas");
+    assert!(
+        local >= ENOUGH.local,
+        "only {local} bounded reads were served by replicas within {ENOUGH_WITHIN:?} (at least {} needed)",
+        ENOUGH.local
+    );
 
     // 4. Async writes reach every replica once the faults healed.
     for key in converge {

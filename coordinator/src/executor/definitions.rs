@@ -119,6 +119,11 @@ pub(crate) fn check_runnable(definition: &SagaDefinition, runners: &Runners) -> 
                     let regions = runners.http.regions().directory();
                     regions.check(region.via.as_deref()).err().map(|message| (at, message))
                 }
+                StepAction::Txn(txn) => {
+                    let at = if txn.via.is_some() { "/txn/via" } else { "/txn" };
+                    let regions = runners.http.regions().directory();
+                    regions.check(txn.via.as_deref()).err().map(|message| (at, message))
+                }
                 StepAction::Http(http) => match &http.url {
                     Template::Literal(Value::String(url)) => {
                         runners.http.hosts().check(url).err().map(|m| ("/http/url", m))

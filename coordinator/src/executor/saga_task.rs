@@ -353,7 +353,10 @@ impl Driver {
             Phase::Compensation => step.compensation.as_ref(),
         };
         // Region steps are HTTP calls to a region too: client spans.
-        let http = matches!(action, Some(StepAction::Http(_) | StepAction::Region(_)));
+        let http = matches!(
+            action,
+            Some(StepAction::Http(_) | StepAction::Region(_) | StepAction::Txn(_))
+        );
         let key = sagas::idempotency_key(&self.id_text, &step.name, work.phase);
         self.spans.attempt(&step.name, work.phase, work.attempt, &key, http)
     }
@@ -414,6 +417,7 @@ impl Driver {
                     .unwrap_or(Value::Null),
             },
             StepAction::Region(region) => crate::runner::region::render(region, &cx).map_err(fail)?,
+            StepAction::Txn(txn) => crate::runner::region::render_txn(txn, &cx).map_err(fail)?,
         };
         let outputs: BTreeMap<String, Value> = def
             .steps

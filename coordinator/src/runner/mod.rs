@@ -74,6 +74,8 @@ pub enum RenderedAction {
     },
     /// A read or a write of the regions' key-value layer.
     Region(region::RegionRequest),
+    /// A multi-key transaction across the regions.
+    Txn(region::TxnRequest),
 }
 
 /// Everything that can run a step.
@@ -115,6 +117,7 @@ impl Runners {
                 RenderedAction::Http { .. } => Box::pin(self.http.run(call)).await,
                 RenderedAction::Rust { .. } => self.rust.run(call).await,
                 RenderedAction::Region(_) => Box::pin(self.http.regions().run(call)).await,
+                RenderedAction::Txn(_) => Box::pin(self.http.regions().run_txn(call)).await,
             }
         };
         match tokio::time::timeout(call.timeout, attempt).await {

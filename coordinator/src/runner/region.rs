@@ -48,8 +48,10 @@ use super::{RenderedAction, StepCall};
 
 mod access;
 mod add;
+mod txn;
 
 pub use access::RegionAccess;
+pub use txn::{CRASH_AFTER_TXN, RenderedWrite, TxnRequest, render as render_txn};
 
 /// The regions a coordinator may send region steps to, by name, and the default one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -221,18 +223,18 @@ pub struct RegionRunner {
 }
 
 /// What a region answered.
-struct Answer {
+pub(crate) struct Answer {
     status: u16,
     body: Value,
 }
 
 impl Answer {
     /// The last segment of a problem's `type` (`version-mismatch`, ...), if it is one.
-    fn problem(&self) -> Option<&str> {
+    pub(crate) fn problem(&self) -> Option<&str> {
         self.body["type"].as_str().and_then(|t| t.rsplit('/').next())
     }
 
-    fn error(&self, what: &str) -> StepError {
+    pub(crate) fn error(&self, what: &str) -> StepError {
         let detail = self.body["detail"]
             .as_str()
             .map_or_else(|| self.body.to_string(), str::to_owned);
@@ -360,7 +362,7 @@ impl RegionRunner {
 
     /// Sends a request to the step's region, or the next one when a region cannot be
     /// reached (safe for writes: they carry their `op_id`).
-    async fn send(
+    pub(crate) async fn send(
         &self,
         via: Option<&str>,
         build: impl Fn(&reqwest::Client, &str) -> Result<reqwest::RequestBuilder, StepError>,

@@ -14,14 +14,24 @@
 //! - [`get`], [`put`], [`patch`], [`delete`]: the requests of `/v1/kv/{key}`, from
 //!   [`ReadQuery`], [`PutRequest`], [`PatchRequest`] (an [`Add`] or an [`Undo`]) and
 //!   [`DeleteQuery`].
+//! - Transactions: [`begin`] (`POST /v1/txns`, a [`BeginRequest`]), then [`txn_get`],
+//!   [`txn_put`] (a [`TxnPutRequest`]), [`txn_delete`], [`commit`] and [`abort`] under
+//!   `/v1/txns/{id}`; [`one_shot`] (`POST /v1/txn`, a [`OneShotRequest`] of
+//!   [`Condition`]s and [`OneShotWrite`]s) and [`snapshot`] (`POST /v1/snapshot`, a
+//!   [`SnapshotRequest`]).
 
 pub use regions_core::add::Add;
 pub use regions_core::closed::ReadConsistency;
-pub use regions_core::protocol::{DeleteQuery, PatchRequest, PutRequest, ReadQuery, Undo, WriteConsistency};
+pub use regions_core::protocol::{
+    BeginRequest, Condition, DeleteQuery, OneShotRequest, OneShotWrite, PatchRequest, PutRequest, ReadQuery,
+    SnapshotRequest, TxnPutRequest, Undo, WriteConsistency,
+};
 use reqwest::{Client, RequestBuilder, Url};
 
 /// The public key-value route, under a region's base address.
 pub const KV: [&str; 2] = ["v1", "kv"];
+/// The routes of open transactions, under a region's base address.
+pub const TXNS: [&str; 2] = ["v1", "txns"];
 
 /// A region's base address that cannot take a key's path.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +45,11 @@ pub struct BadAddress {
 
 /// `BASE/ROUTE.../KEY`, each `/`-separated segment of the key escaped.
 pub fn key_url(base: &str, route: &[&str], key: &str) -> Result<Url, BadAddress> {
+    route_url(base, route.iter().copied().chain(key.split('/')))
+}
+
+/// `BASE/SEGMENT...`, each segment escaped.
+fn route_url<'a>(base: &str, segments: impl IntoIterator<Item = &'a str>) -> Result<Url, BadAddress> {
     let bad = |why: String| BadAddress {
         base: base.to_owned(),
         why,
@@ -43,8 +58,7 @@ pub fn key_url(base: &str, route: &[&str], key: &str) -> Result<Url, BadAddress>
     url.path_segments_mut()
         .map_err(|()| bad("it cannot have a path".to_owned()))?
         .pop_if_empty()
-        .extend(route)
-        .extend(key.split('/'));
+        .extend(segments);
     Ok(url)
 }
 
@@ -67,6 +81,56 @@ pub fn patch(client: &Client, base: &str, key: &str, body: &PatchRequest) -> Res
 /// `DELETE /v1/kv/{key}`: a deletion.
 pub fn delete(client: &Client, base: &str, key: &str, query: &DeleteQuery) -> Result<RequestBuilder, BadAddress> {
     Ok(client.delete(key_url(base, &KV, key)?).query(query))
+}
+
+/// `POST /v1/txns`: begins a transaction at the region (its gateway, where the rest of it
+/// goes).
+pub fn begin(client: &Client, base: &str, body: &BeginRequest) -> Result<RequestBuilder, BadAddress> {
+    Ok(client.post(route_url(base, TXNS)?).json(body))
+}
+
+/// `GET /v1/txns/{id}/kv/{key}`: a read in transaction `id`.
+pub fn txn_get(client: &Client, base: &str, id: &str, key: &str) -> Result<RequestBuilder, BadAddress> {
+    Ok(client.get(key_url(base, &[TXNS[0], TXNS[1], id, "kv"], key)?))
+}
+
+/// `PUT /v1/txns/{id}/kv/{key}`: a write in transaction `id`, applied at its commit.
+pub fn txn_put(
+    client: &Client,
+    base: &str,
+    id: &str,
+    key: &str,
+    body: &TxnPutRequest,
+) -> Result<RequestBuilder, BadAddress> {
+    Ok(client
+        .put(key_url(base, &[TXNS[0], TXNS[1], id, "kv"], key)?)
+        .json(body))
+}
+
+/// `DELETE /v1/txns/{id}/kv/{key}`: a deletion in transaction `id`, applied at its commit.
+pub fn txn_delete(client: &Client, base: &str, id: &str, key: &str) -> Result<RequestBuilder, BadAddress> {
+    Ok(client.delete(key_url(base, &[TXNS[0], TXNS[1], id, "kv"], key)?))
+}
+
+/// `POST /v1/txns/{id}/commit`.
+pub fn commit(client: &Client, base: &str, id: &str) -> Result<RequestBuilder, BadAddress> {
+    Ok(client.post(route_url(base, TXNS.into_iter().chain([id, "commit"]))?))
+}
+
+/// `POST /v1/txns/{id}/abort`.
+pub fn abort(client: &Client, base: &str, id: &str) -> Result<RequestBuilder, BadAddress> {
+    Ok(client.post(route_url(base, TXNS.into_iter().chain([id, "abort"]))?))
+}
+
+/// `POST /v1/txn`: reads, conditions and writes committed in one request (with `op_id`,
+/// at most once; with `undoes`, a compensation).
+pub fn one_shot(client: &Client, base: &str, body: &OneShotRequest) -> Result<RequestBuilder, BadAddress> {
+    Ok(client.post(route_url(base, ["v1", "txn"])?).json(body))
+}
+
+/// `POST /v1/snapshot`: several keys read at one timestamp.
+pub fn snapshot(client: &Client, base: &str, body: &SnapshotRequest) -> Result<RequestBuilder, BadAddress> {
+    Ok(client.post(route_url(base, ["v1", "snapshot"])?).json(body))
 }
 
 #[cfg(test)]
@@ -140,6 +204,70 @@ mod tests {
         assert_eq!(
             body_of(&request),
             serde_json::json!({"value": {"balance": 1}, "consistency": "async", "if_version": null, "op_id": "o"})
+        );
+    }
+
+    #[test]
+    fn transaction_requests_carry_the_regions_own_fields() {
+        let client = Client::new();
+        let begun = begin(&client, "http://h/", &BeginRequest::default())
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(begun.url().as_str(), "http://h/v1/txns");
+        assert_eq!(body_of(&begun), serde_json::json!({"isolation": "serializable"}));
+        let read = txn_get(&client, "http://h", "t 1", "eu/a b").unwrap().build().unwrap();
+        assert_eq!(read.url().as_str(), "http://h/v1/txns/t%201/kv/eu/a%20b");
+        let body = TxnPutRequest {
+            value: serde_json::json!(3),
+        };
+        let write = txn_put(&client, "http://h", "t", "k", &body).unwrap().build().unwrap();
+        assert_eq!(
+            (write.method().as_str(), body_of(&write)),
+            ("PUT", serde_json::json!({"value": 3}))
+        );
+        let deletion = txn_delete(&client, "http://h", "t", "k").unwrap().build().unwrap();
+        assert_eq!(deletion.method().as_str(), "DELETE");
+        let committed = commit(&client, "http://h", "t/1").unwrap().build().unwrap();
+        assert_eq!(committed.url().as_str(), "http://h/v1/txns/t%2F1/commit");
+        let aborted = abort(&client, "http://h", "t").unwrap().build().unwrap();
+        assert_eq!(aborted.url().as_str(), "http://h/v1/txns/t/abort");
+        let req = OneShotRequest {
+            reads: vec!["a".into()],
+            conditions: vec![Condition {
+                key: "a".into(),
+                version: "0.0".into(),
+            }],
+            writes: vec![OneShotWrite {
+                key: "b".into(),
+                value: None,
+                add: Some(Add {
+                    path: "".into(),
+                    delta: (-2).into(),
+                    min: None,
+                    max: None,
+                }),
+            }],
+            op_id: Some("o".into()),
+            undoes: None,
+        };
+        let request = one_shot(&client, "http://h", &req).unwrap().build().unwrap();
+        assert_eq!(request.url().as_str(), "http://h/v1/txn");
+        assert_eq!(
+            body_of(&request),
+            serde_json::json!({"reads": ["a"], "conditions": [{"key": "a", "version": "0.0"}],
+                "writes": [{"key": "b", "value": null, "add": {"path": "", "delta": -2}}], "op_id": "o"})
+        );
+        let req = SnapshotRequest {
+            keys: vec!["a".into()],
+            as_of: None,
+            max_staleness_ms: Some(100),
+        };
+        let request = snapshot(&client, "http://h", &req).unwrap().build().unwrap();
+        assert_eq!(request.url().as_str(), "http://h/v1/snapshot");
+        assert_eq!(
+            body_of(&request),
+            serde_json::json!({"keys": ["a"], "as_of": null, "max_staleness_ms": 100})
         );
     }
 

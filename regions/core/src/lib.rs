@@ -19,6 +19,8 @@
 //!   windows, buckets and digests.
 //! - [`add`]: a number inside a JSON value changed by a delta, within bounds;
 //!   [`op_ids`]: what an idempotent write's op id records.
+//! - [`txn`]: multi-key transactions: the record's state machine, intents and the
+//!   conflict rules of a prepare, a gateway's open transaction and its commit plan.
 //! - [`config`]: the cluster's TOML text, checked into typed values (reading the file is
 //!   the regions crate's).
 //! - [`protocol`]: what travels on the wire: the public API's bodies and the messages
@@ -38,6 +40,7 @@ pub mod op_ids;
 pub mod placement;
 pub mod protocol;
 pub mod replica;
+pub mod txn;
 
 pub use config::{Config, Quorum};
 pub use error::{Error, Result};

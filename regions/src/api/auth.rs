@@ -5,7 +5,11 @@
 //! `/internal/...` is for member regions, authorised by their certificates (`tls.rs`), not
 //! by tokens. A request over TLS whose client certificate names a member region is taken
 //! as `write`: a member forwards reads (and sends writes) on behalf of clients it already
-//! checked.
+//! checked. Transactions need `read` to begin, read, snapshot and commit or abort a
+//! read-only transaction, and `write` to write in one or to commit or abort one that
+//! writes: the route asks for the first, its handler for the second ([`require`], with the
+//! role the request was [`Granted`]). A transaction belongs to the [`Caller`] that began it
+//! (the token, or the member region): the handlers refuse it to any other (403).
 
 use std::sync::Arc;
 
@@ -16,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::problem::{ApiError, ProblemType};
 use crate::node::Region;
+pub use crate::node::txn::Caller;
 use crate::tls::PeerIdentity;
 
 /// What a token may do; each role may do what the roles before it may.
@@ -86,6 +91,14 @@ impl Tokens {
         self.0.is_empty()
     }
 
+    /// The place (from 0) of the first token equal to `presented`, which names its caller
+    /// (compared in constant time).
+    pub fn position(&self, presented: &str) -> Option<usize> {
+        self.0
+            .iter()
+            .position(|(_, secret)| same(secret.as_bytes(), presented.as_bytes()))
+    }
+
     /// The highest role of the tokens equal to `presented` (compared in constant time).
     pub fn role_of(&self, presented: &str) -> Option<Role> {
         self.0
@@ -120,7 +133,9 @@ pub enum Needs {
     Token(Role),
 }
 
-/// What `method` on `path` needs.
+/// What `method` on `path` needs. The transactions' `POST` routes that may not write
+/// (begin, commit, abort, the one-request form, snapshots) need `read` here; their
+/// handlers ask for `write` when the transaction writes ([`require`]).
 pub fn needs(method: &Method, path: &str) -> Needs {
     if path.starts_with("/internal/") {
         return Needs::Member;
@@ -131,10 +146,46 @@ pub fn needs(method: &Method, path: &str) -> Needs {
     if path.starts_with("/v1/admin/") {
         return Needs::Token(Role::Admin);
     }
+    if method == Method::POST && reads_first(path) {
+        return Needs::Token(Role::Read);
+    }
     if method == Method::GET || method == Method::HEAD {
         Needs::Token(Role::Read)
     } else {
         Needs::Token(Role::Write)
+    }
+}
+
+/// Whether `path` is a transaction route whose `POST` needs `write` only when the
+/// transaction writes.
+fn reads_first(path: &str) -> bool {
+    if matches!(path, "/v1/txns" | "/v1/txn" | "/v1/snapshot") {
+        return true;
+    }
+    path.strip_prefix("/v1/txns/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(id, action)| !id.is_empty() && matches!(action, "commit" | "abort"))
+}
+
+/// The role a request was let in with (a request extension [`authenticate`] sets when the
+/// region has tokens; without tokens there is none and every route is open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Granted(pub Role);
+
+/// Refuses (403) a request let in with a role below `needed` for `what`; `Ok` when the
+/// region has no tokens (`granted` is `None`).
+pub fn require(region: &Region, granted: Option<Granted>, needed: Role, what: &str) -> Result<(), ApiError> {
+    match granted {
+        Some(Granted(role)) if role < needed => {
+            let detail = format!(
+                "{what} needs the {} role; this token has {}",
+                needed.name(),
+                role.name()
+            );
+            tracing::warn!(region = region.name, detail, "request refused");
+            Err(ApiError::new(ProblemType::Forbidden, detail).at(&region.name))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -148,8 +199,9 @@ pub struct Gate {
 }
 
 /// Middleware: refuses a public request without a token of the role it needs (401 without
-/// one, 403 with one of a lower role). Every refusal is logged, without the token.
-pub async fn authenticate(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+/// one, 403 with one of a lower role), and marks the others with their role ([`Granted`])
+/// and their [`Caller`]. Every refusal is logged, without the token.
+pub async fn authenticate(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
     let Needs::Token(needed) = needs(request.method(), request.uri().path()) else {
         return next.run(request).await;
     };
@@ -160,15 +212,30 @@ pub async fn authenticate(State(gate): State<Gate>, request: Request, next: Next
     let member = request
         .extensions()
         .get::<PeerIdentity>()
-        .is_some_and(|identity| region.membership.names().iter().any(|n| identity.names(n)));
+        .and_then(|identity| region.membership.names().into_iter().find(|n| identity.names(n)));
     let presented = bearer(request.headers());
     let role = match presented {
         Some(token) => gate.tokens.role_of(token),
         None => None,
     };
-    let role = if member { role.max(Some(Role::Write)) } else { role };
+    let role = if member.is_some() {
+        role.max(Some(Role::Write))
+    } else {
+        role
+    };
+    let caller = match (presented.and_then(|t| gate.tokens.position(t)), &member) {
+        (Some(i), _) => Some(Caller(format!("token {}", i + 1))),
+        (None, Some(name)) => Some(Caller(format!("region {name}"))),
+        (None, None) => None,
+    };
     let refusal = match (presented, role) {
-        (_, Some(role)) if role >= needed => None,
+        (_, Some(role)) if role >= needed => {
+            request.extensions_mut().insert(Granted(role));
+            if let Some(caller) = caller {
+                request.extensions_mut().insert(caller);
+            }
+            None
+        }
         (None, _) => Some((
             ProblemType::Unauthenticated,
             format!("{} needs a token (Authorization: Bearer ...)", request.uri().path()),
@@ -217,6 +284,9 @@ mod tests {
         assert_eq!(tokens.role_of("rrrrrrrrrrrrrrrrrr"), Some(Role::Read));
         assert_eq!(tokens.role_of("aaaaaaaaaaaaaaaaaa"), Some(Role::Admin));
         assert_eq!(tokens.role_of("aaaaaaaaaaaaaaaaa"), None);
+        assert_eq!(tokens.position("aaaaaaaaaaaaaaaaaa"), Some(1));
+        assert_eq!(tokens.position("rrrrrrrrrrrrrrrrrr"), Some(0));
+        assert_eq!(tokens.position("zzzzzzzzzzzzzzzzzz"), None);
         assert_eq!(format!("{tokens:?}"), r#"Tokens(["read", "admin", "write"])"#);
         let err = Tokens::parse(&["root:ssssssssssssssssssss".into()]).unwrap_err();
         assert!(
@@ -241,5 +311,20 @@ mod tests {
         assert_eq!(needs(&Method::POST, "/v1/counters/c"), Needs::Token(Role::Write));
         assert_eq!(needs(&Method::POST, "/v1/admin/rehome"), Needs::Token(Role::Admin));
         assert_eq!(needs(&Method::GET, "/v1/admin/rehome"), Needs::Token(Role::Admin));
+    }
+
+    #[test]
+    fn transactions_need_read_to_begin_and_write_to_write() {
+        assert_eq!(needs(&Method::POST, "/v1/txns"), Needs::Token(Role::Read));
+        assert_eq!(needs(&Method::GET, "/v1/txns/t1/kv/a"), Needs::Token(Role::Read));
+        assert_eq!(needs(&Method::PUT, "/v1/txns/t1/kv/a"), Needs::Token(Role::Write));
+        assert_eq!(needs(&Method::DELETE, "/v1/txns/t1/kv/a"), Needs::Token(Role::Write));
+        assert_eq!(needs(&Method::POST, "/v1/txns/t1/commit"), Needs::Token(Role::Read));
+        assert_eq!(needs(&Method::POST, "/v1/txns/t1/abort"), Needs::Token(Role::Read));
+        assert_eq!(needs(&Method::POST, "/v1/txn"), Needs::Token(Role::Read));
+        assert_eq!(needs(&Method::POST, "/v1/snapshot"), Needs::Token(Role::Read));
+        assert_eq!(needs(&Method::POST, "/v1/txns/t1/other"), Needs::Token(Role::Write));
+        assert_eq!(needs(&Method::POST, "/v1/txns//commit"), Needs::Token(Role::Write));
+        assert_eq!(needs(&Method::POST, "/internal/v1/txn/prepare"), Needs::Member);
     }
 }

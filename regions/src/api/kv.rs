@@ -22,7 +22,9 @@ use regions_core::protocol::{
 use super::openapi::PROBLEM_JSON;
 use super::problem::{ApiError, ProblemType};
 use super::tls;
-use super::{KeyParam, Shared, body_of, check_key, check_value, checked_op_id, parse_version, peer_body, query};
+use super::{
+    KeyParam, MAX_STALENESS_MS, Shared, body_of, check_key, check_value, checked_op_id, parse_version, peer_body, query,
+};
 use crate::node::{ReadRequest, Region};
 use crate::tls::PeerIdentity;
 use crate::{Error, Result};
@@ -34,9 +36,6 @@ pub(super) fn routes() -> Router<Arc<Region>> {
         .route("/internal/v1/write/{*key}", post(forwarded_write))
         .route("/internal/v1/undo/{*key}", post(forwarded_write))
 }
-
-/// Largest `max_staleness_ms` of a read: a year.
-const MAX_STALENESS_MS: u64 = 31_536_000_000;
 
 /// Set on requests one region forwards to another.
 pub const FORWARDED_BY: &str = "x-geosaga-forwarded-by";

@@ -1,5 +1,6 @@
 //! The HTTP API every region serves (axum), on top of everything else: the key-value routes
-//! (`kv.rs`), counters (`counters.rs`), the cluster's view and changes (`cluster.rs`:
+//! (`kv.rs`), counters (`counters.rs`), transactions and snapshots (`txns.rs`, with the internal
+//! routes of their commit), the cluster's view and changes (`cluster.rs`:
 //! placement, status, readiness, conflict counts, re-homing), the internal routes peers
 //! call (`peers.rs`), the mutual-TLS gate in front of them (`tls.rs`) and the tokens of
 //! the public routes (`auth.rs`), probes and the OpenAPI document (`meta.rs`,
@@ -14,6 +15,7 @@ pub mod openapi;
 mod peers;
 pub mod problem;
 pub mod tls;
+mod txns;
 
 use std::sync::Arc;
 
@@ -32,6 +34,9 @@ pub use kv::FORWARDED_BY;
 
 /// Longest key accepted, in characters.
 const MAX_KEY_CHARS: usize = 1024;
+
+/// Largest `max_staleness_ms` of a read or a snapshot: a year.
+const MAX_STALENESS_MS: u64 = 31_536_000_000;
 
 /// The `{key}` of the routes that take one, as the OpenAPI document describes it.
 #[derive(utoipa::IntoParams)]
@@ -59,6 +64,7 @@ pub fn router(region: Arc<Region>) -> Result<Router, Error> {
         .merge(counters::routes())
         .merge(cluster::routes())
         .merge(peers::routes())
+        .merge(txns::routes())
         .merge(meta::routes())
         .fallback(meta::no_route)
         .layer(axum::middleware::from_fn_with_state(region.clone(), tls::authorize))

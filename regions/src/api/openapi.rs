@@ -16,7 +16,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::auth::{self, Needs, Role};
-use super::{cluster, counters, kv, meta};
+use super::{cluster, counters, kv, meta, txns};
 use problem::Problem;
 
 /// The media type of every error answer.
@@ -27,7 +27,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
     info(
         title = "geosaga region",
         description = "The API every geosaga region serves: keys (strong or bounded-staleness reads, \
-            strong or async writes, additions and undos), counters, where keys live, the cluster's view, \
+            strong or async writes, additions and undos), multi-key transactions and snapshots, counters, where keys live, the cluster's view, \
             and re-homing. Errors are RFC 9457 problem details (`application/problem+json`) with a stable \
             `type` URI under https://geosaga.dev/problems/. The routes under `/internal/` are for member \
             regions (mutual TLS) and are not part of this document."
@@ -46,14 +46,21 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
         cluster::ready,
         meta::healthz,
         meta::openapi_json,
-        // The transaction routes (`/v1/txns`, on the `transactions` branch) are listed here
-        // when they land, with their bodies' `ToSchema` derives in the core's protocol.
+        txns::begin,
+        txns::read,
+        txns::put,
+        txns::delete,
+        txns::commit,
+        txns::abort,
+        txns::one_shot,
+        txns::snapshot,
     ),
     components(schemas(Problem)),
     modifiers(&Guarded),
     tags(
         (name = "kv", description = "Keys and their versions"),
         (name = "counters", description = "PN-counters every region may change"),
+        (name = "txns", description = "Multi-key transactions and snapshots across the homes"),
         (name = "cluster", description = "Placement, the regions' status, conflict counts"),
         (name = "admin", description = "Changes to the cluster (the admin role)"),
         (name = "meta", description = "Probes and this document"),
@@ -106,10 +113,10 @@ impl Modify for Guarded {
                     problem_response("No token, or one this region does not know (only when it has tokens)"),
                 );
                 if role > Role::Read {
-                    responses.insert(
-                        "403".into(),
-                        problem_response("The token's role is below the one this route needs"),
-                    );
+                    // A route that refuses more than a low role says so in its own 403.
+                    responses
+                        .entry("403".into())
+                        .or_insert_with(|| problem_response("The token's role is below the one this route needs"));
                 }
             }
         }
@@ -120,13 +127,48 @@ impl Modify for Guarded {
 pub fn openapi() -> Value {
     let mut document = serde_json::to_value(ApiDoc::openapi()).expect("an OpenAPI document is JSON");
     exact_bounds(&mut document);
+    transaction_links(&mut document);
     document
 }
 
+/// Links from a begun transaction to its routes (OpenAPI's Link objects, written here in
+/// their camel case), so that a client, or schemathesis's stateful phase, follows its id.
+fn transaction_links(document: &mut Value) {
+    let Some(begun) = document.pointer_mut("/paths/~1v1~1txns/post/responses/201") else {
+        return;
+    };
+    let id = json!({"id": "$response.body#/id"});
+    let links: serde_json::Map<String, Value> = ["putTxnKey", "readTxnKey", "deleteTxnKey", "commitTxn", "abortTxn"]
+        .into_iter()
+        .map(|operation| {
+            (
+                operation.to_owned(),
+                json!({"operationId": operation, "parameters": id}),
+            )
+        })
+        .collect();
+    begun["links"] = Value::Object(links);
+}
+
 /// Bounds the derive cannot write exactly: an `add`'s path is `""` or a JSON Pointer
-/// (a pattern alone would let a trailing newline through some regex engines), and an
-/// increment is a 64-bit integer (a float bound rounds past `i64::MAX`).
+/// (a pattern alone would let a trailing newline through some regex engines), an
+/// increment is a 64-bit integer (a float bound rounds past `i64::MAX`), and the keys in
+/// a transaction's or a snapshot's lists have a key's lengths (as `{key}` in a path), and a
+/// snapshot's `max_staleness_ms` is an integer up to a year (the derive writes a float bound).
 fn exact_bounds(document: &mut Value) {
+    if let Some(bound) = document.pointer_mut("/components/schemas/SnapshotRequest/properties/max_staleness_ms") {
+        bound["minimum"] = json!(0);
+        bound["maximum"] = json!(super::MAX_STALENESS_MS);
+    }
+    for keys in [
+        "/components/schemas/OneShotRequest/properties/reads/items",
+        "/components/schemas/SnapshotRequest/properties/keys/items",
+    ] {
+        if let Some(items) = document.pointer_mut(keys) {
+            items["minLength"] = json!(1);
+            items["maxLength"] = json!(super::MAX_KEY_CHARS);
+        }
+    }
     if let Some(path) = document.pointer_mut("/components/schemas/Add/properties/path") {
         let description = path.get("description").cloned().unwrap_or(Value::Null);
         *path = json!({

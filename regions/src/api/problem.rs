@@ -41,6 +41,12 @@ pub enum ProblemType {
     OpCancelled,
     /// 410: the versions asked for were garbage-collected.
     BeyondRetention,
+    /// 409: a transaction lost a conflict; nothing of it was applied.
+    TxnConflict,
+    /// 404: no transaction with this id at this region.
+    TxnNotFound,
+    /// 410: the transaction expired, or already committed or aborted.
+    TxnGone,
     /// 413: a value (or a request, or a peer's message) past the region's limit.
     TooLarge,
     /// 422: the body is JSON of the wrong shape.
@@ -74,6 +80,9 @@ impl Kind for ProblemType {
             ProblemType::OutOfBounds => "out-of-bounds",
             ProblemType::OpCancelled => "op-cancelled",
             ProblemType::BeyondRetention => "beyond-retention",
+            ProblemType::TxnConflict => "txn-conflict",
+            ProblemType::TxnNotFound => "txn-not-found",
+            ProblemType::TxnGone => "txn-gone",
             ProblemType::TooLarge => "too-large",
             ProblemType::InvalidBody => "invalid-body",
             ProblemType::Internal => "internal",
@@ -93,9 +102,12 @@ impl Kind for ProblemType {
             ProblemType::PeerUnauthenticated | ProblemType::Unauthenticated => StatusCode::UNAUTHORIZED,
             ProblemType::PeerForbidden | ProblemType::Forbidden => StatusCode::FORBIDDEN,
             ProblemType::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProblemType::KeyNotFound | ProblemType::NoRoute => StatusCode::NOT_FOUND,
-            ProblemType::VersionMismatch | ProblemType::OutOfBounds | ProblemType::OpCancelled => StatusCode::CONFLICT,
-            ProblemType::BeyondRetention => StatusCode::GONE,
+            ProblemType::KeyNotFound | ProblemType::TxnNotFound | ProblemType::NoRoute => StatusCode::NOT_FOUND,
+            ProblemType::VersionMismatch
+            | ProblemType::OutOfBounds
+            | ProblemType::OpCancelled
+            | ProblemType::TxnConflict => StatusCode::CONFLICT,
+            ProblemType::BeyondRetention | ProblemType::TxnGone => StatusCode::GONE,
             ProblemType::InvalidBody => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ProblemType::QuorumNotReached
@@ -122,6 +134,9 @@ impl Kind for ProblemType {
             ProblemType::OutOfBounds => "The addition would leave its bounds; not applied",
             ProblemType::OpCancelled => "The write was cancelled by its compensation; not applied",
             ProblemType::BeyondRetention => "Version garbage-collected",
+            ProblemType::TxnConflict => "The transaction lost a conflict; nothing of it was applied",
+            ProblemType::TxnNotFound => "No such transaction at this region",
+            ProblemType::TxnGone => "The transaction expired or ended",
             ProblemType::InvalidBody => "The request body has the wrong shape",
             ProblemType::Internal => "Internal server error",
             ProblemType::QuorumNotReached => "Write not replicated to its quorum in time; not applied",
@@ -143,6 +158,8 @@ pub struct ApiError {
     pub region: Option<String>,
     /// For `key-not-found`: the staleness bound of the answering copy.
     pub staleness_bound_ms: Option<u64>,
+    /// For `txn-conflict`: the key, and the transaction it lost to when known.
+    pub conflict: Option<(String, Option<String>)>,
 }
 
 impl ApiError {
@@ -153,6 +170,7 @@ impl ApiError {
             detail: detail.into(),
             region: None,
             staleness_bound_ms: None,
+            conflict: None,
         }
     }
 
@@ -181,6 +199,14 @@ impl From<Error> for ApiError {
             Error::HomeUnreachable { .. } => ProblemType::HomeUnreachable,
             Error::TooStale { .. } => ProblemType::TooStale,
             Error::BeyondRetention { .. } => ProblemType::BeyondRetention,
+            Error::TxnConflict { key, with, .. } => {
+                return ApiError {
+                    conflict: Some((key, with)),
+                    ..ApiError::new(ProblemType::TxnConflict, detail)
+                };
+            }
+            Error::TxnNotFound(_) => ProblemType::TxnNotFound,
+            Error::TxnGone { .. } => ProblemType::TxnGone,
             Error::Peer(_) => ProblemType::PeerRefused,
             Error::Clock(_) => ProblemType::ClockSkew,
             Error::Config(_)
@@ -200,6 +226,8 @@ impl IntoResponse for ApiError {
         let problem = Problem {
             region: self.region,
             staleness_bound_ms: self.staleness_bound_ms,
+            key: self.conflict.as_ref().map(|(k, _)| k.clone()),
+            conflicting_txn: self.conflict.and_then(|(_, w)| w),
             ..Problem::new(self.kind, self.detail)
         };
         problem::respond(self.kind, &problem, None, Vec::new())

@@ -2,8 +2,9 @@
 //! every task and handler of a region shares, executes the writes of the keys homed here
 //! (`write.rs`, with the quorum of a strong write in `quorum.rs`, op ids in [`op_ids`], and
 //! the undo of a write by its op id in `undo.rs`), records clock-skew refusals ([`skew`]),
-//! serves reads (`read.rs`) and counters (`counter.rs`), and keeps what it knows
-//! of each peer (`peers.rs`). The loops between regions (`crate::replication`,
+//! serves reads (`read.rs`) and counters (`counter.rs`), keeps what it knows of each peer
+//! (`peers.rs`), and holds the home's and the gateway's side of transactions ([`txn`]).
+//! The loops between regions (`crate::replication`,
 //! `crate::antientropy`, `crate::rehome`, `crate::gossip`) and the HTTP API (`crate::api`)
 //! are built on it; nothing here knows of them.
 
@@ -13,6 +14,7 @@ mod peers;
 mod quorum;
 mod read;
 pub mod skew;
+pub mod txn;
 mod undo;
 mod write;
 
@@ -76,6 +78,12 @@ pub struct Region {
     acked: Mutex<HashMap<String, i64>>,
     /// Per peer: versions and counter components anti-entropy fetched from it.
     repaired: Mutex<HashMap<String, u64>>,
+    /// Per transaction prepared here: the hold on its proposal until it is resolved.
+    txn_holds: Mutex<HashMap<String, write::PendingGuard>>,
+    /// Held while a transaction record kept here changes.
+    records_lock: tokio::sync::Mutex<()>,
+    /// The open transactions this region is the gateway of.
+    pub sessions: txn::Sessions,
     /// Held while a replica state is written and the closed timestamp reads use is set
     /// from it, so the two never disagree.
     replica_lock: tokio::sync::Mutex<()>,
@@ -137,7 +145,8 @@ impl Region {
             .collect();
         let http = crate::tls::http_client(&config)?;
         let membership = Membership::open(&config, name)?;
-        Ok(Region {
+        let intents = store.txn_intents().await?;
+        let region = Region {
             name: name.to_owned(),
             restored: restored.is_some(),
             placement: RwLock::new(Arc::new(placement)),
@@ -156,7 +165,12 @@ impl Region {
             acked: Mutex::new(acked),
             repaired: Mutex::default(),
             replica_lock: tokio::sync::Mutex::new(()),
-        })
+            txn_holds: Mutex::default(),
+            records_lock: tokio::sync::Mutex::new(()),
+            sessions: txn::Sessions::default(),
+        };
+        region.txn_hold_restored(&intents);
+        Ok(region)
     }
 
     /// The home of `key`.

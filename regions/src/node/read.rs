@@ -8,6 +8,7 @@ use regions_core::protocol::ReadResponse;
 
 use crate::{Error, Result};
 
+use super::txn::Meeting;
 use super::{LATEST, Region};
 
 /// A read as asked.
@@ -57,6 +58,12 @@ impl Region {
         if !self.placement().replicates_to(key, &self.name) {
             // Not a replica of this key (a rule's replica set): the home answers.
             return Ok(None);
+        }
+        if home == self.name && self.placement().writes_anywhere(key).is_none() {
+            // A transaction's intent: seen if its record says committed; pushed above an
+            // `as_of` read if it is still pending (it then commits after it).
+            let meeting = req.as_of.map_or(Meeting::ReadLatest, Meeting::ReadAt);
+            self.settle_intents(key, meeting, None).await?;
         }
         let (only_source, closed) = self.closed_for_key(key, &home);
         if let Some(as_of) = req.as_of {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use regions_core::hlc::Timestamp;
 use regions_core::protocol::{WriteCommand, WriteConsistency, WriteResponse};
 
+use super::txn::Meeting;
 use super::{KEY_LOCKS, LATEST, Region, op_ids, quorum};
 use crate::{Error, Result};
 
@@ -33,6 +34,16 @@ impl Region {
         let mut pending = self.pending.lock().expect("pending lock");
         let ts = self.clock.now();
         pending.insert(ts);
+        PendingGuard {
+            pending: self.pending.clone(),
+            ts,
+            logged: self.log_changed.clone(),
+        }
+    }
+
+    /// Registers `ts` (a proposal restored after a restart) as pending until the guard drops.
+    pub(crate) fn hold_at(&self, ts: Timestamp) -> PendingGuard {
+        self.pending.lock().expect("pending lock").insert(ts);
         PendingGuard {
             pending: self.pending.clone(),
             ts,
@@ -91,13 +102,20 @@ impl Region {
                 reason: "the key's range was re-homed while this write waited; it was not applied, retry".into(),
             });
         }
+        if self.placement().writes_anywhere(key).is_none() {
+            // A transaction's intent on the key: committed, it becomes a version first (an
+            // undo then sees it); else this write aborts it (a single write never waits for
+            // a transaction).
+            self.settle_intents(key, Meeting::Write, None).await?;
+        }
         if let Some(undo) = &cmd.undo {
             return super::undo::undo_locked(self, key, &home, cmd, undo).await;
         }
         self.write_locked(key, &home, cmd).await
     }
 
-    /// Executes a write of a key homed here (or written anywhere), its write lock held.
+    /// Executes a write of a key homed here (or written anywhere), its write lock held and
+    /// the transactions' intents on it settled.
     pub(super) async fn write_locked(&self, key: &str, home: &str, cmd: &WriteCommand) -> Result<WriteResponse> {
         if let Some(prefix) = self.placement().writes_anywhere(key).map(str::to_owned) {
             return self.write_anywhere(key, home, &prefix, cmd).await;

@@ -34,6 +34,7 @@ use regions_core::mvcc::{self, Version};
 use regions_core::op_ids::Applied;
 use regions_core::protocol::{CounterRow, LogEntry, VersionRow};
 use regions_core::replica::{Incoming, ReplicaState};
+use regions_core::txn::{TxnIntent, TxnStatus};
 
 use crate::Result;
 
@@ -283,4 +284,28 @@ pub trait Store: Send + Sync {
     /// Drops the op ids prepared, and the cancellations recorded, before `horizon_ms`.
     /// Returns how many.
     async fn op_prune(&self, horizon_ms: i64) -> Result<u64>;
+    // Transactions (`crate::node::txn`).
+
+    /// The intents laid on `key` and not resolved here yet.
+    async fn txn_intents_on(&self, key: &str) -> Result<Vec<TxnIntent>>;
+
+    /// Every intent held here, oldest prepare first (at start-up, and for the loop that
+    /// resolves expired ones).
+    async fn txn_intents(&self) -> Result<Vec<TxnIntent>>;
+
+    /// Lays `intents` in one transaction, durable when this returns (laying one again
+    /// replaces it).
+    async fn txn_lay(&self, intents: &[TxnIntent]) -> Result<()>;
+
+    /// Resolves the intents of `txn` here in one transaction: if it committed, each write
+    /// intent becomes a version at `commit_ts` (executed at `home`) with its committed log
+    /// entry; then every intent of `txn` is dropped. Returns how many there were (0: resolved
+    /// before).
+    async fn txn_resolve(&self, txn: &str, commit_ts: Option<Timestamp>, home: &str) -> Result<u64>;
+
+    /// The record of `txn`, if it is kept here and was written.
+    async fn txn_record(&self, txn: &str) -> Result<Option<TxnStatus>>;
+
+    /// Writes the record of `txn`, durable when this returns.
+    async fn txn_set_record(&self, txn: &str, status: TxnStatus, now_ms: u64) -> Result<()>;
 }

@@ -9,6 +9,7 @@ use regions::protocol::VersionRow;
 use regions::protocol::{EntryState, Gap, VersionId};
 use regions::replica::{Incoming, ReplicaState};
 
+pub use crate::txn_cases::*;
 use crate::{Backend, Db, store};
 
 fn ts(wall_ms: u64) -> Timestamp {

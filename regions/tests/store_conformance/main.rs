@@ -7,6 +7,7 @@
 use testkit::pg;
 
 mod cases;
+mod txn_cases;
 
 use std::sync::Arc;
 
@@ -112,5 +113,6 @@ conformance!(
     listings_are_in_byte_order,
     a_database_belongs_to_one_region,
     cancelled_op_ids_are_remembered_until_pruned,
+    intents_resolve_into_versions_or_nothing,
     a_restored_store_starts_a_new_log_incarnation_once,
 );

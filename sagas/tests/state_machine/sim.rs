@@ -56,6 +56,7 @@ fn rust(handler: &str, params: Value) -> ActionDoc {
             params: Some(params),
         }),
         region: None,
+        txn: None,
     }
 }
 

@@ -176,7 +176,7 @@ pub(super) fn number(value: &Value, what: &str) -> Result<Number, StepError> {
     }
 }
 
-fn negate(n: &Number) -> Result<Number, String> {
+pub(super) fn negate(n: &Number) -> Result<Number, String> {
     match n.as_i64() {
         Some(i) => i
             .checked_neg()

@@ -314,6 +314,18 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64
     }
 }
 
+/// An optional count of milliseconds written as a [`whole_number`] (`2204.0` is `2204`);
+/// `null` or absent is `None`.
+pub(crate) fn whole_millis<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let n = whole_number(number).map_err(serde::de::Error::custom)?;
+    u64::try_from(n)
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("{n} is below 0")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

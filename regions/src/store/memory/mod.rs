@@ -14,6 +14,7 @@ use regions_core::mvcc::Version;
 use regions_core::op_ids::{Applied, RETENTION_MS, previous_of};
 use regions_core::protocol::{CounterRow, EntryKind, EntryState, LogEntry, VersionRow};
 use regions_core::replica::{Apply, Incoming, ReplicaState, apply_entry, next_state};
+use regions_core::txn::{IntentKind, TxnIntent, TxnStatus};
 
 use super::{Store, Tracked};
 use crate::{Error, Result};
@@ -440,5 +441,53 @@ impl Store for MemoryStore {
         s.ops.retain(|_, op| op.created_ms >= horizon_ms);
         s.cancelled.retain(|_, created_ms| *created_ms >= horizon_ms);
         Ok((before - s.ops.len() - s.cancelled.len()) as u64)
+    }
+
+    async fn txn_intents_on(&self, key: &str) -> Result<Vec<TxnIntent>> {
+        let s = self.lock();
+        Ok(s.txn_intents.values().filter(|i| i.key == key).cloned().collect())
+    }
+
+    async fn txn_intents(&self) -> Result<Vec<TxnIntent>> {
+        let mut all: Vec<TxnIntent> = self.lock().txn_intents.values().cloned().collect();
+        all.sort_by_key(|i| i.prepared_ms);
+        Ok(all)
+    }
+
+    async fn txn_lay(&self, intents: &[TxnIntent]) -> Result<()> {
+        let mut s = self.lock();
+        for i in intents {
+            s.txn_intents.insert((i.txn.clone(), i.key.clone()), i.clone());
+        }
+        Ok(())
+    }
+
+    async fn txn_resolve(&self, txn: &str, commit_ts: Option<Timestamp>, home: &str) -> Result<u64> {
+        let mut s = self.lock();
+        let keys: Vec<(String, String)> = s
+            .txn_intents
+            .range((txn.to_owned(), String::new())..)
+            .take_while(|((t, _), _)| t == txn)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &keys {
+            let Some(intent) = s.txn_intents.remove(k) else {
+                continue;
+            };
+            if let (Some(ts), IntentKind::Write { value }) = (commit_ts, &intent.kind) {
+                s.insert_row(&VersionRow::untracked(&intent.key, ts, value.as_deref(), home), None);
+                s.append(&intent.key, ts, value.as_deref(), EntryState::Committed);
+            }
+        }
+        Ok(keys.len() as u64)
+    }
+
+    async fn txn_record(&self, txn: &str) -> Result<Option<TxnStatus>> {
+        Ok(self.lock().txn_records.get(txn).copied())
+    }
+
+    async fn txn_set_record(&self, txn: &str, status: TxnStatus, _now_ms: u64) -> Result<()> {
+        self.lock().txn_records.insert(txn.to_owned(), status);
+        Ok(())
     }
 }

@@ -35,6 +35,10 @@ pub(super) struct State {
     pub(super) ops: HashMap<(String, String), Op>,
     /// Cancelled op ids, with when they were cancelled.
     pub(super) cancelled: HashMap<(String, String), i64>,
+    /// Transactions' intents, by (transaction, key).
+    pub(super) txn_intents: BTreeMap<(String, String), regions_core::txn::TxnIntent>,
+    /// Transaction records kept here.
+    pub(super) txn_records: HashMap<String, regions_core::txn::TxnStatus>,
     /// Marked restored from a backup (`Store::mark_restored`).
     pub(super) restored: bool,
 }

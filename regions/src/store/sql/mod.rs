@@ -5,6 +5,7 @@
 
 mod conn;
 mod rows;
+mod txns;
 mod writes;
 
 use std::collections::HashMap;
@@ -16,12 +17,14 @@ use regions_core::mvcc::Version;
 use regions_core::op_ids::Applied;
 use regions_core::protocol::{CounterRow, EntryState, LogEntry, VersionRow};
 use regions_core::replica::{Incoming, ReplicaState};
+use regions_core::txn::{TxnIntent, TxnStatus};
 use sqlx::Pool;
 use sqlx::pool::PoolConnection;
 
 pub(crate) use conn::{Cols, Conn};
 use conn::{stmt, wall};
 use rows::{STATE_COLUMNS, applied_of, counter_row, entry_of, state_of, ts_of, version_row_of};
+use txns::INTENT_COLUMNS;
 use writes::Append;
 
 use super::{Store, Tracked};
@@ -460,5 +463,50 @@ impl<DB: Dialect> Store for SqlStore<DB> {
             pruned += writer.execute(stmt(sql).int(horizon_ms)).await?;
         }
         Ok(pruned)
+    }
+
+    async fn txn_intents_on(&self, key: &str) -> Result<Vec<TxnIntent>> {
+        let sql = format!("SELECT {INTENT_COLUMNS} FROM txn_intents WHERE key = $1");
+        let rows = self.writer().await?.fetch_all(stmt(&sql).text(key)).await?;
+        rows.iter().map(txns::intent_of).collect()
+    }
+
+    async fn txn_intents(&self) -> Result<Vec<TxnIntent>> {
+        let sql = format!("SELECT {INTENT_COLUMNS} FROM txn_intents ORDER BY prepared_ms");
+        let rows = self.writer().await?.fetch_all(stmt(&sql)).await?;
+        rows.iter().map(txns::intent_of).collect()
+    }
+
+    async fn txn_lay(&self, intents: &[TxnIntent]) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        for i in intents {
+            txns::lay(&mut *tx, i).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn txn_resolve(&self, txn: &str, commit_ts: Option<Timestamp>, home: &str) -> Result<u64> {
+        let mut tx = self.writer.begin().await?;
+        let resolved = txns::resolve::<DB>(&mut *tx, txn, commit_ts, home).await?;
+        tx.commit().await?;
+        Ok(resolved)
+    }
+
+    async fn txn_record(&self, txn: &str) -> Result<Option<TxnStatus>> {
+        let sql = "SELECT status, ts_wall, ts_logical FROM txn_records WHERE txn = $1";
+        let row = self.writer().await?.fetch_optional(stmt(sql).text(txn)).await?;
+        row.as_ref().map(txns::status_of).transpose()
+    }
+
+    async fn txn_set_record(&self, txn: &str, status: TxnStatus, now_ms: u64) -> Result<()> {
+        let (name, ts) = txns::status_columns(status);
+        let sql = "INSERT INTO txn_records (txn, status, ts_wall, ts_logical, updated_ms) VALUES ($1, $2, $3, $4, $5) \
+                   ON CONFLICT (txn) DO UPDATE SET status = excluded.status, ts_wall = excluded.ts_wall, \
+                   ts_logical = excluded.ts_logical, updated_ms = excluded.updated_ms";
+        let now_ms = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        let s = stmt(sql).text(txn).text(name).ts(ts).int(now_ms);
+        self.writer().await?.execute(s).await?;
+        Ok(())
     }
 }

@@ -1,0 +1,177 @@
+//! What a home does for transactions: lays a transaction's intents on its keys after
+//! validating them (prepare), turns them into versions or drops them (resolve), reads at a
+//! timestamp, and settles the intents a read or a write of one of its keys meets by asking
+//! their records.
+//!
+//! Locking: a prepare and a read at a timestamp hold the write locks of their keys (so a
+//! strong write in progress finishes first); a resolve takes none. A resolve advances the
+//! clock past the commit timestamp before the versions appear, and versions and intents
+//! change in one database transaction, so whoever holds a key's lock sees either the
+//! intent (and asks the record) or the version (and writes above it).
+
+use std::collections::BTreeSet;
+
+use regions_core::hlc::Timestamp;
+use regions_core::mvcc::Version;
+use regions_core::protocol::{Prepare, Prepared};
+use regions_core::txn::{EXPIRY_MS, IntentKind, RecordEvent, TxnIntent, TxnStatus, locks};
+
+use super::super::{KEY_LOCKS, LATEST, Region};
+use crate::{Error, Result};
+
+/// Who meets an intent, which decides what it asks the intent's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Meeting {
+    /// A single-key write: it aborts the transaction unless it committed (writes never wait
+    /// for a transaction).
+    Write,
+    /// Another transaction's prepare: it aborts only an expired transaction, and is refused
+    /// by a live one.
+    Prepare,
+    /// A read at a timestamp: it pushes a pending writer above it.
+    ReadAt(Timestamp),
+    /// A strong read of the latest version: it sees a committed writer, and reads before a
+    /// pending one (whose commit, the record's, comes after this read).
+    ReadLatest,
+}
+
+impl Region {
+    fn key_is_transactional(&self, key: &str) -> Result<()> {
+        let placement = self.placement();
+        if let Some(prefix) = placement.writes_anywhere(key) {
+            return Err(Error::BadRequest(format!(
+                "key {key:?} is under {prefix:?}, written anywhere: transactions need a key's home"
+            )));
+        }
+        let home = placement.home(key).region;
+        if home != self.name {
+            return Err(Error::BadRequest(format!(
+                "key {key:?} is homed in {home}, not here ({})",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Settles the intents on `key` that `meeting` cannot pass (the caller holds the key's
+    /// lock): asks each one's record and resolves it here once decided. Returns the
+    /// undecided ones left (a prepare is refused by those it conflicts with).
+    pub async fn settle_intents(&self, key: &str, meeting: Meeting, own: Option<&str>) -> Result<Vec<TxnIntent>> {
+        let mut left = Vec::new();
+        let mut resolved = BTreeSet::new();
+        for intent in self.store.txn_intents_on(key).await? {
+            if own == Some(intent.txn.as_str()) || resolved.contains(&intent.txn) {
+                continue;
+            }
+            let reading = matches!(meeting, Meeting::ReadAt(_) | Meeting::ReadLatest);
+            if reading && intent.kind == IntentKind::Read {
+                continue;
+            }
+            let expired = self.clock.physical_ms().saturating_sub(intent.prepared_ms) >= EXPIRY_MS;
+            let event = match (meeting, expired) {
+                (Meeting::Write, _) | (_, true) => RecordEvent::Abort,
+                (Meeting::Prepare | Meeting::ReadLatest, false) => RecordEvent::Get,
+                (Meeting::ReadAt(ts), false) => RecordEvent::Push { above: ts },
+            };
+            let answer = self
+                .txn_record_event_at(&intent.record_home, &intent.txn, event)
+                .await?;
+            match answer.status {
+                TxnStatus::Committed { commit_ts } => {
+                    self.txn_resolve(&intent.txn, Some(commit_ts)).await?;
+                    resolved.insert(intent.txn.clone());
+                }
+                TxnStatus::Aborted => {
+                    self.txn_resolve(&intent.txn, None).await?;
+                    resolved.insert(intent.txn.clone());
+                }
+                TxnStatus::Pending { .. } => left.push(intent),
+            }
+        }
+        Ok(left)
+    }
+
+    /// Validates and lays a transaction's intents on keys homed here. Nothing is laid when
+    /// one key conflicts.
+    pub async fn txn_prepare(&self, p: &Prepare) -> Result<Prepared> {
+        for (key, _) in &p.intents {
+            self.key_is_transactional(key)?;
+        }
+        self.clock.update(p.read_ts)?;
+        let stripes: BTreeSet<usize> = p.intents.iter().map(|(k, _)| self.key_stripe(k)).collect();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            guards.push(self.key_locks[s].lock().await);
+        }
+        for (key, kind) in &p.intents {
+            let held = self.settle_intents(key, Meeting::Prepare, Some(&p.txn)).await?;
+            let latest = self.store.read(key, LATEST).await?.map(|v| v.ts);
+            if let Err(conflict) = locks::check(&p.txn, p.read_ts, key, kind, latest, &held) {
+                return Ok(Prepared::Conflict(conflict));
+            }
+        }
+        let proposed = self.txn_hold(&p.txn);
+        let prepared_ms = self.clock.physical_ms();
+        let intents: Vec<TxnIntent> = p
+            .intents
+            .iter()
+            .map(|(key, kind)| TxnIntent {
+                txn: p.txn.clone(),
+                key: key.clone(),
+                kind: kind.clone(),
+                record_home: p.record_home.clone(),
+                proposed,
+                prepared_ms,
+            })
+            .collect();
+        if let Err(e) = self.store.txn_lay(&intents).await {
+            self.txn_holds.lock().expect("holds lock").remove(&p.txn);
+            return Err(e);
+        }
+        Ok(Prepared::Prepared { proposed })
+    }
+
+    /// Resolves `txn`'s intents here: versions at `commit_ts` if it committed, nothing if
+    /// it aborted. Idempotent. Returns how many intents it resolved.
+    pub async fn txn_resolve(&self, txn: &str, commit_ts: Option<Timestamp>) -> Result<u64> {
+        if let Some(ts) = commit_ts {
+            // Every later write here is above the versions about to appear.
+            self.clock.update(ts)?;
+        }
+        let resolved = self.store.txn_resolve(txn, commit_ts, &self.name).await?;
+        // Dropping the hold lets the closed timestamp pass, and wakes the log shippers.
+        self.txn_holds.lock().expect("holds lock").remove(txn);
+        Ok(resolved)
+    }
+
+    /// The version of `key` (homed here) visible at `ts`, after the intents in the way were
+    /// settled: no transaction that commits later can commit at or below `ts`, and no write
+    /// started later here takes a timestamp at or below it.
+    pub async fn txn_read_at(&self, key: &str, ts: Timestamp) -> Result<Option<Version>> {
+        self.key_is_transactional(key)?;
+        self.clock.update(ts)?;
+        let _lock = self.key_lock(key).lock().await;
+        self.settle_intents(key, Meeting::ReadAt(ts), None).await?;
+        self.store.read(key, ts).await
+    }
+
+    /// The hold that keeps the closed timestamp below `txn`'s proposal here until it is
+    /// resolved (created at its first prepare here); returns the proposal.
+    fn txn_hold(&self, txn: &str) -> Timestamp {
+        let mut holds = self.txn_holds.lock().expect("holds lock");
+        holds.entry(txn.to_owned()).or_insert_with(|| self.begin_write()).ts
+    }
+
+    /// Holds the proposals of the intents a restart found (their transactions are still
+    /// open: they may commit at their proposal).
+    pub(crate) fn txn_hold_restored(&self, intents: &[TxnIntent]) {
+        let mut holds = self.txn_holds.lock().expect("holds lock");
+        for i in intents {
+            holds.entry(i.txn.clone()).or_insert_with(|| self.hold_at(i.proposed));
+        }
+    }
+
+    fn key_stripe(&self, key: &str) -> usize {
+        (regions_core::placement::hash(key.as_bytes()) % KEY_LOCKS as u64) as usize
+    }
+}

@@ -1,0 +1,103 @@
+//! Exactly-once transactions (`POST /v1/txn` with an `op_id`, a saga's `txn` step): the
+//! tries of one op id are transactions `try/1/OP`, `try/2/OP`, ... whose records are kept
+//! here, beside the op id's own record `op/OP`, which names the latest try (a pending record
+//! whose logical timestamp is its number) or says the op id was cancelled (aborted).
+//!
+//! Every claim and cancellation runs under `records_lock`, like every record event, so
+//! that one op id commits at most once: a new try first aborts the latest one (the first
+//! decision of a record stands, so a try aborted here can never commit later), or, if
+//! that one committed, answers with it instead of running again.
+
+use regions_core::hlc::Timestamp;
+use regions_core::protocol::OpState;
+use regions_core::txn::{RecordEvent, TxnStatus};
+
+use crate::node::Region;
+use crate::{Error, Result};
+
+/// The record naming an op id's latest try.
+fn op_record(op_id: &str) -> String {
+    format!("op/{op_id}")
+}
+
+/// Try `n` of an op id.
+fn try_id(op_id: &str, n: u32) -> String {
+    format!("try/{n}/{op_id}")
+}
+
+/// What the op id's record says.
+enum Tries {
+    /// None yet.
+    None,
+    /// The latest is this one.
+    Latest(u32),
+    /// Cancelled.
+    Cancelled,
+}
+
+impl Region {
+    /// A claim of a new try of `op_id` (see the module's notes).
+    pub async fn txn_op_claim(&self, op_id: &str) -> Result<OpState> {
+        let _one_at_a_time = self.records_lock.lock().await;
+        let next = match self.tries(op_id).await? {
+            Tries::Cancelled => return Ok(OpState::Cancelled),
+            Tries::None => 1,
+            Tries::Latest(n) => match self.fence(op_id, n).await? {
+                Some(committed) => return Ok(committed),
+                None => n + 1,
+            },
+        };
+        let latest = TxnStatus::Pending {
+            min_commit_ts: Timestamp {
+                wall_ms: 0,
+                logical: next,
+            },
+        };
+        self.store
+            .txn_set_record(&op_record(op_id), latest, self.clock.physical_ms())
+            .await?;
+        Ok(OpState::Run {
+            txn: try_id(op_id, next),
+        })
+    }
+
+    /// A cancellation of `op_id`: the committed try if there is one, else `Cancelled`
+    /// (and no try of it commits from now on).
+    pub async fn txn_op_cancel(&self, op_id: &str) -> Result<OpState> {
+        let _one_at_a_time = self.records_lock.lock().await;
+        match self.tries(op_id).await? {
+            Tries::Cancelled => return Ok(OpState::Cancelled),
+            Tries::None => {}
+            Tries::Latest(n) => {
+                if let Some(committed) = self.fence(op_id, n).await? {
+                    return Ok(committed);
+                }
+            }
+        }
+        self.store
+            .txn_set_record(&op_record(op_id), TxnStatus::Aborted, self.clock.physical_ms())
+            .await?;
+        Ok(OpState::Cancelled)
+    }
+
+    async fn tries(&self, op_id: &str) -> Result<Tries> {
+        match self.store.txn_record(&op_record(op_id)).await? {
+            None => Ok(Tries::None),
+            Some(TxnStatus::Aborted) => Ok(Tries::Cancelled),
+            Some(TxnStatus::Pending { min_commit_ts }) => Ok(Tries::Latest(min_commit_ts.logical)),
+            Some(TxnStatus::Committed { .. }) => Err(Error::Corrupt(format!(
+                "the record of op id {op_id:?} says committed, which only a try's record may"
+            ))),
+        }
+    }
+
+    /// Aborts try `n` of `op_id` unless it committed; `Some` names it when it did.
+    async fn fence(&self, op_id: &str, n: u32) -> Result<Option<OpState>> {
+        let txn = try_id(op_id, n);
+        let answer = self.record_event_locked(&txn, RecordEvent::Abort).await?;
+        Ok(match answer.status {
+            TxnStatus::Committed { commit_ts } => Some(OpState::Committed { txn, commit_ts }),
+            TxnStatus::Aborted | TxnStatus::Pending { .. } => None,
+        })
+    }
+}

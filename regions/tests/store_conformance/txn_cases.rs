@@ -1,0 +1,95 @@
+//! The store cases of transactions: intents and records.
+
+use regions::hlc::Timestamp;
+use regions::node::LATEST;
+use regions::protocol::EntryState;
+use regions::txn::{IntentKind, TxnIntent, TxnStatus};
+
+use crate::{Backend, Db};
+
+fn ts(wall_ms: u64) -> Timestamp {
+    Timestamp { wall_ms, logical: 0 }
+}
+
+fn intent(txn: &str, key: &str, kind: IntentKind) -> TxnIntent {
+    TxnIntent {
+        txn: txn.into(),
+        key: key.into(),
+        kind,
+        record_home: "r".into(),
+        proposed: ts(5),
+        prepared_ms: 7,
+    }
+}
+
+/// Intents and records are durable (they survive reopening); resolving a committed
+/// transaction makes its writes versions with committed log entries, in one step, and
+/// resolving again changes nothing; resolving an aborted one only drops its intents.
+pub async fn intents_resolve_into_versions_or_nothing(b: Backend) {
+    let db = Db::new(b).await;
+    let store = db.open().await;
+    let write = |v: Option<&str>| IntentKind::Write {
+        value: v.map(str::to_owned),
+    };
+    store
+        .txn_lay(&[
+            intent("t1", "a", write(Some("1"))),
+            intent("t1", "b", write(None)),
+            intent("t1", "c", IntentKind::Read),
+        ])
+        .await
+        .unwrap();
+    store.txn_lay(&[intent("t2", "a", IntentKind::Read)]).await.unwrap();
+    store
+        .txn_set_record("t1", TxnStatus::Pending { min_commit_ts: ts(3) }, 1)
+        .await
+        .unwrap();
+    store.close().await;
+
+    let store = db.open().await;
+    assert_eq!(store.txn_intents().await.unwrap().len(), 4);
+    let on_a = store.txn_intents_on("a").await.unwrap();
+    assert_eq!(on_a.len(), 2, "{on_a:?}");
+    assert!(on_a.contains(&intent("t1", "a", write(Some("1")))));
+    assert_eq!(store.read("a", LATEST).await.unwrap(), None, "an intent is no version");
+    assert_eq!(
+        store.txn_record("t1").await.unwrap(),
+        Some(TxnStatus::Pending { min_commit_ts: ts(3) })
+    );
+    assert_eq!(store.txn_record("t9").await.unwrap(), None);
+
+    store
+        .txn_set_record("t1", TxnStatus::Committed { commit_ts: ts(9) }, 2)
+        .await
+        .unwrap();
+    assert_eq!(store.txn_resolve("t1", Some(ts(9)), "h").await.unwrap(), 3);
+    assert_eq!(store.txn_resolve("t1", Some(ts(9)), "h").await.unwrap(), 0);
+    let a = store.read("a", LATEST).await.unwrap().unwrap();
+    assert_eq!((a.ts, a.value.as_deref()), (ts(9), Some("1")));
+    let b_version = store.read("b", LATEST).await.unwrap().unwrap();
+    assert_eq!(
+        (b_version.ts, b_version.value),
+        (ts(9), None),
+        "a deletion is a tombstone"
+    );
+    assert_eq!(
+        store.read("c", LATEST).await.unwrap(),
+        None,
+        "a read intent writes nothing"
+    );
+    let log = store.log_after(0, 10).await.unwrap();
+    assert_eq!(
+        log.iter().map(|e| (e.key.as_str(), e.ts, e.state)).collect::<Vec<_>>(),
+        vec![("a", ts(9), EntryState::Committed), ("b", ts(9), EntryState::Committed)]
+    );
+
+    assert_eq!(store.txn_resolve("t2", None, "h").await.unwrap(), 1);
+    assert!(store.txn_intents().await.unwrap().is_empty());
+    assert_eq!(store.log_after(0, 10).await.unwrap().len(), 2);
+    store.close().await;
+    let store = db.open().await;
+    assert_eq!(
+        store.txn_record("t1").await.unwrap(),
+        Some(TxnStatus::Committed { commit_ts: ts(9) })
+    );
+}
