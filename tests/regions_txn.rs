@@ -235,9 +235,9 @@ async fn a_bank_conserves_its_total_through_kills_and_pauses() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     cluster.regions[1].restart().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    cluster.regions[2].signal("STOP");
+    cluster.regions[2].pause();
     tokio::time::sleep(Duration::from_millis(800)).await;
-    cluster.regions[2].signal("CONT");
+    cluster.regions[2].resume();
     // Run on until the workload has done enough to mean something (10 transfers, 10 audits)
     // rather than for a fixed time, which a loaded machine may not fill; a minute at most.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -148,21 +148,12 @@ impl GeosagaProcess {
     /// Stops the process with SIGSTOP, sent to its PID: it stays stopped (its sockets
     /// open, its timers and threads frozen) until [`GeosagaProcess::resume`].
     pub fn pause(&self) {
-        self.signal("-STOP");
+        self.signal("STOP");
     }
 
     /// Lets a paused process run again (SIGCONT to its PID).
     pub fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.pid().expect("the process runs");
-        let status = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill {signal} {pid} failed");
+        self.signal("CONT");
     }
 
     /// Kills the process with SIGKILL and reaps it.
