@@ -1,6 +1,7 @@
 //! The CLI's commands that talk to a coordinator's REST API, and the offline ones
 //! (`definitions validate`, `plan`).
 
+use geosaga::{out, outln};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
@@ -113,7 +114,7 @@ impl Api {
 }
 
 fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 fn text(v: &Value) -> String {
@@ -158,9 +159,9 @@ pub async fn apply(server: &Server, files: &[PathBuf]) -> anyhow::Result<u8> {
             print_json(&answer);
         } else {
             let what = if status == 201 { "registered" } else { "unchanged" };
-            println!("{what}: {} version {}", text(&answer["name"]), text(&answer["version"]));
+            outln!("{what}: {} version {}", text(&answer["name"]), text(&answer["version"]));
             for w in answer["warnings"].as_array().into_iter().flatten() {
-                println!("  warning: {}: {}", text(&w["path"]), text(&w["message"]));
+                outln!("  warning: {}: {}", text(&w["path"]), text(&w["message"]));
             }
         }
     }
@@ -174,21 +175,21 @@ pub fn validate(files: &[PathBuf]) -> anyhow::Result<u8> {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         match sagas::validate::parse_definition(&text) {
             Ok(def) => {
-                println!("ok: {} ({} steps): {}", file.display(), def.steps.len(), def.name);
+                outln!("ok: {} ({} steps): {}", file.display(), def.steps.len(), def.name);
                 for w in &def.warnings {
-                    println!("  warning: {}: {}", w.path, w.message);
+                    outln!("  warning: {}: {}", w.path, w.message);
                 }
             }
             Err(errors) => {
                 bad = true;
-                println!("invalid: {}", file.display());
+                outln!("invalid: {}", file.display());
                 for e in errors.0 {
                     let path = if e.path.is_empty() {
                         "(document)".to_owned()
                     } else {
                         e.path
                     };
-                    println!("  {path}: {}", e.message);
+                    outln!("  {path}: {}", e.message);
                 }
             }
         }
@@ -214,7 +215,7 @@ pub async fn list_definitions(server: &Server) -> anyhow::Result<u8> {
     {
         t.add_row(vec![text(&d["name"]), text(&d["latest_version"])]);
     }
-    println!("{t}");
+    outln!("{t}");
     Ok(0)
 }
 
@@ -229,9 +230,9 @@ pub fn plan(file: &Path, dot: bool) -> anyhow::Result<u8> {
         anyhow::Error::from(Invalid)
     })?;
     if dot {
-        print!("{}", sagas::render::plan_dot(&def));
+        out!("{}", sagas::render::plan_dot(&def));
     } else {
-        print!("{}", sagas::render::plan_text(&def));
+        out!("{}", sagas::render::plan_text(&def));
     }
     Ok(0)
 }
@@ -268,7 +269,7 @@ fn print_saga(server: &Server, saga: &Value) {
         print_json(saga);
         return;
     }
-    println!(
+    outln!(
         "saga {}  {} v{}  status: {}",
         text(&saga["id"]),
         text(&saga["definition"]),
@@ -276,10 +277,10 @@ fn print_saga(server: &Server, saga: &Value) {
         text(&saga["status"])
     );
     if !saga["error"].is_null() {
-        println!("error: {}", text(&saga["error"]));
+        outln!("error: {}", text(&saga["error"]));
     }
     if let Some(url) = saga["trace_url"].as_str() {
-        println!("trace: {url}");
+        outln!("trace: {url}");
     }
     let mut t = table(&["step", "status", "attempts", "output / last error", "compensation"]);
     for s in saga["steps"].as_array().into_iter().flatten() {
@@ -309,12 +310,12 @@ fn print_saga(server: &Server, saga: &Value) {
             comp,
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
     // Why a compensation failed is what an operator of a stuck saga needs first.
     for s in saga["steps"].as_array().into_iter().flatten() {
         let c = &s["compensation"];
         if c["status"] == "failed" && !c["error"].is_null() {
-            println!(
+            outln!(
                 "compensation of {} failed: {}",
                 text(&s["name"]),
                 text(&c["error"]["message"])
@@ -361,9 +362,9 @@ pub async fn list(
             shorten(&text(&s["error"]), 60),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
     if let Some(next) = page["next_cursor"].as_str() {
-        println!("more: --cursor {next}");
+        outln!("more: --cursor {next}");
     }
     Ok(0)
 }
@@ -395,7 +396,7 @@ pub async fn events(server: &Server, id: &str) -> anyhow::Result<u8> {
             shorten(&detail, 70),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
     Ok(0)
 }
 

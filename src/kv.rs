@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::Subcommand;
+use geosaga::outln;
 use regions::protocol::{Condition, OneShotRequest, OneShotWrite, SnapshotRequest};
 
 /// `geosaga kv ...`.
@@ -122,7 +123,7 @@ pub async fn run(command: KvCommand) -> anyhow::Result<u8> {
     };
     match answer {
         Ok(value) => {
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            outln!("{}", serde_json::to_string_pretty(&value)?);
             Ok(0)
         }
         Err(e @ regions::Error::TxnConflict { .. }) => {

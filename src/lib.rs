@@ -15,6 +15,8 @@
 //!   regions on loopback (or the regions of a cluster of yours).
 //! - `region_access`: how `geosaga serve` and `geosaga dev` reach TLS regions
 //!   (`--region-ca`, ...).
+//! - [`output`]: printing of the one-shot commands, which end quietly (exit 141) when
+//!   their reader closes stdout (`geosaga saga list | head`).
 //! - `demo`, `dev_regions`: the demo participant and the three regions of `geosaga dev`.
 //!
 //! The `geosaga` binary (`src/main.rs`) adds the client commands and `region`.
@@ -23,6 +25,7 @@ pub mod check;
 mod demo;
 pub mod dev;
 mod dev_regions;
+pub mod output;
 mod region_access;
 pub mod serve;
 pub mod server;

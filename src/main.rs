@@ -9,7 +9,8 @@
 //! Exit codes: 0 success; 1 an error; 2 bad usage; 3 not found; 4 conflict (idempotency,
 //! illegal transition); 5 invalid definition or input; with `saga start --wait`: 10 the saga
 //! was compensated, 11 it is stuck, 12 it had not settled when the wait ended; with
-//! `check`: 20 a check did not hold.
+//! `check`: 20 a check did not hold; 141 stdout was closed before everything was printed
+//! (`geosaga saga list | head`; [`geosaga::output`]).
 
 /// mimalloc instead of glibc's allocator: the engine allocates and frees small request,
 /// event and future buffers across threads all the time, and glibc's malloc spent a fifth
@@ -23,7 +24,7 @@ mod ops;
 mod region;
 mod region_backup;
 
-use geosaga::{dev, serve};
+use geosaga::{dev, outln, serve};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -221,7 +222,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Definitions(DefinitionsCommand::Validate { files }) => client::validate(&files),
         Command::Definitions(DefinitionsCommand::List { server }) => client::list_definitions(&server).await,
         Command::Definitions(DefinitionsCommand::Schema) => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&sagas::document::definition_schema())?
             );

@@ -1,6 +1,7 @@
 //! `geosaga backup`, `geosaga restore` and `geosaga archive`: the operator's commands
 //! (docs/operations.md).
 
+use geosaga::outln;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -70,7 +71,7 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<u8> {
     let source = sqlite_path(&args.database, "a backup")?;
     let summary = backup::backup(&source, &args.out, args.force, TABLES)
         .with_context(|| format!("backing up {}", source.display()))?;
-    println!("backup written to {}: {}", args.out.display(), describe(&summary));
+    outln!("backup written to {}: {}", args.out.display(), describe(&summary));
     Ok(0)
 }
 
@@ -85,7 +86,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<u8> {
         TABLES,
     )
     .with_context(|| format!("restoring {} into {}", args.backup.display(), target.display()))?;
-    println!(
+    outln!(
         "restored {} into {}: {}",
         args.backup.display(),
         target.display(),
@@ -98,7 +99,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<u8> {
         .map(|(_, n)| n)
         .sum();
     if unsettled > 0 {
-        println!(
+        outln!(
             "{unsettled} sagas were running: a coordinator started on it resumes them (their steps run again \
              under the same idempotency keys). Sagas started after the backup are not in it."
         );
@@ -142,6 +143,6 @@ fn show(dir: &Path, id: &str, events: bool) -> anyhow::Result<u8> {
     } else {
         serde_json::to_string_pretty(&SagaResponse::new(&saga.view(&definition)?, None))?
     };
-    println!("{json}");
+    outln!("{json}");
     Ok(0)
 }

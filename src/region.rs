@@ -2,6 +2,7 @@
 //! `regions` crate and `docs/regions.md`); `geosaga region certs` makes the certificates
 //! for mutual TLS between regions.
 
+use geosaga::outln;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -80,16 +81,16 @@ pub async fn run(args: RegionArgs) -> anyhow::Result<()> {
     }
     if let Some(RegionCommand::Certs { out, regions, hosts }) = args.command {
         let written = regions::tls::generate(&out, &regions, &hosts)?;
-        println!(
+        outln!(
             "cluster CA: {} (its key {} signs new regions' certificates: keep it private)",
             written.ca.0.display(),
             written.ca.1.display()
         );
         for (name, cert, key) in &written.regions {
-            println!("{name}: {} {}", cert.display(), key.display());
+            outln!("{name}: {} {}", cert.display(), key.display());
         }
         let dir = out.display().to_string().trim_end_matches('/').to_owned();
-        println!(
+        outln!(
             "\nIn the regions' configuration (addresses https://...; {{name}} stands for each region's name):\n\n\
              [tls]\nca = \"{dir}/ca.pem\"\ncert = \"{dir}/{{name}}.pem\"\nkey = \"{dir}/{{name}}.key\""
         );

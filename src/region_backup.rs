@@ -5,6 +5,7 @@
 //! (`regions::restore`): its peers applied entries the backup never saw. For PostgreSQL the
 //! copy is `pg_dump`'s, and `restore --database URL` (no file) marks the restored database.
 
+use geosaga::outln;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -82,7 +83,7 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     mark_sqlite(&args.out)
         .await
         .context("the backup was written but not marked: run `geosaga region restore` on it")?;
-    println!(
+    outln!(
         "backup written to {} ({} bytes; {}); a region opened on it starts a new log incarnation",
         args.out.display(),
         summary.bytes,
@@ -108,7 +109,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         let marked = store.mark_restored(now_ms()).await;
         store.close().await;
         marked.context("marking the database restored")?;
-        println!("marked restored: the region started on it takes its later writes back from its peers");
+        outln!("marked restored: the region started on it takes its later writes back from its peers");
         return Ok(());
     }
     let target = sqlite_path(&args.database);
@@ -131,7 +132,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
             }
         }
         mark_sqlite(&target).await?;
-        println!(
+        outln!(
             "{} is empty and marked restored: the region started on it takes back its own writes from its peers, \
              and anti-entropy brings theirs",
             target.display()
@@ -141,7 +142,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let summary = backup::restore(&from, &target, args.force, &regions::store::SQLITE_MIGRATOR, TABLES)
         .with_context(|| format!("restoring {} into {}", from.display(), target.display()))?;
     mark_sqlite(&target).await?;
-    println!(
+    outln!(
         "restored {} into {} ({}): the region started on it takes its later writes back from its peers \
          before it serves",
         from.display(),

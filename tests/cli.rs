@@ -150,3 +150,70 @@ async fn serve_reads_tokens_from_its_config_file_and_the_cli_uses_them() {
     .unwrap();
     assert_eq!(missing.status.code(), Some(3), "an unknown saga exits with 3");
 }
+
+/// Runs `geosaga args` with its stdout a pipe whose reading end is already closed (what
+/// `geosaga ... | head` comes to once `head` has read its lines).
+fn geosaga_into_a_closed_pipe(args: &[&str]) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_geosaga"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(writer)
+        .output()
+        .unwrap()
+}
+
+fn assert_ends_quietly(out: &std::process::Output, command: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{command}: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(geosaga::output::CLOSED_STDOUT),
+        "{command} exits with 141 (128 + SIGPIPE) when its reader is gone: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn client_commands_end_quietly_when_their_reader_closes_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let out = geosaga_into_a_closed_pipe(&["region", "certs", "--out", certs.to_str().unwrap(), "--regions", "a,b"]);
+    assert_ends_quietly(&out, "region certs");
+    assert!(
+        certs.join("a.pem").exists(),
+        "the certificates are written before the printing"
+    );
+    assert_ends_quietly(
+        &geosaga_into_a_closed_pipe(&["plan", "examples/book_trip.json"]),
+        "plan",
+    );
+
+    // One step whose participant is nowhere (the discard port): the saga only has to start.
+    let definition = dir.path().join("nowhere.json");
+    std::fs::write(
+        &definition,
+        r#"{"name": "nowhere", "steps": [{"name": "call", "action": {"http": {"method": "POST", "url": "http://127.0.0.1:9/call"}}}]}"#,
+    )
+    .unwrap();
+    let coordinator = CoordinatorProcess::start(
+        dir.path().join("g.db").to_str().unwrap(),
+        &["--allow-host", "127.0.0.1"],
+        dir.path().join("log"),
+    )
+    .await;
+    let url = coordinator.url.clone();
+    let definition = definition.to_str().unwrap().to_owned();
+    let outs = tokio::task::spawn_blocking(move || {
+        [
+            geosaga_into_a_closed_pipe(&["definitions", "apply", &definition, "--server", &url]),
+            geosaga_into_a_closed_pipe(&["saga", "start", "nowhere", "--server", &url]),
+            geosaga_into_a_closed_pipe(&["saga", "list", "--server", &url]),
+        ]
+    })
+    .await
+    .unwrap();
+    for (out, command) in outs.iter().zip(["definitions apply", "saga start", "saga list"]) {
+        assert_ends_quietly(out, command);
+    }
+}

@@ -1,5 +1,6 @@
 //! The command line of `geosaga check`.
 
+use crate::{out, outln};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -79,9 +80,9 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<u8> {
     })
     .await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", report.text());
+        out!("{}", report.text());
     }
     Ok(report.exit_code())
 }
