@@ -29,12 +29,16 @@ use geosaga::{dev, outln, serve};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// geosaga: a saga orchestrator and geo-distributed transaction coordinator.
 #[derive(Parser)]
 #[command(name = "geosaga", version, about)]
 struct Cli {
+    #[command(flatten)]
+    before: ServerBefore,
     #[command(subcommand)]
     command: Command,
 }
@@ -79,17 +83,111 @@ enum Command {
     Kv(kv::KvCommand),
 }
 
-/// Where the coordinator's API is.
+/// The coordinator a client command talks to when neither `--server` nor `GEOSAGA_SERVER`
+/// names one.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:7379";
+
+/// `--server`, `--token` and `--json` given before the subcommand (`geosaga --server URL
+/// saga list`), or from `GEOSAGA_SERVER` and `GEOSAGA_TOKEN`. Not `global` in clap: `serve`,
+/// `region` and `kv` have a `--token` of their own meaning. The client commands take these
+/// unless the same option follows the subcommand ([`ServerArgs::resolve`]); the other
+/// commands refuse them when typed ([`ServerBefore::refuse_unless_client`]).
+#[derive(Args)]
+struct ServerBefore {
+    /// The coordinator's base URL, for `definitions apply|list`, `saga` and `check` (also
+    /// after the subcommand).
+    #[arg(long, value_name = "URL", env = "GEOSAGA_SERVER")]
+    server: Option<String>,
+    /// API token of the coordinator, for the same commands.
+    #[arg(long, env = "GEOSAGA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print JSON instead of tables, for the same commands.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ServerBefore {
+    /// The options typed before the subcommand (not those from the environment).
+    fn typed(matches: &ArgMatches) -> ServerBefore {
+        let typed = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+        ServerBefore {
+            server: typed("server")
+                .then(|| matches.get_one::<String>("server").cloned())
+                .flatten(),
+            token: typed("token")
+                .then(|| matches.get_one::<String>("token").cloned())
+                .flatten(),
+            json: typed("json") && matches.get_flag("json"),
+        }
+    }
+
+    /// Exits with a usage error (2) when options meant for the client commands were typed
+    /// before a command that has no use for them, rather than ignore them.
+    fn refuse_unless_client(matches: &ArgMatches, command: &Command) {
+        let typed = ServerBefore::typed(matches);
+        let given = typed.server.is_some() || typed.token.is_some() || typed.json;
+        let client = match command {
+            Command::Definitions(DefinitionsCommand::Apply { .. } | DefinitionsCommand::List { .. })
+            | Command::Saga(_)
+            | Command::Check(_) => true,
+            Command::Definitions(DefinitionsCommand::Validate { .. } | DefinitionsCommand::Schema)
+            | Command::Serve(_)
+            | Command::Dev(_)
+            | Command::Plan { .. }
+            | Command::Region(_)
+            | Command::Backup(_)
+            | Command::Restore(_)
+            | Command::Archive(_)
+            | Command::Kv(_) => false,
+        };
+        if given && !client {
+            Cli::command()
+                .error(
+                    ErrorKind::ArgumentConflict,
+                    "--server, --token and --json before the subcommand go with the client commands \
+                     (definitions apply|list, saga, check); put this command's own options after it",
+                )
+                .exit();
+        }
+    }
+}
+
+/// Where the coordinator's API is, as given after a client subcommand.
 #[derive(Args, Clone)]
-struct Server {
-    /// The coordinator's base URL.
-    #[arg(long, global = true, env = "GEOSAGA_SERVER", default_value = "http://127.0.0.1:7379")]
-    server: String,
-    /// API token, when the coordinator requires one.
-    #[arg(long, global = true, env = "GEOSAGA_TOKEN", hide_env_values = true)]
+struct ServerArgs {
+    /// The coordinator's base URL [default: before the subcommand, else $GEOSAGA_SERVER, else
+    /// http://127.0.0.1:7379].
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// API token, when the coordinator requires one [default: before the subcommand, else
+    /// $GEOSAGA_TOKEN].
+    #[arg(long)]
     token: Option<String>,
     /// Print JSON instead of tables.
-    #[arg(long, global = true)]
+    #[arg(long)]
+    json: bool,
+}
+
+impl ServerArgs {
+    /// These options, each completed from `before` (typed before the subcommand or from the
+    /// environment) and then the default.
+    fn resolve(self, before: &ServerBefore) -> Server {
+        Server {
+            server: self
+                .server
+                .or_else(|| before.server.clone())
+                .unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
+            token: self.token.or_else(|| before.token.clone()),
+            json: self.json || before.json,
+        }
+    }
+}
+
+/// Where the coordinator's API is: [`ServerArgs`] resolved.
+#[derive(Clone)]
+struct Server {
+    server: String,
+    token: Option<String>,
     json: bool,
 }
 
@@ -101,7 +199,7 @@ enum DefinitionsCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         #[command(flatten)]
-        server: Server,
+        server: ServerArgs,
     },
     /// Check definition files offline; prints every fault with its JSON path.
     Validate {
@@ -112,7 +210,7 @@ enum DefinitionsCommand {
     /// List the definitions a coordinator knows.
     List {
         #[command(flatten)]
-        server: Server,
+        server: ServerArgs,
     },
     /// Print the JSON Schema of definition files.
     Schema,
@@ -137,14 +235,14 @@ enum SagaCommand {
         #[arg(long)]
         wait: bool,
         #[command(flatten)]
-        server: Server,
+        server: ServerArgs,
     },
     /// Show a saga and its steps.
     Show {
         /// The saga id.
         id: String,
         #[command(flatten)]
-        server: Server,
+        server: ServerArgs,
     },
     /// List sagas, newest first.
     List {
@@ -161,14 +259,14 @@ enum SagaCommand {
         #[arg(long)]
         cursor: Option<String>,
         #[command(flatten)]
-        server: Server,
+        server: ServerArgs,
     },
     /// Print a saga's event log.
     Events {
         /// The saga id.
         id: String,
         #[command(flatten)]
-        server: Server,
+        server: ServerArgs,
     },
     /// Cancel a running saga: it compensates.
     Cancel {
@@ -178,19 +276,36 @@ enum SagaCommand {
         #[arg(long, default_value = "cancelled from the CLI")]
         reason: String,
         #[command(flatten)]
-        server: Server,
+        server: ServerArgs,
     },
     /// Resume a stuck saga's compensations.
     Retry {
         /// The saga id.
         id: String,
         #[command(flatten)]
-        server: Server,
+        server: ServerArgs,
     },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    ServerBefore::refuse_unless_client(&matches, &cli.command);
+    if let Command::Check(args) = &mut cli.command {
+        // Typed only: `check` never reads GEOSAGA_SERVER (a file name must not turn into a
+        // definition name).
+        let typed = ServerBefore::typed(&matches);
+        let after = |id: &str| {
+            matches.subcommand_matches("check").and_then(|m| m.value_source(id)) == Some(ValueSource::CommandLine)
+        };
+        if !after("server") && typed.server.is_some() {
+            args.server = typed.server;
+        }
+        if !after("token") && typed.token.is_some() {
+            args.token = typed.token;
+        }
+        args.json |= typed.json;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -209,6 +324,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let before = cli.before;
     match cli.command {
         Command::Serve(args) => serve::serve(*args).await.map(|()| 0),
         Command::Dev(args) => dev::dev(args).await.map(|()| 0),
@@ -218,9 +334,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Restore(args) => ops::restore(args),
         Command::Archive(command) => ops::archive(command),
         Command::Kv(command) => kv::run(command).await,
-        Command::Definitions(DefinitionsCommand::Apply { files, server }) => client::apply(&server, &files).await,
+        Command::Definitions(DefinitionsCommand::Apply { files, server }) => {
+            client::apply(&server.resolve(&before), &files).await
+        }
         Command::Definitions(DefinitionsCommand::Validate { files }) => client::validate(&files),
-        Command::Definitions(DefinitionsCommand::List { server }) => client::list_definitions(&server).await,
+        Command::Definitions(DefinitionsCommand::List { server }) => {
+            client::list_definitions(&server.resolve(&before)).await
+        }
         Command::Definitions(DefinitionsCommand::Schema) => {
             outln!(
                 "{}",
@@ -236,18 +356,30 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             idempotency_key,
             wait,
             server,
-        }) => client::start(&server, &definition, &input, version, idempotency_key, wait).await,
-        Command::Saga(SagaCommand::Show { id, server }) => client::show(&server, &id).await,
+        }) => {
+            client::start(
+                &server.resolve(&before),
+                &definition,
+                &input,
+                version,
+                idempotency_key,
+                wait,
+            )
+            .await
+        }
+        Command::Saga(SagaCommand::Show { id, server }) => client::show(&server.resolve(&before), &id).await,
         Command::Saga(SagaCommand::List {
             status,
             definition,
             limit,
             cursor,
             server,
-        }) => client::list(&server, status, definition, limit, cursor).await,
-        Command::Saga(SagaCommand::Events { id, server }) => client::events(&server, &id).await,
-        Command::Saga(SagaCommand::Cancel { id, reason, server }) => client::cancel(&server, &id, &reason).await,
-        Command::Saga(SagaCommand::Retry { id, server }) => client::retry(&server, &id).await,
+        }) => client::list(&server.resolve(&before), status, definition, limit, cursor).await,
+        Command::Saga(SagaCommand::Events { id, server }) => client::events(&server.resolve(&before), &id).await,
+        Command::Saga(SagaCommand::Cancel { id, reason, server }) => {
+            client::cancel(&server.resolve(&before), &id, &reason).await
+        }
+        Command::Saga(SagaCommand::Retry { id, server }) => client::retry(&server.resolve(&before), &id).await,
     }
 }
 

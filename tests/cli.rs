@@ -217,3 +217,62 @@ async fn client_commands_end_quietly_when_their_reader_closes_stdout() {
         assert_ends_quietly(out, command);
     }
 }
+
+#[tokio::test]
+async fn server_token_and_json_may_come_before_the_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = CoordinatorProcess::start(
+        dir.path().join("g.db").to_str().unwrap(),
+        &["--config", &tokens_file(&dir)],
+        dir.path().join("log"),
+    )
+    .await;
+    let url = coordinator.url.clone();
+    let [before, after_wins, refused] = tokio::task::spawn_blocking(move || {
+        [
+            geosaga(&["--server", &url, "--token", "s3cret", "--json", "saga", "list"]),
+            // The same option after the subcommand wins over the one before it.
+            geosaga(&[
+                "--server",
+                "http://127.0.0.1:1",
+                "saga",
+                "list",
+                "--server",
+                &url,
+                "--token",
+                "s3cret",
+            ]),
+            geosaga(&["--server", &url, "plan", "examples/transfer.json"]),
+        ]
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        before.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&before.stderr)
+    );
+    let page: serde_json::Value = serde_json::from_slice(&before.stdout).unwrap();
+    assert!(page.is_object(), "--json before the subcommand prints JSON: {page}");
+    assert_eq!(
+        after_wins.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&after_wins.stderr)
+    );
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "a command without a server refuses --server"
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("go with the client commands"), "{stderr}");
+}
+
+/// A coordinator configuration requiring the token `s3cret`; returns its path.
+fn tokens_file(dir: &tempfile::TempDir) -> String {
+    let config = dir.path().join("geosaga.toml");
+    std::fs::write(&config, "tokens = [\"s3cret\"]\n").unwrap();
+    config.to_str().unwrap().to_owned()
+}
