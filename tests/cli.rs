@@ -276,3 +276,35 @@ fn tokens_file(dir: &tempfile::TempDir) -> String {
     std::fs::write(&config, "tokens = [\"s3cret\"]\n").unwrap();
     config.to_str().unwrap().to_owned()
 }
+
+#[test]
+fn region_refuses_a_wrong_tls_path_before_creating_its_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("solo.db");
+    let config = dir.path().join("regions.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[regions]]\nname = \"solo\"\naddress = \"https://127.0.0.1:1\"\nlisten = \"127.0.0.1:0\"\ndata = \"{}\"\n\n\
+             [tls]\nca = \"{dir}/missing/ca.pem\"\ncert = \"{dir}/missing/{{name}}.pem\"\nkey = \"{dir}/missing/{{name}}.key\"\n",
+            store.display(),
+            dir = dir.path().display(),
+        ),
+    )
+    .unwrap();
+    let out = geosaga(&["region", "--config", config.to_str().unwrap(), "--name", "solo"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "tls: reading the CA certificate {}/missing/ca.pem",
+            dir.path().display()
+        )),
+        "names the file it could not read: {stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["regions.toml"], "no store (or anything else) was created");
+}

@@ -182,6 +182,12 @@ pub async fn serve_on(
 ) -> Result<()> {
     let mut config = config;
     config.tls = config.tls.map(|t| t.for_region(name));
+    // The TLS files are read before the store is opened: a wrong path fails here and leaves
+    // no fresh store behind (Region::open checks the rest of the configuration first too).
+    let tls = match &config.tls {
+        Some(tls) => Some(Arc::new(tls::server_config(tls)?)),
+        None => None,
+    };
     let region = Arc::new(Region::open(config, name, clock).await?);
     if region.restored {
         let recovered = restore::recover(&region).await?;
@@ -203,10 +209,6 @@ pub async fn serve_on(
     tasks.spawn(gateway::recover::run(region.clone()));
     tracing::info!(region = name, address = %listener.local_addr()?, "region serving");
     let app = api::router(region.clone())?;
-    let tls = match &region.config.tls {
-        Some(tls) => Some(Arc::new(tls::server_config(tls)?)),
-        None => None,
-    };
     let served = http_server::serve(listener, app, server_limits(&region.config), tls, shutdown)
         .await
         .map_err(Error::from);

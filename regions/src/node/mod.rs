@@ -94,6 +94,11 @@ impl Region {
     /// names (migrated), then as [`Region::with_store`].
     pub async fn open(config: Config, name: &str, clock: Clock) -> Result<Region> {
         let storage = config.region(name)?.storage()?;
+        // What else of the configuration can fail is read before the store is opened (and
+        // created): a wrong TLS path or placement rule leaves no fresh, empty store behind.
+        config.placement()?;
+        crate::tls::http_client(&config)?;
+        Membership::open(&config, name)?;
         let opened = match store::open(&storage).await {
             Ok(store) => store.claim(name).await.map(|()| store),
             Err(e) => Err(e),
