@@ -104,20 +104,7 @@ pub async fn answer(region: &Region, req: &DigestRequest) -> Result<DigestRespon
 }
 
 async fn ask(region: &Region, peer: &Peer, req: &DigestRequest) -> Result<DigestResponse> {
-    let response = region
-        .http
-        .post(format!("{}/internal/v1/anti-entropy", peer.address))
-        .json(req)
-        .send()
-        .await
-        .map_err(|e| Error::Peer(format!("{}: {e}", peer.name)))?;
-    if !response.status().is_success() {
-        return Err(Error::Peer(format!("{} answered {}", peer.name, response.status())));
-    }
-    response
-        .json()
-        .await
-        .map_err(|e| Error::Peer(format!("{}: {e}", peer.name)))
+    region.post_to_peer(peer, "/internal/v1/anti-entropy", req).await
 }
 
 /// One anti-entropy round with `peer` (see the module documentation).

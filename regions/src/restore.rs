@@ -59,22 +59,10 @@ pub async fn answer(region: &Region, req: &RecoverRequest) -> Result<RecoverResp
 }
 
 async fn ask(region: &Region, peer: &Peer) -> Result<RecoverResponse> {
-    let response = region
-        .http
-        .post(format!("{}/internal/v1/recover", peer.address))
-        .json(&RecoverRequest {
-            from: region.name.clone(),
-        })
-        .send()
-        .await
-        .map_err(|e| Error::Peer(format!("{}: {e}", peer.name)))?;
-    if !response.status().is_success() {
-        return Err(Error::Peer(format!("{} answered {}", peer.name, response.status())));
-    }
-    response
-        .json()
-        .await
-        .map_err(|e| Error::Peer(format!("{}: {e}", peer.name)))
+    let request = RecoverRequest {
+        from: region.name.clone(),
+    };
+    region.post_to_peer(peer, "/internal/v1/recover", &request).await
 }
 
 /// The backup also lost what this region applied from `peer` after it was taken, and `peer`

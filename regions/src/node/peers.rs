@@ -5,6 +5,8 @@
 use std::time::Instant;
 
 use regions_core::hlc::Timestamp;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::Region;
 use crate::{Error, Result};
@@ -19,6 +21,28 @@ pub struct Peer {
 }
 
 impl Region {
+    /// Posts `body` to `path` at `peer` and decodes its answer; a failure to reach it, a
+    /// refusal or an answer that does not decode is [`Error::Peer`] naming the peer.
+    pub(crate) async fn post_to_peer<B: Serialize + Sync, R: DeserializeOwned>(
+        &self,
+        peer: &Peer,
+        path: &str,
+        body: &B,
+    ) -> Result<R> {
+        let failed = |e: reqwest::Error| Error::Peer(format!("{}: {e}", peer.name));
+        let response = self
+            .http
+            .post(format!("{}{path}", peer.address))
+            .json(body)
+            .send()
+            .await
+            .map_err(failed)?;
+        if !response.status().is_success() {
+            return Err(Error::Peer(format!("{} answered {}", peer.name, response.status())));
+        }
+        response.json().await.map_err(failed)
+    }
+
     /// The configured peer called `name`.
     pub fn peer(&self, name: &str) -> Result<&Peer> {
         self.peers
