@@ -6,7 +6,11 @@
 //! every lease this node writes is computed on it ([`Lease::clock_ms`]). A renewal that
 //! succeeds lets the saga tasks launch attempts until shortly before the lease it set would
 //! end ([`Lease::renewed`]); a node that cannot renew stops launching before another could
-//! adopt its sagas ([`Lease::held`]).
+//! adopt its sagas ([`Lease::held`]). A renewal extends only the sagas still owned here, so
+//! a saga launches on its strength only if that renewal covered it ([`Lease::may_launch`]);
+//! a saga adopted by another coordinator while this one was paused is not covered by the
+//! renewal this one makes when it wakes, and its task re-reads its owner before it sends
+//! anything.
 //!
 //! A saga can be left owned here without a task: an adoption or an operator retry whose
 //! claim committed but whose next read failed (or whose answer was lost while the database
@@ -17,7 +21,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -42,6 +46,9 @@ pub(crate) struct Lease {
     /// the lease, less a margin. A node that cannot renew stops launching before its leases
     /// could have ended and another coordinator adopted its sagas.
     deadline: watch::Sender<Instant>,
+    /// The sagas whose leases the last successful renewal extended (those owned here when
+    /// it ran): [`Lease::deadline`] holds for these only.
+    covered: RwLock<Arc<HashSet<Uuid>>>,
     /// Sagas the last round found owned here without a task (the periodic check runs those
     /// it finds so twice in a row).
     stranded: Mutex<HashSet<Uuid>>,
@@ -53,6 +60,7 @@ impl Lease {
         Lease {
             clock_offset_ms: AtomicI64::new(0),
             deadline: watch::Sender::new(Instant::now()),
+            covered: RwLock::new(Arc::default()),
             stranded: Mutex::new(HashSet::new()),
         }
     }
@@ -62,12 +70,26 @@ impl Lease {
         now_ms().saturating_add(self.clock_offset_ms.load(Ordering::Relaxed))
     }
 
-    /// A renewal of leases lasting `lease` that began at `began` succeeded: attempts may
-    /// launch until the lease it set would end, less a fifth of the lease (for the delay
-    /// between this host's timers and the database's clock, and the time a launch takes).
-    pub(crate) fn renewed(&self, began: Instant, lease: Duration) {
-        let margin = lease / 5;
-        self.deadline.send_replace(began + lease.saturating_sub(margin));
+    /// A renewal of leases lasting `lease` that began at `began` succeeded for the sagas of
+    /// `owned`: their attempts may launch until the lease it set would end, less a fifth of
+    /// the lease (for the delay between this host's timers and the database's clock, and
+    /// the time a launch takes).
+    pub(crate) fn renewed(&self, began: Instant, lease: Duration, owned: &[Uuid]) {
+        // The set first: a task that sees the new deadline sees the sagas it holds for.
+        *self.covered.write().expect("lock") = Arc::new(owned.iter().copied().collect());
+        self.deadline.send_replace(began + lease.saturating_sub(margin(lease)));
+    }
+
+    /// Whether saga `id` may launch an attempt now without reading its owner first: its own
+    /// lease (`own_lease_until_ms`, on the store's clock, as its start or adoption set it)
+    /// certainly holds, or the last renewal extended it and still holds. A saga adopted by
+    /// another coordinator while this one was paused fails both.
+    pub(crate) fn may_launch(&self, id: Uuid, own_lease_until_ms: i64, lease: Duration) -> bool {
+        let margin_ms = i64::try_from(margin(lease).as_millis()).unwrap_or(i64::MAX);
+        if self.clock_ms() < own_lease_until_ms.saturating_sub(margin_ms) {
+            return true;
+        }
+        self.held() && self.covered.read().expect("lock").contains(&id)
     }
 
     /// Whether this node's lease certainly still holds, so that it may launch attempts.
@@ -81,6 +103,12 @@ impl Lease {
     }
 }
 
+/// The part of a lease a node gives up launching in, for the delay between this host's
+/// timers and the database's clock, and the time a launch takes.
+fn margin(lease: Duration) -> Duration {
+    lease / 5
+}
+
 pub(super) async fn run(inner: Arc<Inner>) {
     let period = (inner.options.lease / 3).max(Duration::from_millis(50));
     loop {
@@ -91,7 +119,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
         inner.store_result(&renewed);
         match renewed {
             Ok(renewed) => {
-                inner.lease.renewed(began, inner.options.lease);
+                inner.lease.renewed(began, inner.options.lease, &renewed.owned);
                 for id in renewed.cancels {
                     inner.registry.forward_cancel(id);
                 }
@@ -224,5 +252,49 @@ impl Inner {
         Ok(self
             .registry
             .spawn_unless_running(self, task, "owned here without a task"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(10);
+
+    fn ms(d: Duration) -> i64 {
+        d.as_millis() as i64
+    }
+
+    #[test]
+    fn a_saga_launches_on_its_own_lease_or_on_a_renewal_that_covered_it() {
+        let lease = Lease::new();
+        let (covered, adopted_away) = (Uuid::new_v4(), Uuid::new_v4());
+        let fresh = lease.clock_ms() + ms(LEASE);
+        let lapsed = lease.clock_ms() - 1;
+        assert!(lease.may_launch(adopted_away, fresh, LEASE), "just started or adopted here");
+        assert!(!lease.may_launch(covered, lapsed, LEASE), "no renewal yet");
+
+        lease.renewed(Instant::now(), LEASE, &[covered]);
+        assert!(lease.may_launch(covered, lapsed, LEASE));
+        assert!(
+            !lease.may_launch(adopted_away, lapsed, LEASE),
+            "a renewal that did not extend it (another coordinator adopted it while this one was paused)"
+        );
+        let in_last_fifth = lease.clock_ms() + ms(LEASE / 5) - 1;
+        assert!(
+            !lease.may_launch(adopted_away, in_last_fifth, LEASE),
+            "the last fifth of a lease is not relied on"
+        );
+    }
+
+    #[test]
+    fn a_renewal_holds_until_its_lease_less_a_fifth() {
+        let lease = Lease::new();
+        let id = Uuid::new_v4();
+        let long_ago = Instant::now() - LEASE * 4 / 5 - Duration::from_millis(1);
+        lease.renewed(long_ago, LEASE, &[id]);
+        assert!(!lease.may_launch(id, 0, LEASE), "a renewal whose lease is in its last fifth");
+        lease.renewed(Instant::now(), LEASE, &[id]);
+        assert!(lease.may_launch(id, 0, LEASE));
     }
 }

@@ -202,7 +202,12 @@ impl Driver {
                     cancel = Some("cancel requested".to_owned());
                 }
             }
-            if !launch.is_empty() && !self.inner.lease.held() {
+            if !launch.is_empty()
+                && !self
+                    .inner
+                    .lease
+                    .may_launch(self.id, self.record.lease_until_ms, self.inner.options.lease)
+            {
                 Box::pin(self.await_lease()).await?;
             }
             for work in launch.drain(..) {
@@ -307,10 +312,11 @@ impl Driver {
         }
     }
 
-    /// This node's renewals failed for longer than its lease allows: launch nothing until
-    /// one succeeds, and then only if the saga is still this task's (another coordinator
-    /// may have adopted it meanwhile; a paused process finds out here, before it sends
-    /// anything).
+    /// Neither the saga's own lease nor a renewal that covered it certainly holds (this
+    /// node's renewals failed for longer than its lease allows, or the last one did not
+    /// extend this saga): launch nothing until a renewal succeeds, and then only if the
+    /// saga is still this task's (another coordinator may have adopted it meanwhile; a
+    /// paused process finds out here, before it sends anything).
     async fn await_lease(&mut self) -> Result<()> {
         tracing::warn!("the lease was not renewed in time; holding attempts until it is");
         let mut deadline = self.inner.lease.subscribe();
