@@ -23,12 +23,15 @@ const READING: &str = "\n\
 Reading it: a transaction whose keys share one home costs that home's fsyncs only, because\n\
 its intents are durable at the home but not replicated to a quorum before the commit (see\n\
 `docs/transactions.md`): it is not comparable with a strong write, which waits for the\n\
-nearest replica. Across two homes a commit costs three round trips from the gateway\n\
-(prepare at both homes, the record's write at the home of the first key written, then the\n\
-resolves), far from the 1.3 times the slower home's strong write that parallel commits\n\
-would aim at. A read-only snapshot is served from a replica's own copies once the bound\n\
-covers the one-way latency from the farther home plus the closed timestamp's interval and\n\
-the clock offset.\n";
+nearest replica. Across two homes, a commit at a gateway that homes one of the written keys\n\
+costs one round trip to the other home: the prepares go to both homes at once, the record is\n\
+kept at the gateway and written there, and the homes resolve their intents after the client\n\
+has its answer. A gateway that homes none of the keys pays a second round trip, to the\n\
+record at the first written key's home. Neither the intents nor the record are replicated\n\
+to a quorum before the answer: with that replication a commit would cost a replication round\n\
+for the intents and another for the record, unless both go at once (parallel commits). A\n\
+read-only snapshot is served from a replica's own copies once the bound covers the one-way\n\
+latency from the farther home plus the closed timestamp's interval and the clock offset.\n";
 const SETTINGS: &str =
     "quorum = \"quorum\"\nstrong_timeout_ms = 2000\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n";
 
@@ -89,6 +92,15 @@ async fn transaction_latencies() {
     measure("strong write of an eu-west key, at eu-west", s);
     let mut s = Vec::new();
     for i in 0..N {
+        s.push(
+            timed(http.put(format!("{us}/v1/kv/eu/wf-{i}")).json(&json!({"value": i})))
+                .await
+                .0,
+        );
+    }
+    measure("strong write of an eu-west key, at us-east (sent on to its home)", s);
+    let mut s = Vec::new();
+    for i in 0..N {
         let body = json!({"writes": [{"key": format!("us/t1-{i}"), "value": i}]});
         s.push(timed(http.post(format!("{us}/v1/txn")).json(&body)).await.0);
     }
@@ -100,6 +112,16 @@ async fn transaction_latencies() {
         s.push(timed(http.post(format!("{us}/v1/txn")).json(&body)).await.0);
     }
     measure("transaction writing a us-east and an eu-west key, at us-east", s);
+    let mut s = Vec::new();
+    for i in 0..N {
+        let body =
+            json!({"writes": [{"key": format!("us/t3-{i}"), "value": i}, {"key": format!("eu/t3-{i}"), "value": i}]});
+        s.push(timed(http.post(format!("{ap}/v1/txn")).json(&body)).await.0);
+    }
+    measure(
+        "transaction writing a us-east and an eu-west key, at ap-south (a gateway that homes neither)",
+        s,
+    );
     let mut s = Vec::new();
     for i in 0..N {
         let body = json!({"reads": [format!("us/t2-{i}"), format!("eu/t2-{i}")], "writes": [{"key": format!("us/t2-{i}"), "value": -1}, {"key": format!("eu/t2-{i}"), "value": -1}]});

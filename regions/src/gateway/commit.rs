@@ -2,13 +2,15 @@
 //!
 //! 1. **Prepare** at every home of its keys, in parallel: each validates its keys against
 //!    the snapshot and lays intents durably, or refuses (a conflict).
-//! 2. **Decide** at the record (the home of the first written key): commit at the greatest
+//! 2. **Decide** at the record (the gateway, when it homes a written key; else the home of
+//!    the first written key): commit at the greatest
 //!    proposal, or at the timestamp readers pushed it to. A record aborted meanwhile (its
 //!    prepare expired, or a write aborted it) refuses; so does an undecided one given an
 //!    abort. This one write is the commit point: before it nothing is visible anywhere, after
 //!    it every reader that meets an intent sees the version.
-//! 3. **Resolve** every home's intents (awaited, but only a courtesy: readers and the
-//!    recovery loop resolve through the record too).
+//! 3. **Resolve** every home's intents, after the client has its answer: only a courtesy,
+//!    since readers and the recovery loop resolve through the record too (a reader that
+//!    meets a committed intent resolves it and sees the version; nothing waits for it).
 //!
 //! A gateway that dies anywhere leaves all or nothing: before the record was written its
 //! intents expire and are aborted through the record, after it they resolve to versions.
@@ -35,7 +37,7 @@ pub(super) async fn commit_with_record_at(
     txn: &Txn,
     record_home: Option<String>,
 ) -> Result<Timestamp> {
-    let Some(mut plan) = txn.plan(|k| region.home(k).region) else {
+    let Some(mut plan) = txn.plan(|k| region.home(k).region, &region.name) else {
         // Read-only: its reads are one snapshot (every writer met was pushed above it, and
         // every home's clock passed it), so it is serializable at its snapshot as it is.
         return Ok(txn.read_ts);
@@ -104,7 +106,10 @@ pub(super) async fn commit_with_record_at(
                 resolve_at(region, txn, home, Some(commit_ts)).await;
                 crash_if_asked("resolved-one");
             }
-            resolve(region, txn, &plan, Some(commit_ts)).await;
+            // The commit is decided: the client need not wait a round trip more for the
+            // homes to learn it.
+            let (region, txn) = (Arc::clone(region), txn.clone());
+            tokio::spawn(async move { resolve(&region, &txn, &plan, Some(commit_ts)).await });
             Ok(commit_ts)
         }
         TxnStatus::Aborted | TxnStatus::Pending { .. } => {

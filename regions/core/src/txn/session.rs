@@ -23,7 +23,9 @@ pub struct Txn {
 /// Where a commit lays its intents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {
-    /// The home of the first key written: it keeps the record.
+    /// The region that keeps the record: the gateway when it is the home of a key written,
+    /// else the home of the first key written (so that the record never depends on a
+    /// region the transaction does not otherwise involve).
     pub record_home: String,
     /// Per home, its keys and what to lay on each.
     pub by_home: BTreeMap<String, Vec<(String, IntentKind)>>,
@@ -55,14 +57,21 @@ impl Txn {
         self.writes.insert(key.to_owned(), value);
     }
 
-    /// The commit's plan: every key read or written, grouped by `home_of` its key; `None`
-    /// for a read-only transaction, which commits at its snapshot with no round at all.
-    pub fn plan(&self, home_of: impl Fn(&str) -> String) -> Option<Planned> {
+    /// The commit's plan at `gateway`: every key read or written, grouped by `home_of` its
+    /// key; `None` for a read-only transaction, which commits at its snapshot with no round
+    /// at all. The record is kept at the gateway when it homes a written key (its write then
+    /// costs no round trip), else at the first written key's home.
+    pub fn plan(&self, home_of: impl Fn(&str) -> String, gateway: &str) -> Option<Planned> {
         let first = self.writes.keys().next()?;
+        let mut record_home = home_of(first);
         let mut by_home: BTreeMap<String, Vec<(String, IntentKind)>> = BTreeMap::new();
         for (key, value) in &self.writes {
             let kind = IntentKind::Write { value: value.clone() };
-            by_home.entry(home_of(key)).or_default().push((key.clone(), kind));
+            let home = home_of(key);
+            if home == gateway {
+                record_home = home.clone();
+            }
+            by_home.entry(home).or_default().push((key.clone(), kind));
         }
         for key in self.reads.keys().filter(|k| !self.writes.contains_key(*k)) {
             by_home
@@ -70,10 +79,7 @@ impl Txn {
                 .or_default()
                 .push((key.clone(), IntentKind::Read));
         }
-        Some(Planned {
-            record_home: home_of(first),
-            by_home,
-        })
+        Some(Planned { record_home, by_home })
     }
 }
 
@@ -88,8 +94,8 @@ mod tests {
         t.read("us/b", None);
         t.write("us/b", Some("1".into()));
         t.write("us/c", None);
-        let plan = t.plan(|k| k[..2].to_owned()).unwrap();
-        assert_eq!(plan.record_home, "us");
+        let plan = t.plan(|k| k[..2].to_owned(), "ap").unwrap();
+        assert_eq!(plan.record_home, "us", "the first written key's home");
         assert_eq!(plan.by_home["eu"], vec![("eu/a".to_owned(), IntentKind::Read)]);
         assert_eq!(
             plan.by_home["us"].len(),
@@ -99,10 +105,26 @@ mod tests {
     }
 
     #[test]
+    fn the_record_stays_at_the_gateway_when_it_homes_a_written_key() {
+        let mut t = Txn::new("t".into(), Timestamp::default());
+        t.write("eu/a", Some("1".into()));
+        t.write("us/b", Some("2".into()));
+        t.read("ap/c", None);
+        let home = |k: &str| k[..2].to_owned();
+        assert_eq!(t.plan(home, "us").unwrap().record_home, "us");
+        assert_eq!(t.plan(home, "eu").unwrap().record_home, "eu");
+        assert_eq!(
+            t.plan(home, "ap").unwrap().record_home,
+            "eu",
+            "a home of keys only read never keeps the record"
+        );
+    }
+
+    #[test]
     fn read_only_transactions_need_no_plan() {
         let mut t = Txn::new("t".into(), Timestamp::default());
         t.read("a", None);
-        assert_eq!(t.plan(str::to_owned), None);
+        assert_eq!(t.plan(str::to_owned, "a"), None);
         t.write("a", None);
         assert_eq!(t.own_write("a"), Some(None));
     }
