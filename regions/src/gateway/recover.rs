@@ -1,12 +1,16 @@
 //! The loop that resolves the intents of transactions whose gateway vanished: every second,
 //! each intent held here whose prepare is older than [`EXPIRY_MS`] is settled through its
 //! record: aborted there if still undecided (so a gateway that comes back cannot commit
-//! it any more), then resolved here as the record says.
+//! it any more), then resolved here as the record says. Once an hour it also deletes the
+//! records kept here that were last written longer ago than the op ids' retention
+//! ([`RETENTION_MS`], a week): an intent still waiting for its record after that long
+//! belongs to a home that was away for a week, which comes back by a restore.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use regions_core::op_ids::RETENTION_MS;
 use regions_core::txn::{EXPIRY_MS, RecordEvent, TxnStatus};
 
 use crate::Result;
@@ -15,13 +19,24 @@ use crate::node::Region;
 /// How often the loop looks.
 const INTERVAL: Duration = Duration::from_millis(1000);
 
+/// How many rounds apart the records are pruned (an hour).
+const PRUNE_EVERY: u64 = 3_600;
+
 /// Runs rounds until the task is dropped.
 pub async fn run(region: Arc<Region>) {
     let mut tick = tokio::time::interval(INTERVAL);
-    loop {
+    for rounds in 0u64.. {
         tick.tick().await;
         if let Err(e) = round(&region).await {
             tracing::warn!(error = %e, "transaction recovery round failed; retrying");
+        }
+        if rounds % PRUNE_EVERY == 0 {
+            let horizon = region.clock.physical_ms().saturating_sub(RETENTION_MS);
+            match region.store.txn_prune_records(i64::try_from(horizon).unwrap_or(0)).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "pruned old transaction records"),
+                Err(e) => tracing::warn!(error = %e, "pruning transaction records failed; next hour"),
+            }
         }
     }
 }

@@ -308,4 +308,8 @@ pub trait Store: Send + Sync {
 
     /// Writes the record of `txn`, durable when this returns.
     async fn txn_set_record(&self, txn: &str, status: TxnStatus, now_ms: u64) -> Result<()>;
+
+    /// Deletes the records last written before `horizon_ms` (Unix ms): transactions long
+    /// decided, and the tries of op ids older than their retention. Returns how many.
+    async fn txn_prune_records(&self, horizon_ms: i64) -> Result<u64>;
 }

@@ -114,5 +114,6 @@ conformance!(
     a_database_belongs_to_one_region,
     cancelled_op_ids_are_remembered_until_pruned,
     intents_resolve_into_versions_or_nothing,
+    records_are_pruned_by_when_they_were_last_written,
     a_restored_store_starts_a_new_log_incarnation_once,
 );

@@ -483,11 +483,19 @@ impl Store for MemoryStore {
     }
 
     async fn txn_record(&self, txn: &str) -> Result<Option<TxnStatus>> {
-        Ok(self.lock().txn_records.get(txn).copied())
+        Ok(self.lock().txn_records.get(txn).map(|(status, _)| *status))
     }
 
-    async fn txn_set_record(&self, txn: &str, status: TxnStatus, _now_ms: u64) -> Result<()> {
-        self.lock().txn_records.insert(txn.to_owned(), status);
+    async fn txn_set_record(&self, txn: &str, status: TxnStatus, now_ms: u64) -> Result<()> {
+        let now_ms = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        self.lock().txn_records.insert(txn.to_owned(), (status, now_ms));
         Ok(())
+    }
+
+    async fn txn_prune_records(&self, horizon_ms: i64) -> Result<u64> {
+        let mut s = self.lock();
+        let before = s.txn_records.len();
+        s.txn_records.retain(|_, (_, updated_ms)| *updated_ms >= horizon_ms);
+        Ok((before - s.txn_records.len()) as u64)
     }
 }

@@ -37,8 +37,8 @@ pub(super) struct State {
     pub(super) cancelled: HashMap<(String, String), i64>,
     /// Transactions' intents, by (transaction, key).
     pub(super) txn_intents: BTreeMap<(String, String), regions_core::txn::TxnIntent>,
-    /// Transaction records kept here.
-    pub(super) txn_records: HashMap<String, regions_core::txn::TxnStatus>,
+    /// Transaction records kept here, with when each was last written (Unix ms).
+    pub(super) txn_records: HashMap<String, (regions_core::txn::TxnStatus, i64)>,
     /// Marked restored from a backup (`Store::mark_restored`).
     pub(super) restored: bool,
 }

@@ -509,4 +509,9 @@ impl<DB: Dialect> Store for SqlStore<DB> {
         self.writer().await?.execute(s).await?;
         Ok(())
     }
+
+    async fn txn_prune_records(&self, horizon_ms: i64) -> Result<u64> {
+        let sql = "DELETE FROM txn_records WHERE updated_ms < $1";
+        self.writer().await?.execute(stmt(sql).int(horizon_ms)).await
+    }
 }
