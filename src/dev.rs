@@ -4,6 +4,7 @@
 //! same settings as `geosaga serve`'s: the cluster CA, a client certificate and a token
 //! (`crate::region_access`), so a TLS cluster that wants tokens works too.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -133,7 +134,10 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     if let (false, Some((_, us_east))) = (external, regions.first()) {
         crate::dev_regions::seed_accounts(us_east).await;
     }
-    println!("{}", welcome(server.local_addr(), &args.data_dir, &regions, external));
+    // A server keeps serving when nobody reads its banner (`geosaga dev | head -3`):
+    // `println!` would panic on a closed stdout.
+    let banner = welcome(server.local_addr(), &args.data_dir, &regions, external);
+    let _ = writeln!(std::io::stdout().lock(), "{banner}");
     server.serve().await?;
     Ok(())
 }

@@ -308,3 +308,39 @@ fn region_refuses_a_wrong_tls_path_before_creating_its_store() {
         .collect();
     assert_eq!(left, ["regions.toml"], "no store (or anything else) was created");
 }
+
+/// `geosaga dev | head -3`: once the reader is gone, the server goes on serving (it printed
+/// its banner into a closed pipe; `println!` panicked there before).
+#[tokio::test]
+async fn dev_serves_on_when_its_banner_finds_stdout_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_geosaga"))
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}"), "--demo-listen", "127.0.0.1:0"])
+        .args(["--no-regions", "--data-dir", dir.path().to_str().unwrap()])
+        .stdout(writer)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/v1/definitions");
+    let mut served = None;
+    for _ in 0..300 {
+        if let Ok(r) = reqwest::get(&url).await {
+            served = Some(r.status());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The banner is printed before the server answers anything: an answer means it was.
+    let exited = child.try_wait().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(served.map(|s| s.as_u16()), Some(200), "dev answered on {url}");
+    assert_eq!(exited, None, "dev is still running after printing into a closed pipe");
+}
