@@ -267,4 +267,23 @@ async fn additions_are_applied_by_the_home_and_none_is_lost() {
     let (status, bad) = patch(&urls[0], "us/acct", json!({"add": {"path": "/owner", "delta": 1}})).await;
     assert_eq!(status, 400, "{bad}");
     assert!(bad["detail"].as_str().unwrap().contains("not a number"), "{bad}");
+    // A body of the wrong shape names where: inside the object, or the body itself when it
+    // is an array of the fields (which serde's structs would take) or a scalar.
+    let (status, bad) = patch(&urls[0], "us/acct", json!({"add": {"path": "/balance", "delta": "x"}})).await;
+    assert_eq!(status, 422, "{bad}");
+    assert!(bad["detail"].as_str().unwrap().contains("add.delta"), "{bad}");
+    for shape in [json!([{"path": "/balance", "delta": 1}]), json!(7)] {
+        let (status, bad) = patch(&urls[0], "us/acct", shape.clone()).await;
+        assert_eq!(status, 422, "{shape}: {bad}");
+        assert!(bad["detail"].as_str().unwrap().contains("a JSON object"), "{bad}");
+    }
+    let put = reqwest::Client::new()
+        .put(format!("{}/v1/kv/us/acct", urls[0]))
+        .json(&json!([{"balance": 0}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 422, "an array is no PUT body");
+    let (_, unchanged) = get(&urls[0], "/v1/kv/us/acct").await;
+    assert_eq!(unchanged["version"], after["version"], "the refused bodies wrote nothing");
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
+
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
@@ -18,7 +18,7 @@ use regions_core::protocol::{
 
 use super::openapi::PROBLEM_JSON;
 use super::problem::{ApiError, ProblemType};
-use super::{KeyParam, Shared, body_of, check_key};
+use super::{Body, KeyParam, Shared, body_of, check_key};
 use crate::node::Region;
 
 /// The cluster routes.
@@ -223,7 +223,7 @@ pub(super) async fn conflicts(State(region): Shared) -> Result<Json<ConflictsRes
 pub(super) async fn rehome(
     State(region): Shared,
     headers: HeaderMap,
-    req: Result<Json<RehomeRequest>, JsonRejection>,
+    req: Body<RehomeRequest>,
 ) -> Result<Json<RehomeResponse>, ApiError> {
     let req = body_of(&region, req)?;
     Ok(Json(

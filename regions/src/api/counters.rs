@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
+
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -12,7 +12,7 @@ use regions_core::protocol::{CounterResponse, IncrementRequest};
 
 use super::openapi::PROBLEM_JSON;
 use super::problem::ApiError;
-use super::{KeyParam, Shared, body_of, check_key};
+use super::{Body, KeyParam, Shared, body_of, check_key};
 use crate::node::Region;
 
 /// The counter routes.
@@ -38,7 +38,7 @@ pub(super) fn routes() -> Router<Arc<Region>> {
 pub(super) async fn increment(
     State(region): Shared,
     Path(key): Path<String>,
-    req: Result<Json<IncrementRequest>, JsonRejection>,
+    req: Body<IncrementRequest>,
 ) -> Result<Json<CounterResponse>, ApiError> {
     check_key(&key)?;
     let req = body_of(&region, req)?;

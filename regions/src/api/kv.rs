@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +23,7 @@ use super::openapi::PROBLEM_JSON;
 use super::problem::{ApiError, ProblemType};
 use super::tls;
 use super::{
-    KeyParam, MAX_STALENESS_MS, Shared, body_of, check_key, check_value, checked_op_id, parse_version, peer_body, query,
+    Body, KeyParam, MAX_STALENESS_MS, Shared, body_of, check_key, check_value, checked_op_id, parse_version, peer_body, query,
 };
 use crate::node::{ReadRequest, Region};
 use crate::tls::PeerIdentity;
@@ -233,7 +233,7 @@ pub(super) async fn put(
     State(region): Shared,
     Path(key): Path<String>,
     headers: HeaderMap,
-    body: Result<Json<PutRequest>, JsonRejection>,
+    body: Body<PutRequest>,
 ) -> Result<Response, ApiError> {
     let body = body_of(&region, body)?;
     let value = body.value.to_string();
@@ -268,7 +268,7 @@ pub(super) async fn patch(
     State(region): Shared,
     Path(key): Path<String>,
     headers: HeaderMap,
-    body: Result<Json<PatchRequest>, JsonRejection>,
+    body: Body<PatchRequest>,
 ) -> Result<Response, ApiError> {
     let body = body_of(&region, body)?;
     match (&body.add, &body.undo) {

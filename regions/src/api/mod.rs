@@ -121,10 +121,34 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::new(ProblemType::InvalidParameter, format!("/query: {}", e.body_text())))
 }
 
+/// A client's JSON body as a route extracts it: see [`body_of`].
+type Body<T> = Result<Json<Object<T>>, JsonRejection>;
+
+/// A body that must be a JSON object. serde's derived structs also take an array of their
+/// fields in order (`[1]` for `{"value": 1}`), which no client means: this takes an object
+/// only, and hands its entries to `T` as they stream (so the path of a fault inside is kept).
+struct Object<T>(T);
+
+impl<'de, T: serde::de::DeserializeOwned> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::de::DeserializeOwned> serde::de::Visitor<'de> for Entries<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        d.deserialize_map(Entries(std::marker::PhantomData))
+    }
+}
+
 /// A client's JSON body, or the problem with it: too large (413, with the limit), not JSON
-/// (400), or JSON of the wrong shape (422).
-fn body_of<T>(region: &Region, b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    b.map(|Json(b)| b).map_err(|e| match e {
+/// (400), or JSON of the wrong shape, an array or a scalar included (422).
+fn body_of<T>(region: &Region, b: Body<T>) -> Result<T, ApiError> {
+    b.map(|Json(Object(b))| b).map_err(|e| match e {
         JsonRejection::JsonDataError(e) => ApiError::new(ProblemType::InvalidBody, e.body_text()),
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             ProblemType::TooLarge,

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::JsonRejection;
+
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -28,7 +28,7 @@ use super::openapi::PROBLEM_JSON;
 use super::problem::{ApiError, ProblemType};
 use super::tls::check_sender;
 use super::{
-    KeyParam, MAX_STALENESS_MS, Shared, body_of, check_key, check_value, checked_op_id, parse_version, peer_body,
+    Body, KeyParam, MAX_STALENESS_MS, Shared, body_of, check_key, check_value, checked_op_id, parse_version, peer_body,
 };
 use crate::Error;
 use crate::gateway;
@@ -163,7 +163,7 @@ pub(super) async fn put(
     State(region): Shared,
     Path((id, key)): Path<(String, String)>,
     caller: Called,
-    body: Result<Json<TxnPutRequest>, JsonRejection>,
+    body: Body<TxnPutRequest>,
 ) -> Result<StatusCode, ApiError> {
     check_key(&key)?;
     mine(&region, &id, &caller)?;
@@ -293,7 +293,7 @@ fn writes_need_write(region: &Region, id: &str, granted: Let, what: &str) -> Res
 pub(super) async fn one_shot(
     State(region): Shared,
     granted: Let,
-    body: Result<Json<OneShotRequest>, JsonRejection>,
+    body: Body<OneShotRequest>,
 ) -> Result<Response, ApiError> {
     let req = body_of(&region, body)?;
     checked_op_id("/op_id", req.op_id.clone())?;
@@ -344,7 +344,7 @@ pub(super) async fn one_shot(
 )]
 pub(super) async fn snapshot(
     State(region): Shared,
-    body: Result<Json<SnapshotRequest>, JsonRejection>,
+    body: Body<SnapshotRequest>,
 ) -> Result<Response, ApiError> {
     let req = body_of(&region, body)?;
     for key in &req.keys {
