@@ -83,6 +83,10 @@ async fn bad_starts_are_refused() {
     let missing = f.post("/v1/sagas", json!({"definition": "trip"})).await;
     missing.problem(422, "invalid-input");
     assert_eq!(missing.paths(), ["/input"]);
+    // An array of the request's fields, which serde's structs would take in order.
+    let array = f.post("/v1/sagas", json!(["trip", null, {"amount": 1}])).await;
+    array.problem(422, "invalid-body");
+    assert_eq!(array.paths(), [""]);
     f.post("/v1/sagas", json!({"definition": "nope"}))
         .await
         .problem(404, "definition-not-found");
