@@ -48,6 +48,17 @@ pub struct TxnValue {
 /// The schema of a map from keys to a [`TxnValue`] or `null`, which the derive cannot write
 /// for a map of options.
 fn values_by_key() -> utoipa::openapi::Object {
+    by_key("Every key asked for: its value and version, or null where it is absent at `ts`.")
+}
+
+/// The schema of `CommitResponse::reads`.
+fn reads_by_key() -> utoipa::openapi::Object {
+    by_key("`POST /v1/txn` only: the keys it read, each with its value and version, or null where it is absent.")
+}
+
+/// A map from key to a value read or `null`, described by `description` (a field whose
+/// schema is given by hand loses its doc comment).
+fn by_key(description: &str) -> utoipa::openapi::Object {
     use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, Type};
     use utoipa::openapi::{Ref, RefOr};
     let value = OneOfBuilder::new()
@@ -56,6 +67,7 @@ fn values_by_key() -> utoipa::openapi::Object {
         .build();
     ObjectBuilder::new()
         .schema_type(Type::Object)
+        .description(Some(description))
         .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::OneOf(value)))))
         .build()
 }
@@ -69,7 +81,7 @@ pub struct CommitResponse {
     pub commit_ts: String,
     /// `POST /v1/txn` only: the keys it read (`null`: absent).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schema(schema_with = values_by_key)]
+    #[schema(schema_with = reads_by_key)]
     pub reads: BTreeMap<String, Option<TxnValue>>,
     /// `POST /v1/txn` with an `op_id` only: this answer repeats the first commit under that
     /// op id (nothing was applied again; `reads` are read again just below its commit
