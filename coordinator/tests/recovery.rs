@@ -50,6 +50,8 @@ struct FailingStore {
     failures: Mutex<HashMap<Call, usize>>,
     /// Fail every renewal while set.
     renewals_down: AtomicBool,
+    /// Fail every claim while set (with `renewals_down`: no lease can be written at all).
+    claims_down: AtomicBool,
 }
 
 impl FailingStore {
@@ -122,6 +124,9 @@ impl Store for FailingStore {
         until: i64,
         limit: u32,
     ) -> coordinator::Result<Vec<SagaRecord>> {
+        if self.claims_down.load(Ordering::SeqCst) {
+            return Err(coordinator::Error::Store("injected: claims fail".into()));
+        }
         self.check(Call::Claim)?;
         let claimed = self.inner.claim(owner, own, now, until, limit).await?;
         if !claimed.is_empty() {
@@ -160,6 +165,8 @@ struct Gates {
     undo_fails: AtomicBool,
     /// Attempts of `act` launched.
     launched: AtomicUsize,
+    /// Attempts of `second` launched.
+    second_launched: AtomicUsize,
 }
 
 const LEASE: Duration = Duration::from_millis(300);
@@ -185,7 +192,8 @@ async fn coordinator(node: &str, store: Arc<FailingStore>, gates: Arc<Gates>) ->
             max_attempts: Some(1),
             ..RetryDoc::default()
         })
-        .step("second", |_: Arc<Gates>, cx: coordinator::StepContext| async move {
+        .step("second", |g: Arc<Gates>, cx: coordinator::StepContext| async move {
+            g.second_launched.fetch_add(1, Ordering::SeqCst);
             if cx.input["fail"] == true {
                 return Err(StepError::permanent("told to fail"));
             }
@@ -214,6 +222,7 @@ fn gates(open: usize) -> Arc<Gates> {
         open: Semaphore::new(open),
         undo_fails: AtomicBool::new(false),
         launched: AtomicUsize::new(0),
+        second_launched: AtomicUsize::new(0),
     })
 }
 
@@ -318,25 +327,41 @@ async fn store_failures_at_each_retry_step_strand_nothing() {
     }
 }
 
-/// A coordinator that cannot renew launches no attempt once the lease its last renewal set
-/// could have ended (less a margin), and goes on once a renewal succeeds.
+/// A coordinator that cannot renew launches no attempt once no lease of the saga certainly
+/// holds (the last renewal's, less a margin), and goes on once a renewal succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_that_cannot_renew_launches_nothing() {
     let store = Arc::new(FailingStore::default());
-    let g = gates(1_000);
+    let g = gates(0);
     let a = coordinator("a", store.clone(), g.clone()).await;
-    store.renewals_down.store(true, Ordering::SeqCst);
-    // Past the lease (on the store's clock, which is this host's here).
-    tokio::time::sleep(LEASE * 2).await;
     let id = start(&a, json!({})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while g.launched.load(Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "act never launched");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // No lease can be written from now on (a claim would give the saga a fresh one): past
+    // the lease (on the store's clock, which is this host's here), `act` finishes, and
+    // `second` may not launch.
+    store.renewals_down.store(true, Ordering::SeqCst);
+    store.claims_down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(LEASE * 2).await;
+    g.open.add_permits(1_000);
     tokio::time::sleep(LEASE * 2).await;
     assert_eq!(
-        g.launched.load(Ordering::SeqCst),
+        g.second_launched.load(Ordering::SeqCst),
         0,
         "an attempt was launched without a lease"
     );
     assert_eq!(a.saga(id).await.unwrap().record.status, SagaStatus::Running);
     store.renewals_down.store(false, Ordering::SeqCst);
+    store.claims_down.store(false, Ordering::SeqCst);
     assert_eq!(settle(&a, &[id]).await, [SagaStatus::Completed]);
-    assert_eq!(g.launched.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        (
+            g.launched.load(Ordering::SeqCst),
+            g.second_launched.load(Ordering::SeqCst)
+        ),
+        (1, 1)
+    );
 }
