@@ -322,7 +322,13 @@ async fn dev_serves_on_when_its_banner_finds_stdout_closed() {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
     let mut child = Command::new(env!("CARGO_BIN_EXE_geosaga"))
-        .args(["dev", "--listen", &format!("127.0.0.1:{port}"), "--demo-listen", "127.0.0.1:0"])
+        .args([
+            "dev",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--demo-listen",
+            "127.0.0.1:0",
+        ])
         .args(["--no-regions", "--data-dir", dir.path().to_str().unwrap()])
         .stdout(writer)
         .stderr(std::process::Stdio::null())

@@ -147,7 +147,11 @@ async fn the_coordinators_document_is_exact() {
 
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis/coordinator.toml");
     let url = coordinator.url.clone();
-    assert_eq!(undescribed_maps(&url).await, Vec::<String>::new(), "maps without a description");
+    assert_eq!(
+        undescribed_maps(&url).await,
+        Vec::<String>::new(),
+        "maps without a description"
+    );
     let work = dir.path().to_owned();
     tokio::task::spawn_blocking(move || schemathesis(&url, TOKEN, "300", &config, &work))
         .await
@@ -211,7 +215,11 @@ async fn a_regions_document_is_exact() {
         .unwrap();
     assert_eq!(put.status(), 200, "{}", put.text().await.unwrap());
 
-    assert_eq!(undescribed_maps(&url).await, Vec::<String>::new(), "maps without a description");
+    assert_eq!(
+        undescribed_maps(&url).await,
+        Vec::<String>::new(),
+        "maps without a description"
+    );
     let settings = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis/region.toml");
     let work = dir.path().to_owned();
     tokio::task::spawn_blocking(move || schemathesis(&url, &token, REGION_EXAMPLES, &settings, &work))

@@ -285,5 +285,8 @@ async fn additions_are_applied_by_the_home_and_none_is_lost() {
         .unwrap();
     assert_eq!(put.status(), 422, "an array is no PUT body");
     let (_, unchanged) = get(&urls[0], "/v1/kv/us/acct").await;
-    assert_eq!(unchanged["version"], after["version"], "the refused bodies wrote nothing");
+    assert_eq!(
+        unchanged["version"], after["version"],
+        "the refused bodies wrote nothing"
+    );
 }

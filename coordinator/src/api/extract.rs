@@ -103,8 +103,12 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // serde's structs also take an array of their fields in order, which no client means.
     if !(value.is_object() || value.is_null()) {
         let message = "expected a JSON object".to_owned();
-        return Err(ApiError::new(ProblemType::InvalidBody, format!("(body): {message}"))
-            .with_errors(vec![ProblemError { path: String::new(), message }]));
+        return Err(
+            ApiError::new(ProblemType::InvalidBody, format!("(body): {message}")).with_errors(vec![ProblemError {
+                path: String::new(),
+                message,
+            }]),
+        );
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = pointer(e.path());

@@ -42,7 +42,9 @@ impl Coordinator {
             lease_loop: Mutex::new(None),
         });
         leases::measure_clock(&inner).await;
-        inner.lease.renewed(tokio::time::Instant::now(), inner.options.lease, &[]);
+        inner
+            .lease
+            .renewed(tokio::time::Instant::now(), inner.options.lease, &[]);
         // Resume this node's own unfinished sagas before anything new starts, so that the
         // generation bump of that first claim cannot fence a saga started meanwhile. Their
         // leases are given up first and claimed like orphans: a saga adopted in one round has

@@ -271,7 +271,10 @@ mod tests {
         let (covered, adopted_away) = (Uuid::new_v4(), Uuid::new_v4());
         let fresh = lease.clock_ms() + ms(LEASE);
         let lapsed = lease.clock_ms() - 1;
-        assert!(lease.may_launch(adopted_away, fresh, LEASE), "just started or adopted here");
+        assert!(
+            lease.may_launch(adopted_away, fresh, LEASE),
+            "just started or adopted here"
+        );
         assert!(!lease.may_launch(covered, lapsed, LEASE), "no renewal yet");
 
         lease.renewed(Instant::now(), LEASE, &[covered]);
@@ -293,7 +296,10 @@ mod tests {
         let id = Uuid::new_v4();
         let long_ago = Instant::now() - LEASE * 4 / 5 - Duration::from_millis(1);
         lease.renewed(long_ago, LEASE, &[id]);
-        assert!(!lease.may_launch(id, 0, LEASE), "a renewal whose lease is in its last fifth");
+        assert!(
+            !lease.may_launch(id, 0, LEASE),
+            "a renewal whose lease is in its last fifth"
+        );
         lease.renewed(Instant::now(), LEASE, &[id]);
         assert!(lease.may_launch(id, 0, LEASE));
     }

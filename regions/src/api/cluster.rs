@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};

@@ -23,7 +23,8 @@ use super::openapi::PROBLEM_JSON;
 use super::problem::{ApiError, ProblemType};
 use super::tls;
 use super::{
-    Body, KeyParam, MAX_STALENESS_MS, Shared, body_of, check_key, check_value, checked_op_id, parse_version, peer_body, query,
+    Body, KeyParam, MAX_STALENESS_MS, Shared, body_of, check_key, check_value, checked_op_id, parse_version, peer_body,
+    query,
 };
 use crate::node::{ReadRequest, Region};
 use crate::tls::PeerIdentity;

@@ -342,10 +342,7 @@ pub(super) async fn one_shot(
         (status = 503, description = "A key's home cannot be reached, or the store does not answer", body = Problem, content_type = PROBLEM_JSON),
     )
 )]
-pub(super) async fn snapshot(
-    State(region): Shared,
-    body: Body<SnapshotRequest>,
-) -> Result<Response, ApiError> {
+pub(super) async fn snapshot(State(region): Shared, body: Body<SnapshotRequest>) -> Result<Response, ApiError> {
     let req = body_of(&region, body)?;
     for key in &req.keys {
         check_key(key)?;

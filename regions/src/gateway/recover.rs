@@ -32,7 +32,11 @@ pub async fn run(region: Arc<Region>) {
         }
         if rounds % PRUNE_EVERY == 0 {
             let horizon = region.clock.physical_ms().saturating_sub(RETENTION_MS);
-            match region.store.txn_prune_records(i64::try_from(horizon).unwrap_or(0)).await {
+            match region
+                .store
+                .txn_prune_records(i64::try_from(horizon).unwrap_or(0))
+                .await
+            {
                 Ok(0) => {}
                 Ok(pruned) => tracing::info!(pruned, "pruned old transaction records"),
                 Err(e) => tracing::warn!(error = %e, "pruning transaction records failed; next hour"),

@@ -101,10 +101,20 @@ pub async fn records_are_pruned_by_when_they_were_last_written(b: Backend) {
     let store = db.open().await;
     let committed = TxnStatus::Committed { commit_ts: ts(9) };
     store.txn_set_record("old", TxnStatus::Aborted, 1_000).await.unwrap();
-    store.txn_set_record("op/x", TxnStatus::Pending { min_commit_ts: ts(1) }, 1_000).await.unwrap();
-    store.txn_set_record("rewritten", TxnStatus::Pending { min_commit_ts: ts(1) }, 1_000).await.unwrap();
+    store
+        .txn_set_record("op/x", TxnStatus::Pending { min_commit_ts: ts(1) }, 1_000)
+        .await
+        .unwrap();
+    store
+        .txn_set_record("rewritten", TxnStatus::Pending { min_commit_ts: ts(1) }, 1_000)
+        .await
+        .unwrap();
     store.txn_set_record("rewritten", committed, 3_000).await.unwrap();
-    assert_eq!(store.txn_prune_records(1_000).await.unwrap(), 0, "the horizon itself is kept");
+    assert_eq!(
+        store.txn_prune_records(1_000).await.unwrap(),
+        0,
+        "the horizon itself is kept"
+    );
     assert_eq!(store.txn_prune_records(2_000).await.unwrap(), 2);
     assert_eq!(store.txn_record("old").await.unwrap(), None);
     assert_eq!(store.txn_record("op/x").await.unwrap(), None);
