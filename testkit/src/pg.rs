@@ -28,6 +28,10 @@
 //! them on a server of the test's own, [`PgServer::dedicated`] (the shared one serves every
 //! other test of the process). They block; call them from `spawn_blocking`.
 //!
+//! [`PgServer::dedicated_on`] starts a server of the test's own that also listens on another
+//! address of the host (say the Docker bridge's gateway, for containers), where it wants a
+//! password (`scram-sha-256`) from every client; 127.0.0.1 keeps trusting the tests.
+//!
 //! Under `cargo nextest` every test is its own process, hence its own server (initdb takes
 //! about a second and a half); set `GEOSAGA_TEST_POSTGRES_URL` to share one.
 
@@ -159,7 +163,7 @@ static SERVER: OnceLock<PgServer> = OnceLock::new();
 /// The process's throwaway server, started on first use.
 pub fn server() -> &'static PgServer {
     SERVER.get_or_init(|| {
-        let server = PgServer::launch(NOT_FOUND);
+        let server = PgServer::launch(NOT_FOUND, None);
         // SAFETY: registers a plain function; `atexit` has no other preconditions.
         unsafe { atexit(stop_at_exit) };
         server
@@ -182,6 +186,8 @@ pub struct PgServer {
     bin: PathBuf,
     root: PathBuf,
     port: u16,
+    /// The addresses it listens on (`listen_addresses`).
+    listen: String,
     /// The user the binaries run as (when the tests run as root).
     user: Option<String>,
     /// The watchdog; its stdin (the write end of its pipe) closes when the process ends.
@@ -193,7 +199,36 @@ impl PgServer {
     /// or restart it. Dropping it stops it and deletes its directory. Needs the binaries
     /// (`GEOSAGA_TEST_POSTGRES_URL` does not help here).
     pub fn dedicated() -> PgServer {
-        PgServer::launch(DEDICATED_NOT_FOUND)
+        PgServer::launch(DEDICATED_NOT_FOUND, None)
+    }
+
+    /// Like [`PgServer::dedicated`], also listening on `address` (an IP address of this
+    /// host), where any client must log in with a password (`scram-sha-256`): for clients
+    /// outside the test process, such as containers reaching the host through Docker's
+    /// bridge. Make them a role with [`PgServer::database_for`].
+    pub fn dedicated_on(address: std::net::IpAddr) -> PgServer {
+        PgServer::launch(DEDICATED_NOT_FOUND, Some(address))
+    }
+
+    /// Creates a role `user` with `password` and an empty database it owns; returns the
+    /// database's name.
+    pub async fn database_for(&self, user: &str, password: &str) -> String {
+        let name = unique_name();
+        let mut conn = PgConnection::connect(&self.admin_url())
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL server: {e}"));
+        // Neither can be a bind parameter; both come from the test, quoted as literals.
+        let quoted = password.replace('\'', "''");
+        for sql in [
+            format!("CREATE ROLE \"{user}\" LOGIN PASSWORD '{quoted}'"),
+            format!("CREATE DATABASE \"{name}\" OWNER \"{user}\""),
+        ] {
+            conn.execute(sql.as_str())
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        let _ = conn.close().await;
+        name
     }
 
     /// Creates an empty database on this server.
@@ -201,7 +236,7 @@ impl PgServer {
         create_database(&self.admin_url()).await
     }
 
-    fn launch(not_found: &str) -> PgServer {
+    fn launch(not_found: &str, also_on: Option<std::net::IpAddr>) -> PgServer {
         let bin = find_bindir().unwrap_or_else(|| panic!("{not_found}"));
         let user = run_as();
         let root = tempfile::Builder::new()
@@ -220,6 +255,10 @@ impl PgServer {
             bin,
             root,
             port: 0,
+            listen: match also_on {
+                Some(address) => format!("127.0.0.1,{address}"),
+                None => "127.0.0.1".to_owned(),
+            },
             user,
             watchdog,
         };
@@ -231,6 +270,13 @@ impl PgServer {
             .output()
             .expect("running initdb");
         check(&init, "initdb", None);
+        if also_on.is_some() {
+            // initdb trusts local connections only; clients on the other address need a password.
+            let hba = data.join("pg_hba.conf");
+            let mut rules = std::fs::read_to_string(&hba).expect("reading pg_hba.conf");
+            rules.push_str("host all all 0.0.0.0/0 scram-sha-256\n");
+            std::fs::write(&hba, rules).expect("writing pg_hba.conf");
+        }
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -243,7 +289,8 @@ impl PgServer {
         }
     }
 
-    /// The port the server listens on (127.0.0.1 only).
+    /// The port the server listens on (on 127.0.0.1, and on the address of
+    /// [`PgServer::dedicated_on`]).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -284,7 +331,8 @@ impl PgServer {
 
     fn try_start(&self) -> Result<(), String> {
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} -c fsync=on -c max_connections=300",
+            "-c listen_addresses={} -p {} -c unix_socket_directories={} -c fsync=on -c max_connections=300",
+            self.listen,
             self.port,
             self.root.display()
         );

@@ -2,6 +2,12 @@
 //!
 //! - every transfer saga settled `completed` or `compensated`, and every account holds its
 //!   opening balance less what it sent plus what it received in completed sagas;
+//! - some sagas started on one coordinator were settled by the other (adopted: see
+//!   [`super::coordinators`]);
+//! - every write applied but answered too late (possibly applied) was undone when its saga
+//!   unwound, and there was one ([`super::uncertain`]);
+//! - eu-west ran with its clock ahead of the others' (its log says so), so the checks below
+//!   held on clocks that disagree;
 //! - every strong key's history is linearizable (`testkit::history`, after final strong
 //!   reads through every region);
 //! - no acknowledged strong write is lost: each is still readable at its home as of its
@@ -23,7 +29,7 @@ use serde_json::{Value, json};
 use testkit::history::{self, Call, Operation, Outcome};
 
 use super::Fault;
-use super::testbed::{PREFIXES, REGIONS, Testbed};
+use super::testbed::{CLOCK_OFFSET, MAX_CLOCK_OFFSET_MS, PREFIXES, REGIONS, Testbed};
 use super::transfers::{self, Sagas};
 use super::workload::{Workload, anywhere_keys, async_keys, counter_keys, strong_keys};
 
@@ -66,12 +72,16 @@ pub async fn run(tb: &Testbed, w: &Workload, sagas: &Sagas) -> Report {
                 "money conserved across regions",
                 transfers::money_conserved(w, &completed).await,
             ));
+            let started = sagas.started.lock().unwrap().clone();
+            checks.push(super::coordinators::adopted(&tb.database, &started).await);
+            checks.push(super::uncertain::applied_then_timed_out(w, &tb.coordinator, &started).await);
         }
         Err(e) => checks.push((
             "every saga completed or compensated (those over the limit compensated)",
             Err(e),
         )),
     }
+    checks.push(clock_ahead(tb).await);
     checks.push(final_reads(w).await);
     checks.push(linearizable(w).await);
     checks.push(no_lost_strong_write(w).await);
@@ -114,6 +124,25 @@ pub async fn run(tb: &Testbed, w: &Workload, sagas: &Sagas) -> Report {
 }
 
 type Check = (&'static str, Result<String, String>);
+
+/// The region of [`CLOCK_OFFSET`] said at its start that its clock is moved (every start:
+/// the nemesis restarts it).
+async fn clock_ahead(tb: &Testbed) -> Check {
+    let (region, ms) = CLOCK_OFFSET;
+    let logs = tb.run(&["logs", region]).await.output;
+    let said = format!("clock_offset_ms={ms}");
+    let starts = logs.lines().filter(|l| l.contains(&said)).count();
+    (
+        "a region's clock ahead of the others'",
+        if starts > 0 {
+            Ok(format!(
+                "{region} {ms} ms ahead (max_clock_offset_ms {MAX_CLOCK_OFFSET_MS}), said at {starts} start(s)"
+            ))
+        } else {
+            Err(format!("{region}'s log never says {said}"))
+        },
+    )
+}
 
 /// Final strong reads of every key through every region join the histories.
 async fn final_reads(w: &Workload) -> Check {
@@ -449,7 +478,7 @@ pub fn keep_history(w: &Workload, sagas: &Sagas, faults: &[Fault], report: &Repo
             "key": b.key, "region": REGIONS[b.region], "invoked_ms": b.invoked.as_secs_f64() * 1e3,
             "version": b.version.map(|v| v.to_string()), "bound_ms": b.bound, "by_replica": b.local,
         })).collect::<Vec<_>>(),
-        "sagas": sagas.started.lock().unwrap().iter().map(|t| json!({"id": t.id, "from": t.from, "to": t.to, "amount": t.amount})).collect::<Vec<_>>(),
+        "sagas": sagas.started.lock().unwrap().iter().map(|t| json!({"id": t.id, "from": t.from, "to": t.to, "amount": t.amount, "started_on": super::coordinators::COORDINATORS[t.coordinator]})).collect::<Vec<_>>(),
         "counters": w.rec.counters.lock().unwrap().iter().map(|(k, (a, u))| json!({"key": k, "acknowledged": a, "unknown": u})).collect::<Vec<_>>(),
     });
     let path = dir.join("history.json");

@@ -1,23 +1,30 @@
 //! The chaos suite: the containerised multi-region testbed (`deploy/testbed`: three regions
-//! and a coordinator, WAN latency from `geosaga-netem`; mutual TLS between the regions, TLS
-//! and tokens of each role for their clients, a token on the coordinator's API, and the
-//! coordinator's region steps over TLS with a client certificate and a write token) under a
-//! workload of cross-region
-//! transfer sagas, strong and async writes, bounded-staleness reads, counter increments and
-//! writes-anywhere keys,
-//! while a nemesis SIGKILLs and restarts regions and the coordinator, cuts regions off and
-//! heals them, and changes latencies. Then every promise is checked (see [`checks`]) and a
-//! short report printed; when a check fails, the whole history is kept as JSON.
+//! and two coordinators sharing a PostgreSQL database on the host, WAN latency from
+//! `geosaga-netem`; mutual TLS between the regions, TLS and tokens of each role for their
+//! clients, a token on the coordinators' API, and the coordinators' region steps over TLS
+//! with a client certificate and a write token; eu-west's clock 40 ms ahead of the others',
+//! within `max_clock_offset_ms`) under a workload of cross-region transfer sagas (spread
+//! over both coordinators), strong and async writes, bounded-staleness reads, counter
+//! increments and writes-anywhere keys, while a nemesis SIGKILLs and restarts regions and
+//! one coordinator, pauses the other past its lease (`docker pause`, the cgroup freezer),
+//! cuts regions off and heals them, changes latencies, and holds eu-west's and ap-south's
+//! answers back longer than a step's time limit (their writes apply, the coordinator sees a
+//! timeout). The first six faults are one of each kind, in a random order, however short
+//! the run. Then every promise is checked
+//! (see [`checks`]) and a short report printed; when a check fails, the whole history is
+//! kept as JSON.
 //!
-//! Needs Docker (`scripts/test` installs it as root). `GEOSAGA_CHAOS_SECS` sets how long
+//! Needs Docker and PostgreSQL's server binaries (`scripts/test` installs both as root). `GEOSAGA_CHAOS_SECS` sets how long
 //! the nemesis runs (default 120; a soak: `GEOSAGA_CHAOS_SECS=3600 cargo nextest run -p
 //! geosaga --test chaos --run-ignored all`... or simply the same command with a longer
 //! duration), `GEOSAGA_CHAOS_SEED` replays a nemesis schedule, `GEOSAGA_CHAOS_KEEP=1` leaves
 //! the testbed up afterwards.
 
 mod checks;
+mod coordinators;
 mod testbed;
 mod transfers;
+mod uncertain;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -25,9 +32,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use coordinators::{COORDINATORS, LEASE_MS};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use testbed::{REGIONS, TABLE_RTT, Testbed};
+use testbed::{CLOCK_OFFSET, MAX_CLOCK_OFFSET_MS, REGIONS, TABLE_RTT, Testbed};
 use workload::Workload;
 
 /// One fault the nemesis injected.
@@ -35,7 +43,7 @@ use workload::Workload;
 pub struct Fault {
     /// When it began (since the workload's origin).
     pub at: Duration,
-    /// Its kind: `kill`, `cut`, `latency`.
+    /// Its kind: `kill` (a region), `kill-coordinator`, `pause`, `cut`, `latency`, `slow`.
     pub kind: &'static str,
     /// What exactly.
     pub what: String,
@@ -54,14 +62,27 @@ async fn sleep_ms(rng: &mut StdRng, range: std::ops::Range<u64>) {
     tokio::time::sleep(Duration::from_millis(rng.random_range(range))).await;
 }
 
-/// Kills, cuts and slows down parts of the testbed, one fault at a time, until `until`.
+/// The kinds of fault: a region killed, the first coordinator killed, the second paused
+/// past its lease, a region cut off, a latency changed, a region's answers held back past
+/// a step's time limit.
+const KINDS: usize = 6;
+
+/// Kills, pauses, cuts and slows down parts of the testbed, one fault at a time, until
+/// `until`: first one fault of each kind in a random order, then kinds drawn at random.
 async fn nemesis(tb: &Testbed, w: &Workload, seed: u64, until: Instant) -> Vec<Fault> {
     let mut rng = StdRng::seed_from_u64(seed);
+    let mut first: Vec<usize> = (0..KINDS).collect();
+    rand::seq::SliceRandom::shuffle(first.as_mut_slice(), &mut rng);
     let mut faults = Vec::new();
-    while Instant::now() < until {
+    // However short the run, one fault of each kind.
+    while Instant::now() < until || faults.len() < KINDS {
         sleep_ms(&mut rng, 1_500..4_000).await;
         let at = w.now();
-        match rng.random_range(0..4) {
+        let kind = match faults.len() {
+            n if n < KINDS => first[n],
+            _ => rng.random_range(0..KINDS),
+        };
+        match kind {
             0 => {
                 let r = REGIONS[rng.random_range(0..REGIONS.len())];
                 tb.must(&["kill", r]).await;
@@ -77,7 +98,7 @@ async fn nemesis(tb: &Testbed, w: &Workload, seed: u64, until: Instant) -> Vec<F
                 tb.must(&["kill", "coordinator"]).await;
                 faults.push(Fault {
                     at,
-                    kind: "kill",
+                    kind: "kill-coordinator",
                     what: "coordinator SIGKILLed".into(),
                 });
                 sleep_ms(&mut rng, 500..4_000).await;
@@ -94,7 +115,7 @@ async fn nemesis(tb: &Testbed, w: &Workload, seed: u64, until: Instant) -> Vec<F
                 sleep_ms(&mut rng, 2_000..8_000).await;
                 tb.must(&["heal", r]).await;
             }
-            _ => {
+            3 => {
                 let (a, b, _) = TABLE_RTT[rng.random_range(0..TABLE_RTT.len())];
                 let ms = rng.random_range(10..800u64);
                 tb.must(&["latency", a, b, &ms.to_string()]).await;
@@ -104,10 +125,47 @@ async fn nemesis(tb: &Testbed, w: &Workload, seed: u64, until: Instant) -> Vec<F
                     what: format!("{a}<->{b} {ms} ms"),
                 });
             }
+            4 => {
+                // Past its lease: the other coordinator adopts its sagas meanwhile, and
+                // its own tasks find they were fenced once it runs again.
+                let paused = COORDINATORS[1];
+                tb.must(&["pause", paused]).await;
+                let ms = rng.random_range(LEASE_MS + 1_000..LEASE_MS + 4_000);
+                faults.push(Fault {
+                    at,
+                    kind: "pause",
+                    what: format!("{paused} paused {ms} ms (lease {LEASE_MS} ms)"),
+                });
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                tb.must(&["unpause", paused]).await;
+            }
+            _ => {
+                // Answers later than a step's time limit, for longer than a step's three
+                // attempts: writes sent meanwhile apply at the home, and end possibly
+                // applied at the coordinator. Both regions behind netem, so that every
+                // transfer running then has a write there (sender and receiver live in
+                // different regions).
+                let late = (transfers::STEP_TIMEOUT_MS + 1_000).to_string();
+                for r in &REGIONS[1..] {
+                    tb.must(&["slow", r, &late]).await;
+                }
+                faults.push(Fault {
+                    at,
+                    kind: "slow",
+                    what: format!("{}'s answers {late} ms late", REGIONS[1..].join("'s and ")),
+                });
+                sleep_ms(&mut rng, 8_000..12_000).await;
+                for r in &REGIONS[1..] {
+                    tb.must(&["slow", r, "0"]).await;
+                }
+            }
         }
     }
     tb.must(&["heal"]).await;
     tb.must(&["latencies"]).await;
+    for r in &REGIONS[1..] {
+        tb.must(&["slow", r, "0"]).await;
+    }
     faults
 }
 
@@ -165,12 +223,14 @@ async fn the_testbed_keeps_its_promises_under_a_nemesis() {
 
     let w = Arc::new(Workload::new(tb.regions.clone(), &tb.secrets));
     transfers::open_accounts(&w).await;
+    transfers::register(&w, &tb.coordinator).await;
     let sagas = Arc::new(transfers::Sagas::default());
     let mut tasks = workload::start(&w);
     for client in 0..4 {
-        let (w, sagas, coordinator) = (w.clone(), sagas.clone(), tb.coordinator.clone());
+        let via = client % tb.coordinators.len();
+        let (w, sagas, coordinator) = (w.clone(), sagas.clone(), tb.coordinators[via].clone());
         tasks.push(tokio::spawn(async move {
-            transfers::run(&w, &sagas, &coordinator, client).await
+            transfers::run(&w, &sagas, (via, &coordinator), client).await
         }));
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -201,10 +261,14 @@ async fn the_testbed_keeps_its_promises_under_a_nemesis() {
         *by_kind.entry(f.kind).or_insert(0usize) += 1;
     }
     eprintln!(
-        "chaos report ({secs} s, seed {seed}; image and testbed up in {:.0} s, workload {:.0} s, checks {:.0} s)\n  operations: {}\n  faults: {} ({by_kind:?}): {}\n  checks:\n{}",
+        "chaos report ({secs} s, seed {seed}; image and testbed up in {:.0} s, workload {:.0} s, checks {:.0} s)\n  \
+         testbed: coordinators {COORDINATORS:?} on PostgreSQL (lease {LEASE_MS} ms); {}'s clock {} ms ahead of the others' \
+         (max_clock_offset_ms {MAX_CLOCK_OFFSET_MS})\n  operations: {}\n  faults: {} ({by_kind:?}): {}\n  checks:\n{}",
         setup.as_secs_f64(),
         workload.as_secs_f64(),
         checking.as_secs_f64(),
+        CLOCK_OFFSET.0,
+        CLOCK_OFFSET.1,
         report.operations,
         faults.len(),
         faults
@@ -236,5 +300,8 @@ async fn the_testbed_keeps_its_promises_under_a_nemesis() {
             path.display()
         );
     }
-    assert!(!faults.is_empty(), "the nemesis injected faults");
+    assert!(
+        by_kind.len() == KINDS,
+        "the nemesis injected a fault of every kind: {by_kind:?}"
+    );
 }

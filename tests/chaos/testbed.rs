@@ -1,16 +1,27 @@
 //! The containerised testbed (`deploy/testbed`) as the chaos suite drives it: its own
 //! compose project on free host ports, with its own certificates (made by `testbed up`) and
 //! tokens (chosen here), brought up and hurt with the same `testbed` script a user runs
-//! (`up`, `cut`, `heal`, `kill`, `start`, `latency`), and taken down at the end.
+//! (`up`, `cut`, `heal`, `kill`, `start`, `pause`, `unpause`, `latency`, `slow`), and taken
+//! down at the end. It runs two coordinators on a PostgreSQL database on the host
+//! ([`Database`], `up --database URL --coordinators 2`) and one region's clock ahead of the
+//! others' ([`CLOCK_OFFSET`], `up --clock-offset`).
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use super::coordinators::{COORDINATORS, Database, LEASE_MS};
+
 /// The regions, as named in the testbed.
 pub const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
 /// The key prefix homed in each region (the testbed's placement rules).
 pub const PREFIXES: [&str; 3] = ["us/", "eu/", "ap/"];
+/// The region whose clock runs ahead of the others', and by how much (ms): within the
+/// testbed's `max_clock_offset_ms` ([`MAX_CLOCK_OFFSET_MS`]), so that every promise still
+/// holds, on clocks that disagree.
+pub const CLOCK_OFFSET: (&str, i64) = ("eu-west", 40);
+/// `max_clock_offset_ms` of `deploy/testbed/config/*.toml`.
+pub const MAX_CLOCK_OFFSET_MS: i64 = 50;
 /// The round-trip times of the testbed's table (`deploy/testbed/testbed`), in ms.
 pub const TABLE_RTT: [(&str, &str, u64); 3] = [
     ("us-east", "eu-west", 80),
@@ -93,8 +104,12 @@ impl Secrets {
 pub struct Testbed {
     project: String,
     env: Vec<(String, String)>,
-    /// The coordinator's base URL.
+    /// The first coordinator's base URL.
     pub coordinator: String,
+    /// Every coordinator's base URL, in the order of [`COORDINATORS`].
+    pub coordinators: Vec<String>,
+    /// Their database.
+    pub database: Database,
     /// Each region's base URL (`https://`), in the order of [`REGIONS`].
     pub regions: Vec<String>,
     /// The netem API's base URL.
@@ -112,13 +127,14 @@ pub struct Ran {
 }
 
 impl Testbed {
-    /// Builds the image (`deploy/build-image`: incremental, quick when nothing changed) and
-    /// starts the testbed under the compose project `project`, on free ports, with new
-    /// tokens and certificates.
+    /// Builds the image (`deploy/build-image`: incremental, quick when nothing changed),
+    /// starts the coordinators' database and the testbed under the compose project
+    /// `project`, on free ports, with new tokens and certificates.
     pub async fn up(project: &str) -> Testbed {
         let build = run_script(root().join("deploy/build-image"), &[], &[]).await;
         assert!(build.ok, "deploy/build-image failed:\n{}", build.output);
-        let ports: Vec<u16> = (0..5).map(|_| testkit::free_port()).collect();
+        let database = Database::start().await;
+        let ports: Vec<u16> = (0..6).map(|_| testkit::free_port()).collect();
         let secrets = Secrets::new(project);
         let env: Vec<(String, String)> = [
             ("GEOSAGA_TESTBED_PROJECT", project.to_owned()),
@@ -127,6 +143,8 @@ impl Testbed {
             ("GEOSAGA_TESTBED_EU_WEST_PORT", ports[2].to_string()),
             ("GEOSAGA_TESTBED_AP_SOUTH_PORT", ports[3].to_string()),
             ("GEOSAGA_TESTBED_NETEM_PORT", ports[4].to_string()),
+            ("GEOSAGA_TESTBED_COORDINATOR_B_PORT", ports[5].to_string()),
+            ("GEOSAGA_TESTBED_LEASE_MS", LEASE_MS.to_string()),
             ("GEOSAGA_TESTBED_CERTS", secrets.certs.display().to_string()),
             ("GEOSAGA_TESTBED_TOKEN", secrets.api.clone()),
             ("GEOSAGA_TESTBED_ADMIN_TOKEN", secrets.admin.clone()),
@@ -140,14 +158,32 @@ impl Testbed {
             project: project.to_owned(),
             env,
             coordinator: format!("http://127.0.0.1:{}", ports[0]),
+            coordinators: [ports[0], ports[5]]
+                .iter()
+                .map(|p| format!("http://127.0.0.1:{p}"))
+                .collect(),
             regions: ports[1..4].iter().map(|p| format!("https://127.0.0.1:{p}")).collect(),
             netem: format!("http://127.0.0.1:{}", ports[4]),
             secrets,
+            database,
         };
         // A testbed left over by an interrupted run of the same project goes first (with
         // its certificates: `up` makes new ones).
         testbed.run(&["down"]).await;
-        let up = testbed.run(&["up"]).await;
+        let offset = format!("{}={}", CLOCK_OFFSET.0, CLOCK_OFFSET.1);
+        let coordinators = COORDINATORS.len().to_string();
+        let database = testbed.database.for_containers.clone();
+        let up = testbed
+            .run(&[
+                "up",
+                "--database",
+                &database,
+                "--coordinators",
+                &coordinators,
+                "--clock-offset",
+                &offset,
+            ])
+            .await;
         assert!(up.ok, "testbed up failed:\n{}\n{}", up.output, testbed.logs().await);
         testbed
     }

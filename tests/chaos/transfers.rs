@@ -1,9 +1,11 @@
-//! Cross-region transfer sagas (`examples/transfer_regions.json`, registered by `testbed
-//! up`) in the chaos suite: accounts in every region, transfers between accounts of
-//! different regions started through the coordinator (retried with one idempotency key
-//! while it is down), and the checks: every saga settles `completed` or `compensated`, and
-//! each account holds its opening balance less what it sent plus what it received in
-//! completed sagas (so money is conserved across regions).
+//! Cross-region transfer sagas in the chaos suite (`examples/transfer_regions.json` with a
+//! shorter time limit and fewer attempts per step, [`definition`]: so that a region whose
+//! answers are late leaves a write possibly applied): accounts in every region, transfers
+//! between accounts of different regions started through the coordinators, each client on
+//! one of them (retried there with one idempotency key while it is down or paused), and the
+//! checks: every saga settles `completed` or `compensated`, and each account holds its
+//! opening balance less what it sent plus what it received in completed sagas (so money is
+//! conserved across regions).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -21,6 +23,39 @@ pub const OPENING: i64 = 1_000;
 const LIMIT: i64 = 500;
 /// Accounts per region.
 const PER_REGION: usize = 3;
+/// The chaos suite's transfer saga.
+pub const DEFINITION: &str = "chaos_transfer";
+/// The time limit of each attempt of its steps, in ms.
+pub const STEP_TIMEOUT_MS: u64 = 2_000;
+
+/// `examples/transfer_regions.json` as [`DEFINITION`]: each step's attempts end after
+/// [`STEP_TIMEOUT_MS`] (10 s in the example) and a step gives up after 3 of them (30), so
+/// that answers held back for a few seconds leave a write possibly applied; undos keep the
+/// example's patience.
+pub fn definition() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/transfer_regions.json");
+    let mut d: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    d["name"] = json!(DEFINITION);
+    d["defaults"]["timeout_ms"] = json!(STEP_TIMEOUT_MS);
+    d["defaults"]["retry"] = json!({"max_attempts": 3, "initial_backoff_ms": 100, "max_backoff_ms": 400});
+    d
+}
+
+/// Registers [`definition`] (the coordinators share their database: once is enough).
+pub async fn register(w: &Workload, coordinator: &str) {
+    let r = w
+        .coordinator
+        .post(format!("{coordinator}/v1/definitions"))
+        .json(&definition())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "registering {DEFINITION}: {}",
+        r.text().await.unwrap_or_default()
+    );
+}
 
 /// A transfer saga the coordinator accepted.
 #[derive(Debug, Clone)]
@@ -33,6 +68,8 @@ pub struct Transfer {
     pub to: String,
     /// The amount.
     pub amount: i64,
+    /// The coordinator it was started on (an index of `coordinators::COORDINATORS`).
+    pub coordinator: usize,
 }
 
 /// The sagas started, and starts that never got an answer.
@@ -68,10 +105,11 @@ pub async fn open_accounts(w: &Workload) {
     }
 }
 
-/// Starts transfers through `coordinator` until `w.stop`, one at a time: each start waits
-/// for its saga to settle (up to 30 s, `wait_ms`), as a real client does; it is retried with its
-/// idempotency key until the coordinator answers (it may be down).
-pub async fn run(w: &Workload, sagas: &Sagas, coordinator: &str, client: usize) {
+/// Starts transfers through coordinator number `via` at `coordinator` until `w.stop`, one
+/// at a time: each start waits for its saga to settle (up to 30 s, `wait_ms`), as a real
+/// client does; it is retried with its idempotency key until the coordinator answers (it
+/// may be down or paused).
+pub async fn run(w: &Workload, sagas: &Sagas, (via, coordinator): (usize, &str), client: usize) {
     let accounts = accounts();
     let mut n = 0;
     while !w.stop.load(Ordering::SeqCst) {
@@ -91,7 +129,7 @@ pub async fn run(w: &Workload, sagas: &Sagas, coordinator: &str, client: usize) 
             rand::random_range(1..=40i64)
         };
         let body = json!({
-            "definition": "transfer_regions",
+            "definition": DEFINITION,
             "input": {"from": from, "to": to, "amount": amount},
             "idempotency_key": format!("chaos-{client}-{n}"),
         });
@@ -113,6 +151,7 @@ pub async fn run(w: &Workload, sagas: &Sagas, coordinator: &str, client: usize) 
                         from: from.clone(),
                         to: to.clone(),
                         amount,
+                        coordinator: via,
                     });
                     break;
                 }
