@@ -24,12 +24,14 @@ Reading it: a transaction whose keys share one home costs that home's fsyncs onl
 its intents are durable at the home but not replicated to a quorum before the commit (see\n\
 `docs/transactions.md`): it is not comparable with a strong write, which waits for the\n\
 nearest replica. Across two homes, a commit at a gateway that homes one of the written keys\n\
-costs one round trip to the other home: the prepares go to both homes at once, the record is\n\
-kept at the gateway and written there, and the homes resolve their intents after the client\n\
-has its answer. A gateway that homes none of the keys pays a second round trip, to the\n\
-record at the first written key's home. Neither the intents nor the record are replicated\n\
-to a quorum before the answer: with that replication a commit would cost a replication round\n\
-for the intents and another for the record, unless both go at once (parallel commits). A\n\
+costs two round trips to the other home: the prepares go to both homes at once, the record\n\
+is kept at the gateway and written there, then the resolves, awaited (the record is not\n\
+replicated, so the other homes must not depend on it after the answer). A gateway that\n\
+homes none of the keys pays a third round trip, to the record at the first written key's\n\
+home. Neither the intents nor the record are replicated to a quorum before the answer: with\n\
+that replication a commit would cost a replication round for the intents and another for\n\
+the record, unless both go at once (parallel commits), after which the resolves could\n\
+follow the answer. A\n\
 read-only snapshot is served from a replica's own copies once the bound covers the one-way\n\
 latency from the farther home plus the closed timestamp's interval and the clock offset.\n";
 const SETTINGS: &str =

@@ -102,10 +102,10 @@
 //!
 //! **Transactions** (`docs/transactions.md`) read at a snapshot, lay intents at each key's
 //! home when they commit (validated: nothing newer than the snapshot, no other live
-//! transaction's intent), and are decided by one record at the home of their first written
-//! key; whoever meets an intent asks the record. A home's closed timestamp stays below
-//! every transaction prepared there until it is resolved, so a snapshot read from a
-//! replica's copy never sees part of one.
+//! transaction's intent), and are decided by one record at one home of a written key (the
+//! gateway, when it is one); whoever meets an intent asks the record. A home's closed
+//! timestamp stays below every transaction prepared there until it is resolved, so a
+//! snapshot read from a replica's copy never sees part of one.
 //!
 //! **Counters** are PN-counters: each region changes only its own component and ships it;
 //! replicas merge by per-region maximum, so late, repeated or reordered components lose no

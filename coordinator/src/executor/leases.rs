@@ -48,7 +48,7 @@ pub(crate) struct Lease {
     deadline: watch::Sender<Instant>,
     /// The sagas whose leases the last successful renewal extended (those owned here when
     /// it ran): [`Lease::deadline`] holds for these only.
-    covered: RwLock<Arc<HashSet<Uuid>>>,
+    covered: RwLock<HashSet<Uuid>>,
     /// Sagas the last round found owned here without a task (the periodic check runs those
     /// it finds so twice in a row).
     stranded: Mutex<HashSet<Uuid>>,
@@ -60,7 +60,7 @@ impl Lease {
         Lease {
             clock_offset_ms: AtomicI64::new(0),
             deadline: watch::Sender::new(Instant::now()),
-            covered: RwLock::new(Arc::default()),
+            covered: RwLock::new(HashSet::new()),
             stranded: Mutex::new(HashSet::new()),
         }
     }
@@ -76,14 +76,17 @@ impl Lease {
     /// the time a launch takes).
     pub(crate) fn renewed(&self, began: Instant, lease: Duration, owned: &[Uuid]) {
         // The set first: a task that sees the new deadline sees the sagas it holds for.
-        *self.covered.write().expect("lock") = Arc::new(owned.iter().copied().collect());
+        *self.covered.write().expect("lock") = owned.iter().copied().collect();
         self.deadline.send_replace(began + lease.saturating_sub(margin(lease)));
     }
 
     /// Whether saga `id` may launch an attempt now without reading its owner first: its own
-    /// lease (`own_lease_until_ms`, on the store's clock, as its start or adoption set it)
-    /// certainly holds, or the last renewal extended it and still holds. A saga adopted by
-    /// another coordinator while this one was paused fails both.
+    /// lease (`own_lease_until_ms`, on the store's clock, as the write that gave this task
+    /// the saga set it: its start, adoption, take-over, or the row read by a retry or the
+    /// stranded-saga check) certainly holds, or the last renewal extended it and still
+    /// holds. A saga adopted by another coordinator while this one was paused fails both.
+    /// The margin also covers this host's clock stepping back between two measurements of
+    /// the store's.
     pub(crate) fn may_launch(&self, id: Uuid, own_lease_until_ms: i64, lease: Duration) -> bool {
         let margin_ms = i64::try_from(margin(lease).as_millis()).unwrap_or(i64::MAX);
         if self.clock_ms() < own_lease_until_ms.saturating_sub(margin_ms) {

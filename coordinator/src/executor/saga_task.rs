@@ -318,7 +318,7 @@ impl Driver {
     /// saga is still this task's (another coordinator may have adopted it meanwhile; a
     /// paused process finds out here, before it sends anything).
     async fn await_lease(&mut self) -> Result<()> {
-        tracing::warn!("the lease was not renewed in time; holding attempts until it is");
+        tracing::warn!(saga_id = %self.id, "no lease of this saga certainly holds; holding attempts until a renewal extends it");
         let mut deadline = self.inner.lease.subscribe();
         while !self.inner.lease.held() {
             if deadline.changed().await.is_err() {

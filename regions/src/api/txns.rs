@@ -11,7 +11,6 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

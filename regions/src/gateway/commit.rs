@@ -8,9 +8,12 @@
 //!    prepare expired, or a write aborted it) refuses; so does an undecided one given an
 //!    abort. This one write is the commit point: before it nothing is visible anywhere, after
 //!    it every reader that meets an intent sees the version.
-//! 3. **Resolve** every home's intents, after the client has its answer: only a courtesy,
-//!    since readers and the recovery loop resolve through the record too (a reader that
-//!    meets a committed intent resolves it and sees the version; nothing waits for it).
+//! 3. **Resolve** every home's intents, awaited before the answer. Readers and the recovery
+//!    loop resolve through the record too, so a lost resolve is only late; but the record is
+//!    kept at one region and not replicated, so answering before the resolves would leave
+//!    the other homes' keys depending on that region (blocked while it is away, and lost
+//!    with its disk) after the client was told the transaction committed. Resolving after
+//!    the answer is for when the record is replicated.
 //!
 //! A gateway that dies anywhere leaves all or nothing: before the record was written its
 //! intents expire and are aborted through the record, after it they resolve to versions.
@@ -30,8 +33,8 @@ pub(super) async fn commit(region: &Arc<Region>, txn: &Txn) -> Result<Timestamp>
     commit_with_record_at(region, txn, None).await
 }
 
-/// [`commit`], with the record at `record_home` rather than at the first written key's
-/// home (an exactly-once transaction's record goes where its op id's tries are kept).
+/// [`commit`], with the record at `record_home` rather than where the plan puts it (an
+/// exactly-once transaction's record goes where its op id's tries are kept).
 pub(super) async fn commit_with_record_at(
     region: &Arc<Region>,
     txn: &Txn,
@@ -106,10 +109,12 @@ pub(super) async fn commit_with_record_at(
                 resolve_at(region, txn, home, Some(commit_ts)).await;
                 crash_if_asked("resolved-one");
             }
-            // The commit is decided: the client need not wait a round trip more for the
-            // homes to learn it.
-            let (region, txn) = (Arc::clone(region), txn.clone());
-            tokio::spawn(async move { resolve(&region, &txn, &plan, Some(commit_ts)).await });
+            resolve(region, txn, &plan, Some(commit_ts)).await;
+            // The client's next snapshot here starts above its own commit, whether or not
+            // this region homes a key of it. The commit is decided whatever the clock says.
+            if let Err(e) = region.clock.update(commit_ts) {
+                tracing::warn!(txn = txn.id, error = %e, "a commit timestamp is ahead of this region's clock");
+            }
             Ok(commit_ts)
         }
         TxnStatus::Aborted | TxnStatus::Pending { .. } => {

@@ -2,9 +2,11 @@
 //! each intent held here whose prepare is older than [`EXPIRY_MS`] is settled through its
 //! record: aborted there if still undecided (so a gateway that comes back cannot commit
 //! it any more), then resolved here as the record says. Once an hour it also deletes the
-//! records kept here that were last written longer ago than the op ids' retention
-//! ([`RETENTION_MS`], a week): an intent still waiting for its record after that long
-//! belongs to a home that was away for a week, which comes back by a restore.
+//! transactions' records kept here that were last written longer ago than the op ids'
+//! retention ([`RETENTION_MS`], a week): every intent is settled through its record within
+//! seconds of its expiry, so one still waiting after a week belongs to a home that was away
+//! that long, which comes back by a restore. The records of op ids and their tries are
+//! kept: a saga's compensation may cancel or undo an op id at any time after it ran.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -32,11 +34,7 @@ pub async fn run(region: Arc<Region>) {
         }
         if rounds % PRUNE_EVERY == 0 {
             let horizon = region.clock.physical_ms().saturating_sub(RETENTION_MS);
-            match region
-                .store
-                .txn_prune_records(i64::try_from(horizon).unwrap_or(0))
-                .await
-            {
+            match region.txn_prune_records(horizon).await {
                 Ok(0) => {}
                 Ok(pruned) => tracing::info!(pruned, "pruned old transaction records"),
                 Err(e) => tracing::warn!(error = %e, "pruning transaction records failed; next hour"),

@@ -309,7 +309,8 @@ pub trait Store: Send + Sync {
     /// Writes the record of `txn`, durable when this returns.
     async fn txn_set_record(&self, txn: &str, status: TxnStatus, now_ms: u64) -> Result<()>;
 
-    /// Deletes the records last written before `horizon_ms` (Unix ms): transactions long
-    /// decided, and the tries of op ids older than their retention. Returns how many.
-    async fn txn_prune_records(&self, horizon_ms: i64) -> Result<u64>;
+    /// Deletes at most `limit` transactions' records last written before `horizon_ms` (Unix
+    /// ms); the records of op ids and their tries ([`regions_core::txn::is_op_record`]) are
+    /// kept. Returns how many it deleted.
+    async fn txn_prune_records(&self, horizon_ms: i64, limit: u32) -> Result<u64>;
 }

@@ -94,33 +94,31 @@ pub async fn intents_resolve_into_versions_or_nothing(b: Backend) {
     );
 }
 
-/// Records are pruned by when they were last written: a record rewritten since the horizon
-/// stays, whatever its status.
+/// Transactions' records are pruned by when they were last written, a batch at a time: a
+/// record rewritten since the horizon stays whatever its status, and so do op ids' records
+/// and their tries' however old (a compensation may ask for them at any time).
 pub async fn records_are_pruned_by_when_they_were_last_written(b: Backend) {
     let db = Db::new(b).await;
     let store = db.open().await;
     let committed = TxnStatus::Committed { commit_ts: ts(9) };
-    store.txn_set_record("old", TxnStatus::Aborted, 1_000).await.unwrap();
-    store
-        .txn_set_record("op/x", TxnStatus::Pending { min_commit_ts: ts(1) }, 1_000)
-        .await
-        .unwrap();
-    store
-        .txn_set_record("rewritten", TxnStatus::Pending { min_commit_ts: ts(1) }, 1_000)
-        .await
-        .unwrap();
+    let pending = TxnStatus::Pending { min_commit_ts: ts(1) };
+    for old in ["old-1", "old-2", "old-3"] {
+        store.txn_set_record(old, TxnStatus::Aborted, 1_000).await.unwrap();
+    }
+    store.txn_set_record("op/x", pending, 1_000).await.unwrap();
+    store.txn_set_record("try/1/x", committed, 1_000).await.unwrap();
+    store.txn_set_record("rewritten", pending, 1_000).await.unwrap();
     store.txn_set_record("rewritten", committed, 3_000).await.unwrap();
-    assert_eq!(
-        store.txn_prune_records(1_000).await.unwrap(),
-        0,
-        "the horizon itself is kept"
-    );
-    assert_eq!(store.txn_prune_records(2_000).await.unwrap(), 2);
-    assert_eq!(store.txn_record("old").await.unwrap(), None);
-    assert_eq!(store.txn_record("op/x").await.unwrap(), None);
-    assert_eq!(store.txn_record("rewritten").await.unwrap(), Some(committed));
+    assert_eq!(store.txn_prune_records(1_000, 10).await.unwrap(), 0, "the horizon itself is kept");
+    assert_eq!(store.txn_prune_records(2_000, 2).await.unwrap(), 2, "a batch at most");
+    assert_eq!(store.txn_prune_records(2_000, 2).await.unwrap(), 1);
+    assert_eq!(store.txn_prune_records(2_000, 2).await.unwrap(), 0);
+    for old in ["old-1", "old-2", "old-3"] {
+        assert_eq!(store.txn_record(old).await.unwrap(), None);
+    }
     store.close().await;
     let store = db.open().await;
     assert_eq!(store.txn_record("rewritten").await.unwrap(), Some(committed));
-    assert_eq!(store.txn_prune_records(2_000).await.unwrap(), 0);
+    assert_eq!(store.txn_record("op/x").await.unwrap(), Some(pending), "an op id's record is kept");
+    assert_eq!(store.txn_record("try/1/x").await.unwrap(), Some(committed), "so are its tries'");
 }

@@ -6,10 +6,10 @@
 //! version newer than `read_ts`, no other transaction's intent) and stores them durably as
 //! *intents* (a write intent carries the new value; a read intent only locks the key
 //! against writers), then proposes a timestamp above its clock. One durable *record* at
-//! the home of the first key written decides ([`record`]): the gateway asks it to commit at
-//! the greatest proposal, and whoever meets an intent asks the record too (to push a
-//! pending transaction above its read, to abort one whose prepare expired, or to learn
-//! that it committed and resolve the intent into a version).
+//! one home of a written key (the gateway, when it is one) decides ([`record`]): the
+//! gateway asks it to commit at the greatest proposal, and whoever meets an intent asks
+//! the record too (to push a pending transaction above its read, to abort one whose
+//! prepare expired, or to learn that it committed and resolve the intent into a version).
 //!
 //! Why this is serializable: every key a transaction read or wrote is locked by its intent
 //! from its validation to its resolution, so no other write lands on it in between; its
@@ -24,6 +24,16 @@ pub mod session;
 pub use locks::{Conflict, IntentKind, TxnIntent};
 pub use record::{RecordEvent, Refusal, TxnStatus};
 pub use session::{Planned, Txn};
+
+/// How the records of an op id (`op/OP`, naming its latest try, or cancelled) and of its
+/// tries (`try/N/OP`) begin. They sit beside transactions' records but are never pruned:
+/// a compensation may cancel or undo an op id at any time after it ran.
+pub const OP_RECORD_PREFIXES: [&str; 2] = ["op/", "try/"];
+
+/// Whether record `id` is an op id's or one of its tries' (see [`OP_RECORD_PREFIXES`]).
+pub fn is_op_record(id: &str) -> bool {
+    OP_RECORD_PREFIXES.iter().any(|p| id.starts_with(p))
+}
 
 /// A prepare older than this whose record is still undecided may be aborted by anyone
 /// (its gateway is presumed gone; CockroachDB abandons a transaction after 5 s too).

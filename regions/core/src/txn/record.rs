@@ -1,5 +1,6 @@
-//! The transaction record: one per transaction, at the home of its first written key, and
-//! the only place its outcome is decided. Absent means pending with nothing pushed.
+//! The transaction record: one per transaction, at its gateway when that homes a written
+//! key, else at the home of its first written key ([`super::Planned`]), and the only place
+//! its outcome is decided. Absent means pending with nothing pushed.
 //!
 //! [`TxnStatus::apply`] is the only transition: once committed or aborted a record never
 //! changes again, and a commit timestamp is never below a push that came before it.

@@ -48,6 +48,26 @@ impl Region {
         }
     }
 
+    /// Deletes the transactions' records kept here that were last written before
+    /// `horizon_ms` (the records of op ids and their tries are kept), a batch at a time,
+    /// each under `records_lock` so that no record event runs meanwhile. Returns how many.
+    pub async fn txn_prune_records(&self, horizon_ms: u64) -> Result<u64> {
+        const BATCH: u32 = 1_000;
+        let horizon_ms = i64::try_from(horizon_ms).unwrap_or(i64::MAX);
+        let mut pruned = 0;
+        loop {
+            let n = {
+                let _one_at_a_time = self.records_lock.lock().await;
+                self.store.txn_prune_records(horizon_ms, BATCH).await?
+            };
+            pruned += n;
+            if n < u64::from(BATCH) {
+                return Ok(pruned);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// [`Region::txn_record_event`] at `home`, the region that keeps the record.
     pub async fn txn_record_event_at(&self, home: &str, txn: &str, event: RecordEvent) -> Result<RecordAnswer> {
         if home == self.name {

@@ -10,19 +10,19 @@
 
 use regions_core::hlc::Timestamp;
 use regions_core::protocol::OpState;
-use regions_core::txn::{RecordEvent, TxnStatus};
+use regions_core::txn::{OP_RECORD_PREFIXES, RecordEvent, TxnStatus};
 
 use crate::node::Region;
 use crate::{Error, Result};
 
 /// The record naming an op id's latest try.
 fn op_record(op_id: &str) -> String {
-    format!("op/{op_id}")
+    format!("{}{op_id}", OP_RECORD_PREFIXES[0])
 }
 
 /// Try `n` of an op id.
 fn try_id(op_id: &str, n: u32) -> String {
-    format!("try/{n}/{op_id}")
+    format!("{}{n}/{op_id}", OP_RECORD_PREFIXES[1])
 }
 
 /// What the op id's record says.

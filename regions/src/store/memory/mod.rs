@@ -492,10 +492,18 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn txn_prune_records(&self, horizon_ms: i64) -> Result<u64> {
+    async fn txn_prune_records(&self, horizon_ms: i64, limit: u32) -> Result<u64> {
         let mut s = self.lock();
-        let before = s.txn_records.len();
-        s.txn_records.retain(|_, (_, updated_ms)| *updated_ms >= horizon_ms);
-        Ok((before - s.txn_records.len()) as u64)
+        let old: Vec<String> = s
+            .txn_records
+            .iter()
+            .filter(|(id, (_, updated_ms))| *updated_ms < horizon_ms && !regions_core::txn::is_op_record(id))
+            .map(|(id, _)| id.clone())
+            .take(limit as usize)
+            .collect();
+        for id in &old {
+            s.txn_records.remove(id);
+        }
+        Ok(old.len() as u64)
     }
 }

@@ -510,8 +510,13 @@ impl<DB: Dialect> Store for SqlStore<DB> {
         Ok(())
     }
 
-    async fn txn_prune_records(&self, horizon_ms: i64) -> Result<u64> {
-        let sql = "DELETE FROM txn_records WHERE updated_ms < $1";
-        self.writer().await?.execute(stmt(sql).int(horizon_ms)).await
+    async fn txn_prune_records(&self, horizon_ms: i64, limit: u32) -> Result<u64> {
+        let [op, tries] = regions_core::txn::OP_RECORD_PREFIXES;
+        let sql = format!(
+            "DELETE FROM txn_records WHERE txn IN (SELECT txn FROM txn_records WHERE updated_ms < $1 \
+             AND txn NOT LIKE '{op}%' AND txn NOT LIKE '{tries}%' LIMIT $2)"
+        );
+        let s = stmt(&sql).int(horizon_ms).int(i64::from(limit));
+        self.writer().await?.execute(s).await
     }
 }
