@@ -109,7 +109,11 @@ pub async fn records_are_pruned_by_when_they_were_last_written(b: Backend) {
     store.txn_set_record("try/1/x", committed, 1_000).await.unwrap();
     store.txn_set_record("rewritten", pending, 1_000).await.unwrap();
     store.txn_set_record("rewritten", committed, 3_000).await.unwrap();
-    assert_eq!(store.txn_prune_records(1_000, 10).await.unwrap(), 0, "the horizon itself is kept");
+    assert_eq!(
+        store.txn_prune_records(1_000, 10).await.unwrap(),
+        0,
+        "the horizon itself is kept"
+    );
     assert_eq!(store.txn_prune_records(2_000, 2).await.unwrap(), 2, "a batch at most");
     assert_eq!(store.txn_prune_records(2_000, 2).await.unwrap(), 1);
     assert_eq!(store.txn_prune_records(2_000, 2).await.unwrap(), 0);
@@ -119,6 +123,14 @@ pub async fn records_are_pruned_by_when_they_were_last_written(b: Backend) {
     store.close().await;
     let store = db.open().await;
     assert_eq!(store.txn_record("rewritten").await.unwrap(), Some(committed));
-    assert_eq!(store.txn_record("op/x").await.unwrap(), Some(pending), "an op id's record is kept");
-    assert_eq!(store.txn_record("try/1/x").await.unwrap(), Some(committed), "so are its tries'");
+    assert_eq!(
+        store.txn_record("op/x").await.unwrap(),
+        Some(pending),
+        "an op id's record is kept"
+    );
+    assert_eq!(
+        store.txn_record("try/1/x").await.unwrap(),
+        Some(committed),
+        "so are its tries'"
+    );
 }
