@@ -31,9 +31,9 @@ homes none of the keys pays a third round trip, to the record at the first writt
 home. Neither the intents nor the record are replicated to a quorum before the answer: with\n\
 that replication a commit would cost a replication round for the intents and another for\n\
 the record, unless both go at once (parallel commits), after which the resolves could\n\
-follow the answer. A\n\
-read-only snapshot is served from a replica's own copies once the bound covers the one-way\n\
-latency from the farther home plus the closed timestamp's interval and the clock offset.\n";
+follow the answer. A read-only snapshot is served from a replica's own copies once the\n\
+bound covers the one-way latency from the farther home plus the closed timestamp's interval\n\
+and the clock offset.\n";
 const SETTINGS: &str =
     "quorum = \"quorum\"\nstrong_timeout_ms = 2000\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n";
 
