@@ -10,7 +10,6 @@ use regions_core::txn::{EXPIRY_MS, IntentKind, RecordEvent, TxnStatus};
 use serde_json::json;
 
 use super::{begin, commit, read, recover, write};
-use crate::node::txn::Meeting;
 use crate::node::{LATEST, Region};
 use crate::store::MemoryStore;
 use crate::{Config, Error};
@@ -30,11 +29,8 @@ fn put(region: &Region, id: &str, key: &str, value: serde_json::Value) {
     write(region, id, key, Some(&TxnPutRequest { value })).unwrap();
 }
 
-/// The latest value of `key` as a strong read at its home sees it: the intents of
-/// transactions that committed are resolved first (a commit answers before its homes
-/// resolve them).
+/// The latest value of `key` in the store.
 async fn value(region: &Region, key: &str) -> Option<String> {
-    region.settle_intents(key, Meeting::ReadLatest, None).await.unwrap();
     region.store.read(key, LATEST).await.unwrap().and_then(|v| v.value)
 }
 
