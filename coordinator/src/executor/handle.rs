@@ -44,7 +44,7 @@ impl Coordinator {
         leases::measure_clock(&inner).await;
         inner
             .lease
-            .renewed(tokio::time::Instant::now(), inner.options.lease, &[]);
+            .renewed(tokio::time::Instant::now(), inner.options.lease, &[], 0);
         // Resume this node's own unfinished sagas before anything new starts, so that the
         // generation bump of that first claim cannot fence a saga started meanwhile. Their
         // leases are given up first and claimed like orphans: a saga adopted in one round has

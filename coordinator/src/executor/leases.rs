@@ -47,8 +47,10 @@ pub(crate) struct Lease {
     /// could have ended and another coordinator adopted its sagas.
     deadline: watch::Sender<Instant>,
     /// The sagas whose leases the last successful renewal extended (those owned here when
-    /// it ran): [`Lease::deadline`] holds for these only.
-    covered: RwLock<HashSet<Uuid>>,
+    /// it ran), and the lease it wrote (Unix ms on the store's clock): [`Lease::deadline`]
+    /// holds for these only, and only while that lease, less a margin, has not ended on the
+    /// store's clock either (the monotonic clock stops while the host is suspended).
+    covered: RwLock<(HashSet<Uuid>, i64)>,
     /// Sagas the last round found owned here without a task (the periodic check runs those
     /// it finds so twice in a row).
     stranded: Mutex<HashSet<Uuid>>,
@@ -60,7 +62,7 @@ impl Lease {
         Lease {
             clock_offset_ms: AtomicI64::new(0),
             deadline: watch::Sender::new(Instant::now()),
-            covered: RwLock::new(HashSet::new()),
+            covered: RwLock::new((HashSet::new(), 0)),
             stranded: Mutex::new(HashSet::new()),
         }
     }
@@ -71,12 +73,12 @@ impl Lease {
     }
 
     /// A renewal of leases lasting `lease` that began at `began` succeeded for the sagas of
-    /// `owned`: their attempts may launch until the lease it set would end, less a fifth of
-    /// the lease (for the delay between this host's timers and the database's clock, and
-    /// the time a launch takes).
-    pub(crate) fn renewed(&self, began: Instant, lease: Duration, owned: &[Uuid]) {
+    /// `owned`, writing `lease_until_ms` (on the store's clock): their attempts may launch
+    /// until that lease would end, less a fifth of the lease (for the delay between this
+    /// host's timers and the database's clock, and the time a launch takes).
+    pub(crate) fn renewed(&self, began: Instant, lease: Duration, owned: &[Uuid], lease_until_ms: i64) {
         // The set first: a task that sees the new deadline sees the sagas it holds for.
-        *self.covered.write().expect("lock") = owned.iter().copied().collect();
+        *self.covered.write().expect("lock") = (owned.iter().copied().collect(), lease_until_ms);
         self.deadline.send_replace(began + lease.saturating_sub(margin(lease)));
     }
 
@@ -89,10 +91,15 @@ impl Lease {
     /// the store's.
     pub(crate) fn may_launch(&self, id: Uuid, own_lease_until_ms: i64, lease: Duration) -> bool {
         let margin_ms = i64::try_from(margin(lease).as_millis()).unwrap_or(i64::MAX);
-        if self.clock_ms() < own_lease_until_ms.saturating_sub(margin_ms) {
+        let now = self.clock_ms();
+        if now < own_lease_until_ms.saturating_sub(margin_ms) {
             return true;
         }
-        self.held() && self.covered.read().expect("lock").contains(&id)
+        if !self.held() {
+            return false;
+        }
+        let (covered, renewed_until_ms) = &*self.covered.read().expect("lock");
+        now < renewed_until_ms.saturating_sub(margin_ms) && covered.contains(&id)
     }
 
     /// Whether this node's lease certainly still holds, so that it may launch attempts.
@@ -122,7 +129,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
         inner.store_result(&renewed);
         match renewed {
             Ok(renewed) => {
-                inner.lease.renewed(began, inner.options.lease, &renewed.owned);
+                inner.lease.renewed(began, inner.options.lease, &renewed.owned, lease_until);
                 for id in renewed.cancels {
                     inner.registry.forward_cancel(id);
                 }
@@ -280,7 +287,7 @@ mod tests {
         );
         assert!(!lease.may_launch(covered, lapsed, LEASE), "no renewal yet");
 
-        lease.renewed(Instant::now(), LEASE, &[covered]);
+        lease.renewed(Instant::now(), LEASE, &[covered], fresh);
         assert!(lease.may_launch(covered, lapsed, LEASE));
         assert!(
             !lease.may_launch(adopted_away, lapsed, LEASE),
@@ -298,12 +305,29 @@ mod tests {
         let lease = Lease::new();
         let id = Uuid::new_v4();
         let long_ago = Instant::now() - LEASE * 4 / 5 - Duration::from_millis(1);
-        lease.renewed(long_ago, LEASE, &[id]);
+        let until = lease.clock_ms() + ms(LEASE);
+        lease.renewed(long_ago, LEASE, &[id], until);
         assert!(
             !lease.may_launch(id, 0, LEASE),
             "a renewal whose lease is in its last fifth"
         );
-        lease.renewed(Instant::now(), LEASE, &[id]);
+        lease.renewed(Instant::now(), LEASE, &[id], until);
         assert!(lease.may_launch(id, 0, LEASE));
+    }
+
+    /// The monotonic clock stops while the host is suspended, the store's does not: a
+    /// renewal whose lease ended on the store's clock holds for nothing, however recent it
+    /// looks to this host's timers.
+    #[test]
+    fn a_renewal_holds_only_while_its_lease_holds_on_the_stores_clock() {
+        let lease = Lease::new();
+        let id = Uuid::new_v4();
+        let ended = lease.clock_ms() - 1;
+        lease.renewed(Instant::now(), LEASE, &[id], ended);
+        assert!(lease.held(), "this host's timers say the renewal is recent");
+        assert!(!lease.may_launch(id, 0, LEASE));
+        let in_last_fifth = lease.clock_ms() + ms(LEASE / 5) - 1;
+        lease.renewed(Instant::now(), LEASE, &[id], in_last_fifth);
+        assert!(!lease.may_launch(id, 0, LEASE), "the last fifth is not relied on");
     }
 }
