@@ -22,6 +22,7 @@
 
 mod checks;
 mod coordinators;
+mod history_file;
 mod testbed;
 mod transfers;
 mod uncertain;
@@ -293,7 +294,7 @@ async fn the_testbed_keeps_its_promises_under_a_nemesis() {
         .map(|(n, _)| n)
         .collect();
     if !failed.is_empty() {
-        let path = checks::keep_history(&w, &sagas, &faults, &report, seed, &tb.logs().await);
+        let path = history_file::keep(&w, &sagas, &faults, &report, seed, &tb.logs().await);
         panic!(
             "{} check(s) failed: {failed:?}; the history is in {}",
             failed.len(),
