@@ -27,7 +27,6 @@ use regions::Timestamp;
 use serde_json::Value;
 use testkit::history::{self, Call, Operation, Outcome};
 
-use super::Fault;
 use super::testbed::{CLOCK_OFFSET, MAX_CLOCK_OFFSET_MS, PREFIXES, REGIONS, Testbed};
 use super::transfers::{self, Sagas};
 use super::workload::{Workload, anywhere_keys, async_keys, counter_keys, strong_keys};
