@@ -129,7 +129,9 @@ pub(super) async fn run(inner: Arc<Inner>) {
         inner.store_result(&renewed);
         match renewed {
             Ok(renewed) => {
-                inner.lease.renewed(began, inner.options.lease, &renewed.owned, lease_until);
+                inner
+                    .lease
+                    .renewed(began, inner.options.lease, &renewed.owned, lease_until);
                 for id in renewed.cancels {
                     inner.registry.forward_cancel(id);
                 }
