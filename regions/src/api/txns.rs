@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use problem::Problem;
 use regions_core::protocol::{
     BeginRequest, BeginResponse, CommitResponse, OneShotRequest, OpRequest, Prepare, ReadAt, ReadAtAnswer,
-    RecordRequest, Resolve, SnapshotRequest, SnapshotResponse, TxnPutRequest, TxnValue,
+    RecordRequest, Resolve, SnapshotRequest, SnapshotResponse, StatusRequest, TxnPutRequest, TxnValue,
 };
 
 use super::auth::{Caller, Granted, Role, require};
@@ -64,6 +64,7 @@ pub(super) fn routes() -> Router<Arc<Region>> {
         .route("/internal/v1/txn/prepare", post(prepare))
         .route("/internal/v1/txn/record", post(record))
         .route("/internal/v1/txn/resolve", post(resolve))
+        .route("/internal/v1/txn/status", post(status))
         .route("/internal/v1/txn/read", post(read_at))
         .route("/internal/v1/txn/claim", post(claim))
         .route("/internal/v1/txn/cancel", post(cancel))
@@ -379,6 +380,13 @@ async fn resolve(State(region): Shared, identity: Identity, body: Bytes) -> Resu
     check_sender(&region, identity.as_deref(), "/from", &r.from)?;
     let resolved = region.txn_resolve(&r.txn, r.commit_ts).await?;
     Ok(Json(serde_json::json!({ "resolved": resolved })).into_response())
+}
+
+async fn status(State(region): Shared, identity: Identity, body: Bytes) -> Result<Response, ApiError> {
+    let r: StatusRequest = peer_body(&body)?;
+    check_sender(&region, identity.as_deref(), "/from", &r.from)?;
+    let at_home = region.txn_status_here(&r.txn, &r.record_home, r.prevent).await?;
+    Ok(Json(at_home).into_response())
 }
 
 async fn read_at(State(region): Shared, identity: Identity, body: Bytes) -> Result<Response, ApiError> {

@@ -1,22 +1,26 @@
-//! The commit of a transaction that wrote something, in two phases:
+//! The commit of a transaction that wrote something, as a parallel commit
+//! ([`regions_core::txn::staged`]):
 //!
 //! 1. **Prepare** at every home of its keys, in parallel: each validates its keys against
-//!    the snapshot and lays intents durably, or refuses (a conflict).
-//! 2. **Decide** at the record (the gateway, when it homes a written key; else the home of
-//!    the first written key): commit at the greatest
-//!    proposal, or at the timestamp readers pushed it to. A record aborted meanwhile (its
-//!    prepare expired, or a write aborted it) refuses; so does an undecided one given an
-//!    abort. This one write is the commit point: before it nothing is visible anywhere, after
-//!    it every reader that meets an intent sees the version.
-//! 3. **Resolve** every home's intents, awaited before the answer. Readers and the recovery
-//!    loop resolve through the record too, so a lost resolve is only late; but the record is
-//!    kept at one region and not replicated, so answering before the resolves would leave
-//!    the other homes' keys depending on that region (blocked while it is away, and lost
-//!    with its disk) after the client was told the transaction committed. Resolving after
-//!    the answer is for when the record is replicated.
+//!    the snapshot and lays intents durably, or refuses (a conflict). The record's home (the
+//!    gateway, when it homes a written key; else the home of the first written key) stages
+//!    the record in the same step, at its proposal raised above every push so far. Once
+//!    every home prepared, the transaction is committed, at the greatest proposal: the
+//!    client is answered then.
+//! 2. **Commit the record explicitly**, then **resolve** every home's intents. When the
+//!    gateway keeps the record, both are local and done before the answer (the gateway's
+//!    own keys are then readable at once); the other homes are resolved after it. Until a
+//!    home is resolved, whoever meets an intent there finds the outcome by asking the record
+//!    and, while it is staging, every home. Resolves follow the explicit commit, never
+//!    precede it: a home that resolved no longer holds the intents a recovery asks about.
 //!
-//! A gateway that dies anywhere leaves all or nothing: before the record was written its
-//! intents expire and are aborted through the record, after it they resolve to versions.
+//! A transaction whose record is placed elsewhere by the caller (an exactly-once
+//! transaction's record is kept with its op id's tries) is committed explicitly instead:
+//! prepares, then the record's commit as the one commit point, then the resolves, awaited.
+//!
+//! A gateway that dies anywhere leaves all or nothing: if every home prepared it committed,
+//! and recoveries find it so; else a recovery tells a home that did not prepare never to,
+//! and aborts it.
 
 use std::sync::Arc;
 
@@ -34,7 +38,8 @@ pub(super) async fn commit(region: &Arc<Region>, txn: &Txn) -> Result<Timestamp>
 }
 
 /// [`commit`], with the record at `record_home` rather than where the plan puts it (an
-/// exactly-once transaction's record goes where its op id's tries are kept).
+/// exactly-once transaction's record goes where its op id's tries are kept); such a
+/// transaction commits explicitly.
 pub(super) async fn commit_with_record_at(
     region: &Arc<Region>,
     txn: &Txn,
@@ -45,28 +50,46 @@ pub(super) async fn commit_with_record_at(
         // every home's clock passed it), so it is serializable at its snapshot as it is.
         return Ok(txn.read_ts);
     };
+    let parallel = record_home.is_none();
     if let Some(home) = record_home {
         plan.record_home = home;
     }
-    let prepares = plan.by_home.iter().map(|(home, intents)| {
+    let homes: Vec<String> = if parallel {
+        plan.by_home.keys().cloned().collect()
+    } else {
+        Vec::new()
+    };
+    let prepare = |home: &String, intents: &Vec<_>| {
         let p = Prepare {
             from: region.name.clone(),
             txn: txn.id.clone(),
             read_ts: txn.read_ts,
             record_home: plan.record_home.clone(),
             intents: intents.clone(),
+            homes: homes.clone(),
+            stage: parallel && *home == plan.record_home,
         };
+        let home = home.clone();
         async move {
-            if *home == region.name {
+            if home == region.name {
                 region.txn_prepare(&p).await
             } else {
-                region.call_peer(home, "/internal/v1/txn/prepare", &p).await
+                region.call_peer(&home, "/internal/v1/txn/prepare", &p).await
             }
         }
-    });
+    };
+    if crash_asked("staged")
+        && let Some(intents) = plan.by_home.get(&plan.record_home)
+    {
+        // The record's home prepares and stages alone, and the gateway dies.
+        let staged = prepare(&plan.record_home, intents).await;
+        crash_if_asked("staged");
+        tracing::error!(?staged, "unreachable: the crash above");
+    }
+    let answers = join_all(plan.by_home.iter().map(|(home, intents)| prepare(home, intents))).await;
     let mut proposed = txn.read_ts;
     let mut failure = None;
-    for answer in join_all(prepares).await {
+    for answer in answers {
         match answer {
             Ok(Prepared::Prepared { proposed: p }) => proposed = proposed.max(p),
             Ok(Prepared::Conflict(c)) => {
@@ -83,10 +106,14 @@ pub(super) async fn commit_with_record_at(
         }
     }
     if let Some(e) = failure {
-        abort(region, txn, &plan).await;
-        return Err(e);
+        return abort(region, txn, &plan, &homes, e).await;
     }
     crash_if_asked("prepared");
+    if parallel {
+        // Every home prepared and the record is staged: committed, at `proposed`.
+        finish(region, txn, plan, proposed).await;
+        return Ok(proposed);
+    }
     let decided = region
         .txn_record_event_at(&plan.record_home, &txn.id, RecordEvent::Commit { proposed })
         .await
@@ -103,51 +130,127 @@ pub(super) async fn commit_with_record_at(
     match decided.status {
         TxnStatus::Committed { commit_ts } => {
             crash_if_asked("decided");
-            if crash_asked("resolved-one")
-                && let Some(home) = plan.by_home.keys().find(|h| **h != region.name)
-            {
-                resolve_at(region, txn, home, Some(commit_ts)).await;
-                crash_if_asked("resolved-one");
-            }
             resolve(region, txn, &plan, Some(commit_ts)).await;
-            // The client's next snapshot here starts above its own commit, whether or not
-            // this region homes a key of it. The commit is decided whatever the clock says.
-            if let Err(e) = region.clock.update(commit_ts) {
-                tracing::warn!(txn = txn.id, error = %e, "a commit timestamp is ahead of this region's clock");
-            }
+            caught_up(region, txn, commit_ts);
             Ok(commit_ts)
         }
-        TxnStatus::Aborted | TxnStatus::Pending { .. } => {
+        TxnStatus::Aborted | TxnStatus::Pending { .. } | TxnStatus::Staging { .. } => {
             resolve(region, txn, &plan, None).await;
-            let key = txn.writes.keys().next().cloned().unwrap_or_default();
-            Err(Error::TxnConflict {
-                txn: txn.id.clone(),
-                key,
-                with: None,
-                detail: "it was aborted before it could commit (a single-key write to one of its keys, or its \
-                         prepare expired)"
-                    .into(),
-            })
+            Err(aborted_before_commit(txn))
         }
     }
 }
 
-/// Aborts `txn` at its record, then drops its intents (best effort: the recovery loop
-/// drops what is left once it expired).
-async fn abort(region: &Region, txn: &Txn, plan: &Planned) {
-    match region
-        .txn_record_event_at(&plan.record_home, &txn.id, RecordEvent::Abort)
-        .await
+/// The rest of a parallel commit that every home prepared, committed at `commit_ts`: the
+/// record's explicit commit and the resolves. What is local to the gateway is done before
+/// it returns; the rest follows in the background (see the module's notes).
+async fn finish(region: &Arc<Region>, txn: &Txn, plan: Planned, commit_ts: Timestamp) {
+    caught_up(region, txn, commit_ts);
+    if plan.record_home != region.name {
+        let (region, txn) = (region.clone(), txn.clone());
+        tokio::spawn(async move {
+            if explicit_commit(&region, &txn, &plan, commit_ts).await {
+                resolve(&region, &txn, &plan, Some(commit_ts)).await;
+            }
+        });
+        return;
+    }
+    if !explicit_commit(region, txn, &plan, commit_ts).await {
+        return;
+    }
+    crash_if_asked("decided");
+    if plan.by_home.contains_key(&region.name) {
+        resolve_at(region, txn, &region.name, Some(commit_ts)).await;
+    }
+    let others: Vec<String> = plan.by_home.keys().filter(|h| **h != region.name).cloned().collect();
+    if crash_asked("resolved-one")
+        && let Some(home) = others.first()
     {
+        resolve_at(region, txn, home, Some(commit_ts)).await;
+        crash_if_asked("resolved-one");
+    }
+    let (region, txn) = (region.clone(), txn.clone());
+    tokio::spawn(async move {
+        join_all(others.iter().map(|home| resolve_at(&region, &txn, home, Some(commit_ts)))).await;
+    });
+}
+
+/// Writes the explicit commit of a transaction every home prepared; whether the record
+/// says so (else the resolves wait for a recovery, which finds the same outcome).
+async fn explicit_commit(region: &Region, txn: &Txn, plan: &Planned, commit_ts: Timestamp) -> bool {
+    let event = RecordEvent::Commit { proposed: commit_ts };
+    match region.txn_record_event_at(&plan.record_home, &txn.id, event).await {
+        Ok(answer) if answer.status == (TxnStatus::Committed { commit_ts }) => true,
         Ok(answer) => {
-            let commit_ts = match answer.status {
-                TxnStatus::Committed { commit_ts } => Some(commit_ts),
-                TxnStatus::Aborted | TxnStatus::Pending { .. } => None,
-            };
-            resolve(region, txn, plan, commit_ts).await;
+            tracing::error!(txn = txn.id, %commit_ts, status = ?answer.status, "a transaction every home prepared has another outcome at its record");
+            false
         }
         Err(e) => {
-            tracing::warn!(txn = txn.id, error = %e, "could not abort a transaction; its intents expire");
+            tracing::warn!(txn = txn.id, error = %e, "the explicit commit was not written; a recovery will find it committed");
+            false
+        }
+    }
+}
+
+/// The client's next snapshot here starts above its own commit, whether or not this region
+/// homes a key of it. The commit is decided whatever the clock says.
+fn caught_up(region: &Region, txn: &Txn, commit_ts: Timestamp) {
+    if let Err(e) = region.clock.update(commit_ts) {
+        tracing::warn!(txn = txn.id, error = %e, "a commit timestamp is ahead of this region's clock");
+    }
+}
+
+fn aborted_before_commit(txn: &Txn) -> Error {
+    let key = txn.writes.keys().next().cloned().unwrap_or_default();
+    Error::TxnConflict {
+        txn: txn.id.clone(),
+        key,
+        with: None,
+        detail: "it was aborted before it could commit (a single-key write to one of its keys, or its prepare \
+                 expired)"
+            .into(),
+    }
+}
+
+/// A commit that failed with `error` (a home refused or could not be reached): aborts the
+/// transaction at its record, or, if the record is staging, recovers it (a home that was
+/// not reached may have prepared, and then it committed), and resolves every home as
+/// decided. Returns the commit timestamp if it committed after all, else `error`.
+async fn abort(region: &Region, txn: &Txn, plan: &Planned, homes: &[String], error: Error) -> Result<Timestamp> {
+    let answer = region
+        .txn_record_event_at(&plan.record_home, &txn.id, RecordEvent::Abort)
+        .await;
+    let status = match answer.map(|a| a.status) {
+        Ok(TxnStatus::Staging { proposed }) => {
+            region
+                .txn_recover_staged(&txn.id, &plan.record_home, homes, proposed, true)
+                .await
+        }
+        Ok(status) => Ok(Some(status)),
+        Err(e) => Err(e),
+    };
+    match status {
+        Ok(Some(TxnStatus::Committed { commit_ts })) => {
+            resolve(region, txn, plan, Some(commit_ts)).await;
+            caught_up(region, txn, commit_ts);
+            Ok(commit_ts)
+        }
+        Ok(Some(TxnStatus::Aborted | TxnStatus::Pending { .. })) => {
+            resolve(region, txn, plan, None).await;
+            Err(error)
+        }
+        Ok(None | Some(TxnStatus::Staging { .. })) | Err(_) => {
+            tracing::warn!(txn = txn.id, ?status, "could not abort a transaction; its intents expire");
+            Err(match error {
+                Error::HomeUnreachable { region, reason } => Error::HomeUnreachable {
+                    region,
+                    reason: format!(
+                        "{reason}; the transaction may or may not have committed (a recovery decides it once its \
+                         prepare expires)"
+                    ),
+                },
+                other => other,
+            })
         }
     }
 }
@@ -179,9 +282,11 @@ async fn resolve_at(region: &Region, txn: &Txn, home: &str, commit_ts: Option<Ti
 }
 
 /// The environment variable of the commit's fault injection, for tests: a gateway started
-/// with `GEOSAGA_TXN_CRASH_AT=prepared` (every home prepared, no record written),
-/// `decided` (the record committed, nothing resolved) or `resolved-one` (one other home
-/// resolved) aborts its process there, as a SIGKILL at that point would.
+/// with `GEOSAGA_TXN_CRASH_AT=staged` (the record's home prepared and staged, no other
+/// home asked), `prepared` (every home prepared, the record still staging), `decided` (the
+/// record committed explicitly, nothing resolved) or `resolved-one` (the gateway's own
+/// keys and one other home resolved) aborts its process there, as a SIGKILL at that point
+/// would.
 pub const CRASH_AT: &str = "GEOSAGA_TXN_CRASH_AT";
 
 fn crash_asked(point: &str) -> bool {

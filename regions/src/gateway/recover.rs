@@ -1,7 +1,8 @@
 //! The loop that resolves the intents of transactions whose gateway vanished: every second,
 //! each intent held here whose prepare is older than [`EXPIRY_MS`] is settled through its
 //! record: aborted there if still undecided (so a gateway that comes back cannot commit
-//! it any more), then resolved here as the record says. Once an hour it also deletes the
+//! it any more), or recovered if staging (committed if every home prepared, else aborted
+//! after the homes that did not were told never to), then resolved here as the record says. Once an hour it also deletes the
 //! transactions' records kept here that were last written longer ago than the op ids'
 //! retention ([`RETENTION_MS`], a week): every intent is settled through its record within
 //! seconds of its expiry, so one still waiting after a week belongs to a home that was away
@@ -61,9 +62,26 @@ pub async fn round(region: &Region) -> Result<u64> {
                 continue;
             }
         };
-        let commit_ts = match answer.status {
+        let status = match answer.status {
+            // Staged: committed if every home prepared; a home that did not never will.
+            TxnStatus::Staging { proposed } => {
+                match region
+                    .txn_recover_staged(&intent.txn, &intent.record_home, &intent.homes, proposed, true)
+                    .await
+                {
+                    Ok(Some(status)) => status,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(txn = intent.txn, error = %e, "a staging transaction could not be recovered yet");
+                        continue;
+                    }
+                }
+            }
+            status => status,
+        };
+        let commit_ts = match status {
             TxnStatus::Committed { commit_ts } => Some(commit_ts),
-            TxnStatus::Aborted | TxnStatus::Pending { .. } => None,
+            TxnStatus::Aborted | TxnStatus::Pending { .. } | TxnStatus::Staging { .. } => None,
         };
         let resolved = region.txn_resolve(&intent.txn, commit_ts).await?;
         tracing::info!(

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use regions_core::hlc::{Clock, Timestamp};
 use regions_core::protocol::{Prepare, Prepared, TxnPutRequest, WriteCommand};
-use regions_core::txn::{EXPIRY_MS, IntentKind, RecordEvent, TxnStatus};
+use regions_core::txn::{AtHome, EXPIRY_MS, IntentKind, RecordEvent, TxnStatus};
 use serde_json::json;
 
 use super::{begin, commit, read, recover, write};
@@ -85,7 +85,115 @@ fn prepare(txn: &str, read_ts: Timestamp, key: &str) -> Prepare {
                 value: Some("7".into()),
             },
         )],
+        homes: Vec::new(),
+        stage: false,
     }
+}
+
+/// [`prepare`] of a parallel commit whose only home is this region: it stages the record.
+fn staged(txn: &str, read_ts: Timestamp, key: &str) -> Prepare {
+    Prepare {
+        homes: vec!["a".into()],
+        stage: true,
+        ..prepare(txn, read_ts, key)
+    }
+}
+
+async fn prepared(region: &Region, p: &Prepare) -> Timestamp {
+    match region.txn_prepare(p).await.unwrap() {
+        Prepared::Prepared { proposed } => proposed,
+        Prepared::Conflict(c) => panic!("refused: {c}"),
+    }
+}
+
+/// A staged transaction whose every home prepared is committed before its record says so:
+/// a reader below its proposal passes it at once, and a reader above it finds it committed
+/// by asking the homes, and sees it.
+#[tokio::test]
+async fn a_staged_transaction_every_home_prepared_is_committed() {
+    let (region, _) = region().await;
+    let before = region.clock.now();
+    let proposed = prepared(&region, &staged("w", before, "k")).await;
+    assert_eq!(
+        region.store.txn_record("w").await.unwrap(),
+        Some(TxnStatus::Staging { proposed })
+    );
+    assert_eq!(region.txn_read_at("k", before).await.unwrap(), None, "below it");
+    assert_eq!(
+        region.store.txn_record("w").await.unwrap(),
+        Some(TxnStatus::Staging { proposed }),
+        "a reader below it does not decide it"
+    );
+    let after = region.clock.now();
+    let seen = region.txn_read_at("k", after).await.unwrap().unwrap();
+    assert_eq!((seen.ts, seen.value.as_deref()), (proposed, Some("7")));
+    assert_eq!(
+        region.store.txn_record("w").await.unwrap(),
+        Some(TxnStatus::Committed { commit_ts: proposed })
+    );
+    assert!(region.store.txn_intents().await.unwrap().is_empty());
+}
+
+/// A staging record refuses pushes and aborts, so a single write that meets its intent
+/// decides it by asking the homes: here every one prepared, so the write lands above it.
+#[tokio::test]
+async fn a_single_write_finds_a_staged_transaction_committed() {
+    let (region, _) = region().await;
+    let proposed = prepared(&region, &staged("w", region.clock.now(), "k")).await;
+    let answer = region.txn_record_event("w", RecordEvent::Abort).await.unwrap();
+    assert!(answer.refused && answer.status == TxnStatus::Staging { proposed }, "{answer:?}");
+    let cmd: WriteCommand = serde_json::from_value(json!({"value": "1", "consistency": "async"})).unwrap();
+    region.write_at_home("k", &cmd).await.unwrap();
+    assert_eq!(
+        region.store.txn_record("w").await.unwrap(),
+        Some(TxnStatus::Committed { commit_ts: proposed })
+    );
+    assert_eq!(value(&region, "k").await.as_deref(), Some("1"), "the write is above it");
+    let old = region.store.read("k", proposed).await.unwrap().unwrap();
+    assert_eq!(old.value.as_deref(), Some("7"));
+}
+
+/// A recovery's question: a home that prepared says so; one that did not, asked to
+/// prevent it, refuses that prepare from then on (and says so again when asked).
+#[tokio::test]
+async fn a_prevented_prepare_is_refused_for_good() {
+    let (region, _) = region().await;
+    let proposed = prepared(&region, &prepare("p", region.clock.now(), "k")).await;
+    assert_eq!(
+        region.txn_status_here("p", "b", true).await.unwrap(),
+        AtHome::Prepared { proposed }
+    );
+    assert_eq!(region.txn_status_here("q", "b", false).await.unwrap(), AtHome::Absent);
+    assert_eq!(region.txn_status_here("q", "b", true).await.unwrap(), AtHome::Prevented);
+    assert!(matches!(
+        region.txn_prepare(&prepare("q", region.clock.now(), "j")).await.unwrap(),
+        Prepared::Conflict(_)
+    ));
+    assert!(region.store.txn_intents_of("q").await.unwrap().is_empty());
+    assert_eq!(region.txn_status_here("q", "b", false).await.unwrap(), AtHome::Prevented);
+    // At the record's home a decided record is the answer.
+    region.txn_record_event("c", RecordEvent::Commit { proposed }).await.unwrap();
+    assert_eq!(
+        region.txn_status_here("c", "a", true).await.unwrap(),
+        AtHome::Decided {
+            status: TxnStatus::Committed { commit_ts: proposed }
+        }
+    );
+}
+
+/// The recovery loop finds an expired staged transaction committed when its every home
+/// prepared, and resolves it into versions.
+#[tokio::test]
+async fn an_expired_staged_transaction_is_committed_by_the_recovery_loop() {
+    let (region, time) = region().await;
+    let proposed = prepared(&region, &staged("w", region.clock.now(), "k")).await;
+    time.fetch_add(EXPIRY_MS, Ordering::SeqCst);
+    assert_eq!(recover::round(&region).await.unwrap(), 1);
+    assert_eq!(
+        region.store.txn_record("w").await.unwrap(),
+        Some(TxnStatus::Committed { commit_ts: proposed })
+    );
+    assert_eq!(value(&region, "k").await.as_deref(), Some("7"));
 }
 
 #[tokio::test]

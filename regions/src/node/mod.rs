@@ -82,6 +82,10 @@ pub struct Region {
     txn_holds: Mutex<HashMap<String, write::PendingGuard>>,
     /// Held while a transaction record kept here changes.
     records_lock: tokio::sync::Mutex<()>,
+    /// Held (by the transaction's hash) while a prepare lays a transaction's intents, and
+    /// while a recovery asks whether it did (and prevents it if not): the two never
+    /// interleave. Always taken after the key locks, never before.
+    txn_gates: Vec<tokio::sync::Mutex<()>>,
     /// The open transactions this region is the gateway of.
     pub sessions: txn::Sessions,
     /// Held while a replica state is written and the closed timestamp reads use is set
@@ -172,6 +176,7 @@ impl Region {
             replica_lock: tokio::sync::Mutex::new(()),
             txn_holds: Mutex::default(),
             records_lock: tokio::sync::Mutex::new(()),
+            txn_gates: (0..KEY_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
             sessions: txn::Sessions::default(),
         };
         region.txn_hold_restored(&intents);

@@ -293,6 +293,9 @@ pub trait Store: Send + Sync {
     /// resolves expired ones).
     async fn txn_intents(&self) -> Result<Vec<TxnIntent>>;
 
+    /// The intents of transaction `txn` laid here.
+    async fn txn_intents_of(&self, txn: &str) -> Result<Vec<TxnIntent>>;
+
     /// Lays `intents` in one transaction, durable when this returns (laying one again
     /// replaces it).
     async fn txn_lay(&self, intents: &[TxnIntent]) -> Result<()>;

@@ -115,5 +115,6 @@ conformance!(
     cancelled_op_ids_are_remembered_until_pruned,
     intents_resolve_into_versions_or_nothing,
     records_are_pruned_by_when_they_were_last_written,
+    staged_transactions_keep_their_homes,
     a_restored_store_starts_a_new_log_incarnation_once,
 );

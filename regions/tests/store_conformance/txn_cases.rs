@@ -17,6 +17,7 @@ fn intent(txn: &str, key: &str, kind: IntentKind) -> TxnIntent {
         key: key.into(),
         kind,
         record_home: "r".into(),
+        homes: Vec::new(),
         proposed: ts(5),
         prepared_ms: 7,
     }
@@ -133,4 +134,24 @@ pub async fn records_are_pruned_by_when_they_were_last_written(b: Backend) {
         Some(committed),
         "so are its tries'"
     );
+}
+
+/// A parallel commit's intents keep the homes of their transaction, and its record may be
+/// staging; both survive reopening.
+pub async fn staged_transactions_keep_their_homes(b: Backend) {
+    let db = Db::new(b).await;
+    let store = db.open().await;
+    let mut staged = intent("t1", "a", IntentKind::Write { value: Some("1".into()) });
+    staged.homes = vec!["eu-west".into(), "us-east".into()];
+    store.txn_lay(&[staged.clone(), intent("t2", "b", IntentKind::Read)]).await.unwrap();
+    let staging = TxnStatus::Staging { proposed: ts(4) };
+    store.txn_set_record("t1", staging, 1).await.unwrap();
+    store.close().await;
+
+    let store = db.open().await;
+    assert_eq!(store.txn_intents_on("a").await.unwrap(), vec![staged.clone()]);
+    assert_eq!(store.txn_intents_of("t1").await.unwrap(), vec![staged]);
+    assert!(store.txn_intents_of("t3").await.unwrap().is_empty());
+    assert_eq!(store.txn_intents_on("b").await.unwrap()[0].homes, Vec::<String>::new());
+    assert_eq!(store.txn_record("t1").await.unwrap(), Some(staging));
 }

@@ -215,6 +215,26 @@ pub struct Prepare {
     pub record_home: String,
     /// The keys and their intents.
     pub intents: Vec<(String, IntentKind)>,
+    /// Every home of its keys, for a parallel commit (empty: its gateway commits it
+    /// explicitly at the record).
+    #[serde(default)]
+    pub homes: Vec<String>,
+    /// Whether the receiver keeps the record and stages it as it prepares.
+    #[serde(default)]
+    pub stage: bool,
+}
+
+/// `/internal/v1/txn/status`: a recovery asks a home whether it prepared a transaction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusRequest {
+    /// The region sending it (over TLS its certificate must name it).
+    pub from: String,
+    /// The transaction.
+    pub txn: String,
+    /// Where its record is (only that region's record decides it).
+    pub record_home: String,
+    /// If it has not prepared: refuse its prepare for good ([`crate::txn::AtHome::Prevented`]).
+    pub prevent: bool,
 }
 
 /// The answer to [`Prepare`].

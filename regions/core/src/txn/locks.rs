@@ -56,6 +56,9 @@ pub struct TxnIntent {
     pub kind: IntentKind,
     /// Where the transaction's record is.
     pub record_home: String,
+    /// Every home of the transaction's keys, when its record is staged beside the prepares
+    /// (a parallel commit: [`super::staged`]); empty when its gateway commits it explicitly.
+    pub homes: Vec<String>,
     /// The timestamp this home proposed (no closed timestamp passes it until resolved).
     pub proposed: Timestamp,
     /// When this home stored it (its physical clock, ms): it may be aborted by anyone once
@@ -125,6 +128,7 @@ mod tests {
             key: "k".into(),
             kind,
             record_home: "r".into(),
+            homes: Vec::new(),
             proposed: ts(1),
             prepared_ms: 1,
         }

@@ -10,6 +10,8 @@
 //! gateway asks it to commit at the greatest proposal, and whoever meets an intent asks
 //! the record too (to push a pending transaction above its read, to abort one whose
 //! prepare expired, or to learn that it committed and resolve the intent into a version).
+//! The record's home stages it as it prepares, so the transaction commits in that one
+//! round ([`staged`]: parallel commits).
 //!
 //! Why this is serializable: every key a transaction read or wrote is locked by its intent
 //! from its validation to its resolution, so no other write lands on it in between; its
@@ -20,10 +22,12 @@
 pub mod locks;
 pub mod record;
 pub mod session;
+pub mod staged;
 
 pub use locks::{Conflict, IntentKind, TxnIntent};
 pub use record::{RecordEvent, Refusal, TxnStatus};
 pub use session::{Planned, Txn};
+pub use staged::AtHome;
 
 /// How the records of an op id (`op/OP`, naming its latest try, or cancelled) and of its
 /// tries (`try/N/OP`) begin. They sit beside transactions' records but are never pruned:

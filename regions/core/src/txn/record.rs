@@ -2,6 +2,12 @@
 //! key, else at the home of its first written key ([`super::Planned`]), and the only place
 //! its outcome is decided. Absent means pending with nothing pushed.
 //!
+//! A parallel commit ([`super::staged`]) *stages* the record in the same prepare that lays
+//! the intents of its home's keys: a staging transaction is committed as soon as every
+//! home of its keys prepared, before the record says so. So a staging record can no longer
+//! be pushed or aborted by whoever asks; only its gateway's explicit commit, or a recovery
+//! that asked every home ([`RecordEvent::Recovered`]), decides it.
+//!
 //! [`TxnStatus::apply`] is the only transition: once committed or aborted a record never
 //! changes again, and a commit timestamp is never below a push that came before it.
 
@@ -17,6 +23,12 @@ pub enum TxnStatus {
     Pending {
         /// The lowest commit timestamp left to it.
         min_commit_ts: Timestamp,
+    },
+    /// Staged by a parallel commit: committed at or above `proposed` if every home of its
+    /// keys prepared it, else aborted; which one, only asking them tells.
+    Staging {
+        /// The record's home's proposal, above every push that came before the staging.
+        proposed: Timestamp,
     },
     /// Committed: its intents are versions at `commit_ts`.
     Committed {
@@ -45,6 +57,19 @@ pub enum RecordEvent {
     },
     /// Its gateway, or anyone who found its prepare expired, aborts it.
     Abort,
+    /// The record's home stages it as it prepares its own keys: its proposal, raised above
+    /// every push so far.
+    Stage {
+        /// The record's home's proposal.
+        proposed: Timestamp,
+    },
+    /// A recovery decided a staging record after asking every home: `Some(commit_ts)` when
+    /// all had prepared (the greatest proposal), `None` when one was stopped from ever
+    /// preparing it.
+    Recovered {
+        /// The outcome.
+        commit_ts: Option<Timestamp>,
+    },
 }
 
 /// A transition the record refuses: its outcome was decided otherwise.
@@ -60,6 +85,13 @@ pub enum Refusal {
         /// When it committed.
         commit_ts: Timestamp,
     },
+    /// A push or an abort of a staging transaction (it may have committed already: only a
+    /// recovery decides it).
+    #[error("the transaction is staging: only its gateway or a recovery that asked every home decides it")]
+    Staging,
+    /// A recovery's commit of a transaction that was never staged.
+    #[error("the transaction was never staged, so no recovery can find it committed")]
+    NotStaged,
 }
 
 impl TxnStatus {
@@ -70,30 +102,43 @@ impl TxnStatus {
 
     /// The record after `event`, or why it refuses it.
     pub fn apply(self, event: RecordEvent) -> Result<TxnStatus, Refusal> {
+        use RecordEvent::{Abort, Commit, Get, Push, Recovered, Stage};
+        use TxnStatus::{Aborted, Committed, Pending, Staging};
         match (self, event) {
-            (s, RecordEvent::Get) => Ok(s),
-            (TxnStatus::Pending { min_commit_ts }, RecordEvent::Push { above }) => Ok(TxnStatus::Pending {
+            (s, Get) => Ok(s),
+            (Pending { min_commit_ts }, Push { above }) => Ok(Pending {
                 min_commit_ts: min_commit_ts.max(next(above)),
             }),
-            (TxnStatus::Pending { min_commit_ts }, RecordEvent::Commit { proposed }) => Ok(TxnStatus::Committed {
+            (Pending { min_commit_ts }, Commit { proposed }) => Ok(Committed {
                 commit_ts: proposed.max(min_commit_ts),
             }),
-            (TxnStatus::Pending { .. }, RecordEvent::Abort) => Ok(TxnStatus::Aborted),
+            (Pending { .. }, Abort | Recovered { commit_ts: None }) => Ok(Aborted),
+            (Pending { min_commit_ts }, Stage { proposed }) => Ok(Staging {
+                proposed: proposed.max(min_commit_ts),
+            }),
+            (Pending { .. }, Recovered { commit_ts: Some(_) }) => Err(Refusal::NotStaged),
+            // A repeated stage (a prepare retried) changes nothing.
+            (Staging { proposed }, Stage { .. }) => Ok(Staging { proposed }),
+            (Staging { .. }, Push { .. } | Abort) => Err(Refusal::Staging),
+            (Staging { proposed }, Commit { proposed: p } | Recovered { commit_ts: Some(p) }) => Ok(Committed {
+                commit_ts: proposed.max(p),
+            }),
+            (Staging { .. }, Recovered { commit_ts: None }) => Ok(Aborted),
             // A committed record answers a push with its timestamp, and a repeated commit
-            // (a gateway retrying) with the same one.
-            (TxnStatus::Committed { commit_ts }, RecordEvent::Push { .. } | RecordEvent::Commit { .. }) => {
-                Ok(TxnStatus::Committed { commit_ts })
+            // (a gateway retrying, or a recovery that raced it) with the same one.
+            (Committed { commit_ts }, Push { .. } | Commit { .. } | Stage { .. } | Recovered { commit_ts: Some(_) }) => {
+                Ok(Committed { commit_ts })
             }
-            (TxnStatus::Committed { commit_ts }, RecordEvent::Abort) => Err(Refusal::Committed { commit_ts }),
-            (TxnStatus::Aborted, RecordEvent::Push { .. } | RecordEvent::Abort) => Ok(TxnStatus::Aborted),
-            (TxnStatus::Aborted, RecordEvent::Commit { .. }) => Err(Refusal::Aborted),
+            (Committed { commit_ts }, Abort | Recovered { commit_ts: None }) => Err(Refusal::Committed { commit_ts }),
+            (Aborted, Push { .. } | Abort | Recovered { commit_ts: None }) => Ok(Aborted),
+            (Aborted, Commit { .. } | Stage { .. } | Recovered { commit_ts: Some(_) }) => Err(Refusal::Aborted),
         }
     }
 
     /// Whether the outcome is decided.
     pub fn is_decided(self) -> bool {
         match self {
-            TxnStatus::Pending { .. } => false,
+            TxnStatus::Pending { .. } | TxnStatus::Staging { .. } => false,
             TxnStatus::Committed { .. } | TxnStatus::Aborted => true,
         }
     }
@@ -144,6 +189,32 @@ mod tests {
     }
 
     #[test]
+    fn a_staging_record_takes_the_pushes_before_it_and_refuses_those_after() {
+        let pushed = TxnStatus::NEW.apply(RecordEvent::Push { above: ts(10, 3) }).unwrap();
+        let staged = pushed.apply(RecordEvent::Stage { proposed: ts(9, 0) }).unwrap();
+        assert_eq!(staged, TxnStatus::Staging { proposed: ts(10, 4) });
+        assert_eq!(staged.apply(RecordEvent::Push { above: ts(20, 0) }), Err(Refusal::Staging));
+        assert_eq!(staged.apply(RecordEvent::Abort), Err(Refusal::Staging));
+        assert_eq!(
+            staged.apply(RecordEvent::Recovered { commit_ts: Some(ts(12, 0)) }),
+            Ok(TxnStatus::Committed { commit_ts: ts(12, 0) })
+        );
+        assert_eq!(
+            staged.apply(RecordEvent::Recovered { commit_ts: None }),
+            Ok(TxnStatus::Aborted)
+        );
+        assert_eq!(
+            TxnStatus::NEW.apply(RecordEvent::Recovered { commit_ts: Some(ts(1, 0)) }),
+            Err(Refusal::NotStaged)
+        );
+        assert_eq!(
+            TxnStatus::Aborted.apply(RecordEvent::Stage { proposed: ts(1, 0) }),
+            Err(Refusal::Aborted),
+            "a record aborted before its home prepared refuses the prepare"
+        );
+    }
+
+    #[test]
     fn next_carries_into_the_wall_clock() {
         assert_eq!(next(ts(7, u32::MAX)), ts(8, 0));
     }
@@ -153,24 +224,31 @@ mod tests {
         prop_oneof![
             Just(RecordEvent::Get),
             t.clone().prop_map(|above| RecordEvent::Push { above }),
-            t.prop_map(|proposed| RecordEvent::Commit { proposed }),
+            t.clone().prop_map(|proposed| RecordEvent::Commit { proposed }),
             Just(RecordEvent::Abort),
+            t.clone().prop_map(|proposed| RecordEvent::Stage { proposed }),
+            proptest::option::of(t).prop_map(|commit_ts| RecordEvent::Recovered { commit_ts }),
         ]
     }
 
     proptest! {
-        /// Whatever arrives in whatever order: the first decision stands, and a commit is
-        /// above every push accepted before it (a reader that pushed never sees it).
+        /// Whatever arrives in whatever order: the first decision stands, a commit is above
+        /// every push accepted before it (a reader that pushed never sees it), and a staging
+        /// record is decided only by a commit or a recovery.
         #[test]
         fn the_first_decision_stands(events in proptest::collection::vec(event(), 0..30)) {
             let mut status = TxnStatus::NEW;
             let mut decided: Option<TxnStatus> = None;
             let mut pushes = Vec::new();
             for e in events {
-                if let RecordEvent::Push { above } = e && decided.is_none() {
+                let after = status.apply(e);
+                if let (RecordEvent::Push { above }, Ok(_), None) = (e, after, decided) {
                     pushes.push(above);
                 }
-                if let Ok(after) = status.apply(e) {
+                if let (TxnStatus::Staging { .. }, Ok(next)) = (status, after) && next.is_decided() {
+                    prop_assert!(matches!(e, RecordEvent::Commit { .. } | RecordEvent::Recovered { .. }), "{:?}", e);
+                }
+                if let Ok(after) = after {
                     status = after;
                 }
                 if let Some(d) = decided {

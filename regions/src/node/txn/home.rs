@@ -4,7 +4,9 @@
 //! their records.
 //!
 //! Locking: a prepare and a read at a timestamp hold the write locks of their keys (so a
-//! strong write in progress finishes first); a resolve takes none. A resolve advances the
+//! strong write in progress finishes first); a resolve takes none. A prepare lays its
+//! intents under its transaction's gate too, which a recovery's question takes
+//! (`staged.rs`). A resolve advances the
 //! clock past the commit timestamp before the versions appear, and versions and intents
 //! change in one database transaction, so whoever holds a key's lock sees either the
 //! intent (and asks the record) or the version (and writes above it).
@@ -13,7 +15,7 @@ use std::collections::BTreeSet;
 
 use regions_core::hlc::Timestamp;
 use regions_core::mvcc::Version;
-use regions_core::protocol::{Prepare, Prepared};
+use regions_core::protocol::{Prepare, Prepared, RecordAnswer};
 use regions_core::txn::{EXPIRY_MS, IntentKind, RecordEvent, TxnIntent, TxnStatus, locks};
 
 use super::super::{KEY_LOCKS, LATEST, Region};
@@ -73,10 +75,20 @@ impl Region {
                 (Meeting::Prepare | Meeting::ReadLatest, false) => RecordEvent::Get,
                 (Meeting::ReadAt(ts), false) => RecordEvent::Push { above: ts },
             };
+            if let Meeting::ReadAt(ts) = meeting
+                && intent.proposed > ts
+            {
+                // It commits at or above its proposal here, whatever happens: after this read.
+                continue;
+            }
             let answer = self
                 .txn_record_event_at(&intent.record_home, &intent.txn, event)
                 .await?;
-            match answer.status {
+            let status = match answer.status {
+                TxnStatus::Staging { proposed } => self.settle_staged(&intent, proposed, meeting).await?,
+                status => status,
+            };
+            match status {
                 TxnStatus::Committed { commit_ts } => {
                     self.txn_resolve(&intent.txn, Some(commit_ts)).await?;
                     resolved.insert(intent.txn.clone());
@@ -85,7 +97,7 @@ impl Region {
                     self.txn_resolve(&intent.txn, None).await?;
                     resolved.insert(intent.txn.clone());
                 }
-                TxnStatus::Pending { .. } => left.push(intent),
+                TxnStatus::Pending { .. } | TxnStatus::Staging { .. } => left.push(intent),
             }
         }
         Ok(left)
@@ -111,6 +123,20 @@ impl Region {
             }
         }
         let proposed = self.txn_hold(&p.txn);
+        let refused = || {
+            Prepared::Conflict(locks::Conflict {
+                key: p.intents.first().map(|(k, _)| k.clone()).unwrap_or_default(),
+                with: None,
+                newer: None,
+            })
+        };
+        let _gate = self.txn_gate(&p.txn).lock().await;
+        if self.store.txn_record(&p.txn).await? == Some(TxnStatus::Aborted) {
+            // Aborted before this prepare came (by a recovery that asked here, or at its
+            // record): it never prepares.
+            self.txn_holds.lock().expect("holds lock").remove(&p.txn);
+            return Ok(refused());
+        }
         let prepared_ms = self.clock.physical_ms();
         let intents: Vec<TxnIntent> = p
             .intents
@@ -120,6 +146,7 @@ impl Region {
                 key: key.clone(),
                 kind: kind.clone(),
                 record_home: p.record_home.clone(),
+                homes: p.homes.clone(),
                 proposed,
                 prepared_ms,
             })
@@ -128,7 +155,22 @@ impl Region {
             self.txn_holds.lock().expect("holds lock").remove(&p.txn);
             return Err(e);
         }
-        Ok(Prepared::Prepared { proposed })
+        if !p.stage {
+            return Ok(Prepared::Prepared { proposed });
+        }
+        // The record is kept here: staged now, with every push it took so far.
+        match self.txn_record_event(&p.txn, RecordEvent::Stage { proposed }).await? {
+            RecordAnswer {
+                status: TxnStatus::Staging { proposed },
+                refused: false,
+            } => Ok(Prepared::Prepared { proposed }),
+            _ => {
+                // Aborted meanwhile (a single-key write met its intent at another home):
+                // what was just laid goes.
+                self.txn_resolve(&p.txn, None).await?;
+                Ok(refused())
+            }
+        }
     }
 
     /// Resolves `txn`'s intents here: versions at `commit_ts` if it committed, nothing if
@@ -169,6 +211,12 @@ impl Region {
         for i in intents {
             holds.entry(i.txn.clone()).or_insert_with(|| self.hold_at(i.proposed));
         }
+    }
+
+    /// The gate of transaction `txn` (see `txn_gates`).
+    pub(super) fn txn_gate(&self, txn: &str) -> &tokio::sync::Mutex<()> {
+        let stripe = (regions_core::placement::hash(txn.as_bytes()) % KEY_LOCKS as u64) as usize;
+        &self.txn_gates[stripe]
     }
 
     fn key_stripe(&self, key: &str) -> usize {

@@ -7,6 +7,7 @@
 mod home;
 mod ops;
 mod sessions;
+mod staged;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -85,8 +85,8 @@ impl Region {
             None => Ok(Tries::None),
             Some(TxnStatus::Aborted) => Ok(Tries::Cancelled),
             Some(TxnStatus::Pending { min_commit_ts }) => Ok(Tries::Latest(min_commit_ts.logical)),
-            Some(TxnStatus::Committed { .. }) => Err(Error::Corrupt(format!(
-                "the record of op id {op_id:?} says committed, which only a try's record may"
+            Some(status @ (TxnStatus::Committed { .. } | TxnStatus::Staging { .. })) => Err(Error::Corrupt(format!(
+                "the record of op id {op_id:?} says {status:?}, which only a try's record may"
             ))),
         }
     }
@@ -95,9 +95,11 @@ impl Region {
     async fn fence(&self, op_id: &str, n: u32) -> Result<Option<OpState>> {
         let txn = try_id(op_id, n);
         let answer = self.record_event_locked(&txn, RecordEvent::Abort).await?;
-        Ok(match answer.status {
-            TxnStatus::Committed { commit_ts } => Some(OpState::Committed { txn, commit_ts }),
-            TxnStatus::Aborted | TxnStatus::Pending { .. } => None,
-        })
+        match answer.status {
+            TxnStatus::Committed { commit_ts } => Ok(Some(OpState::Committed { txn, commit_ts })),
+            TxnStatus::Aborted | TxnStatus::Pending { .. } => Ok(None),
+            // Tries commit explicitly (`gateway::commit_with_record_at`): never staged.
+            TxnStatus::Staging { .. } => Err(Error::Corrupt(format!("try {txn:?} of an op id is staging"))),
+        }
     }
 }

@@ -454,6 +454,15 @@ impl Store for MemoryStore {
         Ok(all)
     }
 
+    async fn txn_intents_of(&self, txn: &str) -> Result<Vec<TxnIntent>> {
+        let s = self.lock();
+        Ok(s.txn_intents
+            .range((txn.to_owned(), String::new())..)
+            .take_while(|((t, _), _)| t == txn)
+            .map(|(_, i)| i.clone())
+            .collect())
+    }
+
     async fn txn_lay(&self, intents: &[TxnIntent]) -> Result<()> {
         let mut s = self.lock();
         for i in intents {

@@ -477,6 +477,12 @@ impl<DB: Dialect> Store for SqlStore<DB> {
         rows.iter().map(txns::intent_of).collect()
     }
 
+    async fn txn_intents_of(&self, txn: &str) -> Result<Vec<TxnIntent>> {
+        let sql = format!("SELECT {INTENT_COLUMNS} FROM txn_intents WHERE txn = $1 ORDER BY key");
+        let rows = self.writer().await?.fetch_all(stmt(&sql).text(txn)).await?;
+        rows.iter().map(txns::intent_of).collect()
+    }
+
     async fn txn_lay(&self, intents: &[TxnIntent]) -> Result<()> {
         let mut tx = self.writer.begin().await?;
         for i in intents {

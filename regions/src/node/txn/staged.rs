@@ -1,0 +1,127 @@
+//! What a region does for parallel commits ([`regions_core::txn::staged`]): answers a
+//! recovery's question about a transaction's prepare here (preventing it on request), asks
+//! every home that question, and settles the intents of staging transactions it meets.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use regions_core::hlc::Timestamp;
+use regions_core::protocol::StatusRequest;
+use regions_core::txn::staged::{Outcome, decide};
+use regions_core::txn::{AtHome, EXPIRY_MS, RecordEvent, TxnIntent, TxnStatus};
+
+use super::Meeting;
+use super::super::Region;
+use crate::{Error, Result};
+
+/// How long a reader waits before it asks a staging transaction's homes again.
+const WAIT: Duration = Duration::from_millis(10);
+
+impl Region {
+    /// Whether `txn` (whose record is at `record_home`) prepared here; if it did not and
+    /// `prevent` is set, it never will: a prepare arriving later is refused.
+    pub async fn txn_status_here(&self, txn: &str, record_home: &str, prevent: bool) -> Result<AtHome> {
+        let _gate = self.txn_gate(txn).lock().await;
+        let intents = self.store.txn_intents_of(txn).await?;
+        if let Some(proposed) = intents.iter().map(|i| i.proposed).max() {
+            return Ok(AtHome::Prepared { proposed });
+        }
+        let keeps_record = record_home == self.name;
+        match self.store.txn_record(txn).await? {
+            // Only the record's home's record decides; anywhere else an aborted record is a
+            // refusal this question left.
+            Some(status) if keeps_record && status.is_decided() => return Ok(AtHome::Decided { status }),
+            Some(TxnStatus::Aborted) => return Ok(AtHome::Prevented),
+            // Staged but no intent: resolved, so decided a moment ago; ask again.
+            Some(TxnStatus::Staging { .. }) => return Ok(AtHome::Absent),
+            Some(TxnStatus::Pending { .. } | TxnStatus::Committed { .. }) | None => {}
+        }
+        if !prevent {
+            return Ok(AtHome::Absent);
+        }
+        let answer = self.txn_record_event(txn, RecordEvent::Abort).await?;
+        Ok(match answer.status {
+            TxnStatus::Aborted => AtHome::Prevented,
+            status if keeps_record && status.is_decided() => AtHome::Decided { status },
+            _ => AtHome::Absent,
+        })
+    }
+
+    /// [`Region::txn_status_here`] at `home`.
+    async fn txn_status_at(&self, home: &str, txn: &str, record_home: &str, prevent: bool) -> Result<AtHome> {
+        if home == self.name {
+            return self.txn_status_here(txn, record_home, prevent).await;
+        }
+        let request = StatusRequest {
+            from: self.name.clone(),
+            txn: txn.to_owned(),
+            record_home: record_home.to_owned(),
+            prevent,
+        };
+        self.call_peer(home, "/internal/v1/txn/status", &request).await
+    }
+
+    /// Recovers `txn`, staged at `staged` in its record at `record_home`: asks every home
+    /// whether it prepared (preventing it where it did not, if `prevent`), and decides the
+    /// record from the answers. Returns the decided record, or `None` when a home may still
+    /// prepare (only without `prevent`).
+    pub async fn txn_recover_staged(
+        &self,
+        txn: &str,
+        record_home: &str,
+        homes: &[String],
+        staged: Timestamp,
+        prevent: bool,
+    ) -> Result<Option<TxnStatus>> {
+        let asked = join_all(homes.iter().map(|h| self.txn_status_at(h, txn, record_home, prevent))).await;
+        let answers = asked.into_iter().collect::<Result<Vec<_>>>()?;
+        let event = match decide(staged, &answers) {
+            Outcome::Decided(status) => return Ok(Some(status)),
+            Outcome::Wait => return Ok(None),
+            Outcome::Commit(commit_ts) => RecordEvent::Recovered {
+                commit_ts: Some(commit_ts),
+            },
+            Outcome::Abort => RecordEvent::Recovered { commit_ts: None },
+        };
+        let status = self.txn_record_event_at(record_home, txn, event).await?.status;
+        if status.is_decided() {
+            tracing::info!(txn, ?status, "recovered a staging transaction");
+        }
+        Ok(status.is_decided().then_some(status))
+    }
+
+    /// Settles `intent`, whose record says staging at `staged`, as `meeting` needs it:
+    /// returns the record decided, or still staging when `meeting` may pass it.
+    pub(super) async fn settle_staged(&self, intent: &TxnIntent, staged: Timestamp, meeting: Meeting) -> Result<TxnStatus> {
+        let staging = TxnStatus::Staging { proposed: staged };
+        if intent.homes.is_empty() {
+            return Err(Error::Corrupt(format!(
+                "transaction {} is staging, but its intent on {:?} names no homes",
+                intent.txn, intent.key
+            )));
+        }
+        let expired = |region: &Region| region.clock.physical_ms().saturating_sub(intent.prepared_ms) >= EXPIRY_MS;
+        let recover = |prevent: bool| self.txn_recover_staged(&intent.txn, &intent.record_home, &intent.homes, staged, prevent);
+        match meeting {
+            // It commits at or above its staged proposal: after this read.
+            Meeting::ReadAt(ts) if staged > ts => Ok(staging),
+            // A live transaction holds its keys against other transactions.
+            Meeting::Prepare if !expired(self) => Ok(staging),
+            // A write never passes it undecided: it decides it now.
+            Meeting::Write | Meeting::Prepare => recover(true).await?.ok_or_else(|| Error::HomeUnreachable {
+                region: intent.record_home.clone(),
+                reason: format!("transaction {} is staging and could not be decided", intent.txn),
+            }),
+            // Every home prepared: committed, and seen. Else it commits after this read.
+            Meeting::ReadLatest => Ok(recover(false).await?.unwrap_or(staging)),
+            // It may commit at or below this read: wait for it (its gateway is a round trip
+            // from its explicit commit), or decide it once its prepare expired.
+            Meeting::ReadAt(_) => loop {
+                if let Some(status) = recover(expired(self)).await? {
+                    return Ok(status);
+                }
+                tokio::time::sleep(WAIT).await;
+            },
+        }
+    }
+}
