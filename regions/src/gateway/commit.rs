@@ -15,8 +15,10 @@
 //!    precede it: a home that resolved no longer holds the intents a recovery asks about.
 //!
 //! A transaction whose record is placed elsewhere by the caller (an exactly-once
-//! transaction's record is kept with its op id's tries) is committed explicitly instead:
-//! prepares, then the record's commit as the one commit point, then the resolves, awaited.
+//! transaction's record is kept with its op id's tries), one whose every key is homed at
+//! the gateway (all of it is local, so staging would save nothing), and one with a home
+//! older than parallel commits are committed explicitly instead: prepares, then the
+//! record's commit as the one commit point, then the resolves, awaited.
 //!
 //! A gateway that dies anywhere leaves all or nothing: if every home prepared it committed,
 //! and recoveries find it so; else a recovery tells a home that did not prepare never to,
@@ -30,6 +32,7 @@ use regions_core::protocol::{Prepare, Prepared, Resolve};
 use regions_core::txn::{Planned, RecordEvent, Txn, TxnStatus};
 
 use crate::node::Region;
+use crate::node::txn::Recovery;
 use crate::{Error, Result};
 
 /// Commits `txn`; returns its commit timestamp (its snapshot if it wrote nothing).
@@ -50,7 +53,9 @@ pub(super) async fn commit_with_record_at(
         // every home's clock passed it), so it is serializable at its snapshot as it is.
         return Ok(txn.read_ts);
     };
-    let parallel = record_home.is_none();
+    // Staging saves a round only when a home is remote: a transaction whose every key is
+    // homed at the gateway commits explicitly, all of it local.
+    let parallel = record_home.is_none() && plan.by_home.keys().any(|home| *home != region.name);
     if let Some(home) = record_home {
         plan.record_home = home;
     }
@@ -89,9 +94,18 @@ pub(super) async fn commit_with_record_at(
     let answers = join_all(plan.by_home.iter().map(|(home, intents)| prepare(home, intents))).await;
     let mut proposed = txn.read_ts;
     let mut failure = None;
+    // Every home must have taken part: one older than parallel commits has not, and then
+    // the record decides explicitly (committing it from staging as from pending).
+    let mut parallel = parallel;
     for answer in answers {
         match answer {
-            Ok(Prepared::Prepared { proposed: p }) => proposed = proposed.max(p),
+            Ok(Prepared::Prepared {
+                proposed: p,
+                parallel: took_part,
+            }) => {
+                proposed = proposed.max(p);
+                parallel &= took_part;
+            }
             Ok(Prepared::Conflict(c)) => {
                 failure.get_or_insert(Error::TxnConflict {
                     txn: txn.id.clone(),
@@ -226,20 +240,20 @@ async fn abort(region: &Region, txn: &Txn, plan: &Planned, homes: &[String], err
                 .txn_recover_staged(&txn.id, &plan.record_home, homes, proposed, true)
                 .await
         }
-        Ok(status) => Ok(Some(status)),
+        Ok(status) => Ok(Recovery::Decided(status)),
         Err(e) => Err(e),
     };
     match status {
-        Ok(Some(TxnStatus::Committed { commit_ts })) => {
+        Ok(Recovery::Decided(TxnStatus::Committed { commit_ts })) => {
             resolve(region, txn, plan, Some(commit_ts)).await;
             caught_up(region, txn, commit_ts);
             Ok(commit_ts)
         }
-        Ok(Some(TxnStatus::Aborted | TxnStatus::Pending { .. })) => {
+        Ok(Recovery::Decided(TxnStatus::Aborted | TxnStatus::Pending { .. })) => {
             resolve(region, txn, plan, None).await;
             Err(error)
         }
-        Ok(None | Some(TxnStatus::Staging { .. })) | Err(_) => {
+        Ok(Recovery::Undecided { .. } | Recovery::Decided(TxnStatus::Staging { .. })) | Err(_) => {
             tracing::warn!(txn = txn.id, ?status, "could not abort a transaction; its intents expire");
             Err(match error {
                 Error::HomeUnreachable { region, reason } => Error::HomeUnreachable {

@@ -18,6 +18,7 @@ use regions_core::txn::{EXPIRY_MS, RecordEvent, TxnStatus};
 
 use crate::Result;
 use crate::node::Region;
+use crate::node::txn::Recovery;
 
 /// How often the loop looks.
 const INTERVAL: Duration = Duration::from_millis(1000);
@@ -69,8 +70,15 @@ pub async fn round(region: &Region) -> Result<u64> {
                     .txn_recover_staged(&intent.txn, &intent.record_home, &intent.homes, proposed, true)
                     .await
                 {
-                    Ok(Some(status)) => status,
-                    Ok(None) => continue,
+                    Ok(Recovery::Decided(status)) => status,
+                    Ok(Recovery::Undecided { .. }) => {
+                        tracing::warn!(
+                            txn = intent.txn,
+                            "a staging transaction whose intent here names no homes (laid by an older region) waits \
+                             for its gateway's explicit commit"
+                        );
+                        continue;
+                    }
                     Err(e) => {
                         tracing::warn!(txn = intent.txn, error = %e, "a staging transaction could not be recovered yet");
                         continue;

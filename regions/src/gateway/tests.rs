@@ -101,7 +101,7 @@ fn staged(txn: &str, read_ts: Timestamp, key: &str) -> Prepare {
 
 async fn prepared(region: &Region, p: &Prepare) -> Timestamp {
     match region.txn_prepare(p).await.unwrap() {
-        Prepared::Prepared { proposed } => proposed,
+        Prepared::Prepared { proposed, .. } => proposed,
         Prepared::Conflict(c) => panic!("refused: {c}"),
     }
 }
@@ -199,7 +199,7 @@ async fn an_expired_staged_transaction_is_committed_by_the_recovery_loop() {
 #[tokio::test]
 async fn a_reader_pushes_a_pending_writer_above_its_snapshot() {
     let (region, _) = region().await;
-    let Prepared::Prepared { proposed } = region
+    let Prepared::Prepared { proposed, .. } = region
         .txn_prepare(&prepare("w", region.clock.now(), "k"))
         .await
         .unwrap()

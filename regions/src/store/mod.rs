@@ -314,6 +314,6 @@ pub trait Store: Send + Sync {
 
     /// Deletes at most `limit` transactions' records last written before `horizon_ms` (Unix
     /// ms); the records of op ids and their tries ([`regions_core::txn::is_op_record`]) are
-    /// kept. Returns how many it deleted.
+    /// kept, and so are staging records (undecided). Returns how many it deleted.
     async fn txn_prune_records(&self, horizon_ms: i64, limit: u32) -> Result<u64>;
 }

@@ -97,7 +97,8 @@ pub async fn intents_resolve_into_versions_or_nothing(b: Backend) {
 
 /// Transactions' records are pruned by when they were last written, a batch at a time: a
 /// record rewritten since the horizon stays whatever its status, and so do op ids' records
-/// and their tries' however old (a compensation may ask for them at any time).
+/// and their tries' however old (a compensation may ask for them at any time), and staging
+/// records (undecided).
 pub async fn records_are_pruned_by_when_they_were_last_written(b: Backend) {
     let db = Db::new(b).await;
     let store = db.open().await;
@@ -107,6 +108,8 @@ pub async fn records_are_pruned_by_when_they_were_last_written(b: Backend) {
         store.txn_set_record(old, TxnStatus::Aborted, 1_000).await.unwrap();
     }
     store.txn_set_record("op/x", pending, 1_000).await.unwrap();
+    let staging = TxnStatus::Staging { proposed: ts(2) };
+    store.txn_set_record("staging", staging, 1_000).await.unwrap();
     store.txn_set_record("try/1/x", committed, 1_000).await.unwrap();
     store.txn_set_record("rewritten", pending, 1_000).await.unwrap();
     store.txn_set_record("rewritten", committed, 3_000).await.unwrap();
@@ -133,6 +136,11 @@ pub async fn records_are_pruned_by_when_they_were_last_written(b: Backend) {
         store.txn_record("try/1/x").await.unwrap(),
         Some(committed),
         "so are its tries'"
+    );
+    assert_eq!(
+        store.txn_record("staging").await.unwrap(),
+        Some(staging),
+        "a staging record is kept: only a recovery decides it"
     );
 }
 

@@ -245,6 +245,12 @@ pub enum Prepared {
     Prepared {
         /// The home's proposal.
         proposed: Timestamp,
+        /// Whether the home took part in a parallel commit: it stored the transaction's
+        /// homes with its intents, and the record's home staged the record. A gateway
+        /// answers before the record is committed only when every home says so (a region
+        /// older than parallel commits omits it, and its prepare is committed explicitly).
+        #[serde(default)]
+        parallel: bool,
     },
     /// Refused: nothing was laid.
     Conflict(Conflict),

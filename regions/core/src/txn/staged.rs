@@ -48,15 +48,21 @@ pub enum Outcome {
     Commit(Timestamp),
     /// A home will never prepare: the transaction aborted.
     Abort,
-    /// A home has not prepared yet and was not asked to refuse: ask again later.
-    Wait,
+    /// A home has not prepared yet and was not asked to refuse (or no home was asked):
+    /// ask again later. If it commits, it is at or above `floor` (the greatest proposal
+    /// known so far).
+    Wait {
+        /// The lowest commit timestamp left to it.
+        floor: Timestamp,
+    },
 }
 
 /// The outcome of a transaction staged at `staged` (the record's proposal), from every
 /// home's answer.
 pub fn decide(staged: Timestamp, answers: &[AtHome]) -> Outcome {
     let mut commit_ts = staged;
-    let mut absent = false;
+    // No answer is no evidence: a transaction is committed only if homes said so.
+    let mut absent = answers.is_empty();
     let mut prevented = false;
     for answer in answers {
         match *answer {
@@ -69,7 +75,7 @@ pub fn decide(staged: Timestamp, answers: &[AtHome]) -> Outcome {
     if prevented {
         Outcome::Abort
     } else if absent {
-        Outcome::Wait
+        Outcome::Wait { floor: commit_ts }
     } else {
         Outcome::Commit(commit_ts)
     }
@@ -100,7 +106,12 @@ mod tests {
     #[test]
     fn one_home_that_never_prepares_aborts_it_and_one_that_may_still_makes_it_wait() {
         assert_eq!(decide(ts(5), &[prepared(3), AtHome::Prevented]), Outcome::Abort);
-        assert_eq!(decide(ts(5), &[prepared(3), AtHome::Absent]), Outcome::Wait);
+        assert_eq!(
+            decide(ts(5), &[prepared(8), AtHome::Absent]),
+            Outcome::Wait { floor: ts(8) },
+            "it may still commit, and then not below 8"
+        );
+        assert_eq!(decide(ts(5), &[]), Outcome::Wait { floor: ts(5) }, "no homes, no evidence");
         assert_eq!(
             decide(ts(5), &[AtHome::Absent, AtHome::Prevented]),
             Outcome::Abort
@@ -117,7 +128,7 @@ mod tests {
         );
         assert_eq!(
             decide(ts(5), &[AtHome::Decided { status: TxnStatus::Staging { proposed: ts(5) } }]),
-            Outcome::Wait
+            Outcome::Wait { floor: ts(5) }
         );
     }
 }

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use regions_core::hlc::Timestamp;
 use regions_core::mvcc::Version;
-use regions_core::protocol::{Prepare, Prepared, RecordAnswer};
+use regions_core::protocol::{Prepare, Prepared};
 use regions_core::txn::{EXPIRY_MS, IntentKind, RecordEvent, TxnIntent, TxnStatus, locks};
 
 use super::super::{KEY_LOCKS, LATEST, Region};
@@ -131,11 +131,23 @@ impl Region {
             })
         };
         let _gate = self.txn_gate(&p.txn).lock().await;
-        if self.store.txn_record(&p.txn).await? == Some(TxnStatus::Aborted) {
+        let parallel = !p.homes.is_empty();
+        match self.store.txn_record(&p.txn).await? {
             // Aborted before this prepare came (by a recovery that asked here, or at its
             // record): it never prepares.
-            self.txn_holds.lock().expect("holds lock").remove(&p.txn);
-            return Ok(refused());
+            Some(TxnStatus::Aborted) => {
+                self.txn_holds.lock().expect("holds lock").remove(&p.txn);
+                return Ok(refused());
+            }
+            // A repeat of a prepare after the record committed: nothing to lay again.
+            Some(TxnStatus::Committed { commit_ts }) => {
+                self.txn_holds.lock().expect("holds lock").remove(&p.txn);
+                return Ok(Prepared::Prepared {
+                    proposed: commit_ts,
+                    parallel,
+                });
+            }
+            Some(TxnStatus::Pending { .. } | TxnStatus::Staging { .. }) | None => {}
         }
         let prepared_ms = self.clock.physical_ms();
         let intents: Vec<TxnIntent> = p
@@ -156,14 +168,17 @@ impl Region {
             return Err(e);
         }
         if !p.stage {
-            return Ok(Prepared::Prepared { proposed });
+            return Ok(Prepared::Prepared { proposed, parallel });
         }
         // The record is kept here: staged now, with every push it took so far.
-        match self.txn_record_event(&p.txn, RecordEvent::Stage { proposed }).await? {
-            RecordAnswer {
-                status: TxnStatus::Staging { proposed },
-                refused: false,
-            } => Ok(Prepared::Prepared { proposed }),
+        let staged = self.txn_record_event(&p.txn, RecordEvent::Stage { proposed }).await?;
+        match staged.status {
+            TxnStatus::Staging { proposed } | TxnStatus::Committed { commit_ts: proposed } if !staged.refused => {
+                Ok(Prepared::Prepared {
+                    proposed,
+                    parallel: true,
+                })
+            }
             _ => {
                 // Aborted meanwhile (a single-key write met its intent at another home):
                 // what was just laid goes.

@@ -20,6 +20,7 @@ use crate::{Error, Result};
 
 pub use home::Meeting;
 pub use sessions::{Caller, Session, Sessions};
+pub use staged::Recovery;
 
 impl Region {
     /// Applies `event` to the record of `txn` kept here (written durably when it changes).

@@ -17,6 +17,18 @@ use crate::{Error, Result};
 /// How long a reader waits before it asks a staging transaction's homes again.
 const WAIT: Duration = Duration::from_millis(10);
 
+/// What a recovery found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// The record is decided.
+    Decided(TxnStatus),
+    /// Undecided: a home may still prepare it. If it commits, it is at or above `floor`.
+    Undecided {
+        /// The greatest proposal known.
+        floor: Timestamp,
+    },
+}
+
 impl Region {
     /// Whether `txn` (whose record is at `record_home`) prepared here; if it did not and
     /// `prevent` is set, it never will: a prepare arriving later is refused.
@@ -32,8 +44,11 @@ impl Region {
             // refusal this question left.
             Some(status) if keeps_record && status.is_decided() => return Ok(AtHome::Decided { status }),
             Some(TxnStatus::Aborted) => return Ok(AtHome::Prevented),
-            // Staged but no intent: resolved, so decided a moment ago; ask again.
-            Some(TxnStatus::Staging { .. }) => return Ok(AtHome::Absent),
+            // Staged only as the intents were laid, and they go only once it is decided.
+            Some(TxnStatus::Staging { .. }) if keeps_record => {
+                return Err(Error::Corrupt(format!("transaction {txn} is staged here without its intents")));
+            }
+            Some(TxnStatus::Staging { .. }) => {}
             Some(TxnStatus::Pending { .. } | TxnStatus::Committed { .. }) | None => {}
         }
         if !prevent {
@@ -63,8 +78,9 @@ impl Region {
 
     /// Recovers `txn`, staged at `staged` in its record at `record_home`: asks every home
     /// whether it prepared (preventing it where it did not, if `prevent`), and decides the
-    /// record from the answers. Returns the decided record, or `None` when a home may still
-    /// prepare (only without `prevent`).
+    /// record from the answers. Undecided only when a home may still prepare (never with
+    /// `prevent`, unless `homes` is empty: intents laid by a region older than parallel
+    /// commits name none, and then only the gateway's explicit commit decides).
     pub async fn txn_recover_staged(
         &self,
         txn: &str,
@@ -72,22 +88,25 @@ impl Region {
         homes: &[String],
         staged: Timestamp,
         prevent: bool,
-    ) -> Result<Option<TxnStatus>> {
+    ) -> Result<Recovery> {
         let asked = join_all(homes.iter().map(|h| self.txn_status_at(h, txn, record_home, prevent))).await;
         let answers = asked.into_iter().collect::<Result<Vec<_>>>()?;
         let event = match decide(staged, &answers) {
-            Outcome::Decided(status) => return Ok(Some(status)),
-            Outcome::Wait => return Ok(None),
+            Outcome::Decided(status) => return Ok(Recovery::Decided(status)),
+            Outcome::Wait { floor } => return Ok(Recovery::Undecided { floor }),
             Outcome::Commit(commit_ts) => RecordEvent::Recovered {
                 commit_ts: Some(commit_ts),
             },
             Outcome::Abort => RecordEvent::Recovered { commit_ts: None },
         };
         let status = self.txn_record_event_at(record_home, txn, event).await?.status;
-        if status.is_decided() {
-            tracing::info!(txn, ?status, "recovered a staging transaction");
+        if !status.is_decided() {
+            return Err(Error::Corrupt(format!(
+                "the record of transaction {txn} took a recovery's decision and says {status:?}"
+            )));
         }
-        Ok(status.is_decided().then_some(status))
+        tracing::info!(txn, ?status, "recovered a staging transaction");
+        Ok(Recovery::Decided(status))
     }
 
     /// Settles `intent`, whose record says staging at `staged`, as `meeting` needs it:
@@ -108,19 +127,30 @@ impl Region {
             // A live transaction holds its keys against other transactions.
             Meeting::Prepare if !expired(self) => Ok(staging),
             // A write never passes it undecided: it decides it now.
-            Meeting::Write | Meeting::Prepare => recover(true).await?.ok_or_else(|| Error::HomeUnreachable {
-                region: intent.record_home.clone(),
-                reason: format!("transaction {} is staging and could not be decided", intent.txn),
-            }),
+            Meeting::Write | Meeting::Prepare => match recover(true).await? {
+                Recovery::Decided(status) => Ok(status),
+                Recovery::Undecided { .. } => Err(Error::HomeUnreachable {
+                    region: intent.record_home.clone(),
+                    reason: format!(
+                        "transaction {} is staging and its homes could not decide it; retry",
+                        intent.txn
+                    ),
+                }),
+            },
             // Every home prepared: committed, and seen. Else it commits after this read.
-            Meeting::ReadLatest => Ok(recover(false).await?.unwrap_or(staging)),
+            Meeting::ReadLatest => match recover(false).await? {
+                Recovery::Decided(status) => Ok(status),
+                Recovery::Undecided { .. } => Ok(staging),
+            },
             // It may commit at or below this read: wait for it (its gateway is a round trip
-            // from its explicit commit), or decide it once its prepare expired.
-            Meeting::ReadAt(_) => loop {
-                if let Some(status) = recover(expired(self)).await? {
-                    return Ok(status);
+            // from its explicit commit), or decide it once its prepare expired; pass it as
+            // soon as a home's proposal is above the read.
+            Meeting::ReadAt(ts) => loop {
+                match recover(expired(self)).await? {
+                    Recovery::Decided(status) => return Ok(status),
+                    Recovery::Undecided { floor } if floor > ts => return Ok(staging),
+                    Recovery::Undecided { .. } => tokio::time::sleep(WAIT).await,
                 }
-                tokio::time::sleep(WAIT).await;
             },
         }
     }

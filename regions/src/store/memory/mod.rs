@@ -506,7 +506,11 @@ impl Store for MemoryStore {
         let old: Vec<String> = s
             .txn_records
             .iter()
-            .filter(|(id, (_, updated_ms))| *updated_ms < horizon_ms && !regions_core::txn::is_op_record(id))
+            .filter(|(id, (status, updated_ms))| {
+                *updated_ms < horizon_ms
+                    && !matches!(status, TxnStatus::Staging { .. })
+                    && !regions_core::txn::is_op_record(id)
+            })
             .map(|(id, _)| id.clone())
             .take(limit as usize)
             .collect();

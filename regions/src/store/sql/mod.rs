@@ -520,7 +520,7 @@ impl<DB: Dialect> Store for SqlStore<DB> {
         let [op, tries] = regions_core::txn::OP_RECORD_PREFIXES;
         let sql = format!(
             "DELETE FROM txn_records WHERE txn IN (SELECT txn FROM txn_records WHERE updated_ms < $1 \
-             AND txn NOT LIKE '{op}%' AND txn NOT LIKE '{tries}%' LIMIT $2)"
+             AND status <> 'staging' AND txn NOT LIKE '{op}%' AND txn NOT LIKE '{tries}%' LIMIT $2)"
         );
         let s = stmt(&sql).int(horizon_ms).int(i64::from(limit));
         self.writer().await?.execute(s).await
