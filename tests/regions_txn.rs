@@ -429,6 +429,45 @@ async fn a_gateway_killed_at_each_point_of_a_commit_leaves_all_or_nothing() {
     }
 }
 
+/// A commit whose record the gateway (us-east) staged while eu-west refused its prepare (a
+/// single-key write landed after the snapshot): the gateway decides it at once, telling
+/// eu-west never to prepare it, so nothing of it stays and the key at us-east is free for
+/// the next transaction straight away rather than once the prepare expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_home_that_refuses_aborts_a_staged_commit_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), SETTINGS, LATENCY_MS).await;
+    let http = reqwest::Client::new();
+    let urls: Vec<String> = cluster.regions.iter().map(|r| r.url.clone()).collect();
+    let (us, eu) = (format!("{}staged", PREFIXES[0]), format!("{}staged", PREFIXES[1]));
+    let id = begin(&http, &urls[0]).await.unwrap();
+    assert!(txn_put(&http, &urls[0], &id, &us, json!("txn")).await);
+    assert!(txn_put(&http, &urls[0], &id, &eu, json!("txn")).await);
+    let written = http
+        .put(format!("{}/v1/kv/{eu}", urls[1]))
+        .json(&json!({ "value": "single" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(written.status(), 200);
+
+    let (status, body) = post(&http, &format!("{}/v1/txns/{id}/commit", urls[0]), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!((status, problem_type(&body).as_str()), (409, "txn-conflict"), "{body}");
+    assert!(body.to_string().contains(&eu), "the conflict names eu-west's key: {body}");
+    // A staged intent left at us-east would refuse this prepare for 5 s.
+    let next = post(
+        &http,
+        &format!("{}/v1/txn", urls[0]),
+        &json!({ "writes": [{"key": us, "value": "next"}] }),
+    )
+    .await;
+    assert!(matches!(next, Some((200, _))), "{next:?}");
+    let seen = snapshot_of(&http, &urls[2], &[&us, &eu]).await;
+    assert_eq!(seen, vec![json!("next"), json!("single")]);
+}
+
 /// Transfers that must commit beside the single-key workload for its test to mean something.
 const BESIDE_COMMITS: u64 = 5;
 
