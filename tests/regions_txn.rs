@@ -455,7 +455,10 @@ async fn a_home_that_refuses_aborts_a_staged_commit_at_once() {
         .await
         .unwrap();
     assert_eq!((status, problem_type(&body).as_str()), (409, "txn-conflict"), "{body}");
-    assert!(body.to_string().contains(&eu), "the conflict names eu-west's key: {body}");
+    assert!(
+        body.to_string().contains(&eu),
+        "the conflict names eu-west's key: {body}"
+    );
     // A staged intent left at us-east would refuse this prepare for 5 s.
     let next = post(
         &http,

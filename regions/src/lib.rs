@@ -103,7 +103,9 @@
 //! **Transactions** (`docs/transactions.md`) read at a snapshot, lay intents at each key's
 //! home when they commit (validated: nothing newer than the snapshot, no other live
 //! transaction's intent), and are decided by one record at one home of a written key (the
-//! gateway, when it is one); whoever meets an intent asks the record. A home's closed
+//! gateway, when it is one), staged with the prepares: committed once every home prepared
+//! (parallel commits). Whoever meets an intent asks the record, and, while it is staging,
+//! every home. A home's closed
 //! timestamp stays below every transaction prepared there until it is resolved, so a
 //! snapshot read from a replica's copy never sees part of one.
 //!

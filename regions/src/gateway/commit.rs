@@ -125,8 +125,7 @@ pub(super) async fn commit_with_record_at(
     crash_if_asked("prepared");
     if parallel {
         // Every home prepared and the record is staged: committed, at `proposed`.
-        finish(region, txn, plan, proposed).await;
-        return Ok(proposed);
+        return finish(region, txn, plan, proposed).await;
     }
     let decided = region
         .txn_record_event_at(&plan.record_home, &txn.id, RecordEvent::Commit { proposed })
@@ -148,29 +147,45 @@ pub(super) async fn commit_with_record_at(
             caught_up(region, txn, commit_ts);
             Ok(commit_ts)
         }
-        TxnStatus::Aborted | TxnStatus::Pending { .. } | TxnStatus::Staging { .. } => {
+        TxnStatus::Aborted => {
             resolve(region, txn, &plan, None).await;
             Err(aborted_before_commit(txn))
         }
+        // A commit always decides a pending or staging record.
+        status @ (TxnStatus::Pending { .. } | TxnStatus::Staging { .. }) => Err(Error::Corrupt(format!(
+            "the record of transaction {} took a commit and says {status:?}",
+            txn.id
+        ))),
     }
 }
 
 /// The rest of a parallel commit that every home prepared, committed at `commit_ts`: the
 /// record's explicit commit and the resolves. What is local to the gateway is done before
-/// it returns; the rest follows in the background (see the module's notes).
-async fn finish(region: &Arc<Region>, txn: &Txn, plan: Planned, commit_ts: Timestamp) {
+/// it returns; the rest follows in the background (see the module's notes). Returns the
+/// commit timestamp.
+async fn finish(region: &Arc<Region>, txn: &Txn, plan: Planned, commit_ts: Timestamp) -> Result<Timestamp> {
     caught_up(region, txn, commit_ts);
     if plan.record_home != region.name {
         let (region, txn) = (region.clone(), txn.clone());
         tokio::spawn(async move {
-            if explicit_commit(&region, &txn, &plan, commit_ts).await {
+            if explicit_commit(&region, &txn, &plan, commit_ts).await == Some(TxnStatus::Committed { commit_ts }) {
                 resolve(&region, &txn, &plan, Some(commit_ts)).await;
             }
         });
-        return;
+        return Ok(commit_ts);
     }
-    if !explicit_commit(region, txn, &plan, commit_ts).await {
-        return;
+    match explicit_commit(region, txn, &plan, commit_ts).await {
+        Some(TxnStatus::Committed { commit_ts: recorded }) if recorded == commit_ts => {}
+        // The record here says otherwise, which no recovery can make it say: answer what
+        // it says.
+        Some(status) => {
+            return Err(Error::Corrupt(format!(
+                "transaction {} committed at {commit_ts} by its homes' prepares, and its record says {status:?}",
+                txn.id
+            )));
+        }
+        // Committed all the same: every home prepared.
+        None => return Ok(commit_ts),
     }
     crash_if_asked("decided");
     if plan.by_home.contains_key(&region.name) {
@@ -185,23 +200,30 @@ async fn finish(region: &Arc<Region>, txn: &Txn, plan: Planned, commit_ts: Times
     }
     let (region, txn) = (region.clone(), txn.clone());
     tokio::spawn(async move {
-        join_all(others.iter().map(|home| resolve_at(&region, &txn, home, Some(commit_ts)))).await;
+        join_all(
+            others
+                .iter()
+                .map(|home| resolve_at(&region, &txn, home, Some(commit_ts))),
+        )
+        .await;
     });
+    Ok(commit_ts)
 }
 
-/// Writes the explicit commit of a transaction every home prepared; whether the record
-/// says so (else the resolves wait for a recovery, which finds the same outcome).
-async fn explicit_commit(region: &Region, txn: &Txn, plan: &Planned, commit_ts: Timestamp) -> bool {
+/// Writes the explicit commit of a transaction every home prepared; the record after it
+/// (`None` if it could not be written: the resolves then wait for a recovery, which finds
+/// the same outcome). Resolves follow it only when it says committed at `commit_ts`.
+async fn explicit_commit(region: &Region, txn: &Txn, plan: &Planned, commit_ts: Timestamp) -> Option<TxnStatus> {
     let event = RecordEvent::Commit { proposed: commit_ts };
     match region.txn_record_event_at(&plan.record_home, &txn.id, event).await {
-        Ok(answer) if answer.status == (TxnStatus::Committed { commit_ts }) => true,
+        Ok(answer) if answer.status == (TxnStatus::Committed { commit_ts }) => Some(answer.status),
         Ok(answer) => {
             tracing::error!(txn = txn.id, %commit_ts, status = ?answer.status, "a transaction every home prepared has another outcome at its record");
-            false
+            Some(answer.status)
         }
         Err(e) => {
             tracing::warn!(txn = txn.id, error = %e, "the explicit commit was not written; a recovery will find it committed");
-            false
+            None
         }
     }
 }
@@ -249,12 +271,23 @@ async fn abort(region: &Region, txn: &Txn, plan: &Planned, homes: &[String], err
             caught_up(region, txn, commit_ts);
             Ok(commit_ts)
         }
-        Ok(Recovery::Decided(TxnStatus::Aborted | TxnStatus::Pending { .. })) => {
+        Ok(Recovery::Decided(TxnStatus::Aborted)) => {
             resolve(region, txn, plan, None).await;
-            Err(error)
+            Err(match error {
+                Error::HomeUnreachable { region, reason } => Error::HomeUnreachable {
+                    region,
+                    reason: format!("{reason}; the transaction was aborted: nothing of it was applied"),
+                },
+                other => other,
+            })
         }
-        Ok(Recovery::Undecided { .. } | Recovery::Decided(TxnStatus::Staging { .. })) | Err(_) => {
-            tracing::warn!(txn = txn.id, ?status, "could not abort a transaction; its intents expire");
+        Ok(Recovery::Undecided { .. } | Recovery::Decided(TxnStatus::Pending { .. } | TxnStatus::Staging { .. }))
+        | Err(_) => {
+            tracing::warn!(
+                txn = txn.id,
+                ?status,
+                "could not abort a transaction; its intents expire"
+            );
             Err(match error {
                 Error::HomeUnreachable { region, reason } => Error::HomeUnreachable {
                     region,

@@ -1,7 +1,7 @@
 //! The gateway of transactions: the region a client begins a transaction at keeps it open
 //! (`crate::node::txn::Sessions`), reads each key at its home at the snapshot, buffers the
-//! writes, and commits them across the homes (`commit.rs`, two-phase: prepare at every
-//! home, then one write of the record). `one_shot.rs` is the one-request form (with its
+//! writes, and commits them across the homes (`commit.rs`, a parallel commit: the record
+//! staged with the prepares, committed once every home prepared). `one_shot.rs` is the one-request form (with its
 //! exactly-once op ids); `snapshot.rs` reads several keys at one timestamp; `recover.rs` is
 //! the loop that resolves the intents whose gateway vanished.
 

@@ -89,7 +89,17 @@ pub async fn round(region: &Region) -> Result<u64> {
         };
         let commit_ts = match status {
             TxnStatus::Committed { commit_ts } => Some(commit_ts),
-            TxnStatus::Aborted | TxnStatus::Pending { .. } | TxnStatus::Staging { .. } => None,
+            TxnStatus::Aborted => None,
+            // An abort always decides a pending record, and a recovery a staging one; an
+            // undecided answer drops nothing.
+            TxnStatus::Pending { .. } | TxnStatus::Staging { .. } => {
+                tracing::warn!(
+                    txn = intent.txn,
+                    ?status,
+                    "an expired transaction is still undecided; next round"
+                );
+                continue;
+            }
         };
         let resolved = region.txn_resolve(&intent.txn, commit_ts).await?;
         tracing::info!(

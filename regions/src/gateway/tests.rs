@@ -141,7 +141,10 @@ async fn a_single_write_finds_a_staged_transaction_committed() {
     let (region, _) = region().await;
     let proposed = prepared(&region, &staged("w", region.clock.now(), "k")).await;
     let answer = region.txn_record_event("w", RecordEvent::Abort).await.unwrap();
-    assert!(answer.refused && answer.status == TxnStatus::Staging { proposed }, "{answer:?}");
+    assert!(
+        answer.refused && answer.status == TxnStatus::Staging { proposed },
+        "{answer:?}"
+    );
     let cmd: WriteCommand = serde_json::from_value(json!({"value": "1", "consistency": "async"})).unwrap();
     region.write_at_home("k", &cmd).await.unwrap();
     assert_eq!(
@@ -166,13 +169,22 @@ async fn a_prevented_prepare_is_refused_for_good() {
     assert_eq!(region.txn_status_here("q", "b", false).await.unwrap(), AtHome::Absent);
     assert_eq!(region.txn_status_here("q", "b", true).await.unwrap(), AtHome::Prevented);
     assert!(matches!(
-        region.txn_prepare(&prepare("q", region.clock.now(), "j")).await.unwrap(),
+        region
+            .txn_prepare(&prepare("q", region.clock.now(), "j"))
+            .await
+            .unwrap(),
         Prepared::Conflict(_)
     ));
     assert!(region.store.txn_intents_of("q").await.unwrap().is_empty());
-    assert_eq!(region.txn_status_here("q", "b", false).await.unwrap(), AtHome::Prevented);
+    assert_eq!(
+        region.txn_status_here("q", "b", false).await.unwrap(),
+        AtHome::Prevented
+    );
     // At the record's home a decided record is the answer.
-    region.txn_record_event("c", RecordEvent::Commit { proposed }).await.unwrap();
+    region
+        .txn_record_event("c", RecordEvent::Commit { proposed })
+        .await
+        .unwrap();
     assert_eq!(
         region.txn_status_here("c", "a", true).await.unwrap(),
         AtHome::Decided {

@@ -62,8 +62,11 @@ impl Region {
         if home == self.name && self.placement().writes_anywhere(key).is_none() {
             // A transaction's intent: seen if its record says committed; pushed above an
             // `as_of` read if it is still pending (it then commits after it).
+            // A staging one that may commit below an `as_of` read is waited for.
             let meeting = req.as_of.map_or(Meeting::ReadLatest, Meeting::ReadAt);
-            self.settle_intents(key, meeting, None).await?;
+            while self.settle_intents(key, meeting, None).await?.wait {
+                tokio::time::sleep(super::txn::WAIT).await;
+            }
         }
         let (only_source, closed) = self.closed_for_key(key, &home);
         if let Some(as_of) = req.as_of {

@@ -149,9 +149,18 @@ pub async fn records_are_pruned_by_when_they_were_last_written(b: Backend) {
 pub async fn staged_transactions_keep_their_homes(b: Backend) {
     let db = Db::new(b).await;
     let store = db.open().await;
-    let mut staged = intent("t1", "a", IntentKind::Write { value: Some("1".into()) });
+    let mut staged = intent(
+        "t1",
+        "a",
+        IntentKind::Write {
+            value: Some("1".into()),
+        },
+    );
     staged.homes = vec!["eu-west".into(), "us-east".into()];
-    store.txn_lay(&[staged.clone(), intent("t2", "b", IntentKind::Read)]).await.unwrap();
+    store
+        .txn_lay(&[staged.clone(), intent("t2", "b", IntentKind::Read)])
+        .await
+        .unwrap();
     let staging = TxnStatus::Staging { proposed: ts(4) };
     store.txn_set_record("t1", staging, 1).await.unwrap();
     store.close().await;

@@ -126,9 +126,10 @@ impl TxnStatus {
             (Staging { .. }, Recovered { commit_ts: None }) => Ok(Aborted),
             // A committed record answers a push with its timestamp, and a repeated commit
             // (a gateway retrying, or a recovery that raced it) with the same one.
-            (Committed { commit_ts }, Push { .. } | Commit { .. } | Stage { .. } | Recovered { commit_ts: Some(_) }) => {
-                Ok(Committed { commit_ts })
-            }
+            (
+                Committed { commit_ts },
+                Push { .. } | Commit { .. } | Stage { .. } | Recovered { commit_ts: Some(_) },
+            ) => Ok(Committed { commit_ts }),
             (Committed { commit_ts }, Abort | Recovered { commit_ts: None }) => Err(Refusal::Committed { commit_ts }),
             (Aborted, Push { .. } | Abort | Recovered { commit_ts: None }) => Ok(Aborted),
             (Aborted, Commit { .. } | Stage { .. } | Recovered { commit_ts: Some(_) }) => Err(Refusal::Aborted),
@@ -193,10 +194,15 @@ mod tests {
         let pushed = TxnStatus::NEW.apply(RecordEvent::Push { above: ts(10, 3) }).unwrap();
         let staged = pushed.apply(RecordEvent::Stage { proposed: ts(9, 0) }).unwrap();
         assert_eq!(staged, TxnStatus::Staging { proposed: ts(10, 4) });
-        assert_eq!(staged.apply(RecordEvent::Push { above: ts(20, 0) }), Err(Refusal::Staging));
+        assert_eq!(
+            staged.apply(RecordEvent::Push { above: ts(20, 0) }),
+            Err(Refusal::Staging)
+        );
         assert_eq!(staged.apply(RecordEvent::Abort), Err(Refusal::Staging));
         assert_eq!(
-            staged.apply(RecordEvent::Recovered { commit_ts: Some(ts(12, 0)) }),
+            staged.apply(RecordEvent::Recovered {
+                commit_ts: Some(ts(12, 0))
+            }),
             Ok(TxnStatus::Committed { commit_ts: ts(12, 0) })
         );
         assert_eq!(
@@ -204,7 +210,9 @@ mod tests {
             Ok(TxnStatus::Aborted)
         );
         assert_eq!(
-            TxnStatus::NEW.apply(RecordEvent::Recovered { commit_ts: Some(ts(1, 0)) }),
+            TxnStatus::NEW.apply(RecordEvent::Recovered {
+                commit_ts: Some(ts(1, 0))
+            }),
             Err(Refusal::NotStaged)
         );
         assert_eq!(

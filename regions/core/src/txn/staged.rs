@@ -111,11 +111,12 @@ mod tests {
             Outcome::Wait { floor: ts(8) },
             "it may still commit, and then not below 8"
         );
-        assert_eq!(decide(ts(5), &[]), Outcome::Wait { floor: ts(5) }, "no homes, no evidence");
         assert_eq!(
-            decide(ts(5), &[AtHome::Absent, AtHome::Prevented]),
-            Outcome::Abort
+            decide(ts(5), &[]),
+            Outcome::Wait { floor: ts(5) },
+            "no homes, no evidence"
         );
+        assert_eq!(decide(ts(5), &[AtHome::Absent, AtHome::Prevented]), Outcome::Abort);
     }
 
     #[test]
@@ -127,7 +128,12 @@ mod tests {
             "a home that resolved after the explicit commit may be told to refuse; the record knows"
         );
         assert_eq!(
-            decide(ts(5), &[AtHome::Decided { status: TxnStatus::Staging { proposed: ts(5) } }]),
+            decide(
+                ts(5),
+                &[AtHome::Decided {
+                    status: TxnStatus::Staging { proposed: ts(5) }
+                }]
+            ),
             Outcome::Wait { floor: ts(5) }
         );
     }

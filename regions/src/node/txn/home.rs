@@ -21,6 +21,15 @@ use regions_core::txn::{EXPIRY_MS, IntentKind, RecordEvent, TxnIntent, TxnStatus
 use super::super::{KEY_LOCKS, LATEST, Region};
 use crate::{Error, Result};
 
+/// What settling a key's intents left.
+#[derive(Debug)]
+pub struct Settled {
+    /// The undecided intents.
+    pub held: Vec<TxnIntent>,
+    /// Whether a read at a timestamp must wait for one of them and settle again.
+    pub wait: bool,
+}
+
 /// Who meets an intent, which decides what it asks the intent's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Meeting {
@@ -57,9 +66,13 @@ impl Region {
 
     /// Settles the intents on `key` that `meeting` cannot pass (the caller holds the key's
     /// lock): asks each one's record and resolves it here once decided. Returns the
-    /// undecided ones left (a prepare is refused by those it conflicts with).
-    pub async fn settle_intents(&self, key: &str, meeting: Meeting, own: Option<&str>) -> Result<Vec<TxnIntent>> {
+    /// undecided ones left (a prepare is refused by those it conflicts with), and whether a
+    /// read at a timestamp must wait for one of them (a staging transaction that may still
+    /// commit below the read: the caller lets go of the key's lock, waits
+    /// [`super::staged::WAIT`] and settles again).
+    pub async fn settle_intents(&self, key: &str, meeting: Meeting, own: Option<&str>) -> Result<Settled> {
         let mut left = Vec::new();
+        let mut wait = false;
         let mut resolved = BTreeSet::new();
         for intent in self.store.txn_intents_on(key).await? {
             if own == Some(intent.txn.as_str()) || resolved.contains(&intent.txn) {
@@ -85,7 +98,13 @@ impl Region {
                 .txn_record_event_at(&intent.record_home, &intent.txn, event)
                 .await?;
             let status = match answer.status {
-                TxnStatus::Staging { proposed } => self.settle_staged(&intent, proposed, meeting).await?,
+                TxnStatus::Staging { proposed } => match self.settle_staged(&intent, proposed, meeting).await? {
+                    Some(status) => status,
+                    None => {
+                        wait = true;
+                        answer.status
+                    }
+                },
                 status => status,
             };
             match status {
@@ -100,7 +119,7 @@ impl Region {
                 TxnStatus::Pending { .. } | TxnStatus::Staging { .. } => left.push(intent),
             }
         }
-        Ok(left)
+        Ok(Settled { held: left, wait })
     }
 
     /// Validates and lays a transaction's intents on keys homed here. Nothing is laid when
@@ -116,13 +135,12 @@ impl Region {
             guards.push(self.key_locks[s].lock().await);
         }
         for (key, kind) in &p.intents {
-            let held = self.settle_intents(key, Meeting::Prepare, Some(&p.txn)).await?;
+            let held = self.settle_intents(key, Meeting::Prepare, Some(&p.txn)).await?.held;
             let latest = self.store.read(key, LATEST).await?.map(|v| v.ts);
             if let Err(conflict) = locks::check(&p.txn, p.read_ts, key, kind, latest, &held) {
                 return Ok(Prepared::Conflict(conflict));
             }
         }
-        let proposed = self.txn_hold(&p.txn);
         let refused = || {
             Prepared::Conflict(locks::Conflict {
                 key: p.intents.first().map(|(k, _)| k.clone()).unwrap_or_default(),
@@ -135,13 +153,10 @@ impl Region {
         match self.store.txn_record(&p.txn).await? {
             // Aborted before this prepare came (by a recovery that asked here, or at its
             // record): it never prepares.
-            Some(TxnStatus::Aborted) => {
-                self.txn_holds.lock().expect("holds lock").remove(&p.txn);
-                return Ok(refused());
-            }
-            // A repeat of a prepare after the record committed: nothing to lay again.
+            Some(TxnStatus::Aborted) => return Ok(refused()),
+            // A repeat of a prepare after the record committed: nothing to lay again (the
+            // first one's hold stays until its intents are resolved).
             Some(TxnStatus::Committed { commit_ts }) => {
-                self.txn_holds.lock().expect("holds lock").remove(&p.txn);
                 return Ok(Prepared::Prepared {
                     proposed: commit_ts,
                     parallel,
@@ -149,6 +164,8 @@ impl Region {
             }
             Some(TxnStatus::Pending { .. } | TxnStatus::Staging { .. }) | None => {}
         }
+        let hold = self.txn_hold(&p.txn);
+        let proposed = hold.ts;
         let prepared_ms = self.clock.physical_ms();
         let intents: Vec<TxnIntent> = p
             .intents
@@ -163,10 +180,8 @@ impl Region {
                 prepared_ms,
             })
             .collect();
-        if let Err(e) = self.store.txn_lay(&intents).await {
-            self.txn_holds.lock().expect("holds lock").remove(&p.txn);
-            return Err(e);
-        }
+        self.store.txn_lay(&intents).await?;
+        hold.keep();
         if !p.stage {
             return Ok(Prepared::Prepared { proposed, parallel });
         }
@@ -207,16 +222,29 @@ impl Region {
     pub async fn txn_read_at(&self, key: &str, ts: Timestamp) -> Result<Option<Version>> {
         self.key_is_transactional(key)?;
         self.clock.update(ts)?;
-        let _lock = self.key_lock(key).lock().await;
-        self.settle_intents(key, Meeting::ReadAt(ts), None).await?;
-        self.store.read(key, ts).await
+        loop {
+            let lock = self.key_lock(key).lock().await;
+            if !self.settle_intents(key, Meeting::ReadAt(ts), None).await?.wait {
+                return self.store.read(key, ts).await;
+            }
+            drop(lock);
+            tokio::time::sleep(super::staged::WAIT).await;
+        }
     }
 
     /// The hold that keeps the closed timestamp below `txn`'s proposal here until it is
-    /// resolved (created at its first prepare here); returns the proposal.
-    fn txn_hold(&self, txn: &str) -> Timestamp {
+    /// resolved (created at its first prepare here, which keeps it once its intents are
+    /// laid).
+    fn txn_hold(&self, txn: &str) -> NewHold<'_> {
         let mut holds = self.txn_holds.lock().expect("holds lock");
-        holds.entry(txn.to_owned()).or_insert_with(|| self.begin_write()).ts
+        let created = !holds.contains_key(txn);
+        let ts = holds.entry(txn.to_owned()).or_insert_with(|| self.begin_write()).ts;
+        NewHold {
+            region: self,
+            txn: txn.to_owned(),
+            created,
+            ts,
+        }
     }
 
     /// Holds the proposals of the intents a restart found (their transactions are still
@@ -236,5 +264,30 @@ impl Region {
 
     fn key_stripe(&self, key: &str) -> usize {
         (regions_core::placement::hash(key.as_bytes()) % KEY_LOCKS as u64) as usize
+    }
+}
+
+/// A proposal's hold a prepare took: let go again if the prepare does not lay its intents
+/// (it failed, or its request was dropped midway), unless an earlier prepare of the same
+/// transaction had taken it.
+struct NewHold<'a> {
+    region: &'a Region,
+    txn: String,
+    created: bool,
+    ts: Timestamp,
+}
+
+impl NewHold<'_> {
+    /// The intents are laid: the hold stays until they are resolved.
+    fn keep(mut self) {
+        self.created = false;
+    }
+}
+
+impl Drop for NewHold<'_> {
+    fn drop(&mut self) {
+        if self.created {
+            self.region.txn_holds.lock().expect("holds lock").remove(&self.txn);
+        }
     }
 }

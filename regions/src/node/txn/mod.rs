@@ -18,9 +18,9 @@ use regions_core::txn::{RecordEvent, TxnStatus};
 use super::Region;
 use crate::{Error, Result};
 
-pub use home::Meeting;
+pub use home::{Meeting, Settled};
 pub use sessions::{Caller, Session, Sessions};
-pub use staged::Recovery;
+pub use staged::{Recovery, WAIT};
 
 impl Region {
     /// Applies `event` to the record of `txn` kept here (written durably when it changes).

@@ -10,12 +10,13 @@ use regions_core::protocol::StatusRequest;
 use regions_core::txn::staged::{Outcome, decide};
 use regions_core::txn::{AtHome, EXPIRY_MS, RecordEvent, TxnIntent, TxnStatus};
 
-use super::Meeting;
 use super::super::Region;
+use super::Meeting;
 use crate::{Error, Result};
 
-/// How long a reader waits before it asks a staging transaction's homes again.
-const WAIT: Duration = Duration::from_millis(10);
+/// How long a reader waits (holding no lock) before it asks a staging transaction's homes
+/// again.
+pub const WAIT: Duration = Duration::from_millis(10);
 
 /// What a recovery found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +47,9 @@ impl Region {
             Some(TxnStatus::Aborted) => return Ok(AtHome::Prevented),
             // Staged only as the intents were laid, and they go only once it is decided.
             Some(TxnStatus::Staging { .. }) if keeps_record => {
-                return Err(Error::Corrupt(format!("transaction {txn} is staged here without its intents")));
+                return Err(Error::Corrupt(format!(
+                    "transaction {txn} is staged here without its intents"
+                )));
             }
             Some(TxnStatus::Staging { .. }) => {}
             Some(TxnStatus::Pending { .. } | TxnStatus::Committed { .. }) | None => {}
@@ -110,48 +113,62 @@ impl Region {
     }
 
     /// Settles `intent`, whose record says staging at `staged`, as `meeting` needs it:
-    /// returns the record decided, or still staging when `meeting` may pass it.
-    pub(super) async fn settle_staged(&self, intent: &TxnIntent, staged: Timestamp, meeting: Meeting) -> Result<TxnStatus> {
+    /// returns the record decided, or still staging when `meeting` may pass it; `None` when
+    /// a read at a timestamp must wait for it (without its key's lock) and ask again.
+    pub(super) async fn settle_staged(
+        &self,
+        intent: &TxnIntent,
+        staged: Timestamp,
+        meeting: Meeting,
+    ) -> Result<Option<TxnStatus>> {
         let staging = TxnStatus::Staging { proposed: staged };
         if intent.homes.is_empty() {
-            return Err(Error::Corrupt(format!(
-                "transaction {} is staging, but its intent on {:?} names no homes",
-                intent.txn, intent.key
-            )));
+            // Laid by a region older than parallel commits: only the gateway's explicit
+            // commit, which follows at once, decides it.
+            return Err(Error::HomeUnreachable {
+                region: intent.record_home.clone(),
+                reason: format!(
+                    "transaction {} is staging and its intent on {:?} names no homes (laid by an older region); \
+                     its gateway decides it; retry",
+                    intent.txn, intent.key
+                ),
+            });
         }
         let expired = |region: &Region| region.clock.physical_ms().saturating_sub(intent.prepared_ms) >= EXPIRY_MS;
-        let recover = |prevent: bool| self.txn_recover_staged(&intent.txn, &intent.record_home, &intent.homes, staged, prevent);
-        match meeting {
+        let recover =
+            |prevent: bool| self.txn_recover_staged(&intent.txn, &intent.record_home, &intent.homes, staged, prevent);
+        let status = match meeting {
             // It commits at or above its staged proposal: after this read.
-            Meeting::ReadAt(ts) if staged > ts => Ok(staging),
+            Meeting::ReadAt(ts) if staged > ts => staging,
             // A live transaction holds its keys against other transactions.
-            Meeting::Prepare if !expired(self) => Ok(staging),
+            Meeting::Prepare if !expired(self) => staging,
             // A write never passes it undecided: it decides it now.
             Meeting::Write | Meeting::Prepare => match recover(true).await? {
-                Recovery::Decided(status) => Ok(status),
-                Recovery::Undecided { .. } => Err(Error::HomeUnreachable {
-                    region: intent.record_home.clone(),
-                    reason: format!(
-                        "transaction {} is staging and its homes could not decide it; retry",
-                        intent.txn
-                    ),
-                }),
+                Recovery::Decided(status) => status,
+                Recovery::Undecided { .. } => {
+                    return Err(Error::HomeUnreachable {
+                        region: intent.record_home.clone(),
+                        reason: format!(
+                            "transaction {} is staging and its homes could not decide it; retry",
+                            intent.txn
+                        ),
+                    });
+                }
             },
             // Every home prepared: committed, and seen. Else it commits after this read.
             Meeting::ReadLatest => match recover(false).await? {
-                Recovery::Decided(status) => Ok(status),
-                Recovery::Undecided { .. } => Ok(staging),
+                Recovery::Decided(status) => status,
+                Recovery::Undecided { .. } => staging,
             },
-            // It may commit at or below this read: wait for it (its gateway is a round trip
-            // from its explicit commit), or decide it once its prepare expired; pass it as
-            // soon as a home's proposal is above the read.
-            Meeting::ReadAt(ts) => loop {
-                match recover(expired(self)).await? {
-                    Recovery::Decided(status) => return Ok(status),
-                    Recovery::Undecided { floor } if floor > ts => return Ok(staging),
-                    Recovery::Undecided { .. } => tokio::time::sleep(WAIT).await,
-                }
+            // It may commit at or below this read: decided if every home prepared (or, once
+            // its prepare expired, by preventing those that did not); passed as soon as a
+            // home's proposal is above the read; else the reader waits for the rest.
+            Meeting::ReadAt(ts) => match recover(expired(self)).await? {
+                Recovery::Decided(status) => status,
+                Recovery::Undecided { floor } if floor > ts => staging,
+                Recovery::Undecided { .. } => return Ok(None),
             },
-        }
+        };
+        Ok(Some(status))
     }
 }
