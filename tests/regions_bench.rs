@@ -174,7 +174,10 @@ async fn region_latencies() {
          one batch in flight per peer, sent at most every interval; commit 3ef660b, measured on\n\
          the same machine the same day) the lag was p50 256.2 ms, p99 287.6 ms: up to a round\n\
          trip plus the interval on top of the one-way latency. A bounded-staleness read is local\n\
-         while the replica's closed timestamp is within the bound, else it pays the round trip.\n",
+         while the replica's closed timestamp is within the bound, else it pays the round trip.\n\
+         \n\
+         Transactions on the same cluster (commits across homes against strong writes, snapshots,\n\
+         and the tightest staleness bound a replica serves locally): docs/benchmarks-transactions.md.\n",
     );
     print!("{report}");
     std::fs::write(

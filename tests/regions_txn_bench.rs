@@ -20,18 +20,17 @@ const N: usize = 30;
 
 /// What the figures say (true of the protocol, whatever the run's numbers).
 const READING: &str = "\n\
-Reading it: a transaction whose keys share one home costs that home's fsyncs only, because\n\
-its intents are durable at the home but not replicated to a quorum before the commit (see\n\
-`docs/transactions.md`): it is not comparable with a strong write, which waits for the\n\
-nearest replica. Across two homes, a commit at a gateway that homes one of the written keys\n\
-costs two round trips to the other home: the prepares go to both homes at once, the record\n\
-is kept at the gateway and written there, then the resolves, awaited (the record is not\n\
-replicated, so the other homes must not depend on it after the answer). A gateway that\n\
-homes none of the keys pays a third round trip, to the record at the first written key's\n\
-home. Neither the intents nor the record are replicated to a quorum before the answer: with\n\
-that replication a commit would cost a replication round for the intents and another for\n\
-the record, unless both go at once (parallel commits), after which the resolves could\n\
-follow the answer. A read-only snapshot is served from a replica's own copies once the\n\
+Reading it: a transaction whose keys share one home at the gateway costs that home's fsyncs\n\
+only, because its intents are durable at the home but not replicated to a quorum before the\n\
+commit (see `docs/transactions.md`): it is not comparable with a strong write, which waits\n\
+for the nearest replica. Across homes, a commit is a parallel commit: the record is staged\n\
+at its home in the same round as the prepares, and the transaction is committed once every\n\
+home prepared, so it costs one round trip to the farthest home plus, when the gateway keeps\n\
+the record, two local writes (the explicit commit and its own keys' resolve); the other\n\
+homes are resolved after the answer. That is about one strong write at the other home. A\n\
+gateway that homes none of the keys pays the round trip to the farther home, as a strong\n\
+write sent through it does. Neither the intents nor the record are replicated to a quorum\n\
+before the answer. A read-only snapshot is served from a replica's own copies once the\n\
 bound covers the one-way latency from the farther home plus the closed timestamp's interval\n\
 and the clock offset.\n";
 const SETTINGS: &str =
