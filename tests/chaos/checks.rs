@@ -17,7 +17,9 @@
 //! - every region converges to the same version of every key, at least the last
 //!   acknowledged async write; counters agree everywhere and hold every acknowledged
 //!   increment; the writes-anywhere keys agree, and so do the regions' counts of writes
-//!   overwritten by conflicts.
+//!   overwritten by conflicts;
+//! - every snapshot of the bank's accounts saw the whole total, which is conserved at the
+//!   end ([`super::bank`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -27,6 +29,7 @@ use regions::Timestamp;
 use serde_json::Value;
 use testkit::history::{self, Call, Operation, Outcome};
 
+use super::bank::Bank;
 use super::testbed::{CLOCK_OFFSET, MAX_CLOCK_OFFSET_MS, PREFIXES, REGIONS, Testbed};
 use super::transfers::{self, Sagas};
 use super::workload::{Workload, anywhere_keys, async_keys, counter_keys, strong_keys};
@@ -52,7 +55,7 @@ pub(super) fn outcome_name(o: &Outcome) -> &'static str {
 }
 
 /// Runs every check.
-pub async fn run(tb: &Testbed, w: &Workload, sagas: &Sagas) -> Report {
+pub async fn run(tb: &Testbed, w: &Workload, sagas: &Sagas, bank: &Bank) -> Report {
     let mut checks = Vec::new();
     match transfers::settle(w, sagas, &tb.coordinator).await {
         Ok((statuses, completed)) => {
@@ -87,6 +90,7 @@ pub async fn run(tb: &Testbed, w: &Workload, sagas: &Sagas) -> Report {
     checks.push(converged(w).await);
     checks.push(counters_converged(w).await);
     checks.push(conflicts_agree(w).await);
+    checks.push(super::bank::check(w, bank).await);
 
     let ops = w.rec.ops.lock().unwrap();
     let mut kinds = BTreeMap::new();

@@ -5,7 +5,8 @@
 //! with a client certificate and a write token; eu-west's clock 40 ms ahead of the others',
 //! within `max_clock_offset_ms`) under a workload of cross-region transfer sagas (spread
 //! over both coordinators), strong and async writes, bounded-staleness reads, counter
-//! increments and writes-anywhere keys, while a nemesis SIGKILLs and restarts regions and
+//! increments, writes-anywhere keys, and a bank of transactions across two homes audited
+//! by snapshots ([`bank`]), while a nemesis SIGKILLs and restarts regions and
 //! one coordinator, pauses the other past its lease (`docker pause`, the cgroup freezer),
 //! cuts regions off and heals them, changes latencies, and holds eu-west's and ap-south's
 //! answers back longer than a step's time limit (their writes apply, the coordinator sees a
@@ -20,6 +21,7 @@
 //! duration), `GEOSAGA_CHAOS_SEED` replays a nemesis schedule, `GEOSAGA_CHAOS_KEEP=1` leaves
 //! the testbed up afterwards.
 
+mod bank;
 mod checks;
 mod coordinators;
 mod history_file;
@@ -225,8 +227,19 @@ async fn the_testbed_keeps_its_promises_under_a_nemesis() {
     let w = Arc::new(Workload::new(tb.regions.clone(), &tb.secrets));
     transfers::open_accounts(&w).await;
     transfers::register(&w, &tb.coordinator).await;
+    bank::open(&w).await;
     let sagas = Arc::new(transfers::Sagas::default());
+    let bank = Arc::new(bank::Bank::default());
     let mut tasks = workload::start(&w);
+    for client in 0..3 {
+        let (w, bank) = (w.clone(), bank.clone());
+        tasks.push(tokio::spawn(async move {
+            match client {
+                0 => bank::audit(&w, &bank).await,
+                _ => bank::transfer(&w, &bank).await,
+            }
+        }));
+    }
     for client in 0..4 {
         let via = client % tb.coordinators.len();
         let (w, sagas, coordinator) = (w.clone(), sagas.clone(), tb.coordinators[via].clone());
@@ -255,7 +268,7 @@ async fn the_testbed_keeps_its_promises_under_a_nemesis() {
     }
 
     let workload = started.elapsed() - setup;
-    let report = checks::run(&tb, &w, &sagas).await;
+    let report = checks::run(&tb, &w, &sagas, &bank).await;
     let checking = started.elapsed() - setup - workload;
     let mut by_kind = BTreeMap::new();
     for f in &faults {
