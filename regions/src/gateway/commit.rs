@@ -130,15 +130,12 @@ pub(super) async fn commit_with_record_at(
     let decided = region
         .txn_record_event_at(&plan.record_home, &txn.id, RecordEvent::Commit { proposed })
         .await
-        .map_err(|e| match e {
-            Error::HomeUnreachable { region, reason } => Error::HomeUnreachable {
-                region,
-                reason: format!(
-                    "{reason}; the transaction's record could not be written and it may or may not have committed \
-                     (it is decided there: committed, or aborted once its prepare expires)"
-                ),
-            },
-            other => other,
+        .map_err(|e| {
+            unreachable_because(
+                e,
+                "the transaction's record could not be written and it may or may not have committed (it is \
+                 decided there: committed, or aborted once its prepare expires)",
+            )
         })?;
     match decided.status {
         TxnStatus::Committed { commit_ts } => {
@@ -273,13 +270,10 @@ async fn abort(region: &Region, txn: &Txn, plan: &Planned, homes: &[String], err
         }
         Ok(Recovery::Decided(TxnStatus::Aborted)) => {
             resolve(region, txn, plan, None).await;
-            Err(match error {
-                Error::HomeUnreachable { region, reason } => Error::HomeUnreachable {
-                    region,
-                    reason: format!("{reason}; the transaction was aborted: nothing of it was applied"),
-                },
-                other => other,
-            })
+            Err(unreachable_because(
+                error,
+                "the transaction was aborted: nothing of it was applied",
+            ))
         }
         Ok(Recovery::Undecided { .. } | Recovery::Decided(TxnStatus::Pending { .. } | TxnStatus::Staging { .. }))
         | Err(_) => {
@@ -288,17 +282,22 @@ async fn abort(region: &Region, txn: &Txn, plan: &Planned, homes: &[String], err
                 ?status,
                 "could not abort a transaction; its intents expire"
             );
-            Err(match error {
-                Error::HomeUnreachable { region, reason } => Error::HomeUnreachable {
-                    region,
-                    reason: format!(
-                        "{reason}; the transaction may or may not have committed (a recovery decides it once its \
-                         prepare expires)"
-                    ),
-                },
-                other => other,
-            })
+            Err(unreachable_because(
+                error,
+                "the transaction may or may not have committed (a recovery decides it once its prepare expires)",
+            ))
         }
+    }
+}
+
+/// `error`, with what it means for the transaction added when a region was unreachable.
+fn unreachable_because(error: Error, meaning: &str) -> Error {
+    match error {
+        Error::HomeUnreachable { region, reason } => Error::HomeUnreachable {
+            region,
+            reason: format!("{reason}; {meaning}"),
+        },
+        other => other,
     }
 }
 

@@ -134,14 +134,14 @@ impl Region {
                 ),
             });
         }
-        let expired = |region: &Region| region.clock.physical_ms().saturating_sub(intent.prepared_ms) >= EXPIRY_MS;
+        let expired = || self.clock.physical_ms().saturating_sub(intent.prepared_ms) >= EXPIRY_MS;
         let recover =
             |prevent: bool| self.txn_recover_staged(&intent.txn, &intent.record_home, &intent.homes, staged, prevent);
         let status = match meeting {
             // It commits at or above its staged proposal: after this read.
             Meeting::ReadAt(ts) if staged > ts => staging,
             // A live transaction holds its keys against other transactions.
-            Meeting::Prepare if !expired(self) => staging,
+            Meeting::Prepare if !expired() => staging,
             // A write never passes it undecided: it decides it now.
             Meeting::Write | Meeting::Prepare => match recover(true).await? {
                 Recovery::Decided(status) => status,
@@ -163,7 +163,7 @@ impl Region {
             // It may commit at or below this read: decided if every home prepared (or, once
             // its prepare expired, by preventing those that did not); passed as soon as a
             // home's proposal is above the read; else the reader waits for the rest.
-            Meeting::ReadAt(ts) => match recover(expired(self)).await? {
+            Meeting::ReadAt(ts) => match recover(expired()).await? {
                 Recovery::Decided(status) => status,
                 Recovery::Undecided { floor } if floor > ts => staging,
                 Recovery::Undecided { .. } => return Ok(None),
