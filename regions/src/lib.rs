@@ -209,6 +209,7 @@ pub async fn serve_on(
     tasks.spawn(replication::gc_loop(region.clone()));
     tasks.spawn(antientropy::run(region.clone()));
     tasks.spawn(gateway::recover::run(region.clone()));
+    tasks.spawn(node::txn::copy_loop(region.clone()));
     tracing::info!(region = name, address = %listener.local_addr()?, "region serving");
     let app = api::router(region.clone())?;
     let served = http_server::serve(listener, app, server_limits(&region.config), tls, shutdown)

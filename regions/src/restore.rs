@@ -19,6 +19,10 @@
 //!   its entry the peers that applied it). Anti-entropy then brings every peer what any
 //!   other held. It waits for every configured peer, retrying: a peer never heard from could
 //!   hold a write no other has.
+//! - **Its transactions.** Every intent it laid, every record it kept and every prepare it
+//!   stopped was kept by a quorum of its peers before it told anyone
+//!   (`node::txn`'s copies): it takes back the newest copy of each, so a transaction it had
+//!   prepared is still prepared here, and stays all or nothing.
 //! - **What it had applied of its peers.** The backup also lost the entries of the peers'
 //!   logs applied after it, which they will not ship again (they acknowledged them): each
 //!   peer's answer says how far, and those entries become a gap (`open_gap`), repaired by
@@ -55,6 +59,7 @@ pub async fn answer(region: &Region, req: &RecoverRequest) -> Result<RecoverResp
         versions: region.store.versions_of(&req.from, &keys).await?,
         counters: region.store.counters_of(&req.from).await?,
         acked_seq: region.acked_by(&req.from),
+        txns: region.store.txn_copies_of(&req.from).await?,
     })
 }
 
@@ -99,6 +104,7 @@ async fn open_gap(region: &Region, peer: &Peer, acked_seq: i64) -> Result<()> {
 /// documentation); returns how many versions and components were new here.
 pub async fn recover(region: &Region) -> Result<u64> {
     let mut recovered = 0;
+    let mut txns = Vec::new();
     for peer in &region.peers {
         let mut attempt = 0u32;
         let answer = loop {
@@ -133,7 +139,16 @@ pub async fn recover(region: &Region) -> Result<u64> {
             "restored from a backup: took back our writes from a peer"
         );
         recovered += new;
+        txns.extend(answer.txns);
         open_gap(region, peer, answer.acked_seq).await?;
+    }
+    let taken = region.txn_take_back(txns).await?;
+    if taken > 0 {
+        tracing::info!(
+            region = region.name,
+            transactions = taken,
+            "restored from a backup: took back our transactions' intents and records from the peers' copies"
+        );
     }
     tokio::time::sleep(Duration::from_millis(region.config.max_clock_offset_ms)).await;
     Ok(recovered)

@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use problem::Problem;
 use regions_core::protocol::{
-    BeginRequest, BeginResponse, CommitResponse, OneShotRequest, OpRequest, Prepare, ReadAt, ReadAtAnswer,
+    BeginRequest, BeginResponse, CommitResponse, CopyRequest, OneShotRequest, OpRequest, Prepare, ReadAt, ReadAtAnswer,
     RecordRequest, Resolve, SnapshotRequest, SnapshotResponse, StatusRequest, TxnPutRequest, TxnValue,
 };
 
@@ -65,6 +65,7 @@ pub(super) fn routes() -> Router<Arc<Region>> {
         .route("/internal/v1/txn/record", post(record))
         .route("/internal/v1/txn/resolve", post(resolve))
         .route("/internal/v1/txn/status", post(status))
+        .route("/internal/v1/txn/copy", post(copy))
         .route("/internal/v1/txn/read", post(read_at))
         .route("/internal/v1/txn/claim", post(claim))
         .route("/internal/v1/txn/cancel", post(cancel))
@@ -387,6 +388,19 @@ async fn status(State(region): Shared, identity: Identity, body: Bytes) -> Resul
     check_sender(&region, identity.as_deref(), "/from", &r.from)?;
     let at_home = region.txn_status_here(&r.txn, &r.record_home, r.prevent).await?;
     Ok(Json(at_home).into_response())
+}
+
+async fn copy(State(region): Shared, identity: Identity, body: Bytes) -> Result<Response, ApiError> {
+    let r: CopyRequest = peer_body(&body)?;
+    check_sender(&region, identity.as_deref(), "/from", &r.from)?;
+    for (i, intent) in r.copy.intents.iter().enumerate() {
+        check_key(&intent.key)?;
+        if let regions_core::txn::IntentKind::Write { value: Some(value) } = &intent.kind {
+            check_value(&region, &format!("/copy/intents/{i}/value"), value)?;
+        }
+    }
+    region.txn_keep_copy(&r).await?;
+    Ok(Json(serde_json::json!({ "kept": true })).into_response())
 }
 
 async fn read_at(State(region): Shared, identity: Identity, body: Bytes) -> Result<Response, ApiError> {

@@ -171,7 +171,16 @@ async fn finish(region: &Arc<Region>, txn: &Txn, plan: Planned, commit_ts: Times
         });
         return Ok(commit_ts);
     }
-    match explicit_commit(region, txn, &plan, commit_ts).await {
+    // The record is here: committed now, answered before a quorum keeps the commit's copy
+    // (the other homes are resolved only after it does).
+    let recorded = match region.txn_commit_here(&txn.id, commit_ts).await {
+        Ok(answer) => Some(answer.status),
+        Err(e) => {
+            tracing::warn!(txn = txn.id, error = %e, "the explicit commit was not written; a recovery will find it committed");
+            None
+        }
+    };
+    match recorded {
         Some(TxnStatus::Committed { commit_ts: recorded }) if recorded == commit_ts => {}
         // The record here says otherwise, which no recovery can make it say: answer what
         // it says.
@@ -189,21 +198,32 @@ async fn finish(region: &Arc<Region>, txn: &Txn, plan: Planned, commit_ts: Times
         resolve_at(region, txn, &region.name, Some(commit_ts)).await;
     }
     let others: Vec<String> = plan.by_home.keys().filter(|h| **h != region.name).cloned().collect();
-    if crash_asked("resolved-one")
-        && let Some(home) = others.first()
-    {
-        resolve_at(region, txn, home, Some(commit_ts)).await;
-        crash_if_asked("resolved-one");
+    let rest = {
+        let (region, txn) = (region.clone(), txn.clone());
+        async move {
+            if let Err(e) = region.txn_copy_out(&txn.id).await {
+                tracing::warn!(txn = txn.id, error = %e, "the commit's copy is not kept yet; the other homes resolve through the record");
+                return;
+            }
+            if crash_asked("resolved-one")
+                && let Some(home) = others.first()
+            {
+                resolve_at(&region, &txn, home, Some(commit_ts)).await;
+                crash_if_asked("resolved-one");
+            }
+            join_all(
+                others
+                    .iter()
+                    .map(|home| resolve_at(&region, &txn, home, Some(commit_ts))),
+            )
+            .await;
+        }
+    };
+    if crash_asked("resolved-one") {
+        rest.await;
+    } else {
+        tokio::spawn(rest);
     }
-    let (region, txn) = (region.clone(), txn.clone());
-    tokio::spawn(async move {
-        join_all(
-            others
-                .iter()
-                .map(|home| resolve_at(&region, &txn, home, Some(commit_ts))),
-        )
-        .await;
-    });
     Ok(commit_ts)
 }
 

@@ -41,6 +41,15 @@ pub async fn run(region: Arc<Region>) {
                 Ok(pruned) => tracing::info!(pruned, "pruned old transaction records"),
                 Err(e) => tracing::warn!(error = %e, "pruning transaction records failed; next hour"),
             }
+            match region
+                .store
+                .txn_prune_copies(i64::try_from(horizon).unwrap_or(i64::MAX))
+                .await
+            {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "pruned old copies of peers' transaction states"),
+                Err(e) => tracing::warn!(error = %e, "pruning copies of transaction states failed; next hour"),
+            }
         }
     }
 }

@@ -82,6 +82,8 @@ pub struct Region {
     txn_holds: Mutex<HashMap<String, write::PendingGuard>>,
     /// Held while a transaction record kept here changes.
     records_lock: tokio::sync::Mutex<()>,
+    /// What this region knows of the copies its peers keep of its transaction states.
+    txn_copies: txn::Copies,
     /// Held (by the transaction's hash) while a prepare lays a transaction's intents, and
     /// while a recovery asks whether it did (and prevents it if not): the two never
     /// interleave. Always taken after the key locks, never before.
@@ -176,6 +178,7 @@ impl Region {
             replica_lock: tokio::sync::Mutex::new(()),
             txn_holds: Mutex::default(),
             records_lock: tokio::sync::Mutex::new(()),
+            txn_copies: txn::Copies::default(),
             txn_gates: (0..KEY_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
             sessions: txn::Sessions::default(),
         };

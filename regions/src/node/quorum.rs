@@ -15,7 +15,14 @@ use crate::{Error, Result};
 /// The pause before a failed intent is sent again (within the write's deadline).
 const INTENT_RETRY: Duration = Duration::from_millis(50);
 
-async fn post<T: serde::Serialize>(region: &Region, peer: &Peer, path: &str, body: &T) -> Result<ReplicateAck, String> {
+/// Posts `body` to `path` at `peer` and decodes its answer; a refusal is noted (a peer that
+/// refuses this region's timestamps says so) and returned as text.
+pub(super) async fn post<T: serde::Serialize, R: serde::de::DeserializeOwned>(
+    region: &Region,
+    peer: &Peer,
+    path: &str,
+    body: &T,
+) -> Result<R, String> {
     let response = region
         .http
         .post(format!("{}{path}", peer.address))
@@ -72,7 +79,7 @@ pub(super) async fn store_intents(
             let intent = &intent;
             async move {
                 loop {
-                    match post(region, peer, "/internal/v1/intents", intent).await {
+                    match post::<_, ReplicateAck>(region, peer, "/internal/v1/intents", intent).await {
                         Ok(_) => return peer,
                         Err(e) => {
                             tracing::debug!(peer = peer.name, error = e, "intent not stored; retrying");

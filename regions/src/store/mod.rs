@@ -32,7 +32,7 @@ use regions_core::counter::Component;
 use regions_core::hlc::Timestamp;
 use regions_core::mvcc::{self, Version};
 use regions_core::op_ids::Applied;
-use regions_core::protocol::{CounterRow, LogEntry, VersionRow};
+use regions_core::protocol::{CounterRow, LogEntry, TxnCopy, VersionRow};
 use regions_core::replica::{Incoming, ReplicaState};
 use regions_core::txn::{TxnIntent, TxnStatus};
 
@@ -316,4 +316,18 @@ pub trait Store: Send + Sync {
     /// ms); the records of op ids and their tries ([`regions_core::txn::is_op_record`]) are
     /// kept, and so are staging records (undecided). Returns how many it deleted.
     async fn txn_prune_records(&self, horizon_ms: i64, limit: u32) -> Result<u64>;
+
+    // Copies of peers' transaction states (`crate::node::txn::copies`).
+
+    /// Keeps `copy` of `home`'s state of a transaction, durable when this returns, unless
+    /// the copy kept already is as new or newer (its `at` is not below). A copy with neither
+    /// intents nor record drops the one kept (the home resolved the transaction, and its log
+    /// reached here). `now_ms` is when it was kept, for [`Store::txn_prune_copies`].
+    async fn txn_copy_keep(&self, home: &str, copy: &TxnCopy, now_ms: u64) -> Result<()>;
+
+    /// The copies kept of `home`'s transaction states (a restored `home` takes them back).
+    async fn txn_copies_of(&self, home: &str) -> Result<Vec<TxnCopy>>;
+
+    /// Drops the copies kept before `horizon_ms` (Unix ms). Returns how many.
+    async fn txn_prune_copies(&self, horizon_ms: i64) -> Result<u64>;
 }

@@ -245,4 +245,8 @@ pub struct RecoverResponse {
     /// for anti-entropy to repair (they are not shipped again).
     #[serde(default)]
     pub acked_seq: i64,
+    /// The copies the peer keeps of `from`'s transaction states (`regions::node::txn`'s
+    /// copies): the restored region takes the newest of each back.
+    #[serde(default)]
+    pub txns: Vec<super::TxnCopy>,
 }

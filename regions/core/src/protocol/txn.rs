@@ -335,3 +335,29 @@ mod tests {
         assert!(parse(r#"{"keys": ["k"], "max_staleness_ms": -1}"#).is_err());
     }
 }
+
+/// A home's state of one transaction, as its peers keep it (`/internal/v1/txn/copy`): a
+/// home tells anyone it prepared, prevented or decided a transaction only once a quorum of
+/// its peers keeps a copy at least as new, and a home restored from a backup takes the
+/// copies back before it serves (`regions::node::txn::copies`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnCopy {
+    /// The transaction.
+    pub txn: String,
+    /// When the home read this state (its clock): a holder keeps the copy with the greatest.
+    pub at: Timestamp,
+    /// Its intents on keys homed there (only those of keys the holder replicates).
+    pub intents: Vec<crate::txn::TxnIntent>,
+    /// Its record's row there: the record, at the region that keeps it; elsewhere only an
+    /// aborted row, which stops a prepare for good.
+    pub record: Option<TxnStatus>,
+}
+
+/// `/internal/v1/txn/copy`: keep a copy of the sender's state of a transaction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CopyRequest {
+    /// The region sending it (over TLS its certificate must name it).
+    pub from: String,
+    /// The copy.
+    pub copy: TxnCopy,
+}

@@ -183,9 +183,15 @@ impl Region {
         self.store.txn_lay(&intents).await?;
         hold.keep();
         if !p.stage {
+            // A quorum keeps them before anyone is told (`copies.rs`), except where the
+            // gateway commits explicitly at a record kept here: that commit's copy holds them.
+            if !(p.from == self.name && !parallel && p.record_home == self.name) {
+                self.txn_copy_out(&p.txn).await?;
+            }
             return Ok(Prepared::Prepared { proposed, parallel });
         }
-        // The record is kept here: staged now, with every push it took so far.
+        // The record is kept here: staged now, with every push it took so far (a quorum then
+        // keeps the intents and the staged record, `copies.rs`).
         let staged = self.txn_record_event(&p.txn, RecordEvent::Stage { proposed }).await?;
         match staged.status {
             TxnStatus::Staging { proposed } | TxnStatus::Committed { commit_ts: proposed } if !staged.refused => {
@@ -213,6 +219,7 @@ impl Region {
         let resolved = self.store.txn_resolve(txn, commit_ts, &self.name).await?;
         // Dropping the hold lets the closed timestamp pass, and wakes the log shippers.
         self.txn_holds.lock().expect("holds lock").remove(txn);
+        self.txn_copies_resolved(txn).await?;
         Ok(resolved)
     }
 

@@ -4,6 +4,7 @@
 //! the calls it makes to other regions' records and homes, and the open transactions of
 //! the clients it is the gateway of ([`Sessions`]).
 
+mod copies;
 mod home;
 mod ops;
 mod sessions;
@@ -12,21 +13,40 @@ mod staged;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use regions_core::hlc::Timestamp;
 use regions_core::protocol::RecordAnswer;
 use regions_core::txn::{RecordEvent, TxnStatus};
 
 use super::Region;
 use crate::{Error, Result};
 
+pub use copies::{Copies, copy_loop};
 pub use home::{Meeting, Settled};
 pub use sessions::{Caller, Session, Sessions};
 pub use staged::{Recovery, WAIT};
 
 impl Region {
     /// Applies `event` to the record of `txn` kept here (written durably when it changes).
+    /// The answer is given once a quorum of peers keeps a copy of the record as it stands
+    /// (`copies.rs`).
     pub async fn txn_record_event(&self, txn: &str, event: RecordEvent) -> Result<RecordAnswer> {
+        let answer = {
+            let _one_at_a_time = self.records_lock.lock().await;
+            self.record_event_locked(txn, event).await?
+        };
+        self.txn_copy_out(txn).await?;
+        Ok(answer)
+    }
+
+    /// Commits the record of `txn` kept here at `proposed` or above, as the gateway of a
+    /// parallel commit every home prepared does, and answers before a quorum keeps a copy of
+    /// it: only this region may act on the answer until [`Region::txn_copy_out`] returned
+    /// (it resolves its own keys; the other homes are resolved after the copy). Were its disk
+    /// lost meanwhile, its peers' copies say staging, and a recovery finds every home
+    /// prepared (none was resolved), so the outcome is the same.
+    pub(crate) async fn txn_commit_here(&self, txn: &str, proposed: Timestamp) -> Result<RecordAnswer> {
         let _one_at_a_time = self.records_lock.lock().await;
-        self.record_event_locked(txn, event).await
+        self.record_event_locked(txn, RecordEvent::Commit { proposed }).await
     }
 
     /// [`Region::txn_record_event`], with `records_lock` held by the caller.

@@ -32,9 +32,19 @@ pub enum Recovery {
 
 impl Region {
     /// Whether `txn` (whose record is at `record_home`) prepared here; if it did not and
-    /// `prevent` is set, it never will: a prepare arriving later is refused.
+    /// `prevent` is set, it never will: a prepare arriving later is refused. Answered once a
+    /// quorum of peers keeps a copy of what it says (`copies.rs`).
     pub async fn txn_status_here(&self, txn: &str, record_home: &str, prevent: bool) -> Result<AtHome> {
         let _gate = self.txn_gate(txn).lock().await;
+        let answer = self.status_gated(txn, record_home, prevent).await?;
+        if answer != AtHome::Absent {
+            self.txn_copy_out(txn).await?;
+        }
+        Ok(answer)
+    }
+
+    /// [`Region::txn_status_here`], the transaction's gate held.
+    async fn status_gated(&self, txn: &str, record_home: &str, prevent: bool) -> Result<AtHome> {
         let intents = self.store.txn_intents_of(txn).await?;
         if let Some(proposed) = intents.iter().map(|i| i.proposed).max() {
             return Ok(AtHome::Prepared { proposed });

@@ -12,7 +12,7 @@ use regions_core::counter::Component;
 use regions_core::hlc::Timestamp;
 use regions_core::mvcc::Version;
 use regions_core::op_ids::{Applied, RETENTION_MS, previous_of};
-use regions_core::protocol::{CounterRow, EntryKind, EntryState, LogEntry, VersionRow};
+use regions_core::protocol::{CounterRow, EntryKind, EntryState, LogEntry, TxnCopy, VersionRow};
 use regions_core::replica::{Apply, Incoming, ReplicaState, apply_entry, next_state};
 use regions_core::txn::{IntentKind, TxnIntent, TxnStatus};
 
@@ -518,5 +518,37 @@ impl Store for MemoryStore {
             s.txn_records.remove(id);
         }
         Ok(old.len() as u64)
+    }
+
+    async fn txn_copy_keep(&self, home: &str, copy: &TxnCopy, now_ms: u64) -> Result<()> {
+        let mut s = self.lock();
+        let id = (home.to_owned(), copy.txn.clone());
+        if s.txn_copies.get(&id).is_some_and(|(kept, _)| kept.at >= copy.at) {
+            return Ok(());
+        }
+        if copy.intents.is_empty() && copy.record.is_none() {
+            s.txn_copies.remove(&id);
+        } else {
+            let now_ms = i64::try_from(now_ms).unwrap_or(i64::MAX);
+            s.txn_copies.insert(id, (copy.clone(), now_ms));
+        }
+        Ok(())
+    }
+
+    async fn txn_copies_of(&self, home: &str) -> Result<Vec<TxnCopy>> {
+        Ok(self
+            .lock()
+            .txn_copies
+            .iter()
+            .filter(|((h, _), _)| h == home)
+            .map(|(_, (copy, _))| copy.clone())
+            .collect())
+    }
+
+    async fn txn_prune_copies(&self, horizon_ms: i64) -> Result<u64> {
+        let mut s = self.lock();
+        let before = s.txn_copies.len();
+        s.txn_copies.retain(|_, (_, kept_ms)| *kept_ms >= horizon_ms);
+        Ok((before - s.txn_copies.len()) as u64)
     }
 }

@@ -39,6 +39,9 @@ pub(super) struct State {
     pub(super) txn_intents: BTreeMap<(String, String), regions_core::txn::TxnIntent>,
     /// Transaction records kept here, with when each was last written (Unix ms).
     pub(super) txn_records: HashMap<String, (regions_core::txn::TxnStatus, i64)>,
+    /// Copies of peers' transaction states, by (home, transaction), with when each was kept
+    /// (Unix ms).
+    pub(super) txn_copies: BTreeMap<(String, String), (regions_core::protocol::TxnCopy, i64)>,
     /// Marked restored from a backup (`Store::mark_restored`).
     pub(super) restored: bool,
 }

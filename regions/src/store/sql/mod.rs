@@ -15,7 +15,7 @@ use regions_core::counter::Component;
 use regions_core::hlc::Timestamp;
 use regions_core::mvcc::Version;
 use regions_core::op_ids::Applied;
-use regions_core::protocol::{CounterRow, EntryState, LogEntry, VersionRow};
+use regions_core::protocol::{CounterRow, EntryState, LogEntry, TxnCopy, VersionRow};
 use regions_core::replica::{Incoming, ReplicaState};
 use regions_core::txn::{TxnIntent, TxnStatus};
 use sqlx::Pool;
@@ -523,6 +523,49 @@ impl<DB: Dialect> Store for SqlStore<DB> {
              AND status <> 'staging' AND txn NOT LIKE '{op}%' AND txn NOT LIKE '{tries}%' LIMIT $2)"
         );
         let s = stmt(&sql).int(horizon_ms).int(i64::from(limit));
+        self.writer().await?.execute(s).await
+    }
+
+    async fn txn_copy_keep(&self, home: &str, copy: &TxnCopy, now_ms: u64) -> Result<()> {
+        const NEWER: &str = "(excluded.ts_wall > txn_copies.ts_wall OR \
+                             (excluded.ts_wall = txn_copies.ts_wall AND excluded.ts_logical > txn_copies.ts_logical))";
+        if copy.intents.is_empty() && copy.record.is_none() {
+            let sql = "DELETE FROM txn_copies WHERE home = $1 AND txn = $2 \
+                       AND (ts_wall < $3 OR (ts_wall = $3 AND ts_logical < $4))";
+            let s = stmt(sql).text(home).text(&copy.txn).ts(copy.at);
+            self.writer().await?.execute(s).await?;
+            return Ok(());
+        }
+        let sql = format!(
+            "INSERT INTO txn_copies (home, txn, ts_wall, ts_logical, body, kept_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (home, txn) DO UPDATE SET ts_wall = excluded.ts_wall, ts_logical = excluded.ts_logical, \
+             body = excluded.body, kept_ms = excluded.kept_ms WHERE {NEWER}"
+        );
+        let body = serde_json::to_string(copy).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let now_ms = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        let s = stmt(&sql)
+            .text(home)
+            .text(&copy.txn)
+            .ts(copy.at)
+            .text(&body)
+            .int(now_ms);
+        self.writer().await?.execute(s).await?;
+        Ok(())
+    }
+
+    async fn txn_copies_of(&self, home: &str) -> Result<Vec<TxnCopy>> {
+        let sql = "SELECT body FROM txn_copies WHERE home = $1 ORDER BY txn";
+        let rows = self.writer().await?.fetch_all(stmt(sql).text(home)).await?;
+        rows.iter()
+            .map(|row| {
+                let body = row.text("body")?;
+                serde_json::from_str(&body).map_err(|e| Error::Corrupt(format!("a transaction's copy {body:?}: {e}")))
+            })
+            .collect()
+    }
+
+    async fn txn_prune_copies(&self, horizon_ms: i64) -> Result<u64> {
+        let s = stmt("DELETE FROM txn_copies WHERE kept_ms < $1").int(horizon_ms);
         self.writer().await?.execute(s).await
     }
 }
