@@ -59,13 +59,14 @@ pub async fn answer(region: &Region, req: &RecoverRequest) -> Result<RecoverResp
         versions: region.store.versions_of(&req.from, &keys).await?,
         counters: region.store.counters_of(&req.from).await?,
         acked_seq: region.acked_by(&req.from),
-        txns: region.store.txn_copies_of(&req.from).await?,
+        txns: region.txn_copies_for_restore(&req.from, req.floor).await?,
     })
 }
 
-async fn ask(region: &Region, peer: &Peer) -> Result<RecoverResponse> {
+async fn ask(region: &Region, peer: &Peer, floor: Timestamp) -> Result<RecoverResponse> {
     let request = RecoverRequest {
         from: region.name.clone(),
+        floor: Some(floor),
     };
     region.post_to_peer(peer, "/internal/v1/recover", &request).await
 }
@@ -105,10 +106,18 @@ async fn open_gap(region: &Region, peer: &Peer, acked_seq: i64) -> Result<()> {
 pub async fn recover(region: &Region) -> Result<u64> {
     let mut recovered = 0;
     let mut txns = Vec::new();
+    // Past every timestamp the lost incarnation gave (its clock ran at most the offset ahead
+    // of the wall clock): a copy it sent that a peer had not kept when asked is refused
+    // there from now on, and this incarnation's own copies are above it.
+    let floor = Timestamp {
+        wall_ms: region.clock.physical_ms() + region.config.max_clock_offset_ms,
+        logical: 0,
+    };
+    region.clock.update(floor)?;
     for peer in &region.peers {
         let mut attempt = 0u32;
         let answer = loop {
-            match ask(region, peer).await {
+            match ask(region, peer, floor).await {
                 Ok(answer) => break answer,
                 Err(e) => {
                     if attempt.is_multiple_of(10) {

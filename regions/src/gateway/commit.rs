@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use regions_core::hlc::Timestamp;
-use regions_core::protocol::{Prepare, Prepared, Resolve};
+use regions_core::protocol::{CopyRequest, Prepare, Prepared, Resolve};
 use regions_core::txn::{Planned, RecordEvent, Txn, TxnStatus};
 
 use crate::node::Region;
@@ -73,14 +73,33 @@ pub(super) async fn commit_with_record_at(
             intents: intents.clone(),
             homes: homes.clone(),
             stage: parallel && *home == plan.record_home,
+            // A remote home counts the gateway towards the quorum that keeps a copy of what
+            // it prepared: the copy comes with the answer, and is kept here before the answer
+            // counts. That saves the home a round.
+            keeps_copy: *home != region.name,
         };
         let home = home.clone();
         async move {
             if home == region.name {
-                region.txn_prepare(&p).await
-            } else {
-                region.call_peer(&home, "/internal/v1/txn/prepare", &p).await
+                return region.txn_prepare(&p).await;
             }
+            let mut answer: Prepared = region.call_peer(&home, "/internal/v1/txn/prepare", &p).await?;
+            if let Prepared::Prepared { copy, .. } = &mut answer
+                && let Some(copy) = copy.take()
+            {
+                let request = CopyRequest {
+                    from: home.clone(),
+                    copy,
+                };
+                region
+                    .txn_keep_copy(&request)
+                    .await
+                    .map_err(|e| Error::HomeUnreachable {
+                        region: home.clone(),
+                        reason: format!("its prepare's copy could not be kept here: {e}"),
+                    })?;
+            }
+            Ok(answer)
         }
     };
     if crash_asked("staged")
@@ -102,6 +121,7 @@ pub(super) async fn commit_with_record_at(
             Ok(Prepared::Prepared {
                 proposed: p,
                 parallel: took_part,
+                ..
             }) => {
                 proposed = proposed.max(p);
                 parallel &= took_part;

@@ -87,6 +87,7 @@ fn prepare(txn: &str, read_ts: Timestamp, key: &str) -> Prepare {
         )],
         homes: Vec::new(),
         stage: false,
+        keeps_copy: false,
     }
 }
 

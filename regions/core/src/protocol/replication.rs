@@ -231,6 +231,11 @@ pub struct DigestResponse {
 pub struct RecoverRequest {
     /// The restored region.
     pub from: String,
+    /// Every timestamp the lost incarnation gave is below it: a copy of a transaction's
+    /// state stamped below it and not kept yet never will be (it was sent before the loss,
+    /// and the restore did not see it).
+    #[serde(default)]
+    pub floor: Option<crate::hlc::Timestamp>,
 }
 
 /// The answer: what the peer holds of `from`'s writes.

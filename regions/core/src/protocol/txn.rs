@@ -222,6 +222,11 @@ pub struct Prepare {
     /// Whether the receiver keeps the record and stages it as it prepares.
     #[serde(default)]
     pub stage: bool,
+    /// The sender keeps the copy of the receiver's state that the answer carries before it
+    /// counts the receiver as prepared: the receiver counts it towards the quorum that must
+    /// keep a copy before it answers (`regions::node::txn`'s copies), which saves a round.
+    #[serde(default)]
+    pub keeps_copy: bool,
 }
 
 /// `/internal/v1/txn/status`: a recovery asks a home whether it prepared a transaction.
@@ -251,6 +256,10 @@ pub enum Prepared {
         /// older than parallel commits omits it, and its prepare is committed explicitly).
         #[serde(default)]
         parallel: bool,
+        /// The copy of the home's state that the gateway, which asked to keep it
+        /// ([`Prepare::keeps_copy`]), must keep before it counts this answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        copy: Option<TxnCopy>,
     },
     /// Refused: nothing was laid.
     Conflict(Conflict),

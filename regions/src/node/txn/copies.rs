@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use regions_core::hlc::Timestamp;
 use regions_core::protocol::{CopyRequest, TxnCopy};
 use regions_core::txn::{TxnIntent, TxnStatus};
 
@@ -43,13 +44,20 @@ const REMEMBERED: usize = 100_000;
 /// A region's state of one transaction: its intents there and its record's row there.
 type State = (Vec<TxnIntent>, Option<TxnStatus>);
 
-/// What a region knows of the copies of its transaction states.
+/// What a region knows of the copies of its transaction states, and of those it keeps.
 #[derive(Default)]
 pub struct Copies {
+    /// Held while a copy is kept here, and while a restored peer's copies are read and its
+    /// floor set: a copy is either seen by the restore or refused after it.
+    keeping: tokio::sync::Mutex<()>,
+    /// Per restored peer, the floor below which its copies are refused (in memory: a copy
+    /// still in flight when this region restarts is lost with its sender's request).
+    floors: Mutex<HashMap<String, Timestamp>>,
     /// Held while a state is read and timestamped: copies taken later are newer.
     reading: tokio::sync::Mutex<()>,
-    /// The last state a quorum kept, by transaction.
-    copied: Mutex<HashMap<String, State>>,
+    /// Per transaction copied: the last state a quorum kept, or `None` when copies went out
+    /// but which quorum keeps which is not known here (one counted on a gateway).
+    copied: Mutex<HashMap<String, Option<State>>>,
     /// Transactions resolved here, with the log's last sequence number after the resolve:
     /// their copies are replaced once every peer acknowledged the log that far.
     resolved: Mutex<VecDeque<(String, i64)>>,
@@ -75,14 +83,22 @@ impl Region {
     /// now (at once if one was kept before and nothing changed since), or fails with
     /// [`Error::QuorumNotReached`] at the strong writes' deadline.
     pub(crate) async fn txn_copy_out(&self, txn: &str) -> Result<()> {
+        self.txn_copy_out_keeping(txn, None).await.map(|_| ())
+    }
+
+    /// [`Region::txn_copy_out`], counting `keeper` (the gateway of a prepare, which asked to
+    /// keep the copy its answer carries, [`regions_core::protocol::Prepare::keeps_copy`]) as
+    /// one that keeps it: returns the copy for `keeper`, and remembers only that copies went
+    /// out (only this answer counts on the keeper; a recovery's question copies again).
+    pub(crate) async fn txn_copy_out_keeping(&self, txn: &str, keeper: Option<&str>) -> Result<Option<TxnCopy>> {
         let (state, at) = {
             let _reading = self.txn_copies.reading.lock().await;
             (self.txn_state(txn).await?, self.clock.now())
         };
         let before = self.txn_copies.copied.lock().expect("copies lock").get(txn).cloned();
         let empty = state.0.is_empty() && state.1.is_none();
-        if before.as_ref() == Some(&state) || (empty && before.is_none()) {
-            return Ok(());
+        if before.as_ref() == Some(&Some(state.clone())) || (empty && before.is_none()) {
+            return Ok(None);
         }
         let (intents, record) = state.clone();
         let copy = TxnCopy {
@@ -91,22 +107,49 @@ impl Region {
             intents,
             record,
         };
-        self.keep_at_quorum(&copy).await?;
-        let mut copied = self.txn_copies.copied.lock().expect("copies lock");
-        if empty {
-            copied.remove(txn);
-        } else {
-            if copied.len() >= REMEMBERED {
-                copied.clear();
-            }
-            copied.insert(txn.to_owned(), state);
+        if let Some(keeper) = keeper {
+            self.remember(txn, Some(None));
+            self.keep_at_quorum(&copy, Some(keeper)).await?;
+            return Ok(Some(self.copy_for(&copy, keeper)));
         }
-        Ok(())
+        self.keep_at_quorum(&copy, None).await?;
+        self.remember(txn, (!empty).then_some(Some(state)));
+        Ok(None)
+    }
+
+    /// Remembers what a quorum keeps of `txn` (`Some(None)`: copies went out, what is kept
+    /// is not known), or forgets it (`None`: nothing is kept).
+    fn remember(&self, txn: &str, kept: Option<Option<State>>) {
+        let mut copied = self.txn_copies.copied.lock().expect("copies lock");
+        let Some(kept) = kept else {
+            copied.remove(txn);
+            return;
+        };
+        if copied.len() >= REMEMBERED {
+            copied.clear();
+        }
+        copied.insert(txn.to_owned(), kept);
+    }
+
+    /// What of `copy` region `holder` keeps: the intents of the keys it replicates, and the
+    /// record.
+    fn copy_for(&self, copy: &TxnCopy, holder: &str) -> TxnCopy {
+        let placement = self.placement();
+        TxnCopy {
+            intents: copy
+                .intents
+                .iter()
+                .filter(|i| placement.replicates_to(&i.key, holder))
+                .cloned()
+                .collect(),
+            ..copy.clone()
+        }
     }
 
     /// Sends `copy` to the peers that may keep it (each gets the intents of the keys it
-    /// replicates, and the record) until every quorum is complete.
-    async fn keep_at_quorum(&self, copy: &TxnCopy) -> Result<()> {
+    /// replicates, and the record) until every quorum is complete, `keeper` counted as one
+    /// that keeps it (it is sent its copy with the answer).
+    async fn keep_at_quorum(&self, copy: &TxnCopy, keeper: Option<&str>) -> Result<()> {
         let placement = self.placement();
         let quorum = self.config.quorum;
         let mut needs = Vec::new();
@@ -126,28 +169,24 @@ impl Region {
             needs.push((holders.clone(), quorum.needed(holders.len())));
             targets.extend(holders);
         }
-        let mut acked = BTreeSet::new();
+        let mut acked: BTreeSet<String> = keeper.map(str::to_owned).into_iter().collect();
         if complete(&needs, &acked) {
             return Ok(());
         }
         let needed = needs.iter().map(|(_, n)| *n).max().unwrap_or(0);
         let timeout_ms = self.config.strong_timeout_ms;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
-        let peers: Vec<&Peer> = self.peers.iter().filter(|p| targets.contains(&p.name)).collect();
+        let peers: Vec<&Peer> = self
+            .peers
+            .iter()
+            .filter(|p| targets.contains(&p.name) && !acked.contains(&p.name))
+            .collect();
         let mut sends: FuturesUnordered<_> = peers
             .into_iter()
             .map(|peer| {
                 let request = CopyRequest {
                     from: self.name.clone(),
-                    copy: TxnCopy {
-                        intents: copy
-                            .intents
-                            .iter()
-                            .filter(|i| placement.replicates_to(&i.key, &peer.name))
-                            .cloned()
-                            .collect(),
-                        ..copy.clone()
-                    },
+                    copy: self.copy_for(copy, &peer.name),
                 };
                 async move {
                     loop {
@@ -187,15 +226,43 @@ impl Region {
         Ok(())
     }
 
-    /// Keeps a copy a peer sent of its state of a transaction.
+    /// Keeps a copy a peer sent of its state of a transaction (`/internal/v1/txn/copy`, or
+    /// with its answer to this region's prepare). A copy stamped below the floor a restore
+    /// of its sender set is refused: that restore did not see it.
     pub async fn txn_keep_copy(&self, request: &CopyRequest) -> Result<()> {
         self.peer(&request.from)?;
         self.clock
             .update(request.copy.at)
             .map_err(|e| self.refuse_clock(&request.from, e))?;
+        let _keeping = self.txn_copies.keeping.lock().await;
+        let floor = self
+            .txn_copies
+            .floors
+            .lock()
+            .expect("copies lock")
+            .get(&request.from)
+            .copied();
+        if floor.is_some_and(|floor| request.copy.at < floor) {
+            return Err(Error::Peer(format!(
+                "{} was restored from a backup since it sent this copy of transaction {}'s state",
+                request.from, request.copy.txn
+            )));
+        }
         self.store
             .txn_copy_keep(&request.from, &request.copy, self.clock.physical_ms())
             .await
+    }
+
+    /// The copies this region keeps of restored peer `home`'s transaction states; copies
+    /// stamped below `floor` are refused from now on (see [`Region::txn_keep_copy`]).
+    pub(crate) async fn txn_copies_for_restore(&self, home: &str, floor: Option<Timestamp>) -> Result<Vec<TxnCopy>> {
+        let _keeping = self.txn_copies.keeping.lock().await;
+        if let Some(floor) = floor {
+            let mut floors = self.txn_copies.floors.lock().expect("copies lock");
+            let kept = floors.entry(home.to_owned()).or_insert(floor);
+            *kept = (*kept).max(floor);
+        }
+        self.store.txn_copies_of(home).await
     }
 
     /// Notes that `txn` was resolved here: its copies are replaced once the log that holds

@@ -160,6 +160,7 @@ impl Region {
                 return Ok(Prepared::Prepared {
                     proposed: commit_ts,
                     parallel,
+                    copy: None,
                 });
             }
             Some(TxnStatus::Pending { .. } | TxnStatus::Staging { .. }) | None => {}
@@ -182,22 +183,36 @@ impl Region {
             .collect();
         self.store.txn_lay(&intents).await?;
         hold.keep();
+        // A quorum keeps them (and the record staged below) before anyone is told
+        // (`copies.rs`), the gateway counted if it keeps the copy this answer carries.
+        let keeper = p.keeps_copy.then_some(p.from.as_str());
         if !p.stage {
-            // A quorum keeps them before anyone is told (`copies.rs`), except where the
-            // gateway commits explicitly at a record kept here: that commit's copy holds them.
-            if !(p.from == self.name && !parallel && p.record_home == self.name) {
-                self.txn_copy_out(&p.txn).await?;
-            }
-            return Ok(Prepared::Prepared { proposed, parallel });
+            // Where the gateway commits explicitly at a record kept here, that commit's copy
+            // holds them.
+            let copy = if p.from == self.name && !parallel && p.record_home == self.name {
+                None
+            } else {
+                self.txn_copy_out_keeping(&p.txn, keeper).await?
+            };
+            return Ok(Prepared::Prepared {
+                proposed,
+                parallel,
+                copy,
+            });
         }
-        // The record is kept here: staged now, with every push it took so far (a quorum then
-        // keeps the intents and the staged record, `copies.rs`).
-        let staged = self.txn_record_event(&p.txn, RecordEvent::Stage { proposed }).await?;
+        // The record is kept here: staged now, with every push it took so far.
+        let staged = {
+            let _one_at_a_time = self.records_lock.lock().await;
+            self.record_event_locked(&p.txn, RecordEvent::Stage { proposed })
+                .await?
+        };
         match staged.status {
             TxnStatus::Staging { proposed } | TxnStatus::Committed { commit_ts: proposed } if !staged.refused => {
+                let copy = self.txn_copy_out_keeping(&p.txn, keeper).await?;
                 Ok(Prepared::Prepared {
                     proposed,
                     parallel: true,
+                    copy,
                 })
             }
             _ => {
