@@ -1,7 +1,8 @@
 //! Transactions across three `geosaga region` processes (proxies with latency between
 //! them): a bank in the style of Jepsen's under SIGKILL and SIGSTOP, and single-key
 //! histories beside it (`bank.rs`); a gateway that dies at each point of the commit
-//! protocol and a home that refuses a staged commit (`commit_faults.rs`); the Rust client
+//! protocol and a home that refuses a staged commit (`commit_faults.rs`); a home restored
+//! from a backup taken before a transaction prepared (`restore.rs`); the Rust client
 //! (`client.rs`); and write skew (two on-call doctors, here).
 
 #[path = "../support/mod.rs"]
@@ -10,6 +11,7 @@ mod support;
 mod bank;
 mod client;
 mod commit_faults;
+mod restore;
 
 use serde_json::{Value, json};
 use support::regions::Cluster;

@@ -116,5 +116,7 @@ conformance!(
     intents_resolve_into_versions_or_nothing,
     records_are_pruned_by_when_they_were_last_written,
     staged_transactions_keep_their_homes,
+    copies_of_transactions_keep_the_newest_per_home,
+    copies_of_transactions_are_pruned_by_when_they_were_kept,
     a_restored_store_starts_a_new_log_incarnation_once,
 );

@@ -1,8 +1,8 @@
-//! The store cases of transactions: intents and records.
+//! The store cases of transactions: intents, records and the copies of peers' states.
 
 use regions::hlc::Timestamp;
 use regions::node::LATEST;
-use regions::protocol::EntryState;
+use regions::protocol::{EntryState, TxnCopy};
 use regions::txn::{IntentKind, TxnIntent, TxnStatus};
 
 use crate::{Backend, Db};
@@ -171,4 +171,204 @@ pub async fn staged_transactions_keep_their_homes(b: Backend) {
     assert!(store.txn_intents_of("t3").await.unwrap().is_empty());
     assert_eq!(store.txn_intents_on("b").await.unwrap()[0].homes, Vec::<String>::new());
     assert_eq!(store.txn_record("t1").await.unwrap(), Some(staging));
+}
+
+/// A copy of a home's state of `txn` read at `at` (wall ms, logical 0).
+fn copy(txn: &str, at: u64, intents: Vec<TxnIntent>, record: Option<TxnStatus>) -> TxnCopy {
+    TxnCopy {
+        txn: txn.into(),
+        at: ts(at),
+        intents,
+        record,
+    }
+}
+
+/// The copies kept of `home`'s states, by transaction (the trait promises no order).
+async fn copies_of(store: &dyn regions::store::Store, home: &str) -> Vec<TxnCopy> {
+    let mut copies = store.txn_copies_of(home).await.unwrap();
+    copies.sort_by(|a, b| a.txn.cmp(&b.txn));
+    copies
+}
+
+/// Copies of peers' transaction states read back as they were kept (intents with values,
+/// deletions, read intents, a record of every status), whatever the home; a copy replaces
+/// the one kept for its (home, transaction) only if its `at` is greater (the logical part
+/// counts), and an empty copy (the home resolved it) drops only an older one; they survive
+/// reopening.
+pub async fn copies_of_transactions_keep_the_newest_per_home(b: Backend) {
+    let db = Db::new(b).await;
+    let store = db.open().await;
+    let write = |v: Option<&str>| IntentKind::Write {
+        value: v.map(str::to_owned),
+    };
+    let mut staged = intent("t1", "a", write(Some(r#"{"n": 1, "s": "é\u0000\""}"#)));
+    staged.homes = vec!["eu-west".into(), "us-east".into()];
+    let t1 = copy(
+        "t1",
+        10,
+        vec![
+            staged,
+            intent("t1", "b", write(None)),
+            intent("t1", "c", IntentKind::Read),
+        ],
+        Some(TxnStatus::Staging { proposed: ts(4) }),
+    );
+    let records = [
+        ("t2", TxnStatus::Pending { min_commit_ts: ts(3) }),
+        ("t3", TxnStatus::Committed { commit_ts: ts(9) }),
+        ("t4", TxnStatus::Aborted),
+    ];
+    store.txn_copy_keep("eu-west", &t1, 1_000).await.unwrap();
+    for (txn, status) in records {
+        store
+            .txn_copy_keep("eu-west", &copy(txn, 10, Vec::new(), Some(status)), 1_000)
+            .await
+            .unwrap();
+    }
+    let t5 = copy("t5", 10, vec![intent("t5", "d", write(Some("5")))], None);
+    store.txn_copy_keep("eu-west", &t5, 1_000).await.unwrap();
+    // The same transaction as another home holds it: a separate copy.
+    let t1_us = copy("t1", 3, vec![intent("t1", "z", write(Some("z")))], None);
+    store.txn_copy_keep("us-east", &t1_us, 1_000).await.unwrap();
+
+    let mut eu = vec![t1.clone()];
+    eu.extend(records.map(|(txn, status)| copy(txn, 10, Vec::new(), Some(status))));
+    eu.push(t5.clone());
+    assert_eq!(copies_of(&*store, "eu-west").await, eu, "read back as kept");
+    assert_eq!(copies_of(&*store, "us-east").await, vec![t1_us.clone()]);
+    assert!(copies_of(&*store, "ap-south").await.is_empty());
+
+    // t1 at eu-west: an older or equal `at` changes nothing, a newer one replaces it.
+    let older = copy("t1", 9, Vec::new(), Some(TxnStatus::Aborted));
+    store.txn_copy_keep("eu-west", &older, 2_000).await.unwrap();
+    let equal = copy("t1", 10, Vec::new(), Some(TxnStatus::Aborted));
+    store.txn_copy_keep("eu-west", &equal, 2_000).await.unwrap();
+    assert_eq!(
+        copies_of(&*store, "eu-west").await[0],
+        t1,
+        "an older or equal copy is ignored"
+    );
+    let mut newer = copy("t1", 10, Vec::new(), Some(TxnStatus::Committed { commit_ts: ts(11) }));
+    newer.at.logical = 1;
+    store.txn_copy_keep("eu-west", &newer, 2_000).await.unwrap();
+    assert_eq!(
+        copies_of(&*store, "eu-west").await[0],
+        newer,
+        "a greater logical part is newer"
+    );
+    assert_eq!(
+        copies_of(&*store, "us-east").await,
+        vec![t1_us.clone()],
+        "another home's copy of it is untouched"
+    );
+
+    // Empty copies: one not newer than t2's keeps it, a newer one drops t3's (and then a
+    // later empty one of it changes nothing); another home's is untouched.
+    store
+        .txn_copy_keep("eu-west", &copy("t2", 10, Vec::new(), None), 3_000)
+        .await
+        .unwrap();
+    store
+        .txn_copy_keep("eu-west", &copy("t2", 5, Vec::new(), None), 3_000)
+        .await
+        .unwrap();
+    store
+        .txn_copy_keep("eu-west", &copy("t3", 11, Vec::new(), None), 3_000)
+        .await
+        .unwrap();
+    store
+        .txn_copy_keep("eu-west", &copy("t3", 12, Vec::new(), None), 3_000)
+        .await
+        .unwrap();
+    store
+        .txn_copy_keep("eu-west", &copy("t9", 12, Vec::new(), None), 3_000)
+        .await
+        .unwrap();
+    store
+        .txn_copy_keep("ap-south", &copy("t1", 99, Vec::new(), None), 3_000)
+        .await
+        .unwrap();
+    let txns = |copies: &[TxnCopy]| copies.iter().map(|c| c.txn.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        txns(&copies_of(&*store, "eu-west").await),
+        ["t1", "t2", "t4", "t5"],
+        "only the older copy is dropped"
+    );
+    assert!(
+        copies_of(&*store, "ap-south").await.is_empty(),
+        "an empty copy keeps nothing"
+    );
+    store.close().await;
+
+    let store = db.open().await;
+    let kept = copies_of(&*store, "eu-west").await;
+    assert_eq!(
+        kept,
+        vec![
+            newer,
+            copy("t2", 10, Vec::new(), Some(TxnStatus::Pending { min_commit_ts: ts(3) })),
+            copy("t4", 10, Vec::new(), Some(TxnStatus::Aborted)),
+            t5,
+        ],
+        "the copies survive reopening"
+    );
+    assert_eq!(copies_of(&*store, "us-east").await, vec![t1_us]);
+    assert!(store.txn_intents().await.unwrap().is_empty(), "a copy lays no intent");
+    assert_eq!(store.txn_record("t4").await.unwrap(), None, "nor writes a record");
+}
+
+/// Copies are pruned by when they were kept here (a replacement counts, an ignored older
+/// copy does not), whatever their home; the horizon itself is kept; pruning says how many
+/// it dropped.
+pub async fn copies_of_transactions_are_pruned_by_when_they_were_kept(b: Backend) {
+    let db = Db::new(b).await;
+    let store = db.open().await;
+    let aborted = Some(TxnStatus::Aborted);
+    store
+        .txn_copy_keep("eu-west", &copy("old-1", 1, Vec::new(), aborted), 1_000)
+        .await
+        .unwrap();
+    store
+        .txn_copy_keep("us-east", &copy("old-2", 1, Vec::new(), aborted), 1_000)
+        .await
+        .unwrap();
+    store
+        .txn_copy_keep("eu-west", &copy("edge", 1, Vec::new(), aborted), 2_000)
+        .await
+        .unwrap();
+    store
+        .txn_copy_keep("eu-west", &copy("renewed", 1, Vec::new(), aborted), 1_000)
+        .await
+        .unwrap();
+    store
+        .txn_copy_keep("eu-west", &copy("renewed", 2, Vec::new(), aborted), 3_000)
+        .await
+        .unwrap();
+    store
+        .txn_copy_keep("eu-west", &copy("stale", 5, Vec::new(), aborted), 1_000)
+        .await
+        .unwrap();
+    store
+        .txn_copy_keep("eu-west", &copy("stale", 4, Vec::new(), aborted), 3_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.txn_prune_copies(1_000).await.unwrap(),
+        0,
+        "the horizon itself is kept"
+    );
+    assert_eq!(store.txn_prune_copies(2_000).await.unwrap(), 3);
+    assert_eq!(store.txn_prune_copies(2_000).await.unwrap(), 0);
+    store.close().await;
+
+    let store = db.open().await;
+    let txns = |copies: Vec<TxnCopy>| copies.into_iter().map(|c| (c.txn, c.at)).collect::<Vec<_>>();
+    assert_eq!(
+        txns(copies_of(&*store, "eu-west").await),
+        [("edge".to_owned(), ts(1)), ("renewed".to_owned(), ts(2))],
+        "a copy replaced since the horizon stays; one whose newer arrival was ignored does not"
+    );
+    assert!(copies_of(&*store, "us-east").await.is_empty());
+    assert_eq!(store.txn_prune_copies(i64::MAX).await.unwrap(), 2);
+    assert!(copies_of(&*store, "eu-west").await.is_empty());
 }
