@@ -20,19 +20,20 @@ const N: usize = 30;
 
 /// What the figures say (true of the protocol, whatever the run's numbers).
 const READING: &str = "\n\
-Reading it: a transaction whose keys share one home at the gateway costs that home's fsyncs\n\
-only, because its intents are durable at the home but not replicated to a quorum before the\n\
-commit (see `docs/transactions.md`): it is not comparable with a strong write, which waits\n\
-for the nearest replica. Across homes, a commit is a parallel commit: the record is staged\n\
-at its home in the same round as the prepares, and the transaction is committed once every\n\
-home prepared, so it costs one round trip to the farthest home plus, when the gateway keeps\n\
-the record, two local writes (the explicit commit and its own keys' resolve); the other\n\
-homes are resolved after the answer. That is about one strong write at the other home. A\n\
+Reading it: a transaction's intents and record are replicated with the keys' consistency:\n\
+a home answers that it prepared once a quorum of its keys' replicas keeps a copy (see\n\
+`docs/transactions.md`). A transaction whose keys share one home at the gateway therefore\n\
+costs about a strong write of one key (the copy of the committed record and its intents\n\
+goes to the nearest replica). Across homes, a commit is a parallel commit: the record is\n\
+staged at its home in the same round as the prepares, a remote home counts the gateway\n\
+towards its quorum (the gateway keeps the copy the answer carries, one local write), and\n\
+the transaction is committed once every home prepared, so it costs one round trip to the\n\
+farthest home plus, when the gateway keeps the record, its local writes; the other homes\n\
+are resolved after the answer. That is about one strong write at the other home. A\n\
 gateway that homes none of the keys pays the round trip to the farther home, as a strong\n\
-write sent through it does. Neither the intents nor the record are replicated to a quorum\n\
-before the answer. A read-only snapshot is served from a replica's own copies once the\n\
-bound covers the one-way latency from the farther home plus the closed timestamp's interval\n\
-and the clock offset.\n";
+write sent through it does. A read-only snapshot is served from a replica's own copies\n\
+once the bound covers the one-way latency from the farther home plus the closed\n\
+timestamp's interval and the clock offset.\n";
 const SETTINGS: &str =
     "quorum = \"quorum\"\nstrong_timeout_ms = 2000\nclosed_ts_interval_ms = 50\nmax_clock_offset_ms = 10\n";
 

@@ -4,12 +4,15 @@
 //! 1. **Prepare** at every home of its keys, in parallel: each validates its keys against
 //!    the snapshot and lays intents durably, or refuses (a conflict). The record's home (the
 //!    gateway, when it homes a written key; else the home of the first written key) stages
-//!    the record in the same step, at its proposal raised above every push so far. Once
-//!    every home prepared, the transaction is committed, at the greatest proposal: the
-//!    client is answered then.
+//!    the record in the same step, at its proposal raised above every push so far. A home
+//!    answers once a quorum of its keys' replicas keeps a copy of what it prepared
+//!    (`node::txn`'s copies), counting the gateway, which keeps the copy the answer carries
+//!    before it counts the answer. Once every home prepared, the transaction is committed,
+//!    at the greatest proposal: the client is answered then.
 //! 2. **Commit the record explicitly**, then **resolve** every home's intents. When the
 //!    gateway keeps the record, both are local and done before the answer (the gateway's
-//!    own keys are then readable at once); the other homes are resolved after it. Until a
+//!    own keys are then readable at once); the other homes are resolved once a quorum keeps
+//!    a copy of the commit. Until a
 //!    home is resolved, whoever meets an intent there finds the outcome by asking the record
 //!    and, while it is staging, every home. Resolves follow the explicit commit, never
 //!    precede it: a home that resolved no longer holds the intents a recovery asks about.

@@ -15,14 +15,7 @@ use crate::{Error, Result};
 /// The pause before a failed intent is sent again (within the write's deadline).
 const INTENT_RETRY: Duration = Duration::from_millis(50);
 
-/// Posts `body` to `path` at `peer` and decodes its answer; a refusal is noted (a peer that
-/// refuses this region's timestamps says so) and returned as text.
-pub(super) async fn post<T: serde::Serialize, R: serde::de::DeserializeOwned>(
-    region: &Region,
-    peer: &Peer,
-    path: &str,
-    body: &T,
-) -> Result<R, String> {
+async fn post<T: serde::Serialize>(region: &Region, peer: &Peer, path: &str, body: &T) -> Result<ReplicateAck, String> {
     let response = region
         .http
         .post(format!("{}{path}", peer.address))
@@ -79,7 +72,7 @@ pub(super) async fn store_intents(
             let intent = &intent;
             async move {
                 loop {
-                    match post::<_, ReplicateAck>(region, peer, "/internal/v1/intents", intent).await {
+                    match post(region, peer, "/internal/v1/intents", intent).await {
                         Ok(_) => return peer,
                         Err(e) => {
                             tracing::debug!(peer = peer.name, error = e, "intent not stored; retrying");

@@ -27,7 +27,7 @@ use regions_core::hlc::Timestamp;
 use regions_core::protocol::{CopyRequest, TxnCopy};
 use regions_core::txn::{TxnIntent, TxnStatus};
 
-use super::super::{Peer, Region, quorum};
+use super::super::{Peer, Region};
 use crate::{Error, Result};
 
 /// The pause before a copy a peer did not keep is sent again (within the deadline).
@@ -61,6 +61,35 @@ pub struct Copies {
     /// Transactions resolved here, with the log's last sequence number after the resolve:
     /// their copies are replaced once every peer acknowledged the log that far.
     resolved: Mutex<VecDeque<(String, i64)>>,
+}
+
+/// Sends `request` to `peer`: `Ok` once it kept the copy. A peer older than the copies
+/// (the route is unknown to it: a rolling upgrade) counts as keeping it, as every region
+/// did before copies existed, with a warning.
+async fn send(region: &Region, peer: &Peer, request: &CopyRequest) -> std::result::Result<(), String> {
+    let response = region
+        .http
+        .post(format!("{}/internal/v1/txn/copy", peer.address))
+        .json(request)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    if status == reqwest::StatusCode::NOT_FOUND {
+        tracing::warn!(
+            peer = peer.name,
+            txn = request.copy.txn,
+            "this peer keeps no copies of transaction states (it is older): counted as keeping one until it is \
+             upgraded"
+        );
+        return Ok(());
+    }
+    let body = response.text().await.unwrap_or_default();
+    region.note_refusal(&peer.name, &body);
+    Err(format!("{} answered {status}: {body}", peer.name))
 }
 
 /// Whether the peers in `acked` complete every quorum in `needs` (a set of regions that may
@@ -190,9 +219,8 @@ impl Region {
                 };
                 async move {
                     loop {
-                        match quorum::post::<_, serde_json::Value>(self, peer, "/internal/v1/txn/copy", &request).await
-                        {
-                            Ok(_) => return peer,
+                        match send(self, peer, &request).await {
+                            Ok(()) => return peer,
                             Err(e) => {
                                 tracing::debug!(
                                     peer = peer.name,
