@@ -148,7 +148,7 @@ pub async fn recover(region: &Region) -> Result<u64> {
             "restored from a backup: took back our writes from a peer"
         );
         recovered += new;
-        txns.extend(answer.txns);
+        txns.extend(answer.txns.into_iter().map(|copy| (peer.name.clone(), copy)));
         open_gap(region, peer, answer.acked_seq).await?;
     }
     let taken = region.txn_take_back(txns).await?;

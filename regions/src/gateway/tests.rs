@@ -340,3 +340,36 @@ async fn a_new_try_fences_the_one_before() {
         .unwrap();
     assert!(late.refused && late.status == TxnStatus::Aborted, "{late:?}");
 }
+
+/// A home's copies carry the intents it resolved until the resolve's log reached every peer
+/// (a region restored from its peers' copies would otherwise find neither the intents nor
+/// their versions), and then only what is left: the decided record.
+#[tokio::test]
+async fn copies_carry_the_resolved_intents_until_the_log_reached_every_peer() {
+    let (region, _) = region().await;
+    let before = region.clock.now();
+    let proposed = prepared(&region, &staged("c", before, "k")).await;
+    let (intents, record) = region.txn_state("c").await.unwrap();
+    assert_eq!(intents.len(), 1);
+    assert_eq!(record, Some(TxnStatus::Staging { proposed }));
+    region
+        .txn_record_event("c", RecordEvent::Commit { proposed })
+        .await
+        .unwrap();
+    region.txn_resolve("c", Some(proposed)).await.unwrap();
+    assert!(region.store.txn_intents_of("c").await.unwrap().is_empty());
+    let (intents, record) = region.txn_state("c").await.unwrap();
+    let keys: Vec<&str> = intents.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(keys, ["k"], "resolved, but its log may not have reached the peers");
+    assert_eq!(record, Some(TxnStatus::Committed { commit_ts: proposed }));
+    let shipped = region.store.last_seq().await.unwrap();
+    assert_eq!(
+        region.txn_copies_shipped(shipped - 1),
+        Vec::<String>::new(),
+        "not that far yet"
+    );
+    assert_eq!(region.txn_copies_shipped(shipped), ["c"]);
+    let (intents, record) = region.txn_state("c").await.unwrap();
+    assert!(intents.is_empty());
+    assert_eq!(record, Some(TxnStatus::Committed { commit_ts: proposed }));
+}

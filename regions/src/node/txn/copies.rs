@@ -13,9 +13,11 @@
 //! stands, a decided record stays decided).
 //!
 //! Copies are dropped once the home resolved the transaction and its log (the versions the
-//! resolve wrote) reached every peer: the home then sends the state it is left with (a
-//! decided record, or nothing) in their place ([`copy_loop`]). Copies a home never replaced
-//! (it crashed meanwhile) are pruned with the records, after a week.
+//! resolve wrote) reached every peer: until then every copy it sends still carries the
+//! intents it resolved, and then it sends the state it is left with (a decided record, or
+//! nothing) in their place ([`copy_loop`]). Copies a home never replaced (it crashed
+//! meanwhile) are pruned with the records, after a week. What a region does with the copies
+//! it keeps for its peers, and a restore's take-back, are in `kept.rs`.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -47,26 +49,42 @@ type State = (Vec<TxnIntent>, Option<TxnStatus>);
 /// What a region knows of the copies of its transaction states, and of those it keeps.
 #[derive(Default)]
 pub struct Copies {
-    /// Held while a copy is kept here, and while a restored peer's copies are read and its
-    /// floor set: a copy is either seen by the restore or refused after it.
-    keeping: tokio::sync::Mutex<()>,
+    /// Held shared while a copy is kept here, and exclusively while a restored peer's copies
+    /// are read and its floor set: a copy is either seen by the restore or refused after it.
+    pub(super) keeping: tokio::sync::RwLock<()>,
     /// Per restored peer, the floor below which its copies are refused (in memory: a copy
     /// still in flight when this region restarts is lost with its sender's request).
-    floors: Mutex<HashMap<String, Timestamp>>,
+    pub(super) floors: Mutex<HashMap<String, Timestamp>>,
+    /// Transactions to copy again (a peer that kept copies was restored and lost them).
+    pub(super) recopy: Mutex<Vec<String>>,
+    /// Per transaction resolved here whose resolve's log may not have reached every peer:
+    /// the intents it resolved, which every copy still carries (a restore would otherwise
+    /// find neither them nor their versions).
+    unshipped: Mutex<HashMap<String, Vec<TxnIntent>>>,
     /// Held while a state is read and timestamped: copies taken later are newer.
     reading: tokio::sync::Mutex<()>,
     /// Per transaction copied: the last state a quorum kept, or `None` when copies went out
-    /// but which quorum keeps which is not known here (one counted on a gateway).
-    copied: Mutex<HashMap<String, Option<State>>>,
+    /// but which quorum keeps which is not known here (one counted on a gateway, or on a
+    /// peer older than the copies).
+    pub(super) copied: Mutex<HashMap<String, Option<State>>>,
     /// Transactions resolved here, with the log's last sequence number after the resolve:
     /// their copies are replaced once every peer acknowledged the log that far.
     resolved: Mutex<VecDeque<(String, i64)>>,
 }
 
-/// Sends `request` to `peer`: `Ok` once it kept the copy. A peer older than the copies
-/// (the route is unknown to it: a rolling upgrade) counts as keeping it, as every region
-/// did before copies existed, with a warning.
-async fn send(region: &Region, peer: &Peer, request: &CopyRequest) -> std::result::Result<(), String> {
+/// What a peer did with a copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// It keeps it.
+    Kept,
+    /// It is older than the copies (it does not know the route: a rolling upgrade), and
+    /// counts as keeping it, as every region did before copies existed.
+    Older,
+}
+
+/// Sends `request` to `peer`: `Ok` once it kept the copy, or is older than the copies
+/// (with a warning).
+async fn send(region: &Region, peer: &Peer, request: &CopyRequest) -> std::result::Result<Sent, String> {
     let response = region
         .http
         .post(format!("{}/internal/v1/txn/copy", peer.address))
@@ -76,18 +94,22 @@ async fn send(region: &Region, peer: &Peer, request: &CopyRequest) -> std::resul
         .map_err(|e| e.to_string())?;
     let status = response.status();
     if status.is_success() {
-        return Ok(());
+        return Ok(Sent::Kept);
     }
-    if status == reqwest::StatusCode::NOT_FOUND {
+    let body = response.text().await.unwrap_or_default();
+    // Only geosaga's own answer to a route it does not know (not a proxy's 404).
+    if status == reqwest::StatusCode::NOT_FOUND
+        && body.contains("/problems/not-found\"")
+        && body.contains("no such route")
+    {
         tracing::warn!(
             peer = peer.name,
             txn = request.copy.txn,
             "this peer keeps no copies of transaction states (it is older): counted as keeping one until it is \
              upgraded"
         );
-        return Ok(());
+        return Ok(Sent::Older);
     }
-    let body = response.text().await.unwrap_or_default();
     region.note_refusal(&peer.name, &body);
     Err(format!("{} answered {status}: {body}", peer.name))
 }
@@ -101,9 +123,15 @@ fn complete(needs: &[(BTreeSet<String>, usize)], acked: &BTreeSet<String>) -> bo
 }
 
 impl Region {
-    /// This region's state of `txn`.
-    async fn txn_state(&self, txn: &str) -> Result<State> {
-        let intents = self.store.txn_intents_of(txn).await?;
+    /// This region's state of `txn`, as its copies carry it: with the intents it resolved
+    /// until the resolve's log reached every peer.
+    pub(crate) async fn txn_state(&self, txn: &str) -> Result<State> {
+        let mut intents = self.store.txn_intents_of(txn).await?;
+        if intents.is_empty()
+            && let Some(resolved) = self.txn_copies.unshipped.lock().expect("copies lock").get(txn)
+        {
+            intents = resolved.clone();
+        }
         let record = self.store.txn_record(txn).await?;
         Ok((intents, record))
     }
@@ -112,7 +140,7 @@ impl Region {
     /// now (at once if one was kept before and nothing changed since), or fails with
     /// [`Error::QuorumNotReached`] at the strong writes' deadline.
     pub(crate) async fn txn_copy_out(&self, txn: &str) -> Result<()> {
-        self.txn_copy_out_keeping(txn, None).await.map(|_| ())
+        self.copy_out(txn, None, false).await.map(|_| ())
     }
 
     /// [`Region::txn_copy_out`], counting `keeper` (the gateway of a prepare, which asked to
@@ -120,13 +148,19 @@ impl Region {
     /// one that keeps it: returns the copy for `keeper`, and remembers only that copies went
     /// out (only this answer counts on the keeper; a recovery's question copies again).
     pub(crate) async fn txn_copy_out_keeping(&self, txn: &str, keeper: Option<&str>) -> Result<Option<TxnCopy>> {
+        self.copy_out(txn, keeper, false).await
+    }
+
+    /// [`Region::txn_copy_out_keeping`]; with `replace`, the state is sent even when nothing
+    /// is remembered of it (the copies of a resolved transaction are replaced).
+    async fn copy_out(&self, txn: &str, keeper: Option<&str>, replace: bool) -> Result<Option<TxnCopy>> {
         let (state, at) = {
             let _reading = self.txn_copies.reading.lock().await;
             (self.txn_state(txn).await?, self.clock.now())
         };
         let before = self.txn_copies.copied.lock().expect("copies lock").get(txn).cloned();
         let empty = state.0.is_empty() && state.1.is_none();
-        if before.as_ref() == Some(&Some(state.clone())) || (empty && before.is_none()) {
+        if before.as_ref() == Some(&Some(state.clone())) || (empty && before.is_none() && !replace) {
             return Ok(None);
         }
         let (intents, record) = state.clone();
@@ -141,8 +175,8 @@ impl Region {
             self.keep_at_quorum(&copy, Some(keeper)).await?;
             return Ok(Some(self.copy_for(&copy, keeper)));
         }
-        self.keep_at_quorum(&copy, None).await?;
-        self.remember(txn, (!empty).then_some(Some(state)));
+        let all_kept = self.keep_at_quorum(&copy, None).await?;
+        self.remember(txn, (!empty).then_some(all_kept.then_some(state)));
         Ok(None)
     }
 
@@ -177,8 +211,9 @@ impl Region {
 
     /// Sends `copy` to the peers that may keep it (each gets the intents of the keys it
     /// replicates, and the record) until every quorum is complete, `keeper` counted as one
-    /// that keeps it (it is sent its copy with the answer).
-    async fn keep_at_quorum(&self, copy: &TxnCopy, keeper: Option<&str>) -> Result<()> {
+    /// that keeps it (it is sent its copy with the answer). Returns whether every peer
+    /// counted kept it (not one older than the copies).
+    async fn keep_at_quorum(&self, copy: &TxnCopy, keeper: Option<&str>) -> Result<bool> {
         let placement = self.placement();
         let quorum = self.config.quorum;
         let mut needs = Vec::new();
@@ -199,8 +234,9 @@ impl Region {
             targets.extend(holders);
         }
         let mut acked: BTreeSet<String> = keeper.map(str::to_owned).into_iter().collect();
+        let mut all_kept = true;
         if complete(&needs, &acked) {
-            return Ok(());
+            return Ok(all_kept);
         }
         let needed = needs.iter().map(|(_, n)| *n).max().unwrap_or(0);
         let timeout_ms = self.config.strong_timeout_ms;
@@ -220,7 +256,7 @@ impl Region {
                 async move {
                     loop {
                         match send(self, peer, &request).await {
-                            Ok(()) => return peer,
+                            Ok(kept) => return (peer, kept),
                             Err(e) => {
                                 tracing::debug!(
                                     peer = peer.name,
@@ -237,9 +273,10 @@ impl Region {
             .collect();
         while !complete(&needs, &acked) {
             match tokio::time::timeout_at(deadline, sends.next()).await {
-                Ok(Some(peer)) => {
+                Ok(Some((peer, kept))) => {
                     self.touch(&peer.name);
                     acked.insert(peer.name.clone());
+                    all_kept &= kept == Sent::Kept;
                 }
                 Ok(None) | Err(_) => {
                     return Err(Error::QuorumNotReached {
@@ -251,95 +288,53 @@ impl Region {
                 }
             }
         }
+        Ok(all_kept)
+    }
+
+    /// Notes that the intents of `txn` here are about to be resolved: until the resolve's
+    /// log reached every peer, every copy carries them ([`Region::txn_copies_resolved`]).
+    pub(crate) async fn txn_copies_resolving(&self, txn: &str) -> Result<()> {
+        let intents = self.store.txn_intents_of(txn).await?;
+        if !intents.is_empty() {
+            self.txn_copies
+                .unshipped
+                .lock()
+                .expect("copies lock")
+                .insert(txn.to_owned(), intents);
+        }
         Ok(())
     }
 
-    /// Keeps a copy a peer sent of its state of a transaction (`/internal/v1/txn/copy`, or
-    /// with its answer to this region's prepare). A copy stamped below the floor a restore
-    /// of its sender set is refused: that restore did not see it.
-    pub async fn txn_keep_copy(&self, request: &CopyRequest) -> Result<()> {
-        self.peer(&request.from)?;
-        self.clock
-            .update(request.copy.at)
-            .map_err(|e| self.refuse_clock(&request.from, e))?;
-        let _keeping = self.txn_copies.keeping.lock().await;
-        let floor = self
-            .txn_copies
-            .floors
-            .lock()
-            .expect("copies lock")
-            .get(&request.from)
-            .copied();
-        if floor.is_some_and(|floor| request.copy.at < floor) {
-            return Err(Error::Peer(format!(
-                "{} was restored from a backup since it sent this copy of transaction {}'s state",
-                request.from, request.copy.txn
-            )));
+    /// The transactions resolved here whose resolve's log every peer acknowledged (up to
+    /// sequence number `shipped`): their copies no longer carry the intents they resolved,
+    /// and are to be replaced.
+    pub(crate) fn txn_copies_shipped(&self, shipped: i64) -> Vec<String> {
+        let mut resolved = self.txn_copies.resolved.lock().expect("copies lock");
+        let mut unshipped = self.txn_copies.unshipped.lock().expect("copies lock");
+        let mut due = Vec::new();
+        while let Some((txn, _)) = resolved.front().filter(|(_, seq)| *seq <= shipped).cloned() {
+            resolved.pop_front();
+            unshipped.remove(&txn);
+            due.push(txn);
         }
-        self.store
-            .txn_copy_keep(&request.from, &request.copy, self.clock.physical_ms())
-            .await
-    }
-
-    /// The copies this region keeps of restored peer `home`'s transaction states; copies
-    /// stamped below `floor` are refused from now on (see [`Region::txn_keep_copy`]).
-    pub(crate) async fn txn_copies_for_restore(&self, home: &str, floor: Option<Timestamp>) -> Result<Vec<TxnCopy>> {
-        let _keeping = self.txn_copies.keeping.lock().await;
-        if let Some(floor) = floor {
-            let mut floors = self.txn_copies.floors.lock().expect("copies lock");
-            let kept = floors.entry(home.to_owned()).or_insert(floor);
-            *kept = (*kept).max(floor);
-        }
-        self.store.txn_copies_of(home).await
+        due
     }
 
     /// Notes that `txn` was resolved here: its copies are replaced once the log that holds
-    /// the resolve reached every peer.
+    /// the resolve reached every peer ([`copy_loop`]).
     pub(crate) async fn txn_copies_resolved(&self, txn: &str) -> Result<()> {
-        if !self.txn_copies.copied.lock().expect("copies lock").contains_key(txn) {
+        if !self.txn_copies.unshipped.lock().expect("copies lock").contains_key(txn) {
             return Ok(());
         }
         let seq = self.store.last_seq().await?;
         let mut resolved = self.txn_copies.resolved.lock().expect("copies lock");
-        if resolved.len() >= RESOLVED_QUEUE {
-            resolved.pop_front();
+        if resolved.len() >= RESOLVED_QUEUE
+            && let Some((oldest, _)) = resolved.pop_front()
+        {
+            self.txn_copies.unshipped.lock().expect("copies lock").remove(&oldest);
         }
         resolved.push_back((txn.to_owned(), seq));
         Ok(())
-    }
-
-    /// Takes back the copies its peers kept of this region's transaction states (a restore:
-    /// see the module documentation): per transaction the newest, its intents the union of
-    /// what the peers holding that copy kept. Returns how many transactions it took back.
-    pub(crate) async fn txn_take_back(&self, copies: Vec<TxnCopy>) -> Result<u64> {
-        let mut newest: HashMap<String, TxnCopy> = HashMap::new();
-        for copy in copies {
-            match newest.get_mut(&copy.txn) {
-                Some(kept) if kept.at > copy.at => {}
-                Some(kept) if kept.at == copy.at => {
-                    for intent in copy.intents {
-                        if !kept.intents.iter().any(|i| i.key == intent.key) {
-                            kept.intents.push(intent);
-                        }
-                    }
-                }
-                _ => {
-                    newest.insert(copy.txn.clone(), copy);
-                }
-            }
-        }
-        let now_ms = self.clock.physical_ms();
-        for copy in newest.values() {
-            self.clock.update(copy.at)?;
-            if !copy.intents.is_empty() {
-                self.store.txn_lay(&copy.intents).await?;
-                self.txn_hold_restored(&copy.intents);
-            }
-            if let Some(status) = copy.record {
-                self.store.txn_set_record(&copy.txn, status, now_ms).await?;
-            }
-        }
-        Ok(newest.len() as u64)
     }
 }
 
@@ -355,17 +350,15 @@ pub async fn copy_loop(region: Arc<Region>) {
             .map(|p| region.acked_by(&p.name))
             .min()
             .unwrap_or(i64::MAX);
-        let due: Vec<String> = {
-            let mut resolved = region.txn_copies.resolved.lock().expect("copies lock");
-            let mut due = Vec::new();
-            while resolved.front().is_some_and(|(_, seq)| *seq <= shipped) {
-                due.extend(resolved.pop_front().map(|(txn, _)| txn));
-            }
-            due
-        };
-        for txn in due {
-            if let Err(e) = region.txn_copy_out(&txn).await {
+        for txn in region.txn_copies_shipped(shipped) {
+            if let Err(e) = region.copy_out(&txn, None, true).await {
                 tracing::debug!(region = region.name, txn, error = %e, "a resolved transaction's copies stay until pruned");
+            }
+        }
+        let again = std::mem::take(&mut *region.txn_copies.recopy.lock().expect("copies lock"));
+        for txn in again {
+            if let Err(e) = region.txn_copy_out(&txn).await {
+                tracing::warn!(region = region.name, txn, error = %e, "could not copy a transaction's state again after a peer's restore");
             }
         }
     }

@@ -6,6 +6,7 @@
 
 mod copies;
 mod home;
+mod kept;
 mod ops;
 mod sessions;
 mod staged;

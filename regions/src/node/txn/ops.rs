@@ -47,6 +47,10 @@ impl Region {
                 None => n + 1,
             },
         };
+        let next = match self.first_free_try(op_id, next).await? {
+            Ok(free) => free,
+            Err(committed) => return Ok(committed),
+        };
         let latest = TxnStatus::Pending {
             min_commit_ts: Timestamp {
                 wall_ms: 0,
@@ -65,14 +69,18 @@ impl Region {
     /// (and no try of it commits from now on).
     pub async fn txn_op_cancel(&self, op_id: &str) -> Result<OpState> {
         let _one_at_a_time = self.records_lock.lock().await;
-        match self.tries(op_id).await? {
+        let after = match self.tries(op_id).await? {
             Tries::Cancelled => return Ok(OpState::Cancelled),
-            Tries::None => {}
+            Tries::None => 1,
             Tries::Latest(n) => {
                 if let Some(committed) = self.fence(op_id, n).await? {
                     return Ok(committed);
                 }
+                n + 1
             }
+        };
+        if let Err(committed) = self.first_free_try(op_id, after).await? {
+            return Ok(committed);
         }
         self.store
             .txn_set_record(&op_record(op_id), TxnStatus::Aborted, self.clock.physical_ms())
@@ -88,6 +96,22 @@ impl Region {
             Some(status @ (TxnStatus::Committed { .. } | TxnStatus::Staging { .. })) => Err(Error::Corrupt(format!(
                 "the record of op id {op_id:?} says {status:?}, which only a try's record may"
             ))),
+        }
+    }
+
+    /// The first try of `op_id` from `n` on that has no record, every later one that has
+    /// one fenced on the way; `Err` names the one that committed. The op id's own record
+    /// names the latest try, except after a restore from a backup, which takes back the
+    /// tries' records (their decisions are copied to the peers) but not the op id's.
+    async fn first_free_try(&self, op_id: &str, mut n: u32) -> Result<std::result::Result<u32, OpState>> {
+        loop {
+            if self.store.txn_record(&try_id(op_id, n)).await?.is_none() {
+                return Ok(Ok(n));
+            }
+            if let Some(committed) = self.fence(op_id, n).await? {
+                return Ok(Err(committed));
+            }
+            n += 1;
         }
     }
 
