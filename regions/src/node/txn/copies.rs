@@ -39,6 +39,9 @@ const RETRY: Duration = Duration::from_millis(50);
 /// are replaced; past that the oldest are left to pruning.
 const RESOLVED_QUEUE: usize = 100_000;
 
+/// How many resolved transactions' copies are replaced at once.
+const REPLACING: usize = 16;
+
 /// How many states this region remembers having copied (past that it forgets them all, and
 /// copies again on the next answer).
 const REMEMBERED: usize = 100_000;
@@ -55,8 +58,6 @@ pub struct Copies {
     /// Per restored peer, the floor below which its copies are refused (in memory: a copy
     /// still in flight when this region restarts is lost with its sender's request).
     pub(super) floors: Mutex<HashMap<String, Timestamp>>,
-    /// Transactions to copy again (a peer that kept copies was restored and lost them).
-    pub(super) recopy: Mutex<Vec<String>>,
     /// Per transaction resolved here whose resolve's log may not have reached every peer:
     /// the intents it resolved, which every copy still carries (a restore would otherwise
     /// find neither them nor their versions).
@@ -291,9 +292,13 @@ impl Region {
         Ok(all_kept)
     }
 
-    /// Notes that the intents of `txn` here are about to be resolved: until the resolve's
-    /// log reached every peer, every copy carries them ([`Region::txn_copies_resolved`]).
-    pub(crate) async fn txn_copies_resolving(&self, txn: &str) -> Result<()> {
+    /// Notes that the intents of `txn` here are about to be resolved: if it committed, every
+    /// copy carries them until the resolve's log reached every peer
+    /// ([`Region::txn_copies_resolved`]); an abort ships nothing.
+    pub(crate) async fn txn_copies_resolving(&self, txn: &str, commit_ts: Option<Timestamp>) -> Result<()> {
+        if commit_ts.is_none() {
+            return Ok(());
+        }
         let intents = self.store.txn_intents_of(txn).await?;
         if !intents.is_empty() {
             self.txn_copies
@@ -312,6 +317,7 @@ impl Region {
         let mut resolved = self.txn_copies.resolved.lock().expect("copies lock");
         let mut unshipped = self.txn_copies.unshipped.lock().expect("copies lock");
         let mut due = Vec::new();
+        // An abort's entry (0) is due at once; a commit's once its log shipped.
         while let Some((txn, _)) = resolved.front().filter(|(_, seq)| *seq <= shipped).cloned() {
             resolved.pop_front();
             unshipped.remove(&txn);
@@ -320,20 +326,38 @@ impl Region {
         due
     }
 
-    /// Notes that `txn` was resolved here: its copies are replaced once the log that holds
-    /// the resolve reached every peer ([`copy_loop`]).
-    pub(crate) async fn txn_copies_resolved(&self, txn: &str) -> Result<()> {
-        if !self.txn_copies.unshipped.lock().expect("copies lock").contains_key(txn) {
+    /// Notes that this resolve of `txn` resolved `resolved` intents here: its copies are
+    /// replaced ([`copy_loop`]) once the log that holds the resolve reached every peer if it
+    /// committed, at once if it aborted (and was copied). A repeated resolve (none left)
+    /// changes nothing.
+    pub(crate) async fn txn_copies_resolved(
+        &self,
+        txn: &str,
+        commit_ts: Option<Timestamp>,
+        resolved: u64,
+    ) -> Result<()> {
+        if resolved == 0 {
             return Ok(());
         }
-        let seq = self.store.last_seq().await?;
-        let mut resolved = self.txn_copies.resolved.lock().expect("copies lock");
-        if resolved.len() >= RESOLVED_QUEUE
-            && let Some((oldest, _)) = resolved.pop_front()
+        let seq = match commit_ts {
+            Some(_) if self.txn_copies.unshipped.lock().expect("copies lock").contains_key(txn) => {
+                self.store.last_seq().await?
+            }
+            None if self.txn_copies.copied.lock().expect("copies lock").contains_key(txn) => 0,
+            Some(_) | None => return Ok(()),
+        };
+        let mut queue = self.txn_copies.resolved.lock().expect("copies lock");
+        if queue.len() >= RESOLVED_QUEUE
+            && let Some((oldest, _)) = queue.pop_front()
         {
-            self.txn_copies.unshipped.lock().expect("copies lock").remove(&oldest);
+            // Its copies keep the intents it resolved until they are pruned.
+            tracing::warn!(
+                region = self.name,
+                txn = oldest,
+                "too many resolved transactions wait for their log to ship"
+            );
         }
-        resolved.push_back((txn.to_owned(), seq));
+        queue.push_back((txn.to_owned(), seq));
         Ok(())
     }
 }
@@ -350,17 +374,17 @@ pub async fn copy_loop(region: Arc<Region>) {
             .map(|p| region.acked_by(&p.name))
             .min()
             .unwrap_or(i64::MAX);
-        for txn in region.txn_copies_shipped(shipped) {
-            if let Err(e) = region.copy_out(&txn, None, true).await {
-                tracing::debug!(region = region.name, txn, error = %e, "a resolved transaction's copies stay until pruned");
-            }
-        }
-        let again = std::mem::take(&mut *region.txn_copies.recopy.lock().expect("copies lock"));
-        for txn in again {
-            if let Err(e) = region.txn_copy_out(&txn).await {
-                tracing::warn!(region = region.name, txn, error = %e, "could not copy a transaction's state again after a peer's restore");
-            }
-        }
+        let due = region.txn_copies_shipped(shipped);
+        futures::stream::iter(due)
+            .for_each_concurrent(REPLACING, |txn| {
+                let region = &region;
+                async move {
+                    if let Err(e) = region.copy_out(&txn, None, true).await {
+                        tracing::debug!(region = region.name, txn, error = %e, "a resolved transaction's copies stay until pruned");
+                    }
+                }
+            })
+            .await;
     }
 }
 

@@ -231,11 +231,11 @@ impl Region {
             // Every later write here is above the versions about to appear.
             self.clock.update(ts)?;
         }
-        self.txn_copies_resolving(txn).await?;
+        self.txn_copies_resolving(txn, commit_ts).await?;
         let resolved = self.store.txn_resolve(txn, commit_ts, &self.name).await?;
         // Dropping the hold lets the closed timestamp pass, and wakes the log shippers.
         self.txn_holds.lock().expect("holds lock").remove(txn);
-        self.txn_copies_resolved(txn).await?;
+        self.txn_copies_resolved(txn, commit_ts, resolved).await?;
         Ok(resolved)
     }
 

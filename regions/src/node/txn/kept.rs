@@ -4,8 +4,9 @@
 //! A holder keeps, per home and transaction, the newest copy it was sent. A restore reads
 //! every peer's copies and sets a floor there at once (under `keeping`, taken exclusively):
 //! a copy stamped below it and kept later would be one the restore never saw, so it is
-//! refused. The peers then copy their own transactions to the restored region again (it
-//! lost the copies it kept for them).
+//! refused. The copies the restored region kept for its peers are lost with its disk, and
+//! not sent again: those transactions are kept by one copy fewer until they change (one
+//! failure at a time).
 //!
 //! The take-back merges per key: each holder was sent only the intents of the keys it
 //! replicates, so a key's intent comes from the newest copy among that key's replicas (a
@@ -89,23 +90,15 @@ impl Region {
     }
 
     /// The copies this region keeps of restored peer `home`'s transaction states; copies
-    /// stamped below `floor` are refused from now on (see [`Region::txn_keep_copy`]). The
-    /// restored peer lost the copies it kept of this region's transactions: those still
-    /// held here are copied again ([`super::copy_loop`]).
+    /// stamped below `floor` are refused from now on (see [`Region::txn_keep_copy`]).
     pub(crate) async fn txn_copies_for_restore(&self, home: &str, floor: Option<Timestamp>) -> Result<Vec<TxnCopy>> {
-        let copies = {
-            let _keeping = self.txn_copies.keeping.write().await;
-            if let Some(floor) = floor {
-                let mut floors = self.txn_copies.floors.lock().expect("copies lock");
-                let kept = floors.entry(home.to_owned()).or_insert(floor);
-                *kept = (*kept).max(floor);
-            }
-            self.store.txn_copies_of(home).await?
-        };
-        let held: BTreeSet<String> = self.store.txn_intents().await?.into_iter().map(|i| i.txn).collect();
-        self.txn_copies.copied.lock().expect("copies lock").clear();
-        self.txn_copies.recopy.lock().expect("copies lock").extend(held);
-        Ok(copies)
+        let _keeping = self.txn_copies.keeping.write().await;
+        if let Some(floor) = floor {
+            let mut floors = self.txn_copies.floors.lock().expect("copies lock");
+            let kept = floors.entry(home.to_owned()).or_insert(floor);
+            *kept = (*kept).max(floor);
+        }
+        self.store.txn_copies_of(home).await
     }
 
     /// Takes back the copies its peers kept of this region's transaction states, each with
