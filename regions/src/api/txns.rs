@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use problem::Problem;
 use regions_core::protocol::{
     BeginRequest, BeginResponse, CommitResponse, CopyRequest, OneShotRequest, OpRequest, Prepare, ReadAt, ReadAtAnswer,
-    RecordRequest, Resolve, SnapshotRequest, SnapshotResponse, StatusRequest, TxnPutRequest, TxnValue,
+    RecordRequest, Resolve, SnapshotRequest, SnapshotResponse, StatusRequest, TxnCopy, TxnPutRequest, TxnValue,
 };
 
 use super::auth::{Caller, Granted, Role, require};
@@ -379,6 +379,12 @@ async fn record(State(region): Shared, identity: Identity, body: Bytes) -> Resul
 async fn resolve(State(region): Shared, identity: Identity, body: Bytes) -> Result<Response, ApiError> {
     let r: Resolve = peer_body(&body)?;
     check_sender(&region, identity.as_deref(), "/from", &r.from)?;
+    if let Some(copy) = r.record {
+        // The record's decision: kept here before anything is resolved on it.
+        check_copy(&region, "/record", &copy)?;
+        let request = CopyRequest { from: r.from, copy };
+        region.txn_keep_copy(&request).await?;
+    }
     let resolved = region.txn_resolve(&r.txn, r.commit_ts).await?;
     Ok(Json(serde_json::json!({ "resolved": resolved })).into_response())
 }
@@ -390,15 +396,21 @@ async fn status(State(region): Shared, identity: Identity, body: Bytes) -> Resul
     Ok(Json(at_home).into_response())
 }
 
+/// Checks the keys and values of a peer's copy of a transaction's state at `path`.
+fn check_copy(region: &Region, path: &str, copy: &TxnCopy) -> Result<(), ApiError> {
+    for (i, intent) in copy.intents.iter().enumerate() {
+        check_key(&intent.key)?;
+        if let regions_core::txn::IntentKind::Write { value: Some(value) } = &intent.kind {
+            check_value(region, &format!("{path}/intents/{i}/value"), value.as_str())?;
+        }
+    }
+    Ok(())
+}
+
 async fn copy(State(region): Shared, identity: Identity, body: Bytes) -> Result<Response, ApiError> {
     let r: CopyRequest = peer_body(&body)?;
     check_sender(&region, identity.as_deref(), "/from", &r.from)?;
-    for (i, intent) in r.copy.intents.iter().enumerate() {
-        check_key(&intent.key)?;
-        if let regions_core::txn::IntentKind::Write { value: Some(value) } = &intent.kind {
-            check_value(&region, &format!("/copy/intents/{i}/value"), value)?;
-        }
-    }
+    check_copy(&region, "/copy", &r.copy)?;
     region.txn_keep_copy(&r).await?;
     Ok(Json(serde_json::json!({ "kept": true })).into_response())
 }

@@ -11,8 +11,9 @@
 //!    at the greatest proposal: the client is answered then.
 //! 2. **Commit the record explicitly**, then **resolve** every home's intents. When the
 //!    gateway keeps the record, both are local and done before the answer (the gateway's
-//!    own keys are then readable at once); the other homes are resolved once a quorum keeps
-//!    a copy of the commit. Until a
+//!    own keys are then readable at once); the other homes are resolved after it, each
+//!    keeping a copy of the committed record (the resolve carries it) before it resolves.
+//!    Until a
 //!    home is resolved, whoever meets an intent there finds the outcome by asking the record
 //!    and, while it is staging, every home. Resolves follow the explicit commit, never
 //!    precede it: a home that resolved no longer holds the intents a recovery asks about.
@@ -221,25 +222,26 @@ async fn finish(region: &Arc<Region>, txn: &Txn, plan: Planned, commit_ts: Times
         resolve_at(region, txn, &region.name, Some(commit_ts)).await;
     }
     let others: Vec<String> = plan.by_home.keys().filter(|h| **h != region.name).cloned().collect();
+    // Each other home keeps a copy of the committed record before it resolves (the resolve
+    // carries it); a quorum keeps one too, for whoever asks the record.
     let rest = {
         let (region, txn) = (region.clone(), txn.clone());
         async move {
-            if let Err(e) = region.txn_copy_out(&txn.id).await {
-                tracing::warn!(txn = txn.id, error = %e, "the commit's copy is not kept yet; the other homes resolve through the record");
-                return;
-            }
             if crash_asked("resolved-one")
                 && let Some(home) = others.first()
             {
-                resolve_at(&region, &txn, home, Some(commit_ts)).await;
+                resolve_carrying_the_record(&region, &txn, home, commit_ts).await;
                 crash_if_asked("resolved-one");
             }
-            join_all(
+            let resolves = join_all(
                 others
                     .iter()
-                    .map(|home| resolve_at(&region, &txn, home, Some(commit_ts))),
-            )
-            .await;
+                    .map(|home| resolve_carrying_the_record(&region, &txn, home, commit_ts)),
+            );
+            let (copied, _) = futures::join!(region.txn_copy_out(&txn.id), resolves);
+            if let Err(e) = copied {
+                tracing::warn!(txn = txn.id, error = %e, "the commit's copy is not kept by a quorum yet; the record's next answer copies it");
+            }
         }
     };
     if crash_asked("resolved-one") {
@@ -349,6 +351,30 @@ async fn resolve(region: &Region, txn: &Txn, plan: &Planned, commit_ts: Option<T
     join_all(plan.by_home.keys().map(|home| resolve_at(region, txn, home, commit_ts))).await;
 }
 
+/// Sends a commit to `home` with a copy of the record kept here, which `home` keeps before
+/// it resolves (failures are logged: readers and the recovery loop resolve through the
+/// record too, once a quorum keeps it).
+async fn resolve_carrying_the_record(region: &Region, txn: &Txn, home: &str, commit_ts: Timestamp) {
+    let outcome = match region.txn_copy_for(&txn.id, home).await {
+        Ok(record) => {
+            let r = Resolve {
+                from: region.name.clone(),
+                txn: txn.id.clone(),
+                commit_ts: Some(commit_ts),
+                record: Some(record),
+            };
+            region
+                .call_peer::<_, serde_json::Value>(home, "/internal/v1/txn/resolve", &r)
+                .await
+                .map(|_| ())
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = outcome {
+        tracing::warn!(txn = txn.id, home, error = %e, "intents not resolved yet; readers and the recovery loop will");
+    }
+}
+
 /// Sends the outcome to `home` (failures are logged: readers and the recovery loop resolve
 /// through the record too).
 async fn resolve_at(region: &Region, txn: &Txn, home: &str, commit_ts: Option<Timestamp>) {
@@ -359,6 +385,7 @@ async fn resolve_at(region: &Region, txn: &Txn, home: &str, commit_ts: Option<Ti
             from: region.name.clone(),
             txn: txn.id.clone(),
             commit_ts,
+            record: None,
         };
         region
             .call_peer::<_, serde_json::Value>(home, "/internal/v1/txn/resolve", &r)

@@ -295,6 +295,12 @@ pub struct Resolve {
     pub txn: String,
     /// `Some(commit_ts)`: committed; `None`: aborted.
     pub commit_ts: Option<Timestamp>,
+    /// A copy of the sender's state of the transaction (the record it keeps, decided) that
+    /// the receiver keeps before it resolves: whoever resolves on the record's decision
+    /// keeps a copy of it (`regions::node::txn`'s copies), which saves a round before the
+    /// resolves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<TxnCopy>,
 }
 
 /// `/internal/v1/txn/claim` and `/internal/v1/txn/cancel`: an op id's transactions, at the

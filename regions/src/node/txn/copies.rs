@@ -181,6 +181,22 @@ impl Region {
         Ok(None)
     }
 
+    /// A copy of this region's state of `txn` as it is now, for `holder`, sent with a
+    /// message rather than kept by a quorum (nothing is remembered of it).
+    pub(crate) async fn txn_copy_for(&self, txn: &str, holder: &str) -> Result<TxnCopy> {
+        let ((intents, record), at) = {
+            let _reading = self.txn_copies.reading.lock().await;
+            (self.txn_state(txn).await?, self.clock.now())
+        };
+        let copy = TxnCopy {
+            txn: txn.to_owned(),
+            at,
+            intents,
+            record,
+        };
+        Ok(self.copy_for(&copy, holder))
+    }
+
     /// Remembers what a quorum keeps of `txn` (`Some(None)`: copies went out, what is kept
     /// is not known), or forgets it (`None`: nothing is kept).
     fn remember(&self, txn: &str, kept: Option<Option<State>>) {
