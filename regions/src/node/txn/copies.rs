@@ -173,10 +173,11 @@ impl Region {
         };
         if let Some(keeper) = keeper {
             self.remember(txn, Some(None));
-            self.keep_at_quorum(&copy, Some(keeper)).await?;
+            self.keep_at_quorum(&copy, Some(keeper), false).await?;
             return Ok(Some(self.copy_for(&copy, keeper)));
         }
-        let all_kept = self.keep_at_quorum(&copy, None).await?;
+        // A replacement goes to every peer that may hold an older copy, not only a quorum.
+        let all_kept = self.keep_at_quorum(&copy, None, replace).await?;
         self.remember(txn, (!empty).then_some(all_kept.then_some(state)));
         Ok(None)
     }
@@ -228,9 +229,10 @@ impl Region {
 
     /// Sends `copy` to the peers that may keep it (each gets the intents of the keys it
     /// replicates, and the record) until every quorum is complete, `keeper` counted as one
-    /// that keeps it (it is sent its copy with the answer). Returns whether every peer
-    /// counted kept it (not one older than the copies).
-    async fn keep_at_quorum(&self, copy: &TxnCopy, keeper: Option<&str>) -> Result<bool> {
+    /// that keeps it (it is sent its copy with the answer); with `everyone`, it then waits
+    /// (until the same deadline) for the peers beyond the quorum too. Returns whether every
+    /// peer counted kept it (not one older than the copies).
+    async fn keep_at_quorum(&self, copy: &TxnCopy, keeper: Option<&str>, everyone: bool) -> Result<bool> {
         let placement = self.placement();
         let quorum = self.config.quorum;
         let mut needs = Vec::new();
@@ -304,6 +306,10 @@ impl Region {
                     });
                 }
             }
+        }
+        while everyone && let Ok(Some((peer, kept))) = tokio::time::timeout_at(deadline, sends.next()).await {
+            self.touch(&peer.name);
+            all_kept &= kept == Sent::Kept;
         }
         Ok(all_kept)
     }
