@@ -6,11 +6,16 @@
 //! their keys (a rule's replica set), each key's quorum counted among those; a record, which
 //! holds no value, goes to every peer.
 //!
-//! Nothing reads a copy while its home lives. A home restored from a backup takes back, per
-//! transaction, the newest copy any peer kept (`crate::restore`), before it serves: every
-//! answer it gave before its disk was lost is then still true of it, so a transaction stays
-//! all or nothing across the loss (a recovery that asked it finds it prepared, a prevention
-//! stands, a decided record stays decided).
+//! Two messages carry a copy instead of a quorum round: a remote home's `Prepared` answer,
+//! to a gateway that asked to keep it and keeps it before it counts the answer (the home
+//! counts the gateway towards its quorum), and a resolve, whose home keeps the committed
+//! record's copy before it resolves on it.
+//!
+//! Nothing reads a copy while its home lives. A home restored from a backup takes back the
+//! newest copies its peers kept (`crate::restore`; merged per key, `kept.rs`), before it
+//! serves: every answer it gave before its disk was lost is then still true of it, so a
+//! transaction stays all or nothing across the loss (a recovery that asked it finds it
+//! prepared, a prevention stands, a decided record stays decided).
 //!
 //! Copies are dropped once the home resolved the transaction and its log (the versions the
 //! resolve wrote) reached every peer: until then every copy it sends still carries the
