@@ -13,24 +13,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::regions::Cluster;
+use support::regions::{Cluster, geosaga_cli};
 use testkit::http::{self, get, post, put};
 
 const SETTINGS: &str = "quorum = \"quorum\"\nstrong_timeout_ms = 3000\nclosed_ts_interval_ms = 50\n\
     max_clock_offset_ms = 10\nanti_entropy_interval_ms = 0\n";
-
-fn geosaga(args: &[&str]) -> String {
-    let done = std::process::Command::new(env!("CARGO_BIN_EXE_geosaga"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        done.status.success(),
-        "geosaga {args:?}: {}",
-        String::from_utf8_lossy(&done.stderr)
-    );
-    String::from_utf8_lossy(&done.stdout).into_owned()
-}
 
 /// Strong writes of `us/k0..us/k{n}` (homed at us-east) through `url`, each value naming
 /// `round`; returns what was acknowledged.
@@ -117,7 +104,7 @@ async fn a_restored_region_loses_no_acknowledged_write_and_its_new_log_reaches_e
     increment(&us, 5).await;
     let store = dir.path().join("us-east.db");
     let backup = dir.path().join("us-east.backup");
-    let said = geosaga(&[
+    let said = geosaga_cli(&[
         "region",
         "backup",
         "--database",
@@ -134,7 +121,7 @@ async fn a_restored_region_loses_no_acknowledged_write_and_its_new_log_reaches_e
     shipped(&cluster).await;
     cluster.regions[0].kill();
 
-    let said = geosaga(&[
+    let said = geosaga_cli(&[
         "region",
         "restore",
         backup.to_str().unwrap(),

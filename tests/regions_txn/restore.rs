@@ -6,21 +6,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::regions::{Cluster, PREFIXES};
+use crate::support::regions::{Cluster, PREFIXES, geosaga_cli};
 use crate::{LATENCY_MS, SETTINGS, begin, post, txn_put};
-
-fn geosaga(args: &[&str]) -> String {
-    let done = std::process::Command::new(env!("CARGO_BIN_EXE_geosaga"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        done.status.success(),
-        "geosaga {args:?}: {}",
-        String::from_utf8_lossy(&done.stderr)
-    );
-    String::from_utf8_lossy(&done.stdout).into_owned()
-}
 
 /// The gateway (us-east) commits the record of a transaction writing a key in every region
 /// and dies before resolving anything; eu-west, which prepared it, loses its disk before its
@@ -44,7 +31,7 @@ async fn a_home_restored_from_before_a_prepare_keeps_the_transaction_all_or_noth
     assert_eq!(status, 200, "{body}");
     let store = dir.path().join("eu-west.db");
     let backup = dir.path().join("eu-west.backup");
-    geosaga(&[
+    geosaga_cli(&[
         "region",
         "backup",
         "--database",
@@ -74,7 +61,7 @@ async fn a_home_restored_from_before_a_prepare_keeps_the_transaction_all_or_noth
     cluster.regions[1].kill();
     cluster.regions[0].set_env(regions::gateway::CRASH_AT, None);
     cluster.regions[0].restart().await;
-    let said = geosaga(&[
+    let said = geosaga_cli(&[
         "region",
         "restore",
         backup.to_str().unwrap(),

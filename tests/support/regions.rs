@@ -271,3 +271,18 @@ impl Cluster {
             .collect()
     }
 }
+
+/// Runs the `geosaga` CLI (a region's backup or restore) and returns what it printed; the
+/// test fails if the command does.
+pub fn geosaga_cli(args: &[&str]) -> String {
+    let done = std::process::Command::new(testkit::process::geosaga_binary())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        done.status.success(),
+        "geosaga {args:?}: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    String::from_utf8_lossy(&done.stdout).into_owned()
+}
