@@ -263,20 +263,40 @@ async fn additions_are_applied_by_the_home_and_none_is_lost() {
     // Bad input: a path that is no JSON Pointer, a value that is no number.
     let (status, bad) = patch(&urls[0], "us/acct", json!({"add": {"path": "balance", "delta": 1}})).await;
     assert_eq!(status, 422, "{bad}");
-    assert!(bad["detail"].as_str().unwrap().contains("/add/path"), "{bad}");
+    assert!(bad["detail"].as_str().unwrap().starts_with("/add/path: "), "{bad}");
+    assert_eq!(bad["errors"][0]["path"], "/add/path", "{bad}");
     let (status, bad) = patch(&urls[0], "us/acct", json!({"add": {"path": "/owner", "delta": 1}})).await;
     assert_eq!(status, 400, "{bad}");
     assert!(bad["detail"].as_str().unwrap().contains("not a number"), "{bad}");
     // A body of the wrong shape names where: inside the object, or the body itself when it
     // is an array of the fields (which serde's structs would take) or a scalar.
     let (status, bad) = patch(&urls[0], "us/acct", json!({"add": {"path": "/balance", "delta": "x"}})).await;
+    // The fault is located by its JSON Pointer, in the detail and in `errors`.
     assert_eq!(status, 422, "{bad}");
-    assert!(bad["detail"].as_str().unwrap().contains("add.delta"), "{bad}");
+    assert_eq!(bad["type"], "https://geosaga.dev/problems/invalid-body", "{bad}");
+    assert!(
+        bad["detail"].as_str().unwrap().starts_with("/add/delta: invalid type"),
+        "{bad}"
+    );
+    assert_eq!(bad["errors"][0]["path"], "/add/delta", "{bad}");
     for shape in [json!([{"path": "/balance", "delta": 1}]), json!(7)] {
         let (status, bad) = patch(&urls[0], "us/acct", shape.clone()).await;
         assert_eq!(status, 422, "{shape}: {bad}");
-        assert!(bad["detail"].as_str().unwrap().contains("a JSON object"), "{bad}");
+        assert_eq!(bad["detail"], "(body): expected a JSON object", "{bad}");
+        assert_eq!(bad["errors"][0]["path"], "", "{bad}");
     }
+    // What is not JSON at all is a 400, with where serde stopped.
+    let not_json = reqwest::Client::new()
+        .patch(format!("{}/v1/kv/us/acct", urls[0]))
+        .header("content-type", "application/json")
+        .body(r#"{"add": {"path": "/balance", "delta": 1"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_json.status(), 400);
+    let bad: Value = not_json.json().await.unwrap();
+    assert_eq!(bad["type"], "https://geosaga.dev/problems/malformed-json", "{bad}");
+    assert!(bad["detail"].as_str().unwrap().contains("line 1 column"), "{bad}");
     let put = reqwest::Client::new()
         .put(format!("{}/v1/kv/us/acct", urls[0]))
         .json(&json!([{"balance": 0}]))

@@ -11,6 +11,10 @@
 //!   region, `region` and `staleness_bound_ms`.
 //! - [`respond`]: the response carrying a problem; it logs server-side failures (5xx) only,
 //!   since client errors are the client's business.
+//! - [`body`]: a client's JSON body read into a type, or its fault located by a JSON Pointer
+//!   (the `errors` of a 422).
+
+pub mod body;
 
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

@@ -111,7 +111,7 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         );
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = pointer(e.path());
+        let path = problem::body::pointer(e.path());
         let message = e.inner().to_string();
         ApiError::new(
             ProblemType::InvalidBody,
@@ -119,21 +119,6 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         )
         .with_errors(vec![ProblemError { path, message }])
     })
-}
-
-/// The JSON Pointer of a serde path (`""` for the whole value).
-fn pointer(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for segment in path.iter() {
-        match segment {
-            Segment::Seq { index } => out.push_str(&format!("/{index}")),
-            Segment::Map { key } => out.push_str(&format!("/{}", key.replace('~', "~0").replace('/', "~1"))),
-            Segment::Enum { variant } => out.push_str(&format!("/{variant}")),
-            Segment::Unknown => {}
-        }
-    }
-    out
 }
 
 /// A saga id from the `{id}` path segment; a malformed one is a 400 at `/path/id`.

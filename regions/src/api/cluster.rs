@@ -224,7 +224,7 @@ pub(super) async fn rehome(
     headers: HeaderMap,
     req: Body<RehomeRequest>,
 ) -> Result<Json<RehomeResponse>, ApiError> {
-    let req = body_of(&region, req)?;
+    let req = body_of(req)?;
     Ok(Json(
         crate::rehome::rehome(&region, &req, super::auth::bearer(&headers))
             .await

@@ -40,7 +40,7 @@ pub(super) async fn increment(
     req: Body<IncrementRequest>,
 ) -> Result<Json<CounterResponse>, ApiError> {
     check_key(&key)?;
-    let req = body_of(&region, req)?;
+    let req = body_of(req)?;
     Ok(Json(
         region
             .increment(&key, req.increment, req.op_id.as_deref())

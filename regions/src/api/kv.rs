@@ -236,7 +236,7 @@ pub(super) async fn put(
     headers: HeaderMap,
     body: Body<PutRequest>,
 ) -> Result<Response, ApiError> {
-    let body = body_of(&region, body)?;
+    let body = body_of(body)?;
     let value = body.value.to_string();
     check_value(&region, "/value", &value)?;
     let cmd = WriteCommand {
@@ -271,29 +271,23 @@ pub(super) async fn patch(
     headers: HeaderMap,
     body: Body<PatchRequest>,
 ) -> Result<Response, ApiError> {
-    let body = body_of(&region, body)?;
+    let body = body_of(body)?;
     match (&body.add, &body.undo) {
-        (Some(add), None) => add
-            .check()
-            .map_err(|e| ApiError::new(ProblemType::InvalidBody, format!("/add/path: {e}")))?,
+        (Some(add), None) => add.check().map_err(|e| ApiError::invalid_body("/add/path", e))?,
         (None, Some(undo)) => {
             checked_op_id("/undo/op_id", Some(undo.op_id.clone()))?;
             if let Some(add) = &undo.add {
-                add.check()
-                    .map_err(|e| ApiError::new(ProblemType::InvalidBody, format!("/undo/add/path: {e}")))?;
+                add.check().map_err(|e| ApiError::invalid_body("/undo/add/path", e))?;
             }
             if body.op_id.is_none() || body.if_version.is_some() {
-                return Err(ApiError::new(
-                    ProblemType::InvalidBody,
-                    "/op_id: an undo needs an op_id of its own, and takes no if_version",
+                return Err(ApiError::invalid_body(
+                    "/op_id",
+                    "an undo needs an op_id of its own, and takes no if_version",
                 ));
             }
         }
         (Some(_), Some(_)) | (None, None) => {
-            return Err(ApiError::new(
-                ProblemType::InvalidBody,
-                "give exactly one of `add` and `undo`",
-            ));
+            return Err(ApiError::invalid_body("", "give exactly one of `add` and `undo`"));
         }
     }
     let cmd = WriteCommand {

@@ -19,11 +19,11 @@ mod txns;
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::{Json, Router};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, Query, Request, State};
+use axum::http::{StatusCode, header};
 use regions_core::hlc::Timestamp;
 
 use crate::Error;
@@ -122,45 +122,58 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 }
 
 /// A client's JSON body as a route extracts it: see [`body_of`].
-type Body<T> = Result<Json<Object<T>>, JsonRejection>;
+type Body<T> = Result<JsonObject<T>, ApiError>;
 
-/// A body that must be a JSON object. serde's derived structs also take an array of their
-/// fields in order (`[1]` for `{"value": 1}`), which no client means: this takes an object
-/// only, and hands its entries to `T` as they stream (so the path of a fault inside is kept).
-struct Object<T>(T);
+/// A JSON object body read into `T` as it streams ([`::problem::body::object`]): an array of
+/// a struct's fields or a scalar is refused, and a fault inside is named by its JSON Pointer.
+/// Routes take it as a [`Body`], so that they check the path and the caller first.
+struct JsonObject<T>(T);
 
-impl<'de, T: serde::de::DeserializeOwned> serde::Deserialize<'de> for Object<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Entries<T>(std::marker::PhantomData<T>);
-        impl<'de, T: serde::de::DeserializeOwned> serde::de::Visitor<'de> for Entries<T> {
-            type Value = Object<T>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
-            }
+impl<T: serde::de::DeserializeOwned> FromRequest<Arc<Region>> for JsonObject<T> {
+    type Rejection = ApiError;
+
+    /// Refuses a body not declared as JSON or not JSON (400), past the region's limit (413,
+    /// with the limit), or JSON of the wrong shape, an array or a scalar included (422, with
+    /// the JSON Pointer of the value at fault in `errors`).
+    async fn from_request(req: Request, region: &Arc<Region>) -> Result<Self, ApiError> {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|essence| essence.trim().to_ascii_lowercase());
+        if !declared.is_some_and(|e| e == "application/json" || (e.starts_with("application/") && e.ends_with("+json")))
+        {
+            return Err(ApiError::new(
+                ProblemType::MalformedJson,
+                "the request has no JSON body: send one with `Content-Type: application/json`",
+            ));
         }
-        d.deserialize_map(Entries(std::marker::PhantomData))
+        let bytes = Bytes::from_request(req, region).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    ProblemType::TooLarge,
+                    format!(
+                        "the body is past this region's limit of {} bytes (max_value_bytes {})",
+                        region.config.body_limit(),
+                        region.config.max_value_bytes
+                    ),
+                )
+                .at(&region.name)
+            } else {
+                ApiError::new(
+                    ProblemType::MalformedJson,
+                    format!("the body could not be read: {}", e.body_text()),
+                )
+            }
+        })?;
+        Ok(JsonObject(::problem::body::object(&bytes)?))
     }
 }
 
-/// A client's JSON body, or the problem with it: too large (413, with the limit), not JSON
-/// (400), or JSON of the wrong shape, an array or a scalar included (422).
-fn body_of<T>(region: &Region, b: Body<T>) -> Result<T, ApiError> {
-    b.map(|Json(Object(b))| b).map_err(|e| match e {
-        JsonRejection::JsonDataError(e) => ApiError::new(ProblemType::InvalidBody, e.body_text()),
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            ProblemType::TooLarge,
-            format!(
-                "the body is past this region's limit of {} bytes (max_value_bytes {})",
-                region.config.body_limit(),
-                region.config.max_value_bytes
-            ),
-        )
-        .at(&region.name),
-        other => ApiError::new(ProblemType::MalformedJson, other.body_text()),
-    })
+/// A route's body, or the problem with it (see [`JsonObject`]).
+fn body_of<T>(b: Body<T>) -> Result<T, ApiError> {
+    b.map(|JsonObject(b)| b)
 }
 
 /// A peer's message, or its refusal.

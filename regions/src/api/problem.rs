@@ -4,7 +4,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-pub use problem::{Kind, PROBLEM_BASE, Problem};
+pub use problem::{Kind, PROBLEM_BASE, Problem, ProblemError};
 
 use crate::Error;
 
@@ -159,7 +159,11 @@ pub struct ApiError {
     /// For `key-not-found`: the staleness bound of the answering copy.
     pub staleness_bound_ms: Option<u64>,
     /// For `txn-conflict`: the key, and the transaction it lost to when known.
-    pub conflict: Option<(String, Option<String>)>,
+    /// (Boxed, like `fault`, to keep the error small.)
+    pub conflict: Option<Box<(String, Option<String>)>>,
+    /// For `invalid-body`: the value at fault, by its JSON Pointer (boxed: an error is
+    /// returned by value on every route, and most have none).
+    pub fault: Option<Box<ProblemError>>,
 }
 
 impl ApiError {
@@ -171,6 +175,7 @@ impl ApiError {
             region: None,
             staleness_bound_ms: None,
             conflict: None,
+            fault: None,
         }
     }
 
@@ -178,6 +183,31 @@ impl ApiError {
     pub fn at(mut self, region: &str) -> ApiError {
         self.region = Some(region.to_owned());
         self
+    }
+}
+
+impl ApiError {
+    /// An `invalid-body` (422) at the value `path` points to (`""`: the body itself).
+    pub fn invalid_body(path: &str, message: impl Into<String>) -> ApiError {
+        ApiError::from(problem::body::Fault::Shape {
+            path: path.to_owned(),
+            message: message.into(),
+        })
+    }
+}
+
+impl From<problem::body::Fault> for ApiError {
+    /// A body that is not JSON (`malformed-json`, 400), or of the wrong shape
+    /// (`invalid-body`, 422, the value at fault located in `errors`).
+    fn from(fault: problem::body::Fault) -> ApiError {
+        let detail = fault.detail();
+        match fault {
+            problem::body::Fault::NotJson(_) => ApiError::new(ProblemType::MalformedJson, detail),
+            problem::body::Fault::Shape { path, message } => ApiError {
+                fault: Some(Box::new(ProblemError { path, message })),
+                ..ApiError::new(ProblemType::InvalidBody, detail)
+            },
+        }
     }
 }
 
@@ -201,7 +231,7 @@ impl From<Error> for ApiError {
             Error::BeyondRetention { .. } => ProblemType::BeyondRetention,
             Error::TxnConflict { key, with, .. } => {
                 return ApiError {
-                    conflict: Some((key, with)),
+                    conflict: Some(Box::new((key, with))),
                     ..ApiError::new(ProblemType::TxnConflict, detail)
                 };
             }
@@ -226,8 +256,9 @@ impl IntoResponse for ApiError {
         let problem = Problem {
             region: self.region,
             staleness_bound_ms: self.staleness_bound_ms,
-            key: self.conflict.as_ref().map(|(k, _)| k.clone()),
-            conflicting_txn: self.conflict.and_then(|(_, w)| w),
+            key: self.conflict.as_ref().map(|c| c.0.clone()),
+            conflicting_txn: self.conflict.and_then(|c| c.1),
+            errors: self.fault.map(|f| vec![*f]).unwrap_or_default(),
             ..Problem::new(self.kind, self.detail)
         };
         problem::respond(self.kind, &problem, None, Vec::new())

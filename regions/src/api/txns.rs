@@ -85,23 +85,10 @@ pub(super) fn routes() -> Router<Arc<Region>> {
     )
 )]
 pub(super) async fn begin(State(region): Shared, caller: Called, body: Bytes) -> Result<Response, ApiError> {
-    // The body is optional (empty or `null`); when given it must be a BeginRequest object
-    // (serde would take a struct from an array too).
-    if !body.iter().all(u8::is_ascii_whitespace) {
-        let value: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| ApiError::new(ProblemType::MalformedJson, e.to_string()))?;
-        let req: BeginRequest = match value {
-            serde_json::Value::Null => BeginRequest::default(),
-            serde_json::Value::Object(_) => {
-                serde_json::from_value(value).map_err(|e| ApiError::new(ProblemType::InvalidBody, e.to_string()))?
-            }
-            other => {
-                return Err(ApiError::new(
-                    ProblemType::InvalidBody,
-                    format!("the body is an object or null, not {other}"),
-                ));
-            }
-        };
+    // The body is optional (empty or `null`); when given it must be a BeginRequest object.
+    let text = body.trim_ascii();
+    if !text.is_empty() && text != b"null" {
+        let req: BeginRequest = ::problem::body::object(text)?;
         let regions_core::txn::Isolation::Serializable = req.isolation;
     }
     let owner = caller.map(|Extension(c)| c);
@@ -168,7 +155,7 @@ pub(super) async fn put(
 ) -> Result<StatusCode, ApiError> {
     check_key(&key)?;
     mine(&region, &id, &caller)?;
-    let body = body_of(&region, body)?;
+    let body = body_of(body)?;
     check_value(&region, "/value", &body.value.to_string())?;
     gateway::write(&region, &id, &key, Some(&body))?;
     Ok(StatusCode::NO_CONTENT)
@@ -296,7 +283,7 @@ pub(super) async fn one_shot(
     granted: Let,
     body: Body<OneShotRequest>,
 ) -> Result<Response, ApiError> {
-    let req = body_of(&region, body)?;
+    let req = body_of(body)?;
     checked_op_id("/op_id", req.op_id.clone())?;
     checked_op_id("/undoes", req.undoes.clone())?;
     if !req.writes.is_empty() || req.undoes.is_some() {
@@ -344,7 +331,7 @@ pub(super) async fn one_shot(
     )
 )]
 pub(super) async fn snapshot(State(region): Shared, body: Body<SnapshotRequest>) -> Result<Response, ApiError> {
-    let req = body_of(&region, body)?;
+    let req = body_of(body)?;
     for key in &req.keys {
         check_key(key)?;
     }
