@@ -6,7 +6,7 @@
 //! coordinator that wrote it last), so the kill and the pause of the nemesis mattered.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 
 use sqlx::{Connection, PgConnection, Row};
@@ -30,7 +30,9 @@ pub struct Database {
     _server: PgServer,
 }
 
-/// The address of Docker's default bridge on this host, which `host-gateway` names.
+/// The address of Docker's default bridge on this host, which `host-gateway` names: the
+/// gateway of its IPAM configuration, or, where the engine leaves that out (Debian's Docker
+/// 20.10 does), the IPv4 address of the bridge's interface (`docker0`), which is the same.
 fn bridge_gateway() -> IpAddr {
     let out = Command::new("docker")
         .args([
@@ -38,18 +40,51 @@ fn bridge_gateway() -> IpAddr {
             "inspect",
             "bridge",
             "--format",
-            "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+            r#"{{range .IPAM.Config}}{{.Gateway}}{{end}}|{{index .Options "com.docker.network.bridge.name"}}"#,
         ])
         .output()
         .expect("running docker network inspect bridge");
     let text = String::from_utf8_lossy(&out.stdout);
-    text.trim().parse().unwrap_or_else(|_| {
+    let (gateway, interface) = text.trim().split_once('|').unwrap_or((text.trim(), ""));
+    // An engine that does not name the interface ("<no value>") uses the default one.
+    let interface = if interface.is_empty() || interface.starts_with('<') {
+        "docker0"
+    } else {
+        interface
+    };
+    let gateway = gateway.parse().ok();
+    gateway.or_else(|| ipv4_of(interface)).unwrap_or_else(|| {
         panic!(
-            "Docker's default bridge has no gateway address (docker network inspect bridge: {text:?} {}); \
-             the containers reach PostgreSQL on the host through it",
+            "Docker's default bridge has no gateway address (docker network inspect bridge: {text:?} {}), \
+             and its interface {interface:?} no IPv4 address; the containers reach PostgreSQL on the host through it",
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// The first IPv4 address of the network interface `name`, if it has one.
+fn ipv4_of(name: &str) -> Option<IpAddr> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list that freeifaddrs releases; each
+    // entry's name is a C string and an AF_INET address is a sockaddr_in.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return None;
+        }
+        let mut found = None;
+        let mut entry = list;
+        while let Some(e) = entry.as_ref() {
+            let named = std::ffi::CStr::from_ptr(e.ifa_name).to_bytes() == name.as_bytes();
+            if named && !e.ifa_addr.is_null() && i32::from((*e.ifa_addr).sa_family) == libc::AF_INET {
+                let sin = &*(e.ifa_addr as *const libc::sockaddr_in);
+                found = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                break;
+            }
+            entry = e.ifa_next;
+        }
+        libc::freeifaddrs(list);
+        found
+    }
 }
 
 impl Database {
