@@ -309,4 +309,47 @@ async fn additions_are_applied_by_the_home_and_none_is_lost() {
         unchanged["version"], after["version"],
         "the refused bodies wrote nothing"
     );
+    // A body must be declared as JSON; a charset is fine.
+    let client = reqwest::Client::new();
+    let body = r#"{"add": {"path": "/balance", "delta": 0}}"#;
+    for (content_type, status) in [
+        (None, 400),
+        (Some("text/plain"), 400),
+        (Some("application/json; charset=utf-8"), 200),
+    ] {
+        let mut request = client.patch(format!("{}/v1/kv/us/acct", urls[0])).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            status,
+            "{content_type:?}: {}",
+            response.text().await.unwrap()
+        );
+    }
+    // Beginning a transaction takes no body, `null` or an object; its faults are located too.
+    for (body, status, path) in [
+        ("", 201, None),
+        (" null\n", 201, None),
+        ("{}", 201, None),
+        ("[]", 422, Some("")),
+        (r#"{"isolation": "chaos"}"#, 422, Some("/isolation")),
+        ("{} {}", 400, None),
+        ("\u{c}{}", 400, None),
+    ] {
+        let response = client
+            .post(format!("{}/v1/txns", urls[0]))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{body:?}");
+        if let Some(path) = path {
+            let bad: Value = response.json().await.unwrap();
+            assert_eq!(bad["errors"][0]["path"], path, "{body:?}: {bad}");
+        }
+    }
 }

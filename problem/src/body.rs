@@ -37,7 +37,7 @@ impl Fault {
 /// `{"value": 1}`), which no client means: anything but an object is a [`Fault::Shape`] at
 /// the body itself.
 pub fn object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Fault> {
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    let first = bytes.iter().find(|b| !is_json_whitespace(b));
     if first != Some(&b'{') {
         // Say "not JSON" for what is not JSON, and "not an object" for an array or a scalar.
         return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
@@ -53,16 +53,25 @@ pub fn object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Fault> {
         let path = pointer(e.path());
         let inner = e.into_inner();
         if inner.is_data() {
-            Fault::Shape {
-                path,
-                message: inner.to_string(),
+            // The pointer says where; serde's " at line L column C" would only repeat it.
+            let mut message = inner.to_string();
+            let position = format!(" at line {} column {}", inner.line(), inner.column());
+            if inner.line() > 0 && message.ends_with(&position) {
+                message.truncate(message.len() - position.len());
             }
+            Fault::Shape { path, message }
         } else {
             Fault::NotJson(inner.to_string())
         }
     })?;
     de.end().map_err(|e| Fault::NotJson(e.to_string()))?;
     Ok(value)
+}
+
+/// Whether `b` is whitespace between JSON tokens (space, tab, line feed, carriage return:
+/// RFC 8259; not form feed, which `u8::is_ascii_whitespace` takes).
+pub fn is_json_whitespace(b: &u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 /// The JSON Pointer of a serde path (`""` for the whole value).
@@ -107,10 +116,10 @@ mod tests {
         assert_eq!(put.writes, vec![Write { value: 1 }]);
         let fault = object::<Put>(br#"{"writes": [{"a/b": 1}, {"a/b": "x"}]}"#).unwrap_err();
         assert!(shape("/writes/1/a~1b")(fault.clone()), "{fault:?}");
-        assert!(
-            fault.detail().starts_with("/writes/1/a~1b: invalid type"),
-            "{}",
-            fault.detail()
+        assert_eq!(
+            fault.detail(),
+            "/writes/1/a~1b: invalid type: string \"x\", expected u32",
+            "the pointer says where, without serde's line and column"
         );
         let fault = object::<Put>(br#"{"writes": [], "extra": 1}"#).unwrap_err();
         assert!(shape("/extra")(fault.clone()), "{fault:?}");

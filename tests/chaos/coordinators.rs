@@ -74,10 +74,11 @@ fn ipv4_of(name: &str) -> Option<IpAddr> {
         let mut found = None;
         let mut entry = list;
         while let Some(e) = entry.as_ref() {
-            let named = std::ffi::CStr::from_ptr(e.ifa_name).to_bytes() == name.as_bytes();
+            let named = !e.ifa_name.is_null() && std::ffi::CStr::from_ptr(e.ifa_name).to_bytes() == name.as_bytes();
             if named && !e.ifa_addr.is_null() && i32::from((*e.ifa_addr).sa_family) == libc::AF_INET {
                 let sin = &*(e.ifa_addr as *const libc::sockaddr_in);
-                found = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                // s_addr holds the address in network order, as it is in memory.
+                found = Some(IpAddr::V4(Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes())));
                 break;
             }
             entry = e.ifa_next;

@@ -86,7 +86,15 @@ pub(super) fn routes() -> Router<Arc<Region>> {
 )]
 pub(super) async fn begin(State(region): Shared, caller: Called, body: Bytes) -> Result<Response, ApiError> {
     // The body is optional (empty or `null`); when given it must be a BeginRequest object.
-    let text = body.trim_ascii();
+    let start = body
+        .iter()
+        .position(|b| !::problem::body::is_json_whitespace(b))
+        .unwrap_or(body.len());
+    let end = body
+        .iter()
+        .rposition(|b| !::problem::body::is_json_whitespace(b))
+        .map_or(start, |i| i + 1);
+    let text = &body[start..end];
     if !text.is_empty() && text != b"null" {
         let req: BeginRequest = ::problem::body::object(text)?;
         let regions_core::txn::Isolation::Serializable = req.isolation;
