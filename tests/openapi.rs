@@ -164,7 +164,7 @@ async fn the_coordinators_document_is_exact() {
 }
 
 /// A region's token: the admin role, so that every route is reached (the 401s and 403s of
-/// the roles are `tests/regions_auth.rs`'s).
+/// the roles are `tests/regions_auth/`'s).
 const REGION_TOKEN: &str = "admin:region-contract-token";
 /// Examples per operation against the region: 100 keeps the run near 45 s on two cores
 /// with the transaction routes (20 operations, and a stateful phase that follows a begun

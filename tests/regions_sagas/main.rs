@@ -11,8 +11,15 @@
 //!   and does not overwrite it; one that meets none restores the previous value.
 //! - A transaction step commits once although the coordinator dies between the commit and
 //!   its record, and its compensating transaction undoes it once.
+//!
+//! The undo that meets a newer write is in `undo.rs`, the transaction step in
+//! `txn_steps.rs`.
 
+#[path = "../support/mod.rs"]
 mod support;
+
+mod txn_steps;
+mod undo;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -339,49 +346,6 @@ async fn transfers_survive_the_coordinator_killed_and_restarted() {
     check(&setup, &sagas).await;
 }
 
-/// A participant whose `/hold` answers 422 once the test opens the gate, and whose
-/// `/refuse` answers 422 at once.
-async fn gate() -> (String, Arc<tokio::sync::watch::Sender<bool>>) {
-    let (open, _) = tokio::sync::watch::channel(false);
-    let open = Arc::new(open);
-    let held = open.clone();
-    let app = Router::new()
-        .route(
-            "/hold",
-            post(move || {
-                let mut rx = held.subscribe();
-                async move {
-                    let _ = rx.wait_for(|o| *o).await;
-                    (StatusCode::UNPROCESSABLE_ENTITY, "refused")
-                }
-            }),
-        )
-        .route(
-            "/refuse",
-            post(|| async { (StatusCode::UNPROCESSABLE_ENTITY, "refused") }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, open)
-}
-
-fn overwrite_definition(gate: &str) -> Value {
-    json!({
-        "name": "overwrite",
-        "steps": [
-            {"name": "set", "action": {"region": {"op": "put", "key": "{{input.key}}", "value": {"by": "saga"}}}},
-            {"name": "drop", "action": {"region": {"op": "delete", "key": "{{input.gone}}"}}},
-            {"name": "wait", "action": {"http": {"method": "POST", "url": format!("{gate}/{{{{input.path}}}}")}},
-             "retry": {"max_attempts": 1}}
-        ]
-    })
-}
-
-async fn start_and_settle(url: &str, input: Value) -> (String, Value) {
-    start_and_settle_definition(url, "overwrite", input).await
-}
-
 async fn start_and_settle_definition(url: &str, definition: &str, input: Value) -> (String, Value) {
     let r = reqwest::Client::new()
         .post(format!("{url}/v1/sagas"))
@@ -399,90 +363,6 @@ async fn start_and_settle_definition(url: &str, definition: &str, input: Value) 
         .await
         .unwrap();
     (id, saga)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_undo_that_meets_a_newer_write_is_stuck_and_does_not_overwrite() {
-    let (gate, open) = gate().await;
-    let setup = setup(&["--allow-host", "127.0.0.1"]).await;
-    let url = setup.coordinator.url.clone();
-    let us = setup.cluster.regions[0].url.clone();
-    let eu = setup.cluster.regions[1].url.clone();
-    workload::register(std::slice::from_ref(&url), &overwrite_definition(&gate)).await;
-
-    // Without interference the undo restores what was there: a value, or nothing; the
-    // deleted key comes back.
-    put(&us, "us/kept", json!({"by": "before"})).await;
-    put(&eu, "eu/gone", json!({"by": "before"})).await;
-    let (_, saga) = start_and_settle(&url, json!({"key": "us/kept", "gone": "eu/gone", "path": "refuse"})).await;
-    assert_eq!(saga["status"], "compensated", "{saga}");
-    assert_eq!(read(&us, "us/kept").await.1["value"], json!({"by": "before"}));
-    assert_eq!(read(&eu, "eu/gone").await.1["value"], json!({"by": "before"}));
-    let (_, saga) = start_and_settle(&url, json!({"key": "us/fresh", "gone": "eu/none", "path": "refuse"})).await;
-    assert_eq!(saga["status"], "compensated", "{saga}");
-    assert_eq!(
-        read(&us, "us/fresh").await.0,
-        404,
-        "a key the saga created is deleted again"
-    );
-
-    // Someone writes the key after the saga did, before it unwinds.
-    put(&us, "us/doc", json!({"by": "before"})).await;
-    let input = json!({"key": "us/doc", "gone": "eu/none", "path": "hold"});
-    let started = reqwest::Client::new()
-        .post(format!("{url}/v1/sagas"))
-        .json(&json!({"definition": "overwrite", "input": input}))
-        .send()
-        .await
-        .unwrap();
-    let id = started.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let saga: Value = reqwest::get(format!("{url}/v1/sagas/{id}"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if saga["steps"][2]["status"] == "running" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the saga did not reach its wait step: {saga}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(read(&us, "us/doc").await.1["value"], json!({"by": "saga"}));
-    let theirs = put(&eu, "us/doc", json!({"by": "someone else"})).await;
-    open.send_replace(true);
-    let keyed = HashMap::from([(id.clone(), false)]);
-    workload::wait_settled(std::slice::from_ref(&url), &keyed, Duration::from_secs(60)).await;
-    let saga: Value = reqwest::get(format!("{url}/v1/sagas/{id}"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(saga["status"], "stuck", "{saga}");
-    let set = &saga["steps"][0];
-    assert_eq!(set["compensation"]["status"], "failed", "{saga}");
-    let reason = set["compensation"]["error"]["message"].as_str().unwrap();
-    assert!(
-        reason.starts_with("conflict: us/doc was written by someone else"),
-        "{reason}"
-    );
-    assert_eq!(set["compensation"]["error"]["kind"], "permanent");
-    let (_, now) = read(&us, "us/doc").await;
-    assert_eq!(
-        now["value"],
-        json!({"by": "someone else"}),
-        "their write was not overwritten"
-    );
-    assert_eq!(now["version"], theirs["version"]);
 }
 
 /// Every write and every undo of every transfer runs twice (the first result thrown
@@ -570,113 +450,4 @@ async fn every_write_and_every_undo_run_twice_apply_once() {
         "each write and undo applied once though each ran twice"
     );
     coordinator.shutdown().await.unwrap();
-}
-
-/// A transfer as one transaction step (the debit and the credit commit together), then a
-/// check that fails for an amount over 100 (so the transaction is undone by its automatic
-/// compensating transaction).
-fn txn_definition() -> Value {
-    json!({
-        "name": "txn-move",
-        "defaults": {"retry": {"max_attempts": 50, "initial_backoff_ms": 50, "max_backoff_ms": 500},
-                     "compensation_retry": {"max_attempts": 50, "initial_backoff_ms": 50, "max_backoff_ms": 500}},
-        "steps": [
-            {"name": "move", "action": {"txn": {"reads": ["{{input.to}}"], "writes": [
-                {"op": "add", "key": "{{input.from}}", "path": "/balance", "delta": "-{{input.amount}}", "min": 0},
-                {"op": "add", "key": "{{input.to}}", "path": "/balance", "delta": "{{input.amount}}"}
-            ]}}},
-            {"name": "check", "action": {"region": {"op": "add", "key": "checks/{{saga.id}}",
-                "delta": "{{input.amount}}", "max": 100}}}
-        ]
-    })
-}
-
-async fn balance(cluster: &Cluster, key: &str) -> i64 {
-    let (status, body) = read(&home_url(cluster, key), key).await;
-    assert_eq!(status, 200, "{key}: {body}");
-    body["value"]["balance"].as_i64().unwrap()
-}
-
-/// Runs a `txn-move` saga to its end; returns it.
-async fn txn_move(setup: &Setup, input: Value) -> Value {
-    let (_, saga) = start_and_settle_definition(&setup.coordinator.url, "txn-move", input).await;
-    saga
-}
-
-/// A transaction step commits once: the coordinator aborts right after the regions
-/// committed the step's transaction and before it recorded the step; restarted, it runs
-/// the step again under the same op id, which the regions answer with the first commit
-/// (`replayed`, with the reads as they were). A saga whose last step fails has its
-/// transaction undone once by the compensating transaction.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_transaction_step_commits_once_across_a_coordinator_crash() {
-    let mut setup = setup(&[]).await;
-    seed(&setup.cluster).await;
-    workload::register(&[setup.coordinator.url.clone()], &txn_definition()).await;
-    setup
-        .coordinator
-        .set_env(coordinator::runner::region::CRASH_AFTER_TXN, Some("move"));
-    setup.coordinator.restart().await;
-    let input = json!({"from": "us/a0", "to": "eu/b0", "amount": 30});
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/sagas", setup.coordinator.url))
-        .json(&json!({"definition": "txn-move", "input": input}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !setup.coordinator.exited() {
-        assert!(
-            Instant::now() < deadline,
-            "the coordinator did not abort after the commit"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        setup
-            .coordinator
-            .log_text()
-            .contains("between the commit and its record")
-    );
-    // Committed, not recorded: the debit and the credit are there once.
-    assert_eq!(balance(&setup.cluster, "us/a0").await, INITIAL - 30);
-    setup
-        .coordinator
-        .set_env(coordinator::runner::region::CRASH_AFTER_TXN, None);
-    setup.coordinator.restart().await;
-    let keyed = HashMap::from([(id.clone(), false)]);
-    workload::wait_settled(&[setup.coordinator.url.clone()], &keyed, Duration::from_secs(60)).await;
-    let saga: Value = reqwest::get(format!("{}/v1/sagas/{id}", setup.coordinator.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(saga["status"], "completed", "{saga}");
-    let output = saga["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "move")
-        .map(|s| s["output"].clone())
-        .unwrap();
-    assert_eq!(output["replayed"], true, "{saga}");
-    assert_eq!(output["reads"]["eu/b0"]["value"]["balance"], INITIAL, "{output}");
-    assert_eq!(balance(&setup.cluster, "us/a0").await, INITIAL - 30);
-    assert_eq!(balance(&setup.cluster, "eu/b0").await, INITIAL + 30);
-
-    // Over 100: the check fails and the transfer is undone, once.
-    let saga = txn_move(&setup, json!({"from": "eu/b0", "to": "ap/c0", "amount": 120})).await;
-    assert_eq!(saga["status"], "compensated", "{saga}");
-    assert_eq!(balance(&setup.cluster, "eu/b0").await, INITIAL + 30);
-    assert_eq!(balance(&setup.cluster, "ap/c0").await, INITIAL);
-    // A debit past the floor: refused, nothing applied, nothing to undo.
-    let saga = txn_move(&setup, json!({"from": "ap/c1", "to": "us/a1", "amount": INITIAL + 1})).await;
-    assert_eq!(saga["status"], "compensated", "{saga}");
-    assert_eq!(saga["steps"][0]["status"], "failed", "{saga}");
-    assert_eq!(saga["steps"][0]["compensation"]["status"], "not_needed", "{saga}");
-    assert_eq!(balance(&setup.cluster, "ap/c1").await, INITIAL);
-    assert_eq!(balance(&setup.cluster, "us/a1").await, INITIAL);
 }
