@@ -1,4 +1,5 @@
-//! A client's JSON body read into a type, or the fault with it located by a JSON Pointer:
+//! A client's JSON body read into a type, or the fault with it located by a JSON Pointer,
+//! and whether its `Content-Type` declares JSON:
 //! how both APIs tell a client what is wrong with what it sent.
 
 use serde::de::DeserializeOwned;
@@ -66,6 +67,18 @@ pub fn object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Fault> {
     })?;
     de.end().map_err(|e| Fault::NotJson(e.to_string()))?;
     Ok(value)
+}
+
+/// The media type a `Content-Type` value declares: lowercased, without its parameters
+/// (`application/json` for `Application/JSON; charset=utf-8`).
+pub fn media_type(value: &axum::http::HeaderValue) -> String {
+    let text = value.to_str().unwrap_or_default();
+    text.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+}
+
+/// Whether a [`media_type`] is JSON: `application/json` or `application/*+json`.
+pub fn is_json(media_type: &str) -> bool {
+    media_type == "application/json" || (media_type.starts_with("application/") && media_type.ends_with("+json"))
 }
 
 /// Whether `b` is whitespace between JSON tokens (space, tab, line feed, carriage return:
@@ -138,6 +151,16 @@ mod tests {
             );
             assert_eq!(fault.detail(), "(body): expected a JSON object");
         }
+    }
+
+    #[test]
+    fn json_media_types_are_told_by_their_essence() {
+        let media = |v: &'static str| media_type(&axum::http::HeaderValue::from_static(v));
+        assert_eq!(media("Application/JSON; charset=utf-8"), "application/json");
+        assert!(is_json(&media("application/json")));
+        assert!(is_json(&media("application/problem+json")));
+        assert!(!is_json(&media("text/plain")));
+        assert!(!is_json(&media("application/jsonx")));
     }
 
     #[test]

@@ -55,15 +55,8 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
             "the request has a body but no `Content-Type`; send `Content-Type: application/json`",
         ));
     };
-    let essence = value
-        .to_str()
-        .unwrap_or_default()
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    let json = essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"));
+    let essence = problem::body::media_type(value);
+    let json = problem::body::is_json(&essence);
     if json {
         Ok(())
     } else {

@@ -136,14 +136,8 @@ impl<T: serde::de::DeserializeOwned> FromRequest<Arc<Region>> for JsonObject<T> 
     /// with the limit), or JSON of the wrong shape, an array or a scalar included (422, with
     /// the JSON Pointer of the value at fault in `errors`).
     async fn from_request(req: Request, region: &Arc<Region>) -> Result<Self, ApiError> {
-        let declared = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|essence| essence.trim().to_ascii_lowercase());
-        if !declared.is_some_and(|e| e == "application/json" || (e.starts_with("application/") && e.ends_with("+json")))
-        {
+        let declared = req.headers().get(header::CONTENT_TYPE).map(::problem::body::media_type);
+        if !declared.is_some_and(|m| ::problem::body::is_json(&m)) {
             return Err(ApiError::new(
                 ProblemType::MalformedJson,
                 "the request has no JSON body: send one with `Content-Type: application/json`",
